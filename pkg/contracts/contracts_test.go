@@ -1,0 +1,81 @@
+package contracts_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+func TestSubjectsUseOnlySafeTokens(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ got, want string }{
+		{contracts.SubjectJob(contracts.PriorityHigh, "demo"), "rdev.jobs.high.demo"},
+		{contracts.SubjectJobsAt(contracts.PriorityLow), "rdev.jobs.low.>"},
+		{contracts.SubjectOutput("s1"), "rdev.output.s1"},
+		{contracts.SubjectEvent("demo", "s1", contracts.EventStarted), "rdev.events.demo.s1.started"},
+		{contracts.SubjectStreamEvents("s1"), "rdev.events.*.s1.*"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}
+
+func TestValidProjectID(t *testing.T) {
+	t.Parallel()
+	for id, want := range map[string]bool{
+		"demo": true, "a": true, "a-b-9": true, strings.Repeat("a", 63): true,
+		"": false, "-a": false, "a-": false, "A": false, "a.b": false, "a*": false,
+		"a>": false, "a b": false, strings.Repeat("a", 64): false,
+	} {
+		if got := contracts.ValidProjectID(id); got != want {
+			t.Errorf("ValidProjectID(%q) = %v, want %v", id, got, want)
+		}
+	}
+	for id, want := range map[string]bool{
+		"01HX_abc-1": true, "": false, "a.b": false, "a>": false, strings.Repeat("x", 65): false,
+	} {
+		if got := contracts.ValidID(id); got != want {
+			t.Errorf("ValidID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestParsePriority(t *testing.T) {
+	t.Parallel()
+	if p, err := contracts.ParsePriority(""); err != nil || p != contracts.PriorityNormal {
+		t.Fatalf("empty priority: got %q, %v", p, err)
+	}
+	if _, err := contracts.ParsePriority("urgent"); err == nil {
+		t.Fatal("urgent: want an error")
+	}
+}
+
+func TestStatusOfTerminalEvents(t *testing.T) {
+	t.Parallel()
+	for _, et := range []contracts.EventType{contracts.EventSucceeded, contracts.EventFailed, contracts.EventCancelled, contracts.EventTimedOut} {
+		if !et.Terminal() || !contracts.StatusOf(et).Final() {
+			t.Errorf("%s: want terminal and final", et)
+		}
+	}
+	if contracts.EventStarted.Terminal() || contracts.StatusOf(contracts.EventStarted).Final() {
+		t.Error("started must not be terminal")
+	}
+}
+
+func TestOutputLineRawOnlyWhenSet(t *testing.T) {
+	t.Parallel()
+	b, err := json.Marshal(contracts.OutputLine{V: 1, Text: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), `"raw"`) {
+		t.Fatalf("raw present for a valid line: %s", b)
+	}
+	b, _ = json.Marshal(contracts.OutputLine{V: 1, Text: "\uFFFD", Raw: []byte{0xff}})
+	if !strings.Contains(string(b), `"raw":"/w=="`) {
+		t.Fatalf("raw not base64: %s", b)
+	}
+}

@@ -1,0 +1,76 @@
+package contracts
+
+import "time"
+
+// EventType names a step in a job's life.
+type EventType string
+
+// The lifecycle events. Succeeded, Failed, Cancelled and TimedOut are
+// terminal: exactly one of them ends every job.
+const (
+	EventQueued    EventType = "queued"
+	EventStarted   EventType = "started"
+	EventSucceeded EventType = "succeeded"
+	EventFailed    EventType = "failed"
+	EventCancelled EventType = "cancelled"
+	EventTimedOut  EventType = "timed_out"
+)
+
+// Terminal reports whether t ends the job.
+func (t EventType) Terminal() bool {
+	switch t {
+	case EventSucceeded, EventFailed, EventCancelled, EventTimedOut:
+		return true
+	}
+	return false
+}
+
+// Reasons explain a failure that is not the command's own exit status.
+const (
+	// ReasonExitCode: the command exited with a non-zero status.
+	ReasonExitCode = "exit_code"
+	// ReasonTimeout: the job ran past its timeout and was killed.
+	ReasonTimeout = "timeout"
+	// ReasonStartFailed: the command could not be started (not found, ...).
+	ReasonStartFailed = "start_failed"
+	// ReasonWorkerLost: the worker running the job stopped heartbeating.
+	ReasonWorkerLost = "worker_lost"
+	// ReasonExecutorError: the executor failed while the command ran.
+	ReasonExecutorError = "executor_error"
+)
+
+// Event is a lifecycle event, published to SubjectEvent. Events of one
+// stream are stored in the output stream with its lines, so one ordered
+// replay returns both, and a terminal event follows the stream's last line.
+type Event struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// Type is what happened.
+	Type EventType `json:"type"`
+	// Status is the job's status after the event.
+	Status Status `json:"status"`
+	// JobID is the job the event is about.
+	JobID string `json:"job_id"`
+	// StreamID is the job's output stream.
+	StreamID string `json:"stream_id"`
+	// Project is the job's project.
+	Project string `json:"project"`
+	// Attempt is the attempt the event belongs to, from 1.
+	Attempt int `json:"attempt"`
+	// Worker is the id of the worker that ran the attempt (empty for queued).
+	Worker string `json:"worker,omitempty"`
+	// ExitCode is the command's exit status, on terminal events when the
+	// command ran to an exit. Absent when it never started or was killed.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Reason explains a failure (see the Reason constants).
+	Reason string `json:"reason,omitempty"`
+	// Message is a human readable detail for Reason.
+	Message string `json:"message,omitempty"`
+	// DurationMS is the run time of the attempt, on terminal events.
+	DurationMS int64 `json:"duration_ms,omitempty"`
+	// Lines is the stream's last output Seq when the event was published.
+	// On a terminal event every line up to Lines is already stored.
+	Lines uint64 `json:"lines"`
+	// Time is when the event happened.
+	Time time.Time `json:"time"`
+}

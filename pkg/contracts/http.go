@@ -1,0 +1,41 @@
+package contracts
+
+// ErrorBody is the JSON body of every HTTP error rdev returns:
+// {"error":{"code":"...","message":"..."}}.
+type ErrorBody struct {
+	// Error describes what went wrong.
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is a machine-readable code and a message for people.
+type ErrorDetail struct {
+	// Code is stable and machine-readable, e.g. "invalid_priority".
+	Code string `json:"code"`
+	// Message says what was wrong and how to fix it.
+	Message string `json:"message"`
+}
+
+// Server-Sent Event names the streamer sends on /v1/streams/{id}/events.
+const (
+	// SSEConnected opens every connection; data is SSEConnectedData.
+	SSEConnected = "connected"
+	// SSEOutput carries one OutputLine.
+	SSEOutput = "output"
+	// SSEStatus carries a non-terminal Event (queued, started).
+	SSEStatus = "status"
+	// SSEComplete carries the terminal Event; the connection then ends.
+	SSEComplete = "complete"
+	// SSEError carries an ErrorDetail; the client should reconnect with
+	// Last-Event-ID unless the code says otherwise.
+	SSEError = "error"
+)
+
+// SSEConnectedData is the data of the connected event.
+type SSEConnectedData struct {
+	// StreamID is the stream being watched.
+	StreamID string `json:"stream_id"`
+	// JobID is the job writing to it.
+	JobID string `json:"job_id"`
+	// ResumeAfter is the Last-Event-ID the connection resumes after, or "".
+	ResumeAfter string `json:"resume_after,omitempty"`
+}

@@ -1,0 +1,83 @@
+package contracts
+
+import (
+	"fmt"
+	"time"
+)
+
+// Priority orders jobs in the queue. Workers drain higher levels first but
+// guarantee lower levels a share of dispatches, so none starves.
+type Priority string
+
+// The priority levels, highest first.
+const (
+	PriorityHigh   Priority = "high"
+	PriorityNormal Priority = "normal"
+	PriorityLow    Priority = "low"
+)
+
+// Priorities lists every level, highest first.
+func Priorities() []Priority { return []Priority{PriorityHigh, PriorityNormal, PriorityLow} }
+
+// ParsePriority returns the level named s; the empty string means normal.
+func ParsePriority(s string) (Priority, error) {
+	switch p := Priority(s); p {
+	case "":
+		return PriorityNormal, nil
+	case PriorityHigh, PriorityNormal, PriorityLow:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown priority %q (want high, normal or low)", s)
+}
+
+// Kind says how a job's command was produced.
+type Kind string
+
+// The kinds of job.
+const (
+	// KindExec runs the argv the caller gave.
+	KindExec Kind = "exec"
+	// KindClaude runs the Claude Code CLI with the caller's prompt as one
+	// argv element; Command holds the full argv the API built.
+	KindClaude Kind = "claude"
+)
+
+// Job is a command to run in a project's workspace. It is published once to
+// SubjectJob and consumed by exactly one worker at a time.
+type Job struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// ID identifies the job; GET /v1/jobs/{id} reads its state.
+	ID string `json:"id"`
+	// Project is the project whose workspace runs the job (a DNS label).
+	Project string `json:"project"`
+	// Kind says whether Command came from the caller or from a prompt.
+	Kind Kind `json:"kind"`
+	// Command is the argv to execute; Command[0] is looked up in PATH.
+	// It is never passed through a shell by rdev.
+	Command []string `json:"command"`
+	// Env holds extra environment variables for the process.
+	Env map[string]string `json:"env,omitempty"`
+	// WorkDir is the working directory, relative to the project workspace.
+	// Empty means the workspace root.
+	WorkDir string `json:"work_dir,omitempty"`
+	// Priority is the queue level the job was published to.
+	Priority Priority `json:"priority"`
+	// TimeoutSeconds bounds the run; the process group is killed after it.
+	TimeoutSeconds int `json:"timeout_seconds"`
+	// Attempt is the attempt this message starts, from 1.
+	Attempt int `json:"attempt"`
+	// StreamID names the output stream: lines go to SubjectOutput(StreamID).
+	StreamID string `json:"stream_id"`
+	// SubmittedAt is when the API accepted the job.
+	SubmittedAt time.Time `json:"submitted_at"`
+	// IdempotencyKey is the caller's key, if any; a resubmission with the
+	// same key in the same project returns this job instead of a new one.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Trace carries W3C trace context (traceparent, tracestate) so the
+	// worker's spans join the submitter's trace.
+	Trace map[string]string `json:"trace,omitempty"`
+}
+
+// Timeout returns the job's time limit as a duration.
+func (j Job) Timeout() time.Duration { return time.Duration(j.TimeoutSeconds) * time.Second }

@@ -1,0 +1,88 @@
+package contracts
+
+import "time"
+
+// Status is a job's state as GET /v1/jobs/{id} reports it.
+type Status string
+
+// The job statuses. Queued and Running are the only non-final ones.
+const (
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+	StatusTimedOut  Status = "timed_out"
+)
+
+// Final reports whether the job has ended.
+func (s Status) Final() bool { return s != StatusQueued && s != StatusRunning && s != "" }
+
+// StatusOf returns the status a terminal event leaves the job in.
+func StatusOf(t EventType) Status {
+	switch t {
+	case EventQueued:
+		return StatusQueued
+	case EventStarted:
+		return StatusRunning
+	case EventSucceeded:
+		return StatusSucceeded
+	case EventCancelled:
+		return StatusCancelled
+	case EventTimedOut:
+		return StatusTimedOut
+	}
+	return StatusFailed
+}
+
+// JobState is the stored state of a job, kept in BucketState under
+// JobKey(id) after the job ends, and served by GET /v1/jobs/{id}.
+type JobState struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// JobID identifies the job.
+	JobID string `json:"job_id"`
+	// Project is the job's project.
+	Project string `json:"project"`
+	// Kind is exec or claude.
+	Kind Kind `json:"kind"`
+	// Priority is the queue level.
+	Priority Priority `json:"priority"`
+	// Status is where the job is now.
+	Status Status `json:"status"`
+	// StreamID is the job's output stream.
+	StreamID string `json:"stream_id"`
+	// Attempt is the current or last attempt, 0 before the first starts.
+	Attempt int `json:"attempt"`
+	// Worker is the id of the worker running or last running the job.
+	Worker string `json:"worker,omitempty"`
+	// ExitCode is the command's exit status once it exited.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Reason explains a failure (see the Reason constants).
+	Reason string `json:"reason,omitempty"`
+	// Message is a human readable detail for Reason.
+	Message string `json:"message,omitempty"`
+	// Lines is the number of output lines stored so far, updated at the end.
+	Lines uint64 `json:"lines"`
+	// SubmittedAt is when the API accepted the job.
+	SubmittedAt time.Time `json:"submitted_at"`
+	// StartedAt is when the current attempt started.
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	// FinishedAt is when the job ended.
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// IdempotencyKey is the caller's key, if one was given.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// StreamRef is stored in BucketState under StreamKey(id) so a reader of a
+// stream (the streamer) can tell an unknown stream from one not yet started.
+type StreamRef struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// StreamID is the stream.
+	StreamID string `json:"stream_id"`
+	// JobID is the job writing to it.
+	JobID string `json:"job_id"`
+	// Project is the job's project.
+	Project string `json:"project"`
+}

@@ -1,0 +1,103 @@
+package contracts
+
+import (
+	"regexp"
+	"time"
+)
+
+// Subjects. Every token between dots that comes from a value (project,
+// stream id, priority, event type) is checked by ValidProjectID or ValidID
+// first, so it never contains '.', '*', '>' or whitespace.
+const (
+	// SubjectJobsPrefix prefixes job subjects: rdev.jobs.<priority>.<project>.
+	SubjectJobsPrefix = "rdev.jobs"
+	// SubjectOutputPrefix prefixes output subjects: rdev.output.<stream_id>.
+	SubjectOutputPrefix = "rdev.output"
+	// SubjectEventsPrefix prefixes lifecycle event subjects:
+	// rdev.events.<project>.<stream_id>.<type>.
+	SubjectEventsPrefix = "rdev.events"
+)
+
+// SubjectJob is where a job of the given priority for project is published.
+func SubjectJob(p Priority, project string) string {
+	return SubjectJobsPrefix + "." + string(p) + "." + project
+}
+
+// SubjectJobsAt matches every job of one priority, whatever the project.
+func SubjectJobsAt(p Priority) string { return SubjectJobsPrefix + "." + string(p) + ".>" }
+
+// SubjectOutput is where every line of a stream is published, as an
+// OutputLine.
+func SubjectOutput(streamID string) string { return SubjectOutputPrefix + "." + streamID }
+
+// SubjectEvent is where an Event of type t about a stream is published.
+func SubjectEvent(project, streamID string, t EventType) string {
+	return SubjectEventsPrefix + "." + project + "." + streamID + "." + string(t)
+}
+
+// SubjectStreamEvents matches every event of one stream.
+func SubjectStreamEvents(streamID string) string {
+	return SubjectEventsPrefix + ".*." + streamID + ".*"
+}
+
+// JetStream streams, consumers and buckets.
+const (
+	// StreamJobs is the work-queue stream holding queued jobs on
+	// rdev.jobs.>; a job leaves it when a worker acknowledges it.
+	StreamJobs = "RDEV_JOBS"
+	// StreamOutput holds output lines (rdev.output.>) and lifecycle events
+	// (rdev.events.>) for OutputMaxAge, so a stream can be replayed from
+	// its start, lines and events in one order.
+	StreamOutput = "RDEV_OUTPUT"
+	// BucketState is the key-value bucket holding job state (JobKey),
+	// stream references (StreamKey) and idempotency keys (IdempotencyKeyKey).
+	BucketState = "rdev_state"
+
+	// DefaultOutputMaxAge is how long output and events are kept.
+	DefaultOutputMaxAge = 24 * time.Hour
+	// DefaultStateTTL is how long job state stays readable after its last
+	// change.
+	DefaultStateTTL = 7 * 24 * time.Hour
+	// DefaultJobsMaxAge bounds how long a job may wait in the queue.
+	DefaultJobsMaxAge = 7 * 24 * time.Hour
+	// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id, so a
+	// publish retried within it is stored once.
+	DuplicateWindow = 2 * time.Minute
+)
+
+// ConsumerJobs is the durable pull consumer, shared by all workers, that
+// delivers jobs of one priority.
+func ConsumerJobs(p Priority) string { return "rdev-jobs-" + string(p) }
+
+// JobKey is the BucketState key of a job's JobState.
+func JobKey(jobID string) string { return "job." + jobID }
+
+// StreamKey is the BucketState key of a stream's StreamRef.
+func StreamKey(streamID string) string { return "stream." + streamID }
+
+// IdempotencyKeyKey is the BucketState key mapping a project's idempotency
+// key (already hashed to hex by the caller) to a job id.
+func IdempotencyKeyKey(project, hashedKey string) string {
+	return "idem." + project + "." + hashedKey
+}
+
+// Headers set on NATS messages beside the JSON body.
+const (
+	// HeaderMsgID is JetStream's de-duplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderJobID carries the job id on job messages.
+	HeaderJobID = "Rdev-Job-Id"
+)
+
+var (
+	projectIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	idPattern        = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
+
+// ValidProjectID reports whether s is a project id: a DNS label (lower case
+// letters, digits and '-', 1 to 63 characters, alphanumeric at both ends).
+func ValidProjectID(s string) bool { return projectIDPattern.MatchString(s) }
+
+// ValidID reports whether s can be a job or stream id: 1 to 64 letters,
+// digits, '_' or '-'.
+func ValidID(s string) bool { return idPattern.MatchString(s) }

@@ -1,0 +1,68 @@
+// Package natsserver runs an embedded NATS server with JetStream, the
+// default transport of `rdev up` and of every test.
+package natsserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config says where the embedded server listens and stores.
+type Config struct {
+	// Addr is host:port for NATS clients; port 0 picks a free one.
+	Addr string
+	// StoreDir is the JetStream file storage directory.
+	StoreDir string
+	// ReadyTimeout bounds the wait for the server to accept clients.
+	ReadyTimeout time.Duration
+}
+
+// Start runs a server and waits until it accepts connections. Stop it with
+// Shutdown followed by WaitForShutdown.
+func Start(cfg Config) (*server.Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("natsserver: a store directory is required")
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	host, port := "127.0.0.1", -1
+	if cfg.Addr != "" {
+		h, p, err := net.SplitHostPort(cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("natsserver: address %q: %w", cfg.Addr, err)
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, fmt.Errorf("natsserver: port %q: %w", p, err)
+		}
+		host, port = h, n
+		if n == 0 {
+			port = server.RANDOM_PORT
+		}
+	}
+	srv, err := server.NewServer(&server.Options{
+		Host:      host,
+		Port:      port,
+		JetStream: true,
+		StoreDir:  cfg.StoreDir,
+		NoSigs:    true,
+		NoLog:     true,
+		// Output bursts publish many messages before the first ack returns.
+		MaxPending: 256 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsserver: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(cfg.ReadyTimeout) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("natsserver: not ready within %s on %s", cfg.ReadyTimeout, cfg.Addr)
+	}
+	return srv, nil
+}

@@ -1,0 +1,109 @@
+// Package topology provisions the JetStream streams and key-value bucket
+// that pkg/contracts describes. Every service calls Ensure at start, so any
+// of them may be the first to run against a fresh NATS.
+package topology
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// Config sizes the topology. Zero values take the contracts defaults.
+type Config struct {
+	// OutputMaxAge is how long output lines and events stay replayable.
+	OutputMaxAge time.Duration
+	// StateTTL is how long job state stays readable after its last change.
+	StateTTL time.Duration
+	// JobsMaxAge bounds how long a job may wait in the queue.
+	JobsMaxAge time.Duration
+	// Replicas is the JetStream replica count (1 for a single server).
+	Replicas int
+	// Memory keeps everything in memory instead of files (tests only).
+	Memory bool
+}
+
+func (c *Config) setDefaults() {
+	if c.OutputMaxAge <= 0 {
+		c.OutputMaxAge = contracts.DefaultOutputMaxAge
+	}
+	if c.StateTTL <= 0 {
+		c.StateTTL = contracts.DefaultStateTTL
+	}
+	if c.JobsMaxAge <= 0 {
+		c.JobsMaxAge = contracts.DefaultJobsMaxAge
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+}
+
+// Streams returns the stream configurations Ensure applies.
+func Streams(cfg Config) []jetstream.StreamConfig {
+	cfg.setDefaults()
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	return []jetstream.StreamConfig{{
+		Name:        contracts.StreamJobs,
+		Description: "rdev queued jobs, one subject per priority; a job leaves when a worker acknowledges it",
+		Subjects:    []string{contracts.SubjectJobsPrefix + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      cfg.JobsMaxAge,
+		Duplicates:  contracts.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
+	}, {
+		Name:        contracts.StreamOutput,
+		Description: "rdev output lines and lifecycle events, replayable from the start of each stream",
+		Subjects:    []string{contracts.SubjectOutputPrefix + ".>", contracts.SubjectEventsPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      cfg.OutputMaxAge,
+		Duplicates:  contracts.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
+	}}
+}
+
+// Ensure creates the streams and the state bucket, or updates them to cfg
+// when they exist. An update never deletes messages: only limits change.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	cfg.setDefaults()
+	for _, sc := range Streams(cfg) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
+		}
+	}
+	if _, err := StateBucket(ctx, js, cfg); err != nil {
+		return err
+	}
+	return nil
+}
+
+// StateBucket creates or updates the job state bucket and returns it.
+func StateBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
+	cfg.setDefaults()
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      contracts.BucketState,
+		Description: "rdev job state, stream references and idempotency keys",
+		History:     1,
+		TTL:         cfg.StateTTL,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", contracts.BucketState, err)
+	}
+	return kv, nil
+}

@@ -1,0 +1,254 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
+	"github.com/rdev-dev/rdev/services/api"
+)
+
+type bundle struct {
+	url string
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+}
+
+// setup serves the API over real HTTP on a real embedded NATS server.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	_, _, js := natstest.Provisioned(t)
+	ctx := context.Background()
+	kv, err := topology.StateBucket(ctx, js, topology.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := api.New(api.Config{MaxBodyBytes: 64 << 10, MaxTimeout: time.Hour}, js, kv, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	a.Register(e)
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return bundle{url: srv.URL, js: js, kv: kv}
+}
+
+func post(t *testing.T, url, contentType string, body []byte, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func queued(t *testing.T, js jetstream.JetStream) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), contracts.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestSubmitQueuesDurablyOnThePrioritySubject(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	resp, body := post(t, b.url+"/v1/projects/demo/commands", "application/json",
+		[]byte(`{"command":["sh","-c","echo hi"],"priority":"high","env":{"A_B":"1"},"timeout_seconds":30}`))
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var sr struct {
+		JobID, StreamID, Status, EventsURL, JobURL string
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw map[string]string
+	if err := dec.Decode(&raw); err != nil {
+		t.Fatal(err)
+	}
+	sr.JobID, sr.StreamID, sr.Status, sr.EventsURL, sr.JobURL = raw["job_id"], raw["stream_id"], raw["status"], raw["events_url"], raw["job_url"]
+	if sr.Status != "queued" || sr.EventsURL != "/v1/streams/"+sr.StreamID+"/events" || sr.JobURL != "/v1/jobs/"+sr.JobID {
+		t.Fatalf("unexpected reply %s", body)
+	}
+	// The 202 came after JetStream stored the job: it is in the stream now.
+	s, _ := b.js.Stream(context.Background(), contracts.StreamJobs)
+	m, err := s.GetLastMsgForSubject(context.Background(), contracts.SubjectJob(contracts.PriorityHigh, "demo"))
+	if err != nil {
+		t.Fatalf("job not on the high subject: %v", err)
+	}
+	var job contracts.Job
+	if err := json.Unmarshal(m.Data, &job); err != nil {
+		t.Fatal(err)
+	}
+	if job.ID != sr.JobID || job.StreamID != sr.StreamID || job.TimeoutSeconds != 30 || job.Env["A_B"] != "1" ||
+		job.Attempt != 1 || job.Kind != contracts.KindExec || strings.Join(job.Command, " ") != "sh -c echo hi" {
+		t.Fatalf("stored job %+v does not match the request", job)
+	}
+
+	jr, err := http.Get(b.url + "/v1/jobs/" + sr.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jr.Body.Close()
+	var st contracts.JobState
+	if err := json.NewDecoder(jr.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if jr.StatusCode != http.StatusOK || st.Status != contracts.StatusQueued || st.StreamID != sr.StreamID || st.Priority != contracts.PriorityHigh {
+		t.Fatalf("GET job: %d %+v", jr.StatusCode, st)
+	}
+}
+
+func TestIdempotencyKeyReturnsTheOriginalJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	body := []byte(`{"command":["true"],"idempotency_key":"deploy-42"}`)
+	r1, b1 := post(t, b.url+"/v1/projects/demo/commands", "application/json", body)
+	r2, b2 := post(t, b.url+"/v1/projects/demo/commands", "application/json", body)
+	if r1.StatusCode != http.StatusAccepted || r2.StatusCode != http.StatusAccepted {
+		t.Fatalf("statuses %d, %d", r1.StatusCode, r2.StatusCode)
+	}
+	var j1, j2 map[string]any
+	_ = json.Unmarshal(b1, &j1)
+	_ = json.Unmarshal(b2, &j2)
+	if j1["job_id"] != j2["job_id"] || r2.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("second submit made a new job: %s vs %s", b1, b2)
+	}
+	// The same key in another project is another job.
+	_, b3 := post(t, b.url+"/v1/projects/other/commands", "application/json", body)
+	var j3 map[string]any
+	_ = json.Unmarshal(b3, &j3)
+	if j3["job_id"] == j1["job_id"] {
+		t.Fatal("idempotency keys leak across projects")
+	}
+	if n := queued(t, b.js); n != 2 {
+		t.Fatalf("%d jobs queued, want 2", n)
+	}
+}
+
+func TestClaudePromptIsOneArgvElement(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	prompt := "fix the bug; rm -rf / $(whoami) \x1b[31m`id`"
+	body, _ := json.Marshal(map[string]string{"prompt": prompt})
+	resp, rb := post(t, b.url+"/v1/projects/demo/claude", "application/json", body)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d: %s", resp.StatusCode, rb)
+	}
+	s, _ := b.js.Stream(context.Background(), contracts.StreamJobs)
+	m, err := s.GetLastMsgForSubject(context.Background(), contracts.SubjectJob(contracts.PriorityNormal, "demo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var job contracts.Job
+	_ = json.Unmarshal(m.Data, &job)
+	want := []string{"claude", "-p", "fix the bug; rm -rf / $(whoami) [31m`id`", "--output-format", "stream-json", "--verbose"}
+	if job.Kind != contracts.KindClaude || strings.Join(job.Command, "\x00") != strings.Join(want, "\x00") {
+		t.Fatalf("argv %q, want %q", job.Command, want)
+	}
+}
+
+// Every malformed request gets its status and machine-readable code, and
+// nothing is queued.
+func TestBadInputIsRefusedAndQueuesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cmd := "/v1/projects/demo/commands"
+	big := `{"command":["echo","` + strings.Repeat("x", 70<<10) + `"]}`
+	manyArgs := `{"command":[` + strings.TrimSuffix(strings.Repeat(`"a",`, 1100), ",") + `]}`
+	for _, tc := range []struct {
+		name, path, ctype, body string
+		status                  int
+		code                    string
+	}{
+		{"bad project", "/v1/projects/Bad_Project/commands", "application/json", `{"command":["true"]}`, 400, "invalid_project"},
+		{"project too long", "/v1/projects/" + strings.Repeat("a", 64) + "/commands", "application/json", `{"command":["true"]}`, 400, "invalid_project"},
+		{"not json", cmd, "application/json", `{"command":`, 400, "invalid_json"},
+		{"empty body", cmd, "application/json", ``, 400, "invalid_json"},
+		{"array body", cmd, "application/json", `[1]`, 400, "invalid_json"},
+		{"two objects", cmd, "application/json", `{"command":["true"]}{}`, 400, "invalid_json"},
+		{"unknown field", cmd, "application/json", `{"command":["true"],"comand":1}`, 400, "unknown_field"},
+		{"wrong type", cmd, "application/json", `{"command":"echo hi"}`, 400, "invalid_field"},
+		{"missing command", cmd, "application/json", `{}`, 400, "invalid_command"},
+		{"empty argv0", cmd, "application/json", `{"command":[""]}`, 400, "invalid_command"},
+		{"nul in arg", cmd, "application/json", `{"command":["echo","a\u0000b"]}`, 400, "invalid_command"},
+		{"too many args", cmd, "application/json", manyArgs, 400, "command_too_large"},
+		{"body too large", cmd, "application/json", big, 413, "body_too_large"},
+		{"invalid utf8", cmd, "application/json", "{\"command\":[\"echo\",\"\xff\xfe\"]}", 400, "invalid_utf8"},
+		{"bad env name", cmd, "application/json", `{"command":["true"],"env":{"1X":"a"}}`, 400, "invalid_env"},
+		{"env with =", cmd, "application/json", `{"command":["true"],"env":{"A=B":"a"}}`, 400, "invalid_env"},
+		{"bad priority", cmd, "application/json", `{"command":["true"],"priority":"urgent"}`, 400, "invalid_priority"},
+		{"negative timeout", cmd, "application/json", `{"command":["true"],"timeout_seconds":-1}`, 400, "invalid_timeout"},
+		{"timeout over max", cmd, "application/json", `{"command":["true"],"timeout_seconds":7200}`, 400, "invalid_timeout"},
+		{"fractional timeout", cmd, "application/json", `{"command":["true"],"timeout_seconds":1.5}`, 400, "invalid_field"},
+		{"absolute work dir", cmd, "application/json", `{"command":["true"],"work_dir":"/etc"}`, 400, "invalid_work_dir"},
+		{"escaping work dir", cmd, "application/json", `{"command":["true"],"work_dir":"a/../../x"}`, 400, "invalid_work_dir"},
+		{"control char key", cmd, "application/json", `{"command":["true"],"idempotency_key":"a\nb"}`, 400, "invalid_idempotency_key"},
+		{"form body", cmd, "application/x-www-form-urlencoded", `command=true`, 415, "unsupported_media_type"},
+		{"empty prompt", "/v1/projects/demo/claude", "application/json", `{"prompt":"  \u0007 "}`, 400, "invalid_prompt"},
+		{"prompt over body limit", "/v1/projects/demo/claude", "application/json", `{"prompt":"` + strings.Repeat("p", 70<<10) + `"}`, 413, "body_too_large"},
+		{"command on claude", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","command":["true"]}`, 400, "unknown_field"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := post(t, b.url+tc.path, tc.ctype, []byte(tc.body))
+			var eb contracts.ErrorBody
+			if err := json.Unmarshal(body, &eb); err != nil {
+				t.Fatalf("body is not an error body: %s", body)
+			}
+			if resp.StatusCode != tc.status || eb.Error.Code != tc.code || eb.Error.Message == "" {
+				t.Fatalf("got %d %s %q, want %d %s", resp.StatusCode, eb.Error.Code, eb.Error.Message, tc.status, tc.code)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		id     string
+		status int
+		code   string
+	}{{"nope", 404, "job_not_found"}, {"a.b", 400, "invalid_job_id"}, {strings.Repeat("x", 65), 400, "invalid_job_id"}} {
+		resp, err := http.Get(b.url + "/v1/jobs/" + tc.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var eb contracts.ErrorBody
+		_ = json.NewDecoder(resp.Body).Decode(&eb)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || eb.Error.Code != tc.code {
+			t.Errorf("GET job %q: %d %s, want %d %s", tc.id, resp.StatusCode, eb.Error.Code, tc.status, tc.code)
+		}
+	}
+	if n := queued(t, b.js); n != 0 {
+		t.Fatalf("bad input queued %d jobs", n)
+	}
+}

@@ -1,0 +1,134 @@
+// Package jobs holds the API's rules for accepting a job: what a valid
+// submission is, how idempotency keys map to jobs, and that a job is
+// durable in the queue before it is reported accepted.
+package jobs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// Store keeps job state readable by id.
+type Store interface {
+	// Create stores a new job's state and its stream reference. It fails
+	// if either exists.
+	Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) error
+	// Job returns a job's state, or ErrNotFound.
+	Job(ctx context.Context, id string) (contracts.JobState, error)
+	// ClaimIdempotencyKey records jobID under (project, hashedKey) unless a
+	// job already holds it; then it returns that job's id and claimed false.
+	ClaimIdempotencyKey(ctx context.Context, project, hashedKey, jobID string) (holder string, claimed bool, err error)
+	// Forget removes what Create and ClaimIdempotencyKey stored for a job
+	// that was never queued.
+	Forget(ctx context.Context, state contracts.JobState) error
+}
+
+// Queue accepts jobs for the workers.
+type Queue interface {
+	// Enqueue returns nil only once the job is durably stored. Enqueueing
+	// the same job id twice within contracts.DuplicateWindow stores it once.
+	Enqueue(ctx context.Context, job contracts.Job) error
+}
+
+// ErrNotFound is returned when a job id is unknown (or its state expired).
+var ErrNotFound = errors.New("not found")
+
+// ErrUnavailable wraps failures of the store or queue: the request may be
+// retried, with the same idempotency key to be safe.
+var ErrUnavailable = errors.New("unavailable")
+
+// ErrAmbiguous marks an Enqueue failure after which the job may or may not
+// be stored (a timeout waiting for the acknowledgement).
+var ErrAmbiguous = errors.New("outcome unknown")
+
+// Service accepts jobs and answers for their state.
+type Service struct {
+	store  Store
+	queue  Queue
+	limits Limits
+	newID  func() string
+	now    func() time.Time
+}
+
+// New returns a Service. newID must return ids for which contracts.ValidID
+// holds.
+func New(store Store, queue Queue, limits Limits, newID func() string) *Service {
+	limits.setDefaults()
+	return &Service{store: store, queue: queue, limits: limits, newID: newID, now: time.Now}
+}
+
+// Submit validates sub, stores the job's state and enqueues it. It returns
+// the job's state and whether it was an earlier job returned for the same
+// idempotency key. Errors are *Error (the caller's fault) or wrap
+// ErrUnavailable.
+func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobState, bool, error) {
+	job, err := s.limits.build(sub)
+	if err != nil {
+		return contracts.JobState{}, false, err
+	}
+	job.ID, job.StreamID = s.newID(), s.newID()
+	job.SubmittedAt = s.now().UTC()
+	state := contracts.JobState{
+		V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
+		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
+		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
+	}
+
+	if job.IdempotencyKey != "" {
+		holder, claimed, err := s.store.ClaimIdempotencyKey(ctx, job.Project, hashKey(job.IdempotencyKey), job.ID)
+		if err != nil {
+			return contracts.JobState{}, false, fmt.Errorf("claim idempotency key: %w: %w", ErrUnavailable, err)
+		}
+		if !claimed {
+			return s.replay(ctx, holder)
+		}
+	}
+	if err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project}); err != nil {
+		return contracts.JobState{}, false, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
+	}
+	if err := s.queue.Enqueue(ctx, job); err != nil {
+		if !errors.Is(err, ErrAmbiguous) {
+			// Definitely not queued: leave no trace, so a retry starts clean.
+			_ = s.store.Forget(context.WithoutCancel(ctx), state)
+		}
+		return contracts.JobState{}, false, fmt.Errorf("enqueue job: %w: %w", ErrUnavailable, err)
+	}
+	return state, false, nil
+}
+
+// replay returns the job that holds an idempotency key.
+func (s *Service) replay(ctx context.Context, jobID string) (contracts.JobState, bool, error) {
+	state, err := s.store.Job(ctx, jobID)
+	if err != nil {
+		return contracts.JobState{}, false, fmt.Errorf("load job %s for idempotency key: %w: %w", jobID, ErrUnavailable, err)
+	}
+	return state, true, nil
+}
+
+// Job returns a job's state.
+func (s *Service) Job(ctx context.Context, id string) (contracts.JobState, error) {
+	if !contracts.ValidID(id) {
+		return contracts.JobState{}, invalid("invalid_job_id", "job id must be 1 to 64 letters, digits, '_' or '-'")
+	}
+	st, err := s.store.Job(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return contracts.JobState{}, &Error{Kind: KindNotFound, Code: "job_not_found", Message: fmt.Sprintf("no job %q (unknown, or its state expired)", id)}
+	}
+	if err != nil {
+		return contracts.JobState{}, fmt.Errorf("load job %s: %w: %w", id, ErrUnavailable, err)
+	}
+	return st, nil
+}
+
+// hashKey keeps callers' keys out of subject and key names, whatever
+// characters they hold.
+func hashKey(k string) string {
+	sum := sha256.Sum256([]byte(k))
+	return hex.EncodeToString(sum[:16])
+}

@@ -1,0 +1,205 @@
+package jobs
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// Submission is a job as a caller asked for it, before validation.
+type Submission struct {
+	Project        string
+	Kind           contracts.Kind
+	Command        []string // for KindExec
+	Prompt         string   // for KindClaude
+	Env            map[string]string
+	WorkDir        string
+	Priority       string
+	TimeoutSeconds int
+	IdempotencyKey string
+}
+
+// Limits bound what a submission may ask for. Zero values take defaults.
+type Limits struct {
+	MaxArgs         int           // argv elements; default 1024
+	MaxCommandBytes int           // total argv bytes; default 128 KiB
+	MaxEnv          int           // env entries; default 128
+	MaxEnvBytes     int           // total env bytes; default 64 KiB
+	MaxPromptBytes  int           // prompt bytes after sanitising; default 100 KiB
+	DefaultTimeout  time.Duration // when the caller gives none; default 10m
+	MaxTimeout      time.Duration // upper bound; default 24h
+	// ClaudeCommand is the argv run for a prompt; the element equal to
+	// PromptPlaceholder is replaced by the prompt. Default: claude -p
+	// {prompt} --output-format stream-json --verbose.
+	ClaudeCommand []string
+}
+
+// PromptPlaceholder marks where ClaudeCommand takes the prompt.
+const PromptPlaceholder = "{prompt}"
+
+// defaultClaudeCommand runs Claude Code non-interactively with streamed
+// JSON output.
+var defaultClaudeCommand = []string{"claude", "-p", PromptPlaceholder, "--output-format", "stream-json", "--verbose"}
+
+func (l *Limits) setDefaults() {
+	if l.MaxArgs <= 0 {
+		l.MaxArgs = 1024
+	}
+	if l.MaxCommandBytes <= 0 {
+		l.MaxCommandBytes = 128 << 10
+	}
+	if l.MaxEnv <= 0 {
+		l.MaxEnv = 128
+	}
+	if l.MaxEnvBytes <= 0 {
+		l.MaxEnvBytes = 64 << 10
+	}
+	if l.MaxPromptBytes <= 0 {
+		l.MaxPromptBytes = 100 << 10
+	}
+	if l.DefaultTimeout <= 0 {
+		l.DefaultTimeout = 10 * time.Minute
+	}
+	if l.MaxTimeout <= 0 {
+		l.MaxTimeout = 24 * time.Hour
+	}
+	if len(l.ClaudeCommand) == 0 {
+		l.ClaudeCommand = defaultClaudeCommand
+	}
+}
+
+var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// build validates sub and returns the job it describes, without ids.
+func (l Limits) build(sub Submission) (contracts.Job, error) {
+	if !contracts.ValidProjectID(sub.Project) {
+		return contracts.Job{}, invalid("invalid_project", "project id must be a DNS label: 1 to 63 lower-case letters, digits or '-', starting and ending with a letter or digit")
+	}
+	prio, err := contracts.ParsePriority(sub.Priority)
+	if err != nil {
+		return contracts.Job{}, invalid("invalid_priority", err.Error())
+	}
+	timeout, err := l.timeout(sub.TimeoutSeconds)
+	if err != nil {
+		return contracts.Job{}, err
+	}
+	argv := sub.Command
+	switch sub.Kind {
+	case contracts.KindExec:
+		if err := l.checkCommand(argv); err != nil {
+			return contracts.Job{}, err
+		}
+	case contracts.KindClaude:
+		if argv, err = l.claudeArgv(sub.Prompt); err != nil {
+			return contracts.Job{}, err
+		}
+	default:
+		return contracts.Job{}, invalid("invalid_kind", fmt.Sprintf("unknown job kind %q", sub.Kind))
+	}
+	if err := l.checkEnv(sub.Env); err != nil {
+		return contracts.Job{}, err
+	}
+	if err := checkWorkDir(sub.WorkDir); err != nil {
+		return contracts.Job{}, err
+	}
+	if len(sub.IdempotencyKey) > 256 || strings.IndexFunc(sub.IdempotencyKey, unicode.IsControl) >= 0 {
+		return contracts.Job{}, invalid("invalid_idempotency_key", "idempotency_key must be at most 256 bytes without control characters")
+	}
+	return contracts.Job{
+		V: contracts.Version, Project: sub.Project, Kind: sub.Kind, Command: argv, Env: sub.Env,
+		WorkDir: sub.WorkDir, Priority: prio, TimeoutSeconds: int(timeout / time.Second), Attempt: 1,
+		IdempotencyKey: sub.IdempotencyKey,
+	}, nil
+}
+
+func (l Limits) timeout(secs int) (time.Duration, error) {
+	if secs == 0 {
+		return l.DefaultTimeout, nil
+	}
+	if secs < 0 || time.Duration(secs)*time.Second > l.MaxTimeout {
+		return 0, invalid("invalid_timeout", fmt.Sprintf("timeout_seconds must be between 1 and %d (0 or absent means %d)", int(l.MaxTimeout/time.Second), int(l.DefaultTimeout/time.Second)))
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
+func (l Limits) checkCommand(argv []string) error {
+	if len(argv) == 0 || argv[0] == "" {
+		return invalid("invalid_command", "command must be a non-empty array of strings (argv), e.g. [\"sh\",\"-c\",\"echo hi\"]")
+	}
+	if len(argv) > l.MaxArgs {
+		return invalid("command_too_large", fmt.Sprintf("command has %d elements; at most %d are allowed", len(argv), l.MaxArgs))
+	}
+	total := 0
+	for i, a := range argv {
+		total += len(a)
+		if strings.IndexByte(a, 0) >= 0 {
+			return invalid("invalid_command", fmt.Sprintf("command[%d] contains a NUL byte", i))
+		}
+	}
+	if total > l.MaxCommandBytes {
+		return invalid("command_too_large", fmt.Sprintf("command is %d bytes; at most %d are allowed", total, l.MaxCommandBytes))
+	}
+	return nil
+}
+
+func (l Limits) checkEnv(env map[string]string) error {
+	if len(env) > l.MaxEnv {
+		return invalid("invalid_env", fmt.Sprintf("env has %d entries; at most %d are allowed", len(env), l.MaxEnv))
+	}
+	total := 0
+	for k, v := range env {
+		if !envNamePattern.MatchString(k) {
+			return invalid("invalid_env", fmt.Sprintf("env name %q must match [A-Za-z_][A-Za-z0-9_]*", k))
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return invalid("invalid_env", fmt.Sprintf("env %s contains a NUL byte", k))
+		}
+		total += len(k) + len(v)
+	}
+	if total > l.MaxEnvBytes {
+		return invalid("invalid_env", fmt.Sprintf("env is %d bytes; at most %d are allowed", total, l.MaxEnvBytes))
+	}
+	return nil
+}
+
+func checkWorkDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if len(dir) > 1024 || strings.IndexByte(dir, 0) >= 0 || path.IsAbs(dir) ||
+		strings.HasPrefix(path.Clean(dir), "..") {
+		return invalid("invalid_work_dir", "work_dir must be a relative path inside the workspace (no leading '/' or '..'), at most 1024 bytes")
+	}
+	return nil
+}
+
+// claudeArgv builds the Claude Code argv with the prompt as one element, so
+// no shell ever parses it. Control characters other than newline and tab
+// are dropped: they can drive a terminal but carry no meaning in a prompt.
+func (l Limits) claudeArgv(prompt string) ([]string, error) {
+	clean := strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || !unicode.IsControl(r) {
+			return r
+		}
+		return -1
+	}, prompt)
+	if strings.TrimSpace(clean) == "" {
+		return nil, invalid("invalid_prompt", "prompt must contain some text")
+	}
+	if len(clean) > l.MaxPromptBytes {
+		return nil, invalid("prompt_too_large", fmt.Sprintf("prompt is %d bytes; at most %d are allowed", len(clean), l.MaxPromptBytes))
+	}
+	argv := make([]string, len(l.ClaudeCommand))
+	for i, a := range l.ClaudeCommand {
+		if a == PromptPlaceholder {
+			a = clean
+		}
+		argv[i] = a
+	}
+	return argv, nil
+}

@@ -1,0 +1,155 @@
+// Package natsjs implements the API's job store and queue on NATS
+// JetStream: state in the rdev_state key-value bucket, jobs on the
+// prioritized work-queue stream.
+package natsjs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/api/internal/jobs"
+)
+
+// Store keeps job state in a JetStream key-value bucket.
+type Store struct{ kv jetstream.KeyValue }
+
+// NewStore returns a Store on the state bucket.
+func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+// Create stores the job state and the stream reference.
+func (s *Store) Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) error {
+	sb, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	rb, err := json.Marshal(ref)
+	if err != nil {
+		return err
+	}
+	// Two independent keys: write them concurrently to save a round trip.
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.kv.Create(ctx, contracts.StreamKey(ref.StreamID), rb)
+		errc <- err
+	}()
+	_, jerr := s.kv.Create(ctx, contracts.JobKey(state.JobID), sb)
+	if serr := <-errc; serr != nil {
+		return fmt.Errorf("create stream ref: %w", serr)
+	}
+	if jerr != nil {
+		return fmt.Errorf("create job state: %w", jerr)
+	}
+	return nil
+}
+
+// Job reads a job's state.
+func (s *Store) Job(ctx context.Context, id string) (contracts.JobState, error) {
+	e, err := s.kv.Get(ctx, contracts.JobKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return contracts.JobState{}, jobs.ErrNotFound
+	}
+	if err != nil {
+		return contracts.JobState{}, err
+	}
+	var st contracts.JobState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return contracts.JobState{}, fmt.Errorf("decode job state %s: %w", id, err)
+	}
+	return st, nil
+}
+
+// ClaimIdempotencyKey maps the key to jobID unless another job holds it.
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, project, hashedKey, jobID string) (string, bool, error) {
+	key := contracts.IdempotencyKeyKey(project, hashedKey)
+	_, err := s.kv.Create(ctx, key, []byte(jobID))
+	if err == nil {
+		return jobID, true, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return "", false, err
+	}
+	e, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return "", false, err
+	}
+	return string(e.Value()), false, nil
+}
+
+// Forget deletes a job that was never queued.
+func (s *Store) Forget(ctx context.Context, st contracts.JobState) error {
+	errs := []error{
+		s.kv.Purge(ctx, contracts.JobKey(st.JobID)),
+		s.kv.Purge(ctx, contracts.StreamKey(st.StreamID)),
+	}
+	return errors.Join(errs...)
+}
+
+// Queue publishes jobs to the prioritized work-queue stream.
+type Queue struct {
+	js jetstream.JetStream
+	// ackTimeout bounds the wait for JetStream's acknowledgement.
+	ackTimeout time.Duration
+}
+
+// NewQueue returns a Queue publishing with js.
+func NewQueue(js jetstream.JetStream, ackTimeout time.Duration) *Queue {
+	if ackTimeout <= 0 {
+		ackTimeout = 5 * time.Second
+	}
+	return &Queue{js: js, ackTimeout: ackTimeout}
+}
+
+// Enqueue publishes the queued event, then the job, and returns once both
+// are stored. The event goes first on the same connection, so it is stored
+// before any event a worker publishes about the job.
+func (q *Queue) Enqueue(ctx context.Context, job contracts.Job) error {
+	ev, err := json.Marshal(contracts.Event{
+		V: contracts.Version, Type: contracts.EventQueued, Status: contracts.StatusQueued,
+		JobID: job.ID, StreamID: job.StreamID, Project: job.Project, Attempt: job.Attempt, Time: job.SubmittedAt,
+	})
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(job)
+	if err != nil {
+		return err
+	}
+	evMsg := nats.NewMsg(contracts.SubjectEvent(job.Project, job.StreamID, contracts.EventQueued))
+	evMsg.Data = ev
+	jobMsg := nats.NewMsg(contracts.SubjectJob(job.Priority, job.Project))
+	jobMsg.Data = body
+	jobMsg.Header.Set(contracts.HeaderJobID, job.ID)
+
+	evAck, err := q.js.PublishMsgAsync(evMsg, jetstream.WithMsgID(job.ID+":queued"), jetstream.WithExpectStream(contracts.StreamOutput))
+	if err != nil {
+		return fmt.Errorf("publish queued event: %w", err)
+	}
+	jobAck, err := q.js.PublishMsgAsync(jobMsg, jetstream.WithMsgID(job.ID), jetstream.WithExpectStream(contracts.StreamJobs))
+	if err != nil {
+		return fmt.Errorf("publish job: %w", err)
+	}
+	timer := time.NewTimer(q.ackTimeout)
+	defer timer.Stop()
+	for _, f := range []jetstream.PubAckFuture{jobAck, evAck} {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+				return fmt.Errorf("%w: %w", jobs.ErrAmbiguous, err)
+			}
+			return err
+		case <-timer.C:
+			return fmt.Errorf("%w: no acknowledgement within %s", jobs.ErrAmbiguous, q.ackTimeout)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", jobs.ErrAmbiguous, context.Cause(ctx))
+		}
+	}
+	return nil
+}
