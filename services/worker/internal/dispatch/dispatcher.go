@@ -1,0 +1,204 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Handler runs one dispatched job message and settles it (ack, nak, term).
+// ctx ends when the worker's drain timeout expires.
+type Handler func(ctx context.Context, msg jetstream.Msg)
+
+// Config tunes a Dispatcher.
+type Config struct {
+	// Concurrency is the number of jobs run at once; default 4.
+	Concurrency int
+	// FairEvery gives each lower level at least one dispatch in every
+	// FairEvery while it has work; default 10.
+	FairEvery int
+	// Heartbeat is how often a held message is kept alive with InProgress;
+	// it must be well below the consumers' AckWait. Default 10s.
+	Heartbeat time.Duration
+	// FetchWait is how long one pull request waits for a message; default 30s.
+	FetchWait time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 4
+	}
+	if c.FairEvery <= 0 {
+		c.FairEvery = 10
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 10 * time.Second
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = 30 * time.Second
+	}
+}
+
+// Dispatcher pulls from one consumer per priority level.
+type Dispatcher struct {
+	cfg    Config
+	levels []jetstream.Consumer
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	held   []jetstream.Msg
+	taken  []chan struct{}
+	picker *Picker
+	wake   chan struct{}
+}
+
+// New returns a Dispatcher over consumers, highest priority first.
+func New(cfg Config, consumers []jetstream.Consumer, log *slog.Logger) *Dispatcher {
+	cfg.setDefaults()
+	d := &Dispatcher{
+		cfg: cfg, levels: consumers, log: log,
+		held:   make([]jetstream.Msg, len(consumers)),
+		taken:  make([]chan struct{}, len(consumers)),
+		picker: NewPicker(len(consumers), cfg.FairEvery),
+		wake:   make(chan struct{}, 1),
+	}
+	for i := range d.taken {
+		d.taken[i] = make(chan struct{}, 1)
+	}
+	return d
+}
+
+// Run dispatches until ctx ends, then hands back held messages (Nak) and
+// waits for running handlers. Handlers get runCtx, which the caller cancels
+// when the drain time is up.
+func (d *Dispatcher) Run(ctx, runCtx context.Context, handle Handler) {
+	var fetchers, runners sync.WaitGroup
+	for i := range d.levels {
+		fetchers.Go(func() { d.fetchLoop(ctx, i) })
+	}
+	slots := make(chan struct{}, d.cfg.Concurrency)
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			fetchers.Wait()
+			runners.Wait()
+			return
+		}
+		msg := d.next(ctx)
+		if msg == nil {
+			<-slots
+			continue
+		}
+		runners.Go(func() {
+			defer func() { <-slots }()
+			handle(runCtx, msg)
+		})
+	}
+}
+
+// next waits for a held message and takes the one the Picker chooses.
+func (d *Dispatcher) next(ctx context.Context) jetstream.Msg {
+	ready := make([]bool, len(d.levels))
+	for ctx.Err() == nil {
+		d.mu.Lock()
+		for i, m := range d.held {
+			ready[i] = m != nil
+		}
+		if lvl := d.picker.Pick(ready); lvl >= 0 {
+			msg := d.held[lvl]
+			d.held[lvl] = nil
+			d.mu.Unlock()
+			d.taken[lvl] <- struct{}{}
+			return msg
+		}
+		d.mu.Unlock()
+		select {
+		case <-d.wake:
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// fetchLoop keeps at most one message of level i held for the dispatcher.
+func (d *Dispatcher) fetchLoop(ctx context.Context, i int) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		msg, err := d.fetchOne(ctx, i)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.log.Warn("fetch jobs failed; retrying", "level", i, "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if msg != nil {
+			d.hold(ctx, i, msg)
+		}
+	}
+}
+
+func (d *Dispatcher) fetchOne(ctx context.Context, i int) (jetstream.Msg, error) {
+	fctx, cancel := context.WithTimeout(ctx, d.cfg.FetchWait)
+	defer cancel()
+	batch, err := d.levels[i].Fetch(1, jetstream.FetchContext(fctx))
+	if err != nil {
+		return nil, err
+	}
+	var got jetstream.Msg
+	for m := range batch.Messages() {
+		got = m
+	}
+	if err := batch.Error(); err != nil && got == nil &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, jetstream.ErrNoMessages) {
+		return nil, err
+	}
+	return got, nil
+}
+
+// hold offers msg to the dispatcher and keeps it alive until taken. When
+// ctx ends first the message goes back to the queue for another worker.
+func (d *Dispatcher) hold(ctx context.Context, i int, msg jetstream.Msg) {
+	d.mu.Lock()
+	d.held[i] = msg
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+	tick := time.NewTicker(d.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-d.taken[i]:
+			return
+		case <-tick.C:
+			_ = msg.InProgress()
+		case <-ctx.Done():
+			d.mu.Lock()
+			mine := d.held[i] == msg
+			if mine {
+				d.held[i] = nil
+			}
+			d.mu.Unlock()
+			if mine {
+				_ = msg.Nak()
+				return
+			}
+			<-d.taken[i]
+			return
+		}
+	}
+}

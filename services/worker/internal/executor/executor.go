@@ -1,0 +1,70 @@
+// Package executor is the worker's port for running a job's command: the
+// job runner calls an Executor, and adapters (localexec on this machine, a
+// Kubernetes exec adapter in a pod) implement it. The conformance suite in
+// executortest states the contract in tests; every adapter runs it.
+package executor
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// ErrStart is returned, wrapped, when a command cannot be started: an empty
+// argv, a program that is not found or not executable, a project id that is
+// not a DNS label, a WorkDir that escapes the workspace or does not exist,
+// an invalid environment variable name. The job runner reports it as
+// contracts.ReasonStartFailed; retrying the same Spec will not help.
+var ErrStart = errors.New("command cannot be started")
+
+// Spec describes one command to run.
+type Spec struct {
+	// JobID is the job the command belongs to, for logs and labels.
+	JobID string
+	// Project is the DNS-label project id; it selects the workspace.
+	Project string
+	// Command is the argv. Command[0] is looked up in the command's PATH
+	// unless it contains a '/'. The executor never runs it through a shell.
+	Command []string
+	// Env is added to the executor's base environment, overriding
+	// variables of the same name.
+	Env map[string]string
+	// WorkDir is the working directory relative to the project's workspace
+	// root; "" is the root. It must exist and must not escape the root.
+	WorkDir string
+}
+
+// Executor runs commands in a project's workspace.
+//
+// Implementations must be safe for concurrent use: the job runner may run
+// several commands at once, in the same or in different projects.
+type Executor interface {
+	// Exec runs spec to completion, copying the command's stdout and stderr
+	// to the writers as it prints, and returns its exit code.
+	//
+	// Output: each writer is used by one goroutine at a time, but stdout and
+	// stderr are written concurrently, so a writer passed as both must be
+	// safe for concurrent use. Bytes arrive unchanged and in order per
+	// stream; no order holds between the two streams. Exec returns only
+	// after both writers have received everything the command printed
+	// before it exited, and it never uses them after returning. Exec cannot
+	// interrupt a Write in progress, so a writer must not block forever.
+	//
+	// Exit code: the command's exit status, or 128+signal when it was killed
+	// by a signal, as shells report it. It is meaningful only when err is
+	// nil; with an error it is -1.
+	//
+	// Processes: when the command exits, processes it left running in the
+	// background are stopped too, and they cannot keep Exec waiting by
+	// holding stdout or stderr open.
+	//
+	// Errors:
+	//   - A command that cannot be started returns an error wrapping
+	//     ErrStart (see ErrStart).
+	//   - When ctx ends before the command exits (or before it starts),
+	//     Exec stops the command and every process it started, waits for
+	//     them, and returns an error wrapping context.Cause(ctx).
+	//   - When a writer returns an error, Exec stops the command in the same
+	//     way and returns an error wrapping the writer's error.
+	Exec(ctx context.Context, spec Spec, stdout, stderr io.Writer) (exitCode int, err error)
+}

@@ -1,0 +1,293 @@
+// Package runner runs one dispatched job: it claims the job in the state
+// store, publishes its lifecycle events, executes it while streaming every
+// line, and settles the queue message so the job is neither lost nor run
+// twice.
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/worker/internal/executor"
+	"github.com/rdev-dev/rdev/services/worker/internal/lines"
+)
+
+// States reads and writes job state with compare-and-set.
+type States interface {
+	// Get returns the state and its revision, or ErrStateNotFound.
+	Get(ctx context.Context, jobID string) (contracts.JobState, uint64, error)
+	// Put stores st if the stored revision is rev (0: absent) and returns
+	// the new revision, or ErrStateConflict.
+	Put(ctx context.Context, st contracts.JobState, rev uint64) (uint64, error)
+}
+
+// Events publishes lifecycle events durably; republishing the same event
+// of the same attempt is harmless.
+type Events interface {
+	Publish(ctx context.Context, ev contracts.Event) error
+}
+
+// Output opens the line sink of one attempt.
+type Output interface {
+	// LastSeq is the Seq of the stream's last stored line, 0 if none.
+	LastSeq(ctx context.Context, streamID string) (uint64, error)
+	// Open returns the sink for an attempt whose first line is firstSeq.
+	Open(job contracts.Job, attempt int, firstSeq uint64) LineSink
+}
+
+// LineSink stores lines in order. Line is called from the stdout and
+// stderr goroutines concurrently.
+type LineSink interface {
+	Line(ctx context.Context, fd contracts.FD, data []byte, partial bool) error
+	// Close returns once every line is stored, with the last Seq.
+	Close(ctx context.Context) (uint64, error)
+}
+
+// Sentinel errors of the States port.
+var (
+	ErrStateNotFound = errors.New("job state not found")
+	ErrStateConflict = errors.New("job state changed concurrently")
+)
+
+// errTimedOut is the cancel cause of a job that ran past its timeout.
+var errTimedOut = errors.New("job timed out")
+
+// Config tunes a Runner.
+type Config struct {
+	// WorkerID names this worker in job state and events.
+	WorkerID string
+	// Heartbeat is how often a running job's message is kept alive with
+	// InProgress; well below the consumers' AckWait. Default 10s.
+	Heartbeat time.Duration
+}
+
+// Runner runs dispatched jobs.
+type Runner struct {
+	cfg    Config
+	exec   executor.Executor
+	states States
+	events Events
+	output Output
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a Runner.
+func New(cfg Config, exec executor.Executor, states States, events Events, output Output, log *slog.Logger) *Runner {
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
+	return &Runner{cfg: cfg, exec: exec, states: states, events: events, output: output, log: log, now: time.Now}
+}
+
+// Handle runs the job in msg and settles msg. runCtx ends when the worker
+// stops waiting for running jobs; the job is then killed and handed back
+// to the queue for another worker.
+func (r *Runner) Handle(runCtx context.Context, msg jetstream.Msg) {
+	var job contracts.Job
+	if err := json.Unmarshal(msg.Data(), &job); err != nil || job.V > contracts.Version || !contracts.ValidID(job.ID) ||
+		!contracts.ValidID(job.StreamID) || !contracts.ValidProjectID(job.Project) || len(job.Command) == 0 {
+		r.log.Error("undecodable job message; terminating it", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	log := r.log.With("job_id", job.ID, "project", job.Project)
+	// Settling must work even when runCtx has ended.
+	ctx := context.WithoutCancel(runCtx)
+	if err := r.handle(runCtx, ctx, msg, job, log); err != nil {
+		log.Warn("job not settled; it will be delivered again", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+	}
+}
+
+func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job contracts.Job, log *slog.Logger) error {
+	st, rev, err := r.states.Get(ctx, job.ID)
+	switch {
+	case errors.Is(err, ErrStateNotFound):
+		// The API's write may have been lost after the job was queued.
+		st = contracts.JobState{V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
+			Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
+			SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey}
+	case err != nil:
+		return fmt.Errorf("read state: %w", err)
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("message metadata: %w", err)
+	}
+	switch {
+	case st.Status.Final():
+		log.Info("job already finished; dropping its message")
+		return msg.DoubleAck(ctx)
+	case st.Status == contracts.StatusRunning && md.NumDelivered == 1:
+		// Another copy of this job id is running elsewhere.
+		log.Info("duplicate delivery of a running job; dropping it")
+		return msg.DoubleAck(ctx)
+	case st.Status == contracts.StatusRunning:
+		// Redelivered while marked running: its worker stopped heartbeating.
+		lines, err := r.output.LastSeq(ctx, job.StreamID)
+		if err != nil {
+			return err
+		}
+		log.Warn("job's worker was lost", "worker", st.Worker)
+		if err := r.finish(ctx, &st, rev, job, st.Attempt, outcome{event: contracts.EventFailed, reason: contracts.ReasonWorkerLost,
+			message: "worker " + st.Worker + " stopped while running the job", lines: lines}); err != nil {
+			return err
+		}
+		return msg.DoubleAck(ctx)
+	}
+
+	attempt := st.Attempt + 1
+	started := r.now().UTC()
+	st.Status, st.Attempt, st.Worker, st.StartedAt = contracts.StatusRunning, attempt, r.cfg.WorkerID, &started
+	if rev, err = r.states.Put(ctx, st, rev); err != nil {
+		if errors.Is(err, ErrStateConflict) {
+			// Someone else claimed it between our read and write: look again.
+			return r.handle(runCtx, ctx, msg, job, log)
+		}
+		return fmt.Errorf("claim job: %w", err)
+	}
+	stopBeat := r.heartbeat(msg)
+	defer stopBeat()
+
+	first, err := r.output.LastSeq(ctx, job.StreamID)
+	if err != nil {
+		return r.handBack(ctx, msg, &st, rev, err)
+	}
+	if err := r.events.Publish(ctx, r.event(job, attempt, contracts.EventStarted, first)); err != nil {
+		return r.handBack(ctx, msg, &st, rev, err)
+	}
+	log.Info("job started", "attempt", attempt, "priority", job.Priority)
+
+	out := r.run(runCtx, job, attempt, first+1)
+	if out.handBack {
+		return r.handBack(ctx, msg, &st, rev, errors.New("worker stopping"))
+	}
+	if err := r.finish(ctx, &st, rev, job, attempt, out); err != nil {
+		return err
+	}
+	log.Info("job finished", "status", st.Status, "exit_code", out.exitCode, "duration", out.duration)
+	return msg.DoubleAck(ctx)
+}
+
+// outcome is how an attempt ended.
+type outcome struct {
+	event    contracts.EventType
+	exitCode *int
+	reason   string
+	message  string
+	lines    uint64
+	duration time.Duration
+	handBack bool
+}
+
+// run executes one attempt and streams its output.
+func (r *Runner) run(runCtx context.Context, job contracts.Job, attempt int, firstSeq uint64) outcome {
+	sink := r.output.Open(job, attempt, firstSeq)
+	jobCtx, cancel := context.WithTimeoutCause(runCtx, job.Timeout(), errTimedOut)
+	defer cancel()
+	// Lines are stored even while the job is being killed.
+	pubCtx := context.WithoutCancel(runCtx)
+	emit := func(l lines.Line) error { return sink.Line(pubCtx, l.FD, l.Data, l.Partial) }
+	stdout := lines.NewWriter(contracts.Stdout, contracts.MaxLineBytes, emit)
+	stderr := lines.NewWriter(contracts.Stderr, contracts.MaxLineBytes, emit)
+
+	start := r.now()
+	code, err := r.exec.Exec(jobCtx, executor.Spec{
+		JobID: job.ID, Project: job.Project, Command: job.Command, Env: job.Env, WorkDir: job.WorkDir,
+	}, stdout, stderr)
+	werr := errors.Join(stdout.Close(), stderr.Close())
+	last, cerr := sink.Close(pubCtx)
+	out := outcome{lines: last, duration: r.now().Sub(start)}
+
+	switch {
+	case err != nil && runCtx.Err() != nil && !errors.Is(context.Cause(jobCtx), errTimedOut):
+		out.handBack = true
+	case errors.Is(context.Cause(jobCtx), errTimedOut) && err != nil:
+		out.event, out.reason = contracts.EventTimedOut, contracts.ReasonTimeout
+		out.message = fmt.Sprintf("killed after %s", job.Timeout())
+	case errors.Is(err, executor.ErrStart):
+		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonStartFailed, err.Error()
+	case err != nil:
+		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonExecutorError, err.Error()
+	case werr != nil || cerr != nil:
+		out.event, out.reason = contracts.EventFailed, contracts.ReasonExecutorError
+		out.message = "output could not be stored: " + errors.Join(werr, cerr).Error()
+		out.exitCode = &code
+	case code == 0:
+		out.event, out.exitCode = contracts.EventSucceeded, &code
+	default:
+		out.event, out.exitCode, out.reason = contracts.EventFailed, &code, contracts.ReasonExitCode
+		out.message = fmt.Sprintf("exited with status %d", code)
+	}
+	if cerr != nil && !out.handBack {
+		// Unstored output leaves last unknown; report what is stored.
+		if n, err := r.output.LastSeq(pubCtx, job.StreamID); err == nil {
+			out.lines = n
+		}
+	}
+	return out
+}
+
+// finish publishes the terminal event, then the final state. The event
+// first: a reader that sees the final state can rely on the stream being
+// complete.
+func (r *Runner) finish(ctx context.Context, st *contracts.JobState, rev uint64, job contracts.Job, attempt int, out outcome) error {
+	ev := r.event(job, attempt, out.event, out.lines)
+	ev.ExitCode, ev.Reason, ev.Message, ev.DurationMS = out.exitCode, out.reason, out.message, out.duration.Milliseconds()
+	if err := r.events.Publish(ctx, ev); err != nil {
+		return err
+	}
+	done := ev.Time
+	st.Status, st.ExitCode, st.Reason, st.Message = contracts.StatusOf(out.event), out.exitCode, out.reason, out.message
+	st.Lines, st.FinishedAt, st.Attempt = out.lines, &done, attempt
+	if _, err := r.states.Put(ctx, *st, rev); err != nil {
+		return fmt.Errorf("store final state: %w", err)
+	}
+	return nil
+}
+
+// handBack returns a job this worker will not finish to the queue, marked
+// queued again so the next delivery starts a new attempt.
+func (r *Runner) handBack(ctx context.Context, msg jetstream.Msg, st *contracts.JobState, rev uint64, cause error) error {
+	st.Status, st.Worker = contracts.StatusQueued, ""
+	if _, err := r.states.Put(ctx, *st, rev); err != nil {
+		return fmt.Errorf("hand back after %v: %w", cause, err)
+	}
+	r.log.Info("job handed back to the queue", "job_id", st.JobID, "cause", cause)
+	return msg.Nak()
+}
+
+func (r *Runner) event(job contracts.Job, attempt int, t contracts.EventType, lines uint64) contracts.Event {
+	return contracts.Event{
+		V: contracts.Version, Type: t, Status: contracts.StatusOf(t), JobID: job.ID, StreamID: job.StreamID,
+		Project: job.Project, Attempt: attempt, Worker: r.cfg.WorkerID, Lines: lines, Time: r.now().UTC(),
+	}
+}
+
+// heartbeat keeps msg from being redelivered while the job runs.
+func (r *Runner) heartbeat(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(r.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = msg.InProgress()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
