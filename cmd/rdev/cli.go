@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+)
+
+// cli is every command and flag; each flag mirrors an RDEV_* variable.
+type cli struct {
+	Log logFlags `embed:"" prefix:"log-"`
+
+	Up       upCmd       `cmd:"" help:"Run api, worker and streamer in one process on an embedded NATS server."`
+	API      apiCmd      `cmd:"" name:"api" help:"Run the API alone against an external NATS."`
+	Worker   workerCmd   `cmd:"" help:"Run a worker alone against an external NATS; start several to scale out."`
+	Streamer streamerCmd `cmd:"" help:"Run the SSE streamer alone against an external NATS."`
+	Schema   schemaCmd   `cmd:"" help:"Write the JSON Schemas of the wire contract (run from the repository root)."`
+}
+
+type logFlags struct {
+	Level  slog.Level `default:"info" env:"RDEV_LOG_LEVEL" help:"Log level: debug, info, warn or error."`
+	Format string     `default:"text" enum:"text,json" env:"RDEV_LOG_FORMAT" help:"Log format: text or json."`
+}
+
+type natsFlags struct {
+	NatsURL string `name:"nats-url" default:"nats://127.0.0.1:4222" env:"RDEV_NATS_URL" help:"NATS server URL(s), comma separated."`
+}
+
+type topologyFlags struct {
+	OutputMaxAge time.Duration `default:"24h" env:"RDEV_OUTPUT_MAX_AGE" help:"How long output and events stay replayable."`
+	StateTTL     time.Duration `name:"state-ttl" default:"168h" env:"RDEV_STATE_TTL" help:"How long job state stays readable after its last change."`
+}
+
+type httpFlags struct {
+	HTTPAddr        string        `name:"http-addr" default:"127.0.0.1:8080" env:"RDEV_HTTP_ADDR" help:"HTTP listen address."`
+	ShutdownTimeout time.Duration `default:"15s" env:"RDEV_SHUTDOWN_TIMEOUT" help:"How long in-flight HTTP requests may finish at shutdown."`
+}
+
+type apiFlags struct {
+	MaxBodyBytes   int64         `default:"1048576" env:"RDEV_MAX_BODY_BYTES" help:"Largest accepted request body."`
+	DefaultTimeout time.Duration `name:"default-job-timeout" default:"10m" env:"RDEV_DEFAULT_JOB_TIMEOUT" help:"Timeout of jobs that set none."`
+	MaxTimeout     time.Duration `name:"max-job-timeout" default:"24h" env:"RDEV_MAX_JOB_TIMEOUT" help:"Longest timeout a job may ask for."`
+	ClaudeCommand  []string      `name:"claude-command" sep:"none" env:"RDEV_CLAUDE_COMMAND" help:"Argv for prompts, one flag per element; {prompt} marks the prompt (default: claude -p {prompt} --output-format stream-json --verbose)."`
+}
+
+type workerFlags struct {
+	WorkerID     string        `name:"worker-id" env:"RDEV_WORKER_ID" help:"Worker id (default: host-pid-random)."`
+	Concurrency  int           `default:"4" env:"RDEV_CONCURRENCY" help:"Jobs run at once by this worker."`
+	FairEvery    int           `default:"10" env:"RDEV_FAIR_EVERY" help:"Each lower priority gets at least one of every N dispatches while it has work."`
+	AckWait      time.Duration `default:"30s" env:"RDEV_ACK_WAIT" help:"Time without a heartbeat after which a job is redelivered (worker presumed lost)."`
+	DrainTimeout time.Duration `default:"30s" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
+	KillGrace    time.Duration `default:"2s" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
+}
+
+type streamerFlags struct {
+	SSEHeartbeat time.Duration `name:"sse-heartbeat" default:"15s" env:"RDEV_SSE_HEARTBEAT" help:"Interval of SSE keep-alive comments."`
+	CORSOrigins  []string      `name:"cors-origin" default:"*" env:"RDEV_CORS_ORIGINS" help:"Origins allowed to read streams from a browser."`
+}
+
+type upCmd struct {
+	HTTP     httpFlags     `embed:""`
+	Topology topologyFlags `embed:""`
+	API      apiFlags      `embed:""`
+	Worker   workerFlags   `embed:""`
+	Streamer streamerFlags `embed:""`
+	NatsAddr string        `name:"nats-addr" default:"127.0.0.1:4222" env:"RDEV_NATS_ADDR" help:"Where the embedded NATS server listens for other rdev processes."`
+	DataDir  string        `name:"data-dir" default:"./data" env:"RDEV_DATA_DIR" help:"JetStream storage and project workspaces."`
+}
+
+func (c *upCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
+	return runNode(ctx, nodeConfig{
+		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
+		http: c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
+	}, log, stdout)
+}
+
+type apiCmd struct {
+	NATS     natsFlags     `embed:""`
+	HTTP     httpFlags     `embed:""`
+	Topology topologyFlags `embed:""`
+	API      apiFlags      `embed:""`
+}
+
+func (c *apiCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
+	return runNode(ctx, nodeConfig{natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, api: &c.API}, log, stdout)
+}
+
+type workerCmd struct {
+	NATS     natsFlags     `embed:""`
+	Topology topologyFlags `embed:""`
+	Worker   workerFlags   `embed:""`
+	DataDir  string        `name:"data-dir" default:"./data" env:"RDEV_DATA_DIR" help:"Project workspaces live under <data-dir>/workspaces."`
+}
+
+func (c *workerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
+	return runNode(ctx, nodeConfig{natsURL: c.NATS.NatsURL, topology: c.Topology, worker: &c.Worker,
+		workspaces: filepath.Join(c.DataDir, "workspaces")}, log, stdout)
+}
+
+type streamerCmd struct {
+	NATS     natsFlags     `embed:""`
+	HTTP     httpFlags     `embed:""`
+	Topology topologyFlags `embed:""`
+	Streamer streamerFlags `embed:""`
+}
+
+func (c *streamerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
+	return runNode(ctx, nodeConfig{natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, streamer: &c.Streamer}, log, stdout)
+}

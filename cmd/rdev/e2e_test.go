@@ -1,0 +1,244 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rdev-dev/rdev/cmd/rdev/internal/ssetest"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// The README's quick start, over real HTTP: submit, watch every line live
+// over SSE, complete with the exit code; GET /v1/jobs agrees.
+func TestSubmitWatchComplete(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t)
+	r := submit(t, n.http, "demo", map[string]any{
+		"command":  []string{"sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo oops >&2; exit 3"},
+		"priority": "high",
+	})
+	if r.Status != "queued" || r.EventsURL != "/v1/streams/"+r.StreamID+"/events" {
+		t.Fatalf("reply %+v", r)
+	}
+	s := ssetest.Open(t, n.http+r.EventsURL, "")
+	if s.Status != http.StatusOK {
+		t.Fatalf("SSE status %d", s.Status)
+	}
+	var got []string
+	var stdoutLines, stderrLines int
+	var complete contracts.Event
+	prevID := uint64(0)
+	for complete.Type == "" {
+		ev, err := s.Next(10 * time.Second)
+		must(t, err, "read SSE")
+		if ev.Name != contracts.SSEConnected {
+			id, err := strconv.ParseUint(ev.ID, 10, 64)
+			if err != nil || id <= prevID {
+				t.Fatalf("event ids must increase: %q after %d", ev.ID, prevID)
+			}
+			prevID = id
+		}
+		switch ev.Name {
+		case contracts.SSEOutput:
+			l := mustJSON[contracts.OutputLine](t, ev.Data)
+			if l.Seq != uint64(len(got)+1) {
+				t.Fatalf("line seq %d, want %d", l.Seq, len(got)+1)
+			}
+			got = append(got, l.Text)
+			if l.FD == contracts.Stderr {
+				stderrLines++
+			} else {
+				stdoutLines++
+			}
+		case contracts.SSEComplete:
+			complete = mustJSON[contracts.Event](t, ev.Data)
+		}
+	}
+	if want := []string{"line1", "line2", "line3", "oops"}; !slices.Equal(got, want) {
+		t.Fatalf("lines %q, want %q", got, want)
+	}
+	if stdoutLines != 3 || stderrLines != 1 {
+		t.Fatalf("stdout %d stderr %d lines, want 3 and 1", stdoutLines, stderrLines)
+	}
+	if complete.Status != contracts.StatusFailed || complete.ExitCode == nil || *complete.ExitCode != 3 || complete.Lines != 4 {
+		t.Fatalf("complete %+v", complete)
+	}
+	if !s.Ended(5 * time.Second) {
+		t.Fatal("the SSE response did not end after complete")
+	}
+	st := waitFinal(t, n.http, r.JobID, 5*time.Second)
+	if st.Status != contracts.StatusFailed || st.ExitCode == nil || *st.ExitCode != 3 || st.Worker == "" ||
+		st.Attempt != 1 || st.StartedAt == nil || st.FinishedAt == nil || st.StreamID != r.StreamID || st.Lines != 4 {
+		t.Fatalf("job state %+v", st)
+	}
+}
+
+// A client that drops mid-stream and reconnects with Last-Event-ID gets
+// exactly the rest; one that connects after the job ended gets all of it.
+func TestResumeAfterDisconnectAndLateJoin(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t)
+	r := submit(t, n.http, "demo", map[string]any{
+		"command": []string{"sh", "-c", "for i in $(seq 1 30); do echo l$i; sleep 0.02; done"},
+	})
+	url := n.http + r.EventsURL
+	first := ssetest.Open(t, url, "")
+	var seen []uint64
+	for len(seen) < 7 {
+		ev, err := first.Next(10 * time.Second)
+		must(t, err, "first connection")
+		if ev.Name == contracts.SSEOutput {
+			seen = append(seen, mustJSON[contracts.OutputLine](t, ev.Data).Seq)
+		}
+	}
+	first.Close()
+
+	// Resume by header while the job still runs, and by query parameter.
+	for _, viaQuery := range []bool{false, true} {
+		var s *ssetest.Stream
+		if viaQuery {
+			s = ssetest.Open(t, url+"?last_event_id="+first.LastID, "")
+		} else {
+			s = ssetest.Open(t, url, first.LastID)
+		}
+		rest := append([]uint64(nil), seen...)
+		for done := false; !done; {
+			ev, err := s.Next(10 * time.Second)
+			must(t, err, "resumed connection (query %v)", viaQuery)
+			switch ev.Name {
+			case contracts.SSEOutput:
+				rest = append(rest, mustJSON[contracts.OutputLine](t, ev.Data).Seq)
+			case contracts.SSEComplete:
+				done = true
+			}
+		}
+		assertSeqs(t, rest, 30)
+	}
+
+	waitFinal(t, n.http, r.JobID, 10*time.Second)
+	late := ssetest.Open(t, url, "")
+	var all []uint64
+	for done := false; !done; {
+		ev, err := late.Next(10 * time.Second)
+		must(t, err, "late connection")
+		switch ev.Name {
+		case contracts.SSEOutput:
+			all = append(all, mustJSON[contracts.OutputLine](t, ev.Data).Seq)
+		case contracts.SSEComplete:
+			done = true
+		}
+	}
+	assertSeqs(t, all, 30)
+	// Resuming after complete: nothing left; EventSource stops on 204.
+	if s := ssetest.Open(t, url, late.LastID); s.Status != http.StatusNoContent {
+		t.Fatalf("resume after complete: status %d, want 204", s.Status)
+	}
+}
+
+func assertSeqs(t testing.TB, got []uint64, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("got %d lines, want %d: %v", len(got), n, got)
+	}
+	for i, s := range got {
+		if s != uint64(i+1) {
+			t.Fatalf("line %d has seq %d (gap or duplicate): %v", i, s, got)
+		}
+	}
+}
+
+// startedOrder subscribes to started events (as any NATS subscriber may)
+// and returns the job ids in the order they started.
+func startedOrder(t testing.TB, natsURL string) (next func() string) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	must(t, err, "connect")
+	t.Cleanup(nc.Close)
+	ch := make(chan *nats.Msg, 4096)
+	_, err = nc.ChanSubscribe(contracts.SubjectEventsPrefix+".*.*."+string(contracts.EventStarted), ch)
+	must(t, err, "subscribe")
+	must(t, nc.Flush(), "flush")
+	return func() string {
+		select {
+		case m := <-ch:
+			return mustJSON[contracts.Event](t, string(m.Data)).JobID
+		case <-time.After(20 * time.Second):
+			t.Fatal("no job started within 20s")
+		}
+		return ""
+	}
+}
+
+// High jobs submitted after a backlog of low ones run first; under a
+// flood of high jobs, low jobs still get one dispatch in every ten.
+func TestPriorityOrderAndNoStarvation(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t, "--concurrency", "1")
+	next := startedOrder(t, n.nats)
+	job := []string{"sh", "-c", "sleep 0.02"}
+
+	gate := submit(t, n.http, "prio", map[string]any{"command": gateCommand})
+	if got := next(); got != gate.JobID {
+		t.Fatalf("first started %s, want the gate", got)
+	}
+	prio := map[string]string{}
+	for range 10 {
+		prio[submit(t, n.http, "prio", map[string]any{"command": job, "priority": "low"}).JobID] = "low"
+	}
+	for range 5 {
+		prio[submit(t, n.http, "prio", map[string]any{"command": job, "priority": "high"}).JobID] = "high"
+	}
+	touch(t, n.dataDir, "prio", "gate")
+	var order []string
+	for range 15 {
+		order = append(order, prio[next()])
+	}
+	if want := []string{"high", "high", "high", "high", "high"}; !slices.Equal(order[:5], want) {
+		t.Fatalf("dispatch order %v: the high jobs must run first", order)
+	}
+
+	// Saturate high: 45 high jobs and 5 low ones, low submitted first.
+	if err := removeGate(n, "prio"); err != nil {
+		t.Fatal(err)
+	}
+	gate = submit(t, n.http, "prio", map[string]any{"command": gateCommand})
+	if got := next(); got != gate.JobID {
+		t.Fatalf("started %s, want the second gate", got)
+	}
+	for range 5 {
+		prio[submit(t, n.http, "prio", map[string]any{"command": job, "priority": "low"}).JobID] = "low"
+	}
+	for range 45 {
+		prio[submit(t, n.http, "prio", map[string]any{"command": job, "priority": "high"}).JobID] = "high"
+	}
+	touch(t, n.dataDir, "prio", "gate")
+	order = order[:0]
+	for range 50 {
+		order = append(order, prio[next()])
+	}
+	lows, run, longest := 0, 0, 0
+	for _, p := range order {
+		if p == "low" {
+			lows++
+			run = 0
+			continue
+		}
+		run++
+		longest = max(longest, run)
+	}
+	// Exactly 5 when every level's next message is prefetched in time; a
+	// late prefetch can only give low more, never less.
+	if lows < 5 || lows > 10 || longest > 9 {
+		t.Fatalf("dispatch order %v: low got %d of 50 (want 5 to 10), longest high run %d (want ≤ 9)", order, lows, longest)
+	}
+}
+
+func removeGate(n *node, project string) error {
+	return removeFile(fmt.Sprintf("%s/workspaces/%s/gate", n.dataDir, project))
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// childEnv makes the test binary act as the rdev binary, so process-level
+// tests run real rdev processes without a separate build.
+const childEnv = "RDEV_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// node is a running rdev: in this process or a child process.
+type node struct {
+	http    string // base URL, e.g. http://127.0.0.1:1234
+	nats    string // client URL of its embedded NATS server, if any
+	dataDir string
+	stop    func() // graceful stop, waits for exit
+	kill    func() // SIGKILL (child processes only)
+}
+
+// logWriter sends a node's logs to the test log, line by line.
+type logWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done && testing.Verbose() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *logWriter) close() { w.mu.Lock(); w.done = true; w.mu.Unlock() }
+
+// upArgs are the flags every test node uses: free ports, a fast ack wait
+// so lost workers are noticed quickly.
+func upArgs(dataDir string, extra ...string) []string {
+	return append([]string{"up", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0", "--data-dir", dataDir,
+		"--ack-wait", "2s", "--drain-timeout", "5s", "--kill-grace", "200ms"}, extra...)
+}
+
+// startInProcess runs `rdev up` in this process, stopped at cleanup.
+func startInProcess(t testing.TB, extra ...string) *node {
+	t.Helper()
+	dataDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	logs := &logWriter{t: t}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, upArgs(dataDir, extra...), pw, logs)
+		pw.Close()
+	}()
+	n := readReady(t, pr, done)
+	n.dataDir = dataDir
+	var once sync.Once
+	n.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("rdev up: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("rdev up did not stop within 30s")
+			}
+			logs.close()
+		})
+	}
+	t.Cleanup(n.stop)
+	return n
+}
+
+// startProcess runs the rdev binary (this test binary in child mode).
+func startProcess(t testing.TB, args ...string) *node {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	logs := &logWriter{t: t}
+	cmd.Stderr = logs
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	waitErr := make(chan error, 1)
+	go func() { err := cmd.Wait(); exited <- err; waitErr <- err }()
+	n := readReady(t, stdout, exited)
+	var once sync.Once
+	finish := func(sig syscall.Signal) {
+		once.Do(func() {
+			_ = cmd.Process.Signal(sig)
+			select {
+			case <-waitErr:
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Errorf("rdev %s did not exit within 30s of %s", args[0], sig)
+			}
+			logs.close()
+		})
+	}
+	n.stop = func() { finish(syscall.SIGTERM) }
+	n.kill = func() { finish(syscall.SIGKILL) }
+	t.Cleanup(n.stop)
+	return n
+}
+
+// readReady waits for the "rdev ready" line and parses the addresses.
+func readReady(t testing.TB, r io.Reader, exited <-chan error) *node {
+	t.Helper()
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "rdev ready") {
+				lines <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case l := <-lines:
+		n := &node{}
+		for _, f := range strings.Fields(l) {
+			if v, ok := strings.CutPrefix(f, "http="); ok {
+				n.http = "http://" + v
+			}
+			if v, ok := strings.CutPrefix(f, "nats="); ok {
+				n.nats = v
+			}
+		}
+		return n
+	case err := <-exited:
+		t.Fatalf("rdev exited before it was ready: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("rdev not ready within 60s")
+	}
+	return nil
+}
+
+type submitReply struct {
+	JobID     string `json:"job_id"`
+	StreamID  string `json:"stream_id"`
+	Status    string `json:"status"`
+	EventsURL string `json:"events_url"`
+	JobURL    string `json:"job_url"`
+}
+
+func submit(t testing.TB, base, project string, body any) submitReply {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := http.Post(base+"/v1/projects/"+project+"/commands", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", resp.StatusCode, rb)
+	}
+	var r submitReply
+	if err := json.Unmarshal(rb, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func getJob(t testing.TB, base, id string) contracts.JobState {
+	t.Helper()
+	resp, err := http.Get(base + "/v1/jobs/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st contracts.JobState
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("get job %s: %d %v", id, resp.StatusCode, err)
+	}
+	return st
+}
+
+// waitFinal polls a job's state until it is final (bounded).
+func waitFinal(t testing.TB, base, id string, within time.Duration) contracts.JobState {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st := getJob(t, base, id)
+		if st.Status.Final() {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s still %s after %s", id, st.Status, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// touch creates a file in a project's workspace (a gate a test job waits on).
+func touch(t testing.TB, dataDir, project, name string) {
+	t.Helper()
+	p := filepath.Join(dataDir, "workspaces", project, name)
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gateCommand waits until the file gate exists in the workspace.
+var gateCommand = []string{"sh", "-c", "while [ ! -e gate ]; do sleep 0.01; done"}
+
+func mustJSON[T any](t testing.TB, data string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(data), &v); err != nil {
+		t.Fatalf("decode %q: %v", data, err)
+	}
+	return v
+}
+
+func must(t testing.TB, err error, what string, args ...any) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
+	}
+}
+
+func removeFile(p string) error { return os.Remove(p) }

@@ -1,0 +1,56 @@
+// Command rdev runs the rdev system: `rdev up` runs everything in one
+// process on an embedded NATS server; `rdev api`, `rdev worker` and
+// `rdev streamer` run one service against an external NATS.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "rdev:", err)
+		os.Exit(1)
+	}
+}
+
+// run parses args (flags fall back to RDEV_* environment variables) and
+// runs the chosen command until ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("rdev"),
+		kong.Description("Run commands in per-project workspaces from a prioritized NATS JetStream queue and watch their output live."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(int) {}),
+	)
+	if err != nil {
+		return err
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		return err
+	}
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	kctx.BindTo(stdout, (*io.Writer)(nil))
+	return kctx.Run(c.Log.logger(stderr))
+}
+
+func (l logFlags) logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.Level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/cmd/rdev/internal/httpserver"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology"
+	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
+	"github.com/rdev-dev/rdev/services/api"
+	"github.com/rdev-dev/rdev/services/streamer"
+	"github.com/rdev-dev/rdev/services/worker"
+)
+
+// nodeConfig says which services one process runs and where they connect.
+// A nil service config leaves that service out.
+type nodeConfig struct {
+	embedNATS  string // listen address of an embedded server; "" connects to natsURL
+	storeDir   string
+	natsURL    string
+	workspaces string
+	http       httpFlags
+	topology   topologyFlags
+	api        *apiFlags
+	worker     *workerFlags
+	streamer   *streamerFlags
+}
+
+// runNode starts the configured services, prints one "rdev ready" line with
+// the addresses in use, and on ctx's end shuts down in order: readiness
+// off, SSE clients told to reconnect, HTTP drained, the worker drained,
+// NATS connections drained, the embedded server stopped.
+func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Writer) (err error) {
+	var cleanup []func()
+	defer func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+
+	url := cfg.natsURL
+	var inProcess nats.Option
+	if cfg.embedNATS != "" {
+		srv, err := natsserver.Start(natsserver.Config{Addr: cfg.embedNATS, StoreDir: cfg.storeDir})
+		if err != nil {
+			return err
+		}
+		cleanup = append(cleanup, func() { srv.Shutdown(); srv.WaitForShutdown() })
+		url = srv.ClientURL()
+		inProcess = nats.InProcessServer(srv)
+		log.Info("embedded NATS started", "url", url, "store", cfg.storeDir)
+	}
+	connect := func(name string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+		closed := make(chan struct{})
+		opts = append([]nats.Option{nats.Name("rdev-" + name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+			nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "conn", name, "err", err) }),
+			nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected", "conn", name) }),
+		}, opts...)
+		if inProcess != nil {
+			opts = append(opts, inProcess)
+		}
+		nc, err := nats.Connect(url, opts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect %s to NATS at %s: %w", name, url, err)
+		}
+		cleanup = append(cleanup, func() {
+			// Drain flushes pending publishes; bound it in case NATS is gone.
+			if nc.Drain() == nil {
+				select {
+				case <-closed:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			nc.Close()
+		})
+		js, err := jetstream.New(nc)
+		return nc, js, err
+	}
+
+	nc, js, err := connect("control")
+	if err != nil {
+		return err
+	}
+	tcfg := topology.Config{OutputMaxAge: cfg.topology.OutputMaxAge, StateTTL: cfg.topology.StateTTL}
+	if err := topology.Ensure(ctx, js, tcfg); err != nil {
+		return err
+	}
+	state, err := topology.StateBucket(ctx, js, tcfg)
+	if err != nil {
+		return err
+	}
+
+	var hs *httpserver.Server
+	if cfg.api != nil || cfg.streamer != nil {
+		if hs, err = httpserver.New(cfg.http.HTTPAddr, log); err != nil {
+			return err
+		}
+		hs.AddReadyCheck("nats", func(context.Context) error {
+			if !nc.IsConnected() {
+				return errors.New("not connected")
+			}
+			return nil
+		})
+		hs.AddReadyCheck("streams", func(ctx context.Context) error {
+			_, err := js.Stream(ctx, contracts.StreamJobs)
+			return err
+		})
+	}
+	if cfg.api != nil {
+		_, ajs, err := connect("api")
+		if err != nil {
+			return err
+		}
+		a, err := api.New(api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
+			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: cfg.api.ClaudeCommand}, ajs, state, log.With("service", "api"))
+		if err != nil {
+			return err
+		}
+		a.Register(hs.Echo)
+	}
+	var st *streamer.Service
+	if cfg.streamer != nil {
+		_, sjs, err := connect("streamer")
+		if err != nil {
+			return err
+		}
+		st, err = streamer.New(streamer.Config{Heartbeat: cfg.streamer.SSEHeartbeat, AllowOrigins: cfg.streamer.CORSOrigins},
+			sjs, state, log.With("service", "streamer"))
+		if err != nil {
+			return err
+		}
+		st.Register(hs.Echo)
+	}
+
+	// A nil channel never fires: absent services do not end the node.
+	var workerDone chan error
+	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorker()
+	if cfg.worker != nil {
+		workerDone = make(chan error, 1)
+		wnc, _, err := connect("worker", nats.ReconnectBufSize(-1))
+		if err != nil {
+			return err
+		}
+		w, err := worker.New(worker.Config{
+			ID: cfg.worker.WorkerID, Concurrency: cfg.worker.Concurrency, FairEvery: cfg.worker.FairEvery,
+			AckWait: cfg.worker.AckWait, DrainTimeout: cfg.worker.DrainTimeout, KillGrace: cfg.worker.KillGrace,
+			Workspaces: cfg.workspaces,
+		}, wnc, state, log.With("service", "worker"))
+		if err != nil {
+			return err
+		}
+		go func() { workerDone <- w.Run(workerCtx) }()
+	}
+	var httpDone chan error
+	if hs != nil {
+		httpDone = make(chan error, 1)
+		go func() { httpDone <- hs.Serve() }()
+	}
+	ready := "rdev ready"
+	if hs != nil {
+		ready += " http=" + hs.Addr()
+	}
+	if cfg.embedNATS != "" {
+		ready += " nats=" + url
+	}
+	fmt.Fprintln(stdout, ready)
+	log.Info("ready", "http", cfg.http.HTTPAddr, "nats", url)
+
+	var errs []error
+	select {
+	case <-ctx.Done():
+	case err := <-httpDone:
+		errs = append(errs, fmt.Errorf("http server stopped: %w", err))
+		httpDone = nil
+	case err := <-workerDone:
+		errs = append(errs, fmt.Errorf("worker stopped: %w", err))
+		workerDone = nil
+	}
+	log.Info("shutting down")
+	stopWorker()
+	if hs != nil {
+		hs.Drain()
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.http.ShutdownTimeout)
+		if st != nil {
+			errs = append(errs, st.Shutdown(sctx))
+		}
+		errs = append(errs, hs.Shutdown(sctx))
+		cancel()
+	}
+	if workerDone != nil {
+		errs = append(errs, <-workerDone)
+	}
+	log.Info("stopped")
+	return errors.Join(errs...)
+}
