@@ -67,13 +67,23 @@ type upCmd struct {
 	Streamer streamerFlags `embed:""`
 	NatsAddr string        `name:"nats-addr" default:"127.0.0.1:4222" env:"RDEV_NATS_ADDR" help:"Where the embedded NATS server listens for other rdev processes."`
 	DataDir  string        `name:"data-dir" default:"./data" env:"RDEV_DATA_DIR" help:"JetStream storage and project workspaces."`
+	Without  []string      `enum:"worker,streamer" env:"RDEV_WITHOUT" help:"Services to leave out (worker, streamer), e.g. to run them as separate processes."`
 }
 
 func (c *upCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
-	return runNode(ctx, nodeConfig{
+	cfg := nodeConfig{
 		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
 		http: c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
-	}, log, stdout)
+	}
+	for _, s := range c.Without {
+		switch s {
+		case "worker":
+			cfg.worker = nil
+		case "streamer":
+			cfg.streamer = nil
+		}
+	}
+	return runNode(ctx, cfg, log, stdout)
 }
 
 type apiCmd struct {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -241,4 +242,94 @@ func TestPriorityOrderAndNoStarvation(t *testing.T) {
 
 func removeGate(n *node, project string) error {
 	return removeFile(fmt.Sprintf("%s/workspaces/%s/gate", n.dataDir, project))
+}
+
+// watch reads a stream to its complete event and returns its lines.
+func watch(t testing.TB, base, eventsURL string) ([]contracts.OutputLine, contracts.Event) {
+	t.Helper()
+	s := ssetest.Open(t, base+eventsURL, "")
+	var lines []contracts.OutputLine
+	for {
+		ev, err := s.Next(20 * time.Second)
+		must(t, err, "watch %s", eventsURL)
+		switch ev.Name {
+		case contracts.SSEOutput:
+			lines = append(lines, mustJSON[contracts.OutputLine](t, ev.Data))
+		case contracts.SSEComplete:
+			return lines, mustJSON[contracts.Event](t, ev.Data)
+		}
+	}
+}
+
+// A job past its timeout is killed with its children and ends timed_out;
+// a command that cannot start fails with start_failed; env and work_dir
+// reach the process.
+func TestTimeoutStartFailureEnvAndWorkDir(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t)
+	slow := submit(t, n.http, "limits", map[string]any{
+		"command": []string{"sh", "-c", "echo before; sleep 30 & wait"}, "timeout_seconds": 1,
+	})
+	missing := submit(t, n.http, "limits", map[string]any{"command": []string{"no-such-command-rdev"}})
+	envdir := submit(t, n.http, "limits", map[string]any{
+		"command": []string{"sh", "-c", "mkdir -p sub && cd sub && echo \"$GREETING from $(basename $(pwd))\""},
+		"env":     map[string]string{"GREETING": "hello"},
+	})
+
+	lines, c := watch(t, n.http, slow.EventsURL)
+	if c.Status != contracts.StatusTimedOut || c.Reason != contracts.ReasonTimeout || len(lines) != 1 || lines[0].Text != "before" {
+		t.Fatalf("timed out job: complete %+v lines %+v", c, lines)
+	}
+	if c.DurationMS < 1000 || c.DurationMS > 10000 {
+		t.Fatalf("timed out job ran %d ms, want about 1000", c.DurationMS)
+	}
+	_, c = watch(t, n.http, missing.EventsURL)
+	if c.Status != contracts.StatusFailed || c.Reason != contracts.ReasonStartFailed || c.ExitCode != nil {
+		t.Fatalf("missing command: complete %+v", c)
+	}
+	lines, c = watch(t, n.http, envdir.EventsURL)
+	if c.Status != contracts.StatusSucceeded || len(lines) != 1 || lines[0].Text != "hello from sub" {
+		t.Fatalf("env job: complete %+v lines %+v", c, lines)
+	}
+	workDir := submit(t, n.http, "limits", map[string]any{"command": []string{"pwd"}, "work_dir": "sub"})
+	lines, c = watch(t, n.http, workDir.EventsURL)
+	if c.Status != contracts.StatusSucceeded || len(lines) != 1 || !strings.HasSuffix(lines[0].Text, "/workspaces/limits/sub") {
+		t.Fatalf("work_dir job: complete %+v lines %+v", c, lines)
+	}
+}
+
+// Bytes that are not UTF-8 and lines over the limit reach the client
+// intact: text stays valid UTF-8, raw carries the exact bytes, long lines
+// arrive as partial chunks that join back to the original.
+func TestBinaryAndLongLines(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t)
+	long := contracts.MaxLineBytes*2 + 100
+	r := submit(t, n.http, "bytes", map[string]any{
+		"command": []string{"sh", "-c", fmt.Sprintf(`printf 'ok\n\377\376bad\n'; head -c %d /dev/zero | tr '\0' x; echo; printf tail`, long)},
+	})
+	lines, c := watch(t, n.http, r.EventsURL)
+	if c.Status != contracts.StatusSucceeded {
+		t.Fatalf("complete %+v", c)
+	}
+	if len(lines) != 6 {
+		t.Fatalf("got %d lines, want 6 (ok, bad, 3 chunks, tail)", len(lines))
+	}
+	if lines[0].Text != "ok" || lines[0].Raw != nil {
+		t.Fatalf("line 1 %+v", lines[0])
+	}
+	if lines[1].Text != "\uFFFDbad" || string(lines[1].Raw) != "\xff\xfebad" {
+		t.Fatalf("line 2 %+v", lines[1])
+	}
+	var joined strings.Builder
+	for _, l := range lines[2:5] {
+		joined.WriteString(l.Text)
+	}
+	if joined.String() != strings.Repeat("x", long) || !lines[2].Partial || !lines[3].Partial || lines[4].Partial {
+		t.Fatalf("long line came back as %d+%d+%d bytes, partial %v %v %v", len(lines[2].Text), len(lines[3].Text),
+			len(lines[4].Text), lines[2].Partial, lines[3].Partial, lines[4].Partial)
+	}
+	if lines[5].Text != "tail" || !lines[5].Partial {
+		t.Fatalf("unterminated last line %+v", lines[5])
+	}
 }

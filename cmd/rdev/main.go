@@ -33,7 +33,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		kong.Description("Run commands in per-project workspaces from a prioritized NATS JetStream queue and watch their output live."),
 		kong.UsageOnError(),
 		kong.Writers(stdout, stderr),
-		kong.Exit(func(int) {}),
 	)
 	if err != nil {
 		return err

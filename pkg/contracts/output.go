@@ -36,8 +36,9 @@ type OutputLine struct {
 	Seq uint64 `json:"seq"`
 	// FD is stdout or stderr.
 	FD FD `json:"fd"`
-	// Text is the line without its newline, always valid UTF-8: bytes that
-	// were not are replaced by U+FFFD, and the exact bytes are in Raw.
+	// Text is the line without its newline, always valid UTF-8: each run of
+	// bytes that were not is replaced by one U+FFFD, and the exact bytes
+	// are in Raw.
 	Text string `json:"text"`
 	// Raw holds the exact bytes (base64 in JSON) when they were not valid
 	// UTF-8; it is absent otherwise.
