@@ -1,0 +1,69 @@
+package streamer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config tunes the streamer. Zero values take the defaults below.
+type Config struct {
+	// Heartbeat is how often an idle stream gets a ": ping" comment, so
+	// proxies and clients see the connection alive. Default 15s.
+	Heartbeat time.Duration
+	// Retry is the reconnection delay sent to clients ("retry:") at
+	// connect. Default 2s.
+	Retry time.Duration
+	// ClientBuffer is how many messages a client may lag behind its
+	// stream's hub before the hub cuts it loose and it catches up from
+	// storage instead. Default 256.
+	ClientBuffer int
+	// WriteTimeout is the longest one write to a client may block; a client
+	// that stalls longer is dropped and resumes with Last-Event-ID.
+	// Default 30s.
+	WriteTimeout time.Duration
+	// AllowOrigins are the CORS origins allowed on the events endpoint.
+	// Default ["*"].
+	AllowOrigins []string
+}
+
+func (c *Config) setDefaults() {
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.Retry == 0 {
+		c.Retry = 2 * time.Second
+	}
+	if c.ClientBuffer == 0 {
+		c.ClientBuffer = 256
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if len(c.AllowOrigins) == 0 {
+		c.AllowOrigins = []string{"*"}
+	}
+}
+
+// Validate reports every setting that is out of range.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Heartbeat <= 0 {
+		errs = append(errs, fmt.Errorf("heartbeat %s: must be positive", c.Heartbeat))
+	}
+	if c.Retry <= 0 {
+		errs = append(errs, fmt.Errorf("retry %s: must be positive", c.Retry))
+	}
+	if c.ClientBuffer <= 0 {
+		errs = append(errs, fmt.Errorf("client buffer %d: must be positive", c.ClientBuffer))
+	}
+	if c.WriteTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("write timeout %s: must be positive", c.WriteTimeout))
+	}
+	for _, o := range c.AllowOrigins {
+		if o == "" {
+			errs = append(errs, errors.New("allow origins: empty origin"))
+		}
+	}
+	return errors.Join(errs...)
+}

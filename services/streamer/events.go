@@ -1,0 +1,210 @@
+package streamer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
+	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
+	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
+	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
+)
+
+// Error codes of the events endpoint, in JSON bodies and in error events.
+const (
+	codeInvalidStreamID    = "invalid_stream_id"
+	codeStreamNotFound     = "stream_not_found"
+	codeInvalidLastEventID = "invalid_last_event_id"
+	codeUnavailable        = "unavailable"
+	codeShuttingDown       = "shutting_down"
+)
+
+// events serves GET EventsPath.
+func (s *Service) events(c echo.Context) error {
+	streamID := c.Param("stream_id")
+	if !contracts.ValidID(streamID) {
+		return problem(c, http.StatusBadRequest, codeInvalidStreamID,
+			"stream id must be 1 to 64 letters, digits, '_' or '-'")
+	}
+	resume, raw, ok := lastEventID(c.Request())
+	if !ok {
+		return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
+			"Last-Event-ID must be a decimal event id received from this stream")
+	}
+	if !s.enter() {
+		return problem(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
+	}
+	defer s.active.Done()
+
+	ctx := c.Request().Context()
+	ref, err := s.store.Ref(ctx, streamID)
+	if errors.Is(err, natsjs.ErrUnknownStream) {
+		return problem(c, http.StatusNotFound, codeStreamNotFound, "no job writes to stream "+streamID)
+	}
+	if err != nil {
+		return s.unavailable(c, "read stream ref", err)
+	}
+
+	cur := follow.Cursor{Seq: resume}
+	if resume > 0 {
+		e, err := s.store.At(ctx, streamID, resume)
+		switch {
+		case errors.Is(err, entry.ErrForeign):
+			return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
+				"Last-Event-ID "+raw+" is not an event of stream "+streamID)
+		case errors.Is(err, natsjs.ErrNoMessage):
+			last, err := s.store.LastSeq(ctx)
+			if err != nil {
+				return s.unavailable(c, "read stream end", err)
+			}
+			if resume > last {
+				return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
+					"Last-Event-ID "+raw+" is beyond the end of the stream")
+			}
+			// Expired: resume after it without knowing its line number.
+		case err != nil:
+			return s.unavailable(c, "read resume position", err)
+		case e.Kind == entry.Complete:
+			// The client has the whole stream; 204 stops EventSource.
+			return c.NoContent(http.StatusNoContent)
+		default:
+			cur.Line = e.Line
+		}
+	}
+	s.stream(c, ref, raw, &cur)
+	return nil
+}
+
+// lastEventID returns the resume position from the Last-Event-ID header or,
+// for clients that cannot set headers, the last_event_id query parameter.
+func lastEventID(r *http.Request) (seq uint64, raw string, ok bool) {
+	raw = r.Header.Get("Last-Event-ID")
+	if raw == "" {
+		raw = r.URL.Query().Get("last_event_id")
+	}
+	if raw == "" {
+		return 0, "", true
+	}
+	seq, err := strconv.ParseUint(raw, 10, 64)
+	return seq, raw, err == nil
+}
+
+// stream sends the event stream once the request checked out.
+func (s *Service) stream(c echo.Context, ref contracts.StreamRef, resumeAfter string, cur *follow.Cursor) {
+	log := s.log.With("stream_id", ref.StreamID, "job_id", ref.JobID)
+	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
+	connected, err := json.Marshal(contracts.SSEConnectedData{StreamID: ref.StreamID, JobID: ref.JobID, ResumeAfter: resumeAfter})
+	if err != nil {
+		log.Error("encode connected event", "err", err)
+		return
+	}
+	err = w.Open(s.cfg.Retry)
+	if err == nil {
+		err = w.Event(id(cur.Seq), contracts.SSEConnected, connected)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		s.writeFailed(log, err)
+		return
+	}
+
+	s.clients.Add(1)
+	defer s.clients.Add(-1)
+	reqCtx := c.Request().Context()
+	ctx, cancel := context.WithCancel(reqCtx)
+	defer cancel()
+	defer context.AfterFunc(s.quit, cancel)()
+
+	err = s.follower.Run(ctx, ref.StreamID, cur, sink{w})
+	var werr writeError
+	switch {
+	case err == nil: // complete sent
+	case errors.As(err, &werr):
+		s.writeFailed(log, werr.err)
+	case reqCtx.Err() != nil: // the client left
+	case s.quit.Err() != nil:
+		s.sendError(log, w, cur.Seq, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
+	default:
+		log.Error("stream failed", "err", err)
+		s.sendError(log, w, cur.Seq, codeUnavailable, "the stream is unavailable; reconnect with Last-Event-ID")
+	}
+}
+
+func (s *Service) sendError(log *slog.Logger, w *sse.Writer, cursor uint64, code, msg string) {
+	data, _ := json.Marshal(contracts.ErrorDetail{Code: code, Message: msg}) // cannot fail: two strings
+	err := w.Event(id(cursor), contracts.SSEError, data)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		log.Warn("send error event", "code", code, "err", err)
+	}
+}
+
+// writeFailed records a write the client did not take: a stall past
+// WriteTimeout drops the client, anything else means it left.
+func (s *Service) writeFailed(log *slog.Logger, err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		s.dropped.Add(1)
+		log.Warn("client dropped: write blocked past timeout", "timeout", s.cfg.WriteTimeout)
+		return
+	}
+	log.Debug("client write failed", "err", err)
+}
+
+func id(seq uint64) string { return strconv.FormatUint(seq, 10) }
+
+// sink writes entries as SSE events.
+type sink struct{ w *sse.Writer }
+
+// writeError marks a failure to write to the client, as opposed to a
+// failure to read the stream.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return "write to client: " + e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }
+
+func (k sink) Send(e entry.Entry) error {
+	name := contracts.SSEOutput
+	switch e.Kind {
+	case entry.Status:
+		name = contracts.SSEStatus
+	case entry.Complete:
+		name = contracts.SSEComplete
+	}
+	return wrapWrite(k.w.Event(id(e.Seq), name, e.Data))
+}
+
+func (k sink) Flush() error { return wrapWrite(k.w.Flush()) }
+func (k sink) Ping() error  { return wrapWrite(k.w.Comment("ping")) }
+
+func wrapWrite(err error) error {
+	if err == nil {
+		return nil
+	}
+	return writeError{err}
+}
+
+// problem answers with a contracts.ErrorBody.
+func problem(c echo.Context, status int, code, msg string) error {
+	return c.JSON(status, contracts.ErrorBody{Error: contracts.ErrorDetail{Code: code, Message: msg}})
+}
+
+// unavailable answers 503 for a NATS failure, unless the client left.
+func (s *Service) unavailable(c echo.Context, what string, err error) error {
+	if c.Request().Context().Err() != nil {
+		return nil
+	}
+	s.log.Error(what, "err", err)
+	return problem(c, http.StatusServiceUnavailable, codeUnavailable, "stream storage is unavailable; retry")
+}

@@ -1,0 +1,106 @@
+// Package entry is the streamer's view of one stored message of a stream: an
+// output line or a lifecycle event, identified by its JetStream stream
+// sequence, with its JSON kept exactly as stored.
+package entry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// Kind says what an entry is and so which SSE event carries it.
+type Kind int
+
+// The kinds of entry.
+const (
+	// Invalid is a message of the stream that could not be decoded. It
+	// moves the cursor but is never sent.
+	Invalid Kind = iota
+	// Line is an OutputLine.
+	Line
+	// Status is a non-terminal Event.
+	Status
+	// Complete is the terminal Event: nothing of the stream follows it.
+	Complete
+)
+
+// Entry is one stored message of a stream.
+type Entry struct {
+	// Seq is the JetStream stream sequence of the message: the SSE event id
+	// and the resume position.
+	Seq uint64
+	// Kind is what the message is.
+	Kind Kind
+	// Line is OutputLine.Seq for a line and Event.Lines for an event: the
+	// highest line number the client has once it received the entry.
+	Line uint64
+	// Data is the message body exactly as stored.
+	Data []byte
+}
+
+// ErrForeign is returned by Parse for a message of another stream.
+var ErrForeign = errors.New("message belongs to another stream")
+
+// Parse decodes the message stored at seq on subject as an entry of
+// streamID. A message of the stream that cannot be decoded (bad JSON, or a
+// version newer than contracts.Version) is returned as an Invalid entry
+// together with the reason, so the caller can still move past it.
+func Parse(streamID, subject string, seq uint64, data []byte) (Entry, error) {
+	e := Entry{Seq: seq, Data: data}
+	switch {
+	case subject == contracts.SubjectOutput(streamID):
+		var l struct {
+			V   int    `json:"v"`
+			Seq uint64 `json:"seq"`
+		}
+		if err := json.Unmarshal(data, &l); err != nil {
+			return e, fmt.Errorf("output line at %d: %w", seq, err)
+		}
+		if err := checkVersion(l.V); err != nil {
+			return e, fmt.Errorf("output line at %d: %w", seq, err)
+		}
+		e.Kind, e.Line = Line, l.Seq
+	case isEventOf(streamID, subject):
+		var ev struct {
+			V     int                 `json:"v"`
+			Type  contracts.EventType `json:"type"`
+			Lines uint64              `json:"lines"`
+		}
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return e, fmt.Errorf("event at %d: %w", seq, err)
+		}
+		if err := checkVersion(ev.V); err != nil {
+			return e, fmt.Errorf("event at %d: %w", seq, err)
+		}
+		e.Kind, e.Line = Status, ev.Lines
+		if ev.Type.Terminal() {
+			e.Kind = Complete
+		}
+	default:
+		return e, ErrForeign
+	}
+	return e, nil
+}
+
+// checkVersion refuses messages newer than this reader, as the contract
+// asks.
+func checkVersion(v int) error {
+	if v > contracts.Version {
+		return fmt.Errorf("message version %d is newer than %d", v, contracts.Version)
+	}
+	return nil
+}
+
+// isEventOf reports whether subject is rdev.events.<project>.<streamID>.<type>.
+func isEventOf(streamID, subject string) bool {
+	rest, ok := strings.CutPrefix(subject, contracts.SubjectEventsPrefix+".")
+	if !ok {
+		return false
+	}
+	tokens := strings.Split(rest, ".")
+	return len(tokens) == 3 && tokens[1] == streamID
+}

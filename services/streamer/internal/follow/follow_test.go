@@ -1,0 +1,253 @@
+package follow_test
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
+	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
+	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitFor = 5 * time.Second
+
+// store is a stream: what History replays and what the live feed carries.
+type store struct {
+	mu      sync.Mutex
+	entries []entry.Entry
+	live    chan entry.Entry
+	closed  chan struct{}
+	once    sync.Once
+	replays int
+}
+
+func newStore() *store {
+	return &store{live: make(chan entry.Entry), closed: make(chan struct{})}
+}
+
+// append stores e and, when a hub is following, hands it over live.
+func (s *store) append(t *testing.T, e entry.Entry, live bool) {
+	t.Helper()
+	s.mu.Lock()
+	s.entries = append(s.entries, e)
+	s.mu.Unlock()
+	if !live {
+		return
+	}
+	select {
+	case s.live <- e:
+	case <-time.After(waitFor):
+		t.Fatal("hub did not take the entry")
+	}
+}
+
+func (s *store) end() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.entries) == 0 {
+		return 0
+	}
+	return s.entries[len(s.entries)-1].Seq
+}
+
+func (s *store) Open(context.Context, string) (hub.Feed, uint64, error) { return s, s.end(), nil }
+
+func (s *store) Next() (entry.Entry, error) {
+	select {
+	case e := <-s.live:
+		return e, nil
+	case <-s.closed:
+		return entry.Entry{}, errors.New("closed")
+	}
+}
+
+func (s *store) Close() { s.once.Do(func() { close(s.closed) }) }
+
+func (s *store) Replay(_ context.Context, _ string, after, until uint64) iter.Seq2[entry.Entry, error] {
+	s.mu.Lock()
+	s.replays++
+	var out []entry.Entry
+	for _, e := range s.entries {
+		if e.Seq > after {
+			out = append(out, e)
+		}
+	}
+	s.mu.Unlock()
+	return func(yield func(entry.Entry, error) bool) {
+		for _, e := range out {
+			if !yield(e, nil) || e.Seq >= until {
+				return
+			}
+		}
+	}
+}
+
+// sink records what a client received. Until released it blocks on Send,
+// like a client that does not read.
+type sink struct {
+	mu      sync.Mutex
+	got     []entry.Entry
+	release chan struct{}
+	blocked chan struct{} // closed when Send first blocks
+	once    sync.Once
+}
+
+func (k *sink) Send(e entry.Entry) error {
+	if k.release != nil {
+		k.once.Do(func() { close(k.blocked) })
+		<-k.release
+	}
+	k.mu.Lock()
+	k.got = append(k.got, e)
+	k.mu.Unlock()
+	return nil
+}
+func (k *sink) Flush() error { return nil }
+func (k *sink) Ping() error  { return nil }
+
+func line(streamSeq, lineSeq uint64) entry.Entry {
+	return entry.Entry{Seq: streamSeq, Kind: entry.Line, Line: lineSeq}
+}
+
+func setup(t *testing.T, st *store, buffer int) (*follow.Follower, *hub.Hubs) {
+	t.Helper()
+	h := hub.New(st, hub.Config{Buffer: buffer}, slog.New(slog.DiscardHandler))
+	t.Cleanup(h.Close)
+	return &follow.Follower{Hubs: h, History: st, Heartbeat: time.Hour}, h
+}
+
+// run follows in the background; the returned channel yields Run's result.
+func run(t *testing.T, f *follow.Follower, cur *follow.Cursor, k follow.Sink) <-chan error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		done <- f.Run(ctx, "s1", cur, k)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+	})
+	return done
+}
+
+func wait(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Run did not end")
+	}
+}
+
+func seqs(es []entry.Entry) []uint64 {
+	out := make([]uint64, len(es))
+	for i, e := range es {
+		out[i] = e.Seq
+	}
+	return out
+}
+
+func check(t *testing.T, k *sink, want ...uint64) {
+	t.Helper()
+	k.mu.Lock()
+	got := seqs(k.got)
+	k.mu.Unlock()
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}
+
+func TestReplaysThenGoesLive(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	st.append(t, line(1, 1), false)
+	st.append(t, line(2, 2), false)
+	st.append(t, line(3, 2), false) // a duplicate line
+	f, _ := setup(t, st, 8)
+	k := &sink{}
+	cur := &follow.Cursor{}
+	done := run(t, f, cur, k)
+	st.append(t, line(4, 3), true)
+	st.append(t, entry.Entry{Seq: 5, Kind: entry.Invalid}, true)
+	st.append(t, entry.Entry{Seq: 6, Kind: entry.Complete, Line: 3}, true)
+	wait(t, done)
+	check(t, k, 1, 2, 4, 6)
+	if *cur != (follow.Cursor{Seq: 6, Line: 3}) {
+		t.Fatalf("cursor %+v", *cur)
+	}
+}
+
+func TestResumeSkipsWhatTheClientHas(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	for i := uint64(1); i <= 4; i++ {
+		st.append(t, line(i, i), false)
+	}
+	st.append(t, line(5, 4), false) // duplicate of the line the client resumes after
+	st.append(t, entry.Entry{Seq: 6, Kind: entry.Complete, Line: 4}, false)
+	f, _ := setup(t, st, 8)
+	k := &sink{}
+	wait(t, run(t, f, &follow.Cursor{Seq: 4, Line: 4}, k))
+	check(t, k, 6)
+}
+
+func TestCutLooseClientCatchesUpFromHistory(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	f, h := setup(t, st, 2)
+	k := &sink{release: make(chan struct{}), blocked: make(chan struct{})}
+	done := run(t, f, &follow.Cursor{}, k)
+	// Once the hub runs, everything arrives live.
+	for deadline := time.Now().Add(waitFor); h.Stats().Started == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("hub not started")
+		}
+	}
+	// Entry 1 blocks the client; the hub keeps going and cuts it loose.
+	const n = 20
+	st.append(t, line(1, 1), true)
+	select {
+	case <-k.blocked:
+	case <-time.After(waitFor):
+		t.Fatal("client never blocked")
+	}
+	for i := uint64(2); i <= n; i++ {
+		st.append(t, line(i, i), true)
+	}
+	st.append(t, entry.Entry{Seq: n + 1, Kind: entry.Complete, Line: n}, true)
+	if o := h.Stats().Overflows; o != 1 {
+		t.Fatalf("overflows %d, want 1", o)
+	}
+	close(k.release)
+	wait(t, done)
+	want := make([]uint64, 0, n+1)
+	for i := uint64(1); i <= n+1; i++ {
+		want = append(want, i)
+	}
+	check(t, k, want...)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.replays != 1 {
+		t.Fatalf("replays %d, want 1", st.replays)
+	}
+}

@@ -1,0 +1,352 @@
+// Package natsjs reads rdev streams from NATS JetStream: stream references
+// from the state bucket, single messages by sequence, replays through
+// short-lived consumers and live feeds through ordered consumers.
+package natsjs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
+	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
+)
+
+var (
+	// ErrUnknownStream is returned by Ref when no StreamRef is stored for
+	// the stream.
+	ErrUnknownStream = errors.New("unknown stream")
+	// ErrNoMessage is returned by At when nothing is stored at the
+	// sequence: it was never written, or it expired.
+	ErrNoMessage = errors.New("no message at sequence")
+)
+
+// Config tunes the store.
+type Config struct {
+	// Batch is how many messages one replay fetch asks for. It bounds the
+	// memory a replaying client holds.
+	Batch int
+	// Idle is how long the server keeps a consumer nobody pulls from. The
+	// store deletes its consumers itself; Idle only cleans up after a
+	// process that died. It must exceed the longest pause between two
+	// fetches of a replay (a write blocked on a slow client).
+	Idle time.Duration
+	// CleanupTimeout bounds deleting a consumer.
+	CleanupTimeout time.Duration
+}
+
+// Store reads streams from JetStream. It is safe for concurrent use.
+type Store struct {
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	output jetstream.Stream // cached handle of contracts.StreamOutput
+}
+
+// New returns a store reading output from js and stream references from
+// kv (the contracts.BucketState bucket).
+func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Logger) *Store {
+	if cfg.Batch <= 0 {
+		cfg.Batch = 128
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = 5 * time.Minute
+	}
+	if cfg.CleanupTimeout <= 0 {
+		cfg.CleanupTimeout = 5 * time.Second
+	}
+	return &Store{js: js, kv: kv, cfg: cfg, log: log}
+}
+
+// Ref returns the reference stored for streamID, or ErrUnknownStream.
+func (s *Store) Ref(ctx context.Context, streamID string) (contracts.StreamRef, error) {
+	var ref contracts.StreamRef
+	kve, err := s.kv.Get(ctx, contracts.StreamKey(streamID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ref, ErrUnknownStream
+	}
+	if err != nil {
+		return ref, fmt.Errorf("get stream ref %s: %w", streamID, err)
+	}
+	if err := json.Unmarshal(kve.Value(), &ref); err != nil {
+		return ref, fmt.Errorf("decode stream ref %s: %w", streamID, err)
+	}
+	return ref, nil
+}
+
+// At returns the entry of streamID stored at seq. It returns ErrNoMessage
+// when nothing is stored there and entry.ErrForeign when the message
+// belongs to another stream. An undecodable message of the stream comes
+// back as an entry.Invalid entry without error.
+func (s *Store) At(ctx context.Context, streamID string, seq uint64) (entry.Entry, error) {
+	st, err := s.stream(ctx)
+	if err != nil {
+		return entry.Entry{}, err
+	}
+	msg, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return entry.Entry{}, ErrNoMessage
+	}
+	if err != nil {
+		return entry.Entry{}, fmt.Errorf("get message %d: %w", seq, err)
+	}
+	e, err := entry.Parse(streamID, msg.Subject, msg.Sequence, msg.Data)
+	if errors.Is(err, entry.ErrForeign) {
+		return e, err
+	}
+	if err != nil {
+		s.log.Warn("undecodable message", "stream_id", streamID, "seq", seq, "err", err)
+	}
+	return e, nil
+}
+
+// LastSeq returns the sequence of the last message stored in the output
+// stream, of any rdev stream.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	st, err := s.stream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info %s: %w", contracts.StreamOutput, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+func (s *Store) stream(ctx context.Context) (jetstream.Stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.output != nil {
+		return s.output, nil
+	}
+	st, err := s.js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", contracts.StreamOutput, err)
+	}
+	s.output = st
+	return st, nil
+}
+
+func filters(streamID string) []string {
+	return []string{contracts.SubjectOutput(streamID), contracts.SubjectStreamEvents(streamID)}
+}
+
+// Open starts a live feed of streamID through one ordered consumer that
+// begins right after the current end of the output stream. It implements
+// hub.Source.
+func (s *Store) Open(ctx context.Context, streamID string) (hub.Feed, uint64, error) {
+	last, err := s.LastSeq(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	cons, err := s.js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    filters(streamID),
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       last + 1,
+		InactiveThreshold: s.cfg.Idle,
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("ordered consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.Batch))
+	if err != nil {
+		return nil, 0, fmt.Errorf("consume: %w", err)
+	}
+	// The feed outlives ctx, which only bounds opening it.
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return &feed{s: s, streamID: streamID, cons: cons, it: it, ctx: fctx, cancel: cancel}, last, nil
+}
+
+type feed struct {
+	s        *Store
+	streamID string
+	cons     jetstream.Consumer
+	it       jetstream.MessagesContext
+	ctx      context.Context // cancelled by Close, to unblock Next
+	cancel   context.CancelFunc
+	once     sync.Once
+}
+
+func (f *feed) Next() (entry.Entry, error) {
+	msg, err := f.it.Next(jetstream.NextContext(f.ctx))
+	if err != nil {
+		return entry.Entry{}, err
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return entry.Entry{}, fmt.Errorf("message metadata: %w", err)
+	}
+	e, err := entry.Parse(f.streamID, msg.Subject(), md.Sequence.Stream, msg.Data())
+	if err != nil {
+		f.s.log.Warn("undecodable message", "stream_id", f.streamID, "seq", md.Sequence.Stream, "err", err)
+		e.Kind = entry.Invalid
+	}
+	return e, nil
+}
+
+func (f *feed) Close() {
+	f.once.Do(func() {
+		f.cancel()
+		f.it.Stop()
+		if info := f.cons.CachedInfo(); info != nil {
+			f.s.deleteConsumer(f.ctx, info.Name)
+		}
+	})
+}
+
+// deleteConsumer deletes a consumer, even when ctx is already cancelled:
+// cleanup must outlive the client that caused it.
+func (s *Store) deleteConsumer(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CleanupTimeout)
+	defer cancel()
+	err := s.js.DeleteConsumer(ctx, contracts.StreamOutput, name)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		s.log.Warn("delete consumer", "consumer", name, "err", err)
+	}
+}
+
+// maxRestarts bounds how often one replay recreates its consumer without
+// making progress.
+const maxRestarts = 3
+
+// Replay yields the entries of streamID stored after sequence after, up to
+// the first at or beyond until, or until nothing more is stored. It reads
+// through its own ephemeral consumer in batches, which it deletes when the
+// iteration ends. It implements follow.History.
+//
+// The consumer is a plain ephemeral pull consumer rather than
+// jetstream.OrderedConsumer because an ordered consumer used with Fetch
+// recreates its server-side consumer on every batch. Order is checked the
+// same way: a gap in the consumer sequence restarts from the last entry
+// yielded.
+func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64) iter.Seq2[entry.Entry, error] {
+	return func(yield func(entry.Entry, error) bool) {
+		r := replay{s: s, streamID: streamID, next: after + 1, until: until}
+		defer r.close(ctx)
+		if err := r.run(ctx, yield); err != nil {
+			yield(entry.Entry{}, err)
+		}
+	}
+}
+
+type replay struct {
+	s        *Store
+	streamID string
+	next     uint64 // stream sequence to resume from
+	until    uint64
+	cons     jetstream.Consumer
+	restarts int
+}
+
+// errStop ends a replay that has nothing more to yield.
+var errStop = errors.New("replay stopped")
+
+func (r *replay) run(ctx context.Context, yield func(entry.Entry, error) bool) error {
+	for {
+		pending, err := r.open(ctx)
+		if err != nil {
+			return err
+		}
+		if pending == 0 {
+			return nil
+		}
+		err = r.drain(ctx, yield)
+		if errors.Is(err, errStop) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// A gap: the consumer was recreated at r.next; go on.
+	}
+}
+
+// open (re)creates the consumer at r.next and returns how many messages it
+// has to deliver.
+func (r *replay) open(ctx context.Context) (uint64, error) {
+	r.close(ctx)
+	r.restarts++
+	if r.restarts > maxRestarts {
+		return 0, fmt.Errorf("replay of %s: consumer lost order %d times", r.streamID, maxRestarts)
+	}
+	cons, err := r.s.js.CreateConsumer(ctx, contracts.StreamOutput, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       r.next,
+		AckPolicy:         jetstream.AckNonePolicy,
+		FilterSubjects:    filters(r.streamID),
+		InactiveThreshold: r.s.cfg.Idle,
+		MemoryStorage:     true,
+		Replicas:          1,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("replay consumer: %w", err)
+	}
+	r.cons = cons
+	return cons.CachedInfo().NumPending, nil
+}
+
+// drain fetches and yields batches until done (errStop), a gap (nil: the
+// caller reopens) or an error.
+func (r *replay) drain(ctx context.Context, yield func(entry.Entry, error) bool) error {
+	var consumerSeq uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch, err := r.cons.FetchNoWait(r.s.cfg.Batch)
+		if err != nil {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			md, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("message metadata: %w", err)
+			}
+			if md.Sequence.Consumer != consumerSeq+1 {
+				// A lost delivery; the rest of the batch drains into the
+				// fetch's own buffer and is dropped with it.
+				return nil
+			}
+			consumerSeq = md.Sequence.Consumer
+			r.restarts = 0
+			n++
+			e, err := entry.Parse(r.streamID, msg.Subject(), md.Sequence.Stream, msg.Data())
+			if err != nil {
+				r.s.log.Warn("undecodable message", "stream_id", r.streamID, "seq", md.Sequence.Stream, "err", err)
+				e.Kind = entry.Invalid
+			}
+			r.next = e.Seq + 1
+			if !yield(e, nil) || e.Seq >= r.until || md.NumPending == 0 {
+				return errStop
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		if n == 0 {
+			// Pending messages vanished (expired) between info and fetch.
+			return errStop
+		}
+	}
+}
+
+func (r *replay) close(ctx context.Context) {
+	if r.cons == nil {
+		return
+	}
+	r.s.deleteConsumer(ctx, r.cons.CachedInfo().Name)
+	r.cons = nil
+}

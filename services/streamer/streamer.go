@@ -1,0 +1,159 @@
+// Package streamer serves a job's output to browsers as Server-Sent Events.
+//
+// GET /v1/streams/{stream_id}/events sends the lines and lifecycle events
+// of a stream, first those already stored, then live ones, and ends after
+// the terminal event. Every event's id is the JetStream sequence of the
+// message it carries, so a client that reconnects with Last-Event-ID gets
+// exactly what it missed. All clients of one stream share one JetStream
+// consumer; a client too slow for it catches up from storage instead of
+// holding memory or slowing the others.
+package streamer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
+	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
+	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
+)
+
+// EventsPath is the route Register adds.
+const EventsPath = "/v1/streams/:stream_id/events"
+
+// Service is the streamer. Create it with New.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *natsjs.Store
+	hubs     *hub.Hubs
+	follower *follow.Follower
+
+	quit context.Context // cancelled by Shutdown: open streams end
+	stop context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	active sync.WaitGroup // requests being served
+
+	clients atomic.Int64
+	dropped atomic.Uint64
+}
+
+// New returns a streamer reading output from js and stream references from
+// state (the contracts.BucketState bucket).
+func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, log *slog.Logger) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("streamer config: %w", err)
+	}
+	if js == nil || state == nil {
+		return nil, errors.New("streamer: JetStream and the state bucket are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	store := natsjs.New(js, state, natsjs.Config{
+		// A replay pauses between two fetches while a write blocks.
+		Idle: max(5*time.Minute, 2*cfg.WriteTimeout),
+	}, log)
+	hubs := hub.New(store, hub.Config{Buffer: cfg.ClientBuffer}, log)
+	quit, stop := context.WithCancel(context.Background())
+	return &Service{
+		cfg:      cfg,
+		log:      log,
+		store:    store,
+		hubs:     hubs,
+		follower: &follow.Follower{Hubs: hubs, History: store, Heartbeat: cfg.Heartbeat},
+		quit:     quit,
+		stop:     stop,
+	}, nil
+}
+
+// Register adds GET EventsPath, and the CORS preflight for it, to e.
+func (s *Service) Register(e *echo.Echo) {
+	cors := middleware.CORSWithConfig(middleware.CORSConfig{
+		AllowOrigins: s.cfg.AllowOrigins,
+		AllowMethods: []string{http.MethodGet, http.MethodOptions},
+		AllowHeaders: []string{"Last-Event-ID", "Cache-Control", "Accept"},
+	})
+	e.GET(EventsPath, s.events, cors)
+	e.OPTIONS(EventsPath, func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }, cors)
+}
+
+// Shutdown ends every open stream with an error event "shutting_down",
+// after which clients reconnect with Last-Event-ID (to another instance or
+// to this one restarted), waits for their handlers within ctx, and stops
+// the hubs. New requests get 503. Call it before shutting the HTTP server
+// down, so streams end instead of holding it open. It may be called more
+// than once.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.stop()
+
+	done := make(chan struct{})
+	go func() {
+		s.active.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("streamer shutdown: %w", ctx.Err())
+	}
+	s.hubs.Close()
+	return err
+}
+
+// enter registers a request, unless the service is shutting down.
+func (s *Service) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.active.Add(1)
+	return true
+}
+
+// Stats is a snapshot of the streamer's counters.
+type Stats struct {
+	// Clients is the number of open event streams.
+	Clients int64
+	// Hubs is the number of streams with a running hub (one JetStream
+	// consumer each).
+	Hubs int
+	// HubsStarted counts the hubs started since New.
+	HubsStarted uint64
+	// Overflows counts the times a hub cut a lagging client loose, sending
+	// it back to storage.
+	Overflows uint64
+	// Dropped counts the clients dropped because a write blocked longer
+	// than WriteTimeout.
+	Dropped uint64
+}
+
+// Stats returns the current counters.
+func (s *Service) Stats() Stats {
+	h := s.hubs.Stats()
+	return Stats{
+		Clients:     s.clients.Load(),
+		Hubs:        h.Running,
+		HubsStarted: h.Started,
+		Overflows:   h.Overflows,
+		Dropped:     s.dropped.Load(),
+	}
+}
