@@ -93,7 +93,9 @@ func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) 
 		return nil, err
 	}
 	cfg.setDefaults()
-	js, err := jetstream.New(nc)
+	// A publish whose ack never comes must fail so the output writer can
+	// recover; a disconnect fails pending publishes at once anyway.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}

@@ -100,7 +100,7 @@ func TestLineWriterSurvivesServerRestart(t *testing.T) {
 
 	job := contracts.Job{ID: "job1", StreamID: "restart1", Project: "demo"}
 	w := natsjs.NewOutput(nc, js, 256).Open(job, 1, 1)
-	const n = 20000
+	const n = 8000
 	restarted := make(chan struct{})
 	go func() {
 		defer close(restarted)
