@@ -1,0 +1,227 @@
+// Command rdevbench measures rdev against the targets of its performance
+// issue: submit-to-first-line latency, output throughput, worker and
+// streamer memory under 1 GiB of output, and the memory cost of idle SSE
+// connections. It builds the rdev binary, runs real rdev processes on free
+// ports with temporary data directories, prints a table of figures with
+// their targets and writes the same as JSON (bench/results/latest.json).
+//
+// Every figure is measured in the run that reports it, and every ratio or
+// overhead uses a baseline measured in the same run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rdev-dev/rdev/bench/internal/proc"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "rdevbench:", err)
+		os.Exit(1)
+	}
+}
+
+// config is every flag; -quick changes the defaults of the size flags.
+type config struct {
+	rdev          string
+	quick         bool
+	only          string
+	out           string
+	latencyRuns   int
+	latencyWarmup int
+	lines         int
+	memBytes      int64
+	idleConns     int
+	idleStreams   int
+}
+
+func parse(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("rdevbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
+	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle", "scenarios to run, comma separated")
+	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
+	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
+	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
+	fs.IntVar(&c.lines, "lines", 1_000_000, "throughput: lines printed by the command (-quick 100000)")
+	fs.Int64Var(&c.memBytes, "mem-bytes", 1<<30, "memory: bytes of output (-quick 64 MiB)")
+	fs.IntVar(&c.idleConns, "idle-conns", 1000, "idle: SSE connections to open (-quick 200)")
+	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]func(){
+			"latency-runs":   func() { c.latencyRuns = 50 },
+			"latency-warmup": func() { c.latencyWarmup = 5 },
+			"lines":          func() { c.lines = 100_000 },
+			"mem-bytes":      func() { c.memBytes = 64 << 20 },
+			"idle-conns":     func() { c.idleConns = 200 },
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	for _, s := range strings.Split(c.only, ",") {
+		if !slices.Contains(scenarioNames, s) {
+			return c, fmt.Errorf("-only: unknown scenario %q (want some of %s)", s, strings.Join(scenarioNames, ","))
+		}
+	}
+	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 {
+		return c, errors.New("sizes must be positive")
+	}
+	return c, nil
+}
+
+var scenarioNames = []string{"latency", "throughput", "memory", "idle"}
+
+// env is what every scenario shares.
+type env struct {
+	bin     string // the rdev binary
+	tmp     string // the running scenario's data directories live here
+	logs    string // process logs go here
+	started []*proc.Process
+}
+
+// start runs one rdev process, stopped when the run ends.
+func (e *env) start(ctx context.Context, name string, args ...string) (*proc.Process, error) {
+	p, err := proc.Start(ctx, name, e.bin, filepath.Join(e.logs, name+".log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	e.started = append(e.started, p)
+	return p, nil
+}
+
+// dataDir returns a fresh directory under the run's temporary directory.
+func (e *env) dataDir(name string) (string, error) { return os.MkdirTemp(e.tmp, name+"-") }
+
+// stopAll stops every process still running, newest first (workers and
+// streamers before the server they connect to).
+func (e *env) stopAll() {
+	for i := len(e.started) - 1; i >= 0; i-- {
+		e.started[i].Stop()
+	}
+	e.started = nil
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	cfg, err := parse(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	if cfg.out == "" {
+		cfg.out = filepath.Join(root, "bench", "results", "latest.json")
+	}
+	tmp, err := os.MkdirTemp("/tmp", "rdevbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	e := &env{bin: cfg.rdev, logs: filepath.Join(filepath.Dir(cfg.out), "logs")}
+	defer e.stopAll()
+	if err := os.MkdirAll(e.logs, 0o755); err != nil {
+		return err
+	}
+	if e.bin == "" {
+		e.bin = filepath.Join(tmp, "rdev")
+		fmt.Fprintln(stdout, "building ./cmd/rdev ...")
+		b := exec.CommandContext(ctx, "go", "build", "-o", e.bin, "./cmd/rdev")
+		b.Dir, b.Stdout, b.Stderr = root, os.Stderr, os.Stderr
+		if err := b.Run(); err != nil {
+			return fmt.Errorf("build rdev: %w", err)
+		}
+	}
+
+	start := time.Now()
+	rep := newReport(cfg, root)
+	fmt.Fprintf(stdout, "%s\nmachine: %s\nprocess logs: %s\n\n", rep.Command, rep.Machine, e.logs)
+	scenarios := map[string]func(context.Context, *env, config) ([]figure, error){
+		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle,
+	}
+	selected := strings.Split(cfg.only, ",")
+	for _, name := range scenarioNames {
+		if !slices.Contains(selected, name) {
+			continue
+		}
+		fmt.Fprintf(stdout, "running %s ...\n", name)
+		t0 := time.Now()
+		// Each scenario's data goes when it ends: the memory scenario
+		// leaves gigabytes of stored output.
+		e.tmp = filepath.Join(tmp, name)
+		if err := os.Mkdir(e.tmp, 0o755); err != nil {
+			return err
+		}
+		figs, err := scenarios[name](ctx, e, cfg)
+		e.stopAll()
+		if rerr := os.RemoveAll(e.tmp); rerr != nil && err == nil {
+			err = rerr
+		}
+		rep.add(name, figs, err)
+		if err != nil {
+			fmt.Fprintf(stdout, "  %s failed after %s: %v\n", name, time.Since(t0).Round(time.Millisecond), err)
+		} else {
+			fmt.Fprintf(stdout, "  done in %s\n", time.Since(t0).Round(time.Millisecond))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	rep.Duration = time.Since(start).Round(time.Second).String()
+	fmt.Fprintln(stdout)
+	rep.print(stdout)
+	if err := rep.write(cfg.out); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "\nwrote", cfg.out)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if len(rep.Errors) > 0 {
+		return fmt.Errorf("%d scenario(s) failed", len(rep.Errors))
+	}
+	return nil
+}
+
+// repoRoot walks up from the working directory to the one holding go.work.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.work in the working directory or above it: run from the rdev repository")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rdev-dev/rdev/bench/internal/proc"
+	"github.com/rdev-dev/rdev/bench/internal/sse"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+const mib = 1 << 20
+
+// split runs the API with the embedded NATS server in one process and the
+// worker and the streamer as processes of their own, so each one's memory
+// is its own.
+func split(ctx context.Context, e *env, name string, concurrency int) (up, worker, streamer *proc.Process, err error) {
+	dir, err := e.dataDir(name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	up, err = e.start(ctx, name+"-up", "up", "--without", "worker,streamer",
+		"--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0", "--data-dir", dir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	wdir, err := e.dataDir(name + "-worker")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	worker, err = e.start(ctx, name+"-worker", "worker", "--nats-url", up.NATS, "--data-dir", wdir,
+		"--concurrency", strconv.Itoa(concurrency), "--drain-timeout", "1s", "--kill-grace", "200ms")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	streamer, err = e.start(ctx, name+"-streamer", "streamer", "--nats-url", up.NATS, "--http-addr", "127.0.0.1:0")
+	return up, worker, streamer, err
+}
+
+// memory streams cfg.memBytes of output through a separate worker and
+// streamer to one SSE client that discards it, sampling both processes'
+// resident memory every 100 ms.
+func memory(ctx context.Context, e *env, cfg config) ([]figure, error) {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(e.tmp, &fs); err != nil {
+		return nil, err
+	}
+	// JetStream stores each ~91-byte line as a ~260-byte OutputLine.
+	if free, need := int64(fs.Bavail)*fs.Bsize, 4*cfg.memBytes+(1<<30); free < need {
+		return nil, fmt.Errorf("%s has %d MiB free, need %d MiB for the stored output", e.tmp, free/mib, need/mib)
+	}
+	up, worker, streamer, err := split(ctx, e, "memory", 1)
+	if err != nil {
+		return nil, err
+	}
+	procs := []*proc.Process{worker, streamer, up}
+	stopSampling := sampleRSS(procs, 100*time.Millisecond)
+	defer stopSampling()
+
+	line := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+	cmd := fmt.Sprintf("yes %s | head -c %d", line, cfg.memBytes)
+	t0 := time.Now()
+	a, err := submit(ctx, up.HTTP, "bench", []string{"sh", "-c", cmd}, 2*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	s, err := sse.Open(ctx, client, streamer.HTTP+a.EventsURL)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	var lines uint64
+	for {
+		if err := s.Next(); err != nil {
+			return nil, fmt.Errorf("stream ended after %d lines without complete: %w", lines, err)
+		}
+		if s.Name == contracts.SSEOutput {
+			lines++
+		}
+		if s.Name == contracts.SSEComplete {
+			break
+		}
+	}
+	d := time.Since(t0)
+	if _, err := checkComplete(s.Data, lines); err != nil {
+		return nil, err
+	}
+	if want := uint64((cfg.memBytes + int64(len(line))) / int64(len(line)+1)); lines != want {
+		return nil, fmt.Errorf("client got %d lines, want %d", lines, want)
+	}
+	peak := stopSampling()
+
+	var figs []figure
+	for i, p := range procs[:2] {
+		m, err := proc.ReadMem(p.PID())
+		if err != nil {
+			return nil, err
+		}
+		figs = append(figs,
+			target(roleOf(p)+" peak VmRSS (100 ms samples)", float64(peak[i])/mib, "MiB", "<", 100),
+			target(roleOf(p)+" VmHWM at end", float64(m.HWM)/mib, "MiB", "<", 100))
+	}
+	return append(figs,
+		fig("nats+api process peak VmRSS (context)", float64(peak[2])/mib, "MiB"),
+		fig("output", float64(cfg.memBytes)/mib, "MiB"),
+		fig("lines", float64(lines), "count"),
+		fig("submit->complete", d.Seconds(), "s"),
+		fig("rate", float64(cfg.memBytes)/mib/d.Seconds(), "MiB/s"),
+	), nil
+}
+
+// sampleRSS reads the VmRSS of procs every interval until the returned
+// function is called; that returns each one's peak. It may be called again.
+func sampleRSS(procs []*proc.Process, interval time.Duration) (stop func() []int64) {
+	peak := make([]int64, len(procs))
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			for i, p := range procs {
+				if m, err := proc.ReadMem(p.PID()); err == nil {
+					peak[i] = max(peak[i], m.RSS)
+				}
+			}
+			select {
+			case <-t.C:
+			case <-done:
+				return
+			}
+		}
+	})
+	var once sync.Once
+	return func() []int64 {
+		once.Do(func() { close(done); wg.Wait() })
+		return peak
+	}
+}
+
+func roleOf(p *proc.Process) string {
+	_, role, _ := strings.Cut(p.Name, "-")
+	return role
+}
+
+// idle opens cfg.idleConns SSE connections spread over cfg.idleStreams
+// running jobs that print nothing, and reports the streamer's resident
+// memory per connection.
+func idle(ctx context.Context, e *env, cfg config) ([]figure, error) {
+	up, _, streamer, err := split(ctx, e, "idle", cfg.idleStreams)
+	if err != nil {
+		return nil, err
+	}
+	urls := make([]string, cfg.idleStreams)
+	for i := range urls {
+		a, err := submit(ctx, up.HTTP, "bench", []string{"sleep", "600"}, 15*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		urls[i] = streamer.HTTP + a.EventsURL
+	}
+	// One connection per stream first, until its job runs: the jobs are
+	// live and the streamer's code paths warm before the baseline.
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true}}
+	for _, u := range urls {
+		s, err := openStarted(ctx, c, u)
+		if err != nil {
+			return nil, err
+		}
+		s.Close()
+	}
+	before, err := settle(ctx, streamer)
+	if err != nil {
+		return nil, err
+	}
+
+	var ended atomic.Int64
+	var wg sync.WaitGroup
+	streams := make([]*sse.Stream, 0, cfg.idleConns)
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+		wg.Wait()
+	}()
+	for i := range cfg.idleConns {
+		s, err := openStarted(ctx, c, urls[i%len(urls)])
+		if err != nil {
+			return nil, fmt.Errorf("connection %d: %w", i+1, err)
+		}
+		streams = append(streams, s)
+		wg.Go(func() { // reads heartbeats until closed
+			for s.Next() == nil {
+			}
+			ended.Add(1)
+		})
+	}
+	after, err := settle(ctx, streamer)
+	if err != nil {
+		return nil, err
+	}
+	if n := ended.Load(); n > 0 {
+		return nil, fmt.Errorf("%d of %d idle connections ended before the measurement", n, cfg.idleConns)
+	}
+	if err := streamer.Alive(); err != nil {
+		return nil, err
+	}
+	per := float64(after.RSS-before.RSS) / float64(cfg.idleConns) / 1024
+	return []figure{
+		fig("streamer VmRSS before", float64(before.RSS)/mib, "MiB"),
+		fig("streamer VmRSS after", float64(after.RSS)/mib, "MiB"),
+		fig("streamer VmHWM after", float64(after.HWM)/mib, "MiB"),
+		fig("connections", float64(cfg.idleConns), "count"),
+		target("RSS per idle connection", per, "KiB", "<=", 20),
+	}, nil
+}
+
+// openStarted opens an event stream and reads it until its job's started
+// event, after which the connection stays idle.
+func openStarted(ctx context.Context, c *http.Client, url string) (*sse.Stream, error) {
+	s, err := sse.Open(ctx, c, url)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if err := s.Next(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("stream ended before its job started: %w", err)
+		}
+		if s.Name == contracts.SSEStatus && bytes.Contains(s.Data, []byte(`"type":"started"`)) {
+			return s, nil
+		}
+	}
+}
+
+// settle waits until p's resident memory stops moving: samples every
+// 500 ms, for at least 2 s and at most 15 s, until the last four agree
+// within 1%. It returns the last sample.
+func settle(ctx context.Context, p *proc.Process) (proc.Mem, error) {
+	var rss []int64
+	var m proc.Mem
+	for i := 0; i < 30; i++ {
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			return m, ctx.Err()
+		}
+		var err error
+		if m, err = proc.ReadMem(p.PID()); err != nil {
+			return m, err
+		}
+		rss = append(rss, m.RSS)
+		if len(rss) >= 4 {
+			last := rss[len(rss)-4:]
+			lo, hi := last[0], last[0]
+			for _, v := range last {
+				lo, hi = min(lo, v), max(hi, v)
+			}
+			if float64(hi-lo) <= 0.01*float64(hi) {
+				break
+			}
+		}
+	}
+	return m, nil
+}
