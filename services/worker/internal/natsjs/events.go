@@ -23,17 +23,48 @@ func NewEvents(js jetstream.JetStream) *Events { return &Events{js: js} }
 // Publish stores ev. Its message id makes a retried publish of the same
 // event of the same attempt a no-op within the duplicate window.
 func (e *Events) Publish(ctx context.Context, ev contracts.Event) error {
-	body, err := json.Marshal(ev)
+	msg, id, err := eventMsg(ev)
 	if err != nil {
 		return err
 	}
-	msg := nats.NewMsg(contracts.SubjectEvent(ev.Project, ev.StreamID, ev.Type))
-	msg.Data = body
-	id := ev.JobID + ":" + strconv.Itoa(ev.Attempt) + ":" + string(ev.Type)
 	if _, err := e.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(contracts.StreamOutput)); err != nil {
 		return fmt.Errorf("publish %s event of %s: %w", ev.Type, ev.JobID, err)
 	}
 	return nil
+}
+
+// PublishAsync sends ev without waiting for JetStream; wait reports
+// whether it was stored. Messages published after it on the same
+// connection are stored after it.
+func (e *Events) PublishAsync(ev contracts.Event) (wait func(context.Context) error, err error) {
+	msg, id, err := eventMsg(ev)
+	if err != nil {
+		return nil, err
+	}
+	fut, err := e.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(contracts.StreamOutput))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s event of %s: %w", ev.Type, ev.JobID, err)
+	}
+	return func(ctx context.Context) error {
+		select {
+		case <-fut.Ok():
+			return nil
+		case err := <-fut.Err():
+			return fmt.Errorf("publish %s event of %s: %w", ev.Type, ev.JobID, err)
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}, nil
+}
+
+func eventMsg(ev contracts.Event) (*nats.Msg, string, error) {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return nil, "", err
+	}
+	msg := nats.NewMsg(contracts.SubjectEvent(ev.Project, ev.StreamID, ev.Type))
+	msg.Data = body
+	return msg, ev.JobID + ":" + strconv.Itoa(ev.Attempt) + ":" + string(ev.Type), nil
 }
 
 // States reads and writes job state with compare-and-set, so two

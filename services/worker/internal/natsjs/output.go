@@ -158,20 +158,23 @@ func (w *LineWriter) Line(ctx context.Context, fd contracts.FD, data []byte, par
 		l.Text = strings.ToValidUTF8(string(data), "\uFFFD")
 		l.Raw = append([]byte(nil), data...)
 	}
-	body, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	msg := &nats.Msg{Subject: w.subj, Data: body}
+	msg := &nats.Msg{Subject: w.subj, Data: appendLine(make([]byte, 0, 192+len(l.Text)+len(l.Raw)*2), &l)}
 
-	if err := w.settle(ctx, len(w.win) >= w.o.window); err != nil {
-		return err
+	// Acks are collected in batches: a failed publish is noticed at the
+	// latest a batch later, and recovery republishes from the last stored
+	// line whenever it is noticed.
+	if full := len(w.win) >= w.o.window; full || len(w.win)%64 == 0 {
+		if err := w.settle(ctx, full); err != nil {
+			return err
+		}
 	}
 	w.win = append(w.win, pending{seq: w.seq, msg: msg})
 	if w.o.nc.Stats().Reconnects != w.gen {
 		return w.recover(ctx)
 	}
-	fut, err := w.o.js.PublishMsgAsync(msg, jetstream.WithExpectStream(contracts.StreamOutput))
+	// No expected-stream header: it costs a header parse per line on both
+	// sides, and a missing stream fails the publish with no responders.
+	fut, err := w.o.js.PublishMsgAsync(msg)
 	if err != nil {
 		return w.recover(ctx)
 	}
@@ -249,7 +252,7 @@ func (w *LineWriter) republish(ctx context.Context) error {
 	w.win = keep
 	w.gen = gen
 	for i := range w.win {
-		fut, err := w.o.js.PublishMsgAsync(w.win[i].msg, jetstream.WithExpectStream(contracts.StreamOutput))
+		fut, err := w.o.js.PublishMsgAsync(w.win[i].msg)
 		if err != nil {
 			// Unpublished entries stay (fut nil) and count as failed.
 			return err

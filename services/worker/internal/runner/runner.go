@@ -32,6 +32,10 @@ type States interface {
 // of the same attempt is harmless.
 type Events interface {
 	Publish(ctx context.Context, ev contracts.Event) error
+	// PublishAsync sends ev at once and reports later, through wait,
+	// whether it was stored. Output lines published after it are stored
+	// after it.
+	PublishAsync(ev contracts.Event) (wait func(context.Context) error, err error)
 }
 
 // Output opens the line sink of one attempt.
@@ -157,24 +161,45 @@ func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job cont
 	stopBeat := r.heartbeat(msg)
 	defer stopBeat()
 
-	first, err := r.output.LastSeq(ctx, job.StreamID)
-	if err != nil {
-		return r.handBack(ctx, msg, &st, rev, err)
+	// A first attempt has no lines yet: skip the round trip.
+	var first uint64
+	if attempt > 1 {
+		if first, err = r.output.LastSeq(ctx, job.StreamID); err != nil {
+			return r.handBack(ctx, msg, &st, rev, err)
+		}
 	}
-	if err := r.events.Publish(ctx, r.event(job, attempt, contracts.EventStarted, first)); err != nil {
+	// The command starts without waiting for the started event's ack: it
+	// is stored before the lines that follow it on the same connection, and
+	// its ack is checked before the job can finish.
+	startedEv := r.event(job, attempt, contracts.EventStarted, first)
+	startedStored, err := r.events.PublishAsync(startedEv)
+	if err != nil {
 		return r.handBack(ctx, msg, &st, rev, err)
 	}
 	log.Info("job started", "attempt", attempt, "priority", job.Priority)
 
 	out := r.run(runCtx, job, attempt, first+1)
+	if err := startedStored(ctx); err != nil {
+		if err := r.events.Publish(ctx, startedEv); err != nil {
+			return r.handBack(ctx, msg, &st, rev, err)
+		}
+	}
 	if out.handBack {
 		return r.handBack(ctx, msg, &st, rev, errors.New("worker stopping"))
 	}
 	if err := r.finish(ctx, &st, rev, job, attempt, out); err != nil {
 		return err
 	}
-	log.Info("job finished", "status", st.Status, "exit_code", out.exitCode, "duration", out.duration)
+	log.Info("job finished", "status", st.Status, "exit_code", exitCodeAttr(out.exitCode), "duration", out.duration)
 	return msg.DoubleAck(ctx)
+}
+
+// exitCodeAttr logs an exit code, or -1 when the command did not exit.
+func exitCodeAttr(code *int) int {
+	if code == nil {
+		return -1
+	}
+	return *code
 }
 
 // outcome is how an attempt ended.
