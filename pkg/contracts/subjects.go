@@ -87,6 +87,10 @@ const (
 	HeaderMsgID = "Nats-Msg-Id"
 	// HeaderJobID carries the job id on job messages.
 	HeaderJobID = "Rdev-Job-Id"
+	// HeaderStateRevision carries, on job messages, the revision of the
+	// job's JobState in BucketState when it was queued, so a worker can
+	// claim the job with one compare-and-set instead of a read and a write.
+	HeaderStateRevision = "Rdev-State-Revision"
 )
 
 var (

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -111,6 +112,14 @@ func TestSubmitQueuesDurablyOnThePrioritySubject(t *testing.T) {
 	var job contracts.Job
 	if err := json.Unmarshal(m.Data, &job); err != nil {
 		t.Fatal(err)
+	}
+	// The worker claims with this revision in one compare-and-set.
+	entry, err := b.kv.Get(context.Background(), contracts.JobKey(sr.JobID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(contracts.HeaderStateRevision); got != fmt.Sprint(entry.Revision()) {
+		t.Fatalf("state revision header %q, want %d", got, entry.Revision())
 	}
 	if job.ID != sr.JobID || job.StreamID != sr.StreamID || job.TimeoutSeconds != 30 || job.Env["A_B"] != "1" ||
 		job.Attempt != 1 || job.Kind != contracts.KindExec || strings.Join(job.Command, " ") != "sh -c echo hi" {

@@ -16,9 +16,9 @@ import (
 
 // Store keeps job state readable by id.
 type Store interface {
-	// Create stores a new job's state and its stream reference. It fails
-	// if either exists.
-	Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) error
+	// Create stores a new job's state and its stream reference, and returns
+	// the state's revision. It fails if either exists.
+	Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) (revision uint64, err error)
 	// Job returns a job's state, or ErrNotFound.
 	Job(ctx context.Context, id string) (contracts.JobState, error)
 	// ClaimIdempotencyKey records jobID under (project, hashedKey) unless a
@@ -33,7 +33,9 @@ type Store interface {
 type Queue interface {
 	// Enqueue returns nil only once the job is durably stored. Enqueueing
 	// the same job id twice within contracts.DuplicateWindow stores it once.
-	Enqueue(ctx context.Context, job contracts.Job) error
+	// stateRevision is the revision Store.Create returned; workers use it
+	// to claim the job in one step.
+	Enqueue(ctx context.Context, job contracts.Job, stateRevision uint64) error
 }
 
 // ErrNotFound is returned when a job id is unknown (or its state expired).
@@ -89,10 +91,11 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 			return s.replay(ctx, holder)
 		}
 	}
-	if err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project}); err != nil {
+	rev, err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project})
+	if err != nil {
 		return contracts.JobState{}, false, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
 	}
-	if err := s.queue.Enqueue(ctx, job); err != nil {
+	if err := s.queue.Enqueue(ctx, job, rev); err != nil {
 		if !errors.Is(err, ErrAmbiguous) {
 			// Definitely not queued: leave no trace, so a retry starts clean.
 			_ = s.store.Forget(context.WithoutCancel(ctx), state)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,14 +25,14 @@ type Store struct{ kv jetstream.KeyValue }
 func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
 // Create stores the job state and the stream reference.
-func (s *Store) Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) error {
+func (s *Store) Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) (uint64, error) {
 	sb, err := json.Marshal(state)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	rb, err := json.Marshal(ref)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	// Two independent keys: write them concurrently to save a round trip.
 	errc := make(chan error, 1)
@@ -39,14 +40,14 @@ func (s *Store) Create(ctx context.Context, state contracts.JobState, ref contra
 		_, err := s.kv.Create(ctx, contracts.StreamKey(ref.StreamID), rb)
 		errc <- err
 	}()
-	_, jerr := s.kv.Create(ctx, contracts.JobKey(state.JobID), sb)
+	rev, jerr := s.kv.Create(ctx, contracts.JobKey(state.JobID), sb)
 	if serr := <-errc; serr != nil {
-		return fmt.Errorf("create stream ref: %w", serr)
+		return 0, fmt.Errorf("create stream ref: %w", serr)
 	}
 	if jerr != nil {
-		return fmt.Errorf("create job state: %w", jerr)
+		return 0, fmt.Errorf("create job state: %w", jerr)
 	}
-	return nil
+	return rev, nil
 }
 
 // Job reads a job's state.
@@ -109,7 +110,7 @@ func NewQueue(js jetstream.JetStream, ackTimeout time.Duration) *Queue {
 // Enqueue publishes the queued event, then the job, and returns once both
 // are stored. The event goes first on the same connection, so it is stored
 // before any event a worker publishes about the job.
-func (q *Queue) Enqueue(ctx context.Context, job contracts.Job) error {
+func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision uint64) error {
 	ev, err := json.Marshal(contracts.Event{
 		V: contracts.Version, Type: contracts.EventQueued, Status: contracts.StatusQueued,
 		JobID: job.ID, StreamID: job.StreamID, Project: job.Project, Attempt: job.Attempt, Time: job.SubmittedAt,
@@ -126,6 +127,7 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job) error {
 	jobMsg := nats.NewMsg(contracts.SubjectJob(job.Priority, job.Project))
 	jobMsg.Data = body
 	jobMsg.Header.Set(contracts.HeaderJobID, job.ID)
+	jobMsg.Header.Set(contracts.HeaderStateRevision, strconv.FormatUint(stateRevision, 10))
 
 	evAck, err := q.js.PublishMsgAsync(evMsg, jetstream.WithMsgID(job.ID+":queued"), jetstream.WithExpectStream(contracts.StreamOutput))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -105,26 +106,33 @@ func (r *Runner) Handle(runCtx context.Context, msg jetstream.Msg) {
 	log := r.log.With("job_id", job.ID, "project", job.Project)
 	// Settling must work even when runCtx has ended.
 	ctx := context.WithoutCancel(runCtx)
-	if err := r.handle(runCtx, ctx, msg, job, log); err != nil {
+	if err := r.handle(runCtx, ctx, msg, job, log, true); err != nil {
 		log.Warn("job not settled; it will be delivered again", "err", err)
 		_ = msg.NakWithDelay(time.Second)
 	}
 }
 
-func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job contracts.Job, log *slog.Logger) error {
-	st, rev, err := r.states.Get(ctx, job.ID)
-	switch {
-	case errors.Is(err, ErrStateNotFound):
-		// The API's write may have been lost after the job was queued.
-		st = contracts.JobState{V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
-			Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
-			SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey}
-	case err != nil:
-		return fmt.Errorf("read state: %w", err)
-	}
+// handle runs and settles one job. With fast set, a first delivery that
+// carries the state revision the API wrote is claimed without reading the
+// state first; a conflict falls back to reading it.
+func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job contracts.Job, log *slog.Logger, fast bool) error {
 	md, err := msg.Metadata()
 	if err != nil {
 		return fmt.Errorf("message metadata: %w", err)
+	}
+	var st contracts.JobState
+	rev, _ := strconv.ParseUint(msg.Headers().Get(contracts.HeaderStateRevision), 10, 64)
+	if fast && rev > 0 && md.NumDelivered == 1 {
+		st = queuedState(job)
+	} else {
+		st, rev, err = r.states.Get(ctx, job.ID)
+		switch {
+		case errors.Is(err, ErrStateNotFound):
+			// The API's write may have been lost after the job was queued.
+			st, rev = queuedState(job), 0
+		case err != nil:
+			return fmt.Errorf("read state: %w", err)
+		}
 	}
 	switch {
 	case st.Status.Final():
@@ -153,8 +161,8 @@ func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job cont
 	st.Status, st.Attempt, st.Worker, st.StartedAt = contracts.StatusRunning, attempt, r.cfg.WorkerID, &started
 	if rev, err = r.states.Put(ctx, st, rev); err != nil {
 		if errors.Is(err, ErrStateConflict) {
-			// Someone else claimed it between our read and write: look again.
-			return r.handle(runCtx, ctx, msg, job, log)
+			// The state changed since it was read (or queued): look again.
+			return r.handle(runCtx, ctx, msg, job, log, false)
 		}
 		return fmt.Errorf("claim job: %w", err)
 	}
@@ -192,6 +200,13 @@ func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job cont
 	}
 	log.Info("job finished", "status", st.Status, "exit_code", exitCodeAttr(out.exitCode), "duration", out.duration)
 	return msg.DoubleAck(ctx)
+}
+
+// queuedState is the state the API stores for a job it queues.
+func queuedState(job contracts.Job) contracts.JobState {
+	return contracts.JobState{V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
+		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
+		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey}
 }
 
 // exitCodeAttr logs an exit code, or -1 when the command did not exit.
