@@ -1,0 +1,260 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
+	"github.com/rdev-dev/rdev/services/worker"
+)
+
+type bundle struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	events *history
+	start  func(cfg worker.Config) (stop func())
+}
+
+// history keeps every lifecycle event seen, in order.
+type history struct {
+	mu      sync.Mutex
+	events  []contracts.Event
+	changed chan struct{}
+}
+
+func (h *history) add(ev contracts.Event) {
+	h.mu.Lock()
+	h.events = append(h.events, ev)
+	h.mu.Unlock()
+	select {
+	case h.changed <- struct{}{}:
+	default:
+	}
+}
+
+// find returns the events of job id with one of the types.
+func (h *history) find(id string, types ...contracts.EventType) []contracts.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []contracts.Event
+	for _, ev := range h.events {
+		for _, ty := range types {
+			if ev.JobID == id && ev.Type == ty {
+				out = append(out, ev)
+			}
+		}
+	}
+	return out
+}
+
+// setup gives a real NATS server with the topology, a subscription to
+// every lifecycle event, and a way to run workers against it.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	srv, nc, js := natstest.Provisioned(t)
+	kv, err := topology.StateBucket(context.Background(), js, topology.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := &history{changed: make(chan struct{}, 1)}
+	sub, err := nc.Subscribe(contracts.SubjectEventsPrefix+".>", func(m *nats.Msg) {
+		var ev contracts.Event
+		if json.Unmarshal(m.Data, &ev) == nil {
+			events.add(ev)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	start := func(cfg worker.Config) func() {
+		wnc, err := nats.Connect(srv.ClientURL(), nats.ReconnectBufSize(-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Workspaces == "" {
+			cfg.Workspaces = t.TempDir()
+		}
+		w, err := worker.New(cfg, wnc, kv, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = w.Run(ctx) }()
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				cancel()
+				select {
+				case <-done:
+				case <-time.After(20 * time.Second):
+					t.Error("worker did not stop within 20s")
+				}
+				wnc.Close()
+			})
+		}
+		t.Cleanup(stop)
+		return stop
+	}
+	return bundle{js: js, kv: kv, events: events, start: start}
+}
+
+// enqueue does what the API does: state first, then the job.
+func (b bundle) enqueue(t *testing.T, id string, argv ...string) contracts.Job {
+	t.Helper()
+	job := contracts.Job{V: 1, ID: id, Project: "demo", Kind: contracts.KindExec, Command: argv,
+		Priority: contracts.PriorityNormal, TimeoutSeconds: 60, Attempt: 1, StreamID: "s" + id, SubmittedAt: time.Now().UTC()}
+	st, _ := json.Marshal(contracts.JobState{V: 1, JobID: id, Project: "demo", Status: contracts.StatusQueued, StreamID: job.StreamID})
+	if _, err := b.kv.Put(context.Background(), contracts.JobKey(id), st); err != nil {
+		t.Fatal(err)
+	}
+	b.publish(t, job, id)
+	return job
+}
+
+func (b bundle) publish(t *testing.T, job contracts.Job, msgID string) {
+	t.Helper()
+	body, _ := json.Marshal(job)
+	if _, err := b.js.Publish(context.Background(), contracts.SubjectJob(job.Priority, job.Project), body, jetstream.WithMsgID(msgID)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// next waits for the first event of job id with one of the types.
+func (b bundle) next(t *testing.T, id string, types ...contracts.EventType) contracts.Event {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		if evs := b.events.find(id, types...); len(evs) > 0 {
+			return evs[0]
+		}
+		select {
+		case <-b.events.changed:
+		case <-time.After(50 * time.Millisecond):
+		case <-timeout:
+			t.Fatalf("no %v event for %s within 15s", types, id)
+		}
+	}
+}
+
+// waitQueueEmpty waits until every job message is acknowledged: a worker
+// acks after publishing the terminal event.
+func (b bundle) waitQueueEmpty(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.queued(t) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages still in the queue after 10s", b.queued(t))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (b bundle) state(t *testing.T, id string) contracts.JobState {
+	t.Helper()
+	e, err := b.kv.Get(context.Background(), contracts.JobKey(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st contracts.JobState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func (b bundle) queued(t *testing.T) uint64 {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), contracts.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// A second copy of a job id (published past the duplicate window, or by
+// mistake) never runs it twice, and a message that cannot be decoded is
+// removed without stopping the worker.
+func TestDuplicatesAndPoisonMessages(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	job := b.enqueue(t, "dup1", "sh", "-c", "sleep 0.3; echo once")
+	b.publish(t, job, "dup1-again")
+	if _, err := b.js.Publish(context.Background(), contracts.SubjectJob(contracts.PriorityHigh, "demo"), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	b.start(worker.Config{Concurrency: 2})
+	done := b.next(t, "dup1", contracts.EventSucceeded, contracts.EventFailed)
+	if done.Type != contracts.EventSucceeded || done.Lines != 1 {
+		t.Fatalf("terminal event %+v", done)
+	}
+	after := b.enqueue(t, "after1", "echo", "still working")
+	b.next(t, after.ID, contracts.EventSucceeded)
+	b.waitQueueEmpty(t)
+	if n := len(b.events.find("dup1", contracts.EventStarted)); n != 1 {
+		t.Fatalf("dup1 started %d times, want once", n)
+	}
+	if st := b.state(t, "dup1"); st.Status != contracts.StatusSucceeded || st.Attempt != 1 {
+		t.Fatalf("state %+v: want succeeded on attempt 1", st)
+	}
+}
+
+// A job already finished is not run again when its message comes back.
+func TestFinishedJobIsNotRerun(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	job := b.enqueue(t, "fin1", "echo", "hi")
+	b.start(worker.Config{})
+	b.next(t, job.ID, contracts.EventSucceeded)
+	b.publish(t, job, "fin1-replayed")
+	probe := b.enqueue(t, "probe1", "true")
+	b.next(t, probe.ID, contracts.EventSucceeded)
+	b.waitQueueEmpty(t)
+	if n := len(b.events.find(job.ID, contracts.EventStarted)); n != 1 {
+		t.Fatalf("the finished job started %d times, want once", n)
+	}
+	if st := b.state(t, job.ID); st.Status != contracts.StatusSucceeded || st.Attempt != 1 {
+		t.Fatalf("state %+v: the finished job ran again", st)
+	}
+}
+
+// Stopping a worker lets running jobs finish within the drain timeout;
+// one that outlives it is killed and handed back, and another worker runs
+// it as attempt 2, its lines continuing the same stream.
+func TestDrainHandsBackToAnotherWorker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stop := b.start(worker.Config{ID: "first", DrainTimeout: 300 * time.Millisecond, KillGrace: 100 * time.Millisecond})
+	quick := b.enqueue(t, "quick1", "sh", "-c", "sleep 0.1; echo quick")
+	long := b.enqueue(t, "long1", "sh", "-c", "echo begin; sleep 0.8; echo end")
+	b.next(t, quick.ID, contracts.EventStarted)
+	b.next(t, long.ID, contracts.EventStarted)
+	stop()
+
+	if st := b.state(t, long.ID); st.Status != contracts.StatusQueued {
+		t.Fatalf("long job after drain: %+v, want queued again", st)
+	}
+	if st := b.state(t, quick.ID); st.Status != contracts.StatusSucceeded || st.Worker != "first" || st.Attempt != 1 {
+		t.Fatalf("quick job after drain: %+v, want finished by the first worker", st)
+	}
+	b.start(worker.Config{ID: "second"})
+	ev := b.next(t, long.ID, contracts.EventSucceeded, contracts.EventFailed)
+	if ev.Type != contracts.EventSucceeded || ev.Attempt != 2 || ev.Worker != "second" || ev.Lines < 3 {
+		t.Fatalf("long job: %+v, want succeeded on attempt 2 by the second worker after ≥ 3 lines", ev)
+	}
+}
