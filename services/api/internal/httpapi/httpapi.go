@@ -105,6 +105,9 @@ func (h *Handlers) submit(c echo.Context, sub jobs.Submission, f commonFields) e
 	if sub.IdempotencyKey == "" {
 		sub.IdempotencyKey = c.Request().Header.Get("Idempotency-Key")
 	}
+	if tp := c.Request().Header.Get("traceparent"); tp != "" {
+		sub.Trace = map[string]string{"traceparent": tp, "tracestate": c.Request().Header.Get("tracestate")}
+	}
 	st, replayed, err := h.jobs.Submit(c.Request().Context(), sub)
 	if err != nil {
 		return h.fail(c, err)

@@ -22,6 +22,9 @@ type Submission struct {
 	Priority       string
 	TimeoutSeconds int
 	IdempotencyKey string
+	// Trace is the caller's W3C trace context (traceparent, tracestate),
+	// passed on with the job so its spans can join the caller's trace.
+	Trace map[string]string
 }
 
 // Limits bound what a submission may ask for. Zero values take defaults.
@@ -113,9 +116,26 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 	return contracts.Job{
 		V: contracts.Version, Project: sub.Project, Kind: sub.Kind, Command: argv, Env: sub.Env,
 		WorkDir: sub.WorkDir, Priority: prio, TimeoutSeconds: int(timeout / time.Second), Attempt: 1,
-		IdempotencyKey: sub.IdempotencyKey,
+		IdempotencyKey: sub.IdempotencyKey, Trace: traceContext(sub.Trace),
 	}, nil
 }
+
+// traceContext keeps a well-formed W3C traceparent (and its tracestate);
+// anything else is dropped rather than refused: tracing must never fail a
+// submit.
+func traceContext(in map[string]string) map[string]string {
+	tp := in["traceparent"]
+	if !traceparentPattern.MatchString(tp) {
+		return nil
+	}
+	out := map[string]string{"traceparent": tp}
+	if ts := in["tracestate"]; ts != "" && len(ts) <= 512 && strings.IndexFunc(ts, unicode.IsControl) < 0 {
+		out["tracestate"] = ts
+	}
+	return out
+}
+
+var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
 func (l Limits) timeout(secs int) (time.Duration, error) {
 	if secs == 0 {

@@ -79,3 +79,19 @@ func TestCommandAndEnvLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestTraceContextIsKeptOnlyWhenWellFormed(t *testing.T) {
+	t.Parallel()
+	l := limits(Limits{})
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	job, err := l.build(Submission{Project: "p", Kind: contracts.KindExec, Command: []string{"true"},
+		Trace: map[string]string{"traceparent": tp, "tracestate": "rojo=00f067aa0ba902b7"}})
+	if err != nil || job.Trace["traceparent"] != tp || job.Trace["tracestate"] != "rojo=00f067aa0ba902b7" {
+		t.Fatalf("trace %v, err %v", job.Trace, err)
+	}
+	job, err = l.build(Submission{Project: "p", Kind: contracts.KindExec, Command: []string{"true"},
+		Trace: map[string]string{"traceparent": "garbage"}})
+	if err != nil || job.Trace != nil {
+		t.Fatalf("a bad traceparent must be dropped, not refused: trace %v, err %v", job.Trace, err)
+	}
+}
