@@ -16,8 +16,12 @@ type Config struct {
 	Retry time.Duration
 	// ClientBuffer is how many messages a client may lag behind its
 	// stream's hub before the hub cuts it loose and it catches up from
-	// storage instead. Default 256.
+	// storage instead. The queue holding them grows only as far as the
+	// client lags, so the bound costs nothing until used. Default 4096.
 	ClientBuffer int
+	// ClientBufferBytes bounds the same lag in bytes of message data.
+	// Default 4 MiB.
+	ClientBufferBytes int
 	// WriteTimeout is the longest one write to a client may block; a client
 	// that stalls longer is dropped and resumes with Last-Event-ID.
 	// Default 30s.
@@ -35,7 +39,10 @@ func (c *Config) setDefaults() {
 		c.Retry = 2 * time.Second
 	}
 	if c.ClientBuffer == 0 {
-		c.ClientBuffer = 256
+		c.ClientBuffer = 4096
+	}
+	if c.ClientBufferBytes == 0 {
+		c.ClientBufferBytes = 4 << 20
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 30 * time.Second
@@ -56,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if c.ClientBuffer <= 0 {
 		errs = append(errs, fmt.Errorf("client buffer %d: must be positive", c.ClientBuffer))
+	}
+	if c.ClientBufferBytes <= 0 {
+		errs = append(errs, fmt.Errorf("client buffer bytes %d: must be positive", c.ClientBufferBytes))
 	}
 	if c.WriteTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("write timeout %s: must be positive", c.WriteTimeout))

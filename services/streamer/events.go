@@ -1,7 +1,6 @@
 package streamer
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
+	"github.com/rdev-dev/rdev/services/streamer/internal/freshstack"
 	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
 	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
 )
@@ -43,14 +43,39 @@ func (s *Service) events(c echo.Context) error {
 		return problem(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
 	}
 	defer s.active.Done()
+	// The request goroutine lives as long as the stream; opening the
+	// stream needs a deep stack, so it runs on a fresh one.
+	var (
+		st  *opened
+		err error
+	)
+	freshstack.Run(func() { st, err = s.open(c, streamID, resume, raw) })
+	if st == nil {
+		return err
+	}
+	s.stream(c, st)
+	return nil
+}
 
+// opened is an event stream opened and ready to follow.
+type opened struct {
+	ref contracts.StreamRef
+	w   *sse.Writer
+	cur follow.Cursor
+}
+
+// open looks the stream and the resume position up, answers the request
+// when it cannot be streamed, and otherwise opens its event stream and
+// sends the connected event. It returns nil and the handler's error when
+// the request was answered.
+func (s *Service) open(c echo.Context, streamID string, resume uint64, raw string) (*opened, error) {
 	ctx := c.Request().Context()
 	ref, err := s.store.Ref(ctx, streamID)
 	if errors.Is(err, natsjs.ErrUnknownStream) {
-		return problem(c, http.StatusNotFound, codeStreamNotFound, "no job writes to stream "+streamID)
+		return nil, problem(c, http.StatusNotFound, codeStreamNotFound, "no job writes to stream "+streamID)
 	}
 	if err != nil {
-		return s.unavailable(c, "read stream ref", err)
+		return nil, s.unavailable(c, "read stream ref", err)
 	}
 
 	cur := follow.Cursor{Seq: resume}
@@ -58,29 +83,46 @@ func (s *Service) events(c echo.Context) error {
 		e, err := s.store.At(ctx, streamID, resume)
 		switch {
 		case errors.Is(err, entry.ErrForeign):
-			return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
+			return nil, problem(c, http.StatusBadRequest, codeInvalidLastEventID,
 				"Last-Event-ID "+raw+" is not an event of stream "+streamID)
 		case errors.Is(err, natsjs.ErrNoMessage):
 			last, err := s.store.LastSeq(ctx)
 			if err != nil {
-				return s.unavailable(c, "read stream end", err)
+				return nil, s.unavailable(c, "read stream end", err)
 			}
 			if resume > last {
-				return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
+				return nil, problem(c, http.StatusBadRequest, codeInvalidLastEventID,
 					"Last-Event-ID "+raw+" is beyond the end of the stream")
 			}
 			// Expired: resume after it without knowing its line number.
 		case err != nil:
-			return s.unavailable(c, "read resume position", err)
+			return nil, s.unavailable(c, "read resume position", err)
 		case e.Kind == entry.Complete:
 			// The client has the whole stream; 204 stops EventSource.
-			return c.NoContent(http.StatusNoContent)
+			return nil, c.NoContent(http.StatusNoContent)
 		default:
 			cur.Line = e.Line
 		}
 	}
-	s.stream(c, ref, raw, &cur)
-	return nil
+
+	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
+	connected, err := json.Marshal(contracts.SSEConnectedData{StreamID: ref.StreamID, JobID: ref.JobID, ResumeAfter: raw})
+	if err != nil {
+		s.streamLog(ref).Error("encode connected event", "err", err)
+		return nil, nil
+	}
+	err = w.Open(s.cfg.Retry)
+	if err == nil {
+		err = w.Event(cur.Seq, contracts.SSEConnected, connected)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		s.writeFailed(ref, err)
+		return nil, nil
+	}
+	return &opened{ref: ref, w: w, cur: cur}, nil
 }
 
 // lastEventID returns the resume position from the Last-Event-ID header or,
@@ -97,72 +139,53 @@ func lastEventID(r *http.Request) (seq uint64, raw string, ok bool) {
 	return seq, raw, err == nil
 }
 
-// stream sends the event stream once the request checked out.
-func (s *Service) stream(c echo.Context, ref contracts.StreamRef, resumeAfter string, cur *follow.Cursor) {
-	log := s.log.With("stream_id", ref.StreamID, "job_id", ref.JobID)
-	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
-	connected, err := json.Marshal(contracts.SSEConnectedData{StreamID: ref.StreamID, JobID: ref.JobID, ResumeAfter: resumeAfter})
-	if err != nil {
-		log.Error("encode connected event", "err", err)
-		return
-	}
-	err = w.Open(s.cfg.Retry)
-	if err == nil {
-		err = w.Event(id(cur.Seq), contracts.SSEConnected, connected)
-	}
-	if err == nil {
-		err = w.Flush()
-	}
-	if err != nil {
-		s.writeFailed(log, err)
-		return
-	}
-
+// stream follows an opened stream until it ends.
+func (s *Service) stream(c echo.Context, st *opened) {
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
 	reqCtx := c.Request().Context()
-	ctx, cancel := context.WithCancel(reqCtx)
-	defer cancel()
-	defer context.AfterFunc(s.quit, cancel)()
-
-	err = s.follower.Run(ctx, ref.StreamID, cur, sink{w})
+	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, sink{st.w})
 	var werr writeError
 	switch {
 	case err == nil: // complete sent
 	case errors.As(err, &werr):
-		s.writeFailed(log, werr.err)
+		s.writeFailed(st.ref, werr.err)
 	case reqCtx.Err() != nil: // the client left
 	case s.quit.Err() != nil:
-		s.sendError(log, w, cur.Seq, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
+		s.sendError(st, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
 	default:
-		log.Error("stream failed", "err", err)
-		s.sendError(log, w, cur.Seq, codeUnavailable, "the stream is unavailable; reconnect with Last-Event-ID")
+		s.streamLog(st.ref).Error("stream failed", "err", err)
+		s.sendError(st, codeUnavailable, "the stream is unavailable; reconnect with Last-Event-ID")
 	}
 }
 
-func (s *Service) sendError(log *slog.Logger, w *sse.Writer, cursor uint64, code, msg string) {
+// streamLog returns the logger for one stream's messages. It is built when
+// there is something to log rather than held by every open stream.
+func (s *Service) streamLog(ref contracts.StreamRef) *slog.Logger {
+	return s.log.With("stream_id", ref.StreamID, "job_id", ref.JobID)
+}
+
+func (s *Service) sendError(st *opened, code, msg string) {
 	data, _ := json.Marshal(contracts.ErrorDetail{Code: code, Message: msg}) // cannot fail: two strings
-	err := w.Event(id(cursor), contracts.SSEError, data)
+	err := st.w.Event(st.cur.Seq, contracts.SSEError, data)
 	if err == nil {
-		err = w.Flush()
+		err = st.w.Flush()
 	}
 	if err != nil {
-		log.Warn("send error event", "code", code, "err", err)
+		s.streamLog(st.ref).Warn("send error event", "code", code, "err", err)
 	}
 }
 
 // writeFailed records a write the client did not take: a stall past
 // WriteTimeout drops the client, anything else means it left.
-func (s *Service) writeFailed(log *slog.Logger, err error) {
+func (s *Service) writeFailed(ref contracts.StreamRef, err error) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		s.dropped.Add(1)
-		log.Warn("client dropped: write blocked past timeout", "timeout", s.cfg.WriteTimeout)
+		s.streamLog(ref).Warn("client dropped: write blocked past timeout", "timeout", s.cfg.WriteTimeout)
 		return
 	}
-	log.Debug("client write failed", "err", err)
+	s.streamLog(ref).Debug("client write failed", "err", err)
 }
-
-func id(seq uint64) string { return strconv.FormatUint(seq, 10) }
 
 // sink writes entries as SSE events.
 type sink struct{ w *sse.Writer }
@@ -182,7 +205,7 @@ func (k sink) Send(e entry.Entry) error {
 	case entry.Complete:
 		name = contracts.SSEComplete
 	}
-	return wrapWrite(k.w.Event(id(e.Seq), name, e.Data))
+	return wrapWrite(k.w.Event(e.Seq, name, e.Data))
 }
 
 func (k sink) Flush() error { return wrapWrite(k.w.Flush()) }

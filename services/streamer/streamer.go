@@ -67,14 +67,14 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, log *slog
 		// A replay pauses between two fetches while a write blocks.
 		Idle: max(5*time.Minute, 2*cfg.WriteTimeout),
 	}, log)
-	hubs := hub.New(store, hub.Config{Buffer: cfg.ClientBuffer}, log)
+	hubs := hub.New(store, hub.Config{Buffer: cfg.ClientBuffer, BufferBytes: cfg.ClientBufferBytes}, log)
 	quit, stop := context.WithCancel(context.Background())
 	return &Service{
 		cfg:      cfg,
 		log:      log,
 		store:    store,
 		hubs:     hubs,
-		follower: &follow.Follower{Hubs: hubs, History: store, Heartbeat: cfg.Heartbeat},
+		follower: &follow.Follower{Hubs: hubs, History: store, Heartbeat: cfg.Heartbeat, Quit: quit},
 		quit:     quit,
 		stop:     stop,
 	}, nil

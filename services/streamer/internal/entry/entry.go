@@ -45,19 +45,32 @@ type Entry struct {
 // ErrForeign is returned by Parse for a message of another stream.
 var ErrForeign = errors.New("message belongs to another stream")
 
+// lineHeader is the part of an OutputLine the streamer needs. Its JSON tags
+// are what scanLine matches and what the encoding/json fallback decodes.
+type lineHeader struct {
+	V   int    `json:"v"`
+	Seq uint64 `json:"seq"`
+}
+
 // Parse decodes the message stored at seq on subject as an entry of
 // streamID. A message of the stream that cannot be decoded (bad JSON, or a
 // version newer than contracts.Version) is returned as an Invalid entry
 // together with the reason, so the caller can still move past it.
+//
+// Lines, nearly every message, are read by scanLine, which validates the
+// JSON and picks out v and seq in one pass without decoding the rest;
+// events are rare and decoded in full.
 func Parse(streamID, subject string, seq uint64, data []byte) (Entry, error) {
 	e := Entry{Seq: seq, Data: data}
 	switch {
-	case subject == contracts.SubjectOutput(streamID):
-		var l struct {
-			V   int    `json:"v"`
-			Seq uint64 `json:"seq"`
+	case isOutputOf(streamID, subject):
+		l, err := scanLine(data)
+		if errors.Is(err, errUnusual) {
+			var full lineHeader // its own variable: &full escapes, l stays on the stack
+			err = json.Unmarshal(data, &full)
+			l = full
 		}
-		if err := json.Unmarshal(data, &l); err != nil {
+		if err != nil {
 			return e, fmt.Errorf("output line at %d: %w", seq, err)
 		}
 		if err := checkVersion(l.V); err != nil {
@@ -95,12 +108,23 @@ func checkVersion(v int) error {
 	return nil
 }
 
+// isOutputOf reports whether subject is contracts.SubjectOutput(streamID),
+// without building that string for every message.
+func isOutputOf(streamID, subject string) bool {
+	rest, ok := strings.CutPrefix(subject, contracts.SubjectOutputPrefix+".")
+	return ok && rest == streamID
+}
+
 // isEventOf reports whether subject is rdev.events.<project>.<streamID>.<type>.
 func isEventOf(streamID, subject string) bool {
 	rest, ok := strings.CutPrefix(subject, contracts.SubjectEventsPrefix+".")
 	if !ok {
 		return false
 	}
-	tokens := strings.Split(rest, ".")
-	return len(tokens) == 3 && tokens[1] == streamID
+	_, rest, ok = strings.Cut(rest, ".") // the project
+	if !ok {
+		return false
+	}
+	id, typ, ok := strings.Cut(rest, ".")
+	return ok && id == streamID && !strings.Contains(typ, ".")
 }

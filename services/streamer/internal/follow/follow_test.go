@@ -94,11 +94,14 @@ func (s *store) Replay(_ context.Context, _ string, after, until uint64) iter.Se
 // sink records what a client received. Until released it blocks on Send,
 // like a client that does not read.
 type sink struct {
-	mu      sync.Mutex
-	got     []entry.Entry
-	release chan struct{}
-	blocked chan struct{} // closed when Send first blocks
-	once    sync.Once
+	mu        sync.Mutex
+	got       []entry.Entry
+	unflushed int // entries sent since the last flush
+	flushes   int
+	pings     int
+	release   chan struct{}
+	blocked   chan struct{} // closed when Send first blocks
+	once      sync.Once
 }
 
 func (k *sink) Send(e entry.Entry) error {
@@ -108,11 +111,41 @@ func (k *sink) Send(e entry.Entry) error {
 	}
 	k.mu.Lock()
 	k.got = append(k.got, e)
+	k.unflushed++
 	k.mu.Unlock()
 	return nil
 }
-func (k *sink) Flush() error { return nil }
-func (k *sink) Ping() error  { return nil }
+
+func (k *sink) Flush() error {
+	k.mu.Lock()
+	k.unflushed = 0
+	k.flushes++
+	k.mu.Unlock()
+	return nil
+}
+
+func (k *sink) Ping() error {
+	k.mu.Lock()
+	k.pings++
+	k.mu.Unlock()
+	return nil
+}
+
+// eventually polls cond, under k's lock, until it holds.
+func (k *sink) eventually(t *testing.T, what string, cond func(*sink) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(time.Millisecond) {
+		k.mu.Lock()
+		ok := cond(k)
+		k.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
 
 func line(streamSeq, lineSeq uint64) entry.Entry {
 	return entry.Entry{Seq: streamSeq, Kind: entry.Line, Line: lineSeq}
@@ -218,11 +251,7 @@ func TestCutLooseClientCatchesUpFromHistory(t *testing.T) {
 	k := &sink{release: make(chan struct{}), blocked: make(chan struct{})}
 	done := run(t, f, &follow.Cursor{}, k)
 	// Once the hub runs, everything arrives live.
-	for deadline := time.Now().Add(waitFor); h.Stats().Started == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("hub not started")
-		}
-	}
+	hubStarted(t, h)
 	// Entry 1 blocks the client; the hub keeps going and cuts it loose.
 	const n = 20
 	st.append(t, line(1, 1), true)
@@ -249,5 +278,106 @@ func TestCutLooseClientCatchesUpFromHistory(t *testing.T) {
 	defer st.mu.Unlock()
 	if st.replays != 1 {
 		t.Fatalf("replays %d, want 1", st.replays)
+	}
+}
+
+// hubStarted waits until the client's hub runs, so that every entry
+// appended from then on arrives live.
+func hubStarted(t *testing.T, h *hub.Hubs) {
+	t.Helper()
+	for deadline := time.Now().Add(waitFor); h.Stats().Started == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("hub not started")
+		}
+	}
+}
+
+func TestBurstIsQueuedAndFlushedTogether(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	f, h := setup(t, st, 4096)
+	k := &sink{release: make(chan struct{}), blocked: make(chan struct{})}
+	done := run(t, f, &follow.Cursor{}, k)
+	hubStarted(t, h)
+	// Entry 1 blocks the client while a burst far larger than the fixed
+	// buffer of old queues up behind it.
+	const n = 1000
+	st.append(t, line(1, 1), true)
+	select {
+	case <-k.blocked:
+	case <-time.After(waitFor):
+		t.Fatal("client never blocked")
+	}
+	for i := uint64(2); i <= n; i++ {
+		st.append(t, line(i, i), true)
+	}
+	close(k.release)
+	k.eventually(t, "the burst delivered and flushed", func(k *sink) bool { return len(k.got) == n && k.unflushed == 0 })
+	k.mu.Lock()
+	flushes := k.flushes
+	k.mu.Unlock()
+	if flushes > 2 {
+		t.Errorf("%d flushes for one burst, want it flushed as one", flushes)
+	}
+	st.append(t, entry.Entry{Seq: n + 1, Kind: entry.Complete, Line: n}, true)
+	wait(t, done)
+	if o := h.Stats().Overflows; o != 0 {
+		t.Errorf("overflows %d: the burst should have been queued", o)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.replays != 0 {
+		t.Errorf("replays %d: the burst should not have been read from storage", st.replays)
+	}
+}
+
+func TestEveryEntryIsFlushedBeforeWaiting(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	f, h := setup(t, st, 8)
+	k := &sink{}
+	run(t, f, &follow.Cursor{}, k)
+	hubStarted(t, h)
+	for i := uint64(1); i <= 5; i++ {
+		st.append(t, line(i, i), true)
+		k.eventually(t, "the entry flushed with nothing after it", func(k *sink) bool {
+			return len(k.got) == int(i) && k.unflushed == 0
+		})
+	}
+}
+
+func TestPingsWhileWaiting(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	h := hub.New(st, hub.Config{Buffer: 8}, slog.New(slog.DiscardHandler))
+	t.Cleanup(h.Close)
+	f := &follow.Follower{Hubs: h, History: st, Heartbeat: 5 * time.Millisecond}
+	a, b := &sink{}, &sink{}
+	run(t, f, &follow.Cursor{}, a)
+	done := run(t, f, &follow.Cursor{}, b)
+	for _, k := range []*sink{a, b} {
+		k.eventually(t, "three pings", func(k *sink) bool { return k.pings >= 3 })
+	}
+	st.append(t, entry.Entry{Seq: 1, Kind: entry.Complete}, true)
+	wait(t, done)
+}
+
+func TestQuitEndsRun(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	h := hub.New(st, hub.Config{Buffer: 8}, slog.New(slog.DiscardHandler))
+	t.Cleanup(h.Close)
+	quit, stop := context.WithCancel(context.Background())
+	f := &follow.Follower{Hubs: h, History: st, Heartbeat: time.Hour, Quit: quit}
+	done := run(t, f, &follow.Cursor{}, &sink{})
+	hubStarted(t, h)
+	stop()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v, want the quit context's error", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Run did not end")
 	}
 }

@@ -2,6 +2,11 @@
 // it, over one feed per stream: the first client to join opens the feed and
 // the last to leave closes it. A client that does not keep up is cut loose
 // rather than allowed to slow the feed or the other clients.
+//
+// Each subscription queues its entries in a slice that grows only as far as
+// its client lags, up to a bound in entries and in bytes, and shrinks back
+// once the client has caught up: an idle client holds a few hundred bytes,
+// and a burst is absorbed rather than sent to storage.
 package hub
 
 import (
@@ -35,7 +40,7 @@ type Source interface {
 }
 
 var (
-	// ErrOverflow ends a subscription whose buffer was full when the hub
+	// ErrOverflow ends a subscription whose queue was full when the hub
 	// had an entry for it. Its client missed that entry: it must replay
 	// from its cursor and join again.
 	ErrOverflow = errors.New("hub: subscriber buffer full")
@@ -46,9 +51,13 @@ var (
 
 // Config sizes the hubs.
 type Config struct {
-	// Buffer is how many entries a subscription holds before the hub cuts
-	// it loose.
+	// Buffer is how many entries a subscription may queue before the hub
+	// cuts it loose.
 	Buffer int
+	// BufferBytes is how many bytes of entry data a subscription may
+	// queue before the hub cuts it loose; 0 means no bound but Buffer. An
+	// entry larger than the bound alone still fits an empty queue.
+	BufferBytes int
 	// OpenTimeout bounds opening a feed.
 	OpenTimeout time.Duration
 }
@@ -75,6 +84,7 @@ func New(src Source, cfg Config, log *slog.Logger) *Hubs {
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 1
 	}
+	cfg.BufferBytes = max(cfg.BufferBytes, 0)
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = 10 * time.Second
 	}
@@ -116,20 +126,94 @@ type hub struct {
 
 // Sub is one client's subscription to a stream's live entries.
 type Sub struct {
-	c    chan entry.Entry
-	err  error // set before c is closed
-	h    *hub
-	r    *Hubs
-	once sync.Once
+	h     *hub
+	r     *Hubs
+	once  sync.Once
+	ready chan struct{} // holds a token once entries arrive in an empty queue or the subscription ends
+
+	mu    sync.Mutex
+	q     []entry.Entry // entries not yet taken, in order
+	bytes int           // data bytes in q
+	err   error         // why the subscription ended; nil while it runs
 }
 
-// C delivers the live entries, in order. It is closed when the hub cuts the
-// subscription loose (Err is ErrOverflow) or stops (any other Err); entries
-// buffered before that are still received.
-func (s *Sub) C() <-chan entry.Entry { return s.c }
+// keepCap is the largest queue kept for reuse once a client has caught up:
+// enough that a client keeping pace reuses its two queues (they hold a few
+// entries each at full speed), small enough that an idle one holds under
+// 2 KiB. A larger queue grown by a burst is dropped.
+const keepCap = 16
 
-// Err says why C was closed. Call it only after C was seen closed.
-func (s *Sub) Err() error { return s.err }
+// Ready receives a signal when entries arrive in an empty queue or the
+// subscription ends. A signal can be stale: Take may then return nothing.
+func (s *Sub) Ready() <-chan struct{} { return s.ready }
+
+// Take returns the queued entries, in order, and takes back spare, the
+// batch a previous Take returned, for reuse: the caller must be done with
+// its entries. With nothing queued, it returns an empty batch and, once the
+// subscription has ended, why: ErrOverflow when the hub cut it loose (its
+// client must replay from its cursor and join again), another error when
+// the hub stopped. Entries queued before the end are still returned first.
+func (s *Sub) Take(spare []entry.Entry) ([]entry.Entry, error) {
+	clear(spare) // the entries' data is not kept alive by a spare queue
+	spare = spare[:0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.q) == 0 {
+		// Caught up: give back what a burst grew.
+		if cap(s.q) > keepCap {
+			s.q = nil
+		}
+		if cap(spare) > keepCap {
+			spare = nil
+		}
+		return spare, s.err
+	}
+	batch := s.q
+	s.q, s.bytes = spare, 0
+	return batch, nil
+}
+
+// Err says why the subscription ended, or nil while it runs.
+func (s *Sub) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// push queues e, or ends the subscription with ErrOverflow when its queue
+// is full. It reports whether e was queued.
+func (s *Sub) push(e entry.Entry, cfg *Config) bool {
+	s.mu.Lock()
+	full := len(s.q) >= cfg.Buffer ||
+		(cfg.BufferBytes > 0 && len(s.q) > 0 && s.bytes+len(e.Data) > cfg.BufferBytes)
+	wake := len(s.q) == 0
+	if full {
+		s.err, wake = ErrOverflow, true
+	} else {
+		s.q = append(s.q, e)
+		s.bytes += len(e.Data)
+	}
+	s.mu.Unlock()
+	if wake {
+		s.signal()
+	}
+	return !full
+}
+
+// end ends the subscription with err.
+func (s *Sub) end(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *Sub) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default: // a signal is pending already
+	}
+}
 
 // Leave ends the subscription. It may be called more than once.
 func (s *Sub) Leave() {
@@ -144,8 +228,8 @@ func (s *Sub) Leave() {
 // Join subscribes to the live entries of streamID, opening its hub if
 // none is running. It returns the boundary: the sequence of the last entry
 // the hub handled before the subscription. Every entry after the boundary
-// arrives on the subscription's channel, so a client that replays history
-// up to the boundary and then reads the channel misses nothing.
+// is queued on the subscription, so a client that replays history
+// up to the boundary and then takes from the subscription misses nothing.
 func (r *Hubs) Join(ctx context.Context, streamID string) (*Sub, uint64, error) {
 	r.mu.Lock()
 	if r.closed {
@@ -173,7 +257,7 @@ func (r *Hubs) Join(ctx context.Context, streamID string) (*Sub, uint64, error) 
 		r.release(h)
 		return nil, 0, h.err
 	}
-	s := &Sub{c: make(chan entry.Entry, r.cfg.Buffer), h: h, r: r}
+	s := &Sub{ready: make(chan struct{}, 1), h: h, r: r}
 	h.mu.Lock()
 	if h.dead != nil {
 		err := h.dead
@@ -263,24 +347,20 @@ func (r *Hubs) run(h *hub) {
 			r.ended(h, err)
 			return
 		}
-		r.overflows.Add(h.fanOut(e))
+		r.overflows.Add(r.fanOut(h, e))
 	}
 }
 
-// fanOut hands e to every subscription without blocking and cuts loose the
-// ones whose buffer is full. It returns how many were cut loose.
-func (h *hub) fanOut(e entry.Entry) uint64 {
+// fanOut queues e on every subscription without blocking and cuts loose
+// the ones whose queue is full. It returns how many were cut loose.
+func (r *Hubs) fanOut(h *hub, e entry.Entry) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.last = e.Seq
 	var n uint64
 	for s := range h.subs {
-		select {
-		case s.c <- e:
-		default:
+		if !s.push(e, &r.cfg) {
 			delete(h.subs, s)
-			s.err = ErrOverflow
-			close(s.c)
 			n++
 		}
 	}
@@ -301,8 +381,7 @@ func (r *Hubs) ended(h *hub, err error) {
 	h.dead = reason
 	for s := range h.subs {
 		delete(h.subs, s)
-		s.err = reason
-		close(s.c)
+		s.end(reason)
 	}
 	h.mu.Unlock()
 	if failed {

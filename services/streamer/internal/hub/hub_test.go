@@ -42,8 +42,13 @@ func (f *feed) Close() { f.once.Do(func() { close(f.closed) }) }
 // push hands e to the hub; it returns once the hub took it.
 func (f *feed) push(t *testing.T, seq uint64) {
 	t.Helper()
+	f.pushData(t, seq, nil)
+}
+
+func (f *feed) pushData(t *testing.T, seq uint64, data []byte) {
+	t.Helper()
 	select {
-	case f.c <- entry.Entry{Seq: seq, Kind: entry.Line, Line: seq}:
+	case f.c <- entry.Entry{Seq: seq, Kind: entry.Line, Line: seq, Data: data}:
 	case <-time.After(waitFor):
 		t.Fatal("hub did not take the entry")
 	}
@@ -76,30 +81,59 @@ func (s *source) feed(t *testing.T, i int) *feed {
 
 func setup(t *testing.T, buffer int) (*hub.Hubs, *source) {
 	t.Helper()
+	return setupConfig(t, hub.Config{Buffer: buffer})
+}
+
+func setupConfig(t *testing.T, cfg hub.Config) (*hub.Hubs, *source) {
+	t.Helper()
 	src := &source{end: 7}
-	h := hub.New(src, hub.Config{Buffer: buffer}, slog.New(slog.DiscardHandler))
+	h := hub.New(src, cfg, slog.New(slog.DiscardHandler))
 	t.Cleanup(h.Close)
 	return h, src
 }
 
-func join(t *testing.T, h *hub.Hubs, id string) (*hub.Sub, uint64) {
+// client reads one subscription the way a follower does, a batch at a
+// time, and hands the entries over one by one.
+type client struct {
+	sub   *hub.Sub
+	batch []entry.Entry
+	next  int
+}
+
+func join(t *testing.T, h *hub.Hubs, id string) (*client, uint64) {
 	t.Helper()
 	s, b, err := h.Join(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Leave)
-	return s, b
+	return &client{sub: s}, b
 }
 
-func recv(t *testing.T, s *hub.Sub) (uint64, bool) {
+// recv returns the next entry's sequence; ok is false once the
+// subscription ended and every entry queued before was received.
+func recv(t *testing.T, c *client) (uint64, bool) {
 	t.Helper()
-	select {
-	case e, ok := <-s.C():
-		return e.Seq, ok
-	case <-time.After(waitFor):
-		t.Fatal("nothing received")
-		return 0, false
+	timeout := time.After(waitFor)
+	for {
+		if c.next < len(c.batch) {
+			c.next++
+			return c.batch[c.next-1].Seq, true
+		}
+		batch, err := c.sub.Take(c.batch)
+		c.batch, c.next = batch, 0
+		if len(batch) > 0 {
+			continue
+		}
+		if err != nil {
+			return 0, false
+		}
+		select {
+		case <-c.sub.Ready():
+		case <-timeout:
+			t.Fatal("nothing received")
+			return 0, false
+		}
 	}
 }
 
@@ -119,7 +153,7 @@ func TestJoinSharesOneFeedAndReturnsTheBoundary(t *testing.T) {
 		t.Fatalf("second boundary %d, want the last entry fanned out, 8", b)
 	}
 	src.feed(t, 0).push(t, 9)
-	for _, s := range []*hub.Sub{a, c} {
+	for _, s := range []*client{a, c} {
 		if seq, _ := recv(t, s); seq != 9 {
 			t.Fatalf("got %d, want 9", seq)
 		}
@@ -150,8 +184,8 @@ func TestSlowSubscriberIsCutLooseWithoutBlockingOthers(t *testing.T) {
 	if _, ok := recv(t, slow); ok {
 		t.Fatal("slow subscription still open")
 	}
-	if !errors.Is(slow.Err(), hub.ErrOverflow) {
-		t.Fatalf("err %v, want ErrOverflow", slow.Err())
+	if !errors.Is(slow.sub.Err(), hub.ErrOverflow) {
+		t.Fatalf("err %v, want ErrOverflow", slow.sub.Err())
 	}
 	if st := h.Stats(); st.Overflows != 1 {
 		t.Fatalf("stats %+v: want one overflow", st)
@@ -198,8 +232,8 @@ func TestFeedFailureEndsSubscriptionsAndNextJoinReopens(t *testing.T) {
 	if _, ok := recv(t, a); ok {
 		t.Fatal("subscription still open")
 	}
-	if a.Err() == nil || errors.Is(a.Err(), hub.ErrOverflow) {
-		t.Fatalf("err %v, want the feed's failure", a.Err())
+	if a.sub.Err() == nil || errors.Is(a.sub.Err(), hub.ErrOverflow) {
+		t.Fatalf("err %v, want the feed's failure", a.sub.Err())
 	}
 	join(t, h, "s1")
 	src.feed(t, 1)
@@ -210,8 +244,8 @@ func TestCloseEndsEverything(t *testing.T) {
 	h, src := setup(t, 2)
 	a, _ := join(t, h, "s1")
 	h.Close()
-	if _, ok := recv(t, a); ok || !errors.Is(a.Err(), hub.ErrClosed) {
-		t.Fatalf("after Close: err %v", a.Err())
+	if _, ok := recv(t, a); ok || !errors.Is(a.sub.Err(), hub.ErrClosed) {
+		t.Fatalf("after Close: err %v", a.sub.Err())
 	}
 	select {
 	case <-src.feed(t, 0).closed:
@@ -222,4 +256,43 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Fatalf("join after Close: %v", err)
 	}
 	h.Close()
+}
+
+func TestTakeReturnsEverythingQueuedInOrder(t *testing.T) {
+	t.Parallel()
+	h, src := setup(t, 1000)
+	c, _ := join(t, h, "s1")
+	f := src.feed(t, 0)
+	for seq := uint64(8); seq <= 600; seq++ { // more than a fixed buffer used to hold
+		f.push(t, seq)
+	}
+	f.push(t, 601) // taken by the hub once 600 is queued
+	batch, err := c.sub.Take(nil)
+	if err != nil || len(batch) < 593 {
+		t.Fatalf("took %d entries (%v), want at least 8..600 in one batch", len(batch), err)
+	}
+	for i, e := range batch {
+		if e.Seq != uint64(8+i) {
+			t.Fatalf("entry %d is %d, want %d", i, e.Seq, 8+i)
+		}
+	}
+	if st := h.Stats(); st.Overflows != 0 {
+		t.Fatalf("stats %+v: want no overflow", st)
+	}
+}
+
+func TestByteBoundCutsLoose(t *testing.T) {
+	t.Parallel()
+	h, src := setupConfig(t, hub.Config{Buffer: 1000, BufferBytes: 10})
+	c, _ := join(t, h, "s1")
+	f := src.feed(t, 0)
+	f.pushData(t, 8, make([]byte, 20)) // larger than the bound, but the queue is empty
+	f.pushData(t, 9, make([]byte, 4))  // 24 bytes: over
+	f.push(t, 10)                      // taken once 9 was handled
+	if got, ok := recv(t, c); !ok || got != 8 {
+		t.Fatalf("got %d (open %v), want 8", got, ok)
+	}
+	if _, ok := recv(t, c); ok || !errors.Is(c.sub.Err(), hub.ErrOverflow) {
+		t.Fatalf("err %v, want ErrOverflow", c.sub.Err())
+	}
 }

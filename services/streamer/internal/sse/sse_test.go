@@ -2,6 +2,7 @@ package sse_test
 
 import (
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,8 +17,8 @@ func TestWriterFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, err := range []error{
-		w.Event("7", "output", []byte(`{"a":1}`)),
-		w.Event("8", "status", []byte("one\ntwo\r\nthree\rfour")),
+		w.Event(7, "output", []byte(`{"a":1}`)),
+		w.Event(8, "status", []byte("one\ntwo\r\nthree\rfour")),
 		w.Comment("ping"),
 		w.Flush(),
 	} {
@@ -34,5 +35,66 @@ func TestWriterFormat(t *testing.T) {
 	}
 	if ct := rec.Header().Get("Content-Type"); ct != "text/event-stream" || !rec.Flushed {
 		t.Fatalf("content type %q, flushed %v", ct, rec.Flushed)
+	}
+}
+
+func TestEventsWaitForFlush(t *testing.T) {
+	t.Parallel()
+	rec := httptest.NewRecorder()
+	w := sse.NewWriter(rec, time.Second)
+	if err := w.Open(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	opened := rec.Body.Len()
+	if err := w.Event(1, "output", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Body.Len() != opened {
+		t.Fatal("an event was written before Flush")
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Body.String()[opened:]; got != "id: 1\nevent: output\ndata: x\n\n" {
+		t.Fatalf("after Flush: %q", got)
+	}
+}
+
+func TestLongBurstsAreWrittenWithoutFlush(t *testing.T) {
+	t.Parallel()
+	rec := httptest.NewRecorder()
+	w := sse.NewWriter(rec, time.Second)
+	data := []byte(strings.Repeat("x", 1000))
+	for i := range 100 { // about 100 KB
+		if err := w.Event(uint64(i), "output", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := rec.Body.Len(); n < 64<<10 {
+		t.Fatalf("%d bytes written before Flush: the writer buffers without bound", n)
+	}
+}
+
+func TestDataLines(t *testing.T) {
+	t.Parallel()
+	for data, want := range map[string]string{
+		"":       "data: \n",
+		"a\r":    "data: a\ndata: \n",
+		"\r\n":   "data: \ndata: \n",
+		"a\n\nb": "data: a\ndata: \ndata: b\n",
+		"a\rb\n": "data: a\ndata: b\ndata: \n",
+		"a\nb\r": "data: a\ndata: b\ndata: \n",
+	} {
+		rec := httptest.NewRecorder()
+		w := sse.NewWriter(rec, time.Second)
+		if err := w.Event(1, "e", []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.Body.String(); got != "id: 1\nevent: e\n"+want+"\n" {
+			t.Errorf("data %q: got %q", data, got)
+		}
 	}
 }
