@@ -162,6 +162,7 @@ func live(ctx, quit context.Context, sub *hub.Sub, cur *Cursor, sink Sink, heart
 		err       error
 		unflushed bool // entries sent since the last flush
 		yielded   bool // yielded since the last batch
+		burst     bool // the last batch held more than one entry
 	)
 	for {
 		batch, err = sub.Take(batch)
@@ -175,10 +176,13 @@ func live(ctx, quit context.Context, sub *hub.Sub, cur *Cursor, sink Sink, heart
 					return true, sink.Flush()
 				}
 			}
-			unflushed, yielded = true, false
+			unflushed, yielded, burst = true, false, len(batch) > 1
 			continue
 		}
-		if unflushed && !yielded && err == nil {
+		// Yield only inside a burst: a lone line (a command printing now and
+		// then) is flushed at once, as a yield would queue this goroutine
+		// behind every runnable one and delay it.
+		if unflushed && !yielded && burst && err == nil {
 			runtime.Gosched()
 			yielded = true
 			continue
