@@ -101,7 +101,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 
 	var hs *httpserver.Server
 	if cfg.api != nil || cfg.streamer != nil {
-		if hs, err = httpserver.New(cfg.http.HTTPAddr, log); err != nil {
+		if hs, err = httpserver.New(ctx, cfg.http.HTTPAddr, log); err != nil {
 			return err
 		}
 		hs.AddReadyCheck("nats", func(context.Context) error {
@@ -190,7 +190,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	stopWorker()
 	if hs != nil {
 		hs.Drain()
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.http.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.http.ShutdownTimeout)
 		if st != nil {
 			errs = append(errs, st.Shutdown(sctx))
 		}

@@ -37,7 +37,7 @@ func setup(t *testing.T) bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	a, err := api.New(api.Config{MaxBodyBytes: 64 << 10, MaxTimeout: time.Hour}, js, kv, log)
 	if err != nil {
 		t.Fatal(err)

@@ -226,8 +226,8 @@ func problem(c echo.Context, status int, code, msg string) error {
 // unavailable answers 503 for a NATS failure, unless the client left.
 func (s *Service) unavailable(c echo.Context, what string, err error) error {
 	if c.Request().Context().Err() != nil {
-		return nil
+		return nil //nolint:nilerr // the client left: there is nobody to answer
 	}
-	s.log.Error(what, "err", err)
+	s.log.Error("stream storage unavailable", "op", what, "err", err)
 	return problem(c, http.StatusServiceUnavailable, codeUnavailable, "stream storage is unavailable; retry")
 }

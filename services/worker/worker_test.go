@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"sync"
 	"testing"
@@ -85,7 +84,7 @@ func setup(t *testing.T) bundle {
 		if cfg.Workspaces == "" {
 			cfg.Workspaces = t.TempDir()
 		}
-		w, err := worker.New(cfg, wnc, kv, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		w, err := worker.New(cfg, wnc, kv, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

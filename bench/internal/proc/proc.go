@@ -88,7 +88,7 @@ func Start(ctx context.Context, name, bin, logPath string, args ...string) (*Pro
 		}
 		return p, nil
 	case <-p.exited:
-		return nil, fmt.Errorf("%s exited before it was ready (%v); see %s", name, p.err, logPath)
+		return nil, fmt.Errorf("%s exited before it was ready (%w); see %s", name, p.err, logPath)
 	case <-time.After(time.Minute):
 		err = fmt.Errorf("%s not ready within a minute; see %s", name, logPath)
 	case <-ctx.Done():
@@ -122,7 +122,7 @@ func (p *Process) Stop() {
 func (p *Process) Alive() error {
 	select {
 	case <-p.exited:
-		return fmt.Errorf("%s exited: %v; see %s", p.Name, p.err, p.Log)
+		return fmt.Errorf("%s exited: %w; see %s", p.Name, p.err, p.Log)
 	default:
 		return nil
 	}

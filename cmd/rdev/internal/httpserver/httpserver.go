@@ -35,8 +35,9 @@ type Server struct {
 
 // New listens on addr (port 0 picks one) and returns a Server whose Echo
 // instance the caller registers routes on before Serve.
-func New(addr string, log *slog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+func New(ctx context.Context, addr string, log *slog.Logger) (*Server, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}

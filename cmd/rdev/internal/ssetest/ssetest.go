@@ -40,7 +40,7 @@ func Open(t testing.TB, url, lastID string) *Stream {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed by Stream.Close, at cleanup at the latest
 	if err != nil {
 		cancel()
 		t.Fatalf("open %s: %v", url, err)

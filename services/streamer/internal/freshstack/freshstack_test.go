@@ -34,7 +34,7 @@ func TestRunRaisesPanicsOnTheCaller(t *testing.T) {
 			return ok && errors.Is(err, boom) && strings.Contains(err.Error(), "freshstack_test")
 		}},
 		{"text", func(p any) bool { err, ok := p.(error); return ok && strings.HasPrefix(err.Error(), "text\n") }},
-		{http.ErrAbortHandler, func(p any) bool { return p == http.ErrAbortHandler }},
+		{http.ErrAbortHandler, func(p any) bool { err, ok := p.(error); return ok && errors.Is(err, http.ErrAbortHandler) }},
 	} {
 		func() {
 			defer func() {

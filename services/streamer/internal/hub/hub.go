@@ -245,7 +245,7 @@ func (r *Hubs) Join(ctx context.Context, streamID string) (*Sub, uint64, error) 
 	r.mu.Unlock()
 
 	if !ok {
-		r.open(h)
+		r.open(h) //nolint:contextcheck // the hub outlives the request that created it
 	}
 	select {
 	case <-h.ready:

@@ -92,7 +92,7 @@ func (w *Writer) Event(id uint64, name string, data []byte) error {
 		}
 		data = rest
 	}
-	*p = append(b, '\n')
+	*p = append(b, '\n') //nolint:gocritic // b is *p grown: the pooled buffer keeps what was appended
 	if len(*p) < writeChunk {
 		return nil
 	}

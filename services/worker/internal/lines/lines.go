@@ -58,13 +58,13 @@ type Writer struct {
 
 var errClosed = errors.New("lines: write after close")
 
-// NewWriter returns a Writer emitting the lines of stream fd, cut at max
-// bytes (normally contracts.MaxLineBytes). It panics if max is not positive.
-func NewWriter(fd contracts.FD, max int, emit func(Line) error) *Writer {
-	if max <= 0 {
-		panic("lines: max must be positive")
+// NewWriter returns a Writer emitting the lines of stream fd, cut at limit
+// bytes (normally contracts.MaxLineBytes). It panics if limit is not positive.
+func NewWriter(fd contracts.FD, limit int, emit func(Line) error) *Writer {
+	if limit <= 0 {
+		panic("lines: limit must be positive")
 	}
-	return &Writer{fd: fd, max: max, emit: emit, buf: make([]byte, 0, max+1)}
+	return &Writer{fd: fd, max: limit, emit: emit, buf: make([]byte, 0, limit+1)}
 }
 
 // Write cuts p into lines, emits every line it completes and buffers the

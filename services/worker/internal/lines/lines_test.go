@@ -23,10 +23,10 @@ func (l line) String() string { return fmt.Sprintf("%q/%v", l.Data, l.Partial) }
 
 // collect writes the chunks of input in order to a new Writer and closes it,
 // returning the lines emitted.
-func collect(t *testing.T, max int, chunks [][]byte) []line {
+func collect(t *testing.T, limit int, chunks [][]byte) []line {
 	t.Helper()
 	var got []line
-	w := lines.NewWriter(contracts.Stderr, max, func(l lines.Line) error {
+	w := lines.NewWriter(contracts.Stderr, limit, func(l lines.Line) error {
 		if l.FD != contracts.Stderr {
 			t.Errorf("FD = %q, want stderr", l.FD)
 		}
@@ -211,7 +211,7 @@ func FuzzWriter(f *testing.F) {
 	f.Add([]byte("abcd\rabcd\r\nabcd"), uint8(4), uint64(3))
 	f.Add([]byte{0, 0xff, '\n', '\r'}, uint8(2), uint64(4))
 	f.Fuzz(func(t *testing.T, input []byte, maxByte uint8, seed uint64) {
-		max := int(maxByte%32) + 1
+		limit := int(maxByte%32) + 1
 		rnd := rand.New(rand.NewPCG(seed, seed>>32))
 		var chunks [][]byte
 		for rest := input; len(rest) > 0; {
@@ -219,19 +219,19 @@ func FuzzWriter(f *testing.F) {
 			chunks = append(chunks, rest[:k])
 			rest = rest[k:]
 		}
-		got := collect(t, max, chunks)
+		got := collect(t, limit, chunks)
 
 		var joined []byte
 		for i, l := range got {
 			if strings.Contains(l.Data, "\n") {
 				t.Fatalf("line %d %v contains a newline", i, l)
 			}
-			if len(l.Data) > max {
-				t.Fatalf("line %d %v longer than max %d", i, l, max)
+			if len(l.Data) > limit {
+				t.Fatalf("line %d %v longer than limit %d", i, l, limit)
 			}
 			last := i == len(got)-1
-			if l.Partial && !last && len(l.Data) != max {
-				t.Fatalf("partial line %d %v is not a full chunk of %d", i, l, max)
+			if l.Partial && !last && len(l.Data) != limit {
+				t.Fatalf("partial line %d %v is not a full chunk of %d", i, l, limit)
 			}
 			if l.Partial && last && len(l.Data) == 0 {
 				t.Fatalf("empty trailing partial line")
@@ -245,7 +245,7 @@ func FuzzWriter(f *testing.F) {
 		if !bytes.Equal(joined, want) {
 			t.Fatalf("joined lines %q, want %q", joined, want)
 		}
-		if whole := collect(t, max, [][]byte{input}); !slices.Equal(got, whole) {
+		if whole := collect(t, limit, [][]byte{input}); !slices.Equal(got, whole) {
 			t.Fatalf("lines depend on write boundaries:\n cut   %v\n whole %v", got, whole)
 		}
 	})

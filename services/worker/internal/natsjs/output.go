@@ -116,7 +116,7 @@ func (p *pending) resolve(ctx context.Context, block bool) error {
 	select {
 	case <-p.fut.Ok():
 		p.resolved = true
-	case <-p.fut.Err():
+	case <-p.fut.Err(): //nolint:errcheck // only the outcome matters: recovery asks JetStream what it stored
 		p.resolved, p.failed = true, true
 	case <-done:
 		if block {

@@ -299,7 +299,7 @@ func (r *Runner) finish(ctx context.Context, st *contracts.JobState, rev uint64,
 func (r *Runner) handBack(ctx context.Context, msg jetstream.Msg, st *contracts.JobState, rev uint64, cause error) error {
 	st.Status, st.Worker = contracts.StatusQueued, ""
 	if _, err := r.states.Put(ctx, *st, rev); err != nil {
-		return fmt.Errorf("hand back after %v: %w", cause, err)
+		return fmt.Errorf("hand back after %w: %w", cause, err)
 	}
 	r.log.Info("job handed back to the queue", "job_id", st.JobID, "cause", cause)
 	return msg.Nak()

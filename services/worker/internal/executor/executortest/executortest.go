@@ -122,7 +122,7 @@ func (s *suite) execCtx(t *testing.T, ctx context.Context, spec executor.Spec, s
 		return r
 	case <-timer.C:
 		t.Errorf("Exec(%q) did not return", spec.Command)
-		return result{code: -1, err: errors.New("Exec did not return"), stdout: stdout, stderr: stderr}
+		return result{code: -1, err: errors.New("exec did not return"), stdout: stdout, stderr: stderr}
 	}
 }
 
