@@ -108,34 +108,14 @@ func TestResumeAfterDisconnectAndLateJoin(t *testing.T) {
 		} else {
 			s = ssetest.Open(t, url, first.LastID)
 		}
-		rest := append([]uint64(nil), seen...)
-		for done := false; !done; {
-			ev, err := s.Next(10 * time.Second)
-			must(t, err, "resumed connection (query %v)", viaQuery)
-			switch ev.Name {
-			case contracts.SSEOutput:
-				rest = append(rest, mustJSON[contracts.OutputLine](t, ev.Data).Seq)
-			case contracts.SSEComplete:
-				done = true
-			}
-		}
-		assertSeqs(t, rest, 30)
+		lines, _ := readToComplete(t, s)
+		assertSeqs(t, append(append([]uint64(nil), seen...), seqsOf(lines)...), 30)
 	}
 
 	waitFinal(t, n.http, r.JobID, 10*time.Second)
 	late := ssetest.Open(t, url, "")
-	var all []uint64
-	for done := false; !done; {
-		ev, err := late.Next(10 * time.Second)
-		must(t, err, "late connection")
-		switch ev.Name {
-		case contracts.SSEOutput:
-			all = append(all, mustJSON[contracts.OutputLine](t, ev.Data).Seq)
-		case contracts.SSEComplete:
-			done = true
-		}
-	}
-	assertSeqs(t, all, 30)
+	lines, _ := readToComplete(t, late)
+	assertSeqs(t, seqsOf(lines), 30)
 	// Resuming after complete: nothing left; EventSource stops on 204.
 	if s := ssetest.Open(t, url, late.LastID); s.Status != http.StatusNoContent {
 		t.Fatalf("resume after complete: status %d, want 204", s.Status)
@@ -244,14 +224,20 @@ func removeGate(n *node, project string) error {
 	return removeFile(fmt.Sprintf("%s/workspaces/%s/gate", n.dataDir, project))
 }
 
-// watch reads a stream to its complete event and returns its lines.
+// watch reads a stream from its start to its complete event.
 func watch(t testing.TB, base, eventsURL string) ([]contracts.OutputLine, contracts.Event) {
 	t.Helper()
-	s := ssetest.Open(t, base+eventsURL, "")
+	return readToComplete(t, ssetest.Open(t, base+eventsURL, ""))
+}
+
+// readToComplete reads s up to its complete event and returns the lines
+// before it.
+func readToComplete(t testing.TB, s *ssetest.Stream) ([]contracts.OutputLine, contracts.Event) {
+	t.Helper()
 	var lines []contracts.OutputLine
 	for {
 		ev, err := s.Next(20 * time.Second)
-		must(t, err, "watch %s", eventsURL)
+		must(t, err, "read to complete")
 		switch ev.Name {
 		case contracts.SSEOutput:
 			lines = append(lines, mustJSON[contracts.OutputLine](t, ev.Data))
@@ -259,6 +245,14 @@ func watch(t testing.TB, base, eventsURL string) ([]contracts.OutputLine, contra
 			return lines, mustJSON[contracts.Event](t, ev.Data)
 		}
 	}
+}
+
+func seqsOf(lines []contracts.OutputLine) []uint64 {
+	seqs := make([]uint64, len(lines))
+	for i, l := range lines {
+		seqs[i] = l.Seq
+	}
+	return seqs
 }
 
 // A job past its timeout is killed with its children and ends timed_out;

@@ -45,21 +45,12 @@ func TestRestartLosesNothing(t *testing.T) {
 	first.stop() // SIGTERM: drain 300ms, then the running job is handed back
 
 	second := startProcess(t, args...)
-	s2 := ssetest.Open(t, second.http+long.EventsURL, s.LastID)
+	rest, complete := readToComplete(t, ssetest.Open(t, second.http+long.EventsURL, s.LastID))
 	attempts := map[int]bool{}
-	var complete contracts.Event
-	for complete.Type == "" {
-		ev, err := s2.Next(20 * time.Second)
-		must(t, err, "read after restart")
-		switch ev.Name {
-		case contracts.SSEOutput:
-			l := mustJSON[contracts.OutputLine](t, ev.Data)
-			seqs = append(seqs, l.Seq)
-			attempts[l.Attempt] = true
-		case contracts.SSEComplete:
-			complete = mustJSON[contracts.Event](t, ev.Data)
-		}
+	for _, l := range rest {
+		attempts[l.Attempt] = true
 	}
+	seqs = append(seqs, seqsOf(rest)...)
 	// Lines printed before the stop stay; attempt 2 prints all 20 again.
 	assertSeqs(t, seqs, int(complete.Lines))
 	if complete.Status != contracts.StatusSucceeded || complete.Attempt != 2 || !attempts[2] || complete.Lines < 20 {
