@@ -62,7 +62,11 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		closed := make(chan struct{})
 		opts = append([]nats.Option{nats.Name("rdev-" + name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 			nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "conn", name, "err", err) }),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if err != nil { // nil: our own close at shutdown
+					log.Warn("NATS disconnected", "conn", name, "err", err)
+				}
+			}),
 			nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected", "conn", name) }),
 		}, opts...)
 		if inProcess != nil {
