@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -325,5 +326,41 @@ func TestBinaryAndLongLines(t *testing.T) {
 	}
 	if lines[5].Text != "tail" || !lines[5].Partial {
 		t.Fatalf("unterminated last line %+v", lines[5])
+	}
+}
+
+// Errors raised outside the handlers keep rdev's error body; health and
+// readiness answer.
+func TestRouterErrorsAndHealth(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{http.MethodGet, "/v1/nope", http.StatusNotFound, "not_found"},
+		{http.MethodDelete, "/v1/jobs/abc", http.StatusMethodNotAllowed, "method_not_allowed"},
+		{http.MethodPut, "/v1/projects/demo/commands", http.StatusMethodNotAllowed, "method_not_allowed"},
+		{http.MethodGet, "/v1/streams/a.b/events", http.StatusBadRequest, "invalid_stream_id"},
+		{http.MethodGet, "/v1/streams/unknown/events", http.StatusNotFound, "stream_not_found"},
+	} {
+		req, _ := http.NewRequest(tc.method, n.http+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err, "%s %s", tc.method, tc.path)
+		var eb contracts.ErrorBody
+		err = json.NewDecoder(resp.Body).Decode(&eb)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.status || eb.Error.Code != tc.code || eb.Error.Message == "" {
+			t.Errorf("%s %s: %d %+v (%v), want %d %s", tc.method, tc.path, resp.StatusCode, eb, err, tc.status, tc.code)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(n.http + path)
+		must(t, err, "GET %s", path)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d, want 200", path, resp.StatusCode)
+		}
 	}
 }
