@@ -118,6 +118,9 @@ func (w *Worker) ID() string { return w.cfg.ID }
 func (w *Worker) Run(ctx context.Context) error {
 	consumers, err := natsjs.JobConsumers(ctx, w.js, w.cfg.AckWait)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing was taken
+		}
 		return err
 	}
 	d := dispatch.New(dispatch.Config{
