@@ -257,3 +257,25 @@ func TestDrainHandsBackToAnotherWorker(t *testing.T) {
 		t.Fatalf("long job: %+v, want succeeded on attempt 2 by the second worker after ≥ 3 lines", ev)
 	}
 }
+
+// A worker whose job was reported lost meanwhile (another worker saw it
+// stall past the ack wait) does not add a second ending to the stream.
+func TestLateResultOfALostJobIsNotReported(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(worker.Config{})
+	job := b.enqueue(t, "late1", "sh", "-c", "sleep 0.5; echo done")
+	b.next(t, job.ID, contracts.EventStarted)
+	lost, _ := json.Marshal(contracts.JobState{V: 1, JobID: job.ID, Project: "demo", Status: contracts.StatusFailed,
+		Reason: contracts.ReasonWorkerLost, StreamID: job.StreamID, Attempt: 1})
+	if _, err := b.kv.Put(context.Background(), contracts.JobKey(job.ID), lost); err != nil {
+		t.Fatal(err)
+	}
+	b.waitQueueEmpty(t)
+	if evs := b.events.find(job.ID, contracts.EventSucceeded, contracts.EventFailed); len(evs) != 0 {
+		t.Fatalf("late result reported: %+v", evs)
+	}
+	if st := b.state(t, job.ID); st.Status != contracts.StatusFailed || st.Reason != contracts.ReasonWorkerLost {
+		t.Fatalf("state %+v: the late result overwrote worker_lost", st)
+	}
+}

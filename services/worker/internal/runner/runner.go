@@ -280,6 +280,13 @@ func (r *Runner) run(runCtx context.Context, job contracts.Job, attempt int, fir
 // first: a reader that sees the final state can rely on the stream being
 // complete.
 func (r *Runner) finish(ctx context.Context, st *contracts.JobState, rev uint64, job contracts.Job, attempt int, out outcome) error {
+	// A worker that stalled past the ack wait may find its job already
+	// reported (worker_lost) by another: it must not add a second ending.
+	if _, cur, err := r.states.Get(ctx, job.ID); err == nil && cur != rev {
+		r.log.Warn("job state changed while the job ran; its result is not reported", "job_id", job.ID,
+			"status", contracts.StatusOf(out.event))
+		return nil
+	}
 	ev := r.event(job, attempt, out.event, out.lines)
 	ev.ExitCode, ev.Reason, ev.Message, ev.DurationMS = out.exitCode, out.reason, out.message, out.duration.Milliseconds()
 	if err := r.events.Publish(ctx, ev); err != nil {
