@@ -252,5 +252,3 @@ func must(t testing.TB, err error, what string, args ...any) {
 		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
 	}
 }
-
-func removeFile(p string) error { return os.Remove(p) }

@@ -95,10 +95,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	tcfg := topology.Config{OutputMaxAge: cfg.topology.OutputMaxAge, StateTTL: cfg.topology.StateTTL}
-	if err := topology.Ensure(ctx, js, tcfg); err != nil {
-		return err
-	}
-	state, err := topology.StateBucket(ctx, js, tcfg)
+	state, err := topology.Ensure(ctx, js, tcfg)
 	if err != nil {
 		return err
 	}

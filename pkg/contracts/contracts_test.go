@@ -60,6 +60,11 @@ func TestStatusOfTerminalEvents(t *testing.T) {
 			t.Errorf("%s: want terminal and final", et)
 		}
 	}
+	for _, s := range []contracts.Status{contracts.StatusSucceeded, contracts.StatusFailed, contracts.StatusCancelled, contracts.StatusTimedOut} {
+		if got := contracts.StatusOf(contracts.EndOf(s)); got != s {
+			t.Errorf("StatusOf(EndOf(%s)) = %s", s, got)
+		}
+	}
 	if contracts.EventStarted.Terminal() || contracts.StatusOf(contracts.EventStarted).Final() {
 		t.Error("started must not be terminal")
 	}

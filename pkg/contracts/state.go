@@ -35,6 +35,20 @@ func StatusOf(t EventType) Status {
 	return StatusFailed
 }
 
+// EndOf returns the terminal event that leaves a job in final status s
+// (the inverse of StatusOf for final statuses).
+func EndOf(s Status) EventType {
+	switch s {
+	case StatusSucceeded:
+		return EventSucceeded
+	case StatusCancelled:
+		return EventCancelled
+	case StatusTimedOut:
+		return EventTimedOut
+	}
+	return EventFailed
+}
+
 // JobState is the stored state of a job, kept in BucketState under
 // JobKey(id) after the job ends, and served by GET /v1/jobs/{id}.
 type JobState struct {

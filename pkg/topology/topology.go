@@ -73,23 +73,19 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 }
 
 // Ensure creates the streams and the state bucket, or updates them to cfg
-// when they exist. An update never deletes messages: only limits change.
-func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+// when they exist, and returns the state bucket. An update never deletes
+// messages: only limits change.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
 	cfg.setDefaults()
 	for _, sc := range Streams(cfg) {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("provision stream %s: %w", sc.Name, err)
+			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
-	if _, err := StateBucket(ctx, js, cfg); err != nil {
-		return err
-	}
-	return nil
+	return stateBucket(ctx, js, cfg)
 }
 
-// StateBucket creates or updates the job state bucket and returns it.
-func StateBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
-	cfg.setDefaults()
+func stateBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
 	storage := jetstream.FileStorage
 	if cfg.Memory {
 		storage = jetstream.MemoryStorage

@@ -26,7 +26,7 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 	if _, err := js.Publish(ctx, contracts.SubjectJob(contracts.PriorityLow, "demo"), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := topology.Ensure(ctx, js, topology.Config{OutputMaxAge: 2 * time.Hour}); err != nil {
+	if _, err := topology.Ensure(ctx, js, topology.Config{OutputMaxAge: 2 * time.Hour}); err != nil {
 		t.Fatalf("second Ensure: %v", err)
 	}
 	for name, want := range map[string]uint64{contracts.StreamOutput: 1, contracts.StreamJobs: 1} {

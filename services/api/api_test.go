@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
 )
@@ -33,7 +32,7 @@ func setup(t *testing.T) bundle {
 	t.Helper()
 	_, _, js := natstest.Provisioned(t)
 	ctx := context.Background()
-	kv, err := topology.StateBucket(ctx, js, topology.Config{})
+	kv, err := js.KeyValue(ctx, contracts.BucketState)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,19 +67,6 @@ func post(t *testing.T, url, contentType string, body []byte, header ...string) 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, b
-}
-
-func queued(t *testing.T, js jetstream.JetStream) uint64 {
-	t.Helper()
-	s, err := js.Stream(context.Background(), contracts.StreamJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
 }
 
 func TestSubmitQueuesDurablyOnThePrioritySubject(t *testing.T) {
@@ -162,7 +148,7 @@ func TestIdempotencyKeyReturnsTheOriginalJob(t *testing.T) {
 	if j3["job_id"] == j1["job_id"] {
 		t.Fatal("idempotency keys leak across projects")
 	}
-	if n := queued(t, b.js); n != 2 {
+	if n := natstest.Msgs(t, b.js, contracts.StreamJobs); n != 2 {
 		t.Fatalf("%d jobs queued, want 2", n)
 	}
 }
@@ -257,7 +243,7 @@ func TestBadInputIsRefusedAndQueuesNothing(t *testing.T) {
 			t.Errorf("GET job %q: %d %s, want %d %s", tc.id, resp.StatusCode, eb.Error.Code, tc.status, tc.code)
 		}
 	}
-	if n := queued(t, b.js); n != 0 {
+	if n := natstest.Msgs(t, b.js, contracts.StreamJobs); n != 0 {
 		t.Fatalf("bad input queued %d jobs", n)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/worker"
 )
@@ -61,7 +60,7 @@ func (h *history) find(id string, types ...contracts.EventType) []contracts.Even
 func setup(t *testing.T) bundle {
 	t.Helper()
 	srv, nc, js := natstest.Provisioned(t)
-	kv, err := topology.StateBucket(context.Background(), js, topology.Config{})
+	kv, err := js.KeyValue(context.Background(), contracts.BucketState)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,9 +151,9 @@ func (b bundle) next(t *testing.T, id string, types ...contracts.EventType) cont
 func (b bundle) waitQueueEmpty(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for b.queued(t) != 0 {
+	for natstest.Msgs(t, b.js, contracts.StreamJobs) != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d messages still in the queue after 10s", b.queued(t))
+			t.Fatalf("%d messages still in the queue after 10s", natstest.Msgs(t, b.js, contracts.StreamJobs))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -171,19 +170,6 @@ func (b bundle) state(t *testing.T, id string) contracts.JobState {
 		t.Fatal(err)
 	}
 	return st
-}
-
-func (b bundle) queued(t *testing.T) uint64 {
-	t.Helper()
-	s, err := b.js.Stream(context.Background(), contracts.StreamJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
 }
 
 // A second copy of a job id (published past the duplicate window, or by
@@ -277,5 +263,31 @@ func TestLateResultOfALostJobIsNotReported(t *testing.T) {
 	}
 	if st := b.state(t, job.ID); st.Status != contracts.StatusFailed || st.Reason != contracts.ReasonWorkerLost {
 		t.Fatalf("state %+v: the late result overwrote worker_lost", st)
+	}
+}
+
+// A job whose final state was stored but whose terminal event was not (its
+// worker died in between) gets the event published when its message comes
+// back, and is not run again.
+func TestFinalStateWithoutEventIsAnnounced(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	code := 0
+	started, finished := time.Now().UTC().Add(-time.Second), time.Now().UTC()
+	final, _ := json.Marshal(contracts.JobState{V: 1, JobID: "ended1", Project: "demo", Status: contracts.StatusSucceeded,
+		StreamID: "sended1", Attempt: 1, Worker: "gone", ExitCode: &code, Lines: 3, StartedAt: &started, FinishedAt: &finished})
+	if _, err := b.kv.Put(context.Background(), contracts.JobKey("ended1"), final); err != nil {
+		t.Fatal(err)
+	}
+	b.publish(t, contracts.Job{V: 1, ID: "ended1", Project: "demo", Kind: contracts.KindExec, Command: []string{"false"},
+		Priority: contracts.PriorityNormal, Attempt: 1, StreamID: "sended1"}, "ended1")
+	b.start(worker.Config{})
+	ev := b.next(t, "ended1", contracts.EventSucceeded, contracts.EventFailed)
+	if ev.Type != contracts.EventSucceeded || ev.Lines != 3 || ev.ExitCode == nil || *ev.ExitCode != 0 || ev.Worker != "gone" || ev.DurationMS < 900 {
+		t.Fatalf("announced %+v, want the stored ending", ev)
+	}
+	b.waitQueueEmpty(t)
+	if n := len(b.events.find("ended1", contracts.EventStarted)); n != 0 {
+		t.Fatalf("the ended job started again %d times", n)
 	}
 }

@@ -40,6 +40,22 @@ func Connect(tb testing.TB, srv *server.Server) *nats.Conn {
 	return nc
 }
 
+// Msgs returns how many messages a stream holds now.
+func Msgs(tb testing.TB, js jetstream.JetStream, stream string) uint64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
 // Provisioned starts a server, provisions the rdev topology on it and
 // returns the server and a JetStream context on a fresh connection.
 func Provisioned(tb testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream) {
@@ -52,7 +68,7 @@ func Provisioned(tb testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
+	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
 		tb.Fatal(err)
 	}
 	return srv, nc, js

@@ -94,7 +94,7 @@ func TestLineWriterSurvivesServerRestart(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
+	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -105,7 +105,7 @@ func TestLineWriterSurvivesServerRestart(t *testing.T) {
 	go func() {
 		defer close(restarted)
 		// Restart once the writer is well under way.
-		for {
+		for ctx.Err() == nil {
 			if s, _ := js.Stream(ctx, contracts.StreamOutput); s != nil {
 				if info, err := s.Info(ctx); err == nil && info.State.Msgs > n/4 {
 					break

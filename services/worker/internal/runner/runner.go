@@ -137,6 +137,9 @@ func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job cont
 	switch {
 	case st.Status.Final():
 		log.Info("job already finished; dropping its message")
+		if err := r.announceEnd(ctx, st); err != nil {
+			return err
+		}
 		return msg.DoubleAck(ctx)
 	case st.Status == contracts.StatusRunning && md.NumDelivered == 1:
 		// Another copy of this job id is running elsewhere.
@@ -276,29 +279,45 @@ func (r *Runner) run(runCtx context.Context, job contracts.Job, attempt int, fir
 	return out
 }
 
-// finish publishes the terminal event, then the final state. The event
-// first: a reader that sees the final state can rely on the stream being
-// complete.
+// finish ends the job: the final state by compare-and-set, then the
+// terminal event. The state decides who ends a job: a worker that stalled
+// past the ack wait, whose job another worker reported lost meanwhile,
+// loses the compare-and-set and reports nothing. If the event cannot be
+// published, the job's message is delivered again and the final state's
+// event is published then (see announceEnd).
 func (r *Runner) finish(ctx context.Context, st *contracts.JobState, rev uint64, job contracts.Job, attempt int, out outcome) error {
-	// A worker that stalled past the ack wait may find its job already
-	// reported (worker_lost) by another: it must not add a second ending.
-	if _, cur, err := r.states.Get(ctx, job.ID); err == nil && cur != rev {
-		r.log.Warn("job state changed while the job ran; its result is not reported", "job_id", job.ID,
-			"status", contracts.StatusOf(out.event))
-		return nil
-	}
-	ev := r.event(job, attempt, out.event, out.lines)
-	ev.ExitCode, ev.Reason, ev.Message, ev.DurationMS = out.exitCode, out.reason, out.message, out.duration.Milliseconds()
-	if err := r.events.Publish(ctx, ev); err != nil {
-		return err
-	}
-	done := ev.Time
+	done := r.now().UTC()
 	st.Status, st.ExitCode, st.Reason, st.Message = contracts.StatusOf(out.event), out.exitCode, out.reason, out.message
 	st.Lines, st.FinishedAt, st.Attempt = out.lines, &done, attempt
 	if _, err := r.states.Put(ctx, *st, rev); err != nil {
+		if errors.Is(err, ErrStateConflict) {
+			r.log.Warn("job state changed while the job ran; its result is not reported", "job_id", job.ID,
+				"status", st.Status)
+			return nil
+		}
 		return fmt.Errorf("store final state: %w", err)
 	}
-	return nil
+	ev := r.event(job, attempt, out.event, out.lines)
+	ev.ExitCode, ev.Reason, ev.Message, ev.DurationMS, ev.Time = out.exitCode, out.reason, out.message, out.duration.Milliseconds(), done
+	return r.events.Publish(ctx, ev)
+}
+
+// announceEnd publishes the terminal event of a job whose final state is
+// stored, for the case where the worker that ended it could not. Within
+// the duplicate window a second publish of the same event is dropped.
+func (r *Runner) announceEnd(ctx context.Context, st contracts.JobState) error {
+	ev := contracts.Event{
+		V: contracts.Version, Type: contracts.EndOf(st.Status), Status: st.Status, JobID: st.JobID,
+		StreamID: st.StreamID, Project: st.Project, Attempt: st.Attempt, Worker: st.Worker,
+		ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message, Lines: st.Lines,
+	}
+	if st.FinishedAt != nil {
+		ev.Time = *st.FinishedAt
+		if st.StartedAt != nil {
+			ev.DurationMS = st.FinishedAt.Sub(*st.StartedAt).Milliseconds()
+		}
+	}
+	return r.events.Publish(ctx, ev)
 }
 
 // handBack returns a job this worker will not finish to the queue, marked
