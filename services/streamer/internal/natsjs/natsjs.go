@@ -227,22 +227,31 @@ func (f *feed) Next() (entry.Entry, error) {
 	return e, nil
 }
 
-// unstall guards the no-gap promise against a consumer that stopped
-// delivering (seen once under heavy load, cause unknown): when the feed has
-// been idle for StallCheck while JetStream reports messages pending for it,
-// the feed reopens from the sequence after the last one it delivered. An
-// idle stream costs one consumer info request per StallCheck.
+// unstall guards the no-gap promise against a feed that stopped receiving
+// (seen once under heavy load, cause unknown). When the feed has been idle
+// for StallCheck it asks JetStream about its consumer and reopens from the
+// sequence after the last message it received if the consumer is gone,
+// has messages pending, or has delivered messages the feed never got (lost
+// on the way). An idle stream costs one consumer info request per
+// StallCheck.
 func (f *feed) unstall() error {
 	ctx, cancel := context.WithTimeout(f.ctx, f.s.cfg.CleanupTimeout)
 	defer cancel()
 	info, err := f.cons.Info(ctx)
-	if err != nil || info.NumPending == 0 {
-		return nil // nothing waiting, or no way to tell: keep waiting
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return nil // no way to tell now: ask again after the next wait
+	case info.NumPending == 0 && info.Delivered.Stream < f.next:
+		return nil // idle, and nothing was lost
+	default:
+		f.s.log.Warn("live feed stalled; reopening it", "stream_id", f.streamID, "pending", info.NumPending,
+			"delivered_seq", info.Delivered.Stream, "from_seq", f.next)
 	}
-	f.s.log.Warn("live feed idle with messages pending; reopening it", "stream_id", f.streamID,
-		"pending", info.NumPending, "from_seq", f.next)
 	f.it.Stop()
-	f.s.deleteConsumer(ctx, info.Name)
+	if ci := f.cons.CachedInfo(); ci != nil {
+		f.s.deleteConsumer(ctx, ci.Name)
+	}
 	cons, it, err := f.s.openAt(ctx, f.streamID, f.next)
 	if err != nil {
 		return err

@@ -13,10 +13,13 @@ import (
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
 
-// A live feed whose consumer stops delivering while messages are pending
-// reopens from the message after the last it delivered: nothing is lost.
-// The stall is staged by swapping the feed's iterator for one that never
-// delivers (white box: the real cause was seen once and not reproduced).
+// A live feed that stops receiving reopens from the message after the last
+// it received: nothing is lost, whether the missing messages are still
+// pending at the server or were delivered to a subscription that dropped
+// them. The stall is staged by stopping the feed's iterator (its
+// outstanding pull request may still take messages) and swapping in one
+// that never delivers (white box: the real cause was seen once and not
+// reproduced).
 func TestStalledFeedReopensWithoutLoss(t *testing.T) {
 	t.Parallel()
 	_, _, js := natstest.Provisioned(t)
