@@ -21,6 +21,8 @@ type Config struct {
 	StateTTL time.Duration
 	// JobsMaxAge bounds how long a job may wait in the queue.
 	JobsMaxAge time.Duration
+	// AuditMaxAge is how long audit records are kept.
+	AuditMaxAge time.Duration
 	// Replicas is the JetStream replica count (1 for a single server).
 	Replicas int
 	// Memory keeps everything in memory instead of files (tests only).
@@ -36,6 +38,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.JobsMaxAge <= 0 {
 		c.JobsMaxAge = contracts.DefaultJobsMaxAge
+	}
+	if c.AuditMaxAge <= 0 {
+		c.AuditMaxAge = contracts.DefaultAuditMaxAge
 	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1
@@ -69,10 +74,24 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 		MaxAge:      cfg.OutputMaxAge,
 		Duplicates:  contracts.DuplicateWindow,
 		Discard:     jetstream.DiscardOld,
+	}, {
+		Name:        contracts.StreamAudit,
+		Description: "rdev audit log: every security-relevant act, append-only",
+		Subjects:    []string{contracts.SubjectAuditPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      cfg.AuditMaxAge,
+		Duplicates:  contracts.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
+		// Nothing may rewrite history: records cannot be deleted one by
+		// one nor the stream purged through the API.
+		DenyDelete: true,
+		DenyPurge:  true,
 	}}
 }
 
-// Ensure creates the streams and the state bucket, or updates them to cfg
+// Ensure creates the streams and the state and access buckets, or updates them to cfg
 // when they exist, and returns the state bucket. An update never deletes
 // messages: only limits change.
 func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
@@ -82,7 +101,32 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
+	if _, err := AccessBucket(ctx, js, cfg); err != nil {
+		return nil, err
+	}
 	return stateBucket(ctx, js, cfg)
+}
+
+// AccessBucket creates or updates the access bucket (projects, API keys)
+// and returns it. It keeps a short history so an operator can see what a
+// record was before its last changes.
+func AccessBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
+	cfg.setDefaults()
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      contracts.BucketAccess,
+		Description: "rdev projects, API keys (hashes only) and the stream-token secret",
+		History:     5,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", contracts.BucketAccess, err)
+	}
+	return kv, nil
 }
 
 func stateBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {

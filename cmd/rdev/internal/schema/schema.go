@@ -36,6 +36,7 @@ func Generate() (map[string][]byte, error) {
 		"stream_ref":    contracts.StreamRef{},
 		"error_body":    contracts.ErrorBody{},
 		"sse_connected": contracts.SSEConnectedData{},
+		"audit_record":  contracts.AuditRecord{},
 	} {
 		s := r.Reflect(v)
 		s.ID = jsonschema.ID("https://rdev.dev/schema/v1/" + name + ".json")

@@ -1,0 +1,129 @@
+package access
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// RateLimit allows at most Requests in any sliding window of
+// WindowSeconds.
+type RateLimit struct {
+	// Requests is the most requests in a window.
+	Requests int `json:"requests"`
+	// WindowSeconds is the window length.
+	WindowSeconds int `json:"window_seconds"`
+}
+
+// Window returns the window as a duration.
+func (r RateLimit) Window() time.Duration { return time.Duration(r.WindowSeconds) * time.Second }
+
+func (r *RateLimit) validate(field string) error {
+	if r == nil {
+		return nil
+	}
+	if r.Requests < 1 || r.Requests > 1_000_000 || r.WindowSeconds < 1 || r.WindowSeconds > 86_400 {
+		return errorf(KindInvalid, "invalid_rate_limit", "%s needs requests between 1 and 1000000 and window_seconds between 1 and 86400", field)
+	}
+	return nil
+}
+
+// PodSettings tune a project's workspace pod for the Kubernetes executor.
+type PodSettings struct {
+	// Image replaces the pod template's image.
+	Image string `json:"image,omitempty"`
+	// CPU is the container's CPU limit, e.g. "2" or "500m".
+	CPU string `json:"cpu,omitempty"`
+	// Memory is the container's memory limit, e.g. "1Gi".
+	Memory string `json:"memory,omitempty"`
+}
+
+// Project is a tenant: jobs, streams, keys and audit records belong to one.
+type Project struct {
+	// ID is a DNS label; it appears in URLs and subjects.
+	ID string `json:"id"`
+	// Name is for people.
+	Name string `json:"name"`
+	// AllowedIPs are the CIDRs requests about the project may come from;
+	// empty allows any address.
+	AllowedIPs []string `json:"allowed_ips"`
+	// DefaultPriority applies to jobs that name none; "" means normal.
+	DefaultPriority contracts.Priority `json:"default_priority,omitempty"`
+	// RateLimit bounds requests about the project, from all keys together.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// MaxConcurrentJobs bounds the project's running jobs; 0 is no bound.
+	MaxConcurrentJobs int `json:"max_concurrent_jobs"`
+	// Pod tunes the project's workspace pod.
+	Pod *PodSettings `json:"pod,omitempty"`
+	// CreatedAt is when the project was created.
+	CreatedAt time.Time `json:"created_at"`
+	// UpdatedAt is when it last changed.
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// ProjectPatch holds the fields a change sets; nil fields stay as they are.
+type ProjectPatch struct {
+	Name              *string             `json:"name"`
+	AllowedIPs        *[]string           `json:"allowed_ips"`
+	DefaultPriority   *contracts.Priority `json:"default_priority"`
+	RateLimit         **RateLimit         `json:"rate_limit"`
+	MaxConcurrentJobs *int                `json:"max_concurrent_jobs"`
+	Pod               **PodSettings       `json:"pod"`
+}
+
+// Apply sets the patch's fields on p and checks the result.
+func (pp ProjectPatch) Apply(p *Project) error {
+	if pp.Name != nil {
+		p.Name = *pp.Name
+	}
+	if pp.AllowedIPs != nil {
+		p.AllowedIPs = *pp.AllowedIPs
+	}
+	if pp.DefaultPriority != nil {
+		p.DefaultPriority = *pp.DefaultPriority
+	}
+	if pp.RateLimit != nil {
+		p.RateLimit = *pp.RateLimit
+	}
+	if pp.MaxConcurrentJobs != nil {
+		p.MaxConcurrentJobs = *pp.MaxConcurrentJobs
+	}
+	if pp.Pod != nil {
+		p.Pod = *pp.Pod
+	}
+	return p.Normalize()
+}
+
+// Normalize checks p and brings its fields to canonical form.
+func (p *Project) Normalize() error {
+	if !contracts.ValidProjectID(p.ID) {
+		return errorf(KindInvalid, "invalid_project", "project id %q must be a DNS label: 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit", p.ID)
+	}
+	p.Name = strings.TrimSpace(p.Name)
+	if p.Name == "" {
+		p.Name = p.ID
+	}
+	if utf8.RuneCountInString(p.Name) > 200 {
+		return errorf(KindInvalid, "invalid_name", "name must be at most 200 characters")
+	}
+	ips, err := ParseAllowedIPs(p.AllowedIPs)
+	if err != nil {
+		return err
+	}
+	if len(ips) > 100 {
+		return errorf(KindInvalid, "invalid_allowed_ips", "at most 100 allowed IP ranges")
+	}
+	p.AllowedIPs = ips
+	if _, err := contracts.ParsePriority(string(p.DefaultPriority)); err != nil {
+		return errorf(KindInvalid, "invalid_priority", "default_priority: %v", err)
+	}
+	if err := p.RateLimit.validate("rate_limit"); err != nil {
+		return err
+	}
+	if p.MaxConcurrentJobs < 0 || p.MaxConcurrentJobs > 10_000 {
+		return errorf(KindInvalid, "invalid_max_concurrent_jobs", "max_concurrent_jobs must be between 0 (no bound) and 10000")
+	}
+	return nil
+}

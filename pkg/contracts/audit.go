@@ -1,0 +1,81 @@
+package contracts
+
+import "time"
+
+// The audit log: every security-relevant act, appended once to StreamAudit
+// on SubjectAudit(project, kind). Operators may subscribe to rdev.audit.>
+// directly; GET /v1/audit reads the same records.
+const (
+	// SubjectAuditPrefix prefixes audit subjects: rdev.audit.<project>.<kind>.
+	SubjectAuditPrefix = "rdev.audit"
+	// AuditNoProject stands for the project token of records that concern
+	// no single project (key changes, requests denied before a project is
+	// known).
+	AuditNoProject = "_"
+	// StreamAudit is the append-only stream of AuditRecords.
+	StreamAudit = "RDEV_AUDIT"
+	// BucketAccess is the key-value bucket holding projects, API keys and
+	// the stream-token secret: rdev's system of record for who may do what.
+	BucketAccess = "rdev_access"
+	// DefaultAuditMaxAge is how long audit records are kept.
+	DefaultAuditMaxAge = 365 * 24 * time.Hour
+)
+
+// AuditKind names what an AuditRecord records.
+type AuditKind string
+
+// The audit kinds. Each is one subject token (no dots).
+const (
+	AuditJobSubmitted   AuditKind = "job_submitted"
+	AuditJobFinished    AuditKind = "job_finished"
+	AuditKeyCreated     AuditKind = "key_created"
+	AuditKeyRevoked     AuditKind = "key_revoked"
+	AuditProjectCreated AuditKind = "project_created"
+	AuditProjectUpdated AuditKind = "project_updated"
+	AuditProjectDeleted AuditKind = "project_deleted"
+	AuditRequestDenied  AuditKind = "request_denied"
+)
+
+// AuditKinds lists every kind, for validation of filters.
+func AuditKinds() []AuditKind {
+	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditKeyCreated, AuditKeyRevoked,
+		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied}
+}
+
+// SubjectAudit is where an audit record about project ("" for none) of the
+// given kind is published.
+func SubjectAudit(project string, kind AuditKind) string {
+	if project == "" {
+		project = AuditNoProject
+	}
+	return SubjectAuditPrefix + "." + project + "." + string(kind)
+}
+
+// AuditRecord is one entry of the audit log.
+type AuditRecord struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// ID identifies the record; it is also its Nats-Msg-Id, so a record
+	// published twice is stored once.
+	ID string `json:"id"`
+	// Seq is the record's position in StreamAudit; set when read back.
+	Seq uint64 `json:"seq,omitempty"`
+	// Time is when the act happened.
+	Time time.Time `json:"time"`
+	// Kind is what happened.
+	Kind AuditKind `json:"kind"`
+	// Actor is the id of the API key that acted; "" when none was
+	// presented or it was not valid; "system" for rdev's own acts.
+	Actor string `json:"actor,omitempty"`
+	// Project is the project concerned, if any.
+	Project string `json:"project,omitempty"`
+	// ClientIP is the address the request came from, as the API judged it.
+	ClientIP string `json:"client_ip,omitempty"`
+	// JobID is the job concerned, if any.
+	JobID string `json:"job_id,omitempty"`
+	// Detail holds what else is worth knowing for the kind: the argv or the
+	// prompt's SHA-256 and priority of a submit, exit code and duration of
+	// a finished job, the status and code of a denied request, the key id
+	// created or revoked, the fields of a project that changed.
+	Detail map[string]any `json:"detail,omitempty"`
+}
