@@ -1,0 +1,144 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// Policy says what a Guard answers when its backend cannot.
+type Policy int
+
+const (
+	// FailOpen admits requests while the backend is unavailable: the API
+	// keeps serving, unlimited, and OnDegraded reports it.
+	FailOpen Policy = iota
+	// FailClosed refuses requests while the backend is unavailable: Allow
+	// returns an error wrapping ErrUnavailable.
+	FailClosed
+)
+
+// ErrUnavailable is returned (wrapped, together with the cause) by a
+// FailClosed Guard when its backend failed or timed out, or its breaker is
+// open.
+var ErrUnavailable = errors.New("rate limiter unavailable")
+
+// Defaults of GuardConfig.
+const (
+	DefaultTimeout         = 100 * time.Millisecond
+	DefaultBreakerFailures = 5
+	DefaultBreakerCooldown = time.Second
+)
+
+// GuardConfig configures a Guard. Zero fields take the defaults.
+type GuardConfig struct {
+	// Policy is what Allow answers when the backend fails (default FailOpen).
+	Policy Policy
+	// Timeout bounds each backend call (default 100ms).
+	Timeout time.Duration
+	// OnDegraded, if set, is called with the cause on every decision made
+	// without the backend (a warning metric or log line). It must be fast.
+	OnDegraded func(err error)
+	// BreakerFailures is how many consecutive backend failures open the
+	// breaker (default 5). While open, calls do not reach the backend.
+	BreakerFailures uint32
+	// BreakerCooldown is how long the breaker stays open before one probe
+	// call is let through (default 1s).
+	BreakerCooldown time.Duration
+}
+
+func (c *GuardConfig) setDefaults() {
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = DefaultBreakerFailures
+	}
+	if c.BreakerCooldown <= 0 {
+		c.BreakerCooldown = DefaultBreakerCooldown
+	}
+}
+
+// Guard is a Limiter in front of a shared backend that may fail: it bounds
+// every call by a timeout, opens a circuit breaker after repeated failures
+// so a dead backend costs nothing per request, and then answers by its
+// Policy. Its Allow returns within Timeout (plus scheduling) even if the
+// backend ignores its context. Caller cancellation is returned as is and
+// does not count as a backend failure.
+type Guard struct {
+	next    Limiter
+	cfg     GuardConfig
+	breaker *gobreaker.CircuitBreaker[Decision]
+}
+
+// NewGuard wraps next with a timeout, a breaker and a failure policy.
+func NewGuard(next Limiter, cfg GuardConfig) *Guard {
+	cfg.setDefaults()
+	g := &Guard{next: next, cfg: cfg}
+	g.breaker = gobreaker.NewCircuitBreaker[Decision](gobreaker.Settings{
+		Name:    "ratelimit",
+		Timeout: cfg.BreakerCooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= cfg.BreakerFailures
+		},
+		IsExcluded: func(err error) bool { return errors.Is(err, errCallerGone) || errors.Is(err, ErrInvalidLimit) },
+	})
+	return g
+}
+
+// errCallerGone marks an error caused by the caller's context, not the backend.
+var errCallerGone = errors.New("caller context done")
+
+// Allow implements Limiter.
+func (g *Guard) Allow(ctx context.Context, key string, l Limit) (Decision, error) {
+	if l.Unlimited() {
+		return Decision{Allowed: true}, nil
+	}
+	d, err := g.breaker.Execute(func() (Decision, error) { return g.call(ctx, key, l) })
+	switch {
+	case err == nil:
+		return d, nil
+	case errors.Is(err, errCallerGone), errors.Is(err, ErrInvalidLimit):
+		return Decision{}, err
+	}
+	if g.cfg.OnDegraded != nil {
+		g.cfg.OnDegraded(err)
+	}
+	if g.cfg.Policy == FailClosed {
+		return Decision{}, fmt.Errorf("allow %q: %w: %w", key, ErrUnavailable, err)
+	}
+	return Decision{Allowed: true, Limit: l.Requests, Remaining: l.Requests}, nil
+}
+
+// call runs one backend call bounded by the timeout; the backend runs in
+// its own goroutine so a backend that ignores ctx cannot hold the caller.
+// That goroutine ends when the backend returns (go-redis: at its own
+// socket timeouts), and the breaker keeps their number small.
+func (g *Guard) call(ctx context.Context, key string, l Limit) (Decision, error) {
+	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	type result struct {
+		d   Decision
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		d, err := g.next.Allow(cctx, key, l)
+		done <- result{d, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil && ctx.Err() != nil {
+			return Decision{}, fmt.Errorf("%w: %w", errCallerGone, ctx.Err())
+		}
+		return r.d, r.err
+	case <-cctx.Done():
+		if ctx.Err() != nil {
+			return Decision{}, fmt.Errorf("%w: %w", errCallerGone, ctx.Err())
+		}
+		return Decision{}, fmt.Errorf("rate limiter backend: %w", cctx.Err())
+	}
+}

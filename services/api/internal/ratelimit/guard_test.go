@@ -1,0 +1,156 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
+	"github.com/rdev-dev/rdev/services/api/internal/ratelimit/ratelimittest"
+)
+
+// faultyLimiter is a fault injector around a real adapter: it fails, or
+// hangs ignoring its context, on demand.
+type faultyLimiter struct {
+	next  ratelimit.Limiter
+	fail  atomic.Bool
+	hang  chan struct{} // when non-nil and open, calls block until closed
+	calls atomic.Int64
+}
+
+var errBackend = errors.New("backend down")
+
+func (f *faultyLimiter) Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error) {
+	f.calls.Add(1)
+	if f.hang != nil {
+		<-f.hang
+	}
+	if f.fail.Load() {
+		return ratelimit.Decision{}, errBackend
+	}
+	return f.next.Allow(ctx, key, l)
+}
+
+type guardBundle struct {
+	guard    *ratelimit.Guard
+	backend  *faultyLimiter
+	degraded atomic.Int64
+}
+
+func setupGuard(t *testing.T, policy ratelimit.Policy, hang chan struct{}) *guardBundle {
+	t.Helper()
+	b := &guardBundle{backend: &faultyLimiter{next: ratelimit.NewMemory(), hang: hang}}
+	b.guard = ratelimit.NewGuard(b.backend, ratelimit.GuardConfig{
+		Policy:          policy,
+		Timeout:         50 * time.Millisecond,
+		OnDegraded:      func(error) { b.degraded.Add(1) },
+		BreakerFailures: 3,
+		BreakerCooldown: 100 * time.Millisecond,
+	})
+	return b
+}
+
+// A healthy backend behind a Guard still keeps the whole contract.
+func TestGuardConformance(t *testing.T) {
+	t.Parallel()
+	ratelimittest.Run(t, func(*testing.T) ratelimit.Limiter {
+		return ratelimit.NewGuard(ratelimit.NewMemory(), ratelimit.GuardConfig{})
+	})
+}
+
+// Fail open: a failing backend admits with a full Remaining and reports
+// degradation on every such decision; after enough failures the breaker
+// stops calling the backend; once the backend is back, a probe after the
+// cooldown closes the breaker and limits apply again.
+func TestGuardFailOpen(t *testing.T) {
+	t.Parallel()
+	b := setupGuard(t, ratelimit.FailOpen, nil)
+	lim := ratelimit.Limit{Requests: 1, Window: time.Minute}
+	b.backend.fail.Store(true)
+	for i := range 10 {
+		d, err := b.guard.Allow(t.Context(), "k", lim)
+		if err != nil || d != (ratelimit.Decision{Allowed: true, Limit: 1, Remaining: 1}) {
+			t.Fatalf("call %d: %+v, %v; want admitted with Remaining 1", i, d, err)
+		}
+	}
+	if got := b.degraded.Load(); got != 10 {
+		t.Fatalf("OnDegraded called %d times, want 10", got)
+	}
+	if got := b.backend.calls.Load(); got != 3 {
+		t.Fatalf("backend called %d times, want 3 (the breaker opens after 3 failures)", got)
+	}
+	b.backend.fail.Store(false)
+	waitLimited(t, b.guard, lim)
+}
+
+func waitLimited(t *testing.T, g *ratelimit.Guard, lim ratelimit.Limit) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		d, err := g.Allow(t.Context(), "k", lim)
+		if err == nil && !d.Allowed {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("limits did not apply again within 5s of the backend's return")
+}
+
+func TestGuardFailClosed(t *testing.T) {
+	t.Parallel()
+	b := setupGuard(t, ratelimit.FailClosed, nil)
+	lim := ratelimit.Limit{Requests: 1, Window: time.Minute}
+	b.backend.fail.Store(true)
+	for i := range 5 {
+		d, err := b.guard.Allow(t.Context(), "k", lim)
+		if !errors.Is(err, ratelimit.ErrUnavailable) || d.Allowed {
+			t.Fatalf("call %d: %+v, %v; want ErrUnavailable", i, d, err)
+		}
+	}
+	if got := b.degraded.Load(); got != 5 {
+		t.Fatalf("OnDegraded called %d times, want 5", got)
+	}
+	b.backend.fail.Store(false)
+	waitLimited(t, b.guard, lim)
+}
+
+// A backend that hangs and ignores its context cannot hold the caller:
+// each call returns within the timeout plus slack.
+func TestGuardNeverHangs(t *testing.T) {
+	t.Parallel()
+	hang := make(chan struct{})
+	b := setupGuard(t, ratelimit.FailClosed, hang)
+	t.Cleanup(func() { close(hang) })
+	for i := range 5 {
+		start := time.Now()
+		_, err := b.guard.Allow(t.Context(), "k", ratelimit.Limit{Requests: 1, Window: time.Minute})
+		if took := time.Since(start); took > 2*50*time.Millisecond+50*time.Millisecond {
+			t.Fatalf("call %d took %v with a 50ms timeout", i, took)
+		}
+		if !errors.Is(err, ratelimit.ErrUnavailable) {
+			t.Fatalf("call %d: %v, want ErrUnavailable", i, err)
+		}
+	}
+}
+
+// The caller giving up is not a backend failure: it is returned as is,
+// does not degrade and does not count towards opening the breaker.
+func TestGuardCallerCancelIsNotABackendFailure(t *testing.T) {
+	t.Parallel()
+	b := setupGuard(t, ratelimit.FailOpen, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for range 10 {
+		if _, err := b.guard.Allow(ctx, "k", ratelimit.Limit{Requests: 5, Window: time.Minute}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Allow with a canceled context: %v, want context.Canceled", err)
+		}
+	}
+	if got := b.degraded.Load(); got != 0 {
+		t.Fatalf("OnDegraded called %d times, want 0", got)
+	}
+	if d, err := b.guard.Allow(t.Context(), "k", ratelimit.Limit{Requests: 5, Window: time.Minute}); err != nil || d.Remaining != 4 {
+		t.Fatalf("after cancellations: %+v, %v; want the backend's answer (breaker closed)", d, err)
+	}
+}
