@@ -89,7 +89,7 @@ func (sh *memoryShard) sweep(now time.Duration) {
 }
 
 func (s *slidingLog) at(i int) time.Duration { return s.times[(s.head+i)%len(s.times)] }
-func (s *slidingLog) newest() time.Duration { return s.at(s.n - 1) }
+func (s *slidingLog) newest() time.Duration  { return s.at(s.n - 1) }
 
 func (s *slidingLog) allow(now time.Duration, l Limit) Decision {
 	s.window = l.Window
