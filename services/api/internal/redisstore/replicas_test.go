@@ -1,0 +1,16 @@
+package redisstore_test
+
+import (
+	"context"
+	"math/rand/v2"
+
+	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
+)
+
+// alternating sends each call to one of several limiters at random, as a
+// load balancer would spread requests over API replicas.
+type alternating []ratelimit.Limiter
+
+func (a alternating) Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error) {
+	return a[rand.IntN(len(a))].Allow(ctx, key, l)
+}
