@@ -5,6 +5,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -62,7 +63,9 @@ func Start(t testing.TB) *Server {
 	s.url = (&url.URL{Scheme: "unix", Path: s.socket}).String()
 	t.Cleanup(func() {
 		s.stop()
-		os.RemoveAll(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove redis dir: %v", err)
+		}
 	})
 	s.start()
 	return s
@@ -81,7 +84,11 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	}
 	opt.ContextTimeoutEnabled = true
 	c := redis.NewClient(opt)
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Logf("close redis client: %v", err)
+		}
+	})
 	return c
 }
 
@@ -139,7 +146,9 @@ func (s *Server) signal(sig syscall.Signal) {
 func (s *Server) start() {
 	s.t.Helper()
 	logFile := filepath.Join(s.dir, "redis.log")
-	cmd := exec.Command("redis-server",
+	// The test's context ends the server with the test even if a cleanup
+	// is skipped.
+	cmd := exec.CommandContext(s.t.Context(), "redis-server",
 		"--port", "0",
 		"--unixsocket", s.socket,
 		"--unixsocketperm", "700",
@@ -153,8 +162,9 @@ func (s *Server) start() {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
 	exited := make(chan struct{})
+	var waitErr error
 	go func() {
-		cmd.Wait()
+		waitErr = cmd.Wait()
 		close(exited)
 	}()
 	s.mu.Lock()
@@ -162,7 +172,7 @@ func (s *Server) start() {
 	s.mu.Unlock()
 
 	c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.socket, MaxRetries: -1, DialTimeout: time.Second})
-	defer c.Close()
+	defer func() { _ = c.Close() }() // a readiness probe: nothing to lose
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -174,7 +184,7 @@ func (s *Server) start() {
 		select {
 		case <-exited:
 			log, _ := os.ReadFile(logFile)
-			s.t.Fatalf("redis-server exited before answering: %s", log)
+			s.t.Fatalf("redis-server exited before answering (%v): %s", waitErr, log)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -194,7 +204,10 @@ func (s *Server) stop() {
 	if cmd == nil {
 		return
 	}
-	cmd.Process.Kill() // SIGKILL works on a stopped (paused) process too
+	// SIGKILL works on a stopped (paused) process too.
+	if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		s.t.Errorf("kill redis-server: %v", err)
+	}
 	select {
 	case <-exited:
 	case <-time.After(readyTimeout):

@@ -15,7 +15,12 @@ import (
 const (
 	DefaultTimeout         = 100 * time.Millisecond
 	DefaultBreakerFailures = 5
-	DefaultBreakerCooldown = time.Second
+	// DefaultBreakerCooldown is short: after an outage the owed
+	// invalidation is the breaker's probe, and until it runs other
+	// replicas may still read entries this one could not delete. With the
+	// default timeout and retry interval, a revoked key's entry is gone
+	// within about 0.7s of Redis answering again.
+	DefaultBreakerCooldown = 500 * time.Millisecond
 	DefaultRetryInterval   = 100 * time.Millisecond
 )
 
@@ -31,7 +36,7 @@ type GuardConfig struct {
 	// breaker (default 5). While open, calls do not reach the backend.
 	BreakerFailures uint32
 	// BreakerCooldown is how long the breaker stays open before one probe
-	// call is let through (default 1s).
+	// call is let through (default 500ms).
 	BreakerCooldown time.Duration
 	// RetryInterval is how often a pending invalidation is retried
 	// (default 100ms).

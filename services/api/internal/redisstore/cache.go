@@ -44,6 +44,10 @@ var (
 
 // Cache is a cache.Backend on Redis, shared by every API replica: a
 // Delete or Invalidate by one is seen by the next Get of all.
+//
+// The generation key has no TTL and must never be evicted (a reset
+// counter would revive old entries): run Redis with maxmemory-policy
+// noeviction or a volatile-* policy, which only evict keys with a TTL.
 type Cache struct {
 	client  redis.UniversalClient
 	genKey  string
