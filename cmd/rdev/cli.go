@@ -36,6 +36,7 @@ type topologyFlags struct {
 type httpFlags struct {
 	HTTPAddr        string        `name:"http-addr" default:"127.0.0.1:8080" env:"RDEV_HTTP_ADDR" help:"HTTP listen address."`
 	ShutdownTimeout time.Duration `default:"15s" env:"RDEV_SHUTDOWN_TIMEOUT" help:"How long in-flight HTTP requests may finish at shutdown."`
+	TrustedProxies  []string      `name:"trusted-proxies" env:"RDEV_TRUSTED_PROXIES" help:"CIDRs of proxies whose X-Forwarded-For is believed; by default it is not, and the client address is the TCP peer's."`
 }
 
 type apiFlags struct {
@@ -43,6 +44,13 @@ type apiFlags struct {
 	DefaultTimeout time.Duration `name:"default-job-timeout" default:"10m" env:"RDEV_DEFAULT_JOB_TIMEOUT" help:"Timeout of jobs that set none."`
 	MaxTimeout     time.Duration `name:"max-job-timeout" default:"24h" env:"RDEV_MAX_JOB_TIMEOUT" help:"Longest timeout a job may ask for."`
 	ClaudeCommand  []string      `name:"claude-command" sep:"none" env:"RDEV_CLAUDE_COMMAND" help:"Argv for prompts, one flag per element; {prompt} marks the prompt (default: claude -p {prompt} --output-format stream-json --verbose)."`
+	// BootstrapKey is a secret: never logged.
+	BootstrapKey        string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
+	RedisURL            string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty."`
+	RateLimitFailClosed bool          `name:"rate-limit-fail-closed" env:"RDEV_RATE_LIMIT_FAIL_CLOSED" help:"Refuse requests (503) while Redis is down, instead of serving them unlimited."`
+	KeyRateLimit        int           `name:"key-rate-limit" default:"0" env:"RDEV_KEY_RATE_LIMIT" help:"Requests a key without its own limit may make per --key-rate-window (0: unlimited)."`
+	KeyRateWindow       time.Duration `name:"key-rate-window" default:"1m" env:"RDEV_KEY_RATE_WINDOW" help:"Window of --key-rate-limit."`
+	StreamTokenTTL      time.Duration `name:"stream-token-ttl" default:"1h" env:"RDEV_STREAM_TOKEN_TTL" help:"How long the token in a submit reply's events_url opens the stream."`
 }
 
 type workerFlags struct {

@@ -27,7 +27,7 @@ func TestSubmitWatchComplete(t *testing.T) {
 		"command":  []string{"sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo oops >&2; exit 3"},
 		"priority": "high",
 	})
-	if r.Status != "queued" || r.EventsURL != "/v1/streams/"+r.StreamID+"/events" {
+	if r.Status != "queued" || !strings.HasPrefix(r.EventsURL, "/v1/streams/"+r.StreamID+"/events?token=") {
 		t.Fatalf("reply %+v", r)
 	}
 	s := ssetest.Open(t, n.http+r.EventsURL, "")
@@ -107,7 +107,7 @@ func TestResumeAfterDisconnectAndLateJoin(t *testing.T) {
 	for _, viaQuery := range []bool{false, true} {
 		var s *ssetest.Stream
 		if viaQuery {
-			s = ssetest.Open(t, url+"?last_event_id="+first.LastID, "")
+			s = ssetest.Open(t, url+"&last_event_id="+first.LastID, "")
 		} else {
 			s = ssetest.Open(t, url, first.LastID)
 		}
@@ -350,6 +350,7 @@ func TestRouterErrorsAndHealth(t *testing.T) {
 		{http.MethodGet, "/v1/streams/unknown/events", http.StatusNotFound, "stream_not_found"},
 	} {
 		req, _ := http.NewRequest(tc.method, n.http+tc.path, nil)
+		req.Header.Set("Authorization", "Bearer "+adminKey)
 		resp, err := http.DefaultClient.Do(req)
 		must(t, err, "%s %s", tc.method, tc.path)
 		var eb contracts.ErrorBody

@@ -24,12 +24,44 @@ import (
 // tests run real rdev processes without a separate build.
 const childEnv = "RDEV_TEST_RUN_MAIN"
 
+// adminKey is the bootstrap admin key of every test node, in this process
+// and in child processes (which inherit the environment).
+const adminKey = "rdev-test-admin-key-0123456789abcdef"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		main()
 		os.Exit(0)
 	}
+	if err := os.Setenv("RDEV_BOOTSTRAP_API_KEY", adminKey); err != nil {
+		panic(err)
+	}
 	os.Exit(m.Run())
+}
+
+// call sends a request with the admin key and returns the status and body.
+func call(t testing.TB, method, url string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, rb
 }
 
 // node is a running rdev: in this process or a child process.
@@ -176,17 +208,18 @@ type submitReply struct {
 	JobURL    string `json:"job_url"`
 }
 
+// submit submits a command as admin, creating the project on first use.
 func submit(t testing.TB, base, project string, body any) submitReply {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	resp, err := http.Post(base+"/v1/projects/"+project+"/commands", "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
+	status, rb := call(t, http.MethodPost, base+"/v1/projects/"+project+"/commands", body)
+	if status == http.StatusNotFound && strings.Contains(string(rb), "project_not_found") {
+		if status, pb := call(t, http.MethodPost, base+"/v1/projects", map[string]string{"id": project}); status != http.StatusCreated && status != http.StatusConflict {
+			t.Fatalf("create project %s: %d %s", project, status, pb)
+		}
+		status, rb = call(t, http.MethodPost, base+"/v1/projects/"+project+"/commands", body)
 	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("submit: %d %s", resp.StatusCode, rb)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", status, rb)
 	}
 	var r submitReply
 	if err := json.Unmarshal(rb, &r); err != nil {
@@ -197,14 +230,10 @@ func submit(t testing.TB, base, project string, body any) submitReply {
 
 func getJob(t testing.TB, base, id string) contracts.JobState {
 	t.Helper()
-	resp, err := http.Get(base + "/v1/jobs/" + id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	status, rb := call(t, http.MethodGet, base+"/v1/jobs/"+id, nil)
 	var st contracts.JobState
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("get job %s: %d %v", id, resp.StatusCode, err)
+	if err := json.Unmarshal(rb, &st); err != nil || status != http.StatusOK {
+		t.Fatalf("get job %s: %d %s", id, status, rb)
 	}
 	return st
 }

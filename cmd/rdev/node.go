@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/cmd/rdev/internal/httpserver"
+	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
@@ -99,10 +101,14 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return err
 	}
+	accessKV, err := topology.AccessBucket(ctx, js, tcfg)
+	if err != nil {
+		return err
+	}
 
 	var hs *httpserver.Server
 	if cfg.api != nil || cfg.streamer != nil {
-		if hs, err = httpserver.New(ctx, cfg.http.HTTPAddr, log); err != nil {
+		if hs, err = httpserver.New(ctx, cfg.http.HTTPAddr, cfg.http.TrustedProxies, log); err != nil {
 			return err
 		}
 		hs.AddReadyCheck("nats", func(context.Context) error {
@@ -121,9 +127,25 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
-		a, err := api.New(api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
-			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: cfg.api.ClaudeCommand}, ajs, state, log.With("service", "api"))
+		a, err := api.New(ctx, api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
+			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: cfg.api.ClaudeCommand, RedisURL: cfg.api.RedisURL,
+			RateLimitFailClosed: cfg.api.RateLimitFailClosed, KeyRateLimit: cfg.api.KeyRateLimit, KeyRateWindow: cfg.api.KeyRateWindow,
+			TokenTTL: cfg.api.StreamTokenTTL}, ajs, state, accessKV, log.With("service", "api"))
 		if err != nil {
+			return err
+		}
+		cleanup = append(cleanup, a.Close)
+		generated, err := a.Bootstrap(ctx, cfg.api.BootstrapKey)
+		if err != nil {
+			return err
+		}
+		if generated != "" {
+			// Shown once: only its hash is stored.
+			fmt.Fprintln(stdout, "rdev admin API key (shown once, store it now): "+generated)
+		}
+		apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
+		cleanup = append(cleanup, stopAPI)
+		if err := a.Run(apiCtx); err != nil {
 			return err
 		}
 		a.Register(hs.Echo)
@@ -134,8 +156,12 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
+		gate, err := streamGate(ctx, accessKV)
+		if err != nil {
+			return err
+		}
 		st, err = streamer.New(streamer.Config{Heartbeat: cfg.streamer.SSEHeartbeat, AllowOrigins: cfg.streamer.CORSOrigins},
-			sjs, state, log.With("service", "streamer"))
+			sjs, state, gate, log.With("service", "streamer"))
 		if err != nil {
 			return err
 		}
@@ -203,4 +229,19 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	}
 	log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// streamGate admits stream readers by token or key, reading keys and
+// projects straight from the access bucket (a stream is opened far less
+// often than a job is submitted, so no cache).
+func streamGate(ctx context.Context, accessKV jetstream.KeyValue) (*access.StreamGate, error) {
+	store, err := natskv.Open(ctx, accessKV)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := store.TokenSecret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &access.StreamGate{Signer: access.NewSigner(secret), Keys: store, Projects: store}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -126,4 +127,24 @@ func Forbidden(project string, role Role) error {
 // AdminOnly returns the refusal for an admin-only action.
 func AdminOnly() error {
 	return errorf(KindForbidden, "forbidden", "this needs an admin API key")
+}
+
+// BearerToken returns the credential of an "Authorization: Bearer <token>"
+// header value, or "".
+func BearerToken(authorization string) string {
+	scheme, token, ok := strings.Cut(authorization, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+// ClientAddr parses the client address the transport settled on; an
+// unparsable one becomes "::", which no allowed range but ::/0 contains.
+func ClientAddr(s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.IPv6Unspecified()
+	}
+	return a.Unmap()
 }

@@ -63,14 +63,16 @@ type Project struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// ProjectPatch holds the fields a change sets; nil fields stay as they are.
+// ProjectPatch holds the fields a change sets; absent (nil) fields stay as
+// they are. A rate_limit with zero requests removes the limit, and an empty
+// pod object the pod settings.
 type ProjectPatch struct {
 	Name              *string             `json:"name"`
 	AllowedIPs        *[]string           `json:"allowed_ips"`
 	DefaultPriority   *contracts.Priority `json:"default_priority"`
-	RateLimit         **RateLimit         `json:"rate_limit"`
+	RateLimit         *RateLimit          `json:"rate_limit"`
 	MaxConcurrentJobs *int                `json:"max_concurrent_jobs"`
-	Pod               **PodSettings       `json:"pod"`
+	Pod               *PodSettings        `json:"pod"`
 }
 
 // Apply sets the patch's fields on p and checks the result.
@@ -85,13 +87,19 @@ func (pp ProjectPatch) Apply(p *Project) error {
 		p.DefaultPriority = *pp.DefaultPriority
 	}
 	if pp.RateLimit != nil {
-		p.RateLimit = *pp.RateLimit
+		p.RateLimit = pp.RateLimit
+		if pp.RateLimit.Requests == 0 {
+			p.RateLimit = nil
+		}
 	}
 	if pp.MaxConcurrentJobs != nil {
 		p.MaxConcurrentJobs = *pp.MaxConcurrentJobs
 	}
 	if pp.Pod != nil {
-		p.Pod = *pp.Pod
+		p.Pod = pp.Pod
+		if *pp.Pod == (PodSettings{}) {
+			p.Pod = nil
+		}
 	}
 	return p.Normalize()
 }

@@ -4,6 +4,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,10 +13,19 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/natskv"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/api/internal/admin"
+	"github.com/rdev-dev/rdev/services/api/internal/cache"
+	"github.com/rdev-dev/rdev/services/api/internal/cachedstore"
 	"github.com/rdev-dev/rdev/services/api/internal/httpapi"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
+	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
+	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
 )
 
 // Config tunes the API. Zero values take the documented defaults.
@@ -30,8 +40,26 @@ type Config struct {
 	// prompt goes; default claude -p {prompt} --output-format stream-json
 	// --verbose.
 	ClaudeCommand []string
-	// PublishTimeout bounds the wait for JetStream to store a job; default 5s.
+	// PublishTimeout bounds the wait for JetStream to store a job or an
+	// audit record; default 5s.
 	PublishTimeout time.Duration
+	// RedisURL, when set, keeps rate-limit counters and the key and
+	// project lookup cache in Redis, shared by every API replica;
+	// otherwise they are in process.
+	RedisURL string
+	// RateLimitFailClosed refuses requests (503) while the rate limiter's
+	// backend is down; by default they are let through with a warning.
+	RateLimitFailClosed bool
+	// KeyRateLimit is how many requests a key without its own limit may
+	// make in KeyRateWindow; 0 is unlimited.
+	KeyRateLimit  int
+	KeyRateWindow time.Duration
+	// TokenTTL is how long the stream token in events_url stays valid;
+	// default 1h.
+	TokenTTL time.Duration
+	// CacheTTL bounds a cached key or project; default 5m (changes drop
+	// entries at once anyway).
+	CacheTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -40,6 +68,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 5 * time.Second
+	}
+	if c.KeyRateWindow <= 0 {
+		c.KeyRateWindow = time.Minute
+	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = time.Hour
+	}
+	if c.CacheTTL <= 0 {
+		c.CacheTTL = 5 * time.Minute
 	}
 }
 
@@ -61,23 +98,120 @@ func (c Config) Validate() error {
 }
 
 // Service is the API, ready to be registered on an Echo instance.
-type Service struct{ handlers *httpapi.Handlers }
+type Service struct {
+	handlers *httpapi.Handlers
+	admin    *admin.Service
+	store    *natskv.Store
+	cached   *cachedstore.Store
+	audit    *natsjs.AuditLog
+	closers  []func()
+	log      *slog.Logger
+}
 
 // New builds the API on a JetStream context whose topology is provisioned
-// (see pkg/topology) and the state bucket.
-func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, log *slog.Logger) (*Service, error) {
+// (see pkg/topology), the state bucket and the access bucket.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessKV jetstream.KeyValue, log *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
-	svc := jobs.New(natsjs.NewStore(state), natsjs.NewQueue(js, cfg.PublishTimeout), jobs.Limits{
+	store, err := natskv.Open(ctx, accessKV)
+	if err != nil {
+		return nil, fmt.Errorf("api: access store: %w", err)
+	}
+	secret, err := store.TokenSecret(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	s := &Service{store: store, log: log}
+	limiter, keyCache, err := s.hotPath(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s.cached = cachedstore.New(store, keyCache, cfg.CacheTTL, log)
+	s.audit = natsjs.NewAuditLog(js, cfg.PublishTimeout, log)
+	s.admin = admin.New(s.cached, s.audit, newID)
+	svc := jobs.New(natsjs.NewStore(state), natsjs.NewQueue(js, cfg.PublishTimeout), s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand,
 	}, newID)
-	return &Service{handlers: httpapi.New(svc, cfg.MaxBodyBytes, log)}, nil
+	s.handlers = httpapi.New(httpapi.Deps{
+		Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
+		Audit: s.audit, Query: auditQuery{s.audit}, Signer: access.NewSigner(secret), TokenTTL: cfg.TokenTTL,
+		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
+		MaxBodyBytes: cfg.MaxBodyBytes, Log: log,
+	})
+	return s, nil
+}
+
+// hotPath builds the rate limiter and the lookup cache: in Redis when a
+// URL is configured (shared by every API replica), in process otherwise.
+// Both sit behind guards, so a Redis outage degrades to the configured
+// policy instead of failing or hanging requests.
+func (s *Service) hotPath(cfg Config, log *slog.Logger) (ratelimit.Limiter, cache.Cache, error) {
+	var lim ratelimit.Limiter = ratelimit.NewMemory()
+	var backend cache.Backend = cache.NewMemory(100_000)
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("api: redis url: %w", err)
+		}
+		// Without this go-redis ignores context deadlines and waits for
+		// its own read timeout, which would defeat the guards' bounds.
+		opts.ContextTimeoutEnabled = true
+		client := redis.NewClient(opts)
+		s.closers = append(s.closers, func() { _ = client.Close() })
+		lim = redisstore.NewLimiter(client, "rdev:rl:")
+		backend = redisstore.NewCache(client, "rdev:cache:")
+	}
+	policy := ratelimit.FailOpen
+	if cfg.RateLimitFailClosed {
+		policy = ratelimit.FailClosed
+	}
+	lg := ratelimit.NewGuard(lim, ratelimit.GuardConfig{Policy: policy, OnDegraded: func(err error) {
+		log.Warn("rate limiter degraded", "policy", policy, "err", err)
+	}})
+	cg := cache.NewGuard(backend, cache.GuardConfig{OnDegraded: func(err error) {
+		log.Warn("lookup cache degraded; reading the store", "err", err)
+	}})
+	s.closers = append(s.closers, cg.Close)
+	return lg, cg, nil
 }
 
 // Register adds the API's routes to e.
 func (s *Service) Register(e *echo.Echo) { s.handlers.Register(e) }
+
+// Bootstrap makes sure an admin key exists. With secret set (from
+// RDEV_BOOTSTRAP_API_KEY) the bootstrap key becomes that secret. Without,
+// the first start generates one and returns it so it can be shown once;
+// later starts return "".
+func (s *Service) Bootstrap(ctx context.Context, secret string) (string, error) {
+	return s.admin.Bootstrap(ctx, secret)
+}
+
+// Run does the API's background work until ctx ends: it drops cache
+// entries other processes changed, and audits finished jobs. It returns
+// once both are running.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.store.Watch(ctx, func(c natskv.Change) { s.cached.Forget(ctx, c.Key, c.Project) }); err != nil {
+		return err
+	}
+	return s.audit.RecordFinished(ctx)
+}
+
+// Close releases the Redis connections, if any.
+func (s *Service) Close() {
+	for _, c := range s.closers {
+		c()
+	}
+}
+
+// auditQuery adapts the audit log to the handlers' port.
+type auditQuery struct{ log *natsjs.AuditLog }
+
+func (a auditQuery) Query(ctx context.Context, f httpapi.AuditFilter) ([]contracts.AuditRecord, uint64, error) {
+	return a.log.Query(ctx, natsjs.AuditQuery{Project: f.Project, Kind: f.Kind, Actor: f.Actor, Since: f.Since, Until: f.Until,
+		After: f.After, Limit: f.Limit, MaxScan: 10_000})
+}
 
 // newID returns a ULID: sortable by creation time and safe in subjects.
 func newID() string { return ulid.Make().String() }

@@ -25,39 +25,88 @@ type bundle struct {
 	url string
 	js  jetstream.JetStream
 	kv  jetstream.KeyValue
+	// admin is the bootstrap admin key.
+	admin string
 }
 
-// setup serves the API over real HTTP on a real embedded NATS server.
+// adminKey is the bootstrap key every test API starts with.
+var adminKey = "test-admin-key-" + strings.Repeat("x", 32)
+
+// setup serves the API over real HTTP on a real embedded NATS server, with
+// the projects "demo" and "other".
 func setup(t *testing.T) bundle {
 	t.Helper()
-	_, _, js := natstest.Provisioned(t)
-	ctx := context.Background()
+	return setupWith(t, api.Config{MaxBodyBytes: 64 << 10, MaxTimeout: time.Hour}, nil)
+}
+
+func setupWith(t *testing.T, cfg api.Config, js jetstream.JetStream) bundle {
+	t.Helper()
+	if js == nil {
+		_, _, js = natstest.Provisioned(t)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	kv, err := js.KeyValue(ctx, contracts.BucketState)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
-	a, err := api.New(api.Config{MaxBodyBytes: 64 << 10, MaxTimeout: time.Hour}, js, kv, log)
+	akv, err := js.KeyValue(ctx, contracts.BucketAccess)
 	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	a, err := api.New(ctx, cfg, js, kv, akv, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	if _, err := a.Bootstrap(ctx, adminKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
 	e := echo.New()
 	a.Register(e)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return bundle{url: srv.URL, js: js, kv: kv}
+	b := bundle{url: srv.URL, js: js, kv: kv, admin: adminKey}
+	for _, p := range []string{"demo", "other"} {
+		if resp, body := b.post(t, "/v1/projects", "application/json", []byte(`{"id":"`+p+`"}`)); resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
+			t.Fatalf("create project %s: %d %s", p, resp.StatusCode, body)
+		}
+	}
+	return b
 }
 
-func post(t *testing.T, url, contentType string, body []byte, header ...string) (*http.Response, []byte) {
+// post sends a POST with the admin key unless header sets Authorization
+// ("" sends none).
+func (b bundle) post(t *testing.T, path, contentType string, body []byte, header ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	return b.do(t, http.MethodPost, path, contentType, body, header...)
+}
+
+// get sends a GET like post.
+func (b bundle) get(t *testing.T, path string, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	return b.do(t, http.MethodGet, path, "", nil, header...)
+}
+
+func (b bundle) do(t *testing.T, method, path, contentType string, body []byte, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, b.url+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	req.Header.Set("Authorization", "Bearer "+b.admin)
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i+1] == "" {
+			req.Header.Del(header[i])
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -65,14 +114,14 @@ func post(t *testing.T, url, contentType string, body []byte, header ...string) 
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
+	rb, _ := io.ReadAll(resp.Body)
+	return resp, rb
 }
 
 func TestSubmitQueuesDurablyOnThePrioritySubject(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	resp, body := post(t, b.url+"/v1/projects/demo/commands", "application/json",
+	resp, body := b.post(t, "/v1/projects/demo/commands", "application/json",
 		[]byte(`{"command":["sh","-c","echo hi"],"priority":"high","env":{"A_B":"1"},"timeout_seconds":30}`))
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -86,7 +135,7 @@ func TestSubmitQueuesDurablyOnThePrioritySubject(t *testing.T) {
 		t.Fatal(err)
 	}
 	sr.JobID, sr.StreamID, sr.Status, sr.EventsURL, sr.JobURL = raw["job_id"], raw["stream_id"], raw["status"], raw["events_url"], raw["job_url"]
-	if sr.Status != "queued" || sr.EventsURL != "/v1/streams/"+sr.StreamID+"/events" || sr.JobURL != "/v1/jobs/"+sr.JobID {
+	if sr.Status != "queued" || !strings.HasPrefix(sr.EventsURL, "/v1/streams/"+sr.StreamID+"/events?token=") || sr.JobURL != "/v1/jobs/"+sr.JobID {
 		t.Fatalf("unexpected reply %s", body)
 	}
 	// The 202 came after JetStream stored the job: it is in the stream now.
@@ -112,13 +161,9 @@ func TestSubmitQueuesDurablyOnThePrioritySubject(t *testing.T) {
 		t.Fatalf("stored job %+v does not match the request", job)
 	}
 
-	jr, err := http.Get(b.url + "/v1/jobs/" + sr.JobID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer jr.Body.Close()
+	jr, jb := b.get(t, "/v1/jobs/"+sr.JobID)
 	var st contracts.JobState
-	if err := json.NewDecoder(jr.Body).Decode(&st); err != nil {
+	if err := json.Unmarshal(jb, &st); err != nil {
 		t.Fatal(err)
 	}
 	if jr.StatusCode != http.StatusOK || st.Status != contracts.StatusQueued || st.StreamID != sr.StreamID || st.Priority != contracts.PriorityHigh {
@@ -130,8 +175,8 @@ func TestIdempotencyKeyReturnsTheOriginalJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	body := []byte(`{"command":["true"],"idempotency_key":"deploy-42"}`)
-	r1, b1 := post(t, b.url+"/v1/projects/demo/commands", "application/json", body)
-	r2, b2 := post(t, b.url+"/v1/projects/demo/commands", "application/json", body)
+	r1, b1 := b.post(t, "/v1/projects/demo/commands", "application/json", body)
+	r2, b2 := b.post(t, "/v1/projects/demo/commands", "application/json", body)
 	if r1.StatusCode != http.StatusAccepted || r2.StatusCode != http.StatusAccepted {
 		t.Fatalf("statuses %d, %d", r1.StatusCode, r2.StatusCode)
 	}
@@ -142,7 +187,7 @@ func TestIdempotencyKeyReturnsTheOriginalJob(t *testing.T) {
 		t.Fatalf("second submit made a new job: %s vs %s", b1, b2)
 	}
 	// The same key in another project is another job.
-	_, b3 := post(t, b.url+"/v1/projects/other/commands", "application/json", body)
+	_, b3 := b.post(t, "/v1/projects/other/commands", "application/json", body)
 	var j3 map[string]any
 	_ = json.Unmarshal(b3, &j3)
 	if j3["job_id"] == j1["job_id"] {
@@ -158,7 +203,7 @@ func TestClaudePromptIsOneArgvElement(t *testing.T) {
 	b := setup(t)
 	prompt := "fix the bug; rm -rf / $(whoami) \x1b[31m`id`"
 	body, _ := json.Marshal(map[string]string{"prompt": prompt})
-	resp, rb := post(t, b.url+"/v1/projects/demo/claude", "application/json", body)
+	resp, rb := b.post(t, "/v1/projects/demo/claude", "application/json", body)
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("status %d: %s", resp.StatusCode, rb)
 	}
@@ -217,7 +262,7 @@ func TestBadInputIsRefusedAndQueuesNothing(t *testing.T) {
 		{"command on claude", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","command":["true"]}`, 400, "unknown_field"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := post(t, b.url+tc.path, tc.ctype, []byte(tc.body))
+			resp, body := b.post(t, tc.path, tc.ctype, []byte(tc.body))
 			var eb contracts.ErrorBody
 			if err := json.Unmarshal(body, &eb); err != nil {
 				t.Fatalf("body is not an error body: %s", body)
@@ -232,13 +277,9 @@ func TestBadInputIsRefusedAndQueuesNothing(t *testing.T) {
 		status int
 		code   string
 	}{{"nope", 404, "job_not_found"}, {"a.b", 400, "invalid_job_id"}, {strings.Repeat("x", 65), 400, "invalid_job_id"}} {
-		resp, err := http.Get(b.url + "/v1/jobs/" + tc.id)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp, body := b.get(t, "/v1/jobs/"+tc.id)
 		var eb contracts.ErrorBody
-		_ = json.NewDecoder(resp.Body).Decode(&eb)
-		resp.Body.Close()
+		_ = json.Unmarshal(body, &eb)
 		if resp.StatusCode != tc.status || eb.Error.Code != tc.code {
 			t.Errorf("GET job %q: %d %s, want %d %s", tc.id, resp.StatusCode, eb.Error.Code, tc.status, tc.code)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
@@ -39,17 +40,18 @@ func (s *Service) events(c echo.Context) error {
 		return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
 			"Last-Event-ID must be a decimal event id received from this stream")
 	}
+	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), bearer(c.Request()), clientIP(c), streamID)
+	if err != nil {
+		return s.refuse(c, err)
+	}
 	if !s.enter() {
 		return problem(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
 	}
 	defer s.active.Done()
 	// The request goroutine lives as long as the stream; opening the
 	// stream needs a deep stack, so it runs on a fresh one.
-	var (
-		st  *opened
-		err error
-	)
-	freshstack.Run(func() { st, err = s.open(c, streamID, resume, raw) })
+	var st *opened
+	freshstack.Run(func() { st, err = s.open(c, reader, streamID, resume, raw) })
 	if st == nil {
 		return err
 	}
@@ -68,7 +70,7 @@ type opened struct {
 // when it cannot be streamed, and otherwise opens its event stream and
 // sends the connected event. It returns nil and the handler's error when
 // the request was answered.
-func (s *Service) open(c echo.Context, streamID string, resume uint64, raw string) (*opened, error) {
+func (s *Service) open(c echo.Context, reader access.Reader, streamID string, resume uint64, raw string) (*opened, error) {
 	ctx := c.Request().Context()
 	ref, err := s.store.Ref(ctx, streamID)
 	if errors.Is(err, natsjs.ErrUnknownStream) {
@@ -76,6 +78,9 @@ func (s *Service) open(c echo.Context, streamID string, resume uint64, raw strin
 	}
 	if err != nil {
 		return nil, s.unavailable(c, "read stream ref", err)
+	}
+	if err := s.gate.Allow(ctx, reader, ref.Project, clientIP(c)); err != nil {
+		return nil, s.refuse(c, err)
 	}
 
 	cur := follow.Cursor{Seq: resume}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/streamer"
@@ -40,6 +43,10 @@ type fixture struct {
 	kv   jetstream.KeyValue
 	srv  *httptest.Server
 	base string
+	// signer signs the stream tokens get sends; access is the store of
+	// projects and keys the gate reads.
+	signer *access.Signer
+	access *natskv.Store
 }
 
 type options struct {
@@ -63,7 +70,21 @@ func setup(t *testing.T, opts options) *fixture {
 	if opts.cfg.Heartbeat == 0 {
 		opts.cfg.Heartbeat = 100 * time.Millisecond
 	}
-	svc, err := streamer.New(opts.cfg, js, kv, testLogger(t))
+	akv, err := js.KeyValue(ctx, contracts.BucketAccess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := natskv.Open(ctx, akv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := store.TokenSecret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := access.NewSigner(secret)
+	gate := &access.StreamGate{Signer: signer, Keys: store, Projects: store}
+	svc, err := streamer.New(opts.cfg, js, kv, gate, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +106,7 @@ func setup(t *testing.T, opts options) *fixture {
 		}
 	})
 	t.Cleanup(srv.Close)
-	return &fixture{svc: svc, js: js, kv: kv, srv: srv, base: srv.URL}
+	return &fixture{svc: svc, js: js, kv: kv, srv: srv, base: srv.URL, signer: signer, access: store}
 }
 
 type smallBufferListener struct{ net.Listener }
@@ -129,7 +150,12 @@ type job struct {
 
 func (f *fixture) newJob(t *testing.T) *job {
 	t.Helper()
-	j := &job{f: f, streamID: uniqueID(t, "s"), jobID: uniqueID(t, "j"), project: "demo"}
+	return f.newJobIn(t, "demo")
+}
+
+func (f *fixture) newJobIn(t *testing.T, project string) *job {
+	t.Helper()
+	j := &job{f: f, streamID: uniqueID(t, "s"), jobID: uniqueID(t, "j"), project: project}
 	ref, _ := json.Marshal(contracts.StreamRef{V: contracts.Version, StreamID: j.streamID, JobID: j.jobID, Project: j.project})
 	if _, err := f.kv.Put(context.Background(), contracts.StreamKey(j.streamID), ref); err != nil {
 		t.Fatal(err)
@@ -215,6 +241,12 @@ type sseClient struct {
 type dialOpts struct {
 	lastEventID string
 	query       string
+	// apiKey, when set, is sent instead of a stream token.
+	apiKey string
+	// token, when set, replaces the valid token get would send.
+	token string
+	// anonymous sends no credentials at all.
+	anonymous bool
 	// smallReceiveBuffer shrinks the client's socket receive buffer.
 	smallReceiveBuffer bool
 }
@@ -223,13 +255,23 @@ type dialOpts struct {
 // t.Cleanup.
 func (f *fixture) get(t *testing.T, streamID string, o dialOpts) *http.Response {
 	t.Helper()
-	url := f.eventsURL(streamID)
-	if o.query != "" {
-		url += "?" + o.query
+	q := ""
+	switch {
+	case o.apiKey != "", o.anonymous:
+	case o.token != "":
+		q = "token=" + url.QueryEscape(o.token)
+	default:
+		q = "token=" + url.QueryEscape(f.signer.Sign(access.StreamResource(streamID), time.Now().Add(time.Hour)))
 	}
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if o.query != "" {
+		q += "&" + o.query
+	}
+	req, err := http.NewRequest(http.MethodGet, f.eventsURL(streamID)+"?"+q, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+o.apiKey)
 	}
 	if o.lastEventID != "" {
 		req.Header.Set("Last-Event-ID", o.lastEventID)

@@ -38,6 +38,7 @@ type Service struct {
 	store    *natsjs.Store
 	hubs     *hub.Hubs
 	follower *follow.Follower
+	gate     Gate
 
 	quit context.Context // cancelled by Shutdown: open streams end
 	stop context.CancelFunc
@@ -51,14 +52,14 @@ type Service struct {
 }
 
 // New returns a streamer reading output from js and stream references from
-// state (the contracts.BucketState bucket).
-func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, log *slog.Logger) (*Service, error) {
+// state (the contracts.BucketState bucket), admitting readers through gate.
+func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, gate Gate, log *slog.Logger) (*Service, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("streamer config: %w", err)
 	}
-	if js == nil || state == nil {
-		return nil, errors.New("streamer: JetStream and the state bucket are required")
+	if js == nil || state == nil || gate == nil {
+		return nil, errors.New("streamer: JetStream, the state bucket and an access gate are required")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -75,6 +76,7 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, log *slog
 		store:    store,
 		hubs:     hubs,
 		follower: &follow.Follower{Hubs: hubs, History: store, Heartbeat: cfg.Heartbeat, Quit: quit},
+		gate:     gate,
 		quit:     quit,
 		stop:     stop,
 	}, nil
@@ -82,10 +84,13 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, log *slog
 
 // Register adds GET EventsPath, and the CORS preflight for it, to e.
 func (s *Service) Register(e *echo.Echo) {
+	if e.IPExtractor == nil {
+		e.IPExtractor = echo.ExtractIPDirect() // proxy headers are not believed by default
+	}
 	cors := middleware.CORSWithConfig(middleware.CORSConfig{
 		AllowOrigins: s.cfg.AllowOrigins,
 		AllowMethods: []string{http.MethodGet, http.MethodOptions},
-		AllowHeaders: []string{"Last-Event-ID", "Cache-Control", "Accept"},
+		AllowHeaders: []string{"Last-Event-ID", "Cache-Control", "Accept", "Authorization"},
 	})
 	e.GET(EventsPath, s.events, cors)
 	e.OPTIONS(EventsPath, func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }, cors)

@@ -24,25 +24,43 @@ type accepted struct {
 	EventsURL string `json:"events_url"`
 }
 
-// submit posts a command to project and returns the 202 reply.
-func submit(ctx context.Context, base, project string, command []string, timeout time.Duration) (accepted, error) {
-	body, _ := json.Marshal(map[string]any{"command": command, "timeout_seconds": int(timeout.Seconds())})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/projects/"+project+"/commands", bytes.NewReader(body))
+// adminKey is the bootstrap admin key the benchmark's rdev processes get
+// (through RDEV_BOOTSTRAP_API_KEY) and its requests send.
+const adminKey = "rdev-bench-admin-key-0123456789abcdef"
+
+// post sends body as JSON with the admin key and returns status and body.
+func post(ctx context.Context, url string, body any) (int, []byte, error) {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
 	if err != nil {
-		return accepted{}, err
+		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminKey)
 	resp, err := client.Do(req)
 	if err != nil {
-		return accepted{}, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	rb, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, rb, err
+}
+
+// submit posts a command to project, creating the project on first use,
+// and returns the 202 reply.
+func submit(ctx context.Context, base, project string, command []string, timeout time.Duration) (accepted, error) {
+	body := map[string]any{"command": command, "timeout_seconds": int(timeout.Seconds())}
+	status, b, err := post(ctx, base+"/v1/projects/"+project+"/commands", body)
+	if err == nil && status == http.StatusNotFound && bytes.Contains(b, []byte("project_not_found")) {
+		if _, _, err = post(ctx, base+"/v1/projects", map[string]string{"id": project}); err == nil {
+			status, b, err = post(ctx, base+"/v1/projects/"+project+"/commands", body)
+		}
+	}
 	if err != nil {
 		return accepted{}, err
 	}
-	if resp.StatusCode != http.StatusAccepted {
-		return accepted{}, fmt.Errorf("submit: %s: %s", resp.Status, b)
+	if status != http.StatusAccepted {
+		return accepted{}, fmt.Errorf("submit: %d: %s", status, b)
 	}
 	var a accepted
 	if err := json.Unmarshal(b, &a); err != nil {

@@ -131,6 +131,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Every rdev process started inherits the admin key submit sends.
+	if err := os.Setenv("RDEV_BOOTSTRAP_API_KEY", adminKey); err != nil {
+		return err
+	}
 	root, err := repoRoot()
 	if err != nil {
 		return err

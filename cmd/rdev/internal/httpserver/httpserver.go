@@ -34,8 +34,14 @@ type Server struct {
 }
 
 // New listens on addr (port 0 picks one) and returns a Server whose Echo
-// instance the caller registers routes on before Serve.
-func New(ctx context.Context, addr string, log *slog.Logger) (*Server, error) {
+// instance the caller registers routes on before Serve. X-Forwarded-For is
+// believed only from the trusted proxy CIDRs; with none, the client
+// address is the TCP peer's.
+func New(ctx context.Context, addr string, trustedProxies []string, log *slog.Logger) (*Server, error) {
+	extract, err := ipExtractor(trustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -43,6 +49,7 @@ func New(ctx context.Context, addr string, log *slog.Logger) (*Server, error) {
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = extract
 	s := &Server{Echo: e, ln: ln, checks: map[string]ReadyCheck{}, log: log}
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
@@ -133,4 +140,21 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 
 func writeError(c echo.Context, status int, code, msg string) error {
 	return c.JSON(status, contracts.ErrorBody{Error: contracts.ErrorDetail{Code: code, Message: msg}})
+}
+
+func ipExtractor(trusted []string) (echo.IPExtractor, error) {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect(), nil
+	}
+	// Echo trusts loopback, link-local and private ranges by default;
+	// only the configured ranges may vouch for a client here.
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, s := range trusted {
+		_, n, err := net.ParseCIDR(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: want a CIDR such as 10.0.0.0/8", s)
+		}
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...), nil
 }

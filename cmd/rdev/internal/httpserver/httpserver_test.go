@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -31,7 +32,7 @@ func get(t *testing.T, url string) (int, map[string]any) {
 // panicking handler answers 500 in rdev's error body and the server lives on.
 func TestReadinessDrainAndPanics(t *testing.T) {
 	t.Parallel()
-	s, err := httpserver.New(context.Background(), "127.0.0.1:0", slog.New(slog.DiscardHandler))
+	s, err := httpserver.New(context.Background(), "127.0.0.1:0", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,5 +73,44 @@ func TestReadinessDrainAndPanics(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Fatalf("Serve after shutdown: %v", err)
+	}
+}
+
+// X-Forwarded-For is believed only from configured proxies: by default a
+// forged header changes nothing, and loopback is not trusted implicitly.
+func TestClientAddress(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		trusted []string
+		want    string
+	}{
+		{nil, "127.0.0.1"},
+		{[]string{"10.0.0.0/8"}, "127.0.0.1"},
+		{[]string{"127.0.0.0/8"}, "203.0.113.7"},
+	} {
+		s, err := httpserver.New(context.Background(), "127.0.0.1:0", tc.trusted, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Echo.GET("/ip", func(c echo.Context) error { return c.String(http.StatusOK, c.RealIP()) })
+		go func() { _ = s.Serve() }()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+s.Addr()+"/ip", nil)
+		req.Header.Set("X-Forwarded-For", "203.0.113.7")
+		req.Header.Set("X-Real-IP", "203.0.113.8")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != tc.want {
+			t.Errorf("trusted %v: client %q, want %q", tc.trusted, b, tc.want)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.Shutdown(ctx)
+		cancel()
+	}
+	if _, err := httpserver.New(context.Background(), "127.0.0.1:0", []string{"nope"}, slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("a bad trusted proxy range was accepted")
 	}
 }

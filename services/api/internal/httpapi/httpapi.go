@@ -13,13 +13,19 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/api/internal/admin"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
+	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 )
 
 // Jobs is what the handlers need from the jobs service.
@@ -28,23 +34,82 @@ type Jobs interface {
 	Job(ctx context.Context, id string) (contracts.JobState, error)
 }
 
-// Handlers serves the job endpoints.
+// Deps are the handlers' collaborators.
+type Deps struct {
+	Jobs     Jobs
+	Admin    Admin
+	Keys     Keys
+	Projects Projects
+	Limiter  Limiter
+	Audit    Auditor
+	Query    AuditQuerier
+	// Signer signs the stream tokens of events_url, valid for TokenTTL.
+	Signer   *access.Signer
+	TokenTTL time.Duration
+	// KeyLimit applies to keys without a rate limit of their own.
+	KeyLimit ratelimit.Limit
+	// MaxBodyBytes bounds every request body.
+	MaxBodyBytes int64
+	Log          *slog.Logger
+}
+
+// Handlers serves the /v1 endpoints of the API.
 type Handlers struct {
 	jobs         Jobs
+	admin        Admin
+	keys         Keys
+	projects     Projects
+	limiter      Limiter
+	audit        Auditor
+	query        AuditQuerier
+	signer       *access.Signer
+	tokenTTL     time.Duration
+	keyLimit     ratelimit.Limit
 	maxBodyBytes int64
 	log          *slog.Logger
 }
 
-// New returns the handlers. maxBodyBytes bounds every request body.
-func New(j Jobs, maxBodyBytes int64, log *slog.Logger) *Handlers {
-	return &Handlers{jobs: j, maxBodyBytes: maxBodyBytes, log: log}
+// New returns the handlers.
+func New(d Deps) *Handlers {
+	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
+		audit: d.Audit, query: d.Query, signer: d.Signer, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
-// Register adds the routes to e.
+// Register adds the routes to e. Every route needs an API key. Unless the
+// server says otherwise, the client address is the TCP peer's: proxy
+// headers are not believed by default.
 func (h *Handlers) Register(e *echo.Echo) {
-	e.POST("/v1/projects/:project/commands", h.submitCommand)
-	e.POST("/v1/projects/:project/claude", h.submitClaude)
-	e.GET("/v1/jobs/:id", h.getJob)
+	if e.IPExtractor == nil {
+		e.IPExtractor = echo.ExtractIPDirect()
+	}
+	// Route-level middleware, not group-level: a group with middleware
+	// answers 404 for every unknown method under it, hiding 405s.
+	auth := h.authenticate
+	for _, r := range []struct {
+		method, path string
+		handler      echo.HandlerFunc
+	}{
+		{http.MethodPost, "/projects/:project/commands", h.submitCommand},
+		{http.MethodPost, "/projects/:project/claude", h.submitClaude},
+		{http.MethodGet, "/jobs/:id", h.getJob},
+
+		{http.MethodPost, "/projects", h.createProject},
+		{http.MethodGet, "/projects", h.listProjects},
+		{http.MethodGet, "/projects/:project", h.getProject},
+		{http.MethodPatch, "/projects/:project", h.updateProject},
+		{http.MethodDelete, "/projects/:project", h.deleteProject},
+
+		{http.MethodPost, "/keys", h.createKey},
+		{http.MethodGet, "/keys", h.listKeys},
+		{http.MethodGet, "/keys/:id", h.getKey},
+		{http.MethodDelete, "/keys/:id", h.revokeKey},
+
+		{http.MethodGet, "/audit", h.auditLog},
+		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog},
+	} {
+		e.Add(r.method, "/v1"+r.path, r.handler, auth)
+	}
 }
 
 // commonFields are accepted by every submit endpoint.
@@ -83,23 +148,37 @@ type JobResponse struct {
 }
 
 func (h *Handlers) submitCommand(c echo.Context) error {
+	// Authorize before reading the body: a refused caller's body is not
+	// worth parsing.
+	proj, err := h.project(c, c.Param("project"), access.RoleSubmit)
+	if err != nil {
+		return h.fail(c, err)
+	}
 	var req commandRequest
 	if err := h.decode(c, &req); err != nil {
 		return h.fail(c, err)
 	}
-	return h.submit(c, jobs.Submission{Kind: contracts.KindExec, Command: req.Command}, req.commonFields)
+	return h.submit(c, proj, jobs.Submission{Kind: contracts.KindExec, Command: req.Command}, req.commonFields)
 }
 
 func (h *Handlers) submitClaude(c echo.Context) error {
+	proj, err := h.project(c, c.Param("project"), access.RoleSubmit)
+	if err != nil {
+		return h.fail(c, err)
+	}
 	var req claudeRequest
 	if err := h.decode(c, &req); err != nil {
 		return h.fail(c, err)
 	}
-	return h.submit(c, jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt}, req.commonFields)
+	return h.submit(c, proj, jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt}, req.commonFields)
 }
 
-func (h *Handlers) submit(c echo.Context, sub jobs.Submission, f commonFields) error {
-	sub.Project = c.Param("project")
+func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submission, f commonFields) error {
+	sub.Project = proj.ID
+	if f.Priority == "" {
+		f.Priority = string(proj.DefaultPriority)
+	}
+	sub.Actor, sub.ClientIP = principal(c).Key.ID, clientIP(c).String()
 	sub.Env, sub.WorkDir, sub.Priority, sub.TimeoutSeconds = f.Env, f.WorkDir, f.Priority, f.TimeoutSeconds
 	sub.IdempotencyKey = f.IdempotencyKey
 	if sub.IdempotencyKey == "" {
@@ -119,20 +198,37 @@ func (h *Handlers) submit(c echo.Context, sub jobs.Submission, f commonFields) e
 	c.Response().Header().Set(echo.HeaderLocation, jobURL)
 	return c.JSON(http.StatusAccepted, SubmitResponse{
 		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status,
-		EventsURL: eventsURL(st.StreamID), JobURL: jobURL,
+		EventsURL: h.eventsURL(st.StreamID), JobURL: jobURL,
 		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"),
 	})
 }
 
 func (h *Handlers) getJob(c echo.Context) error {
 	st, err := h.jobs.Job(c.Request().Context(), c.Param("id"))
+	if err == nil {
+		// Another project's job is reported missing, not forbidden: its
+		// existence is not the caller's business.
+		if _, perr := h.project(c, st.Project, access.RoleRead); perr != nil {
+			var ae *access.Error
+			if errors.As(perr, &ae) && ae.Kind == access.KindForbidden {
+				err = &jobs.Error{Kind: jobs.KindNotFound, Code: "job_not_found", Message: fmt.Sprintf("no job %q (unknown, or its state expired)", st.JobID)}
+			} else if !errors.As(perr, &ae) || ae.Kind != access.KindNotFound {
+				err = perr // rate limited or unavailable; a deleted project's jobs stay readable
+			}
+		}
+	}
 	if err != nil {
 		return h.fail(c, err)
 	}
-	return c.JSON(http.StatusOK, JobResponse{JobState: st, EventsURL: eventsURL(st.StreamID)})
+	return c.JSON(http.StatusOK, JobResponse{JobState: st, EventsURL: h.eventsURL(st.StreamID)})
 }
 
-func eventsURL(streamID string) string { return "/v1/streams/" + streamID + "/events" }
+// eventsURL is the job's stream URL with a token that opens that stream
+// alone for TokenTTL, for clients that cannot send headers.
+func (h *Handlers) eventsURL(streamID string) string {
+	tok := h.signer.Sign(access.StreamResource(streamID), time.Now().Add(h.tokenTTL))
+	return "/v1/streams/" + streamID + "/events?token=" + url.QueryEscape(tok)
+}
 
 // decode reads one JSON object into v, refusing what the jobs service
 // cannot judge: wrong media type, oversize or non-UTF-8 bodies, unknown
@@ -205,6 +301,30 @@ func (h *Handlers) fail(c echo.Context, err error) error {
 	if errors.As(err, &re) {
 		return WriteError(c, re.status, re.code, re.message)
 	}
+	var ae *access.Error
+	if errors.As(err, &ae) {
+		status := map[access.Kind]int{access.KindInvalid: http.StatusBadRequest, access.KindUnauthenticated: http.StatusUnauthorized,
+			access.KindForbidden: http.StatusForbidden, access.KindNotFound: http.StatusNotFound, access.KindConflict: http.StatusConflict}[ae.Kind]
+		if status == http.StatusUnauthorized || status == http.StatusForbidden {
+			h.denied(c, status, ae.Code)
+		}
+		if status == http.StatusUnauthorized {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="rdev"`)
+		}
+		return WriteError(c, status, ae.Code, ae.Message)
+	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		h.denied(c, http.StatusTooManyRequests, "rate_limited")
+		c.Response().Header().Set("Retry-After", strconv.Itoa(ceilSeconds(rl.d.RetryAfter)))
+		return WriteError(c, http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("rate limit of %d requests exceeded; retry after %s", rl.d.Limit, rl.d.RetryAfter.Round(time.Millisecond)))
+	}
+	if errors.Is(err, admin.ErrUnavailable) {
+		h.log.ErrorContext(c.Request().Context(), "request failed", "path", c.Path(), "err", err)
+		c.Response().Header().Set("Retry-After", "1")
+		return WriteError(c, http.StatusServiceUnavailable, "unavailable", "the access store is unavailable; retry shortly")
+	}
 	var je *jobs.Error
 	if errors.As(err, &je) {
 		status := http.StatusBadRequest
@@ -215,7 +335,10 @@ func (h *Handlers) fail(c echo.Context, err error) error {
 	}
 	h.log.ErrorContext(c.Request().Context(), "request failed", "path", c.Path(), "err", err)
 	c.Response().Header().Set("Retry-After", "1")
-	return WriteError(c, http.StatusServiceUnavailable, "unavailable", "the job queue is unavailable; retry shortly (with the same idempotency_key to be safe)")
+	if errors.Is(err, ratelimit.ErrUnavailable) {
+		return WriteError(c, http.StatusServiceUnavailable, "unavailable", "the rate limiter is unavailable and the server is set to refuse requests then; retry shortly")
+	}
+	return WriteError(c, http.StatusServiceUnavailable, "unavailable", "the service is unavailable; retry shortly (a submit with the same idempotency_key to be safe)")
 }
 
 // WriteError answers with rdev's error body.

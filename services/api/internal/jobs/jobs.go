@@ -38,6 +38,13 @@ type Queue interface {
 	Enqueue(ctx context.Context, job contracts.Job, stateRevision uint64) error
 }
 
+// Audit records security-relevant acts.
+type Audit interface {
+	// Submitted records that job was accepted from actor (an API key id)
+	// at clientIP. It returns only once the record is durable.
+	Submitted(ctx context.Context, job contracts.Job, actor, clientIP string) error
+}
+
 // ErrNotFound is returned when a job id is unknown (or its state expired).
 var ErrNotFound = errors.New("not found")
 
@@ -53,6 +60,7 @@ var ErrAmbiguous = errors.New("outcome unknown")
 type Service struct {
 	store  Store
 	queue  Queue
+	audit  Audit
 	limits Limits
 	newID  func() string
 	now    func() time.Time
@@ -60,9 +68,9 @@ type Service struct {
 
 // New returns a Service. newID must return ids for which contracts.ValidID
 // holds.
-func New(store Store, queue Queue, limits Limits, newID func() string) *Service {
+func New(store Store, queue Queue, audit Audit, limits Limits, newID func() string) *Service {
 	limits.setDefaults()
-	return &Service{store: store, queue: queue, limits: limits, newID: newID, now: time.Now}
+	return &Service{store: store, queue: queue, audit: audit, limits: limits, newID: newID, now: time.Now}
 }
 
 // Submit validates sub, stores the job's state and enqueues it. It returns
@@ -94,6 +102,11 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 	rev, err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project})
 	if err != nil {
 		return contracts.JobState{}, false, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
+	}
+	// Audited before queued: a job that runs always has its record.
+	if err := s.audit.Submitted(ctx, job, sub.Actor, sub.ClientIP); err != nil {
+		_ = s.store.Forget(context.WithoutCancel(ctx), state)
+		return contracts.JobState{}, false, fmt.Errorf("audit job: %w: %w", ErrUnavailable, err)
 	}
 	if err := s.queue.Enqueue(ctx, job, rev); err != nil {
 		if !errors.Is(err, ErrAmbiguous) {

@@ -25,6 +25,9 @@ type Submission struct {
 	// Trace is the caller's W3C trace context (traceparent, tracestate),
 	// passed on with the job so its spans can join the caller's trace.
 	Trace map[string]string
+	// Actor is the id of the API key that submitted the job, and ClientIP
+	// the address it came from, for the audit log.
+	Actor, ClientIP string
 }
 
 // Limits bound what a submission may ask for. Zero values take defaults.

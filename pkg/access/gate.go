@@ -1,0 +1,77 @@
+package access
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// ProjectLookup finds projects by id.
+type ProjectLookup interface {
+	// Project returns a project or an error wrapping ErrNotFound.
+	Project(ctx context.Context, id string) (Project, error)
+}
+
+// StreamGate decides who may read a job's output stream: the holder of a
+// stream token signed for that stream, or a key with read access to the
+// stream's project. In both cases the project's allowed IPs apply.
+type StreamGate struct {
+	Signer   *Signer
+	Keys     Keys
+	Projects ProjectLookup
+	// Now returns the time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Reader is a caller admitted by StreamGate.Admit.
+type Reader struct {
+	// Principal is the key's, when the caller sent a key.
+	Principal Principal
+	// Token is true when the caller sent a valid stream token.
+	Token bool
+}
+
+// Admit checks the credentials before the stream is looked up, so an
+// anonymous caller learns nothing about which streams exist. A token wins
+// over a key when both are sent.
+func (g *StreamGate) Admit(ctx context.Context, token, secret string, client netip.Addr, streamID string) (Reader, error) {
+	now := time.Now()
+	if g.Now != nil {
+		now = g.Now()
+	}
+	if token != "" {
+		if err := g.Signer.Verify(token, StreamResource(streamID), now); err != nil {
+			return Reader{}, err
+		}
+		return Reader{Token: true}, nil
+	}
+	if secret == "" {
+		return Reader{}, errorf(KindUnauthenticated, "missing_credentials", "send the events_url's token parameter, or an API key as 'Authorization: Bearer <key>'")
+	}
+	p, err := Authenticate(ctx, g.Keys, secret, client, now)
+	if err != nil {
+		return Reader{}, err
+	}
+	return Reader{Principal: p}, nil
+}
+
+// Allow checks, once the stream's project is known, that r may read it
+// from client. A key without read access gets KindNotFound: the stream
+// is none of its business.
+func (g *StreamGate) Allow(ctx context.Context, r Reader, project string, client netip.Addr) error {
+	if !r.Token && !r.Principal.Can(project, RoleRead) {
+		return errorf(KindNotFound, "stream_not_found", "no such stream")
+	}
+	p, err := g.Projects.Project(ctx, project)
+	if errors.Is(err, ErrNotFound) {
+		return nil // project deleted: its remaining output stays readable to those allowed above
+	}
+	if err != nil {
+		return err
+	}
+	if !AllowsIP(p.AllowedIPs, client) {
+		return errorf(KindForbidden, "ip_not_allowed", "project %q may not be used from %s", project, client)
+	}
+	return nil
+}

@@ -1,0 +1,305 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/api/internal/admin"
+)
+
+// Admin manages projects and keys (see package admin).
+type Admin interface {
+	CreateProject(ctx context.Context, by admin.Actor, p access.Project) (access.Project, error)
+	Projects(ctx context.Context, ids []string, all bool) ([]access.Project, error)
+	UpdateProject(ctx context.Context, by admin.Actor, id string, patch access.ProjectPatch) (access.Project, error)
+	DeleteProject(ctx context.Context, by admin.Actor, id string) error
+	CreateKey(ctx context.Context, by admin.Actor, req admin.KeyRequest) (access.Key, string, error)
+	Keys(ctx context.Context) ([]access.Key, error)
+	RevokeKey(ctx context.Context, by admin.Actor, id string) (access.Key, error)
+}
+
+// AuditFilter selects audit records; zero fields select everything.
+type AuditFilter struct {
+	Project, Actor string
+	Kind           contracts.AuditKind
+	Since, Until   time.Time
+	After          uint64
+	Limit          int
+}
+
+// AuditQuerier reads the audit log.
+type AuditQuerier interface {
+	// Query returns matching records oldest first and the cursor of the
+	// next page, 0 when there is none.
+	Query(ctx context.Context, f AuditFilter) ([]contracts.AuditRecord, uint64, error)
+}
+
+func actor(c echo.Context) admin.Actor {
+	return admin.Actor{KeyID: principal(c).Key.ID, ClientIP: clientIP(c).String()}
+}
+
+// projectRequest is the body of POST /v1/projects.
+type projectRequest struct {
+	ID                string              `json:"id"`
+	Name              string              `json:"name"`
+	AllowedIPs        []string            `json:"allowed_ips"`
+	DefaultPriority   contracts.Priority  `json:"default_priority"`
+	RateLimit         *access.RateLimit   `json:"rate_limit"`
+	MaxConcurrentJobs int                 `json:"max_concurrent_jobs"`
+	Pod               *access.PodSettings `json:"pod"`
+}
+
+func (h *Handlers) createProject(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	var req projectRequest
+	if err := h.decode(c, &req); err != nil {
+		return h.fail(c, err)
+	}
+	p, err := h.admin.CreateProject(c.Request().Context(), actor(c), access.Project{
+		ID: req.ID, Name: req.Name, AllowedIPs: req.AllowedIPs, DefaultPriority: req.DefaultPriority,
+		RateLimit: req.RateLimit, MaxConcurrentJobs: req.MaxConcurrentJobs, Pod: req.Pod,
+	})
+	if err != nil {
+		return h.fail(c, err)
+	}
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/projects/"+p.ID)
+	return c.JSON(http.StatusCreated, p)
+}
+
+func (h *Handlers) listProjects(c echo.Context) error {
+	ids, all := principal(c).Projects()
+	ps, err := h.admin.Projects(c.Request().Context(), ids, all)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	if ps == nil {
+		ps = []access.Project{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"projects": ps})
+}
+
+func (h *Handlers) getProject(c echo.Context) error {
+	p, err := h.project(c, c.Param("project"), access.RoleRead)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (h *Handlers) updateProject(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	// No project IP check: an admin must be able to fix a project whose
+	// allowed IPs shut everyone out.
+	var patch access.ProjectPatch
+	if err := h.decode(c, &patch); err != nil {
+		return h.fail(c, err)
+	}
+	p, err := h.admin.UpdateProject(c.Request().Context(), actor(c), c.Param("project"), patch)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (h *Handlers) deleteProject(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	if err := h.admin.DeleteProject(c.Request().Context(), actor(c), c.Param("project")); err != nil {
+		return h.fail(c, err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// keyRequest is the body of POST /v1/keys.
+type keyRequest struct {
+	Name       string            `json:"name"`
+	Scopes     []string          `json:"scopes"`
+	AllowedIPs []string          `json:"allowed_ips"`
+	RateLimit  *access.RateLimit `json:"rate_limit"`
+	ExpiresAt  *time.Time        `json:"expires_at"`
+}
+
+// KeyResponse shows a key; Key (the secret) only in the reply that
+// created it. The hash is never shown.
+type KeyResponse struct {
+	ID         string            `json:"id"`
+	Key        string            `json:"key,omitempty"`
+	Name       string            `json:"name"`
+	Scopes     []string          `json:"scopes"`
+	AllowedIPs []string          `json:"allowed_ips"`
+	RateLimit  *access.RateLimit `json:"rate_limit,omitempty"`
+	ExpiresAt  *time.Time        `json:"expires_at,omitempty"`
+	RevokedAt  *time.Time        `json:"revoked_at,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	LastUsedAt *time.Time        `json:"last_used_at,omitempty"`
+}
+
+func keyResponse(k access.Key, secret string) KeyResponse {
+	if k.AllowedIPs == nil {
+		k.AllowedIPs = []string{}
+	}
+	return KeyResponse{ID: k.ID, Key: secret, Name: k.Name, Scopes: k.Scopes, AllowedIPs: k.AllowedIPs, RateLimit: k.RateLimit,
+		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt}
+}
+
+func (h *Handlers) createKey(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	var req keyRequest
+	if err := h.decode(c, &req); err != nil {
+		return h.fail(c, err)
+	}
+	k, secret, err := h.admin.CreateKey(c.Request().Context(), actor(c), admin.KeyRequest(req))
+	if err != nil {
+		return h.fail(c, err)
+	}
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/keys/"+k.ID)
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusCreated, keyResponse(k, secret))
+}
+
+func (h *Handlers) listKeys(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	ks, err := h.admin.Keys(c.Request().Context())
+	if err != nil {
+		return h.fail(c, err)
+	}
+	out := make([]KeyResponse, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, keyResponse(k, ""))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"keys": out})
+}
+
+func (h *Handlers) getKey(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	k, err := h.keys.Key(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return h.fail(c, keyError(c.Param("id"), err))
+	}
+	return c.JSON(http.StatusOK, keyResponse(k, ""))
+}
+
+func (h *Handlers) revokeKey(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	k, err := h.admin.RevokeKey(c.Request().Context(), actor(c), c.Param("id"))
+	if err != nil {
+		return h.fail(c, err)
+	}
+	return c.JSON(http.StatusOK, keyResponse(k, ""))
+}
+
+func keyError(id string, err error) error {
+	if contracts.ValidID(id) && !isNotFound(err) {
+		return err
+	}
+	return &access.Error{Kind: access.KindNotFound, Code: "key_not_found", Message: "no key " + strconv.Quote(id)}
+}
+
+// auditPage is the body of the audit endpoints.
+type auditPage struct {
+	Records    []contracts.AuditRecord `json:"records"`
+	NextCursor string                  `json:"next_cursor,omitempty"`
+}
+
+func (h *Handlers) auditLog(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	f, err := auditFilter(c)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	if p := c.QueryParam("project"); p != "" {
+		if !contracts.ValidProjectID(p) {
+			return h.fail(c, reqErr(http.StatusBadRequest, "invalid_project", "project must be a project id"))
+		}
+		f.Project = p
+	}
+	return h.auditAnswer(c, f)
+}
+
+func (h *Handlers) projectAuditLog(c echo.Context) error {
+	p, err := h.project(c, c.Param("project"), access.RoleRead)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	f, err := auditFilter(c)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	f.Project = p.ID
+	return h.auditAnswer(c, f)
+}
+
+func (h *Handlers) auditAnswer(c echo.Context, f AuditFilter) error {
+	recs, next, err := h.query.Query(c.Request().Context(), f)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	page := auditPage{Records: recs}
+	if page.Records == nil {
+		page.Records = []contracts.AuditRecord{}
+	}
+	if next > 0 {
+		page.NextCursor = strconv.FormatUint(next, 10)
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+// auditFilter reads ?actor, kind, since, until (RFC 3339), cursor and limit
+// (1 to 1000, default 100).
+func auditFilter(c echo.Context) (AuditFilter, error) {
+	f := AuditFilter{Actor: c.QueryParam("actor"), Kind: contracts.AuditKind(c.QueryParam("kind")), Limit: 100}
+	if f.Kind != "" {
+		ok := false
+		for _, k := range contracts.AuditKinds() {
+			ok = ok || k == f.Kind
+		}
+		if !ok {
+			return f, reqErr(http.StatusBadRequest, "invalid_kind", "kind must be one of the audit kinds, e.g. job_submitted, key_revoked, request_denied")
+		}
+	}
+	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
+		if v := c.QueryParam(name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return f, reqErr(http.StatusBadRequest, "invalid_"+name, name+" must be an RFC 3339 time, e.g. 2026-11-27T12:00:00Z")
+			}
+			*dst = t
+		}
+	}
+	if v := c.QueryParam("cursor"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return f, reqErr(http.StatusBadRequest, "invalid_cursor", "cursor must be the next_cursor of an earlier page")
+		}
+		f.After = n
+	}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return f, reqErr(http.StatusBadRequest, "invalid_limit", "limit must be between 1 and 1000")
+		}
+		f.Limit = n
+	}
+	return f, nil
+}

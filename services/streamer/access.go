@@ -1,0 +1,43 @@
+package streamer
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/rdev-dev/rdev/pkg/access"
+)
+
+// Gate decides who may read a stream; access.StreamGate implements it.
+type Gate interface {
+	// Admit checks a stream token or an API key before the stream is
+	// looked up.
+	Admit(ctx context.Context, token, secret string, client netip.Addr, streamID string) (access.Reader, error)
+	// Allow checks that the admitted reader may read a stream of project.
+	Allow(ctx context.Context, r access.Reader, project string, client netip.Addr) error
+}
+
+func bearer(r *http.Request) string { return access.BearerToken(r.Header.Get(echo.HeaderAuthorization)) }
+
+// clientIP is the address access rules judge; Echo's IPExtractor decides
+// whether proxy headers are believed (Register sets a safe default).
+func clientIP(c echo.Context) netip.Addr { return access.ClientAddr(c.RealIP()) }
+
+// refuse answers a request the gate refused, or that it could not judge.
+func (s *Service) refuse(c echo.Context, err error) error {
+	var ae *access.Error
+	if !errors.As(err, &ae) {
+		return s.unavailable(c, "check access", err)
+	}
+	switch ae.Kind {
+	case access.KindUnauthenticated:
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="rdev"`)
+		return problem(c, http.StatusUnauthorized, ae.Code, ae.Message)
+	case access.KindNotFound:
+		return problem(c, http.StatusNotFound, ae.Code, ae.Message)
+	}
+	return problem(c, http.StatusForbidden, ae.Code, ae.Message)
+}
