@@ -68,6 +68,8 @@ func call(t testing.TB, method, url string, body any) (int, []byte) {
 type node struct {
 	http    string // base URL, e.g. http://127.0.0.1:1234
 	nats    string // client URL of its embedded NATS server, if any
+	// adminKey is the admin key the node printed at its first start.
+	adminKey string
 	dataDir string
 	stop    func() // graceful stop, waits for exit
 	kill    func() // SIGKILL (child processes only)
@@ -134,8 +136,14 @@ func startInProcess(t testing.TB, extra ...string) *node {
 // startProcess runs the rdev binary (this test binary in child mode).
 func startProcess(t testing.TB, args ...string) *node {
 	t.Helper()
+	return startProcessEnv(t, nil, args...)
+}
+
+// startProcessEnv is startProcess with extra environment variables.
+func startProcessEnv(t testing.TB, env []string, args ...string) *node {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
 	logs := &logWriter{t: t}
 	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()
@@ -172,9 +180,13 @@ func startProcess(t testing.TB, args ...string) *node {
 func readReady(t testing.TB, r io.Reader, exited <-chan error) *node {
 	t.Helper()
 	lines := make(chan string, 1)
+	var key string
 	go func() {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
+			if k, ok := strings.CutPrefix(sc.Text(), "rdev admin API key (shown once, store it now): "); ok {
+				key = k // read before the ready line is sent
+			}
 			if strings.HasPrefix(sc.Text(), "rdev ready") {
 				lines <- sc.Text()
 			}
@@ -182,7 +194,7 @@ func readReady(t testing.TB, r io.Reader, exited <-chan error) *node {
 	}()
 	select {
 	case l := <-lines:
-		n := &node{}
+		n := &node{adminKey: key}
 		for _, f := range strings.Fields(l) {
 			if v, ok := strings.CutPrefix(f, "http="); ok {
 				n.http = "http://" + v
