@@ -66,13 +66,13 @@ func call(t testing.TB, method, url string, body any) (int, []byte) {
 
 // node is a running rdev: in this process or a child process.
 type node struct {
-	http    string // base URL, e.g. http://127.0.0.1:1234
-	nats    string // client URL of its embedded NATS server, if any
+	http string // base URL, e.g. http://127.0.0.1:1234
+	nats string // client URL of its embedded NATS server, if any
 	// adminKey is the admin key the node printed at its first start.
 	adminKey string
-	dataDir string
-	stop    func() // graceful stop, waits for exit
-	kill    func() // SIGKILL (child processes only)
+	dataDir  string
+	stop     func() // graceful stop, waits for exit
+	kill     func() // SIGKILL (child processes only)
 }
 
 // logWriter sends a node's logs to the test log, line by line.
