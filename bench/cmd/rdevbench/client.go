@@ -31,12 +31,17 @@ const adminKey = "rdev-bench-admin-key-0123456789abcdef"
 // post sends body as JSON with the admin key and returns status and body.
 func post(ctx context.Context, url string, body any) (int, []byte, error) {
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	return postAs(ctx, url, adminKey, b)
+}
+
+// postAs sends a JSON body with key and returns status and body.
+func postAs(ctx context.Context, url, key string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+adminKey)
+	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, err

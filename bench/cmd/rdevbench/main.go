@@ -48,6 +48,7 @@ type config struct {
 	memBytes      int64
 	idleConns     int
 	idleStreams   int
+	authRequests  int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -56,7 +57,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
-	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle", "scenarios to run, comma separated")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth", "scenarios to run, comma separated")
 	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
 	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
 	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
@@ -64,6 +65,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.memBytes, "mem-bytes", 1<<30, "memory: bytes of output (-quick 64 MiB)")
 	fs.IntVar(&c.idleConns, "idle-conns", 1000, "idle: SSE connections to open (-quick 200)")
 	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
+	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth: submits per configuration and round (-quick 3000)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -76,6 +78,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"lines":          func() { c.lines = 100_000 },
 			"mem-bytes":      func() { c.memBytes = 64 << 20 },
 			"idle-conns":     func() { c.idleConns = 200 },
+			"auth-requests":  func() { c.authRequests = 3000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -88,13 +91,13 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("-only: unknown scenario %q (want some of %s)", s, strings.Join(scenarioNames, ","))
 		}
 	}
-	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 {
+	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth"}
 
 // env is what every scenario shares.
 type env struct {
@@ -102,6 +105,8 @@ type env struct {
 	tmp     string // the running scenario's data directories live here
 	logs    string // process logs go here
 	started []*proc.Process
+	// cleanup stops helpers that are not rdev processes (redis-server).
+	cleanup []func()
 }
 
 // start runs one rdev process, stopped when the run ends.
@@ -124,6 +129,10 @@ func (e *env) stopAll() {
 		e.started[i].Stop()
 	}
 	e.started = nil
+	for _, c := range e.cleanup {
+		c()
+	}
+	e.cleanup = nil
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -166,7 +175,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	rep := newReport(cfg, root)
 	fmt.Fprintf(stdout, "%s\nmachine: %s\nprocess logs: %s\n\n", rep.Command, rep.Machine, e.logs)
 	scenarios := map[string]func(context.Context, *env, config) ([]figure, error){
-		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle,
+		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

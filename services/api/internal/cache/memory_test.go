@@ -33,3 +33,10 @@ func TestMemoryBounded(t *testing.T) {
 		t.Fatalf("%d of 10000 entries still cached with a bound of 100", hits)
 	}
 }
+
+func TestTieredConformance(t *testing.T) {
+	t.Parallel()
+	cachetest.Run(t, func(*testing.T) cache.Backend {
+		return cache.NewTiered(cache.NewMemory(1000), cache.NewMemory(1000), time.Minute)
+	})
+}
