@@ -87,7 +87,7 @@ func (f *podFinder) lookup(project string) (*corev1.Pod, error) {
 		}
 		pod, verdict := choose(pods)
 		switch {
-		case pod != nil && verdict == "":
+		case pod != nil && podReady(pod):
 			return pod, nil
 		case pod == nil && verdict != "":
 			return nil, fmt.Errorf("%w: project %s: %s", executor.ErrNotReady, project, verdict)
@@ -196,7 +196,7 @@ func watchReady(ctx context.Context, w watch.Interface, pods map[string]*corev1.
 				}
 			}
 			pod, verdict := choose(pods)
-			if pod != nil && verdict == "" {
+			if pod != nil && podReady(pod) {
 				return pod, "", why
 			}
 			if pod == nil && verdict != "" {

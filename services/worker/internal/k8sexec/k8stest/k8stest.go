@@ -77,6 +77,7 @@ type Server struct {
 	down    atomic.Bool
 	creates atomic.Int64
 	execs   atomic.Int64
+	ws      atomic.Int64
 	rv      atomic.Int64
 }
 
@@ -118,8 +119,11 @@ func (s *Server) SetDown(down bool) { s.down.Store(down) }
 // Creates is the number of pod create requests served.
 func (s *Server) Creates() int { return int(s.creates.Load()) }
 
-// Execs is the number of exec requests served.
+// Execs is the number of execs run (by either transport).
 func (s *Server) Execs() int { return int(s.execs.Load()) }
+
+// WebSocketExecs is the number of execs that came over WebSocket.
+func (s *Server) WebSocketExecs() int { return int(s.ws.Load()) }
 
 // Pods lists the pods of namespace.
 func (s *Server) Pods(t testing.TB, namespace string) []corev1.Pod {
@@ -396,6 +400,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, ns, name string) {
 			s.writeErr(w, apierrors.NewBadRequest("Upgrade request required"))
 			return
 		}
+		s.ws.Add(1)
 		proxy.NewStreamTranslatorHandler(loc, nil, 0, opts).ServeHTTP(w, r)
 	case http.MethodPost:
 		r.URL.RawQuery = kq.Encode()
