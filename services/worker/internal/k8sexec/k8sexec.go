@@ -176,6 +176,7 @@ func (e *Executor) run(ctx context.Context, pod *corev1.Pod, argv execArgv, stdo
 	defer cancelStream()
 	done := make(chan error, 1)
 	go func() { done <- e.stream(streamCtx, pod, argv.cmd, head, errW) }()
+	streamEnd := func() error { return <-done }
 
 	var cause error
 	select {
@@ -183,7 +184,7 @@ func (e *Executor) run(ctx context.Context, pod *corev1.Pod, argv execArgv, stdo
 		return e.result(bg, pod, head, outW, errW, err, lost)
 	case err := <-lost:
 		cancelStream()
-		<-done
+		_ = streamEnd() // the pod's loss says more than the broken stream
 		return -1, err
 	case <-ctx.Done():
 		cause = fmt.Errorf("command stopped: %w", context.Cause(ctx))
@@ -199,15 +200,18 @@ func (e *Executor) run(ctx context.Context, pod *corev1.Pod, argv execArgv, stdo
 	}
 	wait := time.NewTimer(e.cfg.KillGrace + 5*time.Second)
 	defer wait.Stop()
+	// The stream's own end (an exit status of the killed command, or a
+	// broken stream) says less than the cause.
 	select {
-	case <-done:
+	case err := <-done:
+		e.cfg.Log.Debug("stream of a stopped command ended", "pod", pod.Name, "err", err)
 	case err := <-lost:
 		cancelStream()
-		<-done
+		_ = streamEnd()
 		return -1, errors.Join(cause, err)
 	case <-wait.C:
 		cancelStream()
-		<-done
+		_ = streamEnd()
 	}
 	return -1, cause
 }

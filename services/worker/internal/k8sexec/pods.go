@@ -45,7 +45,7 @@ func (f *podFinder) ready(ctx context.Context, project string) (*corev1.Pod, err
 		c = &podCall{done: make(chan struct{})}
 		f.inflight[project] = c
 		go func() {
-			c.pod, c.err = f.lookup(project)
+			c.pod, c.err = f.lookup(context.WithoutCancel(ctx), project)
 			f.mu.Lock()
 			delete(f.inflight, project)
 			f.mu.Unlock()
@@ -65,9 +65,9 @@ func (f *podFinder) ready(ctx context.Context, project string) (*corev1.Pod, err
 // pods with the project's label, creates one if there is none (once), and
 // watches them from the list's resource version until one is Ready, all
 // are beyond hope, or the ready timeout passes.
-func (f *podFinder) lookup(project string) (*corev1.Pod, error) {
+func (f *podFinder) lookup(ctx context.Context, project string) (*corev1.Pod, error) {
 	e := f.e
-	ctx, cancel := context.WithTimeoutCause(context.Background(), e.cfg.ReadyTimeout, errReadyTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, e.cfg.ReadyTimeout, errReadyTimeout)
 	defer cancel()
 	selector := LabelProject + "=" + project
 	created := false

@@ -446,12 +446,12 @@ type kubelet struct {
 
 // ExecInContainer runs cmd. It does not stop the process when the client
 // goes away (ctx ends), as a real kubelet does not either.
-func (k *kubelet) ExecInContainer(_ context.Context, _, _, _ string, cmd []string, in io.Reader, out, errw io.WriteCloser,
+func (k *kubelet) ExecInContainer(ctx context.Context, _, _, _ string, cmd []string, in io.Reader, out, errw io.WriteCloser,
 	_ bool, _ <-chan remotecommand.TerminalSize, _ time.Duration) error {
 	if len(cmd) == 0 {
 		return errors.New("no command")
 	}
-	c := exec.Command(cmd[0], cmd[1:]...)
+	c := exec.CommandContext(context.WithoutCancel(ctx), cmd[0], cmd[1:]...)
 	c.Env = append(os.Environ(), k.s.marker+"-"+k.uid)
 	if in != nil {
 		c.Stdin = in
