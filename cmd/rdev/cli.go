@@ -60,6 +60,20 @@ type workerFlags struct {
 	AckWait      time.Duration `default:"30s" env:"RDEV_ACK_WAIT" help:"Time without a heartbeat after which a job is redelivered (worker presumed lost)."`
 	DrainTimeout time.Duration `default:"30s" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
 	KillGrace    time.Duration `default:"2s" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
+	Executor     string        `default:"local" enum:"local,kubernetes" env:"RDEV_EXECUTOR" help:"Where jobs run: local (processes on this machine) or kubernetes (each project's pod)."`
+	K8s          k8sFlags      `embed:""`
+}
+
+// k8sFlags configure the Kubernetes executor.
+type k8sFlags struct {
+	Kubeconfig       string        `env:"RDEV_KUBECONFIG,KUBECONFIG" help:"Kubeconfig file(s) for the kubernetes executor (default: in-cluster configuration)."`
+	Namespace        string        `env:"RDEV_NAMESPACE" help:"Namespace of the project pods (default: the kubeconfig context's or service account's, else default)."`
+	PodTemplate      string        `name:"pod-template" env:"RDEV_POD_TEMPLATE" help:"YAML file with the Pod created for a project that has none (default: a small busybox pod)."`
+	CreatePods       bool          `name:"create-pods" default:"true" negatable:"" env:"RDEV_CREATE_PODS" help:"Create a project's pod when it has none."`
+	KubeQPS          float32       `name:"kube-qps" default:"20" env:"RDEV_KUBE_QPS" help:"Client-side rate limit of Kubernetes API requests per second."`
+	KubeBurst        int           `name:"kube-burst" default:"40" env:"RDEV_KUBE_BURST" help:"Burst above the Kubernetes API rate limit."`
+	PodReadyTimeout  time.Duration `name:"pod-ready-timeout" default:"2m" env:"RDEV_POD_READY_TIMEOUT" help:"How long a job waits for its project's pod to become Ready."`
+	UnavailableDelay time.Duration `name:"unavailable-delay" default:"5s" env:"RDEV_UNAVAILABLE_DELAY" help:"Delay before a job is tried again while the Kubernetes API is unavailable."`
 }
 
 type streamerFlags struct {

@@ -181,7 +181,12 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		w, err := worker.New(worker.Config{
 			ID: cfg.worker.WorkerID, Concurrency: cfg.worker.Concurrency, FairEvery: cfg.worker.FairEvery,
 			AckWait: cfg.worker.AckWait, DrainTimeout: cfg.worker.DrainTimeout, KillGrace: cfg.worker.KillGrace,
-			Workspaces: cfg.workspaces,
+			Workspaces: cfg.workspaces, Executor: cfg.worker.Executor, UnavailableDelay: cfg.worker.K8s.UnavailableDelay,
+			Kubernetes: worker.KubernetesConfig{
+				Kubeconfig: cfg.worker.K8s.Kubeconfig, Namespace: cfg.worker.K8s.Namespace,
+				PodTemplate: cfg.worker.K8s.PodTemplate, CreatePods: cfg.worker.K8s.CreatePods,
+				QPS: cfg.worker.K8s.KubeQPS, Burst: cfg.worker.K8s.KubeBurst, ReadyTimeout: cfg.worker.K8s.PodReadyTimeout,
+			},
 		}, wnc, state, log.With("service", "worker"))
 		if err != nil {
 			return err

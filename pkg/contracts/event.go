@@ -37,6 +37,13 @@ const (
 	ReasonWorkerLost = "worker_lost"
 	// ReasonExecutorError: the executor failed while the command ran.
 	ReasonExecutorError = "executor_error"
+	// ReasonPodNotReady: the project's pod (Kubernetes executor) did not
+	// become Ready in time, or cannot: crash-looping, image not pulled,
+	// failed, or absent while pod creation is disabled.
+	ReasonPodNotReady = "pod_not_ready"
+	// ReasonPodLost: the project's pod was deleted or stopped while the job
+	// ran in it.
+	ReasonPodLost = "pod_lost"
 )
 
 // Event is a lifecycle event, published to SubjectEvent. Events of one

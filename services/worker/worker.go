@@ -19,7 +19,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"k8s.io/client-go/rest"
+
 	"github.com/rdev-dev/rdev/services/worker/internal/dispatch"
+	"github.com/rdev-dev/rdev/services/worker/internal/executor"
+	"github.com/rdev-dev/rdev/services/worker/internal/k8sexec"
 	"github.com/rdev-dev/rdev/services/worker/internal/localexec"
 	"github.com/rdev-dev/rdev/services/worker/internal/natsjs"
 	"github.com/rdev-dev/rdev/services/worker/internal/runner"
@@ -49,6 +53,54 @@ type Config struct {
 	// OutputWindow is how many output lines may await JetStream's
 	// acknowledgement per job; default 1024.
 	OutputWindow int
+	// Executor selects where commands run: ExecutorLocal (default) or
+	// ExecutorKubernetes.
+	Executor string
+	// Kubernetes configures the Kubernetes executor.
+	Kubernetes KubernetesConfig
+	// UnavailableDelay is how long a job waits in the queue before it is
+	// tried again when the executor's backend (the Kubernetes API) is
+	// unavailable; default 5s.
+	UnavailableDelay time.Duration
+}
+
+// The executors a worker can use.
+const (
+	ExecutorLocal      = "local"
+	ExecutorKubernetes = "kubernetes"
+)
+
+// KubernetesConfig configures the Kubernetes executor: each job runs in its
+// project's pod. Zero values take the documented defaults.
+type KubernetesConfig struct {
+	// Kubeconfig lists kubeconfig files (KUBECONFIG syntax); "" uses the
+	// in-cluster configuration.
+	Kubeconfig string
+	// REST, when set, is used instead of Kubeconfig (tests, embedding).
+	REST *rest.Config
+	// Namespace holds the project pods; default the kubeconfig context's
+	// or service account's namespace, else "default".
+	Namespace string
+	// PodTemplate is a YAML file with the Pod created for a project that
+	// has none; "" uses k8sexec.DefaultPodTemplate.
+	PodTemplate string
+	// CreatePods lets the worker create missing project pods.
+	CreatePods bool
+	// Workspace is the workspace directory inside the container; default
+	// /workspace.
+	Workspace string
+	// QPS and Burst limit the worker's API requests; defaults 20 and 40.
+	QPS   float32
+	Burst int
+	// ReadyTimeout bounds the wait for a pod to become Ready; default 2m.
+	ReadyTimeout time.Duration
+	// BreakerFailures consecutive API failures open the circuit breaker
+	// (default 5) for BreakerOpenFor (default 10s).
+	BreakerFailures uint32
+	BreakerOpenFor  time.Duration
+	// OnBreakerChange, when set, is told each breaker state change
+	// ("closed", "open", "half-open"); for tests and metrics.
+	OnBreakerChange func(from, to string)
 }
 
 func (c *Config) setDefaults() {
@@ -64,12 +116,24 @@ func (c *Config) setDefaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	if c.Executor == "" {
+		c.Executor = ExecutorLocal
+	}
 }
 
 // Validate reports a configuration that cannot work.
 func (c Config) Validate() error {
-	if c.Workspaces == "" {
-		return errors.New("worker: a workspaces directory is required")
+	switch c.Executor {
+	case "", ExecutorLocal:
+		if c.Workspaces == "" {
+			return errors.New("worker: a workspaces directory is required")
+		}
+	case ExecutorKubernetes:
+		if c.Kubernetes.QPS < 0 || c.Kubernetes.Burst < 0 {
+			return errors.New("worker: kubernetes QPS and burst must not be negative")
+		}
+	default:
+		return fmt.Errorf("worker: unknown executor %q (want %s or %s)", c.Executor, ExecutorLocal, ExecutorKubernetes)
 	}
 	if c.AckWait > 0 && c.AckWait < 300*time.Millisecond {
 		return fmt.Errorf("worker: ack wait %s is too short (minimum 300ms)", c.AckWait)
@@ -99,15 +163,60 @@ func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}
-	exec, err := localexec.New(localexec.Config{Root: filepath.Clean(cfg.Workspaces), KillGrace: cfg.KillGrace})
-	if err != nil {
-		return nil, fmt.Errorf("worker: local executor: %w", err)
-	}
 	log = log.With("worker", cfg.ID)
+	exec, err := newExecutor(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	out := natsjs.NewOutput(nc, js, cfg.OutputWindow)
-	run := runner.New(runner.Config{WorkerID: cfg.ID, Heartbeat: cfg.AckWait / 3}, exec,
+	run := runner.New(runner.Config{WorkerID: cfg.ID, Heartbeat: cfg.AckWait / 3, UnavailableDelay: cfg.UnavailableDelay}, exec,
 		natsjs.NewStates(state), natsjs.NewEvents(js), outputPort{out}, log)
 	return &Worker{cfg: cfg, js: js, runner: run, log: log}, nil
+}
+
+// newExecutor builds the executor cfg selects.
+func newExecutor(cfg Config, log *slog.Logger) (executor.Executor, error) {
+	if cfg.Executor != ExecutorKubernetes {
+		exec, err := localexec.New(localexec.Config{Root: filepath.Clean(cfg.Workspaces), KillGrace: cfg.KillGrace})
+		if err != nil {
+			return nil, fmt.Errorf("worker: local executor: %w", err)
+		}
+		return exec, nil
+	}
+	k := cfg.Kubernetes
+	rc, ns := k.REST, ""
+	if rc == nil {
+		var err error
+		if rc, ns, err = k8sexec.RESTConfig(k8sexec.ClientConfig{Kubeconfig: k.Kubeconfig, QPS: k.QPS, Burst: k.Burst}); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+	}
+	if k.Namespace != "" {
+		ns = k.Namespace
+	}
+	if ns == "" {
+		ns = "default"
+	}
+	ecfg := k8sexec.Config{
+		Namespace: ns, CreatePods: k.CreatePods, Workspace: k.Workspace, ReadyTimeout: k.ReadyTimeout,
+		KillGrace: cfg.KillGrace, BreakerFailures: k.BreakerFailures, BreakerOpenFor: k.BreakerOpenFor,
+		OnBreakerChange: k.OnBreakerChange,
+		Log:             log.With("executor", ExecutorKubernetes),
+	}
+	if k.PodTemplate != "" {
+		tmpl, err := k8sexec.LoadPodTemplate(k.PodTemplate)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		ecfg.PodTemplate = tmpl
+	}
+	exec, err := k8sexec.New(ecfg, rc)
+	if err != nil {
+		return nil, fmt.Errorf("worker: kubernetes executor: %w", err)
+	}
+	log.Info("kubernetes executor configured", "host", rc.Host, "namespace", ns, "create_pods", k.CreatePods,
+		"pod_template", k.PodTemplate)
+	return exec, nil
 }
 
 // ID returns the worker's id.

@@ -17,6 +17,24 @@ import (
 // contracts.ReasonStartFailed; retrying the same Spec will not help.
 var ErrStart = errors.New("command cannot be started")
 
+// ErrUnavailable is returned, wrapped, when the backend that runs commands
+// (the Kubernetes API) cannot be reached or its circuit breaker is open,
+// before the command started: the command did not run. The job runner hands
+// the job back to the queue to run later, without spending an attempt.
+var ErrUnavailable = errors.New("executor backend unavailable")
+
+// ErrNotReady is returned, wrapped, when the environment the command must
+// run in (a project's pod) is not ready and does not become ready in time,
+// or cannot (crash-looping, failed, not allowed to be created). The
+// command did not run. The job runner reports it as
+// contracts.ReasonPodNotReady.
+var ErrNotReady = errors.New("execution environment not ready")
+
+// ErrLost is returned, wrapped, when the environment the command ran in (a
+// project's pod) was deleted or stopped while the command ran. The job
+// runner reports it as contracts.ReasonPodLost.
+var ErrLost = errors.New("execution environment lost")
+
 // Spec describes one command to run.
 type Spec struct {
 	// JobID is the job the command belongs to, for logs and labels.

@@ -71,6 +71,10 @@ type Config struct {
 	// Heartbeat is how often a running job's message is kept alive with
 	// InProgress; well below the consumers' AckWait. Default 10s.
 	Heartbeat time.Duration
+	// UnavailableDelay is how long a job waits in the queue before it is
+	// delivered again when the executor's backend is unavailable
+	// (executor.ErrUnavailable). Default 5s.
+	UnavailableDelay time.Duration
 }
 
 // Runner runs dispatched jobs.
@@ -88,6 +92,9 @@ type Runner struct {
 func New(cfg Config, exec executor.Executor, states States, events Events, output Output, log *slog.Logger) *Runner {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 10 * time.Second
+	}
+	if cfg.UnavailableDelay <= 0 {
+		cfg.UnavailableDelay = 5 * time.Second
 	}
 	return &Runner{cfg: cfg, exec: exec, states: states, events: events, output: output, log: log, now: time.Now}
 }
@@ -198,6 +205,11 @@ func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job cont
 	if out.handBack {
 		return r.handBack(ctx, msg, &st, rev, errors.New("worker stopping"))
 	}
+	if out.unavailable != nil {
+		// The command did not run: the attempt is not spent.
+		st.Attempt = attempt - 1
+		return r.handBackLater(ctx, msg, &st, rev, out.unavailable, r.cfg.UnavailableDelay)
+	}
 	if err := r.finish(ctx, &st, rev, job, attempt, out); err != nil {
 		return err
 	}
@@ -229,6 +241,9 @@ type outcome struct {
 	lines    uint64
 	duration time.Duration
 	handBack bool
+	// unavailable is set when the executor's backend could not run the
+	// command (executor.ErrUnavailable): the job goes back to the queue.
+	unavailable error
 }
 
 // run executes one attempt and streams its output.
@@ -256,8 +271,14 @@ func (r *Runner) run(runCtx context.Context, job contracts.Job, attempt int, fir
 	case errors.Is(context.Cause(jobCtx), errTimedOut) && err != nil:
 		out.event, out.reason = contracts.EventTimedOut, contracts.ReasonTimeout
 		out.message = fmt.Sprintf("killed after %s", job.Timeout())
+	case errors.Is(err, executor.ErrUnavailable):
+		out.unavailable = err
 	case errors.Is(err, executor.ErrStart):
 		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonStartFailed, err.Error()
+	case errors.Is(err, executor.ErrNotReady):
+		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonPodNotReady, err.Error()
+	case errors.Is(err, executor.ErrLost):
+		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonPodLost, err.Error()
 	case err != nil:
 		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonExecutorError, err.Error()
 	case werr != nil || cerr != nil:
@@ -270,7 +291,7 @@ func (r *Runner) run(runCtx context.Context, job contracts.Job, attempt int, fir
 		out.event, out.exitCode, out.reason = contracts.EventFailed, &code, contracts.ReasonExitCode
 		out.message = fmt.Sprintf("exited with status %d", code)
 	}
-	if cerr != nil && !out.handBack {
+	if cerr != nil && !out.handBack && out.unavailable == nil {
 		// Unstored output leaves last unknown; report what is stored.
 		if n, err := r.output.LastSeq(pubCtx, job.StreamID); err == nil {
 			out.lines = n
@@ -323,11 +344,20 @@ func (r *Runner) announceEnd(ctx context.Context, st contracts.JobState) error {
 // handBack returns a job this worker will not finish to the queue, marked
 // queued again so the next delivery starts a new attempt.
 func (r *Runner) handBack(ctx context.Context, msg jetstream.Msg, st *contracts.JobState, rev uint64, cause error) error {
+	return r.handBackLater(ctx, msg, st, rev, cause, 0)
+}
+
+// handBackLater is handBack with the next delivery delayed by delay.
+func (r *Runner) handBackLater(ctx context.Context, msg jetstream.Msg, st *contracts.JobState, rev uint64, cause error,
+	delay time.Duration) error {
 	st.Status, st.Worker = contracts.StatusQueued, ""
 	if _, err := r.states.Put(ctx, *st, rev); err != nil {
 		return fmt.Errorf("hand back after %w: %w", cause, err)
 	}
-	r.log.Info("job handed back to the queue", "job_id", st.JobID, "cause", cause)
+	r.log.Info("job handed back to the queue", "job_id", st.JobID, "cause", cause, "delay", delay)
+	if delay > 0 {
+		return msg.NakWithDelay(delay)
+	}
 	return msg.Nak()
 }
 

@@ -1,0 +1,90 @@
+package worker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/worker"
+	"github.com/rdev-dev/rdev/services/worker/internal/k8sexec"
+	"github.com/rdev-dev/rdev/services/worker/internal/k8sexec/k8stest"
+)
+
+// kubernetesConfig is a worker running jobs through the fake API server.
+func kubernetesConfig(t *testing.T, api *k8stest.Server) worker.Config {
+	return worker.Config{
+		Executor: worker.ExecutorKubernetes, KillGrace: 300 * time.Millisecond, UnavailableDelay: 100 * time.Millisecond,
+		Kubernetes: worker.KubernetesConfig{
+			REST: api.Config(), Namespace: "rdev", CreatePods: true, Workspace: t.TempDir(),
+			ReadyTimeout: 10 * time.Second, BreakerFailures: 3, BreakerOpenFor: 300 * time.Millisecond,
+		},
+	}
+}
+
+// While the Kubernetes API is down, a job is handed back again and again
+// without failing or spending its attempt; the breaker opens; once the API
+// is back the breaker closes and the job runs, as attempt 1.
+func TestKubernetesAPIDownJobWaitsAndRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	api := k8stest.New(t, k8stest.Options{AutoReady: true})
+	api.SetDown(true)
+	changes := make(chan string, 20)
+	cfg := kubernetesConfig(t, api)
+	cfg.Kubernetes.OnBreakerChange = func(_, to string) { changes <- to }
+	b.start(cfg)
+	b.enqueue(t, "k8sdown", "echo", "hello")
+
+	waitChange(t, changes, "open")
+	if evs := b.events.find("k8sdown", contracts.EventFailed, contracts.EventSucceeded); len(evs) != 0 {
+		t.Fatalf("job ended while the API was down: %+v", evs)
+	}
+	// The job may be between two deliveries or in one (running, attempt 1).
+	if st := b.state(t, "k8sdown"); st.Status.Final() || st.Attempt > 1 {
+		t.Fatalf("state while the API is down: %s attempt %d; want not final, attempt 0 or 1", st.Status, st.Attempt)
+	}
+	api.SetDown(false)
+	ev := b.next(t, "k8sdown", contracts.EventSucceeded, contracts.EventFailed)
+	if ev.Type != contracts.EventSucceeded || ev.Attempt != 1 || ev.Lines != 1 {
+		t.Fatalf("terminal event %+v; want succeeded, attempt 1, 1 line", ev)
+	}
+	waitChange(t, changes, "closed")
+	b.waitQueueEmpty(t)
+}
+
+// A job whose pod is deleted while it runs fails with reason pod_lost.
+func TestKubernetesPodDeletedFailsWithPodLost(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	api := k8stest.New(t, k8stest.Options{AutoReady: true})
+	b.start(kubernetesConfig(t, api))
+	b.enqueue(t, "k8slost", "sh", "-c", "echo started; sleep 60")
+	deadline := time.Now().Add(10 * time.Second)
+	for api.Execs() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the job was not exec'd within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	api.DeletePod(t, "rdev", k8sexec.PodName("demo"))
+	ev := b.next(t, "k8slost", contracts.EventFailed, contracts.EventSucceeded)
+	if ev.Type != contracts.EventFailed || ev.Reason != contracts.ReasonPodLost {
+		t.Fatalf("terminal event %+v; want failed with reason pod_lost", ev)
+	}
+}
+
+// waitChange waits until the breaker goes to state to.
+func waitChange(t *testing.T, changes <-chan string, to string) {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case got := <-changes:
+			if got == to {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the breaker did not go %s within 15s", to)
+		}
+	}
+}
