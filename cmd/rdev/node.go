@@ -148,7 +148,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err := a.Run(apiCtx); err != nil {
 			return err
 		}
-		a.Register(hs.Echo)
+		a.Register(hs.Echo) //nolint:contextcheck // registers routes; handlers use their request's context
 	}
 	var st *streamer.Service
 	if cfg.streamer != nil {

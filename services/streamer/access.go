@@ -20,7 +20,9 @@ type Gate interface {
 	Allow(ctx context.Context, r access.Reader, project string, client netip.Addr) error
 }
 
-func bearer(r *http.Request) string { return access.BearerToken(r.Header.Get(echo.HeaderAuthorization)) }
+func bearer(r *http.Request) string {
+	return access.BearerToken(r.Header.Get(echo.HeaderAuthorization))
+}
 
 // clientIP is the address access rules judge; Echo's IPExtractor decides
 // whether proxy headers are believed (Register sets a safe default).

@@ -53,12 +53,17 @@ func authCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		if s.extra != nil {
 			project["rate_limit"] = map[string]int{"requests": 1_000_000, "window_seconds": 3600}
 		}
-		if status, b, err := post(ctx, p.HTTP+"/v1/projects", project); err != nil || status != http.StatusCreated {
-			return nil, fmt.Errorf("create project: %d %s %v", status, b, err)
+		if status, b, err := post(ctx, p.HTTP+"/v1/projects", project); err != nil {
+			return nil, err
+		} else if status != http.StatusCreated {
+			return nil, fmt.Errorf("create project: %d %s", status, b)
 		}
 		status, b, err := post(ctx, p.HTTP+"/v1/keys", map[string]any{"name": "bench", "scopes": []string{"project:bench:submit"}})
-		if err != nil || status != http.StatusCreated {
-			return nil, fmt.Errorf("create key: %d %s %v", status, b, err)
+		if err != nil {
+			return nil, err
+		}
+		if status != http.StatusCreated {
+			return nil, fmt.Errorf("create key: %d %s", status, b)
 		}
 		var k struct{ Key string }
 		if err := json.Unmarshal(b, &k); err != nil {

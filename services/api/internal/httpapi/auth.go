@@ -32,7 +32,7 @@ type Projects interface {
 
 // Limiter counts requests against sliding-window limits.
 type Limiter interface {
-	Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error)
+	Allow(ctx context.Context, checks ...ratelimit.Check) (ratelimit.Decision, error)
 }
 
 // Auditor appends refusals to the audit log without making the request
@@ -41,31 +41,80 @@ type Auditor interface {
 	RecordAsync(rec contracts.AuditRecord)
 }
 
-const principalKey = "rdev.principal"
+// Context keys of what the middleware established.
+const (
+	principalKey = "rdev.principal"
+	projectKey   = "rdev.project"
+)
 
-// authenticate is the middleware of every /v1 route: it checks the API
-// key and the key's own rate limit, and puts the principal in the context.
-func (h *Handlers) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		ip := clientIP(c)
-		p, err := access.Authenticate(c.Request().Context(), h.keys, bearer(c.Request()), ip, time.Now())
-		if err != nil {
-			return h.fail(c, err)
+// authenticate is the first middleware of every /v1 route: it checks the
+// API key and puts the principal in the context. On routes about no
+// project (countKey) it also counts the request against the key's rate
+// limit; projectAccess counts it on the others, with the project's limit
+// in the same atomic call.
+func (h *Handlers) authenticate(countKey bool) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			ip := clientIP(c)
+			p, err := access.Authenticate(c.Request().Context(), h.keys, bearer(c.Request()), ip, time.Now())
+			if err != nil {
+				return h.fail(c, err)
+			}
+			c.Set(principalKey, p)
+			h.keys.Used(p.Key.ID)
+			if countKey {
+				if err := h.limit(c, h.keyCheck(p)); err != nil {
+					return h.fail(c, err)
+				}
+			}
+			return next(c)
 		}
-		c.Set(principalKey, p)
-		h.keys.Used(p.Key.ID)
-		lim := h.keyLimit
-		if p.Key.RateLimit != nil {
-			lim = ratelimit.Limit{Requests: p.Key.RateLimit.Requests, Window: p.Key.RateLimit.Window()}
-		}
-		if err := h.limit(c, "key:"+p.Key.ID, lim); err != nil {
-			return h.fail(c, err)
-		}
-		return next(c)
 	}
 }
 
-func bearer(r *http.Request) string { return access.BearerToken(r.Header.Get(echo.HeaderAuthorization)) }
+// projectAccess is the second middleware of routes under
+// /v1/projects/{project}: it authorizes role on the project, counts the
+// request against the key's and the project's limits at once (a request
+// one refuses counts under neither), and puts the project in the context.
+func (h *Handlers) projectAccess(role access.Role) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			proj, err := h.project(c, c.Param("project"), role)
+			if err != nil {
+				return h.fail(c, err)
+			}
+			checks := []ratelimit.Check{h.keyCheck(principal(c))}
+			if proj.RateLimit != nil {
+				checks = append(checks, ratelimit.Check{Key: "project:" + proj.ID,
+					Limit: ratelimit.Limit{Requests: proj.RateLimit.Requests, Window: proj.RateLimit.Window()}})
+			}
+			if err := h.limit(c, checks...); err != nil {
+				return h.fail(c, err)
+			}
+			c.Set(projectKey, proj)
+			return next(c)
+		}
+	}
+}
+
+// keyCheck is the rate limit of p's key: its own, or the default.
+func (h *Handlers) keyCheck(p access.Principal) ratelimit.Check {
+	lim := h.keyLimit
+	if p.Key.RateLimit != nil {
+		lim = ratelimit.Limit{Requests: p.Key.RateLimit.Requests, Window: p.Key.RateLimit.Window()}
+	}
+	return ratelimit.Check{Key: "key:" + p.Key.ID, Limit: lim}
+}
+
+// routeProject is the project projectAccess authorized.
+func routeProject(c echo.Context) access.Project {
+	p, _ := c.Get(projectKey).(access.Project)
+	return p
+}
+
+func bearer(r *http.Request) string {
+	return access.BearerToken(r.Header.Get(echo.HeaderAuthorization))
+}
 
 // clientIP is the address access rules judge. Echo's IPExtractor decides
 // whether proxy headers are believed (Register makes sure one is set).
@@ -76,8 +125,7 @@ func principal(c echo.Context) access.Principal {
 	return p
 }
 
-// project authorizes role on the project named in the path and counts the
-// request against the project's rate limit. Scope is checked before the
+// project authorizes role on project id. Scope is checked before the
 // project is looked up, so a key learns nothing of projects it cannot use.
 func (h *Handlers) project(c echo.Context, id string, role access.Role) (access.Project, error) {
 	if !contracts.ValidProjectID(id) {
@@ -97,12 +145,6 @@ func (h *Handlers) project(c echo.Context, id string, role access.Role) (access.
 	if err := access.Authorize(p, proj, role, clientIP(c)); err != nil {
 		return access.Project{}, err
 	}
-	if proj.RateLimit != nil {
-		lim := ratelimit.Limit{Requests: proj.RateLimit.Requests, Window: proj.RateLimit.Window()}
-		if err := h.limit(c, "project:"+id, lim); err != nil {
-			return access.Project{}, err
-		}
-	}
 	return proj, nil
 }
 
@@ -118,18 +160,16 @@ type rateLimited struct{ d ratelimit.Decision }
 
 func (e *rateLimited) Error() string { return "rate limited" }
 
-// limit counts the request under key, sets the RateLimit-* headers of the
-// tightest limit seen so far, and refuses it when over the limit.
-func (h *Handlers) limit(c echo.Context, key string, l ratelimit.Limit) error {
-	if l.Unlimited() {
-		return nil
-	}
-	d, err := h.limiter.Allow(c.Request().Context(), key, l)
+// limit counts the request under every check in one atomic call, sets
+// the RateLimit-* headers of the tightest limit, and refuses the request
+// when a limit is reached.
+func (h *Handlers) limit(c echo.Context, checks ...ratelimit.Check) error {
+	d, err := h.limiter.Allow(c.Request().Context(), checks...)
 	if err != nil {
 		return err // fail-closed policy with the limiter down: 503
 	}
-	hdr := c.Response().Header()
-	if cur, err := strconv.Atoi(hdr.Get("RateLimit-Remaining")); err != nil || d.Remaining < cur || !d.Allowed {
+	if d.Limit > 0 {
+		hdr := c.Response().Header()
 		hdr.Set("RateLimit-Limit", strconv.Itoa(d.Limit))
 		hdr.Set("RateLimit-Remaining", strconv.Itoa(d.Remaining))
 		hdr.Set("RateLimit-Reset", strconv.Itoa(ceilSeconds(d.Reset)))

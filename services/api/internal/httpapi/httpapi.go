@@ -84,31 +84,38 @@ func (h *Handlers) Register(e *echo.Echo) {
 		e.IPExtractor = echo.ExtractIPDirect()
 	}
 	// Route-level middleware, not group-level: a group with middleware
-	// answers 404 for every unknown method under it, hiding 405s.
-	auth := h.authenticate
+	// answers 404 for every unknown method under it, hiding 405s. Routes
+	// with a role are about the project in their path.
 	for _, r := range []struct {
 		method, path string
 		handler      echo.HandlerFunc
+		role         access.Role
 	}{
-		{http.MethodPost, "/projects/:project/commands", h.submitCommand},
-		{http.MethodPost, "/projects/:project/claude", h.submitClaude},
-		{http.MethodGet, "/jobs/:id", h.getJob},
+		{http.MethodPost, "/projects/:project/commands", h.submitCommand, access.RoleSubmit},
+		{http.MethodPost, "/projects/:project/claude", h.submitClaude, access.RoleSubmit},
+		{http.MethodGet, "/jobs/:id", h.getJob, ""},
 
-		{http.MethodPost, "/projects", h.createProject},
-		{http.MethodGet, "/projects", h.listProjects},
-		{http.MethodGet, "/projects/:project", h.getProject},
-		{http.MethodPatch, "/projects/:project", h.updateProject},
-		{http.MethodDelete, "/projects/:project", h.deleteProject},
+		{http.MethodPost, "/projects", h.createProject, ""},
+		{http.MethodGet, "/projects", h.listProjects, ""},
+		{http.MethodGet, "/projects/:project", h.getProject, access.RoleRead},
+		// Admin only, and not behind the project's allowed IPs: an admin
+		// must be able to fix a project that shuts everyone out.
+		{http.MethodPatch, "/projects/:project", h.updateProject, ""},
+		{http.MethodDelete, "/projects/:project", h.deleteProject, ""},
 
-		{http.MethodPost, "/keys", h.createKey},
-		{http.MethodGet, "/keys", h.listKeys},
-		{http.MethodGet, "/keys/:id", h.getKey},
-		{http.MethodDelete, "/keys/:id", h.revokeKey},
+		{http.MethodPost, "/keys", h.createKey, ""},
+		{http.MethodGet, "/keys", h.listKeys, ""},
+		{http.MethodGet, "/keys/:id", h.getKey, ""},
+		{http.MethodDelete, "/keys/:id", h.revokeKey, ""},
 
-		{http.MethodGet, "/audit", h.auditLog},
-		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog},
+		{http.MethodGet, "/audit", h.auditLog, ""},
+		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog, access.RoleRead},
 	} {
-		e.Add(r.method, "/v1"+r.path, r.handler, auth)
+		mw := []echo.MiddlewareFunc{h.authenticate(r.role == "")}
+		if r.role != "" {
+			mw = append(mw, h.projectAccess(r.role))
+		}
+		e.Add(r.method, "/v1"+r.path, r.handler, mw...)
 	}
 }
 
@@ -148,29 +155,19 @@ type JobResponse struct {
 }
 
 func (h *Handlers) submitCommand(c echo.Context) error {
-	// Authorize before reading the body: a refused caller's body is not
-	// worth parsing.
-	proj, err := h.project(c, c.Param("project"), access.RoleSubmit)
-	if err != nil {
-		return h.fail(c, err)
-	}
 	var req commandRequest
 	if err := h.decode(c, &req); err != nil {
 		return h.fail(c, err)
 	}
-	return h.submit(c, proj, jobs.Submission{Kind: contracts.KindExec, Command: req.Command}, req.commonFields)
+	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindExec, Command: req.Command}, req.commonFields)
 }
 
 func (h *Handlers) submitClaude(c echo.Context) error {
-	proj, err := h.project(c, c.Param("project"), access.RoleSubmit)
-	if err != nil {
-		return h.fail(c, err)
-	}
 	var req claudeRequest
 	if err := h.decode(c, &req); err != nil {
 		return h.fail(c, err)
 	}
-	return h.submit(c, proj, jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt}, req.commonFields)
+	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt}, req.commonFields)
 }
 
 func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submission, f commonFields) error {

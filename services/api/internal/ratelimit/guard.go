@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -92,12 +94,16 @@ func NewGuard(next Limiter, cfg GuardConfig) *Guard {
 // errCallerGone marks an error caused by the caller's context, not the backend.
 var errCallerGone = errors.New("caller context done")
 
-// Allow implements Limiter.
-func (g *Guard) Allow(ctx context.Context, key string, l Limit) (Decision, error) {
-	if l.Unlimited() {
+// Allow implements Limiter. Without a limited check it answers without
+// the backend. Admitted by the FailOpen policy, a request reports the
+// limited check with the fewest Requests, with Remaining at Limit.
+func (g *Guard) Allow(ctx context.Context, checks ...Check) (Decision, error) {
+	if n, _ := limited(checks); n == 0 {
 		return Decision{Allowed: true}, nil
 	}
-	d, err := g.breaker.Execute(func() (Decision, error) { return g.call(ctx, key, l) })
+	// The backend call may outlive this one (see call): it gets its own copy.
+	checks = slices.Clone(checks)
+	d, err := g.breaker.Execute(func() (Decision, error) { return g.call(ctx, checks) })
 	switch {
 	case err == nil:
 		return d, nil
@@ -108,16 +114,30 @@ func (g *Guard) Allow(ctx context.Context, key string, l Limit) (Decision, error
 		g.cfg.OnDegraded(err)
 	}
 	if g.cfg.Policy == FailClosed {
-		return Decision{}, fmt.Errorf("allow %q: %w: %w", key, ErrUnavailable, err)
+		return Decision{}, fmt.Errorf("allow %q: %w: %w", keys(checks), ErrUnavailable, err)
 	}
-	return Decision{Allowed: true, Limit: l.Requests, Remaining: l.Requests}, nil
+	d = Decision{Allowed: true, Remaining: math.MaxInt}
+	for _, c := range checks {
+		if !c.Limit.Unlimited() && c.Limit.Requests < d.Remaining {
+			d.Limit, d.Remaining = c.Limit.Requests, c.Limit.Requests
+		}
+	}
+	return d, nil
+}
+
+func keys(checks []Check) []string {
+	ks := make([]string, len(checks))
+	for i, c := range checks {
+		ks[i] = c.Key
+	}
+	return ks
 }
 
 // call runs one backend call bounded by the timeout; the backend runs in
 // its own goroutine so a backend that ignores ctx cannot hold the caller.
 // That goroutine ends when the backend returns (go-redis: at its own
 // socket timeouts), and the breaker keeps their number small.
-func (g *Guard) call(ctx context.Context, key string, l Limit) (Decision, error) {
+func (g *Guard) call(ctx context.Context, checks []Check) (Decision, error) {
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
 	type result struct {
@@ -126,7 +146,7 @@ func (g *Guard) call(ctx context.Context, key string, l Limit) (Decision, error)
 	}
 	done := make(chan result, 1)
 	go func() {
-		d, err := g.next.Allow(cctx, key, l)
+		d, err := g.next.Allow(cctx, checks...)
 		done <- result{d, err}
 	}()
 	select {

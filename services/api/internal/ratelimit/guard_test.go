@@ -22,7 +22,7 @@ type faultyLimiter struct {
 
 var errBackend = errors.New("backend down")
 
-func (f *faultyLimiter) Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error) {
+func (f *faultyLimiter) Allow(ctx context.Context, checks ...ratelimit.Check) (ratelimit.Decision, error) {
 	f.calls.Add(1)
 	if f.hang != nil {
 		<-f.hang
@@ -30,7 +30,7 @@ func (f *faultyLimiter) Allow(ctx context.Context, key string, l ratelimit.Limit
 	if f.fail.Load() {
 		return ratelimit.Decision{}, errBackend
 	}
-	return f.next.Allow(ctx, key, l)
+	return f.next.Allow(ctx, checks...)
 }
 
 type guardBundle struct {
@@ -70,7 +70,7 @@ func TestGuardFailOpen(t *testing.T) {
 	lim := ratelimit.Limit{Requests: 1, Window: time.Minute}
 	b.backend.fail.Store(true)
 	for i := range 10 {
-		d, err := b.guard.Allow(t.Context(), "k", lim)
+		d, err := b.guard.Allow(t.Context(), ratelimit.Check{Key: "k", Limit: lim})
 		if err != nil || d != (ratelimit.Decision{Allowed: true, Limit: 1, Remaining: 1}) {
 			t.Fatalf("call %d: %+v, %v; want admitted with Remaining 1", i, d, err)
 		}
@@ -89,7 +89,7 @@ func waitLimited(t *testing.T, g *ratelimit.Guard, lim ratelimit.Limit) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		d, err := g.Allow(t.Context(), "k", lim)
+		d, err := g.Allow(t.Context(), ratelimit.Check{Key: "k", Limit: lim})
 		if err == nil && !d.Allowed {
 			return
 		}
@@ -104,7 +104,7 @@ func TestGuardFailClosed(t *testing.T) {
 	lim := ratelimit.Limit{Requests: 1, Window: time.Minute}
 	b.backend.fail.Store(true)
 	for i := range 5 {
-		d, err := b.guard.Allow(t.Context(), "k", lim)
+		d, err := b.guard.Allow(t.Context(), ratelimit.Check{Key: "k", Limit: lim})
 		if !errors.Is(err, ratelimit.ErrUnavailable) || d.Allowed {
 			t.Fatalf("call %d: %+v, %v; want ErrUnavailable", i, d, err)
 		}
@@ -125,7 +125,7 @@ func TestGuardNeverHangs(t *testing.T) {
 	t.Cleanup(func() { close(hang) })
 	for i := range 5 {
 		start := time.Now()
-		_, err := b.guard.Allow(t.Context(), "k", ratelimit.Limit{Requests: 1, Window: time.Minute})
+		_, err := b.guard.Allow(t.Context(), ratelimit.Check{Key: "k", Limit: ratelimit.Limit{Requests: 1, Window: time.Minute}})
 		if took := time.Since(start); took > 2*50*time.Millisecond+50*time.Millisecond {
 			t.Fatalf("call %d took %v with a 50ms timeout", i, took)
 		}
@@ -143,14 +143,38 @@ func TestGuardCallerCancelIsNotABackendFailure(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	for range 10 {
-		if _, err := b.guard.Allow(ctx, "k", ratelimit.Limit{Requests: 5, Window: time.Minute}); !errors.Is(err, context.Canceled) {
+		if _, err := b.guard.Allow(ctx, ratelimit.Check{Key: "k", Limit: ratelimit.Limit{Requests: 5, Window: time.Minute}}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Allow with a canceled context: %v, want context.Canceled", err)
 		}
 	}
 	if got := b.degraded.Load(); got != 0 {
 		t.Fatalf("OnDegraded called %d times, want 0", got)
 	}
-	if d, err := b.guard.Allow(t.Context(), "k", ratelimit.Limit{Requests: 5, Window: time.Minute}); err != nil || d.Remaining != 4 {
+	if d, err := b.guard.Allow(t.Context(), ratelimit.Check{Key: "k", Limit: ratelimit.Limit{Requests: 5, Window: time.Minute}}); err != nil || d.Remaining != 4 {
 		t.Fatalf("after cancellations: %+v, %v; want the backend's answer (breaker closed)", d, err)
+	}
+}
+
+// Failing open on several checks reports the one with the fewest
+// Requests, with a full Remaining, as for one; unlimited checks are
+// ignored, and a call without a limited check never reaches the backend.
+func TestGuardFailOpenSeveralChecks(t *testing.T) {
+	t.Parallel()
+	b := setupGuard(t, ratelimit.FailOpen, nil)
+	b.backend.fail.Store(true)
+	checks := []ratelimit.Check{
+		{Key: "key", Limit: ratelimit.Limit{Requests: 10, Window: time.Minute}},
+		{Key: "unlimited"},
+		{Key: "project", Limit: ratelimit.Limit{Requests: 3, Window: time.Hour}},
+	}
+	d, err := b.guard.Allow(t.Context(), checks...)
+	if err != nil || d != (ratelimit.Decision{Allowed: true, Limit: 3, Remaining: 3}) {
+		t.Fatalf("%+v, %v; want admitted with the project's Limit 3, Remaining 3", d, err)
+	}
+	if d, err := b.guard.Allow(t.Context(), ratelimit.Check{Key: "u1"}, ratelimit.Check{Key: "u2", Limit: ratelimit.Limit{Requests: -1}}); err != nil || d != (ratelimit.Decision{Allowed: true}) {
+		t.Fatalf("only unlimited checks: %+v, %v; want only Allowed", d, err)
+	}
+	if got := b.backend.calls.Load(); got != 1 {
+		t.Fatalf("backend called %d times, want 1", got)
 	}
 }

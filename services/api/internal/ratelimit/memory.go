@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math"
+	"math/bits"
 	"sync"
 	"time"
 )
@@ -52,31 +54,125 @@ func newMemory(now func() time.Time) *Memory {
 	return m
 }
 
-// Allow implements Limiter.
-func (m *Memory) Allow(ctx context.Context, key string, l Limit) (Decision, error) {
+// Allow implements Limiter. A call with one limited check locks the shard
+// of its key; a call with several locks every shard their keys hash to,
+// in shard order (so two calls cannot deadlock), decides on all the keys
+// and only then counts the request under each.
+func (m *Memory) Allow(ctx context.Context, checks ...Check) (Decision, error) {
+	if len(checks) != 1 {
+		return m.allowSeveral(ctx, checks)
+	}
+	// One check, the common case: as few steps as possible.
+	key, l := checks[0].Key, checks[0].Limit
 	if l.Unlimited() {
 		return Decision{Allowed: true}, nil
 	}
-	if err := validate(l); err != nil {
-		return Decision{}, fmt.Errorf("allow %q: %w", key, err)
+	if l.Window <= 0 {
+		return Decision{}, fmt.Errorf("allow: key %q: %w", key, errWindow)
 	}
 	if err := ctx.Err(); err != nil {
 		return Decision{}, fmt.Errorf("allow %q: %w", key, err)
 	}
-	// A monotonic offset: wall-clock jumps do not move windows.
-	now := m.now().Sub(m.epoch)
-	sh := &m.shards[maphash.String(m.seed, key)%memoryShards]
+	now := m.offset()
+	sh := &m.shards[m.shard(key)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if now-sh.lastSweep >= sweepEvery {
-		sh.sweep(now)
+	sh.sweepIfDue(now)
+	return sh.log(key, l).allow(now, l, true), nil
+}
+
+func (m *Memory) allowSeveral(ctx context.Context, checks []Check) (Decision, error) {
+	n, first := limited(checks)
+	if n == 0 {
+		return Decision{Allowed: true}, nil
 	}
+	if err := Validate(checks...); err != nil {
+		return Decision{}, fmt.Errorf("allow: %w", err)
+	}
+	if n == 1 {
+		return m.Allow(ctx, first)
+	}
+	if err := ctx.Err(); err != nil {
+		return Decision{}, fmt.Errorf("allow: %w", err)
+	}
+	return m.allowAll(m.offset(), checks), nil
+}
+
+// offset is the time now as a monotonic offset: wall-clock jumps do not
+// move windows.
+func (m *Memory) offset() time.Duration { return m.now().Sub(m.epoch) }
+
+func (m *Memory) shard(key string) int { return int(maphash.String(m.seed, key) % memoryShards) }
+
+// The shards a multi-check call locks are a bit mask.
+const _ uint = 64 - memoryShards // memoryShards must fit in a uint64
+
+func (m *Memory) allowAll(now time.Duration, checks []Check) Decision {
+	var buf [4]*memoryShard
+	shards := buf[:0] // of each check; nil for unlimited ones
+	var mask uint64
+	for _, c := range checks {
+		if c.Limit.Unlimited() {
+			shards = append(shards, nil)
+			continue
+		}
+		i := m.shard(c.Key)
+		shards = append(shards, &m.shards[i])
+		mask |= 1 << i
+	}
+	for rest := mask; rest != 0; rest &= rest - 1 {
+		sh := &m.shards[bits.TrailingZeros64(rest)]
+		sh.mu.Lock()
+		sh.sweepIfDue(now)
+	}
+	defer func() {
+		for rest := mask; rest != 0; rest &= rest - 1 {
+			m.shards[bits.TrailingZeros64(rest)].mu.Unlock()
+		}
+	}()
+
+	denied, deny := false, Decision{}
+	for i, c := range checks {
+		if shards[i] == nil {
+			continue
+		}
+		log := shards[i].keys[c.Key]
+		if log == nil {
+			continue // nothing counted: admits
+		}
+		if d := log.allow(now, c.Limit, false); !d.Allowed && (!denied || d.RetryAfter > deny.RetryAfter) {
+			denied, deny = true, d
+		}
+	}
+	if denied {
+		return deny
+	}
+	tightest := Decision{Remaining: math.MaxInt}
+	for i, c := range checks {
+		if shards[i] == nil {
+			continue
+		}
+		if d := shards[i].log(c.Key, c.Limit).allow(now, c.Limit, true); d.Remaining < tightest.Remaining {
+			tightest = d
+		}
+	}
+	return tightest
+}
+
+// log returns the log of key, a new one if there is none.
+func (sh *memoryShard) log(key string, l Limit) *slidingLog {
 	log := sh.keys[key]
 	if log == nil {
 		log = &slidingLog{times: make([]time.Duration, l.Requests)}
 		sh.keys[key] = log
 	}
-	return log.allow(now, l), nil
+	return log
+}
+
+func (sh *memoryShard) sweepIfDue(now time.Duration) {
+	if now-sh.lastSweep >= sweepEvery {
+		sh.sweep(now)
+	}
 }
 
 func (sh *memoryShard) sweep(now time.Duration) {
@@ -91,7 +187,10 @@ func (sh *memoryShard) sweep(now time.Duration) {
 func (s *slidingLog) at(i int) time.Duration { return s.times[(s.head+i)%len(s.times)] }
 func (s *slidingLog) newest() time.Duration  { return s.at(s.n - 1) }
 
-func (s *slidingLog) allow(now time.Duration, l Limit) Decision {
+// allow decides on a request now against l and, if it is admitted and
+// count is set, counts it. (One function, not prune/admit helpers: it
+// runs under the shard lock of every single-check call.)
+func (s *slidingLog) allow(now time.Duration, l Limit, count bool) Decision {
 	s.window = l.Window
 	if len(s.times) != l.Requests {
 		s.resize(l.Requests)
@@ -101,16 +200,19 @@ func (s *slidingLog) allow(now time.Duration, l Limit) Decision {
 		s.head = (s.head + 1) % len(s.times)
 		s.n--
 	}
-	if s.n < l.Requests {
-		s.times[(s.head+s.n)%len(s.times)] = now
-		s.n++
-		return Decision{Allowed: true, Limit: l.Requests, Remaining: l.Requests - s.n, Reset: l.Window}
+	if s.n == l.Requests {
+		return Decision{
+			Limit:      l.Requests,
+			RetryAfter: s.at(0) + l.Window - now,
+			Reset:      s.newest() + l.Window - now,
+		}
 	}
-	return Decision{
-		Limit:      l.Requests,
-		RetryAfter: s.at(0) + l.Window - now,
-		Reset:      s.newest() + l.Window - now,
+	if !count {
+		return Decision{Allowed: true}
 	}
+	s.times[(s.head+s.n)%len(s.times)] = now
+	s.n++
+	return Decision{Allowed: true, Limit: l.Requests, Remaining: l.Requests - s.n, Reset: l.Window}
 }
 
 // resize keeps the newest entries that fit a new capacity.

@@ -26,7 +26,7 @@ func TestMemoryExactWindowEdges(t *testing.T) {
 	lim := Limit{Requests: 2, Window: 10 * time.Second}
 	mustAllow := func(want bool, remaining int, retry time.Duration) {
 		t.Helper()
-		d, err := m.Allow(t.Context(), "k", lim)
+		d, err := m.Allow(t.Context(), Check{Key: "k", Limit: lim})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +50,7 @@ func TestMemoryDropsIdleKeys(t *testing.T) {
 	m := newMemory(clk.Now)
 	lim := Limit{Requests: 3, Window: time.Second}
 	for i := range 1000 {
-		if _, err := m.Allow(t.Context(), string(rune('a'+i%26))+string(rune(i)), lim); err != nil {
+		if _, err := m.Allow(t.Context(), Check{Key: string(rune('a'+i%26)) + string(rune(i)), Limit: lim}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,7 +60,7 @@ func TestMemoryDropsIdleKeys(t *testing.T) {
 	clk.Add(sweepEvery + lim.Window)
 	// Every shard sweeps on its next call.
 	for i := range 10_000 {
-		if _, err := m.Allow(t.Context(), "fresh"+string(rune(i)), Limit{Requests: 1, Window: time.Hour}); err != nil {
+		if _, err := m.Allow(t.Context(), Check{Key: "fresh" + string(rune(i)), Limit: Limit{Requests: 1, Window: time.Hour}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -74,7 +74,7 @@ func TestMemoryBoundedPerKey(t *testing.T) {
 	clk := &fakeClock{now: time.Unix(1_000_000, 0)}
 	m := newMemory(clk.Now)
 	for range 1000 {
-		if _, err := m.Allow(t.Context(), "k", Limit{Requests: 5, Window: time.Hour}); err != nil {
+		if _, err := m.Allow(t.Context(), Check{Key: "k", Limit: Limit{Requests: 5, Window: time.Hour}}); err != nil {
 			t.Fatal(err)
 		}
 		clk.Add(time.Millisecond)
@@ -89,7 +89,7 @@ func TestMemoryBoundedPerKey(t *testing.T) {
 		t.Fatalf("log holds %d slots, want 5 (= Requests)", got)
 	}
 	// A smaller limit on the same key keeps the newest entries that fit.
-	d, err := m.Allow(t.Context(), "k", Limit{Requests: 2, Window: time.Hour})
+	d, err := m.Allow(t.Context(), Check{Key: "k", Limit: Limit{Requests: 2, Window: time.Hour}})
 	if err != nil || d.Allowed || len(sh.keys["k"].times) != 2 {
 		t.Fatalf("after shrinking the limit: %+v, %v, %d slots", d, err, len(sh.keys["k"].times))
 	}

@@ -13,9 +13,11 @@ import (
 )
 
 // BenchmarkLimiterAllow measures parallel Allow calls through one client
-// (its connection pool) on a local redis-server over a unix socket, for a
-// key whose log is full (1000 members, denied: the most work per call) and
-// for many keys, and behind a Guard.
+// (its connection pool) on a local redis-server over a unix socket: one
+// check on a key whose log is full (1000 members, denied: the most work
+// per call) and on many keys; two checks (a key and its project, as the
+// API makes them) on one full pair and on many keys sharing 10 projects;
+// and behind a Guard.
 func BenchmarkLimiterAllow(b *testing.B) {
 	srv := redistest.Start(b)
 	client := srv.Client(b)
@@ -25,7 +27,7 @@ func BenchmarkLimiterAllow(b *testing.B) {
 		b.SetParallelism(8) // 16 concurrent callers on 2 CPUs, as under HTTP load
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := l.Allow(b.Context(), "hot", lim); err != nil {
+				if _, err := l.Allow(b.Context(), ratelimit.Check{Key: "hot", Limit: lim}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -37,7 +39,35 @@ func BenchmarkLimiterAllow(b *testing.B) {
 		b.SetParallelism(8) // 16 concurrent callers on 2 CPUs, as under HTTP load
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := l.Allow(b.Context(), strconv.FormatInt(n.Add(1)%10_000, 10), lim); err != nil {
+				if _, err := l.Allow(b.Context(), ratelimit.Check{Key: strconv.FormatInt(n.Add(1)%10_000, 10), Limit: lim}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	project := ratelimit.Limit{Requests: 10_000, Window: time.Minute}
+	b.Run("TwoChecksOneKey", func(b *testing.B) {
+		l := redisstore.NewLimiter(client, "bench:two:")
+		b.SetParallelism(8) // 16 concurrent callers on 2 CPUs, as under HTTP load
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := l.Allow(b.Context(), ratelimit.Check{Key: "key:hot", Limit: lim}, ratelimit.Check{Key: "project:hot", Limit: project}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("TwoChecksManyKeys", func(b *testing.B) {
+		l := redisstore.NewLimiter(client, "bench:twomany:")
+		var n atomic.Int64
+		b.SetParallelism(8) // 16 concurrent callers on 2 CPUs, as under HTTP load
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := n.Add(1) % 10_000
+				if _, err := l.Allow(b.Context(),
+					ratelimit.Check{Key: "key:" + strconv.FormatInt(i, 10), Limit: lim},
+					ratelimit.Check{Key: "project:" + strconv.FormatInt(i%10, 10), Limit: project},
+				); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -49,7 +79,7 @@ func BenchmarkLimiterAllow(b *testing.B) {
 		b.SetParallelism(8) // 16 concurrent callers on 2 CPUs, as under HTTP load
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := g.Allow(b.Context(), strconv.FormatInt(n.Add(1)%10_000, 10), lim); err != nil {
+				if _, err := g.Allow(b.Context(), ratelimit.Check{Key: strconv.FormatInt(n.Add(1)%10_000, 10), Limit: lim}); err != nil {
 					b.Fatal(err)
 				}
 			}

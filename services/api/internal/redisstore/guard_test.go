@@ -51,7 +51,7 @@ func TestGuardLimiterRedisOutage(t *testing.T) {
 			allow := func() (ratelimit.Decision, error) {
 				t.Helper()
 				start := time.Now()
-				d, err := g.Allow(t.Context(), "k", lim)
+				d, err := g.Allow(t.Context(), ratelimit.Check{Key: "k", Limit: lim})
 				if took := time.Since(start); took > callBound {
 					t.Fatalf("Allow took %v with a %v timeout", took, guardTimeout)
 				}

@@ -11,6 +11,6 @@ import (
 // load balancer would spread requests over API replicas.
 type alternating []ratelimit.Limiter
 
-func (a alternating) Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error) {
-	return a[rand.IntN(len(a))].Allow(ctx, key, l)
+func (a alternating) Allow(ctx context.Context, checks ...ratelimit.Check) (ratelimit.Decision, error) {
+	return a[rand.IntN(len(a))].Allow(ctx, checks...)
 }
