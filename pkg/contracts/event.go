@@ -14,6 +14,10 @@ const (
 	EventFailed    EventType = "failed"
 	EventCancelled EventType = "cancelled"
 	EventTimedOut  EventType = "timed_out"
+	// EventRetrying: an attempt failed and the job goes back to the queue
+	// for the next one after a backoff; Reason says why, Attempt is the
+	// attempt that failed and RetryInSeconds the delay.
+	EventRetrying EventType = "retrying"
 )
 
 // Terminal reports whether t ends the job.
@@ -44,6 +48,11 @@ const (
 	// ReasonPodLost: the project's pod was deleted or stopped while the job
 	// ran in it.
 	ReasonPodLost = "pod_lost"
+	// ReasonCancelled: someone cancelled the job (POST .../cancel).
+	ReasonCancelled = "cancelled"
+	// ReasonUndecodable: the job message could not be decoded (dead
+	// letters only).
+	ReasonUndecodable = "undecodable"
 )
 
 // Event is a lifecycle event, published to SubjectEvent. Events of one
@@ -73,6 +82,11 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	// Message is a human readable detail for Reason.
 	Message string `json:"message,omitempty"`
+	// RetryInSeconds is, on a retrying event, when the next attempt may
+	// start.
+	RetryInSeconds int `json:"retry_in_seconds,omitempty"`
+	// BatchID is the job's batch, if any.
+	BatchID string `json:"batch_id,omitempty"`
 	// DurationMS is the run time of the attempt, on terminal events.
 	DurationMS int64 `json:"duration_ms,omitempty"`
 	// Lines is the stream's last output Seq when the event was published.

@@ -77,7 +77,20 @@ type Job struct {
 	// Trace carries W3C trace context (traceparent, tracestate) so the
 	// worker's spans join the submitter's trace.
 	Trace map[string]string `json:"trace,omitempty"`
+	// MaxAttempts is how many attempts the job may use; 0 means 1 (a
+	// command is not assumed idempotent). Failures that are not the
+	// command's own (worker lost, pod lost, executor error, pod not ready)
+	// are retried while attempts remain, with exponential backoff.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// RetryOnExitCodes lists exit codes of the command that are retried
+	// too, while attempts remain.
+	RetryOnExitCodes []int `json:"retry_on_exit_codes,omitempty"`
+	// BatchID is the batch the job was submitted in, if any.
+	BatchID string `json:"batch_id,omitempty"`
 }
+
+// Attempts returns MaxAttempts with its default applied.
+func (j Job) Attempts() int { return max(j.MaxAttempts, 1) }
 
 // Timeout returns the job's time limit as a duration.
 func (j Job) Timeout() time.Duration { return time.Duration(j.TimeoutSeconds) * time.Second }

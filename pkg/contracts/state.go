@@ -86,6 +86,16 @@ type JobState struct {
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	// IdempotencyKey is the caller's key, if one was given.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// MaxAttempts is the job's attempt budget (see Job.MaxAttempts).
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// BatchID is the job's batch, if any.
+	BatchID string `json:"batch_id,omitempty"`
+	// CancelRequested is set when someone asked to cancel the running job;
+	// the worker running it stops it and ends the job cancelled.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// NextAttemptAt is, while a failed attempt waits for its retry, when
+	// the next one may start.
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 }
 
 // StreamRef is stored in BucketState under StreamKey(id) so a reader of a

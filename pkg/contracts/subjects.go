@@ -16,7 +16,20 @@ const (
 	// SubjectEventsPrefix prefixes lifecycle event subjects:
 	// rdev.events.<project>.<stream_id>.<type>.
 	SubjectEventsPrefix = "rdev.events"
+	// SubjectCancelPrefix prefixes cancel requests, plain NATS messages
+	// (no JetStream) that every worker listens to:
+	// rdev.control.cancel.<job_id>. The job's state (CancelRequested)
+	// is the durable record; the message only makes it fast.
+	SubjectCancelPrefix = "rdev.control.cancel"
+	// SubjectDeadPrefix prefixes dead letters: rdev.dead.<project>.
+	SubjectDeadPrefix = "rdev.dead"
 )
+
+// SubjectCancel is where a cancel request for a job is published.
+func SubjectCancel(jobID string) string { return SubjectCancelPrefix + "." + jobID }
+
+// SubjectDead is where a project's dead letters are published.
+func SubjectDead(project string) string { return SubjectDeadPrefix + "." + project }
 
 // SubjectJob is where a job of the given priority for project is published.
 func SubjectJob(p Priority, project string) string {
@@ -49,6 +62,11 @@ const (
 	// (rdev.events.>) for OutputMaxAge, so a stream can be replayed from
 	// its start, lines and events in one order.
 	StreamOutput = "RDEV_OUTPUT"
+	// StreamDead holds DeadLetters on rdev.dead.> until someone retries or
+	// they age out.
+	StreamDead = "RDEV_DEAD"
+	// DefaultDeadMaxAge is how long dead letters are kept.
+	DefaultDeadMaxAge = 30 * 24 * time.Hour
 	// BucketState is the key-value bucket holding job state (JobKey),
 	// stream references (StreamKey) and idempotency keys (IdempotencyKeyKey).
 	BucketState = "rdev_state"
@@ -74,6 +92,13 @@ func JobKey(jobID string) string { return "job." + jobID }
 
 // StreamKey is the BucketState key of a stream's StreamRef.
 func StreamKey(streamID string) string { return "stream." + streamID }
+
+// BatchKey is the BucketState key of a batch's Batch record.
+func BatchKey(batchID string) string { return "batch." + batchID }
+
+// SlotsKey is the BucketState key holding a project's running-job slots
+// (its per-project concurrency leases).
+func SlotsKey(project string) string { return "slots." + project }
 
 // IdempotencyKeyKey is the BucketState key mapping a project's idempotency
 // key (already hashed to hex by the caller) to a job id.

@@ -88,6 +88,16 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 		// one nor the stream purged through the API.
 		DenyDelete: true,
 		DenyPurge:  true,
+	}, {
+		Name:        contracts.StreamDead,
+		Description: "rdev dead letters: jobs given up, kept for inspection and retry",
+		Subjects:    []string{contracts.SubjectDeadPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      contracts.DefaultDeadMaxAge,
+		Duplicates:  contracts.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
 	}}
 }
 

@@ -37,6 +37,8 @@ func Generate() (map[string][]byte, error) {
 		"error_body":    contracts.ErrorBody{},
 		"sse_connected": contracts.SSEConnectedData{},
 		"audit_record":  contracts.AuditRecord{},
+		"dead_letter":   contracts.DeadLetter{},
+		"batch":         contracts.Batch{},
 	} {
 		s := r.Reflect(v)
 		s.ID = jsonschema.ID("https://rdev.dev/schema/v1/" + name + ".json")

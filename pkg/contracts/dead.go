@@ -1,0 +1,49 @@
+package contracts
+
+import "time"
+
+// DeadLetter is a job that will not run again by itself: its attempts are
+// spent on failures that were not the command's own (or on exit codes it
+// asked to retry), or its message could not be decoded. It is published to
+// SubjectDead(project) with the job id as its message id; POST
+// /v1/dead-letters/{id}/retry submits the job again as a new job.
+type DeadLetter struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// ID identifies the dead letter (the job id, or for an undecodable
+	// message the JetStream sequence it had).
+	ID string `json:"id"`
+	// Job is the job as it was queued; absent when undecodable.
+	Job *Job `json:"job,omitempty"`
+	// Raw is the undecodable message's body.
+	Raw []byte `json:"raw,omitempty"`
+	// Reason is why the last attempt failed (a Reason constant).
+	Reason string `json:"reason"`
+	// Message is a human readable detail for Reason.
+	Message string `json:"message,omitempty"`
+	// Attempts is how many attempts ran.
+	Attempts int `json:"attempts"`
+	// ExitCode is the last attempt's exit status, if the command exited.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Time is when the job was given up.
+	Time time.Time `json:"time"`
+	// Seq is the dead letter's position in StreamDead; set when read back.
+	Seq uint64 `json:"seq,omitempty"`
+}
+
+// Batch is a set of jobs submitted in one request, kept in BucketState
+// under BatchKey(id).
+type Batch struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// ID identifies the batch.
+	ID string `json:"id"`
+	// Project is the batch's project.
+	Project string `json:"project"`
+	// JobIDs are the accepted jobs, in submission order.
+	JobIDs []string `json:"job_ids"`
+	// Rejected is how many items were refused.
+	Rejected int `json:"rejected"`
+	// SubmittedAt is when the API accepted the batch.
+	SubmittedAt time.Time `json:"submitted_at"`
+}
