@@ -63,3 +63,6 @@ func (s *Signer) mac(payload string) []byte {
 	m.Write([]byte(payload))
 	return m.Sum(nil)
 }
+
+// BatchResource names a batch's event stream for Sign and Verify.
+func BatchResource(batchID string) string { return "batch:" + batchID }

@@ -31,6 +31,21 @@ type DeadLetter struct {
 	Seq uint64 `json:"seq,omitempty"`
 }
 
+// BatchState is where an all-or-nothing batch stands.
+type BatchState string
+
+// The batch states. Batches that are not atomic are committed at once.
+const (
+	BatchPending   BatchState = "pending"
+	BatchCommitted BatchState = "committed"
+	BatchAborted   BatchState = "aborted"
+)
+
+// AtomicBatchWindow bounds how long an atomic batch may stay pending: its
+// API commits or aborts it well within, and a batch still pending after
+// it (its API died midway) counts as aborted.
+const AtomicBatchWindow = 2 * time.Minute
+
 // Batch is a set of jobs submitted in one request, kept in BucketState
 // under BatchKey(id).
 type Batch struct {
@@ -44,6 +59,10 @@ type Batch struct {
 	JobIDs []string `json:"job_ids"`
 	// Rejected is how many items were refused.
 	Rejected int `json:"rejected"`
+	// Atomic says the batch is all-or-nothing.
+	Atomic bool `json:"atomic,omitempty"`
+	// State is pending, committed or aborted (see BatchState).
+	State BatchState `json:"state"`
 	// SubmittedAt is when the API accepted the batch.
 	SubmittedAt time.Time `json:"submitted_at"`
 }

@@ -87,6 +87,12 @@ type Job struct {
 	RetryOnExitCodes []int `json:"retry_on_exit_codes,omitempty"`
 	// BatchID is the batch the job was submitted in, if any.
 	BatchID string `json:"batch_id,omitempty"`
+	// BatchAtomic is set on the jobs of an all-or-nothing batch: a worker
+	// runs such a job only once its Batch record is committed, ends it
+	// cancelled when the batch was aborted, and holds it back while the
+	// batch is pending (at most AtomicBatchWindow after SubmittedAt; a
+	// batch still pending then is aborted).
+	BatchAtomic bool `json:"batch_atomic,omitempty"`
 }
 
 // Attempts returns MaxAttempts with its default applied.

@@ -32,6 +32,8 @@ import (
 type Config struct {
 	// MaxBodyBytes bounds a request body; default 1 MiB.
 	MaxBodyBytes int64
+	// MaxBatchBytes bounds a batch body; default 32 MiB.
+	MaxBatchBytes int64
 	// DefaultTimeout applies to jobs that set none; default 10m.
 	DefaultTimeout time.Duration
 	// MaxTimeout is the longest timeout a job may ask for; default 24h.
@@ -65,6 +67,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 32 << 20
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 5 * time.Second
@@ -131,14 +136,15 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 	s.cached = cachedstore.New(store, keyCache, cfg.CacheTTL, log)
 	s.audit = natsjs.NewAuditLog(js, cfg.PublishTimeout, log)
 	s.admin = admin.New(s.cached, s.audit, newID)
-	svc := jobs.New(natsjs.NewStore(state), natsjs.NewQueue(js, cfg.PublishTimeout), s.audit, jobs.Limits{
+	queue := natsjs.NewQueue(js, cfg.PublishTimeout)
+	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand,
 	}, newID)
 	s.handlers = httpapi.New(httpapi.Deps{
 		Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
-		Audit: s.audit, Query: auditQuery{s.audit}, Signer: access.NewSigner(secret), TokenTTL: cfg.TokenTTL,
+		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js), Signer: access.NewSigner(secret), TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
-		MaxBodyBytes: cfg.MaxBodyBytes, Log: log,
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})
 	return s, nil
 }

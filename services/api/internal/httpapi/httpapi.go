@@ -32,6 +32,11 @@ import (
 type Jobs interface {
 	Submit(ctx context.Context, sub jobs.Submission) (contracts.JobState, bool, error)
 	Job(ctx context.Context, id string) (contracts.JobState, error)
+	Cancel(ctx context.Context, id string) (contracts.JobState, error)
+	SubmitBatch(ctx context.Context, project string, subs []jobs.Submission, atomic bool) (contracts.Batch, []jobs.BatchItem, error)
+	Batch(ctx context.Context, id string) (contracts.Batch, error)
+	States(ctx context.Context, ids []string) ([]contracts.JobState, error)
+	Resubmit(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error)
 }
 
 // Deps are the handlers' collaborators.
@@ -43,36 +48,41 @@ type Deps struct {
 	Limiter  Limiter
 	Audit    Auditor
 	Query    AuditQuerier
+	Dead     DeadLetters
 	// Signer signs the stream tokens of events_url, valid for TokenTTL.
 	Signer   *access.Signer
 	TokenTTL time.Duration
 	// KeyLimit applies to keys without a rate limit of their own.
 	KeyLimit ratelimit.Limit
-	// MaxBodyBytes bounds every request body.
+	// MaxBodyBytes bounds every request body but a batch's.
 	MaxBodyBytes int64
-	Log          *slog.Logger
+	// MaxBatchBytes bounds a batch body.
+	MaxBatchBytes int64
+	Log           *slog.Logger
 }
 
 // Handlers serves the /v1 endpoints of the API.
 type Handlers struct {
-	jobs         Jobs
-	admin        Admin
-	keys         Keys
-	projects     Projects
-	limiter      Limiter
-	audit        Auditor
-	query        AuditQuerier
-	signer       *access.Signer
-	tokenTTL     time.Duration
-	keyLimit     ratelimit.Limit
-	maxBodyBytes int64
-	log          *slog.Logger
+	jobs          Jobs
+	admin         Admin
+	keys          Keys
+	projects      Projects
+	limiter       Limiter
+	audit         Auditor
+	query         AuditQuerier
+	dead          DeadLetters
+	signer        *access.Signer
+	tokenTTL      time.Duration
+	keyLimit      ratelimit.Limit
+	maxBodyBytes  int64
+	maxBatchBytes int64
+	log           *slog.Logger
 }
 
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, signer: d.Signer, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -94,6 +104,12 @@ func (h *Handlers) Register(e *echo.Echo) {
 		{http.MethodPost, "/projects/:project/commands", h.submitCommand, access.RoleSubmit},
 		{http.MethodPost, "/projects/:project/claude", h.submitClaude, access.RoleSubmit},
 		{http.MethodGet, "/jobs/:id", h.getJob, ""},
+		{http.MethodPost, "/jobs/:id/cancel", h.cancelJob, ""},
+		{http.MethodPost, "/projects/:project/batches", h.submitBatch, access.RoleSubmit},
+		{http.MethodGet, "/batches/:id", h.getBatch, ""},
+		{http.MethodPost, "/batches/:id/cancel", h.cancelBatch, ""},
+		{http.MethodGet, "/dead-letters", h.deadLetters, ""},
+		{http.MethodPost, "/dead-letters/:id/retry", h.retryDeadLetter, ""},
 
 		{http.MethodPost, "/projects", h.createProject, ""},
 		{http.MethodGet, "/projects", h.listProjects, ""},
@@ -121,11 +137,13 @@ func (h *Handlers) Register(e *echo.Echo) {
 
 // commonFields are accepted by every submit endpoint.
 type commonFields struct {
-	Env            map[string]string `json:"env"`
-	WorkDir        string            `json:"work_dir"`
-	Priority       string            `json:"priority"`
-	TimeoutSeconds int               `json:"timeout_seconds"`
-	IdempotencyKey string            `json:"idempotency_key"`
+	Env              map[string]string `json:"env"`
+	WorkDir          string            `json:"work_dir"`
+	Priority         string            `json:"priority"`
+	TimeoutSeconds   int               `json:"timeout_seconds"`
+	IdempotencyKey   string            `json:"idempotency_key"`
+	MaxAttempts      int               `json:"max_attempts"`
+	RetryOnExitCodes []int             `json:"retry_on_exit_codes"`
 }
 
 type commandRequest struct {
@@ -170,7 +188,9 @@ func (h *Handlers) submitClaude(c echo.Context) error {
 	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt}, req.commonFields)
 }
 
-func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submission, f commonFields) error {
+// submission completes sub with the request's fields, the project's
+// defaults, who asks and the caller's trace context.
+func submission(c echo.Context, proj access.Project, sub jobs.Submission, f commonFields) jobs.Submission {
 	sub.Project = proj.ID
 	if f.Priority == "" {
 		f.Priority = string(proj.DefaultPriority)
@@ -178,11 +198,17 @@ func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submissi
 	sub.Actor, sub.ClientIP = principal(c).Key.ID, clientIP(c).String()
 	sub.Env, sub.WorkDir, sub.Priority, sub.TimeoutSeconds = f.Env, f.WorkDir, f.Priority, f.TimeoutSeconds
 	sub.IdempotencyKey = f.IdempotencyKey
-	if sub.IdempotencyKey == "" {
-		sub.IdempotencyKey = c.Request().Header.Get("Idempotency-Key")
-	}
+	sub.MaxAttempts, sub.RetryOnExitCodes = f.MaxAttempts, f.RetryOnExitCodes
 	if tp := c.Request().Header.Get("traceparent"); tp != "" {
 		sub.Trace = map[string]string{"traceparent": tp, "tracestate": c.Request().Header.Get("tracestate")}
+	}
+	return sub
+}
+
+func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submission, f commonFields) error {
+	sub = submission(c, proj, sub, f)
+	if sub.IdempotencyKey == "" {
+		sub.IdempotencyKey = c.Request().Header.Get("Idempotency-Key")
 	}
 	st, replayed, err := h.jobs.Submit(c.Request().Context(), sub)
 	if err != nil {
@@ -203,16 +229,7 @@ func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submissi
 func (h *Handlers) getJob(c echo.Context) error {
 	st, err := h.jobs.Job(c.Request().Context(), c.Param("id"))
 	if err == nil {
-		// Another project's job is reported missing, not forbidden: its
-		// existence is not the caller's business.
-		if _, perr := h.project(c, st.Project, access.RoleRead); perr != nil {
-			var ae *access.Error
-			if errors.As(perr, &ae) && ae.Kind == access.KindForbidden {
-				err = &jobs.Error{Kind: jobs.KindNotFound, Code: "job_not_found", Message: fmt.Sprintf("no job %q (unknown, or its state expired)", st.JobID)}
-			} else if !errors.As(perr, &ae) || ae.Kind != access.KindNotFound {
-				err = perr // rate limited or unavailable; a deleted project's jobs stay readable
-			}
-		}
+		err = h.jobAccess(c, st, access.RoleRead)
 	}
 	if err != nil {
 		return h.fail(c, err)
@@ -324,10 +341,8 @@ func (h *Handlers) fail(c echo.Context, err error) error {
 	}
 	var je *jobs.Error
 	if errors.As(err, &je) {
-		status := http.StatusBadRequest
-		if je.Kind == jobs.KindNotFound {
-			status = http.StatusNotFound
-		}
+		status := map[jobs.Kind]int{jobs.KindInvalid: http.StatusBadRequest, jobs.KindNotFound: http.StatusNotFound,
+			jobs.KindConflict: http.StatusConflict}[je.Kind]
 		return WriteError(c, status, je.Code, je.Message)
 	}
 	h.log.ErrorContext(c.Request().Context(), "request failed", "path", c.Path(), "err", err)

@@ -9,6 +9,9 @@ const (
 	KindInvalid Kind = iota
 	// KindNotFound: the thing asked for does not exist.
 	KindNotFound
+	// KindConflict: the request contradicts the job's state (e.g.
+	// cancelling a finished job).
+	KindConflict
 )
 
 // Error is a mistake of the caller's, with a stable machine-readable code.

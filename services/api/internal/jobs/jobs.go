@@ -27,6 +27,26 @@ type Store interface {
 	// Forget removes what Create and ClaimIdempotencyKey stored for a job
 	// that was never queued.
 	Forget(ctx context.Context, state contracts.JobState) error
+	// Update applies change to a job's state by compare-and-set, retrying
+	// when another writer got there first, and returns the result; a change
+	// that returns an error leaves the state alone. ErrNotFound when the
+	// job is unknown.
+	Update(ctx context.Context, id string, change func(*contracts.JobState) error) (contracts.JobState, error)
+	// CreateBatch stores a new batch record and returns its revision.
+	CreateBatch(ctx context.Context, b contracts.Batch) (uint64, error)
+	// UpdateBatch replaces a batch record if it is still at revision rev.
+	UpdateBatch(ctx context.Context, b contracts.Batch, rev uint64) error
+	// Batch returns a batch record, or ErrNotFound.
+	Batch(ctx context.Context, id string) (contracts.Batch, error)
+}
+
+// Control reaches the workers and watchers of jobs already queued.
+type Control interface {
+	// Announce stores a lifecycle event of a job (its message id makes a
+	// repeat within the duplicate window a no-op).
+	Announce(ctx context.Context, ev contracts.Event) error
+	// RequestCancel tells whichever worker runs the job to stop it.
+	RequestCancel(ctx context.Context, jobID string) error
 }
 
 // Queue accepts jobs for the workers.
@@ -58,19 +78,20 @@ var ErrAmbiguous = errors.New("outcome unknown")
 
 // Service accepts jobs and answers for their state.
 type Service struct {
-	store  Store
-	queue  Queue
-	audit  Audit
-	limits Limits
-	newID  func() string
-	now    func() time.Time
+	store   Store
+	queue   Queue
+	control Control
+	audit   Audit
+	limits  Limits
+	newID   func() string
+	now     func() time.Time
 }
 
 // New returns a Service. newID must return ids for which contracts.ValidID
 // holds.
-func New(store Store, queue Queue, audit Audit, limits Limits, newID func() string) *Service {
+func New(store Store, queue Queue, control Control, audit Audit, limits Limits, newID func() string) *Service {
 	limits.setDefaults()
-	return &Service{store: store, queue: queue, audit: audit, limits: limits, newID: newID, now: time.Now}
+	return &Service{store: store, queue: queue, control: control, audit: audit, limits: limits, newID: newID, now: time.Now}
 }
 
 // Submit validates sub, stores the job's state and enqueues it. It returns
@@ -82,12 +103,27 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 	if err != nil {
 		return contracts.JobState{}, false, err
 	}
+	return s.queueNew(ctx, job, sub.Actor, sub.ClientIP)
+}
+
+// Resubmit queues a job again as a new job (new ids, first attempt, a
+// fresh stream), e.g. from a dead letter. The idempotency key is not
+// carried over: the point is to run it again.
+func (s *Service) Resubmit(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error) {
+	job.Attempt, job.IdempotencyKey, job.BatchID, job.BatchAtomic = 1, "", "", false
+	st, _, err := s.queueNew(ctx, job, actor, clientIP)
+	return st, err
+}
+
+// queueNew gives a valid job its ids and queues it durably.
+func (s *Service) queueNew(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, bool, error) {
 	job.ID, job.StreamID = s.newID(), s.newID()
 	job.SubmittedAt = s.now().UTC()
 	state := contracts.JobState{
 		V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
 		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
 		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
+		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID,
 	}
 
 	if job.IdempotencyKey != "" {
@@ -104,7 +140,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 		return contracts.JobState{}, false, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
 	}
 	// Audited before queued: a job that runs always has its record.
-	if err := s.audit.Submitted(ctx, job, sub.Actor, sub.ClientIP); err != nil {
+	if err := s.audit.Submitted(ctx, job, actor, clientIP); err != nil {
 		_ = s.store.Forget(context.WithoutCancel(ctx), state)
 		return contracts.JobState{}, false, fmt.Errorf("audit job: %w: %w", ErrUnavailable, err)
 	}

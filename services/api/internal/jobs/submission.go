@@ -28,7 +28,17 @@ type Submission struct {
 	// Actor is the id of the API key that submitted the job, and ClientIP
 	// the address it came from, for the audit log.
 	Actor, ClientIP string
+	// MaxAttempts bounds the attempts (0 = 1); RetryOnExitCodes are exit
+	// codes retried like failures that are not the command's own.
+	MaxAttempts      int
+	RetryOnExitCodes []int
+	// BatchID and BatchAtomic tie the job to its batch.
+	BatchID     string
+	BatchAtomic bool
 }
+
+// MaxAttempts is the most attempts a job may ask for.
+const MaxAttempts = 20
 
 // Limits bound what a submission may ask for. Zero values take defaults.
 type Limits struct {
@@ -116,11 +126,34 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 	if len(sub.IdempotencyKey) > 256 || strings.IndexFunc(sub.IdempotencyKey, unicode.IsControl) >= 0 {
 		return contracts.Job{}, invalid("invalid_idempotency_key", "idempotency_key must be at most 256 bytes without control characters")
 	}
+	if err := checkRetries(sub.MaxAttempts, sub.RetryOnExitCodes); err != nil {
+		return contracts.Job{}, err
+	}
 	return contracts.Job{
 		V: contracts.Version, Project: sub.Project, Kind: sub.Kind, Command: argv, Env: sub.Env,
 		WorkDir: sub.WorkDir, Priority: prio, TimeoutSeconds: int(timeout / time.Second), Attempt: 1,
 		IdempotencyKey: sub.IdempotencyKey, Trace: traceContext(sub.Trace),
+		MaxAttempts: sub.MaxAttempts, RetryOnExitCodes: sub.RetryOnExitCodes,
+		BatchID: sub.BatchID, BatchAtomic: sub.BatchAtomic,
 	}, nil
+}
+
+func checkRetries(attempts int, codes []int) error {
+	if attempts < 0 || attempts > MaxAttempts {
+		return invalid("invalid_max_attempts", fmt.Sprintf("max_attempts must be between 1 and %d (0 or absent means 1)", MaxAttempts))
+	}
+	if len(codes) > 32 {
+		return invalid("invalid_retry_on_exit_codes", "retry_on_exit_codes may list at most 32 codes")
+	}
+	for _, c := range codes {
+		if c < 1 || c > 255 {
+			return invalid("invalid_retry_on_exit_codes", fmt.Sprintf("exit code %d in retry_on_exit_codes is not between 1 and 255", c))
+		}
+	}
+	if len(codes) > 0 && attempts < 2 {
+		return invalid("invalid_retry_on_exit_codes", "retry_on_exit_codes needs max_attempts of 2 or more")
+	}
+	return nil
 }
 
 // traceContext keeps a well-formed W3C traceparent (and its tracestate);

@@ -92,6 +92,79 @@ func (s *Store) Forget(ctx context.Context, st contracts.JobState) error {
 	return errors.Join(errs...)
 }
 
+// Update applies change to a job's state by compare-and-set. When change
+// refuses, the error comes back with the state as it is.
+func (s *Store) Update(ctx context.Context, id string, change func(*contracts.JobState) error) (contracts.JobState, error) {
+	for {
+		e, err := s.kv.Get(ctx, contracts.JobKey(id))
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return contracts.JobState{}, jobs.ErrNotFound
+		}
+		if err != nil {
+			return contracts.JobState{}, err
+		}
+		var st contracts.JobState
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			return contracts.JobState{}, fmt.Errorf("decode job state %s: %w", id, err)
+		}
+		if err := change(&st); err != nil {
+			return st, err
+		}
+		b, err := json.Marshal(st)
+		if err != nil {
+			return st, err
+		}
+		if _, err := s.kv.Update(ctx, contracts.JobKey(id), b, e.Revision()); err == nil {
+			return st, nil
+		} else if !isWrongRevision(err) {
+			return st, fmt.Errorf("update job state %s: %w", id, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+	}
+}
+
+func isWrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// CreateBatch stores a new batch record.
+func (s *Store) CreateBatch(ctx context.Context, b contracts.Batch) (uint64, error) {
+	body, err := json.Marshal(b)
+	if err != nil {
+		return 0, err
+	}
+	return s.kv.Create(ctx, contracts.BatchKey(b.ID), body)
+}
+
+// UpdateBatch replaces a batch record at revision rev.
+func (s *Store) UpdateBatch(ctx context.Context, b contracts.Batch, rev uint64) error {
+	body, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	_, err = s.kv.Update(ctx, contracts.BatchKey(b.ID), body, rev)
+	return err
+}
+
+// Batch reads a batch record.
+func (s *Store) Batch(ctx context.Context, id string) (contracts.Batch, error) {
+	e, err := s.kv.Get(ctx, contracts.BatchKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return contracts.Batch{}, jobs.ErrNotFound
+	}
+	if err != nil {
+		return contracts.Batch{}, err
+	}
+	var b contracts.Batch
+	if err := json.Unmarshal(e.Value(), &b); err != nil {
+		return contracts.Batch{}, fmt.Errorf("decode batch %s: %w", id, err)
+	}
+	return b, nil
+}
+
 // Queue publishes jobs to the prioritized work-queue stream.
 type Queue struct {
 	js jetstream.JetStream
@@ -113,7 +186,8 @@ func NewQueue(js jetstream.JetStream, ackTimeout time.Duration) *Queue {
 func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision uint64) error {
 	ev, err := json.Marshal(contracts.Event{
 		V: contracts.Version, Type: contracts.EventQueued, Status: contracts.StatusQueued,
-		JobID: job.ID, StreamID: job.StreamID, Project: job.Project, Attempt: job.Attempt, Time: job.SubmittedAt,
+		JobID: job.ID, StreamID: job.StreamID, Project: job.Project, Attempt: job.Attempt, BatchID: job.BatchID,
+		Time: job.SubmittedAt,
 	})
 	if err != nil {
 		return err
@@ -154,4 +228,34 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision ui
 		}
 	}
 	return nil
+}
+
+// Announce stores a lifecycle event with the message id the workers use
+// for the same event (job:attempt:type), so whichever publishes second
+// within the duplicate window is dropped.
+func (q *Queue) Announce(ctx context.Context, ev contracts.Event) error {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(contracts.SubjectEvent(ev.Project, ev.StreamID, ev.Type))
+	msg.Data = body
+	ctx, cancel := context.WithTimeout(ctx, q.ackTimeout)
+	defer cancel()
+	_, err = q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.JobID+":"+strconv.Itoa(ev.Attempt)+":"+string(ev.Type)),
+		jetstream.WithExpectStream(contracts.StreamOutput))
+	return err
+}
+
+// RequestCancel publishes a cancel request on the plain NATS subject the
+// workers listen to and flushes it, so it has left this process when the
+// call returns.
+func (q *Queue) RequestCancel(ctx context.Context, jobID string) error {
+	nc := q.js.Conn()
+	if err := nc.Publish(contracts.SubjectCancel(jobID), nil); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.ackTimeout)
+	defer cancel()
+	return nc.FlushWithContext(ctx)
 }

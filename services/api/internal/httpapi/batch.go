@@ -1,0 +1,436 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/api/internal/jobs"
+)
+
+// DeadLetters reads the dead-letter stream.
+type DeadLetters interface {
+	// List returns dead letters of project ("" for all) after a cursor,
+	// and the next cursor (0 at the end).
+	List(ctx context.Context, project string, after uint64, limit int) ([]contracts.DeadLetter, uint64, error)
+	// Find returns the dead letter with id.
+	Find(ctx context.Context, id string) (contracts.DeadLetter, bool, error)
+}
+
+// batchItemRequest is one job of a batch: a command or a prompt.
+type batchItemRequest struct {
+	Command []string `json:"command"`
+	Prompt  string   `json:"prompt"`
+	commonFields
+}
+
+// BatchItemResponse is one item of a batch reply.
+type BatchItemResponse struct {
+	Index    int                    `json:"index"`
+	JobID    string                 `json:"job_id,omitempty"`
+	StreamID string                 `json:"stream_id,omitempty"`
+	Error    *contracts.ErrorDetail `json:"error,omitempty"`
+}
+
+// BatchResponse is the 202 body of a batch submit.
+type BatchResponse struct {
+	BatchID   string              `json:"batch_id"`
+	Accepted  int                 `json:"accepted"`
+	Rejected  int                 `json:"rejected"`
+	Items     []BatchItemResponse `json:"items"`
+	BatchURL  string              `json:"batch_url"`
+	EventsURL string              `json:"events_url"`
+}
+
+// submitBatch serves POST /v1/projects/{project}/batches: a JSON array of
+// job objects like the single submit's (a "command" or a "prompt" each),
+// or NDJSON with content-type application/x-ndjson; ?atomic=true makes it
+// all-or-nothing.
+func (h *Handlers) submitBatch(c echo.Context) error {
+	atomic, err := strconv.ParseBool(cmpOr(c.QueryParam("atomic"), "false"))
+	if err != nil {
+		return h.fail(c, reqErr(http.StatusBadRequest, "invalid_atomic", "atomic must be true or false"))
+	}
+	raws, err := h.batchItems(c)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	proj := routeProject(c)
+	subs := make([]jobs.Submission, len(raws))
+	pre := make([]error, len(raws)) // refused before the jobs service sees them
+	for i, raw := range raws {
+		var it batchItemRequest
+		if err := strictDecode(raw, &it); err != nil {
+			pre[i] = err
+			continue
+		}
+		sub := jobs.Submission{Kind: contracts.KindExec, Command: it.Command}
+		switch {
+		case it.Prompt != "" && it.Command != nil:
+			pre[i] = reqErr(http.StatusBadRequest, "invalid_item", "an item has either a command or a prompt, not both")
+			continue
+		case it.Prompt != "":
+			sub = jobs.Submission{Kind: contracts.KindClaude, Prompt: it.Prompt}
+		}
+		subs[i] = submission(c, proj, sub, it.commonFields)
+	}
+	// Items refused here are kept out of the service's view; their slots
+	// come back with their errors.
+	var idx []int
+	var valid []jobs.Submission
+	for i := range subs {
+		if pre[i] == nil {
+			idx, valid = append(idx, i), append(valid, subs[i])
+		}
+	}
+	items := make([]BatchItemResponse, len(raws))
+	refused := false
+	for i, err := range pre {
+		items[i].Index = i
+		if err != nil {
+			items[i].Error, refused = h.itemError(err), true
+		}
+	}
+	if atomic && refused {
+		return h.refuseBatch(c, items)
+	}
+	b, results, err := h.jobs.SubmitBatch(c.Request().Context(), proj.ID, valid, atomic)
+	for k, r := range results {
+		i := idx[k]
+		if r.Err != nil {
+			items[i].Error = h.itemError(r.Err)
+			continue
+		}
+		items[i].JobID, items[i].StreamID = r.State.JobID, r.State.StreamID
+	}
+	switch {
+	case errors.Is(err, jobs.ErrBatchRefused):
+		return h.refuseBatch(c, items)
+	case err != nil && (atomic || len(b.JobIDs) == 0):
+		return h.fail(c, err)
+	case err != nil:
+		// The jobs are queued; only the batch record failed.
+		h.log.WarnContext(c.Request().Context(), "batch record not stored", "batch_id", b.ID, "err", err)
+	}
+	resp := BatchResponse{BatchID: b.ID, Items: items, BatchURL: "/v1/batches/" + b.ID, EventsURL: h.batchEventsURL(b.ID)}
+	for _, it := range items {
+		if it.Error == nil {
+			resp.Accepted++
+		} else {
+			resp.Rejected++
+		}
+	}
+	c.Response().Header().Set(echo.HeaderLocation, resp.BatchURL)
+	return c.JSON(http.StatusAccepted, resp)
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// refuseBatch answers an atomic batch with a refused item: 400, nothing
+// queued, and the items saying which were wrong.
+func (h *Handlers) refuseBatch(c echo.Context, items []BatchItemResponse) error {
+	n := 0
+	for _, it := range items {
+		if it.Error != nil {
+			n++
+		}
+	}
+	return c.JSON(http.StatusBadRequest, map[string]any{
+		"error": contracts.ErrorDetail{Code: "batch_refused", Message: fmt.Sprintf("%d of %d items were refused, so none was queued (atomic batch)", n, len(items))},
+		"items": items,
+	})
+}
+
+// itemError is the error detail of a refused item.
+func (h *Handlers) itemError(err error) *contracts.ErrorDetail {
+	var re *requestError
+	var je *jobs.Error
+	switch {
+	case errors.As(err, &re):
+		return &contracts.ErrorDetail{Code: re.code, Message: re.message}
+	case errors.As(err, &je):
+		return &contracts.ErrorDetail{Code: je.Code, Message: je.Message}
+	}
+	return &contracts.ErrorDetail{Code: "unavailable", Message: "the job could not be queued; submit it again (with an idempotency_key to be safe)"}
+}
+
+// batchItems reads a batch body: a JSON array, or NDJSON.
+func (h *Handlers) batchItems(c echo.Context) ([]json.RawMessage, error) {
+	mt := echo.MIMEApplicationJSON
+	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" {
+		var err error
+		if mt, _, err = mime.ParseMediaType(ct); err != nil || (mt != echo.MIMEApplicationJSON && mt != "application/x-ndjson") {
+			return nil, reqErr(http.StatusUnsupportedMediaType, "unsupported_media_type", "send a batch as application/json (an array) or application/x-ndjson (one object per line)")
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, h.maxBatchBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, reqErr(http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("a batch body must be at most %d bytes", h.maxBatchBytes))
+	}
+	if err != nil {
+		return nil, reqErr(http.StatusBadRequest, "unreadable_body", "the request body could not be read")
+	}
+	if !utf8.Valid(body) {
+		return nil, reqErr(http.StatusBadRequest, "invalid_utf8", "the body must be valid UTF-8")
+	}
+	var raws []json.RawMessage
+	if mt == "application/x-ndjson" {
+		sc := bufio.NewScanner(bytes.NewReader(body))
+		sc.Buffer(make([]byte, 0, 64<<10), len(body)+1)
+		for sc.Scan() {
+			if line := bytes.TrimSpace(sc.Bytes()); len(line) > 0 {
+				raws = append(raws, json.RawMessage(bytes.Clone(line)))
+			}
+		}
+	} else {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		if err := dec.Decode(&raws); err != nil {
+			return nil, reqErr(http.StatusBadRequest, "invalid_json", "a batch must be a JSON array of job objects: "+err.Error())
+		}
+		if dec.More() {
+			return nil, reqErr(http.StatusBadRequest, "invalid_json", "the body must hold exactly one JSON array")
+		}
+	}
+	if len(raws) == 0 {
+		return nil, reqErr(http.StatusBadRequest, "empty_batch", "a batch needs at least one job")
+	}
+	if len(raws) > jobs.MaxBatchItems {
+		return nil, reqErr(http.StatusRequestEntityTooLarge, "batch_too_large", fmt.Sprintf("a batch holds at most %d jobs; this one has %d", jobs.MaxBatchItems, len(raws)))
+	}
+	return raws, nil
+}
+
+// strictDecode reads one JSON object, refusing unknown fields.
+func strictDecode(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if dec.More() {
+		return reqErr(http.StatusBadRequest, "invalid_json", "an item must be exactly one JSON object")
+	}
+	return nil
+}
+
+// batchEventsURL is the batch's event stream URL with a token for it.
+func (h *Handlers) batchEventsURL(batchID string) string {
+	tok := h.signer.Sign(access.BatchResource(batchID), time.Now().Add(h.tokenTTL))
+	return "/v1/batches/" + batchID + "/events?token=" + url.QueryEscape(tok)
+}
+
+// batchFor loads a batch the caller may act on in role.
+func (h *Handlers) batchFor(c echo.Context, role access.Role) (contracts.Batch, error) {
+	b, err := h.jobs.Batch(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return b, err
+	}
+	missing := &jobs.Error{Kind: jobs.KindNotFound, Code: "batch_not_found", Message: fmt.Sprintf("no batch %q (unknown, or expired)", b.ID)}
+	return b, h.resourceAccess(c, b.Project, role, missing)
+}
+
+// jobAccess checks that the caller may act in role on a job.
+func (h *Handlers) jobAccess(c echo.Context, st contracts.JobState, role access.Role) error {
+	missing := &jobs.Error{Kind: jobs.KindNotFound, Code: "job_not_found", Message: fmt.Sprintf("no job %q (unknown, or its state expired)", st.JobID)}
+	return h.resourceAccess(c, st.Project, role, missing)
+}
+
+// resourceAccess checks role on the project of something named by id. A
+// caller who cannot even read the project gets missing: the thing's
+// existence is not its business. A deleted project's things stay
+// reachable to those its scopes allowed.
+func (h *Handlers) resourceAccess(c echo.Context, project string, role access.Role, missing error) error {
+	p := principal(c)
+	if !p.Can(project, access.RoleRead) && !p.Can(project, role) {
+		return missing
+	}
+	_, err := h.project(c, project, role)
+	var ae *access.Error
+	if errors.As(err, &ae) && ae.Kind == access.KindNotFound {
+		return nil
+	}
+	return err
+}
+
+// BatchStatus is the body of GET /v1/batches/{id}.
+type BatchStatus struct {
+	contracts.Batch
+	// Counts are the batch's jobs by status.
+	Counts map[contracts.Status]int `json:"counts"`
+	// Jobs is one page of the jobs' states, in submission order.
+	Jobs       []contracts.JobState `json:"jobs"`
+	NextCursor string               `json:"next_cursor,omitempty"`
+	EventsURL  string               `json:"events_url"`
+}
+
+// getBatch serves GET /v1/batches/{id}?cursor=&limit= (limit 1..1000,
+// default 100; cursor = the next_cursor of the previous page).
+func (h *Handlers) getBatch(c echo.Context) error {
+	b, err := h.batchFor(c, access.RoleRead)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	from, limit, err := page(c)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	states, err := h.jobs.States(c.Request().Context(), b.JobIDs)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	resp := BatchStatus{Batch: b, Counts: map[contracts.Status]int{}, Jobs: []contracts.JobState{}, EventsURL: h.batchEventsURL(b.ID)}
+	for _, st := range states {
+		resp.Counts[st.Status]++
+	}
+	resp.JobIDs = nil // the page below carries them
+	if from < len(states) {
+		end := min(from+limit, len(states))
+		resp.Jobs = states[from:end]
+		if end < len(states) {
+			resp.NextCursor = strconv.Itoa(end)
+		}
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+func page(c echo.Context) (from, limit int, err error) {
+	limit = 100
+	if v := c.QueryParam("cursor"); v != "" {
+		if from, err = strconv.Atoi(v); err != nil || from < 0 {
+			return 0, 0, reqErr(http.StatusBadRequest, "invalid_cursor", "cursor must be the next_cursor of an earlier page")
+		}
+	}
+	if v := c.QueryParam("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
+			return 0, 0, reqErr(http.StatusBadRequest, "invalid_limit", "limit must be between 1 and 1000")
+		}
+	}
+	return from, limit, nil
+}
+
+// cancelJob serves POST /v1/jobs/{id}/cancel: 200 with the cancelled state
+// for a queued job, 202 while a running job is being stopped, 409 for a
+// job that already ended.
+func (h *Handlers) cancelJob(c echo.Context) error {
+	st, err := h.jobs.Job(c.Request().Context(), c.Param("id"))
+	if err == nil {
+		err = h.jobAccess(c, st, access.RoleSubmit)
+	}
+	if err == nil {
+		st, err = h.jobs.Cancel(c.Request().Context(), st.JobID)
+	}
+	if err != nil {
+		return h.fail(c, err)
+	}
+	status := http.StatusOK
+	if !st.Status.Final() {
+		status = http.StatusAccepted
+	}
+	return c.JSON(status, JobResponse{JobState: st, EventsURL: h.eventsURL(st.StreamID)})
+}
+
+// cancelBatch serves POST /v1/batches/{id}/cancel: every job of the batch
+// that has not ended is cancelled.
+func (h *Handlers) cancelBatch(c echo.Context) error {
+	b, err := h.batchFor(c, access.RoleSubmit)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	counts := map[string]int{"cancelled": 0, "stopping": 0, "already_ended": 0}
+	for _, id := range b.JobIDs {
+		st, err := h.jobs.Cancel(c.Request().Context(), id)
+		var je *jobs.Error
+		switch {
+		case errors.As(err, &je):
+			counts["already_ended"]++
+		case err != nil:
+			return h.fail(c, err)
+		case st.Status.Final():
+			counts["cancelled"]++
+		default:
+			counts["stopping"]++
+		}
+	}
+	return c.JSON(http.StatusAccepted, map[string]any{"batch_id": b.ID, "jobs": counts})
+}
+
+// deadLetters serves GET /v1/dead-letters?project=&cursor=&limit= (admin).
+func (h *Handlers) deadLetters(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	project := c.QueryParam("project")
+	if project != "" && !contracts.ValidProjectID(project) {
+		return h.fail(c, reqErr(http.StatusBadRequest, "invalid_project", "project must be a project id"))
+	}
+	var after uint64
+	if v := c.QueryParam("cursor"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return h.fail(c, reqErr(http.StatusBadRequest, "invalid_cursor", "cursor must be the next_cursor of an earlier page"))
+		}
+		after = n
+	}
+	_, limit, err := page(c)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	dls, next, err := h.dead.List(c.Request().Context(), project, after, limit)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	resp := map[string]any{"dead_letters": append([]contracts.DeadLetter{}, dls...)}
+	if next > 0 {
+		resp["next_cursor"] = strconv.FormatUint(next, 10)
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+// retryDeadLetter serves POST /v1/dead-letters/{id}/retry (admin): the
+// dead job runs again as a new job, whose submit reply this returns.
+func (h *Handlers) retryDeadLetter(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	id := c.Param("id")
+	dl, ok, err := h.dead.Find(c.Request().Context(), id)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	if !ok {
+		return h.fail(c, &jobs.Error{Kind: jobs.KindNotFound, Code: "dead_letter_not_found", Message: fmt.Sprintf("no dead letter %q", id)})
+	}
+	if dl.Job == nil {
+		return h.fail(c, &jobs.Error{Kind: jobs.KindConflict, Code: "dead_letter_undecodable", Message: "this dead letter holds a message that could not be decoded; there is no job to run"})
+	}
+	st, err := h.jobs.Resubmit(c.Request().Context(), *dl.Job, principal(c).Key.ID, clientIP(c).String())
+	if err != nil {
+		return h.fail(c, err)
+	}
+	jobURL := "/v1/jobs/" + st.JobID
+	c.Response().Header().Set(echo.HeaderLocation, jobURL)
+	return c.JSON(http.StatusAccepted, SubmitResponse{
+		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status, EventsURL: h.eventsURL(st.StreamID), JobURL: jobURL,
+		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"),
+	})
+}
