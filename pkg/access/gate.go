@@ -32,16 +32,16 @@ type Reader struct {
 	Token bool
 }
 
-// Admit checks the credentials before the stream is looked up, so an
-// anonymous caller learns nothing about which streams exist. A token wins
-// over a key when both are sent.
-func (g *StreamGate) Admit(ctx context.Context, token, secret string, client netip.Addr, streamID string) (Reader, error) {
+// Admit checks the credentials before the resource (StreamResource or
+// BatchResource) is looked up, so an anonymous caller learns nothing
+// about which exist. A token wins over a key when both are sent.
+func (g *StreamGate) Admit(ctx context.Context, token, secret string, client netip.Addr, resource string) (Reader, error) {
 	now := time.Now()
 	if g.Now != nil {
 		now = g.Now()
 	}
 	if token != "" {
-		if err := g.Signer.Verify(token, StreamResource(streamID), now); err != nil {
+		if err := g.Signer.Verify(token, resource, now); err != nil {
 			return Reader{}, err
 		}
 		return Reader{Token: true}, nil

@@ -39,3 +39,14 @@ type SSEConnectedData struct {
 	// ResumeAfter is the Last-Event-ID the connection resumes after, or "".
 	ResumeAfter string `json:"resume_after,omitempty"`
 }
+
+// BatchComplete is the data of the complete event that ends a batch's
+// event stream (GET /v1/batches/{id}/events), once every job has ended.
+type BatchComplete struct {
+	// BatchID is the batch.
+	BatchID string `json:"batch_id"`
+	// Jobs is how many jobs the batch queued.
+	Jobs int `json:"jobs"`
+	// Counts are the jobs by final status.
+	Counts map[Status]int `json:"counts"`
+}

@@ -13,9 +13,9 @@ import (
 
 // Gate decides who may read a stream; access.StreamGate implements it.
 type Gate interface {
-	// Admit checks a stream token or an API key before the stream is
-	// looked up.
-	Admit(ctx context.Context, token, secret string, client netip.Addr, streamID string) (access.Reader, error)
+	// Admit checks a token for resource (access.StreamResource or
+	// access.BatchResource) or an API key before the resource is looked up.
+	Admit(ctx context.Context, token, secret string, client netip.Addr, resource string) (access.Reader, error)
 	// Allow checks that the admitted reader may read a stream of project.
 	Allow(ctx context.Context, r access.Reader, project string, client netip.Addr) error
 }

@@ -40,7 +40,7 @@ func (s *Service) events(c echo.Context) error {
 		return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
 			"Last-Event-ID must be a decimal event id received from this stream")
 	}
-	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), bearer(c.Request()), clientIP(c), streamID)
+	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), bearer(c.Request()), clientIP(c), access.StreamResource(streamID))
 	if err != nil {
 		return s.refuse(c, err)
 	}

@@ -247,6 +247,8 @@ type dialOpts struct {
 	token string
 	// anonymous sends no credentials at all.
 	anonymous bool
+	// batchID, when set, opens the batch's event stream instead.
+	batchID string
 	// smallReceiveBuffer shrinks the client's socket receive buffer.
 	smallReceiveBuffer bool
 }
@@ -256,17 +258,21 @@ type dialOpts struct {
 func (f *fixture) get(t *testing.T, streamID string, o dialOpts) *http.Response {
 	t.Helper()
 	q := ""
+	resource, base := access.StreamResource(streamID), f.eventsURL(streamID)
+	if o.batchID != "" {
+		resource, base = access.BatchResource(o.batchID), f.base+"/v1/batches/"+o.batchID+"/events"
+	}
 	switch {
 	case o.apiKey != "", o.anonymous:
 	case o.token != "":
 		q = "token=" + url.QueryEscape(o.token)
 	default:
-		q = "token=" + url.QueryEscape(f.signer.Sign(access.StreamResource(streamID), time.Now().Add(time.Hour)))
+		q = "token=" + url.QueryEscape(f.signer.Sign(resource, time.Now().Add(time.Hour)))
 	}
 	if o.query != "" {
 		q += "&" + o.query
 	}
-	req, err := http.NewRequest(http.MethodGet, f.eventsURL(streamID)+"?"+q, nil)
+	req, err := http.NewRequest(http.MethodGet, base+"?"+q, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

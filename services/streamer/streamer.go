@@ -92,8 +92,10 @@ func (s *Service) Register(e *echo.Echo) {
 		AllowMethods: []string{http.MethodGet, http.MethodOptions},
 		AllowHeaders: []string{"Last-Event-ID", "Cache-Control", "Accept", "Authorization"},
 	})
-	e.GET(EventsPath, s.events, cors)
-	e.OPTIONS(EventsPath, func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }, cors)
+	for path, h := range map[string]echo.HandlerFunc{EventsPath: s.events, BatchEventsPath: s.batchEvents} {
+		e.GET(path, h, cors)
+		e.OPTIONS(path, func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }, cors)
+	}
 }
 
 // Shutdown ends every open stream with an error event "shutting_down",

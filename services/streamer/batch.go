@@ -1,0 +1,129 @@
+package streamer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
+	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
+)
+
+// BatchEventsPath is the route of a batch's lifecycle events.
+const BatchEventsPath = "/v1/batches/:batch_id/events"
+
+// batchEvents serves GET BatchEventsPath: every lifecycle event of every
+// job of the batch as `status` events (ids are JetStream sequences, so
+// Last-Event-ID resumes), then one `complete` event once every job has
+// ended. The events are read from the batch's start each time, which is
+// how a resumed connection knows which jobs already ended.
+func (s *Service) batchEvents(c echo.Context) error {
+	id := c.Param("batch_id")
+	if !contracts.ValidID(id) {
+		return problem(c, http.StatusBadRequest, "invalid_batch_id", "batch id must be 1 to 64 letters, digits, '_' or '-'")
+	}
+	resume, _, ok := lastEventID(c.Request())
+	if !ok {
+		return problem(c, http.StatusBadRequest, codeInvalidLastEventID, "Last-Event-ID must be a decimal event id received from this stream")
+	}
+	ctx := c.Request().Context()
+	reader, err := s.gate.Admit(ctx, c.QueryParam("token"), bearer(c.Request()), clientIP(c), access.BatchResource(id))
+	if err != nil {
+		return s.refuse(c, err)
+	}
+	b, err := s.store.Batch(ctx, id)
+	if errors.Is(err, natsjs.ErrUnknownBatch) {
+		return problem(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
+	}
+	if err != nil {
+		return s.unavailable(c, "read batch", err)
+	}
+	if err := s.gate.Allow(ctx, reader, b.Project, clientIP(c)); err != nil {
+		var ae *access.Error
+		if errors.As(err, &ae) && ae.Kind == access.KindNotFound {
+			return problem(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
+		}
+		return s.refuse(c, err)
+	}
+	if !s.enter() {
+		return problem(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
+	}
+	defer s.active.Done()
+	s.clients.Add(1)
+	defer s.clients.Add(-1)
+	streamCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.quit, cancel)
+	defer stop()
+
+	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
+	if err := w.Open(s.cfg.Retry); err != nil {
+		return nil
+	}
+	members := make(map[string]bool, len(b.JobIDs))
+	for _, j := range b.JobIDs {
+		members[j] = true
+	}
+	ended := map[string]contracts.Status{}
+	done := func() error {
+		counts := map[contracts.Status]int{}
+		for _, st := range ended {
+			counts[st]++
+		}
+		data, _ := json.Marshal(contracts.BatchComplete{BatchID: b.ID, Jobs: len(b.JobIDs), Counts: counts})
+		if err := w.Event(resume, contracts.SSEComplete, data); err != nil {
+			return err
+		}
+		return w.Flush()
+	}
+	if len(members) == 0 {
+		_ = done()
+		return nil
+	}
+	since := b.SubmittedAt.Add(-contracts.DuplicateWindow) // clock skew between API and NATS
+	for pe, err := range s.store.ProjectEvents(streamCtx, b.Project, since, s.cfg.Heartbeat) {
+		if err != nil {
+			s.log.Warn("batch events failed", "batch_id", b.ID, "err", err)
+			s.sendBatchError(w, resume, codeUnavailable, "the batch's events are unavailable; reconnect with Last-Event-ID")
+			return nil
+		}
+		if pe.Seq == 0 { // idle
+			if w.Comment("ping") != nil || w.Flush() != nil {
+				return nil
+			}
+			continue
+		}
+		if !members[pe.Event.JobID] {
+			continue
+		}
+		if pe.Event.Type.Terminal() {
+			ended[pe.Event.JobID] = pe.Event.Status
+		}
+		if pe.Seq > resume {
+			resume = pe.Seq
+			if w.Event(pe.Seq, contracts.SSEStatus, pe.Data) != nil || w.Flush() != nil {
+				return nil
+			}
+		}
+		if len(ended) == len(members) {
+			_ = done()
+			return nil
+		}
+	}
+	if s.quit.Err() != nil {
+		s.sendBatchError(w, resume, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
+	}
+	return nil
+}
+
+func (s *Service) sendBatchError(w *sse.Writer, id uint64, code, msg string) {
+	data, _ := json.Marshal(contracts.ErrorDetail{Code: code, Message: msg})
+	if w.Event(id, contracts.SSEError, data) == nil {
+		_ = w.Flush()
+	}
+}

@@ -1,0 +1,119 @@
+package natsjs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// ErrUnknownBatch is returned by Batch for a batch id with no record.
+var ErrUnknownBatch = errors.New("unknown batch")
+
+// Batch reads a batch record from the state bucket.
+func (s *Store) Batch(ctx context.Context, id string) (contracts.Batch, error) {
+	e, err := s.kv.Get(ctx, contracts.BatchKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return contracts.Batch{}, ErrUnknownBatch
+	}
+	if err != nil {
+		return contracts.Batch{}, fmt.Errorf("read batch %s: %w", id, err)
+	}
+	var b contracts.Batch
+	if err := json.Unmarshal(e.Value(), &b); err != nil {
+		return contracts.Batch{}, fmt.Errorf("decode batch %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// ProjectEvent is a lifecycle event with its stream sequence.
+type ProjectEvent struct {
+	Seq   uint64
+	Event contracts.Event
+	Data  []byte
+}
+
+// ProjectEvents yields the lifecycle events of a project stored since a
+// time, then live ones, until ctx ends or the caller stops. An idle feed
+// yields a zero ProjectEvent every idle interval so the caller can ping
+// its client.
+func (s *Store) ProjectEvents(ctx context.Context, project string, since time.Time, idle time.Duration) iter.Seq2[ProjectEvent, error] {
+	return func(yield func(ProjectEvent, error) bool) {
+		cons, err := s.js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{contracts.SubjectEventsPrefix + "." + project + ".>"},
+			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+			OptStartTime:   &since,
+		})
+		if err != nil {
+			yield(ProjectEvent{}, fmt.Errorf("open project events: %w", err))
+			return
+		}
+		msgs, err := cons.Messages(jetstream.PullMaxMessages(256))
+		if err != nil {
+			yield(ProjectEvent{}, fmt.Errorf("open project events: %w", err))
+			return
+		}
+		defer msgs.Stop()
+		stop := context.AfterFunc(ctx, msgs.Stop)
+		defer stop()
+		type next struct {
+			m   jetstream.Msg
+			err error
+		}
+		ch := make(chan next)
+		go func() {
+			defer close(ch)
+			for {
+				m, err := msgs.Next()
+				select {
+				case ch <- next{m, err}:
+				case <-ctx.Done():
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		tick := time.NewTicker(idle)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if !yield(ProjectEvent{}, nil) {
+					return
+				}
+			case n, ok := <-ch:
+				if !ok {
+					return
+				}
+				if n.err != nil {
+					if ctx.Err() == nil {
+						yield(ProjectEvent{}, fmt.Errorf("read project events: %w", n.err))
+					}
+					return
+				}
+				md, err := n.m.Metadata()
+				if err != nil {
+					continue
+				}
+				var ev contracts.Event
+				if json.Unmarshal(n.m.Data(), &ev) != nil {
+					continue
+				}
+				tick.Reset(idle)
+				if !yield(ProjectEvent{Seq: md.Sequence.Stream, Event: ev, Data: n.m.Data()}, nil) {
+					return
+				}
+			}
+		}
+	}
+}
