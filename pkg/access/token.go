@@ -14,6 +14,8 @@ import (
 // resource+"|"+expiry unix seconds) "." base64url(HMAC-SHA256 of that).
 // The resource is bound into the MAC, so a token never opens another one.
 
+var strict = base64.RawURLEncoding.Strict()
+
 // Signer makes and checks tokens with one secret, shared by every API and
 // streamer through the access bucket.
 type Signer struct{ secret []byte }
@@ -39,8 +41,10 @@ func (s *Signer) Verify(token, resource string, now time.Time) error {
 	if !ok || len(token) > 1024 {
 		return invalid
 	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
-	mac, err2 := base64.RawURLEncoding.DecodeString(m64)
+	// Strict: a token has one spelling; unused trailing bits that differ
+	// would otherwise decode to the same bytes.
+	payload, err1 := strict.DecodeString(p64)
+	mac, err2 := strict.DecodeString(m64)
 	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.mac(string(payload))) {
 		return invalid
 	}
