@@ -38,17 +38,20 @@ func main() {
 
 // config is every flag; -quick changes the defaults of the size flags.
 type config struct {
-	rdev          string
-	quick         bool
-	only          string
-	out           string
-	latencyRuns   int
-	latencyWarmup int
-	lines         int
-	memBytes      int64
-	idleConns     int
-	idleStreams   int
-	authRequests  int
+	rdev            string
+	quick           bool
+	only            string
+	out             string
+	latencyRuns     int
+	latencyWarmup   int
+	lines           int
+	memBytes        int64
+	idleConns       int
+	idleStreams     int
+	authRequests    int
+	queueJobs       int
+	priorityProbes  int
+	priorityBacklog int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -57,7 +60,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
-	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth", "scenarios to run, comma separated")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,e2e,priority", "scenarios to run, comma separated")
 	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
 	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
 	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
@@ -66,6 +69,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.idleConns, "idle-conns", 1000, "idle: SSE connections to open (-quick 200)")
 	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
 	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth: submits per configuration and round (-quick 3000)")
+	fs.IntVar(&c.queueJobs, "queue-jobs", 10_000, "e2e: no-op jobs per run, rdev and asynq (-quick 1000)")
+	fs.IntVar(&c.priorityProbes, "priority-probes", 100, "priority: high-priority jobs timed idle and busy (-quick 30)")
+	fs.IntVar(&c.priorityBacklog, "priority-backlog", 10_000, "priority: low-priority jobs queued ahead (multiple of 1000)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -73,12 +79,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]func(){
-			"latency-runs":   func() { c.latencyRuns = 50 },
-			"latency-warmup": func() { c.latencyWarmup = 5 },
-			"lines":          func() { c.lines = 100_000 },
-			"mem-bytes":      func() { c.memBytes = 64 << 20 },
-			"idle-conns":     func() { c.idleConns = 200 },
-			"auth-requests":  func() { c.authRequests = 3000 },
+			"latency-runs":    func() { c.latencyRuns = 50 },
+			"latency-warmup":  func() { c.latencyWarmup = 5 },
+			"lines":           func() { c.lines = 100_000 },
+			"mem-bytes":       func() { c.memBytes = 64 << 20 },
+			"idle-conns":      func() { c.idleConns = 200 },
+			"auth-requests":   func() { c.authRequests = 3000 },
+			"queue-jobs":      func() { c.queueJobs = 1000 },
+			"priority-probes": func() { c.priorityProbes = 30 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -91,13 +99,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("-only: unknown scenario %q (want some of %s)", s, strings.Join(scenarioNames, ","))
 		}
 	}
-	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 {
+	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 || c.queueJobs < 1 ||
+		c.priorityProbes < 1 || c.priorityBacklog < 1000 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "e2e", "priority"}
 
 // env is what every scenario shares.
 type env struct {
@@ -175,7 +184,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	rep := newReport(cfg, root)
 	fmt.Fprintf(stdout, "%s\nmachine: %s\nprocess logs: %s\n\n", rep.Command, rep.Machine, e.logs)
 	scenarios := map[string]func(context.Context, *env, config) ([]figure, error){
-		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost,
+		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "e2e": throughputE2E, "priority": priorityLatency,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

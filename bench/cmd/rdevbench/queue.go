@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/rdev-dev/rdev/bench/internal/sse"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// queueConcurrency is the jobs each rdev worker and the asynq server run
+// at once.
+const queueConcurrency = 16
+
+// throughputE2E measures jobs per second end to end — one batch submit of
+// N no-op jobs (`true`) to every job complete — with one and with two rdev
+// workers, and in the same run asynq (a Go + Redis job queue) running N
+// tasks whose handler execs the same `true` against a local Redis with
+// the same concurrency, so both systems do the same work per job. It also
+// reports how long the batch submit of N jobs held the API.
+func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
+	n := cfg.queueJobs
+	var figs []figure
+	rates := map[int]float64{}
+	for _, workers := range []int{1, 2} {
+		dir, err := e.dataDir("e2e")
+		if err != nil {
+			return nil, err
+		}
+		up, err := e.start(ctx, fmt.Sprintf("e2e-%dw-up", workers), "up", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
+			"--data-dir", dir, "--concurrency", fmt.Sprint(queueConcurrency))
+		if err != nil {
+			return nil, err
+		}
+		for i := 1; i < workers; i++ {
+			wdir, err := e.dataDir("e2e-worker")
+			if err != nil {
+				return nil, err
+			}
+			if _, err := e.start(ctx, fmt.Sprintf("e2e-%dw-worker%d", workers, i), "worker", "--nats-url", up.NATS,
+				"--data-dir", wdir, "--concurrency", fmt.Sprint(queueConcurrency)); err != nil {
+				return nil, err
+			}
+		}
+		// Warm up: one small batch, so the project, consumers and caches exist.
+		if _, _, err := runBatch(ctx, up.HTTP, 20); err != nil {
+			return nil, err
+		}
+		submitted, total, err := runBatch(ctx, up.HTTP, n)
+		if err != nil {
+			return nil, err
+		}
+		rates[workers] = float64(n) / total.Seconds()
+		figs = append(figs, fig(fmt.Sprintf("rdev, %d worker(s): jobs/s, batch submit to all complete", workers), rates[workers], "jobs/s"))
+		if workers == 1 {
+			figs = append(figs, fig(fmt.Sprintf("batch submit of %d jobs (202 after all durable)", n), ms(submitted), "ms"))
+		}
+		e.stopAll()
+	}
+	sock, err := startRedis(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	asynqRate, err := asynqRun(ctx, sock, n)
+	if err != nil {
+		return nil, fmt.Errorf("asynq: %w", err)
+	}
+	figs = append(figs, fig("asynq, 1 server: tasks/s, enqueue to all processed (handler execs `true`)", asynqRate, "tasks/s"),
+		target("rdev 1 worker / asynq", rates[1]/asynqRate, "x", ">=", 1),
+		fig("rdev 2 workers / 1 worker", rates[2]/rates[1], "x"))
+	return figs, nil
+}
+
+// runBatch submits n no-op jobs in one batch and waits for the batch's
+// complete event; it returns how long the submit took and the total.
+func runBatch(ctx context.Context, base string, n int) (submit, total time.Duration, err error) {
+	items := make([]map[string]any, n)
+	for i := range items {
+		items[i] = map[string]any{"command": []string{"true"}}
+	}
+	t0 := time.Now()
+	status, b, err := postBatch(ctx, base, "bench", items)
+	if err != nil {
+		return 0, 0, err
+	}
+	submit = time.Since(t0)
+	if status != http.StatusAccepted {
+		return 0, 0, fmt.Errorf("batch: %d %s", status, b)
+	}
+	var r struct {
+		Accepted  int    `json:"accepted"`
+		EventsURL string `json:"events_url"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Accepted != n {
+		return 0, 0, fmt.Errorf("batch reply %.200s (%v)", b, err)
+	}
+	s, err := sse.Open(ctx, client, base+r.EventsURL)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.Close()
+	for {
+		if err := s.Next(); err != nil {
+			return 0, 0, fmt.Errorf("batch events ended before complete: %w", err)
+		}
+		if s.Name == contracts.SSEComplete {
+			var done contracts.BatchComplete
+			if err := json.Unmarshal(s.Data, &done); err != nil {
+				return 0, 0, err
+			}
+			if done.Counts[contracts.StatusSucceeded] != n {
+				return 0, 0, fmt.Errorf("batch ended with %v, want %d succeeded", done.Counts, n)
+			}
+			return submit, time.Since(t0), nil
+		}
+	}
+}
+
+// postBatch submits a batch to project, creating the project on first use.
+func postBatch(ctx context.Context, base, project string, items []map[string]any) (int, []byte, error) {
+	body, _ := json.Marshal(items)
+	url := base + "/v1/projects/" + project + "/batches"
+	status, b, err := postAs(ctx, url, adminKey, body)
+	if err == nil && status == http.StatusNotFound && strings.Contains(string(b), "project_not_found") {
+		if _, _, err = post(ctx, base+"/v1/projects", map[string]string{"id": project}); err == nil {
+			status, b, err = postAs(ctx, url, adminKey, body)
+		}
+	}
+	return status, b, err
+}
+
+// asynqRun enqueues n tasks and processes them with one asynq server of
+// queueConcurrency whose handler execs `true`; it returns tasks/s from the
+// first enqueue to the last task done.
+func asynqRun(ctx context.Context, sock string, n int) (float64, error) {
+	opt := asynq.RedisClientOpt{Network: "unix", Addr: sock}
+	var done atomic.Int64
+	finished := make(chan struct{})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc("noop", func(ctx context.Context, _ *asynq.Task) error {
+		if err := exec.CommandContext(ctx, "true").Run(); err != nil {
+			return err
+		}
+		if done.Add(1) == int64(n) {
+			close(finished)
+		}
+		return nil
+	})
+	srv := asynq.NewServer(opt, asynq.Config{Concurrency: queueConcurrency, LogLevel: asynq.ErrorLevel})
+	c := asynq.NewClient(opt)
+	defer c.Close()
+	t0 := time.Now()
+	if err := srv.Start(mux); err != nil {
+		return 0, err
+	}
+	defer srv.Shutdown()
+	for i := range n {
+		if _, err := c.EnqueueContext(ctx, asynq.NewTask("noop", []byte(fmt.Sprint(i)))); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-finished:
+	case <-time.After(10 * time.Minute):
+		return 0, fmt.Errorf("%d of %d tasks done after 10 minutes", done.Load(), n)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// priorityLatency measures how long high-priority jobs wait to start
+// (submitted → started, from their events) while 10,000 low-priority no-op
+// jobs are queued ahead of them, as a ratio of the same on an idle queue,
+// measured in the same run on the same node.
+func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) {
+	dir, err := e.dataDir("priority")
+	if err != nil {
+		return nil, err
+	}
+	up, err := e.start(ctx, "priority-up", "up", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
+		"--data-dir", dir, "--concurrency", fmt.Sprint(queueConcurrency))
+	if err != nil {
+		return nil, err
+	}
+	probe := func(k int) ([]time.Duration, error) {
+		var out []time.Duration
+		for range k {
+			a, err := submitPrio(ctx, up.HTTP, "high")
+			if err != nil {
+				return nil, err
+			}
+			d, err := dispatchDelay(ctx, up.HTTP+a.EventsURL)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+		}
+		slices.Sort(out)
+		return out, nil
+	}
+	if _, err := probe(10); err != nil { // warm up
+		return nil, err
+	}
+	idle, err := probe(cfg.priorityProbes)
+	if err != nil {
+		return nil, err
+	}
+	// Queue the low jobs in batches of 1,000 (each submit waits for
+	// durability), then probe while they drain.
+	items := make([]map[string]any, 1000)
+	for i := range items {
+		items[i] = map[string]any{"command": []string{"true"}, "priority": "low"}
+	}
+	var wg sync.WaitGroup
+	var qerr error
+	wg.Go(func() {
+		for range cfg.priorityBacklog / 1000 {
+			if status, b, err := postBatch(ctx, up.HTTP, "bench", items); err != nil || status != http.StatusAccepted {
+				qerr = errors.Join(err, fmt.Errorf("low batch: %d %.200s", status, b))
+				return
+			}
+		}
+	})
+	wg.Wait()
+	if qerr != nil {
+		return nil, qerr
+	}
+	busy, err := probe(cfg.priorityProbes)
+	if err != nil {
+		return nil, err
+	}
+	ratio := float64(pct(busy, 99)) / float64(pct(idle, 99))
+	return []figure{
+		fig("high-priority dispatch p99, idle queue", ms(pct(idle, 99)), "ms"),
+		fig(fmt.Sprintf("high-priority dispatch p99, %d low jobs queued", cfg.priorityBacklog), ms(pct(busy, 99)), "ms"),
+		target("p99 ratio busy / idle", ratio, "x", "<=", 2),
+	}, nil
+}
+
+func submitPrio(ctx context.Context, base, priority string) (accepted, error) {
+	body, _ := json.Marshal(map[string]any{"command": []string{"true"}, "priority": priority})
+	status, b, err := postAs(ctx, base+"/v1/projects/bench/commands", adminKey, body)
+	if err != nil {
+		return accepted{}, err
+	}
+	if status == http.StatusNotFound {
+		if _, _, err := post(ctx, base+"/v1/projects", map[string]string{"id": "bench"}); err != nil {
+			return accepted{}, err
+		}
+		return submitPrio(ctx, base, priority)
+	}
+	if status != http.StatusAccepted {
+		return accepted{}, fmt.Errorf("submit: %d %s", status, b)
+	}
+	var a accepted
+	return a, json.Unmarshal(b, &a)
+}
+
+// dispatchDelay reads a job's stream and returns started.time -
+// queued.time, both stamped by rdev (API and worker on this machine).
+func dispatchDelay(ctx context.Context, url string) (time.Duration, error) {
+	s, err := sse.Open(ctx, client, url)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	var queued time.Time
+	for {
+		if err := s.Next(); err != nil {
+			return 0, fmt.Errorf("stream ended before started: %w", err)
+		}
+		if s.Name != contracts.SSEStatus {
+			continue
+		}
+		var ev contracts.Event
+		if err := json.Unmarshal(s.Data, &ev); err != nil {
+			return 0, err
+		}
+		switch ev.Type {
+		case contracts.EventQueued:
+			queued = ev.Time
+		case contracts.EventStarted:
+			if queued.IsZero() {
+				return 0, errors.New("started before queued")
+			}
+			return ev.Time.Sub(queued), nil
+		}
+	}
+}
