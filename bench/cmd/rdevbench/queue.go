@@ -102,8 +102,11 @@ func runBatch(ctx context.Context, base string, n int) (submit, total time.Durat
 		Accepted  int    `json:"accepted"`
 		EventsURL string `json:"events_url"`
 	}
-	if err := json.Unmarshal(b, &r); err != nil || r.Accepted != n {
-		return 0, 0, fmt.Errorf("batch reply %.200s (%v)", b, err)
+	if err := json.Unmarshal(b, &r); err != nil {
+		return 0, 0, fmt.Errorf("batch reply %.200s: %w", b, err)
+	}
+	if r.Accepted != n {
+		return 0, 0, fmt.Errorf("batch accepted %d of %d jobs: %.200s", r.Accepted, n, b)
 	}
 	s, err := sse.Open(ctx, client, base+r.EventsURL)
 	if err != nil {
