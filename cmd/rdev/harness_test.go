@@ -73,6 +73,7 @@ type node struct {
 	dataDir  string
 	stop     func() // graceful stop, waits for exit
 	kill     func() // SIGKILL (child processes only)
+	pid      int    // child processes only
 }
 
 // logWriter sends a node's logs to the test log, line by line.
@@ -172,6 +173,7 @@ func startProcessEnv(t testing.TB, env []string, args ...string) *node {
 	}
 	n.stop = func() { finish(syscall.SIGTERM) }
 	n.kill = func() { finish(syscall.SIGKILL) }
+	n.pid = cmd.Process.Pid
 	t.Cleanup(n.stop)
 	return n
 }

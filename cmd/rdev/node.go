@@ -123,14 +123,25 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		})
 	}
 	if cfg.api != nil {
-		_, ajs, err := connect("api")
+		// No reconnect buffer: while NATS is away a submit fails at once (503)
+		// instead of waiting out the publish timeout.
+		_, ajs, err := connect("api", nats.ReconnectBufSize(-1))
+		if err != nil {
+			return err
+		}
+		// The buckets through the API's own connection, for the same reason.
+		astate, err := ajs.KeyValue(ctx, contracts.BucketState)
+		if err != nil {
+			return err
+		}
+		aaccess, err := ajs.KeyValue(ctx, contracts.BucketAccess)
 		if err != nil {
 			return err
 		}
 		a, err := api.New(ctx, api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
 			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: cfg.api.ClaudeCommand, RedisURL: cfg.api.RedisURL,
 			RateLimitFailClosed: cfg.api.RateLimitFailClosed, KeyRateLimit: cfg.api.KeyRateLimit, KeyRateWindow: cfg.api.KeyRateWindow,
-			TokenTTL: cfg.api.StreamTokenTTL}, ajs, state, accessKV, log.With("service", "api"))
+			TokenTTL: cfg.api.StreamTokenTTL}, ajs, astate, aaccess, log.With("service", "api"))
 		if err != nil {
 			return err
 		}

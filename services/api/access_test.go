@@ -211,8 +211,18 @@ func TestRateLimitIsExactAcrossReplicas(t *testing.T) {
 	const limit, burst = 100, 10_000
 	k := a.newKey(t, `{"name":"burst","scopes":["project:demo:read"],"rate_limit":{"requests":`+strconv.Itoa(limit)+`,"window_seconds":3600}}`)
 
-	var ok, limited, other atomic.Int64
+	// Open both replicas' Redis connection pools first with an unlimited
+	// key: a cold pool dialling 64 connections at once can overflow a busy
+	// redis-server's accept backlog, and a refused connection is a Redis
+	// outage (fail open) — another test's subject, not this one's.
+	warm := a.newKey(t, `{"name":"warm","scopes":["project:demo:read"]}`)
 	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() { []bundle{a, b}[i%2].get(t, "/v1/projects/demo", bearer(warm.Key)...) })
+	}
+	wg.Wait()
+
+	var ok, limited, other atomic.Int64
 	work := make(chan bundle)
 	for range 32 {
 		wg.Go(func() {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
@@ -110,6 +111,8 @@ type Service struct {
 	cached   *cachedstore.Store
 	audit    *natsjs.AuditLog
 	closers  []func()
+	conn     *connWatch
+	nc       *nats.Conn
 	log      *slog.Logger
 }
 
@@ -128,7 +131,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
-	s := &Service{store: store, log: log}
+	s := &Service{store: store, log: log, conn: newConnWatch(), nc: js.Conn()}
 	limiter, keyCache, err := s.hotPath(cfg, log)
 	if err != nil {
 		return nil, err
@@ -184,7 +187,7 @@ func (s *Service) hotPath(cfg Config, log *slog.Logger) (ratelimit.Limiter, cach
 }
 
 // Register adds the API's routes to e.
-func (s *Service) Register(e *echo.Echo) { s.handlers.Register(e) }
+func (s *Service) Register(e *echo.Echo) { s.handlers.Register(e, s.conn.middleware) }
 
 // Bootstrap makes sure an admin key exists. With secret set (from
 // RDEV_BOOTSTRAP_API_KEY) the bootstrap key becomes that secret. Without,
@@ -198,6 +201,7 @@ func (s *Service) Bootstrap(ctx context.Context, secret string) (string, error) 
 // entries other processes changed, and audits finished jobs. It returns
 // once both are running.
 func (s *Service) Run(ctx context.Context) error {
+	s.conn.run(ctx, s.nc)
 	if err := s.store.Watch(ctx, func(c natskv.Change) { s.cached.Forget(ctx, c.Key, c.Project) }); err != nil {
 		return err
 	}

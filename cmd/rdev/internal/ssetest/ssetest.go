@@ -31,24 +31,35 @@ type Stream struct {
 // Open connects to url, resuming after lastID when it is not empty.
 func Open(t testing.TB, url, lastID string) *Stream {
 	t.Helper()
+	s, err := Dial(url, lastID)
+	if err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Dial is Open for callers that handle the error themselves (clients that
+// reconnect from their own goroutines); the caller closes the stream.
+func Dial(url, lastID string) (*Stream, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		t.Fatal(err)
+		cancel()
+		return nil, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed by Stream.Close, at cleanup at the latest
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed by Stream.Close
 	if err != nil {
 		cancel()
-		t.Fatalf("open %s: %v", url, err)
+		return nil, err
 	}
 	s := &Stream{Status: resp.StatusCode, resp: resp, events: make(chan Event, 1024), cancel: cancel}
-	t.Cleanup(s.Close)
 	go s.read()
-	return s
+	return s, nil
 }
 
 func (s *Stream) read() {

@@ -86,10 +86,11 @@ func New(d Deps) *Handlers {
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
-// Register adds the routes to e. Every route needs an API key. Unless the
+// Register adds the routes to e, behind mw and then authentication. Every
+// route needs an API key. Unless the
 // server says otherwise, the client address is the TCP peer's: proxy
 // headers are not believed by default.
-func (h *Handlers) Register(e *echo.Echo) {
+func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 	if e.IPExtractor == nil {
 		e.IPExtractor = echo.ExtractIPDirect()
 	}
@@ -127,11 +128,11 @@ func (h *Handlers) Register(e *echo.Echo) {
 		{http.MethodGet, "/audit", h.auditLog, ""},
 		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog, access.RoleRead},
 	} {
-		mw := []echo.MiddlewareFunc{h.authenticate(r.role == "")}
+		chain := append(append([]echo.MiddlewareFunc{}, mw...), h.authenticate(r.role == ""))
 		if r.role != "" {
-			mw = append(mw, h.projectAccess(r.role))
+			chain = append(chain, h.projectAccess(r.role))
 		}
-		e.Add(r.method, "/v1"+r.path, r.handler, mw...)
+		e.Add(r.method, "/v1"+r.path, r.handler, chain...)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -326,7 +327,7 @@ func (r *replay) run(ctx context.Context, yield func(entry.Entry, error) bool) e
 		if pending == 0 {
 			return nil
 		}
-		err = r.drain(ctx, yield)
+		err = r.drain(ctx, pending, yield)
 		if errors.Is(err, errStop) {
 			return nil
 		}
@@ -362,14 +363,18 @@ func (r *replay) open(ctx context.Context) (uint64, error) {
 }
 
 // drain fetches and yields batches until done (errStop), a gap (nil: the
-// caller reopens) or an error.
-func (r *replay) drain(ctx context.Context, yield func(entry.Entry, error) bool) error {
+// caller reopens) or an error. pending is what the consumer has to
+// deliver; each fetch asks for no more than that, so it returns as soon as
+// they arrive. (A no-wait fetch is not enough: under load the server can
+// answer one before it has the messages ready, and an empty answer would
+// end the replay early, skipping entries.)
+func (r *replay) drain(ctx context.Context, pending uint64, yield func(entry.Entry, error) bool) error {
 	var consumerSeq uint64
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		batch, err := r.cons.FetchNoWait(r.s.cfg.Batch)
+		batch, err := r.cons.Fetch(int(min(pending, uint64(r.s.cfg.Batch))), jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
@@ -393,19 +398,32 @@ func (r *replay) drain(ctx context.Context, yield func(entry.Entry, error) bool)
 				e.Kind = entry.Invalid
 			}
 			r.next = e.Seq + 1
-			if !yield(e, nil) || e.Seq >= r.until || md.NumPending == 0 {
+			pending = md.NumPending
+			if !yield(e, nil) || e.Seq >= r.until || pending == 0 {
 				return errStop
 			}
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("fetch: %w", err)
 		}
 		if n == 0 {
-			// Pending messages vanished (expired) between info and fetch.
-			return errStop
+			// Nothing within fetchWait: either the pending messages
+			// expired, or the consumer lost them; ask the server.
+			info, err := r.cons.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("replay consumer info: %w", err)
+			}
+			if info.NumPending == 0 {
+				return errStop
+			}
+			return nil // reopen at r.next
 		}
 	}
 }
+
+// fetchWait bounds one replay fetch; it returns sooner once the messages
+// asked for arrive.
+const fetchWait = 5 * time.Second
 
 func (r *replay) close(ctx context.Context) {
 	if r.cons == nil {
