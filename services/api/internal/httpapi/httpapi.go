@@ -126,6 +126,9 @@ type commonFields struct {
 	Priority       string            `json:"priority"`
 	TimeoutSeconds int               `json:"timeout_seconds"`
 	IdempotencyKey string            `json:"idempotency_key"`
+	// MaxAttempts and RetryOnExitCodes: see contracts.Job.
+	MaxAttempts      int   `json:"max_attempts"`
+	RetryOnExitCodes []int `json:"retry_on_exit_codes"`
 }
 
 type commandRequest struct {
@@ -178,6 +181,7 @@ func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submissi
 	sub.Actor, sub.ClientIP = principal(c).Key.ID, clientIP(c).String()
 	sub.Env, sub.WorkDir, sub.Priority, sub.TimeoutSeconds = f.Env, f.WorkDir, f.Priority, f.TimeoutSeconds
 	sub.IdempotencyKey = f.IdempotencyKey
+	sub.MaxAttempts, sub.RetryOnExitCodes = f.MaxAttempts, f.RetryOnExitCodes
 	if sub.IdempotencyKey == "" {
 		sub.IdempotencyKey = c.Request().Header.Get("Idempotency-Key")
 	}

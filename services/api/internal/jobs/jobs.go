@@ -87,7 +87,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 	state := contracts.JobState{
 		V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
 		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
-		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
+		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey, MaxAttempts: job.MaxAttempts,
 	}
 
 	if job.IdempotencyKey != "" {

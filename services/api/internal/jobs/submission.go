@@ -22,6 +22,10 @@ type Submission struct {
 	Priority       string
 	TimeoutSeconds int
 	IdempotencyKey string
+	// MaxAttempts (0: 1, else 1..10) and RetryOnExitCodes (up to 32
+	// codes 1..255) ask for retries; see contracts.Job.
+	MaxAttempts      int
+	RetryOnExitCodes []int
 	// Trace is the caller's W3C trace context (traceparent, tracestate),
 	// passed on with the job so its spans can join the caller's trace.
 	Trace map[string]string
@@ -116,10 +120,22 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 	if len(sub.IdempotencyKey) > 256 || strings.IndexFunc(sub.IdempotencyKey, unicode.IsControl) >= 0 {
 		return contracts.Job{}, invalid("invalid_idempotency_key", "idempotency_key must be at most 256 bytes without control characters")
 	}
+	if sub.MaxAttempts < 0 || sub.MaxAttempts > 10 {
+		return contracts.Job{}, invalid("invalid_max_attempts", "max_attempts must be between 1 and 10 (0 or absent means 1)")
+	}
+	if len(sub.RetryOnExitCodes) > 32 {
+		return contracts.Job{}, invalid("invalid_retry_on_exit_codes", "retry_on_exit_codes holds at most 32 codes")
+	}
+	for _, c := range sub.RetryOnExitCodes {
+		if c < 1 || c > 255 {
+			return contracts.Job{}, invalid("invalid_retry_on_exit_codes", "retry_on_exit_codes must be exit codes between 1 and 255")
+		}
+	}
 	return contracts.Job{
 		V: contracts.Version, Project: sub.Project, Kind: sub.Kind, Command: argv, Env: sub.Env,
 		WorkDir: sub.WorkDir, Priority: prio, TimeoutSeconds: int(timeout / time.Second), Attempt: 1,
 		IdempotencyKey: sub.IdempotencyKey, Trace: traceContext(sub.Trace),
+		MaxAttempts: sub.MaxAttempts, RetryOnExitCodes: sub.RetryOnExitCodes,
 	}, nil
 }
 
