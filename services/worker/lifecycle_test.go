@@ -151,7 +151,7 @@ func TestCancelKillsTheRunningJob(t *testing.T) {
 	b := setup(t)
 	ws := t.TempDir()
 	b.start(worker.Config{Workspaces: ws, KillGrace: 200 * time.Millisecond})
-	job := newJob("cancel1", "demo", "sh", "-c", "sleep 60 & echo $$ $! > pids; echo one; echo two; wait")
+	job := newJob("cancel1", "demo", "sh", "-c", "echo one; echo two; sleep 60 & echo $$ $! > pids; wait")
 	job.MaxAttempts = 3
 	b.submit(t, job)
 	pids := readPIDs(t, filepath.Join(ws, "demo", "pids"), 2)

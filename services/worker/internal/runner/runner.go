@@ -195,8 +195,7 @@ type delivery struct {
 	log *slog.Logger
 	// drain ends when the worker stops waiting for running jobs.
 	drain context.Context
-	// run is drain plus the job's own cancel; stop cancels it.
-	run  context.Context
+	// stop cancels the job's run context (drain plus its own cancel).
 	stop context.CancelCauseFunc
 }
 
@@ -217,8 +216,8 @@ func (r *Runner) Handle(runCtx context.Context, msg jetstream.Msg) {
 	// Registered before the claim: a cancel request sent once the job is
 	// marked running finds it.
 	defer r.cancels.add(job.ID, stop)()
-	d := &delivery{msg: msg, job: job, log: log, drain: runCtx, run: jobCtx, stop: stop}
-	if err := r.handle(ctx, d, true); err != nil {
+	d := &delivery{msg: msg, job: job, log: log, drain: runCtx, stop: stop}
+	if err := r.handle(ctx, jobCtx, d, true); err != nil {
 		log.Warn("job not settled; it will be delivered again", "err", err)
 		_ = msg.NakWithDelay(time.Second)
 	}
@@ -275,8 +274,9 @@ func (r *Runner) undecodable(ctx context.Context, msg jetstream.Msg, cause error
 
 // handle runs and settles one job. With fast set, a first delivery that
 // carries the state revision the API wrote is claimed without reading the
-// state first; a conflict falls back to reading it.
-func (r *Runner) handle(ctx context.Context, d *delivery, fast bool) error {
+// state first; a conflict falls back to reading it. ctx settles the job;
+// jobCtx runs it.
+func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) error {
 	msg, job, log := d.msg, d.job, d.log
 	md, err := msg.Metadata()
 	if err != nil {
@@ -334,7 +334,7 @@ func (r *Runner) handle(ctx context.Context, d *delivery, fast bool) error {
 	if rev, err = r.states.Put(ctx, st, rev); err != nil {
 		if errors.Is(err, ErrStateConflict) {
 			// The state changed since it was read (or queued): look again.
-			return r.handle(ctx, d, false)
+			return r.handle(ctx, jobCtx, d, false)
 		}
 		return fmt.Errorf("claim job: %w", err)
 	}
@@ -358,7 +358,7 @@ func (r *Runner) handle(ctx context.Context, d *delivery, fast bool) error {
 	}
 	log.Info("job started", "attempt", attempt, "priority", job.Priority)
 
-	out := r.run(d, attempt, first+1)
+	out := r.run(jobCtx, d, attempt, first+1)
 	if err := startedStored(ctx); err != nil {
 		if err := r.events.Publish(ctx, startedEv); err != nil {
 			return r.handBack(ctx, d, &st, rev, attempt, attempt, err, 0)
@@ -444,14 +444,14 @@ func cancelledOutcome(message string, lines uint64) outcome {
 	return outcome{event: contracts.EventCancelled, reason: contracts.ReasonCancelled, message: message, lines: lines}
 }
 
-// run executes one attempt and streams its output.
-func (r *Runner) run(d *delivery, attempt int, firstSeq uint64) outcome {
+// run executes one attempt under runCtx and streams its output.
+func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq uint64) outcome {
 	job := d.job
 	sink := r.output.Open(job, attempt, firstSeq)
-	jobCtx, cancel := context.WithTimeoutCause(d.run, job.Timeout(), errTimedOut)
+	jobCtx, cancel := context.WithTimeoutCause(runCtx, job.Timeout(), errTimedOut)
 	defer cancel()
 	// Lines are stored even while the job is being killed.
-	pubCtx := context.WithoutCancel(d.run)
+	pubCtx := context.WithoutCancel(runCtx)
 	emit := func(l lines.Line) error { return sink.Line(pubCtx, l.FD, l.Data, l.Partial) }
 	stdout := lines.NewWriter(contracts.Stdout, contracts.MaxLineBytes, emit)
 	stderr := lines.NewWriter(contracts.Stderr, contracts.MaxLineBytes, emit)
