@@ -61,6 +61,9 @@ type workerFlags struct {
 	DrainTimeout time.Duration `default:"30s" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
 	KillGrace    time.Duration `default:"2s" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
 	Executor     string        `default:"local" enum:"local,kubernetes" env:"RDEV_EXECUTOR" help:"Where jobs run: local (processes on this machine) or kubernetes (each project's pod)."`
+	RetryBase    time.Duration `name:"retry-base" default:"1s" env:"RDEV_RETRY_BASE" help:"Backoff before a job's second attempt; it doubles per attempt, with full jitter."`
+	RetryCap     time.Duration `name:"retry-cap" default:"5m" env:"RDEV_RETRY_CAP" help:"Longest backoff between two attempts of a job."`
+	SlotDelay    time.Duration `name:"slot-delay" default:"500ms" env:"RDEV_SLOT_DELAY" help:"How long a job whose project runs max_concurrent_jobs already waits before it is offered again."`
 	K8s          k8sFlags      `embed:""`
 }
 

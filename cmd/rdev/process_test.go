@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/cmd/rdev/internal/ssetest"
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -104,6 +106,102 @@ func TestKillDashNineReportsWorkerLost(t *testing.T) {
 	}
 	if st := waitFinal(t, second.http, queued.JobID, 20*time.Second); st.Status != contracts.StatusSucceeded {
 		t.Fatalf("queued job after the crash: %+v", st)
+	}
+	// Its one attempt was spent on a failure that was not its own.
+	dls := deadLetters(t, second.nats, "crash")
+	if len(dls) != 1 || dls[0].ID != long.JobID || dls[0].Reason != contracts.ReasonWorkerLost || dls[0].Attempts != 1 {
+		t.Fatalf("dead letters %+v, want one worker_lost for %s", dls, long.JobID)
+	}
+}
+
+// deadLetters reads every dead letter of project from the NATS at url.
+func deadLetters(t *testing.T, url, project string) []contracts.DeadLetter {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	must(t, err, "connect")
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	must(t, err, "jetstream")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := js.OrderedConsumer(ctx, contracts.StreamDead, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{contracts.SubjectDead(project)}})
+	must(t, err, "dead letter consumer")
+	info, err := c.Info(ctx)
+	must(t, err, "dead letter consumer info")
+	var out []contracts.DeadLetter
+	for range info.NumPending {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		must(t, err, "read dead letter")
+		out = append(out, mustJSON[contracts.DeadLetter](t, string(m.Data())))
+	}
+	return out
+}
+
+// kill -9 of a worker process while it runs a job with max_attempts 2:
+// after the ack wait another worker process reports the attempt
+// worker_lost, announces the retry, and runs attempt 2 to success, its
+// lines continuing the stream; no dead letter.
+func TestKilledWorkerJobIsRetriedOnAnother(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	t.Parallel()
+	up := startProcess(t, upArgs(t.TempDir(), "--without", "worker")...)
+	workerArgs := func(id string) []string {
+		return []string{"worker", "--nats-url", up.nats, "--data-dir", t.TempDir(), "--worker-id", id,
+			"--ack-wait", "2s", "--retry-base", "100ms", "--kill-grace", "200ms"}
+	}
+	doomed := startProcess(t, workerArgs("w-doomed")...)
+
+	nc, err := nats.Connect(up.nats)
+	must(t, err, "connect")
+	defer nc.Close()
+	events := make(chan contracts.Event, 64)
+	_, err = nc.Subscribe(contracts.SubjectEventsPrefix+".retried.>", func(m *nats.Msg) {
+		events <- mustJSON[contracts.Event](t, string(m.Data))
+	})
+	must(t, err, "subscribe")
+	must(t, nc.Flush(), "flush")
+	next := func(want contracts.EventType) contracts.Event {
+		t.Helper()
+		for {
+			select {
+			case ev := <-events:
+				if ev.Type == want {
+					return ev
+				}
+				if ev.Type.Terminal() {
+					t.Fatalf("unexpected end %+v while waiting for %s", ev, want)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no %s event within 30s", want)
+			}
+		}
+	}
+
+	job := submit(t, up.http, "retried", map[string]any{
+		"command": []string{"sh", "-c", "echo attempt; sleep 1; echo done"}, "max_attempts": 2,
+	})
+	if ev := next(contracts.EventStarted); ev.Worker != "w-doomed" || ev.Attempt != 1 {
+		t.Fatalf("started %+v, want attempt 1 on w-doomed", ev)
+	}
+	doomed.kill()
+	startProcess(t, workerArgs("w-survivor")...)
+
+	r := next(contracts.EventRetrying)
+	if r.Reason != contracts.ReasonWorkerLost || r.Attempt != 1 || r.Worker != "w-survivor" {
+		t.Fatalf("retrying %+v, want worker_lost for attempt 1 reported by w-survivor", r)
+	}
+	if ev := next(contracts.EventStarted); ev.Attempt != 2 || ev.Worker != "w-survivor" {
+		t.Fatalf("started %+v, want attempt 2 on w-survivor", ev)
+	}
+	end := next(contracts.EventSucceeded)
+	if end.Attempt != 2 || end.JobID != job.JobID || end.Lines < 2 {
+		t.Fatalf("end %+v, want attempt 2 succeeded with its lines after attempt 1's", end)
+	}
+	if dls := deadLetters(t, up.nats, "retried"); len(dls) != 0 {
+		t.Fatalf("dead letters %+v for a job that succeeded", dls)
 	}
 }
 

@@ -25,6 +25,8 @@ func StatusOf(t EventType) Status {
 		return StatusQueued
 	case EventStarted:
 		return StatusRunning
+	case EventRetrying:
+		return StatusQueued
 	case EventSucceeded:
 		return StatusSucceeded
 	case EventCancelled:

@@ -13,11 +13,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"k8s.io/client-go/rest"
 
@@ -62,6 +64,22 @@ type Config struct {
 	// tried again when the executor's backend (the Kubernetes API) is
 	// unavailable; default 5s.
 	UnavailableDelay time.Duration
+	// RetryBase and RetryCap shape the exponential backoff with full
+	// jitter between attempts of a job: the delay after attempt n is
+	// uniform in [0, min(RetryCap, RetryBase·2^(n-1))]; defaults 1s, 5m.
+	RetryBase, RetryCap time.Duration
+	// SlotDelay is how long a job whose project runs its max_concurrent_jobs
+	// already waits in the queue before it is offered again; default 500ms.
+	SlotDelay time.Duration
+	// SlotLease is how long a project slot stays leased to a job whose
+	// worker stopped renewing it (it renews at every heartbeat); default
+	// 4 heartbeats (AckWait·4/3).
+	SlotLease time.Duration
+
+	// exec and jitter replace the executor and the backoff's jitter in
+	// tests (export_test.go).
+	exec   executor.Executor
+	jitter func() float64
 }
 
 // The executors a worker can use.
@@ -119,6 +137,9 @@ func (c *Config) setDefaults() {
 	if c.Executor == "" {
 		c.Executor = ExecutorLocal
 	}
+	if c.SlotLease <= 0 {
+		c.SlotLease = c.AckWait * 4 / 3
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -135,6 +156,12 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("worker: unknown executor %q (want %s or %s)", c.Executor, ExecutorLocal, ExecutorKubernetes)
 	}
+	if c.RetryBase < 0 || c.RetryCap < 0 || c.SlotDelay < 0 || c.SlotLease < 0 {
+		return errors.New("worker: retry base, retry cap, slot delay and slot lease must not be negative")
+	}
+	if c.SlotLease > 0 && c.AckWait > 0 && c.SlotLease <= c.AckWait/3 {
+		return fmt.Errorf("worker: slot lease %s must outlast a heartbeat (ack wait / 3)", c.SlotLease)
+	}
 	if c.AckWait > 0 && c.AckWait < 300*time.Millisecond {
 		return fmt.Errorf("worker: ack wait %s is too short (minimum 300ms)", c.AckWait)
 	}
@@ -143,10 +170,15 @@ func (c Config) Validate() error {
 
 // Worker runs jobs until its context ends.
 type Worker struct {
-	cfg    Config
-	js     jetstream.JetStream
-	runner *runner.Runner
-	log    *slog.Logger
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	state jetstream.KeyValue
+	exec  executor.Executor
+	out   *natsjs.Output
+	log   *slog.Logger
+
+	cancelSub *nats.Subscription
 }
 
 // New builds a worker on nc, which must be made with
@@ -164,14 +196,46 @@ func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) 
 		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}
 	log = log.With("worker", cfg.ID)
-	exec, err := newExecutor(cfg, log)
-	if err != nil {
-		return nil, err
+	exec := cfg.exec
+	if exec == nil {
+		if exec, err = newExecutor(cfg, log); err != nil {
+			return nil, err
+		}
 	}
 	out := natsjs.NewOutput(nc, js, cfg.OutputWindow)
-	run := runner.New(runner.Config{WorkerID: cfg.ID, Heartbeat: cfg.AckWait / 3, UnavailableDelay: cfg.UnavailableDelay}, exec,
-		natsjs.NewStates(state), natsjs.NewEvents(js), outputPort{out}, log)
-	return &Worker{cfg: cfg, js: js, runner: run, log: log}, nil
+	return &Worker{cfg: cfg, nc: nc, js: js, state: state, exec: exec, out: out, log: log}, nil
+}
+
+// newRunner builds the job runner, with the per-project limits read from
+// the access bucket (watched until ctx ends).
+func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
+	var limits runner.Limits
+	accessKV, err := w.js.KeyValue(ctx, contracts.BucketAccess)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		w.log.Warn("no access bucket: per-project concurrency limits are not enforced")
+	case err != nil:
+		return nil, fmt.Errorf("worker: access bucket: %w", err)
+	default:
+		store, err := natskv.Open(ctx, accessKV)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		l, err := natsjs.NewLimits(ctx, store, w.log)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		limits = l
+	}
+	c := w.cfg
+	return runner.New(runner.Config{
+		WorkerID: c.ID, Heartbeat: c.AckWait / 3, UnavailableDelay: c.UnavailableDelay,
+		RetryBase: c.RetryBase, RetryCap: c.RetryCap, SlotDelay: c.SlotDelay, Jitter: c.jitter,
+	}, runner.Ports{
+		Exec: w.exec, States: natsjs.NewStates(w.state), Events: natsjs.NewEvents(w.js), Output: outputPort{w.out},
+		Dead: natsjs.NewDeadLetters(w.js), Slots: natsjs.NewSlots(w.state, c.SlotLease), Limits: limits,
+		Batches: natsjs.NewBatches(w.state),
+	}, w.log), nil
 }
 
 // newExecutor builds the executor cfg selects.
@@ -225,13 +289,24 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Run takes jobs until ctx ends, then stops taking them, lets running jobs
 // finish within the drain timeout, and hands the rest back to the queue.
 func (w *Worker) Run(ctx context.Context) error {
-	consumers, err := natsjs.JobConsumers(ctx, w.js, w.cfg.AckWait)
+	// Lives until Run returns: running jobs still need it while draining.
+	life, end := context.WithCancel(context.WithoutCancel(ctx))
+	defer end()
+	run, err := w.newRunner(life)
+	if err == nil {
+		err = w.subscribeCancels(run)
+	}
+	var consumers []jetstream.Consumer
+	if err == nil {
+		consumers, err = natsjs.JobConsumers(ctx, w.js, w.cfg.AckWait)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: nothing was taken
 		}
 		return err
 	}
+	defer func() { _ = w.cancelSub.Unsubscribe() }()
 	d := dispatch.New(dispatch.Config{
 		Concurrency: w.cfg.Concurrency, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
 	}, consumers, w.log)
@@ -244,8 +319,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	})
 	defer stop()
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
-	d.Run(ctx, runCtx, w.runner.Handle)
+	d.Run(ctx, runCtx, run.Handle)
 	w.log.Info("worker stopped")
+	return nil
+}
+
+// subscribeCancels makes run stop any job it runs that someone cancels.
+// The subscription is in place (flushed to the server) before the first
+// job is claimed, so a cancel request published after a claim finds it.
+func (w *Worker) subscribeCancels(run *runner.Runner) error {
+	sub, err := w.nc.Subscribe(contracts.SubjectCancelPrefix+".*", func(m *nats.Msg) {
+		jobID := strings.TrimPrefix(m.Subject, contracts.SubjectCancelPrefix+".")
+		if run.Cancel(jobID) {
+			w.log.Info("cancel requested; stopping the job", "job_id", jobID)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("worker: subscribe to cancel requests: %w", err)
+	}
+	if err := w.nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("worker: subscribe to cancel requests: %w", err)
+	}
+	w.cancelSub = sub
 	return nil
 }
 

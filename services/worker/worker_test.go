@@ -17,10 +17,15 @@ import (
 )
 
 type bundle struct {
+	nc     *nats.Conn
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	events *history
 	start  func(cfg worker.Config) (stop func())
+	// startConn starts a worker and returns a function that cuts its
+	// NATS connection, leaving the worker running without it (a worker
+	// vanished for the rest of the system); it is stopped at cleanup.
+	startConn func(t *testing.T, cfg worker.Config) (cut func())
 }
 
 // history keeps every lifecycle event seen, in order.
@@ -60,6 +65,7 @@ func (h *history) find(id string, types ...contracts.EventType) []contracts.Even
 func setup(t *testing.T) bundle {
 	t.Helper()
 	srv, nc, js := natstest.Provisioned(t)
+	b := bundle{nc: nc, js: js}
 	kv, err := js.KeyValue(context.Background(), contracts.BucketState)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +81,7 @@ func setup(t *testing.T) bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	start := func(cfg worker.Config) func() {
+	launch := func(cfg worker.Config) (stop, cut func()) {
 		wnc, err := nats.Connect(srv.ClientURL(), nats.ReconnectBufSize(-1))
 		if err != nil {
 			t.Fatal(err)
@@ -91,7 +97,7 @@ func setup(t *testing.T) bundle {
 		done := make(chan struct{})
 		go func() { defer close(done); _ = w.Run(ctx) }()
 		var once sync.Once
-		stop := func() {
+		stop = func() {
 			once.Do(func() {
 				cancel()
 				select {
@@ -103,21 +109,35 @@ func setup(t *testing.T) bundle {
 			})
 		}
 		t.Cleanup(stop)
-		return stop
+		return stop, wnc.Close
 	}
-	return bundle{js: js, kv: kv, events: events, start: start}
+	start := func(cfg worker.Config) func() { stop, _ := launch(cfg); return stop }
+	b.startConn = func(_ *testing.T, cfg worker.Config) func() { _, cut := launch(cfg); return cut }
+	b.kv, b.events, b.start = kv, events, start
+	return b
 }
 
 // enqueue does what the API does: state first, then the job.
 func (b bundle) enqueue(t *testing.T, id string, argv ...string) contracts.Job {
 	t.Helper()
-	job := contracts.Job{V: 1, ID: id, Project: "demo", Kind: contracts.KindExec, Command: argv,
+	return b.submit(t, newJob(id, "demo", argv...))
+}
+
+// newJob is a job of project as the API builds it.
+func newJob(id, project string, argv ...string) contracts.Job {
+	return contracts.Job{V: 1, ID: id, Project: project, Kind: contracts.KindExec, Command: argv,
 		Priority: contracts.PriorityNormal, TimeoutSeconds: 60, Attempt: 1, StreamID: "s" + id, SubmittedAt: time.Now().UTC()}
-	st, _ := json.Marshal(contracts.JobState{V: 1, JobID: id, Project: "demo", Status: contracts.StatusQueued, StreamID: job.StreamID})
-	if _, err := b.kv.Put(context.Background(), contracts.JobKey(id), st); err != nil {
+}
+
+// submit stores job's queued state and publishes it, as the API does.
+func (b bundle) submit(t *testing.T, job contracts.Job) contracts.Job {
+	t.Helper()
+	st, _ := json.Marshal(contracts.JobState{V: 1, JobID: job.ID, Project: job.Project, Status: contracts.StatusQueued,
+		StreamID: job.StreamID, MaxAttempts: job.MaxAttempts, BatchID: job.BatchID})
+	if _, err := b.kv.Put(context.Background(), contracts.JobKey(job.ID), st); err != nil {
 		t.Fatal(err)
 	}
-	b.publish(t, job, id)
+	b.publish(t, job, job.ID)
 	return job
 }
 

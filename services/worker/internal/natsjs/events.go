@@ -109,3 +109,38 @@ func (s *States) Put(ctx context.Context, st contracts.JobState, rev uint64) (ui
 	}
 	return n, err
 }
+
+// Stored reports whether an event of ev's type is stored for ev's stream.
+func (e *Events) Stored(ctx context.Context, ev contracts.Event) (bool, error) {
+	s, err := e.js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		return false, fmt.Errorf("output stream: %w", err)
+	}
+	_, err = s.GetLastMsgForSubject(ctx, contracts.SubjectEvent(ev.Project, ev.StreamID, ev.Type))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("look up %s event of %s: %w", ev.Type, ev.JobID, err)
+	}
+	return true, nil
+}
+
+// DeadLetters publishes jobs that are given up to the dead-letter stream.
+type DeadLetters struct{ js jetstream.JetStream }
+
+// NewDeadLetters returns DeadLetters publishing with js.
+func NewDeadLetters(js jetstream.JetStream) *DeadLetters { return &DeadLetters{js: js} }
+
+// Publish stores dl on SubjectDead(project), de-duplicated by its id.
+func (d *DeadLetters) Publish(ctx context.Context, project string, dl contracts.DeadLetter) error {
+	body, err := json.Marshal(dl)
+	if err != nil {
+		return err
+	}
+	if _, err := d.js.Publish(ctx, contracts.SubjectDead(project), body, jetstream.WithMsgID(dl.ID),
+		jetstream.WithExpectStream(contracts.StreamDead)); err != nil {
+		return fmt.Errorf("publish dead letter %s: %w", dl.ID, err)
+	}
+	return nil
+}

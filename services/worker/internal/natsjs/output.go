@@ -228,6 +228,11 @@ func (w *LineWriter) recover(ctx context.Context) error {
 		if err := w.republish(ctx); err == nil {
 			return nil
 		}
+		if w.o.nc.IsClosed() {
+			// A closed connection never comes back (the worker is
+			// stopping): retrying would hold the job forever.
+			return nats.ErrConnectionClosed
+		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():

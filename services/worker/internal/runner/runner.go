@@ -1,7 +1,9 @@
 // Package runner runs one dispatched job: it claims the job in the state
 // store, publishes its lifecycle events, executes it while streaming every
 // line, and settles the queue message so the job is neither lost nor run
-// twice.
+// twice. A failed attempt that was not the command's fault is retried
+// after a backoff while attempts remain, then given up as a dead letter;
+// a project's running jobs are bounded across workers by leases.
 package runner
 
 import (
@@ -10,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +41,38 @@ type Events interface {
 	// whether it was stored. Output lines published after it are stored
 	// after it.
 	PublishAsync(ev contracts.Event) (wait func(context.Context) error, err error)
+	// Stored reports whether an event of ev's type is already stored for
+	// ev's stream (whoever published it), so a terminal event is not
+	// announced twice after the duplicate window.
+	Stored(ctx context.Context, ev contracts.Event) (bool, error)
+}
+
+// DeadLetters stores jobs that are given up.
+type DeadLetters interface {
+	// Publish stores dl on contracts.SubjectDead(project) with dl.ID as
+	// its message id, so a republish within the duplicate window is
+	// stored once.
+	Publish(ctx context.Context, project string, dl contracts.DeadLetter) error
+}
+
+// Slots leases a project's running-job slots, shared by every worker. A
+// lease expires unless renewed, so the slots of a crashed worker free
+// themselves.
+type Slots interface {
+	// Acquire leases a slot for jobID if fewer than limit unexpired leases
+	// are held (renewing jobID's own lease if it has one) and reports
+	// whether it got one.
+	Acquire(ctx context.Context, project, jobID string, limit int) (bool, error)
+	// Renew extends jobID's lease, taking it again if it expired.
+	Renew(ctx context.Context, project, jobID string) error
+	// Release gives jobID's lease up; releasing none is not an error.
+	Release(ctx context.Context, project, jobID string) error
+}
+
+// Limits says how many jobs of a project may run at once across all
+// workers; 0 means no bound (also for an unknown project).
+type Limits interface {
+	MaxConcurrent(ctx context.Context, project string) (int, error)
 }
 
 // Output opens the line sink of one attempt.
@@ -69,60 +105,184 @@ type Config struct {
 	// WorkerID names this worker in job state and events.
 	WorkerID string
 	// Heartbeat is how often a running job's message is kept alive with
-	// InProgress; well below the consumers' AckWait. Default 10s.
+	// InProgress, its slot lease renewed and its state checked for a
+	// cancel request; well below the consumers' AckWait. Default 10s.
 	Heartbeat time.Duration
 	// UnavailableDelay is how long a job waits in the queue before it is
 	// delivered again when the executor's backend is unavailable
 	// (executor.ErrUnavailable). Default 5s.
 	UnavailableDelay time.Duration
+	// RetryBase and RetryCap shape the backoff between attempts (see
+	// Backoff); defaults 1s and 5m.
+	RetryBase, RetryCap time.Duration
+	// SlotDelay is how long a job whose project has no free slot waits in
+	// the queue before it is delivered again; default 500ms.
+	SlotDelay time.Duration
+	// Jitter draws the backoff's jitter in [0, 1); default uniform random.
+	Jitter func() float64
+}
+
+func (c *Config) setDefaults() {
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 10 * time.Second
+	}
+	if c.UnavailableDelay <= 0 {
+		c.UnavailableDelay = 5 * time.Second
+	}
+	if c.RetryBase <= 0 {
+		c.RetryBase = time.Second
+	}
+	if c.RetryCap <= 0 {
+		c.RetryCap = 5 * time.Minute
+	}
+	c.RetryCap = max(c.RetryCap, c.RetryBase)
+	if c.SlotDelay <= 0 {
+		c.SlotDelay = 500 * time.Millisecond
+	}
+	if c.Jitter == nil {
+		c.Jitter = rand.Float64
+	}
+}
+
+// Ports are the runner's collaborators. Limits may be nil: no project is
+// bounded; Slots is then unused.
+type Ports struct {
+	Exec   executor.Executor
+	States States
+	Events Events
+	Output Output
+	Dead   DeadLetters
+	Slots  Slots
+	Limits Limits
+	// Batches may be nil when no job is of an atomic batch.
+	Batches Batches
 }
 
 // Runner runs dispatched jobs.
 type Runner struct {
-	cfg    Config
-	exec   executor.Executor
-	states States
-	events Events
-	output Output
-	log    *slog.Logger
-	now    func() time.Time
+	cfg     Config
+	backoff Backoff
+	exec    executor.Executor
+	states  States
+	events  Events
+	output  Output
+	dead    DeadLetters
+	slots   Slots
+	limits  Limits
+	batches Batches
+	// batchState caches settled batches.
+	batchState batchStates
+	log        *slog.Logger
+	now        func() time.Time
+	cancels    cancels
 }
 
 // New returns a Runner.
-func New(cfg Config, exec executor.Executor, states States, events Events, output Output, log *slog.Logger) *Runner {
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = 10 * time.Second
+func New(cfg Config, p Ports, log *slog.Logger) *Runner {
+	cfg.setDefaults()
+	return &Runner{
+		cfg: cfg, backoff: Backoff{Base: cfg.RetryBase, Cap: cfg.RetryCap, Jitter: cfg.Jitter},
+		exec: p.Exec, states: p.States, events: p.Events, output: p.Output, dead: p.Dead, slots: p.Slots, limits: p.Limits, batches: p.Batches,
+		log: log, now: time.Now,
 	}
-	if cfg.UnavailableDelay <= 0 {
-		cfg.UnavailableDelay = 5 * time.Second
-	}
-	return &Runner{cfg: cfg, exec: exec, states: states, events: events, output: output, log: log, now: time.Now}
+}
+
+// Cancel stops jobID if this worker runs it (or is about to claim it),
+// and reports whether it does. The job ends cancelled. The caller is the
+// cancel-request subscription; the job's state (CancelRequested) is the
+// durable record, checked at every heartbeat too.
+func (r *Runner) Cancel(jobID string) bool { return r.cancels.cancel(jobID) }
+
+// delivery is one job message being handled.
+type delivery struct {
+	msg jetstream.Msg
+	job contracts.Job
+	log *slog.Logger
+	// drain ends when the worker stops waiting for running jobs.
+	drain context.Context
+	// stop cancels the job's run context (drain plus its own cancel).
+	stop context.CancelCauseFunc
 }
 
 // Handle runs the job in msg and settles msg. runCtx ends when the worker
 // stops waiting for running jobs; the job is then killed and handed back
 // to the queue for another worker.
 func (r *Runner) Handle(runCtx context.Context, msg jetstream.Msg) {
-	var job contracts.Job
-	if err := json.Unmarshal(msg.Data(), &job); err != nil || job.V > contracts.Version || !contracts.ValidID(job.ID) ||
-		!contracts.ValidID(job.StreamID) || !contracts.ValidProjectID(job.Project) || len(job.Command) == 0 {
-		r.log.Error("undecodable job message; terminating it", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
+	// Settling must work even when runCtx has ended.
+	ctx := context.WithoutCancel(runCtx)
+	job, err := decodeJob(msg.Data())
+	if err != nil {
+		r.undecodable(ctx, msg, err)
 		return
 	}
 	log := r.log.With("job_id", job.ID, "project", job.Project)
-	// Settling must work even when runCtx has ended.
-	ctx := context.WithoutCancel(runCtx)
-	if err := r.handle(runCtx, ctx, msg, job, log, true); err != nil {
+	jobCtx, stop := context.WithCancelCause(runCtx)
+	defer stop(nil)
+	// Registered before the claim: a cancel request sent once the job is
+	// marked running finds it.
+	defer r.cancels.add(job.ID, stop)()
+	d := &delivery{msg: msg, job: job, log: log, drain: runCtx, stop: stop}
+	if err := r.handle(ctx, jobCtx, d, true); err != nil {
 		log.Warn("job not settled; it will be delivered again", "err", err)
 		_ = msg.NakWithDelay(time.Second)
 	}
 }
 
+// decodeJob decodes and checks a job message.
+func decodeJob(data []byte) (contracts.Job, error) {
+	var job contracts.Job
+	if err := json.Unmarshal(data, &job); err != nil {
+		return job, fmt.Errorf("decode job: %w", err)
+	}
+	switch {
+	case job.V > contracts.Version:
+		return job, fmt.Errorf("job message version %d is newer than %d", job.V, contracts.Version)
+	case !contracts.ValidID(job.ID), !contracts.ValidID(job.StreamID):
+		return job, errors.New("job or stream id is invalid")
+	case !contracts.ValidProjectID(job.Project):
+		return job, errors.New("project id is invalid")
+	case len(job.Command) == 0:
+		return job, errors.New("job has no command")
+	}
+	return job, nil
+}
+
+// undecodable gives up a message that is not a job this worker can run:
+// it goes to the dead letters (under its subject's project, else "_")
+// before it leaves the queue, so it is not lost.
+func (r *Runner) undecodable(ctx context.Context, msg jetstream.Msg, cause error) {
+	md, err := msg.Metadata()
+	if err != nil {
+		r.log.Error("undecodable job message without metadata; terminating it", "subject", msg.Subject(), "err", cause)
+		_ = msg.Term()
+		return
+	}
+	project := "_"
+	if p, ok := strings.CutPrefix(msg.Subject(), contracts.SubjectJobsPrefix+"."); ok {
+		if _, p, ok = strings.Cut(p, "."); ok && contracts.ValidProjectID(p) {
+			project = p
+		}
+	}
+	dl := contracts.DeadLetter{
+		V: contracts.Version, ID: strconv.FormatUint(md.Sequence.Stream, 10), Raw: msg.Data(),
+		Reason: contracts.ReasonUndecodable, Message: cause.Error(), Time: r.now().UTC(),
+	}
+	if err := r.dead.Publish(ctx, project, dl); err != nil {
+		r.log.Warn("undecodable job message not stored as a dead letter; it will be delivered again",
+			"subject", msg.Subject(), "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	r.log.Error("undecodable job message moved to the dead letters", "subject", msg.Subject(), "dead_letter", dl.ID, "err", cause)
+	_ = msg.Term()
+}
+
 // handle runs and settles one job. With fast set, a first delivery that
 // carries the state revision the API wrote is claimed without reading the
-// state first; a conflict falls back to reading it.
-func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job contracts.Job, log *slog.Logger, fast bool) error {
+// state first; a conflict falls back to reading it. ctx settles the job;
+// jobCtx runs it.
+func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) error {
+	msg, job, log := d.msg, d.job, d.log
 	md, err := msg.Metadata()
 	if err != nil {
 		return fmt.Errorf("message metadata: %w", err)
@@ -144,7 +304,7 @@ func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job cont
 	switch {
 	case st.Status.Final():
 		log.Info("job already finished; dropping its message")
-		if err := r.announceEnd(ctx, st); err != nil {
+		if err := r.announceEnd(ctx, job, st); err != nil {
 			return err
 		}
 		return msg.DoubleAck(ctx)
@@ -153,37 +313,55 @@ func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job cont
 		log.Info("duplicate delivery of a running job; dropping it")
 		return msg.DoubleAck(ctx)
 	case st.Status == contracts.StatusRunning:
-		// Redelivered while marked running: its worker stopped heartbeating.
-		lines, err := r.output.LastSeq(ctx, job.StreamID)
-		if err != nil {
-			return err
-		}
-		log.Warn("job's worker was lost", "worker", st.Worker)
-		if err := r.finish(ctx, &st, rev, job, st.Attempt, outcome{event: contracts.EventFailed, reason: contracts.ReasonWorkerLost,
-			message: "worker " + st.Worker + " stopped while running the job", lines: lines}); err != nil {
-			return err
-		}
-		return msg.DoubleAck(ctx)
+		return r.lost(ctx, d, st, rev)
+	case st.CancelRequested:
+		// Cancelled while queued but not ended by the canceller.
+		return r.settle(ctx, d, &st, rev, "", st.Attempt, cancelledOutcome("cancelled before it started", st.Lines))
+	}
+
+	// A job of an all-or-nothing batch runs only once the batch commits.
+	switch verdict, err := r.batchGate(ctx, job); {
+	case err != nil:
+		return err
+	case verdict == batchWait:
+		log.Debug("atomic batch not committed yet; job waits in the queue", "batch_id", job.BatchID)
+		return msg.NakWithDelay(r.cfg.SlotDelay)
+	case verdict == batchAborted:
+		return r.settle(ctx, d, &st, rev, "", st.Attempt, cancelledOutcome("its atomic batch was aborted", st.Lines))
+	}
+
+	// The project's slot is leased before the claim: a job without one
+	// goes back to the queue without a started event or a spent attempt.
+	limited, err := r.acquireSlot(ctx, job)
+	if err != nil {
+		return err
+	}
+	if limited < 0 {
+		log.Debug("project at its concurrency limit; job waits in the queue", "delay", r.cfg.SlotDelay)
+		return msg.NakWithDelay(r.cfg.SlotDelay)
+	}
+	if limited > 0 {
+		defer r.releaseSlot(ctx, job)
 	}
 
 	attempt := st.Attempt + 1
 	started := r.now().UTC()
-	st.Status, st.Attempt, st.Worker, st.StartedAt = contracts.StatusRunning, attempt, r.cfg.WorkerID, &started
+	st.Status, st.Attempt, st.Worker, st.StartedAt, st.NextAttemptAt = contracts.StatusRunning, attempt, r.cfg.WorkerID, &started, nil
 	if rev, err = r.states.Put(ctx, st, rev); err != nil {
 		if errors.Is(err, ErrStateConflict) {
 			// The state changed since it was read (or queued): look again.
-			return r.handle(runCtx, ctx, msg, job, log, false)
+			return r.handle(ctx, jobCtx, d, false)
 		}
 		return fmt.Errorf("claim job: %w", err)
 	}
-	stopBeat := r.heartbeat(msg)
+	stopBeat := r.heartbeat(ctx, d, limited > 0)
 	defer stopBeat()
 
 	// A first attempt has no lines yet: skip the round trip.
 	var first uint64
 	if attempt > 1 {
 		if first, err = r.output.LastSeq(ctx, job.StreamID); err != nil {
-			return r.handBack(ctx, msg, &st, rev, err)
+			return r.handBack(ctx, d, &st, rev, attempt, attempt, err, 0)
 		}
 	}
 	// The command starts without waiting for the started event's ack: it
@@ -192,36 +370,68 @@ func (r *Runner) handle(runCtx, ctx context.Context, msg jetstream.Msg, job cont
 	startedEv := r.event(job, attempt, contracts.EventStarted, first)
 	startedStored, err := r.events.PublishAsync(startedEv)
 	if err != nil {
-		return r.handBack(ctx, msg, &st, rev, err)
+		return r.handBack(ctx, d, &st, rev, attempt, attempt, err, 0)
 	}
 	log.Info("job started", "attempt", attempt, "priority", job.Priority)
 
-	out := r.run(runCtx, job, attempt, first+1)
+	out := r.run(jobCtx, d, attempt, first+1)
 	if err := startedStored(ctx); err != nil {
 		if err := r.events.Publish(ctx, startedEv); err != nil {
-			return r.handBack(ctx, msg, &st, rev, err)
+			return r.handBack(ctx, d, &st, rev, attempt, attempt, err, 0)
 		}
 	}
-	if out.handBack {
-		return r.handBack(ctx, msg, &st, rev, errors.New("worker stopping"))
-	}
-	if out.unavailable != nil {
+	switch {
+	case out.handBack:
+		return r.handBack(ctx, d, &st, rev, attempt, attempt, errors.New("worker stopping"), 0)
+	case out.unavailable != nil:
 		// The command did not run: the attempt is not spent.
-		st.Attempt = attempt - 1
-		return r.handBackLater(ctx, msg, &st, rev, out.unavailable, r.cfg.UnavailableDelay)
+		return r.handBack(ctx, d, &st, rev, attempt, attempt-1, out.unavailable, r.cfg.UnavailableDelay)
 	}
-	if err := r.finish(ctx, &st, rev, job, attempt, out); err != nil {
+	return r.settle(ctx, d, &st, rev, r.cfg.WorkerID, attempt, out)
+}
+
+// lost handles a job redelivered while marked running: its worker stopped
+// heartbeating. The attempt failed with worker_lost (retried while
+// attempts remain), or ends cancelled if someone asked for that.
+func (r *Runner) lost(ctx context.Context, d *delivery, st contracts.JobState, rev uint64) error {
+	lines, err := r.output.LastSeq(ctx, d.job.StreamID)
+	if err != nil {
 		return err
 	}
-	log.Info("job finished", "status", st.Status, "exit_code", exitCodeAttr(out.exitCode), "duration", out.duration)
-	return msg.DoubleAck(ctx)
+	d.log.Warn("job's worker was lost", "worker", st.Worker, "attempt", st.Attempt)
+	// The lost worker's lease, if any, is of no use to anyone now.
+	if limit, err := r.limit(ctx, d.job.Project); err == nil && limit > 0 {
+		r.releaseSlot(ctx, d.job)
+	}
+	out := outcome{event: contracts.EventFailed, reason: contracts.ReasonWorkerLost,
+		message: "worker " + st.Worker + " stopped while running the job", lines: lines}
+	if st.CancelRequested {
+		out = cancelledOutcome("cancelled; its worker was lost", lines)
+	}
+	return r.settle(ctx, d, &st, rev, st.Worker, st.Attempt, out)
+}
+
+// settle ends an attempt that owner ran: retried if its failure allows and
+// attempts remain, else the job ends (as a dead letter too when the
+// retries were spent). The message is acknowledged or handed back.
+func (r *Runner) settle(ctx context.Context, d *delivery, st *contracts.JobState, rev uint64, owner string, attempt int,
+	out outcome) error {
+	if out.event == contracts.EventFailed && retryable(d.job, out.reason, out.exitCode) && attempt < d.job.Attempts() {
+		return r.retry(ctx, d, st, rev, owner, attempt, out)
+	}
+	if err := r.finish(ctx, d, st, rev, owner, attempt, out); err != nil {
+		return err
+	}
+	d.log.Info("job finished", "status", st.Status, "attempt", attempt, "exit_code", exitCodeAttr(out.exitCode),
+		"duration", out.duration)
+	return d.msg.DoubleAck(ctx)
 }
 
 // queuedState is the state the API stores for a job it queues.
 func queuedState(job contracts.Job) contracts.JobState {
 	return contracts.JobState{V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
 		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
-		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey}
+		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey, MaxAttempts: job.MaxAttempts, BatchID: job.BatchID}
 }
 
 // exitCodeAttr logs an exit code, or -1 when the command did not exit.
@@ -246,8 +456,13 @@ type outcome struct {
 	unavailable error
 }
 
-// run executes one attempt and streams its output.
-func (r *Runner) run(runCtx context.Context, job contracts.Job, attempt int, firstSeq uint64) outcome {
+func cancelledOutcome(message string, lines uint64) outcome {
+	return outcome{event: contracts.EventCancelled, reason: contracts.ReasonCancelled, message: message, lines: lines}
+}
+
+// run executes one attempt under runCtx and streams its output.
+func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq uint64) outcome {
+	job := d.job
 	sink := r.output.Open(job, attempt, firstSeq)
 	jobCtx, cancel := context.WithTimeoutCause(runCtx, job.Timeout(), errTimedOut)
 	defer cancel()
@@ -265,12 +480,15 @@ func (r *Runner) run(runCtx context.Context, job contracts.Job, attempt int, fir
 	last, cerr := sink.Close(pubCtx)
 	out := outcome{lines: last, duration: r.now().Sub(start)}
 
+	cause := context.Cause(jobCtx)
 	switch {
-	case err != nil && runCtx.Err() != nil && !errors.Is(context.Cause(jobCtx), errTimedOut):
-		out.handBack = true
-	case errors.Is(context.Cause(jobCtx), errTimedOut) && err != nil:
+	case err != nil && errors.Is(cause, errCancelled):
+		out.event, out.reason, out.message = contracts.EventCancelled, contracts.ReasonCancelled, "cancelled while running"
+	case err != nil && errors.Is(cause, errTimedOut):
 		out.event, out.reason = contracts.EventTimedOut, contracts.ReasonTimeout
 		out.message = fmt.Sprintf("killed after %s", job.Timeout())
+	case err != nil && d.drain.Err() != nil:
+		out.handBack = true
 	case errors.Is(err, executor.ErrUnavailable):
 		out.unavailable = err
 	case errors.Is(err, executor.ErrStart):
@@ -300,37 +518,97 @@ func (r *Runner) run(runCtx context.Context, job contracts.Job, attempt int, fir
 	return out
 }
 
-// finish ends the job: the final state by compare-and-set, then the
-// terminal event. The state decides who ends a job: a worker that stalled
-// past the ack wait, whose job another worker reported lost meanwhile,
-// loses the compare-and-set and reports nothing. If the event cannot be
+// commit stores change applied to the job's state by compare-and-set, as
+// long as owner still runs attempt: when the state changed meanwhile
+// without taking the job from owner (someone asked to cancel it), change
+// is applied to the fresh state and stored again. It returns
+// ErrStateConflict when the job is no longer owner's.
+func (r *Runner) commit(ctx context.Context, st *contracts.JobState, rev uint64, owner string, attempt int,
+	change func(*contracts.JobState)) error {
+	for range 10 {
+		next := *st
+		change(&next)
+		_, err := r.states.Put(ctx, next, rev)
+		if err == nil {
+			*st = next
+			return nil
+		}
+		if !errors.Is(err, ErrStateConflict) {
+			return err
+		}
+		fresh, frev, err := r.states.Get(ctx, st.JobID)
+		if err != nil {
+			return fmt.Errorf("read state after a conflict: %w", err)
+		}
+		if fresh.Status != contracts.StatusRunning || fresh.Worker != owner || fresh.Attempt != attempt {
+			return ErrStateConflict
+		}
+		*st, rev = fresh, frev
+	}
+	return ErrStateConflict
+}
+
+// ended records out as the final state of attempt.
+func (r *Runner) ended(attempt int, out outcome) func(*contracts.JobState) {
+	return func(st *contracts.JobState) {
+		done := r.now().UTC()
+		st.Status, st.ExitCode, st.Reason, st.Message = contracts.StatusOf(out.event), out.exitCode, out.reason, out.message
+		st.Lines, st.FinishedAt, st.Attempt, st.NextAttemptAt = out.lines, &done, attempt, nil
+	}
+}
+
+// finish ends the job: the final state by compare-and-set, then (when its
+// retries are spent) the dead letter, then the terminal event. The state
+// decides who ends a job: a worker that stalled past the ack wait, whose
+// job another worker reported lost meanwhile, loses the compare-and-set
+// and reports nothing. If the dead letter or the event cannot be
 // published, the job's message is delivered again and the final state's
-// event is published then (see announceEnd).
-func (r *Runner) finish(ctx context.Context, st *contracts.JobState, rev uint64, job contracts.Job, attempt int, out outcome) error {
-	done := r.now().UTC()
-	st.Status, st.ExitCode, st.Reason, st.Message = contracts.StatusOf(out.event), out.exitCode, out.reason, out.message
-	st.Lines, st.FinishedAt, st.Attempt = out.lines, &done, attempt
-	if _, err := r.states.Put(ctx, *st, rev); err != nil {
+// are published then (see announceEnd).
+func (r *Runner) finish(ctx context.Context, d *delivery, st *contracts.JobState, rev uint64, owner string, attempt int,
+	out outcome) error {
+	if err := r.commit(ctx, st, rev, owner, attempt, r.ended(attempt, out)); err != nil {
 		if errors.Is(err, ErrStateConflict) {
-			r.log.Warn("job state changed while the job ran; its result is not reported", "job_id", job.ID,
-				"status", st.Status)
+			d.log.Warn("job state changed while the job ran; its result is not reported", "status", contracts.StatusOf(out.event))
 			return nil
 		}
 		return fmt.Errorf("store final state: %w", err)
 	}
-	ev := r.event(job, attempt, out.event, out.lines)
-	ev.ExitCode, ev.Reason, ev.Message, ev.DurationMS, ev.Time = out.exitCode, out.reason, out.message, out.duration.Milliseconds(), done
+	if err := r.deadLetter(ctx, d.job, *st); err != nil {
+		return err
+	}
+	ev := r.event(d.job, attempt, out.event, out.lines)
+	ev.ExitCode, ev.Reason, ev.Message, ev.DurationMS, ev.Time = out.exitCode, out.reason, out.message, out.duration.Milliseconds(), *st.FinishedAt
 	return r.events.Publish(ctx, ev)
 }
 
-// announceEnd publishes the terminal event of a job whose final state is
-// stored, for the case where the worker that ended it could not. Within
-// the duplicate window a second publish of the same event is dropped.
-func (r *Runner) announceEnd(ctx context.Context, st contracts.JobState) error {
+// deadLetter publishes the dead letter of a job that ended in st, if its
+// retries were spent.
+func (r *Runner) deadLetter(ctx context.Context, job contracts.Job, st contracts.JobState) error {
+	if !deadLetterDue(job, st) {
+		return nil
+	}
+	dl := contracts.DeadLetter{V: contracts.Version, ID: job.ID, Job: &job, Reason: st.Reason, Message: st.Message,
+		Attempts: st.Attempt, ExitCode: st.ExitCode, Time: r.now().UTC()}
+	if st.FinishedAt != nil {
+		dl.Time = *st.FinishedAt
+	}
+	if err := r.dead.Publish(ctx, job.Project, dl); err != nil {
+		return fmt.Errorf("publish dead letter: %w", err)
+	}
+	r.log.Warn("job given up: attempts spent", "job_id", job.ID, "attempts", st.Attempt, "reason", st.Reason)
+	return nil
+}
+
+// announceEnd publishes the terminal event (and dead letter) of a job
+// whose final state is stored, for the case where the worker that ended
+// it could not. A terminal event already stored (by that worker, or by
+// the API for a job cancelled while queued) is not published again; the
+// dead letter precedes the event, so it is stored too.
+func (r *Runner) announceEnd(ctx context.Context, job contracts.Job, st contracts.JobState) error {
 	ev := contracts.Event{
 		V: contracts.Version, Type: contracts.EndOf(st.Status), Status: st.Status, JobID: st.JobID,
 		StreamID: st.StreamID, Project: st.Project, Attempt: st.Attempt, Worker: st.Worker,
-		ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message, Lines: st.Lines,
+		ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message, Lines: st.Lines, BatchID: st.BatchID,
 	}
 	if st.FinishedAt != nil {
 		ev.Time = *st.FinishedAt
@@ -338,38 +616,151 @@ func (r *Runner) announceEnd(ctx context.Context, st contracts.JobState) error {
 			ev.DurationMS = st.FinishedAt.Sub(*st.StartedAt).Milliseconds()
 		}
 	}
+	stored, err := r.events.Stored(ctx, ev)
+	if err != nil {
+		return fmt.Errorf("look for the terminal event: %w", err)
+	}
+	if stored {
+		return nil
+	}
+	if err := r.deadLetter(ctx, job, st); err != nil {
+		return err
+	}
 	return r.events.Publish(ctx, ev)
 }
 
-// handBack returns a job this worker will not finish to the queue, marked
-// queued again so the next delivery starts a new attempt.
-func (r *Runner) handBack(ctx context.Context, msg jetstream.Msg, st *contracts.JobState, rev uint64, cause error) error {
-	return r.handBackLater(ctx, msg, st, rev, cause, 0)
+// retry puts a job whose attempt failed back in the queue for the next
+// attempt after a backoff: the state (queued, NextAttemptAt) first, then
+// a retrying event, then the delayed Nak. A job someone asked to cancel
+// ends cancelled instead.
+func (r *Runner) retry(ctx context.Context, d *delivery, st *contracts.JobState, rev uint64, owner string, attempt int,
+	out outcome) error {
+	delay := r.backoff.Delay(attempt)
+	at := r.now().UTC().Add(delay)
+	cancelled := cancelledOutcome("cancelled", out.lines)
+	err := r.commit(ctx, st, rev, owner, attempt, func(next *contracts.JobState) {
+		if next.CancelRequested {
+			r.ended(attempt, cancelled)(next)
+			return
+		}
+		next.Status, next.Worker, next.Attempt, next.NextAttemptAt = contracts.StatusQueued, "", attempt, &at
+		next.ExitCode, next.Reason, next.Message, next.Lines = out.exitCode, out.reason, out.message, out.lines
+	})
+	if errors.Is(err, ErrStateConflict) {
+		d.log.Warn("job state changed while the job ran; it is not retried here")
+		return d.msg.DoubleAck(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("requeue for a retry: %w", err)
+	}
+	if st.Status == contracts.StatusCancelled {
+		return r.announceCancel(ctx, d, st, attempt)
+	}
+	ev := r.event(d.job, attempt, contracts.EventRetrying, out.lines)
+	ev.Status, ev.ExitCode, ev.Reason, ev.Message = contracts.StatusQueued, out.exitCode, out.reason, out.message
+	ev.RetryInSeconds, ev.DurationMS = int((delay+time.Second-1)/time.Second), out.duration.Milliseconds()
+	if err := r.events.Publish(ctx, ev); err != nil {
+		// The job is queued again whatever happens; only the notice is lost.
+		d.log.Warn("retrying event not published", "err", err)
+	}
+	d.log.Info("job attempt failed; retrying", "attempt", attempt, "reason", out.reason, "delay", delay)
+	return d.msg.NakWithDelay(delay)
 }
 
-// handBackLater is handBack with the next delivery delayed by delay.
-func (r *Runner) handBackLater(ctx context.Context, msg jetstream.Msg, st *contracts.JobState, rev uint64, cause error,
-	delay time.Duration) error {
-	st.Status, st.Worker = contracts.StatusQueued, ""
-	if _, err := r.states.Put(ctx, *st, rev); err != nil {
+// handBack returns a job this worker will not finish to the queue, marked
+// queued again with attempt as its last attempt (so the next delivery
+// starts attempt+1), delivered again after delay. A job someone asked to
+// cancel ends cancelled instead.
+func (r *Runner) handBack(ctx context.Context, d *delivery, st *contracts.JobState, rev uint64, running, attempt int,
+	cause error, delay time.Duration) error {
+	cancelled := cancelledOutcome("cancelled", st.Lines)
+	err := r.commit(ctx, st, rev, r.cfg.WorkerID, running, func(next *contracts.JobState) {
+		if next.CancelRequested {
+			r.ended(running, cancelled)(next)
+			return
+		}
+		next.Status, next.Worker, next.Attempt = contracts.StatusQueued, "", attempt
+	})
+	if errors.Is(err, ErrStateConflict) {
+		d.log.Warn("job state changed while the job ran; not handed back")
+		return d.msg.DoubleAck(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("hand back after %w: %w", cause, err)
 	}
-	r.log.Info("job handed back to the queue", "job_id", st.JobID, "cause", cause, "delay", delay)
-	if delay > 0 {
-		return msg.NakWithDelay(delay)
+	if st.Status == contracts.StatusCancelled {
+		if n, err := r.output.LastSeq(ctx, d.job.StreamID); err == nil {
+			st.Lines = n
+		}
+		return r.announceCancel(ctx, d, st, running)
 	}
-	return msg.Nak()
+	d.log.Info("job handed back to the queue", "cause", cause, "delay", delay)
+	if delay > 0 {
+		return d.msg.NakWithDelay(delay)
+	}
+	return d.msg.Nak()
+}
+
+// announceCancel publishes the cancelled event of a job whose state was
+// just made final and acknowledges its message.
+func (r *Runner) announceCancel(ctx context.Context, d *delivery, st *contracts.JobState, attempt int) error {
+	ev := r.event(d.job, attempt, contracts.EventCancelled, st.Lines)
+	ev.Reason, ev.Message = st.Reason, st.Message
+	if err := r.events.Publish(ctx, ev); err != nil {
+		return err
+	}
+	d.log.Info("job cancelled", "attempt", attempt)
+	return d.msg.DoubleAck(ctx)
 }
 
 func (r *Runner) event(job contracts.Job, attempt int, t contracts.EventType, lines uint64) contracts.Event {
 	return contracts.Event{
 		V: contracts.Version, Type: t, Status: contracts.StatusOf(t), JobID: job.ID, StreamID: job.StreamID,
-		Project: job.Project, Attempt: attempt, Worker: r.cfg.WorkerID, Lines: lines, Time: r.now().UTC(),
+		Project: job.Project, Attempt: attempt, Worker: r.cfg.WorkerID, Lines: lines, Time: r.now().UTC(), BatchID: job.BatchID,
 	}
 }
 
-// heartbeat keeps msg from being redelivered while the job runs.
-func (r *Runner) heartbeat(msg jetstream.Msg) (stop func()) {
+// limit is the project's concurrency bound, 0 for none.
+func (r *Runner) limit(ctx context.Context, project string) (int, error) {
+	if r.limits == nil {
+		return 0, nil
+	}
+	n, err := r.limits.MaxConcurrent(ctx, project)
+	if err != nil {
+		return 0, fmt.Errorf("read concurrency limit of %s: %w", project, err)
+	}
+	return n, nil
+}
+
+// acquireSlot leases a slot for the job when its project is bounded. It
+// returns the bound (0: unbounded, nothing leased), or -1 when the project
+// has no free slot.
+func (r *Runner) acquireSlot(ctx context.Context, job contracts.Job) (int, error) {
+	limit, err := r.limit(ctx, job.Project)
+	if err != nil || limit == 0 {
+		return 0, err
+	}
+	ok, err := r.slots.Acquire(ctx, job.Project, job.ID, limit)
+	if err != nil {
+		return 0, fmt.Errorf("lease a slot of %s: %w", job.Project, err)
+	}
+	if !ok {
+		return -1, nil
+	}
+	return limit, nil
+}
+
+func (r *Runner) releaseSlot(ctx context.Context, job contracts.Job) {
+	if err := r.slots.Release(ctx, job.Project, job.ID); err != nil {
+		// The lease expires by itself.
+		r.log.Warn("slot lease not released", "job_id", job.ID, "project", job.Project, "err", err)
+	}
+}
+
+// heartbeat keeps the job's message from being redelivered while it runs,
+// renews its slot lease, and stops the job if its state says someone
+// asked to cancel it (the cancel request message may have been missed).
+func (r *Runner) heartbeat(ctx context.Context, d *delivery, leased bool) (stop func()) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -379,7 +770,15 @@ func (r *Runner) heartbeat(msg jetstream.Msg) (stop func()) {
 		for {
 			select {
 			case <-t.C:
-				_ = msg.InProgress()
+				_ = d.msg.InProgress()
+				if leased {
+					if err := r.slots.Renew(ctx, d.job.Project, d.job.ID); err != nil {
+						d.log.Warn("slot lease not renewed", "err", err)
+					}
+				}
+				if st, _, err := r.states.Get(ctx, d.job.ID); err == nil && st.CancelRequested {
+					d.stop(errCancelled)
+				}
 			case <-done:
 				return
 			}
