@@ -47,6 +47,7 @@ type apiFlags struct {
 	// BootstrapKey is a secret: never logged.
 	BootstrapKey        string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
 	RedisURL            string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty."`
+	RedisTimeout        time.Duration `name:"redis-timeout" default:"100ms" env:"RDEV_REDIS_TIMEOUT" help:"Longest a Redis call may take before it counts as a failure."`
 	RateLimitFailClosed bool          `name:"rate-limit-fail-closed" env:"RDEV_RATE_LIMIT_FAIL_CLOSED" help:"Refuse requests (503) while Redis is down, instead of serving them unlimited."`
 	KeyRateLimit        int           `name:"key-rate-limit" default:"0" env:"RDEV_KEY_RATE_LIMIT" help:"Requests a key without its own limit may make per --key-rate-window (0: unlimited)."`
 	KeyRateWindow       time.Duration `name:"key-rate-window" default:"1m" env:"RDEV_KEY_RATE_WINDOW" help:"Window of --key-rate-limit."`

@@ -139,7 +139,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 			return err
 		}
 		a, err := api.New(ctx, api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
-			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: cfg.api.ClaudeCommand, RedisURL: cfg.api.RedisURL,
+			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: cfg.api.ClaudeCommand, RedisURL: cfg.api.RedisURL, RedisTimeout: cfg.api.RedisTimeout,
 			RateLimitFailClosed: cfg.api.RateLimitFailClosed, KeyRateLimit: cfg.api.KeyRateLimit, KeyRateWindow: cfg.api.KeyRateWindow,
 			TokenTTL: cfg.api.StreamTokenTTL}, ajs, astate, aaccess, log.With("service", "api"))
 		if err != nil {

@@ -205,7 +205,10 @@ func TestRateLimitIsExactAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	rs := redistest.Start(t)
 	_, _, js := natstest.Provisioned(t)
-	cfg := api.Config{MaxBodyBytes: 64 << 10, RedisURL: rs.URL()}
+	// A generous Redis timeout: under a loaded test machine a slow answer
+	// would count as an outage and be let through (fail open), which is
+	// TestRedisOutage's subject, not this test's.
+	cfg := api.Config{MaxBodyBytes: 64 << 10, RedisURL: rs.URL(), RedisTimeout: 5 * time.Second}
 	a := setupWith(t, cfg, js)
 	b := setupWith(t, cfg, js)
 	const limit, burst = 100, 10_000

@@ -50,6 +50,9 @@ type Config struct {
 	// project lookup cache in Redis, shared by every API replica;
 	// otherwise they are in process.
 	RedisURL string
+	// RedisTimeout bounds each Redis call; a slower answer counts as a
+	// failure (see RateLimitFailClosed). Default 100ms.
+	RedisTimeout time.Duration
 	// RateLimitFailClosed refuses requests (503) while the rate limiter's
 	// backend is down; by default they are let through with a warning.
 	RateLimitFailClosed bool
@@ -174,10 +177,10 @@ func (s *Service) hotPath(cfg Config, log *slog.Logger) (ratelimit.Limiter, cach
 	if cfg.RateLimitFailClosed {
 		policy = ratelimit.FailClosed
 	}
-	lim := ratelimit.NewGuard(redisstore.NewLimiter(client, "rdev:rl:"), ratelimit.GuardConfig{Policy: policy, OnDegraded: func(err error) {
+	lim := ratelimit.NewGuard(redisstore.NewLimiter(client, "rdev:rl:"), ratelimit.GuardConfig{Policy: policy, Timeout: cfg.RedisTimeout, OnDegraded: func(err error) {
 		log.Warn("rate limiter degraded", "policy", policy, "err", err)
 	}})
-	far := cache.NewGuard(redisstore.NewCache(client, "rdev:cache:"), cache.GuardConfig{OnDegraded: func(err error) {
+	far := cache.NewGuard(redisstore.NewCache(client, "rdev:cache:"), cache.GuardConfig{Timeout: cfg.RedisTimeout, OnDegraded: func(err error) {
 		log.Warn("lookup cache degraded; reading the store", "err", err)
 	}})
 	s.closers = append(s.closers, far.Close)
