@@ -40,10 +40,11 @@ type batchItemRequest struct {
 
 // BatchItemResponse is one item of a batch reply.
 type BatchItemResponse struct {
-	Index    int                    `json:"index"`
-	JobID    string                 `json:"job_id,omitempty"`
-	StreamID string                 `json:"stream_id,omitempty"`
-	Error    *contracts.ErrorDetail `json:"error,omitempty"`
+	Index     int                    `json:"index"`
+	JobID     string                 `json:"job_id,omitempty"`
+	StreamID  string                 `json:"stream_id,omitempty"`
+	EventsURL string                 `json:"events_url,omitempty"`
+	Error     *contracts.ErrorDetail `json:"error,omitempty"`
 }
 
 // BatchResponse is the 202 body of a batch submit.
@@ -116,6 +117,7 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 			continue
 		}
 		items[i].JobID, items[i].StreamID = r.State.JobID, r.State.StreamID
+		items[i].EventsURL = h.eventsURL(r.State.StreamID)
 	}
 	switch {
 	case errors.Is(err, jobs.ErrBatchRefused):
