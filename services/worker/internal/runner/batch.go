@@ -72,7 +72,7 @@ func (r *Runner) batchGate(ctx context.Context, job contracts.Job) (batchVerdict
 			return 0, fmt.Errorf("read batch %s: %w", job.BatchID, err)
 		}
 		if b.State != contracts.BatchPending {
-			state, ok = b.State, true
+			state = b.State
 			r.batchState.put(job.BatchID, state)
 			break
 		}
