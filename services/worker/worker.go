@@ -62,6 +62,8 @@ type Config struct {
 	// tried again when the executor's backend (the Kubernetes API) is
 	// unavailable; default 5s.
 	UnavailableDelay time.Duration
+	// Telemetry says where spans and metrics go; default nowhere.
+	Telemetry Telemetry
 }
 
 // The executors a worker can use.
@@ -147,6 +149,8 @@ type Worker struct {
 	js     jetstream.JetStream
 	runner *runner.Runner
 	log    *slog.Logger
+	in     *instruments
+	health health
 }
 
 // New builds a worker on nc, which must be made with
@@ -164,14 +168,21 @@ func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) 
 		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}
 	log = log.With("worker", cfg.ID)
+	in, err := newInstruments(cfg.Telemetry)
+	if err != nil {
+		return nil, fmt.Errorf("worker: metrics: %w", err)
+	}
+	var h health
+	cfg.Kubernetes.OnBreakerChange = h.watchBreaker(cfg.Kubernetes.OnBreakerChange)
 	exec, err := newExecutor(cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	exec = execSpans{exec, in.tracer}
 	out := natsjs.NewOutput(nc, js, cfg.OutputWindow)
-	run := runner.New(runner.Config{WorkerID: cfg.ID, Heartbeat: cfg.AckWait / 3, UnavailableDelay: cfg.UnavailableDelay}, exec,
-		natsjs.NewStates(state), natsjs.NewEvents(js), outputPort{out}, log)
-	return &Worker{cfg: cfg, js: js, runner: run, log: log}, nil
+	run := runner.New(runner.Config{WorkerID: cfg.ID, Heartbeat: cfg.AckWait / 3, UnavailableDelay: cfg.UnavailableDelay, Observer: in}, exec,
+		states{natsjs.NewStates(state), in}, natsjs.NewEvents(js), outputPort{out, in}, log)
+	return &Worker{cfg: cfg, js: js, runner: run, log: log, in: in, health: h}, nil
 }
 
 // newExecutor builds the executor cfg selects.
@@ -243,15 +254,24 @@ func (w *Worker) Run(ctx context.Context) error {
 		time.AfterFunc(w.cfg.DrainTimeout, cancelRuns)
 	})
 	defer stop()
+	unregister, err := w.in.registerGauges(w.cfg.Telemetry.MeterProvider, w.js, w.cfg.Concurrency)
+	if err != nil {
+		return fmt.Errorf("worker: queue metrics: %w", err)
+	}
+	defer unregister()
+	defer context.AfterFunc(ctx, func() { w.health.draining.Store(true) })()
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
-	d.Run(ctx, runCtx, w.runner.Handle)
+	d.Run(ctx, runCtx, w.in.handler(w.runner.Handle))
 	w.log.Info("worker stopped")
 	return nil
 }
 
 // outputPort adapts natsjs.Output to the runner's port.
-type outputPort struct{ *natsjs.Output }
+type outputPort struct {
+	*natsjs.Output
+	in *instruments
+}
 
 func (o outputPort) Open(job contracts.Job, attempt int, firstSeq uint64) runner.LineSink {
-	return o.Output.Open(job, attempt, firstSeq)
+	return &sink{LineSink: o.Output.Open(job, attempt, firstSeq), in: o.in}
 }

@@ -89,6 +89,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
 		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
 	}
+	state.TraceID = traceID(job.Trace)
 
 	if job.IdempotencyKey != "" {
 		holder, claimed, err := s.store.ClaimIdempotencyKey(ctx, job.Project, hashKey(job.IdempotencyKey), job.ID)
@@ -99,7 +100,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 			return s.replay(ctx, holder)
 		}
 	}
-	rev, err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project})
+	rev, err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project, Trace: job.Trace})
 	if err != nil {
 		return contracts.JobState{}, false, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
 	}

@@ -75,6 +75,8 @@ type Config struct {
 	// delivered again when the executor's backend is unavailable
 	// (executor.ErrUnavailable). Default 5s.
 	UnavailableDelay time.Duration
+	// Observer is told of retries and dead letters; default NopObserver.
+	Observer Observer
 }
 
 // Runner runs dispatched jobs.
@@ -96,6 +98,9 @@ func New(cfg Config, exec executor.Executor, states States, events Events, outpu
 	if cfg.UnavailableDelay <= 0 {
 		cfg.UnavailableDelay = 5 * time.Second
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = NopObserver{}
+	}
 	return &Runner{cfg: cfg, exec: exec, states: states, events: events, output: output, log: log, now: time.Now}
 }
 
@@ -111,6 +116,7 @@ func (r *Runner) Handle(runCtx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log := r.log.With("job_id", job.ID, "project", job.Project)
+	log = withTrace(runCtx, log)
 	// Settling must work even when runCtx has ended.
 	ctx := context.WithoutCancel(runCtx)
 	if err := r.handle(runCtx, ctx, msg, job, log, true); err != nil {
