@@ -115,6 +115,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if inProcess != nil {
 			opts = append(opts, inProcess)
 		}
+		reconnects.Add(ctx, 0, metric.WithAttributes(attribute.String("connection", name)))
 		nc, err := nats.Connect(url, opts...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect %s to NATS at %s: %w", name, url, err)
@@ -236,6 +237,10 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
+		var k8sBreaker func(from, to string)
+		if cfg.worker.Executor == worker.ExecutorKubernetes {
+			k8sBreaker = breakers.Hook("kubernetes")
+		}
 		w, err := worker.New(worker.Config{
 			ID: cfg.worker.WorkerID, Concurrency: cfg.worker.Concurrency, FairEvery: cfg.worker.FairEvery,
 			AckWait: cfg.worker.AckWait, DrainTimeout: cfg.worker.DrainTimeout, KillGrace: cfg.worker.KillGrace,
@@ -244,7 +249,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 				Kubeconfig: cfg.worker.K8s.Kubeconfig, Namespace: cfg.worker.K8s.Namespace,
 				PodTemplate: cfg.worker.K8s.PodTemplate, CreatePods: cfg.worker.K8s.CreatePods,
 				QPS: cfg.worker.K8s.KubeQPS, Burst: cfg.worker.K8s.KubeBurst, ReadyTimeout: cfg.worker.K8s.PodReadyTimeout,
-				OnBreakerChange: breakers.Hook("kubernetes"),
+				OnBreakerChange: k8sBreaker,
 			},
 			Telemetry: worker.Telemetry{TracerProvider: tracing(telemetry.ServiceWorker), MeterProvider: meter},
 		}, wnc, state, log.With("service", "worker"))

@@ -89,6 +89,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Decisions made without a failed or open dependency, by dependency.")); err != nil {
 		return nil, err
 	}
+	s.rejected.Add(context.Background(), 0)
 	return &s, nil
 }
 
@@ -110,6 +111,7 @@ func (m *metrics) Denied(ctx context.Context, status int, code string) {
 
 func (m *metrics) degradedHook(dependency string) func() {
 	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("dependency", dependency)))
+	m.degraded.Add(context.Background(), 0, set) // the series exists before the first outage
 	return func() { m.degraded.Add(context.Background(), 1, set) }
 }
 

@@ -84,6 +84,18 @@ func newInstruments(t Telemetry) (*instruments, error) {
 			return nil, err
 		}
 	}
+	// Series exist from the start at 0, so increase() and alerts see the
+	// first failure.
+	ctx := context.Background()
+	in.publishErrors.Add(ctx, 0)
+	for _, reason := range []string{contracts.ReasonExitCode, contracts.ReasonTimeout, contracts.ReasonStartFailed,
+		contracts.ReasonWorkerLost, contracts.ReasonExecutorError, contracts.ReasonPodNotReady, contracts.ReasonPodLost,
+		contracts.ReasonUndecodable} {
+		in.dead.Add(ctx, 0, metric.WithAttributes(attribute.String("reason", reason)))
+		for _, p := range contracts.Priorities() {
+			in.retries.Add(ctx, 0, metric.WithAttributes(attribute.String("priority", string(p)), attribute.String("reason", reason)))
+		}
+	}
 	if in.active, err = m.Int64UpDownCounter("rdev.worker.jobs.active", metric.WithUnit("{job}"),
 		metric.WithDescription("Job messages being handled by this worker now.")); err != nil {
 		return nil, err
@@ -226,6 +238,11 @@ type states struct {
 }
 
 func (s states) Put(ctx context.Context, st contracts.JobState, rev uint64) (uint64, error) {
+	if sc := trace.SpanContextFromContext(ctx); st.TraceID == "" && sc.IsValid() {
+		// The runner builds state from the job message; the job's trace is
+		// the one its handling continues.
+		st.TraceID = sc.TraceID().String()
+	}
 	n, err := s.States.Put(ctx, st, rev)
 	if err != nil {
 		return n, err
