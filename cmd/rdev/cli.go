@@ -32,6 +32,9 @@ type logFlags struct {
 type telemetryFlags struct {
 	OTLPEndpoint string `name:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"Export traces and metrics over OTLP to this endpoint (default: nothing exported; metrics are always at /metrics)."`
 	OTLPProtocol string `name:"otlp-protocol" default:"http/protobuf" enum:"grpc,http/protobuf" env:"OTEL_EXPORTER_OTLP_PROTOCOL" help:"OTLP protocol: grpc or http/protobuf."`
+	// The per-signal endpoints, as the OTLP specification defines them.
+	OTLPTracesEndpoint  string `name:"otlp-traces-endpoint" hidden:"" env:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" help:"OTLP endpoint URL for traces (overrides --otlp-endpoint)."`
+	OTLPMetricsEndpoint string `name:"otlp-metrics-endpoint" hidden:"" env:"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" help:"OTLP endpoint URL for metrics (overrides --otlp-endpoint)."`
 }
 
 type natsFlags struct {

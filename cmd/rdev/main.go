@@ -55,6 +55,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, extra
 	kctx.BindTo(stdout, (*io.Writer)(nil))
 	tel := extra
 	tel.OTLPEndpoint, tel.OTLPProtocol = c.Telemetry.OTLPEndpoint, c.Telemetry.OTLPProtocol
+	tel.OTLPTracesEndpoint, tel.OTLPMetricsEndpoint = c.Telemetry.OTLPTracesEndpoint, c.Telemetry.OTLPMetricsEndpoint
 	kctx.Bind(tel)
 	return kctx.Run(c.Log.logger(stderr))
 }

@@ -54,6 +54,10 @@ type Config struct {
 	// OTLPProtocol (OTEL_EXPORTER_OTLP_PROTOCOL) is "grpc" or
 	// "http/protobuf" (default).
 	OTLPProtocol string
+	// OTLPTracesEndpoint and OTLPMetricsEndpoint
+	// (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, …_METRICS_ENDPOINT) override
+	// OTLPEndpoint per signal; they are full URLs.
+	OTLPTracesEndpoint, OTLPMetricsEndpoint string
 	// SpanExporter, when set, receives every span synchronously, all
 	// sampled (tests and benchmarks). It is shut down with the Telemetry.
 	SpanExporter sdktrace.SpanExporter
@@ -88,7 +92,7 @@ func New(ctx context.Context, cfg Config, process string) (*Telemetry, error) {
 	for _, r := range cfg.MetricReaders {
 		opts = append(opts, sdkmetric.WithReader(r))
 	}
-	if cfg.OTLPEndpoint != "" {
+	if cfg.OTLPEndpoint != "" || cfg.OTLPMetricsEndpoint != "" {
 		exp, err := t.metricExporter(ctx)
 		if err != nil {
 			return nil, err
@@ -100,7 +104,9 @@ func New(ctx context.Context, cfg Config, process string) (*Telemetry, error) {
 }
 
 // Exporting reports whether spans are sampled and exported.
-func (t *Telemetry) Exporting() bool { return t.cfg.OTLPEndpoint != "" || t.cfg.SpanExporter != nil }
+func (t *Telemetry) Exporting() bool {
+	return t.cfg.OTLPEndpoint != "" || t.cfg.OTLPTracesEndpoint != "" || t.cfg.SpanExporter != nil
+}
 
 // MeterProvider is the process's meter provider.
 func (t *Telemetry) MeterProvider() metric.MeterProvider { return t.meter }
@@ -122,7 +128,7 @@ func (t *Telemetry) TracerProvider(ctx context.Context, service string) (trace.T
 	switch {
 	case t.cfg.SpanExporter != nil:
 		opts = append(opts, sdktrace.WithSyncer(nopShutdown{t.cfg.SpanExporter}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	case t.cfg.OTLPEndpoint != "":
+	case t.Exporting():
 		exp, err := t.spanExporter(ctx)
 		if err != nil {
 			return nil, err
@@ -178,9 +184,9 @@ func (t *Telemetry) spanExporter(ctx context.Context) (sdktrace.SpanExporter, er
 		err error
 	)
 	if t.grpc() {
-		exp, err = otlptracegrpc.New(ctx)
+		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(t.endpoint(t.cfg.OTLPTracesEndpoint, "")))
 	} else {
-		exp, err = otlptracehttp.New(ctx)
+		exp, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(t.endpoint(t.cfg.OTLPTracesEndpoint, "/v1/traces")))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: OTLP span exporter: %w", err)
@@ -194,14 +200,28 @@ func (t *Telemetry) metricExporter(ctx context.Context) (sdkmetric.Exporter, err
 		err error
 	)
 	if t.grpc() {
-		exp, err = otlpmetricgrpc.New(ctx)
+		exp, err = otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithEndpointURL(t.endpoint(t.cfg.OTLPMetricsEndpoint, "")))
 	} else {
-		exp, err = otlpmetrichttp.New(ctx)
+		exp, err = otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(t.endpoint(t.cfg.OTLPMetricsEndpoint, "/v1/metrics")))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: OTLP metric exporter: %w", err)
 	}
 	return exp, nil
+}
+
+// endpoint is the URL of one signal: its own, or the base endpoint with
+// the signal's path (OTLP/HTTP; gRPC uses the base as is), as the OTLP
+// specification resolves the environment variables.
+func (t *Telemetry) endpoint(signal, path string) string {
+	if signal != "" {
+		return signal
+	}
+	base := t.cfg.OTLPEndpoint
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return strings.TrimSuffix(base, "/") + path
 }
 
 // nopShutdown keeps a shared test exporter open until the Telemetry, not

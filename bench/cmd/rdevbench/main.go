@@ -57,7 +57,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
-	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth", "scenarios to run, comma separated")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing", "scenarios to run, comma separated")
 	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
 	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
 	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
@@ -65,7 +65,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.memBytes, "mem-bytes", 1<<30, "memory: bytes of output (-quick 64 MiB)")
 	fs.IntVar(&c.idleConns, "idle-conns", 1000, "idle: SSE connections to open (-quick 200)")
 	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
-	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth: submits per configuration and round (-quick 3000)")
+	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth and tracing: submits per configuration and round (tracing: half; -quick 3000)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -97,7 +97,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing"}
 
 // env is what every scenario shares.
 type env struct {
@@ -175,7 +175,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	rep := newReport(cfg, root)
 	fmt.Fprintf(stdout, "%s\nmachine: %s\nprocess logs: %s\n\n", rep.Command, rep.Machine, e.logs)
 	scenarios := map[string]func(context.Context, *env, config) ([]figure, error){
-		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost,
+		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {
