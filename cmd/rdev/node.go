@@ -108,7 +108,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 				}
 			}),
 			nats.ReconnectHandler(func(*nats.Conn) {
-				reconnects.Add(context.Background(), 1, metric.WithAttributes(attribute.String("connection", name)))
+				reconnects.Add(ctx, 1, metric.WithAttributes(attribute.String("connection", name)))
 				log.Info("NATS reconnected", "conn", name)
 			}),
 		}, opts...)

@@ -229,4 +229,3 @@ func (t *Telemetry) endpoint(signal, path string) string {
 type nopShutdown struct{ sdktrace.SpanExporter }
 
 func (nopShutdown) Shutdown(context.Context) error { return nil }
-

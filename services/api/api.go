@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	s := &Service{store: store, log: log}
-	if s.metrics, err = newMetrics(cfg.Telemetry.MeterProvider); err != nil {
+	if s.metrics, err = newMetrics(ctx, cfg.Telemetry.MeterProvider); err != nil {
 		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
 	limiter, keyCache, err := s.hotPath(cfg, log)

@@ -61,18 +61,18 @@ func (t *Telemetry) instrumentRedis(client *redis.Client) error {
 // metrics counts submits, refusals and degraded dependencies. It is the
 // handlers' httpapi.Observer.
 type metrics struct {
+	// ctx records what hooks without a context of their own report.
+	ctx       context.Context
 	submitted metric.Int64Counter
 	rejected  metric.Int64Counter
 	authFails metric.Int64Counter
 	degraded  metric.Int64Counter
 }
 
-func newMetrics(mp metric.MeterProvider) (*metrics, error) {
+func newMetrics(ctx context.Context, mp metric.MeterProvider) (*metrics, error) {
 	m := mp.Meter(instrumentationName)
-	var (
-		s   metrics
-		err error
-	)
+	s := metrics{ctx: context.WithoutCancel(ctx)}
+	var err error
 	if s.submitted, err = m.Int64Counter("rdev.api.jobs.submitted", metric.WithUnit("{job}"),
 		metric.WithDescription("Jobs accepted (202), by priority and kind; idempotent replays are not counted.")); err != nil {
 		return nil, err
@@ -89,7 +89,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Decisions made without a failed or open dependency, by dependency.")); err != nil {
 		return nil, err
 	}
-	s.rejected.Add(context.Background(), 0)
+	s.rejected.Add(ctx, 0)
 	return &s, nil
 }
 
@@ -111,8 +111,8 @@ func (m *metrics) Denied(ctx context.Context, status int, code string) {
 
 func (m *metrics) degradedHook(dependency string) func() {
 	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("dependency", dependency)))
-	m.degraded.Add(context.Background(), 0, set) // the series exists before the first outage
-	return func() { m.degraded.Add(context.Background(), 1, set) }
+	m.degraded.Add(m.ctx, 0, set) // the series exists before the first outage
+	return func() { m.degraded.Add(m.ctx, 1, set) }
 }
 
 // pinger is the Redis client, when one is configured.

@@ -84,18 +84,6 @@ func newInstruments(t Telemetry) (*instruments, error) {
 			return nil, err
 		}
 	}
-	// Series exist from the start at 0, so increase() and alerts see the
-	// first failure.
-	ctx := context.Background()
-	in.publishErrors.Add(ctx, 0)
-	for _, reason := range []string{contracts.ReasonExitCode, contracts.ReasonTimeout, contracts.ReasonStartFailed,
-		contracts.ReasonWorkerLost, contracts.ReasonExecutorError, contracts.ReasonPodNotReady, contracts.ReasonPodLost,
-		contracts.ReasonUndecodable} {
-		in.dead.Add(ctx, 0, metric.WithAttributes(attribute.String("reason", reason)))
-		for _, p := range contracts.Priorities() {
-			in.retries.Add(ctx, 0, metric.WithAttributes(attribute.String("priority", string(p)), attribute.String("reason", reason)))
-		}
-	}
 	if in.active, err = m.Int64UpDownCounter("rdev.worker.jobs.active", metric.WithUnit("{job}"),
 		metric.WithDescription("Job messages being handled by this worker now.")); err != nil {
 		return nil, err
@@ -110,6 +98,20 @@ func newInstruments(t Telemetry) (*instruments, error) {
 		return nil, err
 	}
 	return in, nil
+}
+
+// zero makes the failure counters' series exist at 0 from the start, so
+// increase() and the alerts see the first failure.
+func (in *instruments) zero(ctx context.Context) {
+	in.publishErrors.Add(ctx, 0)
+	for _, reason := range []string{contracts.ReasonExitCode, contracts.ReasonTimeout, contracts.ReasonStartFailed,
+		contracts.ReasonWorkerLost, contracts.ReasonExecutorError, contracts.ReasonPodNotReady, contracts.ReasonPodLost,
+		contracts.ReasonUndecodable} {
+		in.dead.Add(ctx, 0, metric.WithAttributes(attribute.String("reason", reason)))
+		for _, p := range contracts.Priorities() {
+			in.retries.Add(ctx, 0, metric.WithAttributes(attribute.String("priority", string(p)), attribute.String("reason", reason)))
+		}
+	}
 }
 
 // registerGauges reports the queue from JetStream at every collection, and

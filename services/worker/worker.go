@@ -259,6 +259,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: queue metrics: %w", err)
 	}
 	defer unregister()
+	w.in.zero(ctx)
 	defer context.AfterFunc(ctx, func() { w.health.draining.Store(true) })()
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
 	d.Run(ctx, runCtx, w.in.handler(w.runner.Handle))

@@ -21,7 +21,7 @@ type Telemetry struct {
 	TracerProvider trace.TracerProvider
 	// Routes maps a path prefix to the tracer provider of the service
 	// serving it, so each service's requests carry its service.name.
-	Routes map[string]trace.TracerProvider
+	Routes        map[string]trace.TracerProvider
 	MeterProvider metric.MeterProvider
 	// Metrics, when set, is served at GET /metrics.
 	Metrics http.Handler
