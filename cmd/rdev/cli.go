@@ -6,11 +6,14 @@ import (
 	"log/slog"
 	"path/filepath"
 	"time"
+
+	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
 
 // cli is every command and flag; each flag mirrors an RDEV_* variable.
 type cli struct {
-	Log logFlags `embed:"" prefix:"log-"`
+	Log       logFlags       `embed:"" prefix:"log-"`
+	Telemetry telemetryFlags `embed:""`
 
 	Up       upCmd       `cmd:"" help:"Run api, worker and streamer in one process on an embedded NATS server."`
 	API      apiCmd      `cmd:"" name:"api" help:"Run the API alone against an external NATS."`
@@ -22,6 +25,16 @@ type cli struct {
 type logFlags struct {
 	Level  slog.Level `default:"info" env:"RDEV_LOG_LEVEL" help:"Log level: debug, info, warn or error."`
 	Format string     `default:"text" enum:"text,json" env:"RDEV_LOG_FORMAT" help:"Log format: text or json."`
+}
+
+// telemetryFlags read the standard OpenTelemetry variables; the OTLP
+// exporters read the rest of OTEL_EXPORTER_OTLP_* themselves.
+type telemetryFlags struct {
+	OTLPEndpoint string `name:"otlp-endpoint" env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"Export traces and metrics over OTLP to this endpoint (default: nothing exported; metrics are always at /metrics)."`
+	OTLPProtocol string `name:"otlp-protocol" default:"http/protobuf" enum:"grpc,http/protobuf" env:"OTEL_EXPORTER_OTLP_PROTOCOL" help:"OTLP protocol: grpc or http/protobuf."`
+	// The per-signal endpoints, as the OTLP specification defines them.
+	OTLPTracesEndpoint  string `name:"otlp-traces-endpoint" hidden:"" env:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" help:"OTLP endpoint URL for traces (overrides --otlp-endpoint)."`
+	OTLPMetricsEndpoint string `name:"otlp-metrics-endpoint" hidden:"" env:"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" help:"OTLP endpoint URL for metrics (overrides --otlp-endpoint)."`
 }
 
 type natsFlags struct {
@@ -96,8 +109,8 @@ type upCmd struct {
 	Without  []string      `enum:"worker,streamer" env:"RDEV_WITHOUT" help:"Services to leave out (worker, streamer), e.g. to run them as separate processes."`
 }
 
-func (c *upCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
-	cfg := nodeConfig{
+func (c *upCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	cfg := nodeConfig{telemetry: tel,
 		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
 		http: c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
 	}
@@ -119,8 +132,8 @@ type apiCmd struct {
 	API      apiFlags      `embed:""`
 }
 
-func (c *apiCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
-	return runNode(ctx, nodeConfig{natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, api: &c.API}, log, stdout)
+func (c *apiCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, api: &c.API}, log, stdout)
 }
 
 type workerCmd struct {
@@ -128,10 +141,12 @@ type workerCmd struct {
 	Topology topologyFlags `embed:""`
 	Worker   workerFlags   `embed:""`
 	DataDir  string        `name:"data-dir" default:"./data" env:"RDEV_DATA_DIR" help:"Project workspaces live under <data-dir>/workspaces."`
+	HTTPAddr string        `name:"http-addr" env:"RDEV_HTTP_ADDR" help:"Serve /metrics, /healthz and /readyz on this address (default: no HTTP server)."`
 }
 
-func (c *workerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
-	return runNode(ctx, nodeConfig{natsURL: c.NATS.NatsURL, topology: c.Topology, worker: &c.Worker,
+func (c *workerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, topology: c.Topology, worker: &c.Worker,
+		http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, workerHTTP: c.HTTPAddr != "",
 		workspaces: filepath.Join(c.DataDir, "workspaces")}, log, stdout)
 }
 
@@ -142,6 +157,6 @@ type streamerCmd struct {
 	Streamer streamerFlags `embed:""`
 }
 
-func (c *streamerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer) error {
-	return runNode(ctx, nodeConfig{natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, streamer: &c.Streamer}, log, stdout)
+func (c *streamerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, streamer: &c.Streamer}, log, stdout)
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
 
 // childEnv makes the test binary act as the rdev binary, so process-level
@@ -104,13 +105,19 @@ func upArgs(dataDir string, extra ...string) []string {
 // startInProcess runs `rdev up` in this process, stopped at cleanup.
 func startInProcess(t testing.TB, extra ...string) *node {
 	t.Helper()
+	return startInProcessWith(t, telemetry.Config{}, extra...)
+}
+
+// startInProcessWith is startInProcess with extra telemetry destinations.
+func startInProcessWith(t testing.TB, tel telemetry.Config, extra ...string) *node {
+	t.Helper()
 	dataDir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	logs := &logWriter{t: t}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, upArgs(dataDir, extra...), pw, logs)
+		done <- runWith(ctx, upArgs(dataDir, extra...), pw, logs, tel)
 		pw.Close()
 	}()
 	n := readReady(t, pr, done)

@@ -13,6 +13,9 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/rdev-dev/rdev/pkg/telemetry"
+	"github.com/rdev-dev/rdev/pkg/telemetry/propagate"
 )
 
 func main() {
@@ -28,6 +31,12 @@ func main() {
 // run parses args (flags fall back to RDEV_* environment variables) and
 // runs the chosen command until ctx ends.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runWith(ctx, args, stdout, stderr, telemetry.Config{})
+}
+
+// runWith is run with extra telemetry destinations (tests and benchmarks:
+// an in-memory span exporter, a manual metric reader).
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, extra telemetry.Config) error {
 	var c cli
 	parser, err := kong.New(&c,
 		kong.Name("rdev"),
@@ -44,13 +53,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	kctx.BindTo(stdout, (*io.Writer)(nil))
+	tel := extra
+	tel.OTLPEndpoint, tel.OTLPProtocol = c.Telemetry.OTLPEndpoint, c.Telemetry.OTLPProtocol
+	tel.OTLPTracesEndpoint, tel.OTLPMetricsEndpoint = c.Telemetry.OTLPTracesEndpoint, c.Telemetry.OTLPMetricsEndpoint
+	kctx.Bind(tel)
 	return kctx.Run(c.Log.logger(stderr))
 }
 
 func (l logFlags) logger(w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: l.Level}
 	if l.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(propagate.LogHandler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(propagate.LogHandler(slog.NewTextHandler(w, opts)))
 }

@@ -10,11 +10,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/rdev-dev/rdev/cmd/rdev/internal/httpserver"
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/telemetry"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/services/api"
@@ -34,6 +39,9 @@ type nodeConfig struct {
 	api        *apiFlags
 	worker     *workerFlags
 	streamer   *streamerFlags
+	telemetry  telemetry.Config
+	// workerHTTP serves /metrics, /healthz and /readyz for a worker alone.
+	workerHTTP bool
 }
 
 // runNode starts the configured services, prints one "rdev ready" line with
@@ -47,6 +55,36 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 			cleanup[i]()
 		}
 	}()
+
+	tel, err := telemetry.New(ctx, cfg.telemetry, processName(cfg))
+	if err != nil {
+		return err
+	}
+	cleanup = append(cleanup, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
+		}
+	})
+	tracing := func(service string) trace.TracerProvider {
+		tp, terr := tel.TracerProvider(ctx, service)
+		if terr != nil {
+			log.Warn("tracing off: no span exporter", "service", service, "err", terr)
+			return tracenoop.NewTracerProvider()
+		}
+		return tp
+	}
+	meter := tel.MeterProvider()
+	breakers, err := telemetry.NewBreakers(meter)
+	if err != nil {
+		return err
+	}
+	reconnects, err := meter.Meter("github.com/rdev-dev/rdev/cmd/rdev").Int64Counter("rdev.nats.reconnects",
+		metric.WithUnit("{reconnect}"), metric.WithDescription("NATS reconnections, by connection."))
+	if err != nil {
+		return err
+	}
 
 	url := cfg.natsURL
 	var inProcess nats.Option
@@ -69,11 +107,15 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 					log.Warn("NATS disconnected", "conn", name, "err", err)
 				}
 			}),
-			nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected", "conn", name) }),
+			nats.ReconnectHandler(func(*nats.Conn) {
+				reconnects.Add(ctx, 1, metric.WithAttributes(attribute.String("connection", name)))
+				log.Info("NATS reconnected", "conn", name)
+			}),
 		}, opts...)
 		if inProcess != nil {
 			opts = append(opts, inProcess)
 		}
+		reconnects.Add(ctx, 0, metric.WithAttributes(attribute.String("connection", name)))
 		nc, err := nats.Connect(url, opts...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect %s to NATS at %s: %w", name, url, err)
@@ -107,10 +149,23 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	}
 
 	var hs *httpserver.Server
-	if cfg.api != nil || cfg.streamer != nil {
+	if cfg.api != nil || cfg.streamer != nil || cfg.workerHTTP {
 		if hs, err = httpserver.New(ctx, cfg.http.HTTPAddr, cfg.http.TrustedProxies, log); err != nil {
 			return err
 		}
+		ht := httpserver.Telemetry{MeterProvider: meter, Metrics: tel.Handler(), Routes: map[string]trace.TracerProvider{}}
+		switch {
+		case cfg.api != nil:
+			ht.TracerProvider = tracing(telemetry.ServiceAPI)
+		case cfg.streamer != nil:
+			ht.TracerProvider = tracing(telemetry.ServiceStreamer)
+		default:
+			ht.TracerProvider = tracing(telemetry.ServiceWorker)
+		}
+		if cfg.streamer != nil {
+			ht.Routes["/v1/streams/"] = tracing(telemetry.ServiceStreamer)
+		}
+		hs.Instrument(ht)
 		hs.AddReadyCheck("nats", func(context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
@@ -141,11 +196,14 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		a, err := api.New(ctx, api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
 			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: cfg.api.ClaudeCommand, RedisURL: cfg.api.RedisURL, RedisTimeout: cfg.api.RedisTimeout,
 			RateLimitFailClosed: cfg.api.RateLimitFailClosed, KeyRateLimit: cfg.api.KeyRateLimit, KeyRateWindow: cfg.api.KeyRateWindow,
-			TokenTTL: cfg.api.StreamTokenTTL}, ajs, astate, aaccess, log.With("service", "api"))
+			TokenTTL: cfg.api.StreamTokenTTL, Telemetry: api.Telemetry{TracerProvider: tracing(telemetry.ServiceAPI), MeterProvider: meter,
+				OnBreakerChange: func(dep, _, to string) { breakers.Set(dep, to) }},
+		}, ajs, astate, aaccess, log.With("service", "api"))
 		if err != nil {
 			return err
 		}
 		cleanup = append(cleanup, a.Close)
+		hs.AddReadyCheck("api", a.Ready)
 		generated, err := a.Bootstrap(ctx, cfg.api.BootstrapKey)
 		if err != nil {
 			return err
@@ -171,7 +229,8 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
-		st, err = streamer.New(streamer.Config{Heartbeat: cfg.streamer.SSEHeartbeat, AllowOrigins: cfg.streamer.CORSOrigins},
+		st, err = streamer.New(streamer.Config{Heartbeat: cfg.streamer.SSEHeartbeat, AllowOrigins: cfg.streamer.CORSOrigins,
+			Telemetry: streamer.Telemetry{TracerProvider: tracing(telemetry.ServiceStreamer), MeterProvider: meter}},
 			sjs, state, gate, log.With("service", "streamer"))
 		if err != nil {
 			return err
@@ -189,6 +248,10 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
+		var k8sBreaker func(from, to string)
+		if cfg.worker.Executor == worker.ExecutorKubernetes {
+			k8sBreaker = breakers.Hook("kubernetes")
+		}
 		w, err := worker.New(worker.Config{
 			ID: cfg.worker.WorkerID, Concurrency: cfg.worker.Concurrency, FairEvery: cfg.worker.FairEvery,
 			AckWait: cfg.worker.AckWait, DrainTimeout: cfg.worker.DrainTimeout, KillGrace: cfg.worker.KillGrace,
@@ -198,10 +261,15 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 				Kubeconfig: cfg.worker.K8s.Kubeconfig, Namespace: cfg.worker.K8s.Namespace,
 				PodTemplate: cfg.worker.K8s.PodTemplate, CreatePods: cfg.worker.K8s.CreatePods,
 				QPS: cfg.worker.K8s.KubeQPS, Burst: cfg.worker.K8s.KubeBurst, ReadyTimeout: cfg.worker.K8s.PodReadyTimeout,
+				OnBreakerChange: k8sBreaker,
 			},
+			Telemetry: worker.Telemetry{TracerProvider: tracing(telemetry.ServiceWorker), MeterProvider: meter},
 		}, wnc, state, log.With("service", "worker"))
 		if err != nil {
 			return err
+		}
+		if hs != nil {
+			hs.AddReadyCheck("worker", w.Ready)
 		}
 		go func() { workerDone <- w.Run(workerCtx) }()
 	}
@@ -246,6 +314,25 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	}
 	log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// processName is the service.name of the process's metrics: the one
+// service it runs, or "rdev" for several.
+func processName(cfg nodeConfig) string {
+	var names []string
+	if cfg.api != nil {
+		names = append(names, telemetry.ServiceAPI)
+	}
+	if cfg.worker != nil {
+		names = append(names, telemetry.ServiceWorker)
+	}
+	if cfg.streamer != nil {
+		names = append(names, telemetry.ServiceStreamer)
+	}
+	if len(names) == 1 {
+		return names[0]
+	}
+	return "rdev"
 }
 
 // streamGate admits stream readers by token or key, reading keys and

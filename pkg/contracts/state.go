@@ -98,6 +98,9 @@ type JobState struct {
 	// NextAttemptAt is, while a failed attempt waits for its retry, when
 	// the next one may start.
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	// TraceID is the W3C trace id (32 hex digits) of the trace the job's
+	// spans belong to: the submitter's own when it sent a traceparent.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // StreamRef is stored in BucketState under StreamKey(id) so a reader of a
@@ -111,4 +114,8 @@ type StreamRef struct {
 	JobID string `json:"job_id"`
 	// Project is the job's project.
 	Project string `json:"project"`
+	// Trace carries the W3C trace context (traceparent, tracestate) of the
+	// job's submission, so readers of the stream (the streamer) add their
+	// spans to the job's trace.
+	Trace map[string]string `json:"trace,omitempty"`
 }

@@ -66,6 +66,8 @@ type Config struct {
 	// CacheTTL bounds a cached key or project; default 5m (changes drop
 	// entries at once anyway).
 	CacheTTL time.Duration
+	// Telemetry says where spans and metrics go; default nowhere.
+	Telemetry Telemetry
 }
 
 func (c *Config) setDefaults() {
@@ -87,6 +89,7 @@ func (c *Config) setDefaults() {
 	if c.CacheTTL <= 0 {
 		c.CacheTTL = 5 * time.Minute
 	}
+	c.Telemetry.setDefaults()
 }
 
 // Validate reports a configuration that cannot work.
@@ -117,6 +120,10 @@ type Service struct {
 	conn     *connWatch
 	nc       *nats.Conn
 	log      *slog.Logger
+	metrics  *metrics
+	redis    pinger
+	// failClosed: requests are refused while Redis is down.
+	failClosed bool
 }
 
 // New builds the API on a JetStream context whose topology is provisioned
@@ -135,6 +142,9 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	s := &Service{store: store, log: log, conn: newConnWatch(), nc: js.Conn()}
+	if s.metrics, err = newMetrics(ctx, cfg.Telemetry.MeterProvider); err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
 	limiter, keyCache, err := s.hotPath(cfg, log)
 	if err != nil {
 		return nil, err
@@ -152,6 +162,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})
+	s.handlers.SetObserver(s.metrics)
 	return s, nil
 }
 
@@ -172,17 +183,24 @@ func (s *Service) hotPath(cfg Config, log *slog.Logger) (ratelimit.Limiter, cach
 	// own read timeout, which would defeat the guards' bounds.
 	opts.ContextTimeoutEnabled = true
 	client := redis.NewClient(opts)
+	s.redis, s.failClosed = client, cfg.RateLimitFailClosed
 	s.closers = append(s.closers, func() { _ = client.Close() })
+	if err := cfg.Telemetry.instrumentRedis(client); err != nil {
+		return nil, nil, fmt.Errorf("api: redis instrumentation: %w", err)
+	}
+	rlDegraded, cacheDegraded := s.metrics.degradedHook("redis_ratelimit"), s.metrics.degradedHook("redis_cache")
 	policy := ratelimit.FailOpen
 	if cfg.RateLimitFailClosed {
 		policy = ratelimit.FailClosed
 	}
 	lim := ratelimit.NewGuard(redisstore.NewLimiter(client, "rdev:rl:"), ratelimit.GuardConfig{Policy: policy, Timeout: cfg.RedisTimeout, OnDegraded: func(err error) {
+		rlDegraded()
 		log.Warn("rate limiter degraded", "policy", policy, "err", err)
-	}})
+	}, OnBreakerChange: cfg.Telemetry.breakerHook("redis_ratelimit")})
 	far := cache.NewGuard(redisstore.NewCache(client, "rdev:cache:"), cache.GuardConfig{Timeout: cfg.RedisTimeout, OnDegraded: func(err error) {
+		cacheDegraded()
 		log.Warn("lookup cache degraded; reading the store", "err", err)
-	}})
+	}, OnBreakerChange: cfg.Telemetry.breakerHook("redis_cache")})
 	s.closers = append(s.closers, far.Close)
 	// A near cache in process saves the round trip on hits; every replica
 	// drops its entries from the access bucket's watch (see Run).
@@ -209,6 +227,16 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	return s.audit.RecordFinished(ctx)
+}
+
+// Ready reports whether the API can serve: with Redis configured and
+// --rate-limit-fail-closed, Redis must answer a ping (otherwise requests
+// are refused); fail-open, the API serves without Redis and stays ready.
+func (s *Service) Ready(ctx context.Context) error {
+	if s.redis == nil || !s.failClosed {
+		return nil
+	}
+	return s.redis.Ping(ctx).Err()
 }
 
 // Close releases the Redis connections, if any.

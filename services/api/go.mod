@@ -13,8 +13,20 @@ require (
 	github.com/oklog/ulid/v2 v2.1.2
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/topology v0.0.0-00010101000000-000000000000
+	github.com/redis/go-redis/extra/redisotel/v9 v9.23.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/sony/gobreaker/v2 v2.4.0
+	go.opentelemetry.io/otel v1.47.0
+	go.opentelemetry.io/otel/metric v1.47.0
+	go.opentelemetry.io/otel/trace v1.47.0
+)
+
+require (
+	github.com/go-logr/logr v1.4.4 // indirect
+	github.com/go-logr/stdr v1.2.2 // indirect
+	github.com/redis/go-redis/extra/rediscmd/v9 v9.23.0 // indirect
+	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
+	go.opentelemetry.io/otel/log v1.47.0 // indirect
 )
 
 require (
@@ -31,6 +43,7 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
@@ -42,3 +55,5 @@ require (
 )
 
 replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
+
+replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry

@@ -148,8 +148,9 @@ func lastEventID(r *http.Request) (seq uint64, raw string, ok bool) {
 func (s *Service) stream(c echo.Context, st *opened) {
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
-	reqCtx := c.Request().Context()
-	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, sink{st.w})
+	reqCtx, end := s.in.startDelivery(c.Request().Context(), st)
+	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, sink{st.w}))
+	defer func() { end(err) }()
 	var werr writeError
 	switch {
 	case err == nil: // complete sent

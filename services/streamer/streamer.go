@@ -49,6 +49,8 @@ type Service struct {
 
 	clients atomic.Int64
 	dropped atomic.Uint64
+
+	in *instruments
 }
 
 // New returns a streamer reading output from js and stream references from
@@ -70,7 +72,7 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, gate Gate
 	}, log)
 	hubs := hub.New(store, hub.Config{Buffer: cfg.ClientBuffer, BufferBytes: cfg.ClientBufferBytes}, log)
 	quit, stop := context.WithCancel(context.Background())
-	return &Service{
+	s := &Service{
 		cfg:      cfg,
 		log:      log,
 		store:    store,
@@ -79,7 +81,15 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, gate Gate
 		gate:     gate,
 		quit:     quit,
 		stop:     stop,
-	}, nil
+	}
+	in, err := newInstruments(cfg.Telemetry, s)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("streamer metrics: %w", err)
+	}
+	s.in = in
+	s.follower.History = replays{store, in}
+	return s, nil
 }
 
 // Register adds GET EventsPath, and the CORS preflight for it, to e.

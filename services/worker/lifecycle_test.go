@@ -414,6 +414,19 @@ func TestLostWorkerIsRetriedElsewhere(t *testing.T) {
 	job.MaxAttempts = 2
 	b.submit(t, job)
 	b.next(t, job.ID, contracts.EventStarted)
+	// Cut once attempt 1's line is stored, so the stream has it for sure.
+	out, err := b.js.Stream(context.Background(), contracts.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := out.GetLastMsgForSubject(context.Background(), contracts.SubjectOutput(job.StreamID)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("attempt 1 printed no line")
+		}
+	}
 	cut()
 	cfg.ID = "survivor"
 	b.start(cfg)

@@ -76,6 +76,9 @@ type Config struct {
 	// 4 heartbeats (AckWait·4/3).
 	SlotLease time.Duration
 
+	// Telemetry says where spans and metrics go; default nowhere.
+	Telemetry Telemetry
+
 	// exec and jitter replace the executor and the backoff's jitter in
 	// tests (export_test.go).
 	exec   executor.Executor
@@ -177,6 +180,9 @@ type Worker struct {
 	exec  executor.Executor
 	out   *natsjs.Output
 	log   *slog.Logger
+	in    *instruments
+	// health is what readiness checks besides NATS.
+	health health
 
 	cancelSub *nats.Subscription
 }
@@ -196,14 +202,21 @@ func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) 
 		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}
 	log = log.With("worker", cfg.ID)
+	in, err := newInstruments(cfg.Telemetry)
+	if err != nil {
+		return nil, fmt.Errorf("worker: metrics: %w", err)
+	}
+	w := &Worker{cfg: cfg, nc: nc, js: js, state: state, log: log, in: in}
+	cfg.Kubernetes.OnBreakerChange = w.health.watchBreaker(cfg.Kubernetes.OnBreakerChange)
 	exec := cfg.exec
 	if exec == nil {
 		if exec, err = newExecutor(cfg, log); err != nil {
 			return nil, err
 		}
 	}
-	out := natsjs.NewOutput(nc, js, cfg.OutputWindow)
-	return &Worker{cfg: cfg, nc: nc, js: js, state: state, exec: exec, out: out, log: log}, nil
+	w.exec = execSpans{exec, in.tracer}
+	w.out = natsjs.NewOutput(nc, js, cfg.OutputWindow)
+	return w, nil
 }
 
 // newRunner builds the job runner, with the per-project limits read from
@@ -230,9 +243,9 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 	c := w.cfg
 	return runner.New(runner.Config{
 		WorkerID: c.ID, Heartbeat: c.AckWait / 3, UnavailableDelay: c.UnavailableDelay,
-		RetryBase: c.RetryBase, RetryCap: c.RetryCap, SlotDelay: c.SlotDelay, Jitter: c.jitter,
+		RetryBase: c.RetryBase, RetryCap: c.RetryCap, SlotDelay: c.SlotDelay, Jitter: c.jitter, Observer: w.in,
 	}, runner.Ports{
-		Exec: w.exec, States: natsjs.NewStates(w.state), Events: natsjs.NewEvents(w.js), Output: outputPort{w.out},
+		Exec: w.exec, States: states{natsjs.NewStates(w.state), w.in}, Events: natsjs.NewEvents(w.js), Output: outputPort{w.out, w.in},
 		Dead: natsjs.NewDeadLetters(w.js), Slots: natsjs.NewSlots(w.state, c.SlotLease), Limits: limits,
 		Batches: natsjs.NewBatches(w.state),
 	}, w.log), nil
@@ -318,8 +331,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		time.AfterFunc(w.cfg.DrainTimeout, cancelRuns)
 	})
 	defer stop()
+	unregister, err := w.in.registerGauges(w.cfg.Telemetry.MeterProvider, w.js, w.cfg.Concurrency)
+	if err != nil {
+		return fmt.Errorf("worker: queue metrics: %w", err)
+	}
+	defer unregister()
+	w.in.zero(ctx)
+	defer context.AfterFunc(ctx, func() { w.health.draining.Store(true) })()
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
-	d.Run(ctx, runCtx, run.Handle)
+	d.Run(ctx, runCtx, w.in.handler(run.Handle))
 	w.log.Info("worker stopped")
 	return nil
 }
@@ -346,8 +366,11 @@ func (w *Worker) subscribeCancels(run *runner.Runner) error {
 }
 
 // outputPort adapts natsjs.Output to the runner's port.
-type outputPort struct{ *natsjs.Output }
+type outputPort struct {
+	*natsjs.Output
+	in *instruments
+}
 
 func (o outputPort) Open(job contracts.Job, attempt int, firstSeq uint64) runner.LineSink {
-	return o.Output.Open(job, attempt, firstSeq)
+	return &sink{LineSink: o.Output.Open(job, attempt, firstSeq), in: o.in}
 }

@@ -60,7 +60,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
-	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,e2e,priority", "scenarios to run, comma separated")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority", "scenarios to run, comma separated")
 	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
 	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
 	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
@@ -68,7 +68,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.memBytes, "mem-bytes", 1<<30, "memory: bytes of output (-quick 64 MiB)")
 	fs.IntVar(&c.idleConns, "idle-conns", 1000, "idle: SSE connections to open (-quick 200)")
 	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
-	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth: submits per configuration and round (-quick 3000)")
+	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth and tracing: submits per configuration and round (tracing: half; -quick 3000)")
 	fs.IntVar(&c.queueJobs, "queue-jobs", 10_000, "e2e: no-op jobs per run, rdev and asynq (-quick 1000)")
 	fs.IntVar(&c.priorityProbes, "priority-probes", 100, "priority: high-priority jobs timed idle and busy (-quick 30)")
 	fs.IntVar(&c.priorityBacklog, "priority-backlog", 10_000, "priority: low-priority jobs queued ahead (multiple of 1000)")
@@ -106,7 +106,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "e2e", "priority"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority"}
 
 // env is what every scenario shares.
 type env struct {
@@ -184,7 +184,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	rep := newReport(cfg, root)
 	fmt.Fprintf(stdout, "%s\nmachine: %s\nprocess logs: %s\n\n", rep.Command, rep.Machine, e.logs)
 	scenarios := map[string]func(context.Context, *env, config) ([]figure, error){
-		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "e2e": throughputE2E, "priority": priorityLatency,
+		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
+		"e2e": throughputE2E, "priority": priorityLatency,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

@@ -32,6 +32,9 @@ type GuardConfig struct {
 	// answers without the backend (a warning metric or log line). It must
 	// be fast.
 	OnDegraded func(err error)
+	// OnBreakerChange, if set, is told each breaker state change
+	// ("closed", "open", "half-open"); for metrics. It must be fast.
+	OnBreakerChange func(from, to string)
 	// BreakerFailures is how many consecutive backend failures open the
 	// breaker (default 5). While open, calls do not reach the backend.
 	BreakerFailures uint32
@@ -110,9 +113,12 @@ func NewGuard(next Backend, cfg GuardConfig) *Guard {
 			return c.ConsecutiveFailures >= cfg.BreakerFailures
 		},
 		IsExcluded: func(err error) bool { return errors.Is(err, errCallerGone) || errors.Is(err, ErrInvalidTTL) },
-		OnStateChange: func(_ string, _, to gobreaker.State) {
+		OnStateChange: func(_ string, from, to gobreaker.State) {
 			if to == gobreaker.StateOpen {
 				g.markDirty()
+			}
+			if cfg.OnBreakerChange != nil {
+				cfg.OnBreakerChange(from.String(), to.String())
 			}
 		},
 	})

@@ -184,6 +184,7 @@ func ceilSeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds())
 
 // denied records a refused request in the audit log.
 func (h *Handlers) denied(c echo.Context, status int, code string) {
+	h.observeDenied(c, status, code)
 	project := c.Param("project")
 	if !contracts.ValidProjectID(project) {
 		project = ""

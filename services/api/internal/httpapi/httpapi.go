@@ -23,6 +23,7 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/telemetry/propagate"
 	"github.com/rdev-dev/rdev/services/api/internal/admin"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
@@ -77,6 +78,7 @@ type Handlers struct {
 	maxBodyBytes  int64
 	maxBatchBytes int64
 	log           *slog.Logger
+	observer      Observer
 }
 
 // New returns the handlers.
@@ -165,6 +167,9 @@ type SubmitResponse struct {
 	EventsURL   string           `json:"events_url"`
 	JobURL      string           `json:"job_url"`
 	SubmittedAt string           `json:"submitted_at"`
+	// TraceID is the job's W3C trace id (the caller's own when it sent a
+	// traceparent).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // JobResponse is the body of GET /v1/jobs/{id}.
@@ -203,6 +208,9 @@ func submission(c echo.Context, proj access.Project, sub jobs.Submission, f comm
 	if tp := c.Request().Header.Get("traceparent"); tp != "" {
 		sub.Trace = map[string]string{"traceparent": tp, "tracestate": c.Request().Header.Get("tracestate")}
 	}
+	if tc := propagate.InjectMap(c.Request().Context()); tc != nil {
+		sub.Trace = tc // the request's span: a child of the caller's, if any
+	}
 	return sub
 }
 
@@ -218,12 +226,14 @@ func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submissi
 	if replayed {
 		c.Response().Header().Set("Idempotent-Replayed", "true")
 	}
+	h.observeSubmitted(c, st, replayed)
 	jobURL := "/v1/jobs/" + st.JobID
 	c.Response().Header().Set(echo.HeaderLocation, jobURL)
 	return c.JSON(http.StatusAccepted, SubmitResponse{
 		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status,
 		EventsURL: h.eventsURL(st.StreamID), JobURL: jobURL,
 		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"),
+		TraceID:     st.TraceID,
 	})
 }
 

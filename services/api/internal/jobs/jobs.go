@@ -125,6 +125,7 @@ func (s *Service) queueNew(ctx context.Context, job contracts.Job, actor, client
 		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
 		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID,
 	}
+	state.TraceID = traceID(job.Trace)
 
 	if job.IdempotencyKey != "" {
 		holder, claimed, err := s.store.ClaimIdempotencyKey(ctx, job.Project, hashKey(job.IdempotencyKey), job.ID)
@@ -135,7 +136,7 @@ func (s *Service) queueNew(ctx context.Context, job contracts.Job, actor, client
 			return s.replay(ctx, holder)
 		}
 	}
-	rev, err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project})
+	rev, err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project, Trace: job.Trace})
 	if err != nil {
 		return contracts.JobState{}, false, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
 	}

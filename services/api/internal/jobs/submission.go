@@ -171,6 +171,14 @@ func traceContext(in map[string]string) map[string]string {
 	return out
 }
 
+// traceID is the trace id of a W3C trace context kept by traceContext.
+func traceID(tc map[string]string) string {
+	if tp := tc["traceparent"]; len(tp) == 55 {
+		return tp[3:35]
+	}
+	return ""
+}
+
 var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
 func (l Limits) timeout(secs int) (time.Duration, error) {

@@ -202,6 +202,8 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision ui
 	jobMsg.Data = body
 	jobMsg.Header.Set(contracts.HeaderJobID, job.ID)
 	jobMsg.Header.Set(contracts.HeaderStateRevision, strconv.FormatUint(stateRevision, 10))
+	ctx, span := startPublish(ctx, job, evMsg.Header, jobMsg.Header)
+	defer span.End()
 
 	evAck, err := q.js.PublishMsgAsync(evMsg, jetstream.WithMsgID(job.ID+":queued"), jetstream.WithExpectStream(contracts.StreamOutput))
 	if err != nil {

@@ -44,6 +44,9 @@ type GuardConfig struct {
 	// OnDegraded, if set, is called with the cause on every decision made
 	// without the backend (a warning metric or log line). It must be fast.
 	OnDegraded func(err error)
+	// OnBreakerChange, if set, is told each breaker state change
+	// ("closed", "open", "half-open"); for metrics. It must be fast.
+	OnBreakerChange func(from, to string)
 	// BreakerFailures is how many consecutive backend failures open the
 	// breaker (default 5). While open, calls do not reach the backend.
 	BreakerFailures uint32
@@ -83,6 +86,11 @@ func NewGuard(next Limiter, cfg GuardConfig) *Guard {
 	g.breaker = gobreaker.NewCircuitBreaker[Decision](gobreaker.Settings{
 		Name:    "ratelimit",
 		Timeout: cfg.BreakerCooldown,
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if cfg.OnBreakerChange != nil {
+				cfg.OnBreakerChange(from.String(), to.String())
+			}
+		},
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= cfg.BreakerFailures
 		},

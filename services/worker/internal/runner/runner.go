@@ -120,6 +120,8 @@ type Config struct {
 	SlotDelay time.Duration
 	// Jitter draws the backoff's jitter in [0, 1); default uniform random.
 	Jitter func() float64
+	// Observer is told of retries and dead letters; default NopObserver.
+	Observer Observer
 }
 
 func (c *Config) setDefaults() {
@@ -141,6 +143,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Jitter == nil {
 		c.Jitter = rand.Float64
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
 	}
 }
 
@@ -215,7 +220,7 @@ func (r *Runner) Handle(runCtx context.Context, msg jetstream.Msg) {
 		r.undecodable(ctx, msg, err)
 		return
 	}
-	log := r.log.With("job_id", job.ID, "project", job.Project)
+	log := withTrace(runCtx, r.log.With("job_id", job.ID, "project", job.Project))
 	jobCtx, stop := context.WithCancelCause(runCtx)
 	defer stop(nil)
 	// Registered before the claim: a cancel request sent once the job is
@@ -595,6 +600,7 @@ func (r *Runner) deadLetter(ctx context.Context, job contracts.Job, st contracts
 	if err := r.dead.Publish(ctx, job.Project, dl); err != nil {
 		return fmt.Errorf("publish dead letter: %w", err)
 	}
+	r.cfg.Observer.DeadLettered(ctx, job, st.Reason)
 	r.log.Warn("job given up: attempts spent", "job_id", job.ID, "attempts", st.Attempt, "reason", st.Reason)
 	return nil
 }
@@ -663,6 +669,7 @@ func (r *Runner) retry(ctx context.Context, d *delivery, st *contracts.JobState,
 		// The job is queued again whatever happens; only the notice is lost.
 		d.log.Warn("retrying event not published", "err", err)
 	}
+	r.cfg.Observer.Retried(ctx, d.job, out.reason)
 	d.log.Info("job attempt failed; retrying", "attempt", attempt, "reason", out.reason, "delay", delay)
 	return d.msg.NakWithDelay(delay)
 }
