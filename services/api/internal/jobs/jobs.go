@@ -136,14 +136,19 @@ func (s *Service) queueNew(ctx context.Context, job contracts.Job, actor, client
 			return s.replay(ctx, holder)
 		}
 	}
+	// Audited before queued, so a job that runs always has its record;
+	// the record and the state are independent writes, made at once to
+	// save a round trip.
+	audited := make(chan error, 1)
+	go func() { audited <- s.audit.Submitted(ctx, job, actor, clientIP) }()
 	rev, err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project, Trace: job.Trace})
+	aerr := <-audited
 	if err != nil {
 		return contracts.JobState{}, false, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
 	}
-	// Audited before queued: a job that runs always has its record.
-	if err := s.audit.Submitted(ctx, job, actor, clientIP); err != nil {
+	if aerr != nil {
 		_ = s.store.Forget(context.WithoutCancel(ctx), state)
-		return contracts.JobState{}, false, fmt.Errorf("audit job: %w: %w", ErrUnavailable, err)
+		return contracts.JobState{}, false, fmt.Errorf("audit job: %w: %w", ErrUnavailable, aerr)
 	}
 	if err := s.queue.Enqueue(ctx, job, rev); err != nil {
 		if !errors.Is(err, ErrAmbiguous) {
