@@ -171,10 +171,17 @@ func (f *podFinder) create(ctx context.Context, project string) error {
 // is returned), none can become Ready (verdict says why), the watch ends
 // or ctx ends. why describes the best candidate so far.
 func watchReady(ctx context.Context, w watch.Interface, pods map[string]*corev1.Pod, why string) (*corev1.Pod, string, string) {
+	// A safety net: a watch that misses a change (one made between the
+	// list and the watch on a server that cannot replay from the list's
+	// resource version) would otherwise wait out the whole ready timeout.
+	relist := time.NewTimer(relistEvery)
+	defer relist.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, "", why
+		case <-relist.C:
+			return nil, "", why // the caller lists again
 		case ev, ok := <-w.ResultChan():
 			if !ok {
 				return nil, "", why
@@ -208,6 +215,9 @@ func watchReady(ctx context.Context, w watch.Interface, pods map[string]*corev1.
 		}
 	}
 }
+
+// relistEvery is how often a wait for Ready lists the pods again.
+const relistEvery = 2 * time.Second
 
 // choose picks the pod to run in: a Ready one (verdict ""), else the best
 // candidate to wait for (verdict ""), else nil with a verdict saying why
