@@ -58,7 +58,6 @@ func TestAuthRefusals(t *testing.T) {
 	alpha := b.newKey(t, `{"name":"demo ci","scopes":["project:demo:submit","project:demo:read"]}`)
 	readOnly := b.newKey(t, `{"name":"ro","scopes":["project:demo:read"]}`)
 	walled := b.newKey(t, `{"name":"net","scopes":["admin"],"allowed_ips":["10.0.0.0/8"]}`)
-	soon := b.newKey(t, `{"name":"soon","scopes":["admin"],"expires_at":"`+time.Now().Add(1500*time.Millisecond).UTC().Format(time.RFC3339Nano)+`"}`)
 	revoked := b.newKey(t, `{"name":"gone","scopes":["admin"]}`)
 	if resp, rb := b.do(t, http.MethodDelete, "/v1/keys/"+revoked.ID, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("revoke: %d %s", resp.StatusCode, rb)
@@ -115,11 +114,13 @@ func TestAuthRefusals(t *testing.T) {
 			}
 		})
 	}
-	// The expiring key works, then stops.
+	// The expiring key works, then stops (made here, just before use, so a
+	// slow machine does not see it expire early).
+	soon := b.newKey(t, `{"name":"soon","scopes":["admin"],"expires_at":"`+time.Now().Add(3*time.Second).UTC().Format(time.RFC3339Nano)+`"}`)
 	if resp, rb := b.get(t, "/v1/projects", bearer(soon.Key)...); resp.StatusCode != http.StatusOK {
 		t.Fatalf("key before expiry: %d %s", resp.StatusCode, rb)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, rb := b.get(t, "/v1/projects", bearer(soon.Key)...)
 		if resp.StatusCode == http.StatusUnauthorized && errCode(t, rb) == "expired_api_key" {
