@@ -222,7 +222,8 @@ func (h *Handlers) batchItems(c echo.Context) ([]json.RawMessage, error) {
 	return raws, nil
 }
 
-// strictDecode reads one JSON object, refusing unknown fields.
+// strictDecode reads exactly one JSON object, refusing unknown fields and
+// trailing data.
 func strictDecode(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -230,7 +231,7 @@ func strictDecode(raw []byte, v any) error {
 		return decodeError(err)
 	}
 	if dec.More() {
-		return reqErr(http.StatusBadRequest, "invalid_json", "an item must be exactly one JSON object")
+		return reqErr(http.StatusBadRequest, "invalid_json", "expected exactly one JSON object, and nothing after it")
 	}
 	return nil
 }

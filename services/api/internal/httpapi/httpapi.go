@@ -4,7 +4,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -277,15 +276,7 @@ func (h *Handlers) decode(c echo.Context, v any) error {
 		// encoding/json would silently turn bad bytes into U+FFFD.
 		return reqErr(http.StatusBadRequest, "invalid_utf8", "the body must be valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
-	}
-	if dec.More() {
-		return reqErr(http.StatusBadRequest, "invalid_json", "the body must hold exactly one JSON object")
-	}
-	return nil
+	return strictDecode(body, v)
 }
 
 func decodeError(err error) error {

@@ -52,18 +52,24 @@ func (s *Store) Create(ctx context.Context, state contracts.JobState, ref contra
 
 // Job reads a job's state.
 func (s *Store) Job(ctx context.Context, id string) (contracts.JobState, error) {
+	st, _, err := s.job(ctx, id)
+	return st, err
+}
+
+// job reads a job's state and its revision.
+func (s *Store) job(ctx context.Context, id string) (contracts.JobState, uint64, error) {
 	e, err := s.kv.Get(ctx, contracts.JobKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return contracts.JobState{}, jobs.ErrNotFound
+		return contracts.JobState{}, 0, jobs.ErrNotFound
 	}
 	if err != nil {
-		return contracts.JobState{}, err
+		return contracts.JobState{}, 0, err
 	}
 	var st contracts.JobState
 	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return contracts.JobState{}, fmt.Errorf("decode job state %s: %w", id, err)
+		return contracts.JobState{}, 0, fmt.Errorf("decode job state %s: %w", id, err)
 	}
-	return st, nil
+	return st, e.Revision(), nil
 }
 
 // ClaimIdempotencyKey maps the key to jobID unless another job holds it.
@@ -96,16 +102,9 @@ func (s *Store) Forget(ctx context.Context, st contracts.JobState) error {
 // refuses, the error comes back with the state as it is.
 func (s *Store) Update(ctx context.Context, id string, change func(*contracts.JobState) error) (contracts.JobState, error) {
 	for {
-		e, err := s.kv.Get(ctx, contracts.JobKey(id))
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return contracts.JobState{}, jobs.ErrNotFound
-		}
+		st, rev, err := s.job(ctx, id)
 		if err != nil {
-			return contracts.JobState{}, err
-		}
-		var st contracts.JobState
-		if err := json.Unmarshal(e.Value(), &st); err != nil {
-			return contracts.JobState{}, fmt.Errorf("decode job state %s: %w", id, err)
+			return st, err
 		}
 		if err := change(&st); err != nil {
 			return st, err
@@ -114,7 +113,7 @@ func (s *Store) Update(ctx context.Context, id string, change func(*contracts.Jo
 		if err != nil {
 			return st, err
 		}
-		if _, err := s.kv.Update(ctx, contracts.JobKey(id), b, e.Revision()); err == nil {
+		if _, err := s.kv.Update(ctx, contracts.JobKey(id), b, rev); err == nil {
 			return st, nil
 		} else if !isWrongRevision(err) {
 			return st, fmt.Errorf("update job state %s: %w", id, err)
