@@ -118,7 +118,8 @@ func TestStreamerRestartWith100Watchers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
-	t.Parallel()
+	// Not parallel: it loads the machine (or measures bounds) and must
+	// not share it with the other heavy process-level tests.
 	dataDir := t.TempDir()
 	up := startProcess(t, upArgs(dataDir, "--without", "streamer", "--concurrency", "20")...)
 	var current atomic.Value
@@ -145,7 +146,8 @@ func TestNodeRestartWith100Watchers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
-	t.Parallel()
+	// Not parallel: it loads the machine (or measures bounds) and must
+	// not share it with the other heavy process-level tests.
 	dataDir := t.TempDir()
 	// A fixed NATS port would do too; the HTTP address changes and
 	// clients follow it.
@@ -186,7 +188,7 @@ func waitForLines(t *testing.T, base string, jobs []submitReply, n int) {
 	for _, j := range jobs {
 		s := ssetest.Open(t, base+j.EventsURL, "")
 		for lines := 0; lines < n; {
-			ev, err := s.Next(10 * time.Second)
+			ev, err := s.Next(30 * time.Second)
 			must(t, err, "read stream")
 			if ev.Name == contracts.SSEOutput {
 				lines++
@@ -315,7 +317,8 @@ func TestNATSOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
-	t.Parallel()
+	// Not parallel: it loads the machine (or measures bounds) and must
+	// not share it with the other heavy process-level tests.
 	store := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "free port")

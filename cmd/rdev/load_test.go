@@ -23,7 +23,8 @@ func TestLoad10000Jobs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level load test")
 	}
-	t.Parallel()
+	// Not parallel: it loads the machine (or measures bounds) and must
+	// not share it with the other heavy process-level tests.
 	const jobs, watched, linesEach = 10_000, 200, 20
 	up := startProcess(t, upArgs(t.TempDir(), "--worker-id", "w1", "--concurrency", "8")...)
 	for _, id := range []string{"w2", "w3"} {
