@@ -294,14 +294,30 @@ func (e execSpans) Exec(ctx context.Context, spec executor.Spec, stdout, stderr 
 
 // sink counts an attempt's published lines and covers their publishing
 // with one "rdev.output" span (a span per line would cost more than the
-// line).
+// line). Counts reach the meters every flushEvery lines per stream and at
+// Close: an instrument update per line cost several percent of the
+// worker's lines/s.
 type sink struct {
 	runner.LineSink
 	in    *instruments
 	once  sync.Once
 	span  trace.Span
-	lines atomic.Int64
-	bytes atomic.Int64
+	count [2]fdCount // stdout, stderr: each written by one goroutine at a time
+}
+
+// fdCount is one output stream's tally; flushed is what the meters have.
+type fdCount struct {
+	lines, bytes               atomic.Int64
+	flushedLines, flushedBytes int64
+}
+
+const flushEvery = 1024
+
+func fdIndex(fd contracts.FD) int {
+	if fd == contracts.Stderr {
+		return 1
+	}
+	return 0
 }
 
 func (s *sink) start(ctx context.Context) {
@@ -315,18 +331,37 @@ func (s *sink) Line(ctx context.Context, fd contracts.FD, data []byte, partial b
 		s.in.publishErrors.Add(ctx, 1)
 		return err
 	}
-	opt := s.in.fds[fd]
-	s.in.lines.Add(ctx, 1, opt)
-	s.in.bytes.Add(ctx, int64(len(data)), opt)
-	s.lines.Add(1)
-	s.bytes.Add(int64(len(data)))
+	c := &s.count[fdIndex(fd)]
+	c.bytes.Add(int64(len(data)))
+	if c.lines.Add(1)%flushEvery == 0 {
+		s.flush(ctx, fd)
+	}
 	return nil
+}
+
+// flush hands the meters what fd counted since the last flush; only the
+// goroutine writing fd calls it (or Close, after the writers are done).
+func (s *sink) flush(ctx context.Context, fd contracts.FD) {
+	c := &s.count[fdIndex(fd)]
+	lines, bytes := c.lines.Load(), c.bytes.Load()
+	opt := s.in.fds[fd]
+	if d := lines - c.flushedLines; d > 0 {
+		s.in.lines.Add(ctx, d, opt)
+	}
+	if d := bytes - c.flushedBytes; d > 0 {
+		s.in.bytes.Add(ctx, d, opt)
+	}
+	c.flushedLines, c.flushedBytes = lines, bytes
 }
 
 func (s *sink) Close(ctx context.Context) (uint64, error) {
 	s.start(ctx)
 	last, err := s.LineSink.Close(ctx)
-	s.span.SetAttributes(attribute.Int64("rdev.output.lines", s.lines.Load()), attribute.Int64("rdev.output.bytes", s.bytes.Load()),
+	s.flush(ctx, contracts.Stdout)
+	s.flush(ctx, contracts.Stderr)
+	lines := s.count[0].lines.Load() + s.count[1].lines.Load()
+	bytes := s.count[0].bytes.Load() + s.count[1].bytes.Load()
+	s.span.SetAttributes(attribute.Int64("rdev.output.lines", lines), attribute.Int64("rdev.output.bytes", bytes),
 		attribute.Int64("rdev.output.last_seq", int64(last)))
 	if err != nil {
 		s.in.publishErrors.Add(ctx, 1)
