@@ -86,6 +86,7 @@ func (s *Service) batchEvents(c echo.Context) error {
 		return nil
 	}
 	since := b.SubmittedAt.Add(-contracts.DuplicateWindow) // clock skew between API and NATS
+	pending := false                                       // events written but not flushed
 	for pe, err := range s.store.ProjectEvents(streamCtx, b.Project, since, s.cfg.Heartbeat) {
 		if err != nil {
 			s.log.Warn("batch events failed", "batch_id", b.ID, "err", err)
@@ -98,20 +99,27 @@ func (s *Service) batchEvents(c echo.Context) error {
 			}
 			continue
 		}
-		if !members[pe.Event.JobID] {
-			continue
-		}
-		if pe.Event.Type.Terminal() {
-			ended[pe.Event.JobID] = pe.Event.Status
-		}
-		if pe.Seq > resume {
-			resume = pe.Seq
-			if w.Event(pe.Seq, contracts.SSEStatus, pe.Data) != nil || w.Flush() != nil {
-				return nil
+		if members[pe.Event.JobID] {
+			if pe.Event.Type.Terminal() {
+				ended[pe.Event.JobID] = pe.Event.Status
+			}
+			if pe.Seq > resume {
+				resume = pe.Seq
+				if w.Event(pe.Seq, contracts.SSEStatus, pe.Data) != nil {
+					return nil
+				}
+				pending = true
 			}
 		}
+		// One flush (a system call) per burst, not per event.
+		if pending && !pe.More {
+			if w.Flush() != nil {
+				return nil
+			}
+			pending = false
+		}
 		if len(ended) == len(members) {
-			_ = done()
+			_ = done() // flushes what is pending too
 			return nil
 		}
 	}

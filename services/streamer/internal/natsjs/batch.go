@@ -37,6 +37,9 @@ type ProjectEvent struct {
 	Seq   uint64
 	Event contracts.Event
 	Data  []byte
+	// More is true when another event is already waiting: a writer can
+	// hold its flush until More is false.
+	More bool
 }
 
 // ProjectEvents yields the lifecycle events of a project stored since a
@@ -66,7 +69,7 @@ func (s *Store) ProjectEvents(ctx context.Context, project string, since time.Ti
 			m   jetstream.Msg
 			err error
 		}
-		ch := make(chan next)
+		ch := make(chan next, 256)
 		go func() {
 			defer close(ch)
 			for {
@@ -110,7 +113,7 @@ func (s *Store) ProjectEvents(ctx context.Context, project string, since time.Ti
 					continue
 				}
 				tick.Reset(idle)
-				if !yield(ProjectEvent{Seq: md.Sequence.Stream, Event: ev, Data: n.m.Data()}, nil) {
+				if !yield(ProjectEvent{Seq: md.Sequence.Stream, Event: ev, Data: n.m.Data(), More: len(ch) > 0}, nil) {
 					return
 				}
 			}
