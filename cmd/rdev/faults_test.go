@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -263,7 +264,7 @@ func TestAPIKilledBeforeReplyYieldsOneJob(t *testing.T) {
 		t.Log("the reply left before the API froze; the retry must still return the same job")
 	} else {
 		var ne net.Error
-		if !errorsAs(err, &ne) || !ne.Timeout() {
+		if !errors.As(err, &ne) || !ne.Timeout() {
 			t.Fatalf("client error %v, want a timeout", err)
 		}
 	}
@@ -291,21 +292,6 @@ func TestAPIKilledBeforeReplyYieldsOneJob(t *testing.T) {
 		t.Fatalf("a second job %s was queued", other)
 	case <-time.After(300 * time.Millisecond):
 	}
-}
-
-func errorsAs(err error, target *net.Error) bool {
-	for err != nil {
-		if ne, ok := err.(net.Error); ok { //nolint:errorlint // walking the chain by hand for an interface target
-			*target = ne
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error }) //nolint:errorlint // same
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
 }
 
 // NATS goes away for 10 s under running api, worker and streamer
@@ -342,7 +328,8 @@ func TestNATSOutage(t *testing.T) {
 		w = follow(func() string { return streamer.http }, long.EventsURL, time.Now().Add(90*time.Second))
 		close(done)
 	}()
-	time.Sleep(time.Second) // let the job print through a healthy NATS first
+	// Some lines go through a healthy NATS first.
+	waitForLines(t, streamer.http, []submitReply{long}, 5)
 
 	srv.Shutdown()
 	srv.WaitForShutdown()

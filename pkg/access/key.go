@@ -153,11 +153,6 @@ func parseScope(s string) (project string, role Role, err error) {
 	return "", "", errorf(KindInvalid, "invalid_scopes", `scope %q is not "admin", "read" or "project:<id>:<submit|read>"`, s)
 }
 
-// ProjectScope returns the scope granting role on project.
-func ProjectScope(project string, role Role) string {
-	return "project:" + project + ":" + string(role)
-}
-
 // ScopesWithout returns scopes minus those about project.
 func ScopesWithout(scopes []string, project string) []string {
 	return slices.DeleteFunc(slices.Clone(scopes), func(s string) bool {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -91,7 +92,7 @@ func authCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 					}
 					if err != nil {
 						mu.Lock()
-						firstErr = cmpOr(firstErr, err)
+						firstErr = cmp.Or(firstErr, err)
 						mu.Unlock()
 						continue
 					}
@@ -136,13 +137,6 @@ func authCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	cost := 1 - rate[sides[1].name]/rate[sides[0].name]
 	figs = append(figs, target("throughput cost of Redis cache and limiters", cost*100, "%", "<=", 20))
 	return figs, nil
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // startRedis runs a redis-server without persistence on a unix socket in

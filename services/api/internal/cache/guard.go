@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/rdev-dev/rdev/services/api/internal/bounded"
 )
 
 // Defaults of GuardConfig.
@@ -65,9 +67,6 @@ func (c *GuardConfig) setDefaults() {
 // without the backend because a whole-cache invalidation is still owed.
 var ErrInvalidationPending = errors.New("cache invalidation pending after a backend failure")
 
-// errCallerGone marks an error caused by the caller's context, not the backend.
-var errCallerGone = errors.New("caller context done")
-
 // Guard is a Cache in front of a shared backend that may fail. Every call
 // is bounded by a timeout (even if the backend ignores its context) and
 // goes through a circuit breaker; on failure Get is a miss and Set and
@@ -112,7 +111,7 @@ func NewGuard(next Backend, cfg GuardConfig) *Guard {
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= cfg.BreakerFailures
 		},
-		IsExcluded: func(err error) bool { return errors.Is(err, errCallerGone) || errors.Is(err, ErrInvalidTTL) },
+		IsExcluded: func(err error) bool { return errors.Is(err, bounded.ErrCallerGone) || errors.Is(err, ErrInvalidTTL) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			if to == gobreaker.StateOpen {
 				g.markDirty()
@@ -152,7 +151,7 @@ func (g *Guard) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		return err
 	})
 	switch {
-	case errors.Is(err, errCallerGone):
+	case errors.Is(err, bounded.ErrCallerGone):
 		return nil, false, fmt.Errorf("cache get %q: %w", key, err)
 	case err != nil:
 		g.failed(err)
@@ -175,7 +174,7 @@ func (g *Guard) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 		return nil
 	}
 	err := g.do(ctx, func(ctx context.Context) error { return g.next.Set(ctx, key, value, ttl) })
-	if err != nil && !errors.Is(err, errCallerGone) {
+	if err != nil && !errors.Is(err, bounded.ErrCallerGone) {
 		g.failed(err)
 	}
 	return nil
@@ -261,27 +260,12 @@ func (g *Guard) tryInvalidate(ctx context.Context) {
 	}
 }
 
-// do runs fn through the breaker, bounded by the timeout; fn runs in its
-// own goroutine so a backend that ignores ctx cannot hold the caller (it
-// ends when the backend returns, and the breaker keeps their number small).
+// do runs fn through the breaker, bounded by the timeout.
 func (g *Guard) do(ctx context.Context, fn func(context.Context) error) error {
 	_, err := g.breaker.Execute(func() (struct{}, error) {
-		cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
-		defer cancel()
-		done := make(chan error, 1)
-		go func() { done <- fn(cctx) }()
-		select {
-		case err := <-done:
-			if err != nil && ctx.Err() != nil {
-				return struct{}{}, fmt.Errorf("%w: %w", errCallerGone, ctx.Err())
-			}
-			return struct{}{}, err
-		case <-cctx.Done():
-			if ctx.Err() != nil {
-				return struct{}{}, fmt.Errorf("%w: %w", errCallerGone, ctx.Err())
-			}
-			return struct{}{}, fmt.Errorf("cache backend: %w", cctx.Err())
-		}
+		return bounded.Call(ctx, g.cfg.Timeout, "cache backend", func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, fn(ctx)
+		})
 	})
 	return err
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,7 +63,7 @@ type BatchResponse struct {
 // or NDJSON with content-type application/x-ndjson; ?atomic=true makes it
 // all-or-nothing.
 func (h *Handlers) submitBatch(c echo.Context) error {
-	atomic, err := strconv.ParseBool(cmpOr(c.QueryParam("atomic"), "false"))
+	atomic, err := strconv.ParseBool(cmp.Or(c.QueryParam("atomic"), "false"))
 	if err != nil {
 		return h.fail(c, reqErr(http.StatusBadRequest, "invalid_atomic", "atomic must be true or false"))
 	}
@@ -138,13 +139,6 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 	}
 	c.Response().Header().Set(echo.HeaderLocation, resp.BatchURL)
 	return c.JSON(http.StatusAccepted, resp)
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // refuseBatch answers an atomic batch with a refused item: 400, nothing

@@ -46,10 +46,12 @@ func (s *Service) SubmitBatch(ctx context.Context, project string, subs []Submis
 	b := contracts.Batch{V: contracts.Version, ID: s.newID(), Project: project, Atomic: atomic,
 		State: contracts.BatchCommitted, SubmittedAt: s.now().UTC()}
 	items := make([]BatchItem, len(subs))
+	built := make([]contracts.Job, len(subs))
 	valid := 0
 	for i := range subs {
 		subs[i].Project, subs[i].BatchID, subs[i].BatchAtomic = project, b.ID, atomic
-		if _, err := s.limits.build(subs[i]); err != nil {
+		var err error
+		if built[i], err = s.limits.build(subs[i]); err != nil {
 			items[i].Err = err
 			continue
 		}
@@ -76,7 +78,7 @@ func (s *Service) SubmitBatch(ctx context.Context, project string, subs []Submis
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			items[i].State, items[i].Replayed, items[i].Err = s.Submit(ctx, subs[i])
+			items[i].State, items[i].Replayed, items[i].Err = s.queueNew(ctx, built[i], subs[i].Actor, subs[i].ClientIP)
 		})
 	}
 	wg.Wait()

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/rdev-dev/rdev/services/api/internal/bounded"
 )
 
 // Policy says what a Guard answers when its backend cannot.
@@ -94,13 +96,10 @@ func NewGuard(next Limiter, cfg GuardConfig) *Guard {
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= cfg.BreakerFailures
 		},
-		IsExcluded: func(err error) bool { return errors.Is(err, errCallerGone) || errors.Is(err, ErrInvalidLimit) },
+		IsExcluded: func(err error) bool { return errors.Is(err, bounded.ErrCallerGone) || errors.Is(err, ErrInvalidLimit) },
 	})
 	return g
 }
-
-// errCallerGone marks an error caused by the caller's context, not the backend.
-var errCallerGone = errors.New("caller context done")
 
 // Allow implements Limiter. Without a limited check it answers without
 // the backend. Admitted by the FailOpen policy, a request reports the
@@ -115,7 +114,7 @@ func (g *Guard) Allow(ctx context.Context, checks ...Check) (Decision, error) {
 	switch {
 	case err == nil:
 		return d, nil
-	case errors.Is(err, errCallerGone), errors.Is(err, ErrInvalidLimit):
+	case errors.Is(err, bounded.ErrCallerGone), errors.Is(err, ErrInvalidLimit):
 		return Decision{}, err
 	}
 	if g.cfg.OnDegraded != nil {
@@ -141,32 +140,9 @@ func keys(checks []Check) []string {
 	return ks
 }
 
-// call runs one backend call bounded by the timeout; the backend runs in
-// its own goroutine so a backend that ignores ctx cannot hold the caller.
-// That goroutine ends when the backend returns (go-redis: at its own
-// socket timeouts), and the breaker keeps their number small.
+// call runs one backend call bounded by the timeout.
 func (g *Guard) call(ctx context.Context, checks []Check) (Decision, error) {
-	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
-	defer cancel()
-	type result struct {
-		d   Decision
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		d, err := g.next.Allow(cctx, checks...)
-		done <- result{d, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil && ctx.Err() != nil {
-			return Decision{}, fmt.Errorf("%w: %w", errCallerGone, ctx.Err())
-		}
-		return r.d, r.err
-	case <-cctx.Done():
-		if ctx.Err() != nil {
-			return Decision{}, fmt.Errorf("%w: %w", errCallerGone, ctx.Err())
-		}
-		return Decision{}, fmt.Errorf("rate limiter backend: %w", cctx.Err())
-	}
+	return bounded.Call(ctx, g.cfg.Timeout, "rate limiter backend", func(ctx context.Context) (Decision, error) {
+		return g.next.Allow(ctx, checks...)
+	})
 }
