@@ -17,15 +17,21 @@ import (
 // Store keeps job state readable by id.
 type Store interface {
 	// Create stores a new job's state and its stream reference, and returns
-	// the state's revision. It fails if either exists.
+	// the state's revision. It returns ErrJobExists if the job's state
+	// exists, and fails if the stream reference does.
 	Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) (revision uint64, err error)
+	// RestoreStreamRef stores ref unless its stream has a reference.
+	RestoreStreamRef(ctx context.Context, ref contracts.StreamRef) error
 	// Job returns a job's state, or ErrNotFound.
 	Job(ctx context.Context, id string) (contracts.JobState, error)
 	// ClaimIdempotencyKey records jobID under (project, hashedKey) unless a
 	// job already holds it; then it returns that job's id and claimed false.
 	ClaimIdempotencyKey(ctx context.Context, project, hashedKey, jobID string) (holder string, claimed bool, err error)
-	// Forget removes what Create and ClaimIdempotencyKey stored for a job
-	// that was never queued.
+	// ReplaceIdempotencyKey moves the key from job from to job to by
+	// compare-and-set; if another job holds it, it returns that job's id
+	// and replaced false.
+	ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, from, to string) (holder string, replaced bool, err error)
+	// Forget removes what Create stored for a job that was never queued.
 	Forget(ctx context.Context, state contracts.JobState) error
 	// Update applies change to a job's state by compare-and-set, retrying
 	// when another writer got there first, and returns the result; a change
@@ -36,6 +42,10 @@ type Store interface {
 	CreateBatch(ctx context.Context, b contracts.Batch) (uint64, error)
 	// UpdateBatch replaces a batch record if it is still at revision rev.
 	UpdateBatch(ctx context.Context, b contracts.Batch, rev uint64) error
+	// AbortBatch marks a pending batch aborted by compare-and-set and
+	// returns the record as it is then (a batch that is not pending is
+	// left alone); ErrNotFound when the batch is unknown.
+	AbortBatch(ctx context.Context, id string) (contracts.Batch, error)
 	// Batch returns a batch record, or ErrNotFound.
 	Batch(ctx context.Context, id string) (contracts.Batch, error)
 }
@@ -67,6 +77,9 @@ type Audit interface {
 
 // ErrNotFound is returned when a job id is unknown (or its state expired).
 var ErrNotFound = errors.New("not found")
+
+// ErrJobExists is returned by Store.Create when the job's state exists.
+var ErrJobExists = errors.New("job exists")
 
 // ErrUnavailable wraps failures of the store or queue: the request may be
 // retried, with the same idempotency key to be safe.
@@ -115,25 +128,156 @@ func (s *Service) Resubmit(ctx context.Context, job contracts.Job, actor, client
 	return st, err
 }
 
-// queueNew gives a valid job its ids and queues it durably.
+// queueNew gives a valid job its ids and queues it durably, or returns
+// the job its idempotency key names.
 func (s *Service) queueNew(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, bool, error) {
 	job.ID, job.StreamID = s.newID(), s.newID()
 	job.SubmittedAt = s.now().UTC()
+	if job.IdempotencyKey == "" {
+		st, err := s.create(ctx, job, actor, clientIP)
+		return st, false, err
+	}
+	return s.queueKeyed(ctx, job, actor, clientIP)
+}
+
+// keyRounds bounds how often a submit looks at an idempotency key that
+// changed under it.
+const keyRounds = 4
+
+// queueKeyed queues a job with an idempotency key. The key is claimed
+// before the job's state is stored, so a submit that failed midway (NATS
+// down) can leave the key naming a job that is not stored, or stored but
+// not queued. A retry completes that job rather than answering for it
+// as it is: exactly one job per key, and a key is never unusable.
+//
+//   - No state: the submit that claimed the key stored nothing and queued
+//     nothing. The retry creates the job under the id the key names;
+//     Create lets exactly one of two racing submits do that.
+//   - Queued, never claimed by a worker: it may be in the queue or not. The retry
+//     enqueues it again with its ids; within the duplicate window
+//     JetStream stores it once, and after it workers claim a job by
+//     compare-and-set on its state, so a second copy never runs it twice.
+//   - Of an atomic batch that is not committed: it will never run. The
+//     retry aborts that batch, if still pending, and takes the key over
+//     by compare-and-set for a new job.
+//   - Otherwise the job is returned as it is.
+func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, bool, error) {
+	hashed := hashKey(job.IdempotencyKey)
+	holder, claimed, err := s.store.ClaimIdempotencyKey(ctx, job.Project, hashed, job.ID)
+	if err != nil {
+		return contracts.JobState{}, false, fmt.Errorf("claim idempotency key: %w: %w", ErrUnavailable, err)
+	}
+	for range keyRounds {
+		if claimed {
+			st, err := s.create(ctx, job, actor, clientIP)
+			if errors.Is(err, ErrJobExists) {
+				claimed = false // another submit created it first: look again
+				continue
+			}
+			return st, false, err
+		}
+		st, err := s.store.Job(ctx, holder)
+		if errors.Is(err, ErrNotFound) {
+			job.ID, claimed = holder, true
+			continue
+		}
+		if err != nil {
+			return contracts.JobState{}, false, fmt.Errorf("load job %s for idempotency key: %w: %w", holder, ErrUnavailable, err)
+		}
+		// Only a job no worker ever claimed may be missing from the queue,
+		// or be one that never runs because its atomic batch was aborted
+		// (which cancels it); any other is the answer.
+		unclaimed := st.Attempt == 0 && st.StartedAt == nil
+		if !unclaimed || (st.Status != contracts.StatusQueued && (st.Status != contracts.StatusCancelled || st.BatchID == "")) {
+			return st, true, nil
+		}
+		atomic, doomed, err := s.batchOf(ctx, st, job)
+		if err != nil {
+			return contracts.JobState{}, false, err
+		}
+		if doomed {
+			if st.Status == contracts.StatusQueued {
+				// Workers would end it when its message comes, if it ever
+				// does; say so now.
+				_, _ = s.Cancel(ctx, st.JobID)
+			}
+			job.ID, job.StreamID = s.newID(), s.newID()
+			if holder, claimed, err = s.store.ReplaceIdempotencyKey(ctx, job.Project, hashed, st.JobID, job.ID); err != nil {
+				return contracts.JobState{}, false, fmt.Errorf("take over idempotency key: %w: %w", ErrUnavailable, err)
+			}
+			continue
+		}
+		if st.Status != contracts.StatusQueued {
+			return st, true, nil
+		}
+		if err := s.requeue(ctx, job, st, atomic, actor, clientIP); err != nil {
+			return contracts.JobState{}, false, err
+		}
+		return st, true, nil
+	}
+	return contracts.JobState{}, false, fmt.Errorf("idempotency key %q: %w: it kept changing under concurrent submits", job.IdempotencyKey, ErrUnavailable)
+}
+
+// batchOf tells whether the job st belongs to an atomic batch, and
+// whether that batch is aborted, so the job will never run. A batch still
+// pending is aborted first: a retry of its items must not race its commit.
+// The batch of job, being submitted, is left alone (an item repeating
+// another's key).
+func (s *Service) batchOf(ctx context.Context, st contracts.JobState, job contracts.Job) (atomic, doomed bool, err error) {
+	switch st.BatchID {
+	case "":
+		return false, false, nil
+	case job.BatchID:
+		return job.BatchAtomic, false, nil
+	}
+	b, err := s.store.AbortBatch(ctx, st.BatchID)
+	if errors.Is(err, ErrNotFound) {
+		// Not atomic (its record is written last and may be lost), or
+		// expired: nothing holds the job back.
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("load batch %s of job %s: %w: %w", st.BatchID, st.JobID, ErrUnavailable, err)
+	}
+	return b.Atomic, b.Atomic && b.State != contracts.BatchCommitted, nil
+}
+
+// requeue enqueues again the job st, queued but maybe never put in the
+// queue, from a submission of it (job) carrying the same key.
+func (s *Service) requeue(ctx context.Context, job contracts.Job, st contracts.JobState, atomic bool, actor, clientIP string) error {
+	job.ID, job.StreamID, job.SubmittedAt, job.Priority = st.JobID, st.StreamID, st.SubmittedAt, st.Priority
+	job.BatchID, job.BatchAtomic = st.BatchID, atomic
+	// The first submit may have failed before its audit record or its
+	// stream reference was stored; both are no-ops if they were.
+	audited := make(chan error, 1)
+	go func() { audited <- s.audit.Submitted(ctx, job, actor, clientIP) }()
+	err := s.store.RestoreStreamRef(ctx, streamRef(job))
+	if aerr := <-audited; aerr != nil {
+		return fmt.Errorf("audit job: %w: %w", ErrUnavailable, aerr)
+	}
+	if err != nil {
+		return fmt.Errorf("store stream ref: %w: %w", ErrUnavailable, err)
+	}
+	// Revision 0: the state may have changed since; the worker reads it.
+	if err := s.queue.Enqueue(ctx, job, 0); err != nil {
+		return fmt.Errorf("enqueue job: %w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// create stores a job's state, audits it and queues it. A job without an
+// idempotency key that is surely not queued is forgotten; one with a key
+// stays for a retry with that key to complete.
+func (s *Service) create(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error) {
 	state := contracts.JobState{
 		V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
 		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
 		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
-		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID,
+		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID, TraceID: traceID(job.Trace),
 	}
-	state.TraceID = traceID(job.Trace)
-
-	if job.IdempotencyKey != "" {
-		holder, claimed, err := s.store.ClaimIdempotencyKey(ctx, job.Project, hashKey(job.IdempotencyKey), job.ID)
-		if err != nil {
-			return contracts.JobState{}, false, fmt.Errorf("claim idempotency key: %w: %w", ErrUnavailable, err)
-		}
-		if !claimed {
-			return s.replay(ctx, holder)
+	forget := func() {
+		if job.IdempotencyKey == "" {
+			_ = s.store.Forget(context.WithoutCancel(ctx), state)
 		}
 	}
 	// Audited before queued, so a job that runs always has its record;
@@ -141,32 +285,29 @@ func (s *Service) queueNew(ctx context.Context, job contracts.Job, actor, client
 	// save a round trip.
 	audited := make(chan error, 1)
 	go func() { audited <- s.audit.Submitted(ctx, job, actor, clientIP) }()
-	rev, err := s.store.Create(ctx, state, contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project, Trace: job.Trace})
+	rev, err := s.store.Create(ctx, state, streamRef(job))
 	aerr := <-audited
+	if errors.Is(err, ErrJobExists) {
+		return contracts.JobState{}, err
+	}
 	if err != nil {
-		return contracts.JobState{}, false, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
+		return contracts.JobState{}, fmt.Errorf("store job state: %w: %w", ErrUnavailable, err)
 	}
 	if aerr != nil {
-		_ = s.store.Forget(context.WithoutCancel(ctx), state)
-		return contracts.JobState{}, false, fmt.Errorf("audit job: %w: %w", ErrUnavailable, aerr)
+		forget()
+		return contracts.JobState{}, fmt.Errorf("audit job: %w: %w", ErrUnavailable, aerr)
 	}
 	if err := s.queue.Enqueue(ctx, job, rev); err != nil {
 		if !errors.Is(err, ErrAmbiguous) {
-			// Definitely not queued: leave no trace, so a retry starts clean.
-			_ = s.store.Forget(context.WithoutCancel(ctx), state)
+			forget()
 		}
-		return contracts.JobState{}, false, fmt.Errorf("enqueue job: %w: %w", ErrUnavailable, err)
+		return contracts.JobState{}, fmt.Errorf("enqueue job: %w: %w", ErrUnavailable, err)
 	}
-	return state, false, nil
+	return state, nil
 }
 
-// replay returns the job that holds an idempotency key.
-func (s *Service) replay(ctx context.Context, jobID string) (contracts.JobState, bool, error) {
-	state, err := s.store.Job(ctx, jobID)
-	if err != nil {
-		return contracts.JobState{}, false, fmt.Errorf("load job %s for idempotency key: %w: %w", jobID, ErrUnavailable, err)
-	}
-	return state, true, nil
+func streamRef(job contracts.Job) contracts.StreamRef {
+	return contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project, Trace: job.Trace}
 }
 
 // Job returns a job's state.

@@ -24,7 +24,10 @@ type Store struct{ kv jetstream.KeyValue }
 // NewStore returns a Store on the state bucket.
 func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
-// Create stores the job state and the stream reference.
+// Create stores the job state and the stream reference. When the job's
+// state exists already (another submit completing the same job under an
+// idempotency key got there first) it returns jobs.ErrJobExists and
+// leaves nothing of its own behind.
 func (s *Store) Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) (uint64, error) {
 	sb, err := json.Marshal(state)
 	if err != nil {
@@ -41,13 +44,32 @@ func (s *Store) Create(ctx context.Context, state contracts.JobState, ref contra
 		errc <- err
 	}()
 	rev, jerr := s.kv.Create(ctx, contracts.JobKey(state.JobID), sb)
-	if serr := <-errc; serr != nil {
+	serr := <-errc
+	if errors.Is(jerr, jetstream.ErrKeyExists) {
+		if serr == nil {
+			_ = s.kv.Purge(context.WithoutCancel(ctx), contracts.StreamKey(ref.StreamID))
+		}
+		return 0, jobs.ErrJobExists
+	}
+	if serr != nil {
 		return 0, fmt.Errorf("create stream ref: %w", serr)
 	}
 	if jerr != nil {
 		return 0, fmt.Errorf("create job state: %w", jerr)
 	}
 	return rev, nil
+}
+
+// RestoreStreamRef stores ref unless its stream has a reference already.
+func (s *Store) RestoreStreamRef(ctx context.Context, ref contracts.StreamRef) error {
+	rb, err := json.Marshal(ref)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Create(ctx, contracts.StreamKey(ref.StreamID), rb); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("restore stream ref: %w", err)
+	}
+	return nil
 }
 
 // Job reads a job's state.
@@ -84,6 +106,33 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, project, hashedKey, job
 	}
 	e, err := s.kv.Get(ctx, key)
 	if err != nil {
+		return "", false, err
+	}
+	return string(e.Value()), false, nil
+}
+
+// ReplaceIdempotencyKey moves the key from job from to job to by
+// compare-and-set.
+func (s *Store) ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, from, to string) (string, bool, error) {
+	key := contracts.IdempotencyKeyKey(project, hashedKey)
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		// Expired meanwhile: claim it afresh.
+		return s.ClaimIdempotencyKey(ctx, project, hashedKey, to)
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if holder := string(e.Value()); holder != from {
+		return holder, false, nil
+	}
+	if _, err := s.kv.Update(ctx, key, []byte(to), e.Revision()); err == nil {
+		return to, true, nil
+	} else if !isWrongRevision(err) {
+		return "", false, err
+	}
+	// Someone else moved it first.
+	if e, err = s.kv.Get(ctx, key); err != nil {
 		return "", false, err
 	}
 	return string(e.Value()), false, nil
@@ -126,7 +175,8 @@ func (s *Store) Update(ctx context.Context, id string, change func(*contracts.Jo
 
 func isWrongRevision(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // CreateBatch stores a new batch record.
@@ -150,18 +200,44 @@ func (s *Store) UpdateBatch(ctx context.Context, b contracts.Batch, rev uint64) 
 
 // Batch reads a batch record.
 func (s *Store) Batch(ctx context.Context, id string) (contracts.Batch, error) {
+	b, _, err := s.batch(ctx, id)
+	return b, err
+}
+
+// batch reads a batch record and its revision.
+func (s *Store) batch(ctx context.Context, id string) (contracts.Batch, uint64, error) {
 	e, err := s.kv.Get(ctx, contracts.BatchKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return contracts.Batch{}, jobs.ErrNotFound
+		return contracts.Batch{}, 0, jobs.ErrNotFound
 	}
 	if err != nil {
-		return contracts.Batch{}, err
+		return contracts.Batch{}, 0, err
 	}
 	var b contracts.Batch
 	if err := json.Unmarshal(e.Value(), &b); err != nil {
-		return contracts.Batch{}, fmt.Errorf("decode batch %s: %w", id, err)
+		return contracts.Batch{}, 0, fmt.Errorf("decode batch %s: %w", id, err)
 	}
-	return b, nil
+	return b, e.Revision(), nil
+}
+
+// AbortBatch marks a pending batch aborted by compare-and-set, and
+// returns the record as it is then.
+func (s *Store) AbortBatch(ctx context.Context, id string) (contracts.Batch, error) {
+	for {
+		b, rev, err := s.batch(ctx, id)
+		if err != nil || b.State != contracts.BatchPending {
+			return b, err
+		}
+		b.State = contracts.BatchAborted
+		if err := s.UpdateBatch(ctx, b, rev); err == nil {
+			return b, nil
+		} else if !isWrongRevision(err) {
+			return b, fmt.Errorf("abort batch %s: %w", id, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return b, err
+		}
+	}
 }
 
 // Queue publishes jobs to the prioritized work-queue stream.
