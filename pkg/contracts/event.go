@@ -48,6 +48,11 @@ const (
 	// ReasonPodLost: the project's pod was deleted or stopped while the job
 	// ran in it.
 	ReasonPodLost = "pod_lost"
+	// ReasonOutputLost: the command ran, but not every line it printed
+	// could be stored (NATS refused them, or a single server lost lines
+	// it had acknowledged); the event's lines is what is stored. Never
+	// retried: a new attempt would print into the same stream again.
+	ReasonOutputLost = "output_lost"
 	// ReasonCancelled: someone cancelled the job (POST .../cancel).
 	ReasonCancelled = "cancelled"
 	// ReasonUndecodable: the job message could not be decoded (dead

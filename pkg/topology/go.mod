@@ -6,7 +6,7 @@ replace github.com/rdev-dev/rdev/pkg/contracts => ../contracts
 
 require (
 	github.com/nats-io/nats-server/v2 v2.15.2
-	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nats.go v1.56.0
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
 )
 

@@ -74,6 +74,9 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 		MaxAge:      cfg.OutputMaxAge,
 		Duplicates:  contracts.DuplicateWindow,
 		Discard:     jetstream.DiscardOld,
+		// Workers store a burst of lines as one atomic batch, checked
+		// against the stream's last line (nats-server 2.12 or later).
+		AllowAtomicPublish: true,
 	}, {
 		Name:        contracts.StreamAudit,
 		Description: "rdev audit log: every security-relevant act, append-only",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -20,6 +21,23 @@ type Config struct {
 	StoreDir string
 	// ReadyTimeout bounds the wait for the server to accept clients.
 	ReadyTimeout time.Duration
+
+	// Cluster, when set, makes the server one node of a JetStream cluster.
+	Cluster *Cluster
+}
+
+// Cluster says how a node joins a JetStream cluster: every node of one
+// cluster has the same Name and Routes and its own NodeName and RouteAddr.
+type Cluster struct {
+	// Name of the cluster.
+	Name string
+	// NodeName is this node's unique server name (JetStream's peer id is
+	// derived from it, so a restarted node must keep it).
+	NodeName string
+	// RouteAddr is host:port this node accepts routes on.
+	RouteAddr string
+	// Routes are the route addresses of every node (its own included).
+	Routes []string
 }
 
 // Start runs a server and waits until it accepts connections. Stop it with
@@ -46,7 +64,7 @@ func Start(cfg Config) (*server.Server, error) {
 			port = server.RANDOM_PORT
 		}
 	}
-	srv, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		Host:      host,
 		Port:      port,
 		JetStream: true,
@@ -55,7 +73,13 @@ func Start(cfg Config) (*server.Server, error) {
 		NoLog:     true,
 		// Output bursts publish many messages before the first ack returns.
 		MaxPending: 256 << 20,
-	})
+	}
+	if c := cfg.Cluster; c != nil {
+		if err := cluster(opts, c); err != nil {
+			return nil, err
+		}
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: %w", err)
 	}
@@ -65,4 +89,25 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("natsserver: not ready within %s on %s", cfg.ReadyTimeout, cfg.Addr)
 	}
 	return srv, nil
+}
+
+func cluster(opts *server.Options, c *Cluster) error {
+	h, p, err := net.SplitHostPort(c.RouteAddr)
+	if err != nil {
+		return fmt.Errorf("natsserver: route address %q: %w", c.RouteAddr, err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		return fmt.Errorf("natsserver: route port %q: %w", p, err)
+	}
+	opts.ServerName = c.NodeName
+	opts.Cluster.Name, opts.Cluster.Host, opts.Cluster.Port = c.Name, h, n
+	for _, r := range c.Routes {
+		u, err := url.Parse("nats://" + r)
+		if err != nil {
+			return fmt.Errorf("natsserver: route %q: %w", r, err)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,32 +15,43 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
+// maxBatch is the most lines one atomic batch carries; the server's
+// default limit is 1,000.
+const maxBatch = 500
+
 // Output publishes output lines to their stream's subject.
 //
-// The connection behind js must be made with nats.ReconnectBufSize(-1):
-// then a publish during a disconnect fails instead of being buffered, and
-// what the server stored of a stream is always a prefix of what was sent,
-// which is what lets a LineWriter recover without reordering lines.
+// Lines are stored by compare-and-set on the subject: every publish says
+// which stream sequence the stream's last stored line has
+// (Nats-Expected-Last-Subject-Sequence), so JetStream refuses a line that
+// does not follow the last one stored, whatever failed in between (a lost
+// publish, a reconnect, a stream leader change, a node that came back).
+// One publish is in flight per stream at a time; lines printed meanwhile
+// go in the next one, as an atomic batch, so a busy command costs one
+// round trip per batch rather than per line.
 type Output struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	window int
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	window  int
+	timeout time.Duration
 
 	mu     sync.Mutex
 	stream jetstream.Stream // cached once looked up
 }
 
-// NewOutput returns an Output keeping up to window publishes unacknowledged
-// per stream (flow control: a writer blocks beyond it).
+// NewOutput returns an Output buffering up to window unstored lines per
+// stream (flow control: a writer blocks beyond it, and so does the
+// command's pipe).
 func NewOutput(nc *nats.Conn, js jetstream.JetStream, window int) *Output {
 	if window <= 0 {
 		window = 1024
 	}
-	return &Output{nc: nc, js: js, window: window}
+	return &Output{nc: nc, js: js, window: window, timeout: js.Options().DefaultTimeout}
 }
 
 func (o *Output) outputStream(ctx context.Context) (jetstream.Stream, error) {
@@ -55,100 +67,104 @@ func (o *Output) outputStream(ctx context.Context) (jetstream.Stream, error) {
 	return o.stream, nil
 }
 
-// LastSeq returns the Seq of the last line stored for a stream, 0 if none.
-func (o *Output) LastSeq(ctx context.Context, streamID string) (uint64, error) {
+// position is a stream's last stored line: its Seq and its JetStream
+// stream sequence (0, 0 when none is stored).
+type position struct{ line, stored uint64 }
+
+func (o *Output) last(ctx context.Context, streamID string) (position, error) {
 	s, err := o.outputStream(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("output stream: %w", err)
+		return position{}, fmt.Errorf("output stream: %w", err)
 	}
 	m, err := s.GetLastMsgForSubject(ctx, contracts.SubjectOutput(streamID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+		return position{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("last line of %s: %w", streamID, err)
+		return position{}, fmt.Errorf("last line of %s: %w", streamID, err)
 	}
 	var l contracts.OutputLine
 	if err := json.Unmarshal(m.Data, &l); err != nil {
-		return 0, fmt.Errorf("decode last line of %s: %w", streamID, err)
+		return position{}, fmt.Errorf("decode last line of %s: %w", streamID, err)
 	}
-	return l.Seq, nil
+	return position{line: l.Seq, stored: m.Sequence}, nil
+}
+
+// LastSeq returns the Seq of the last line stored for a stream, 0 if none.
+func (o *Output) LastSeq(ctx context.Context, streamID string) (uint64, error) {
+	p, err := o.last(ctx, streamID)
+	return p.line, err
 }
 
 // Open returns a writer for one attempt of a job whose next line is
-// firstSeq.
+// firstSeq. A first line of 1 means the stream holds no line yet;
+// otherwise the writer looks the last one up before its first publish.
 func (o *Output) Open(job contracts.Job, attempt int, firstSeq uint64) *LineWriter {
-	return &LineWriter{
-		o:    o,
-		subj: contracts.SubjectOutput(job.StreamID),
-		base: contracts.OutputLine{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Attempt: attempt},
-		seq:  firstSeq - 1,
-		gen:  o.nc.Stats().Reconnects,
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &LineWriter{
+		o:       o,
+		subj:    contracts.SubjectOutput(job.StreamID),
+		base:    contracts.OutputLine{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Attempt: attempt},
+		seq:     firstSeq - 1,
+		stored:  firstSeq - 1,
+		known:   firstSeq <= 1,
+		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}),
+		stop:    cancel,
+		done:    make(chan struct{}),
 	}
+	go w.flush(ctx)
+	return w
 }
 
-type pending struct {
-	seq      uint64
-	msg      *nats.Msg
-	fut      jetstream.PubAckFuture // nil when the publish failed at once
-	resolved bool
-	failed   bool
-}
+// ErrOutputLost is returned by LineWriter.Close when JetStream lost lines
+// it had acknowledged (a single server that died before writing them
+// out) and they were no longer held to be sent again.
+var ErrOutputLost = errors.New("output lines lost by the server")
 
-// resolve records the outcome of p's publish, waiting for it when block is
-// set. A future's channels deliver once, so the outcome is kept here.
-func (p *pending) resolve(ctx context.Context, block bool) error {
-	if p.resolved {
-		return nil
-	}
-	if p.fut == nil {
-		p.resolved, p.failed = true, true
-		return nil
-	}
-	var done <-chan struct{}
-	if block {
-		done = ctx.Done()
-	} else {
-		closed := make(chan struct{})
-		close(closed)
-		done = closed
-	}
-	select {
-	case <-p.fut.Ok():
-		p.resolved = true
-	case <-p.fut.Err(): //nolint:errcheck // only the outcome matters: recovery asks JetStream what it stored
-		p.resolved, p.failed = true, true
-	case <-done:
-		if block {
-			return context.Cause(ctx)
-		}
-	}
-	return nil
-}
-
-// LineWriter publishes one attempt's lines in Seq order, pipelined: up to
-// the window unacknowledged. Safe for concurrent use (stdout and stderr).
-//
-// When a publish fails or the connection reconnects, it waits for every
-// outstanding acknowledgement, asks JetStream for the last stored Seq and
-// publishes again what follows it, so no line is lost and none stored out
-// of order. A line whose acknowledgement timed out but that was stored
-// anyway can appear twice; readers drop a Seq they have seen.
+// LineWriter stores one attempt's lines in Seq order, exactly once: a
+// line counts as stored only when JetStream acknowledged the publish that
+// carried it, and after any failure the writer asks JetStream for the last
+// stored line and sends again from the one after it. Safe for concurrent
+// use (stdout and stderr).
 type LineWriter struct {
 	o    *Output
 	subj string
 	base contracts.OutputLine
 
-	mu  sync.Mutex
-	seq uint64 // last Seq assigned
-	gen uint64 // reconnect count the window was published under
-	win []pending
+	mu      sync.Mutex
+	seq     uint64        // last Seq assigned
+	stored  uint64        // Seq of the last line JetStream acknowledged
+	last    uint64        // stream sequence of that line; valid when known
+	known   bool          // last is known
+	queue   []*nats.Msg   // lines after stored, in Seq order
+	sent    []*nats.Msg   // the latest acknowledged lines, to send again if the server lost them
+	lost    uint64        // lines the server lost that could not be sent again
+	err     error         // why the writer gave up; set once
+	wake    chan struct{} // tells flush there is work
+	changed chan struct{} // closed and replaced whenever stored or err moves
+	stop    context.CancelFunc
+	done    chan struct{} // closed when flush returns
 }
 
-// Line publishes one line. data is copied.
+// Line queues one line for storing; it blocks while the window of
+// unstored lines is full. data is copied.
 func (w *LineWriter) Line(ctx context.Context, fd contracts.FD, data []byte, partial bool) error {
 	w.mu.Lock()
+	for len(w.queue) >= w.o.window && w.err == nil {
+		ch := w.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		w.mu.Lock()
+	}
 	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
 	w.seq++
 	l := w.base
 	l.Seq, l.FD, l.Partial, l.Time = w.seq, fd, partial, time.Now().UTC()
@@ -158,111 +174,217 @@ func (w *LineWriter) Line(ctx context.Context, fd contracts.FD, data []byte, par
 		l.Text = strings.ToValidUTF8(string(data), "\uFFFD")
 		l.Raw = append([]byte(nil), data...)
 	}
-	msg := &nats.Msg{Subject: w.subj, Data: appendLine(make([]byte, 0, 192+len(l.Text)+len(l.Raw)*2), &l)}
-
-	// Acks are collected in batches: a failed publish is noticed at the
-	// latest a batch later, and recovery republishes from the last stored
-	// line whenever it is noticed.
-	if full := len(w.win) >= w.o.window; full || len(w.win)%64 == 0 {
-		if err := w.settle(ctx, full); err != nil {
-			return err
-		}
-	}
-	w.win = append(w.win, pending{seq: w.seq, msg: msg})
-	if w.o.nc.Stats().Reconnects != w.gen {
-		return w.recover(ctx)
-	}
-	// No expected-stream header: it costs a header parse per line on both
-	// sides, and a missing stream fails the publish with no responders.
-	fut, err := w.o.js.PublishMsgAsync(msg)
-	if err != nil {
-		return w.recover(ctx)
-	}
-	w.win[len(w.win)-1].fut = fut
+	w.queue = append(w.queue, &nats.Msg{Subject: w.subj, Data: appendLine(make([]byte, 0, 192+len(l.Text)+len(l.Raw)*2), &l)})
+	w.poke()
 	return nil
 }
 
-// Close waits until every line is stored and returns the last Seq.
+// Close waits until every line is stored and returns the Seq of the last
+// one. It returns ErrOutputLost (with that Seq) when lines were lost, and
+// any other error when the lines could not be stored before ctx ended or
+// the connection closed; the Seq is then what is stored.
 func (w *LineWriter) Close(ctx context.Context) (uint64, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	for len(w.win) > 0 {
-		if err := w.settle(ctx, true); err != nil {
-			return 0, err
+	for len(w.queue) > 0 && w.err == nil {
+		ch := w.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+			w.mu.Lock()
+		case <-ctx.Done():
+			w.mu.Lock()
+			w.fail(context.Cause(ctx))
 		}
 	}
-	return w.seq, nil
+	stored, err, lost := w.stored, w.err, w.lost
+	w.mu.Unlock()
+	w.stop()
+	<-w.done
+	if err == nil && lost > 0 {
+		err = fmt.Errorf("%w: %d of %d", ErrOutputLost, lost, stored)
+	}
+	return stored, err
 }
 
-// settle drops acknowledged publishes from the front of the window; with
-// wait it blocks for at least one. A failure triggers recover.
-func (w *LineWriter) settle(ctx context.Context, wait bool) error {
-	for len(w.win) > 0 {
-		p := &w.win[0]
-		if err := p.resolve(ctx, wait); err != nil {
+// poke wakes flush. Called with mu held.
+func (w *LineWriter) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// moved tells waiters that stored or err changed. Called with mu held.
+func (w *LineWriter) moved() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// fail records why the writer gives up. Called with mu held.
+func (w *LineWriter) fail(err error) {
+	if w.err == nil {
+		w.err = err
+		w.moved()
+	}
+}
+
+// flush stores queued lines, one publish at a time, until stopped.
+func (w *LineWriter) flush(ctx context.Context) {
+	defer close(w.done)
+	backoff := time.Duration(0)
+	for {
+		w.mu.Lock()
+		idle := len(w.queue) == 0 || w.err != nil
+		w.mu.Unlock()
+		if idle {
+			select {
+			case <-w.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		if backoff > 0 {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+		}
+		err := w.publish(ctx)
+		switch {
+		case err == nil:
+			backoff = 0
+		case w.o.nc.IsClosed():
+			// A closed connection never comes back (the worker is
+			// stopping): retrying would hold the job forever.
+			w.mu.Lock()
+			w.fail(fmt.Errorf("store output: %w", nats.ErrConnectionClosed))
+			w.mu.Unlock()
+		case permanent(err):
+			w.mu.Lock()
+			w.fail(fmt.Errorf("store output: %w", err))
+			w.mu.Unlock()
+		case wrongLast(err):
+			// Someone else's view of the stream was newer: look again now.
+			backoff = 0
+		default:
+			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+		}
+	}
+}
+
+// publish sends the next batch of queued lines. On an error the outcome
+// is unknown: the next call looks up what is stored before sending again.
+func (w *LineWriter) publish(ctx context.Context) error {
+	w.mu.Lock()
+	known, last := w.known, w.last
+	w.mu.Unlock()
+	if !known {
+		return w.resync(ctx)
+	}
+	w.mu.Lock()
+	batch := w.queue[:min(len(w.queue), maxBatch)]
+	w.mu.Unlock()
+
+	pctx, cancel := context.WithTimeout(ctx, w.o.timeout)
+	defer cancel()
+	first := *batch[0]
+	first.Header = nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(last, 10)}}
+	var stored uint64
+	if len(batch) == 1 {
+		ack, err := w.o.js.PublishMsg(pctx, &first)
+		if err != nil {
+			w.unknown()
 			return err
 		}
-		if !p.resolved {
-			return nil
+		stored = ack.Sequence
+	} else {
+		msgs := append([]*nats.Msg{&first}, batch[1:]...)
+		ack, err := jetstreamext.PublishMsgBatch(pctx, w.o.js, msgs,
+			jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: w.o.timeout})
+		if err != nil {
+			w.unknown()
+			return err
 		}
-		if p.failed {
-			return w.recover(ctx)
-		}
-		wait = false
-		w.win[0] = pending{}
-		w.win = w.win[1:]
+		stored = ack.Sequence
 	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = stored
+	w.stored += uint64(len(batch))
+	w.keepSent(batch)
+	// Lines were only ever appended behind the batch.
+	clear(w.queue[:len(batch)])
+	w.queue = w.queue[len(batch):]
+	w.moved()
 	return nil
 }
 
-// recover republishes, in order, every line of the window JetStream has
-// not stored. It retries until it succeeds or ctx ends.
-func (w *LineWriter) recover(ctx context.Context) error {
-	backoff := 50 * time.Millisecond
-	for {
-		for i := range w.win {
-			if err := w.win[i].resolve(ctx, true); err != nil {
-				return err
-			}
-		}
-		if err := w.republish(ctx); err == nil {
-			return nil
-		}
-		if w.o.nc.IsClosed() {
-			// A closed connection never comes back (the worker is
-			// stopping): retrying would hold the job forever.
-			return nats.ErrConnectionClosed
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-		backoff = min(2*backoff, 2*time.Second)
+// unknown marks the last stored line as unknown after a failed publish.
+func (w *LineWriter) unknown() {
+	w.mu.Lock()
+	w.known = false
+	w.mu.Unlock()
+}
+
+// keepSent remembers the latest acknowledged lines, up to the window, so
+// lines a restarted single server lost can be sent again. Called with mu
+// held.
+func (w *LineWriter) keepSent(batch []*nats.Msg) {
+	w.sent = append(w.sent, batch...)
+	if drop := len(w.sent) - w.o.window; drop > 0 {
+		clear(w.sent[:drop])
+		w.sent = w.sent[drop:]
 	}
 }
 
-func (w *LineWriter) republish(ctx context.Context) error {
-	gen := w.o.nc.Stats().Reconnects
-	last, err := w.o.LastSeq(ctx, w.base.StreamID)
+// resync asks JetStream for the last stored line and lines the queue up
+// behind it: lines it already has leave the queue, and lines it
+// acknowledged but has lost (a single server restarted) are queued again.
+func (w *LineWriter) resync(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, w.o.timeout)
+	defer cancel()
+	p, err := w.o.last(pctx, w.base.StreamID)
 	if err != nil {
 		return err
 	}
-	keep := w.win[:0]
-	for _, p := range w.win {
-		if p.seq > last {
-			keep = append(keep, pending{seq: p.seq, msg: p.msg})
-		}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case p.line >= w.stored:
+		// Part of what was in flight may have been stored after all.
+		n := min(int(p.line-w.stored), len(w.queue))
+		w.keepSent(w.queue[:n])
+		clear(w.queue[:n])
+		w.queue = w.queue[n:]
+		w.stored = p.line
+	default:
+		// The server lost acknowledged lines: send again those still held.
+		missing := w.stored - p.line
+		held := min(missing, uint64(len(w.sent)))
+		w.lost += missing - held
+		w.queue = append(append([]*nats.Msg(nil), w.sent[len(w.sent)-int(held):]...), w.queue...)
+		w.sent = w.sent[:len(w.sent)-int(held)]
+		w.stored = p.line + (missing - held)
 	}
-	w.win = keep
-	w.gen = gen
-	for i := range w.win {
-		fut, err := w.o.js.PublishMsgAsync(w.win[i].msg)
-		if err != nil {
-			// Unpublished entries stay (fut nil) and count as failed.
-			return err
-		}
-		w.win[i].fut = fut
-	}
+	w.last, w.known = p.stored, true
+	w.moved()
 	return nil
+}
+
+// wrongLast reports a refused compare-and-set: the stream's last line is
+// not the one the writer expected.
+func wrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// permanent reports a refusal that sending again cannot change (a
+// malformed or oversized message, batching disabled on the stream).
+func permanent(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == 400 && !wrongLast(err)
 }

@@ -87,7 +87,8 @@ type Output interface {
 // stderr goroutines concurrently.
 type LineSink interface {
 	Line(ctx context.Context, fd contracts.FD, data []byte, partial bool) error
-	// Close returns once every line is stored, with the last Seq.
+	// Close returns once every line is stored, with the last Seq. On an
+	// error the Seq is that of the last line stored.
 	Close(ctx context.Context) (uint64, error)
 }
 
@@ -504,21 +505,20 @@ func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq 
 		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonPodLost, err.Error()
 	case err != nil:
 		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonExecutorError, err.Error()
+	case cerr != nil && d.drain.Err() != nil:
+		// The worker is stopping and its connection went first: the
+		// next attempt continues the stream after what is stored.
+		out.handBack = true
 	case werr != nil || cerr != nil:
-		out.event, out.reason = contracts.EventFailed, contracts.ReasonExecutorError
-		out.message = "output could not be stored: " + errors.Join(werr, cerr).Error()
+		out.event, out.reason = contracts.EventFailed, contracts.ReasonOutputLost
+		out.message = fmt.Sprintf("exited with status %d, but its output could not all be stored (%d lines are): %v",
+			code, last, errors.Join(werr, cerr))
 		out.exitCode = &code
 	case code == 0:
 		out.event, out.exitCode = contracts.EventSucceeded, &code
 	default:
 		out.event, out.exitCode, out.reason = contracts.EventFailed, &code, contracts.ReasonExitCode
 		out.message = fmt.Sprintf("exited with status %d", code)
-	}
-	if cerr != nil && !out.handBack && out.unavailable == nil {
-		// Unstored output leaves last unknown; report what is stored.
-		if n, err := r.output.LastSeq(pubCtx, job.StreamID); err == nil {
-			out.lines = n
-		}
 	}
 	return out
 }

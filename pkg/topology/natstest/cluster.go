@@ -1,0 +1,155 @@
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
+)
+
+// Cluster is a JetStream cluster of embedded servers on loopback, each
+// storing in its own temporary directory. A node can be stopped and
+// started again on the same addresses and storage, and the cluster tells
+// which node leads a stream, so tests can take exactly that one away.
+type Cluster struct {
+	tb    testing.TB
+	mu    sync.Mutex
+	cfgs  []natsserver.Config
+	nodes []*server.Server // nil while stopped
+}
+
+// NewCluster starts n nodes and waits until JetStream has a meta leader.
+// t.Cleanup stops them.
+func NewCluster(tb testing.TB, n int) *Cluster {
+	tb.Helper()
+	routes := make([]string, n)
+	clients := make([]string, n)
+	for i := range n {
+		routes[i], clients[i] = freeAddr(tb), freeAddr(tb)
+	}
+	c := &Cluster{tb: tb, cfgs: make([]natsserver.Config, n), nodes: make([]*server.Server, n)}
+	for i := range n {
+		c.cfgs[i] = natsserver.Config{Addr: clients[i], StoreDir: tb.TempDir(), ReadyTimeout: 30 * time.Second,
+			Cluster: &natsserver.Cluster{Name: "rdev-test", NodeName: fmt.Sprintf("n%d", i), RouteAddr: routes[i], Routes: routes}}
+	}
+	// Nodes start at once: each waits for routes to the others.
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { c.nodes[i], errs[i] = natsserver.Start(c.cfgs[i]) })
+	}
+	wg.Wait()
+	tb.Cleanup(func() {
+		for i := range n {
+			c.Stop(i)
+		}
+	})
+	for _, err := range errs {
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	c.WaitMetaLeader(30 * time.Second)
+	return c
+}
+
+// URL returns every node's client URL, comma separated, as nats.Connect
+// takes them.
+func (c *Cluster) URL() string {
+	urls := make([]string, len(c.cfgs))
+	for i, cfg := range c.cfgs {
+		urls[i] = "nats://" + cfg.Addr
+	}
+	return strings.Join(urls, ",")
+}
+
+// NodeURL returns node i's client URL.
+func (c *Cluster) NodeURL(i int) string { return "nats://" + c.cfgs[i].Addr }
+
+// Stop shuts node i down; stopping a stopped node does nothing.
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	srv := c.nodes[i]
+	c.nodes[i] = nil
+	c.mu.Unlock()
+	if srv != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+}
+
+// Start starts node i again on its addresses and storage.
+func (c *Cluster) Start(i int) {
+	c.tb.Helper()
+	srv, err := natsserver.Start(c.cfgs[i])
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	c.mu.Lock()
+	c.nodes[i] = srv
+	c.mu.Unlock()
+}
+
+// StreamLeader returns the index of the node leading stream (KV buckets
+// are streams named KV_<bucket>), or -1 if none does now.
+func (c *Cluster) StreamLeader(stream string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, srv := range c.nodes {
+		if srv != nil && srv.JetStreamIsStreamLeader(srv.GlobalAccount().Name, stream) {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitStreamLeader waits until some node leads stream and returns it.
+func (c *Cluster) WaitStreamLeader(stream string, timeout time.Duration) int {
+	c.tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if i := c.StreamLeader(stream); i >= 0 {
+			return i
+		}
+		if time.Now().After(deadline) {
+			c.tb.Fatalf("no leader for stream %s within %s", stream, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitMetaLeader waits until the JetStream meta group has a leader.
+func (c *Cluster) WaitMetaLeader(timeout time.Duration) {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		for _, srv := range c.nodes {
+			if srv != nil && srv.JetStreamIsLeader() {
+				c.mu.Unlock()
+				return
+			}
+		}
+		c.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.tb.Fatalf("no JetStream meta leader within %s", timeout)
+}
+
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

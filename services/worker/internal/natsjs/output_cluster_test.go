@@ -1,0 +1,199 @@
+package natsjs_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
+	"github.com/rdev-dev/rdev/services/worker/internal/natsjs"
+)
+
+// rawSeqs returns the Seq of every line stored for a stream, in storage
+// order, duplicates included: what a NATS subscriber reads.
+func rawSeqs(t *testing.T, js jetstream.JetStream, streamID string) []uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		seqs, err := readSeqs(ctx, js, streamID)
+		if err == nil {
+			return seqs
+		}
+		t.Log("read stored lines:", err)
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // a new leader is being elected
+	}
+}
+
+func readSeqs(ctx context.Context, js jetstream.JetStream, streamID string) ([]uint64, error) {
+	s, err := js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
+	}
+	var seqs []uint64
+	for next := uint64(1); ; {
+		m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(contracts.SubjectOutput(streamID)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return seqs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line after %d: %w", len(seqs), err)
+		}
+		var l contracts.OutputLine
+		if err := json.Unmarshal(m.Data, &l); err != nil {
+			return nil, err
+		}
+		seqs = append(seqs, l.Seq)
+		next = m.Sequence + 1
+	}
+}
+
+// exactly fails unless seqs is 1..n.
+func exactly(t *testing.T, seqs []uint64, n int) {
+	t.Helper()
+	if len(seqs) != n {
+		t.Errorf("%d lines stored, want %d", len(seqs), n)
+	}
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("stored line %d has seq %d: lost, duplicated or reordered (first 5 after: %v)", i+1, s, seqs[i:min(i+5, len(seqs))])
+		}
+	}
+}
+
+// clusterWriter provisions the topology with replicas on a 3-node cluster
+// and returns a connection to url for the writer and one to every node
+// for checks.
+func clusterSetup(t *testing.T, replicas int) (*natstest.Cluster, jetstream.JetStream) {
+	t.Helper()
+	c := natstest.NewCluster(t, 3)
+	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		_, err := topology.Ensure(ctx, js, topology.Config{Replicas: replicas})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // the cluster is still electing
+	}
+	return c, js
+}
+
+func writerConn(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.ReconnectBufSize(-1), nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(2*time.Second), jetstream.WithDefaultTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// writeThrough writes n lines, paced, and calls fault once half of them
+// are written; it returns what Close reports.
+func writeThrough(t *testing.T, w *natsjs.LineWriter, n int, fault func()) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	for i := 1; i <= n; i++ {
+		if i == n/2 {
+			go fault()
+		}
+		if err := w.Line(ctx, contracts.Stdout, fmt.Appendf(nil, "line %d", i), false); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		if i%10 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	last, err := w.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return last
+}
+
+// The node holding an R1 output stream dies and comes back while a job
+// prints; the writer is connected to another node, so its connection never
+// drops: publishes fail for a while, then succeed again. Every line must
+// be stored once, in order.
+func TestLineWriterR1StreamNodeRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	t.Parallel()
+	c, js := clusterSetup(t, 1)
+	host := c.WaitStreamLeader(contracts.StreamOutput, 10*time.Second)
+	other := (host + 1) % 3
+	nc, wjs := writerConn(t, c.NodeURL(other))
+	job := contracts.Job{ID: "r1job", StreamID: "r1stream", Project: "demo"}
+	w := natsjs.NewOutput(nc, wjs, 256).Open(job, 1, 1)
+	const n = 4000
+	restarted := make(chan struct{})
+	last := writeThrough(t, w, n, func() {
+		defer close(restarted)
+		c.Stop(host)
+		time.Sleep(2 * time.Second)
+		c.Start(host)
+	})
+	<-restarted
+	if last != n {
+		t.Errorf("Close reported %d lines stored, want %d", last, n)
+	}
+	exactly(t, rawSeqs(t, js, job.StreamID), n)
+}
+
+// The leader of an R3 output stream dies while a job prints, connected to
+// every node: a new leader takes over and every line is stored once, in
+// order; the old leader comes back and catches up.
+func TestLineWriterR3LeaderLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	t.Parallel()
+	c, js := clusterSetup(t, 3)
+	leader := c.WaitStreamLeader(contracts.StreamOutput, 10*time.Second)
+	nc, wjs := writerConn(t, c.URL())
+	job := contracts.Job{ID: "r3job", StreamID: "r3stream", Project: "demo"}
+	w := natsjs.NewOutput(nc, wjs, 256).Open(job, 1, 1)
+	const n = 4000
+	stopped := make(chan time.Time, 1)
+	last := writeThrough(t, w, n, func() {
+		stopped <- time.Now()
+		c.Stop(leader)
+	})
+	t.Logf("leader n%d stopped; %d lines stored %s later", leader, last, time.Since(<-stopped).Round(time.Millisecond))
+	if last != n {
+		t.Errorf("Close reported %d lines stored, want %d", last, n)
+	}
+	exactly(t, rawSeqs(t, js, job.StreamID), n)
+	c.Start(leader)
+}
