@@ -44,6 +44,7 @@ type natsFlags struct {
 type topologyFlags struct {
 	OutputMaxAge time.Duration `default:"24h" env:"RDEV_OUTPUT_MAX_AGE" help:"How long output and events stay replayable."`
 	StateTTL     time.Duration `name:"state-ttl" default:"168h" env:"RDEV_STATE_TTL" help:"How long job state stays readable after its last change."`
+	Replicas     int           `name:"replicas" default:"1" env:"RDEV_REPLICAS" help:"JetStream replicas of every stream and bucket (3 on a cluster: any one node may fail); applied to existing streams at start."`
 }
 
 type httpFlags struct {

@@ -106,11 +106,17 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 
 // Ensure creates the streams and the state and access buckets, or updates them to cfg
 // when they exist, and returns the state bucket. An update never deletes
-// messages: only limits change.
+// messages: only limits change. A changed replica count is applied in
+// place: JetStream copies an R1 stream to two more nodes (or drops
+// replicas) while it keeps serving.
 func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
 	cfg.setDefaults()
 	for _, sc := range Streams(cfg) {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			if cfg.Replicas > 1 {
+				return nil, fmt.Errorf("provision stream %s with %d replicas (needs a JetStream cluster of at least %d nodes): %w",
+					sc.Name, cfg.Replicas, cfg.Replicas, err)
+			}
 			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}

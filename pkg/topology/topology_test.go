@@ -2,9 +2,11 @@ package topology_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -52,5 +54,69 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 	info, _ := s.Info(ctx)
 	if info.Config.Retention != jetstream.WorkQueuePolicy {
 		t.Errorf("jobs retention %v, want work queue", info.Config.Retention)
+	}
+}
+
+// The upgrade path of --replicas: streams and buckets provisioned with one
+// replica on a cluster are scaled to three in place by the next Ensure,
+// keeping what they hold; on a single server, more than one replica is a
+// clear error that names the setting.
+func TestEnsureScalesReplicasInPlace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	t.Parallel()
+	c := natstest.NewCluster(t, 3)
+	nc, err := nats.Connect(c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ensure := func(replicas int) {
+		t.Helper()
+		for {
+			_, err := topology.Ensure(ctx, js, topology.Config{Replicas: replicas})
+			if err == nil {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("Ensure with %d replicas: %v", replicas, err)
+			}
+			time.Sleep(100 * time.Millisecond) // still electing
+		}
+	}
+	ensure(1)
+	if _, err := js.Publish(ctx, contracts.SubjectOutput("s1"), []byte(`{"v":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	ensure(3)
+	for _, name := range []string{contracts.StreamOutput, contracts.StreamJobs, contracts.StreamAudit, contracts.StreamDead,
+		"KV_" + contracts.BucketState, "KV_" + contracts.BucketAccess} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.Replicas != 3 {
+			t.Errorf("%s has %d replicas after the upgrade, want 3", name, info.Config.Replicas)
+		}
+		if name == contracts.StreamOutput && info.State.Msgs != 1 {
+			t.Errorf("%s holds %d messages after the upgrade, want 1", name, info.State.Msgs)
+		}
+	}
+
+	_, _, single := natstest.Provisioned(t)
+	_, err = topology.Ensure(ctx, single, topology.Config{Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "replicas") {
+		t.Fatalf("3 replicas on a single server: %v, want an error naming replicas", err)
 	}
 }
