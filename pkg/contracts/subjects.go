@@ -21,12 +21,20 @@ const (
 	// rdev.control.cancel.<job_id>. The job's state (CancelRequested)
 	// is the durable record; the message only makes it fast.
 	SubjectCancelPrefix = "rdev.control.cancel"
+	// SubjectHoldsPrefix prefixes the question a worker asks before it
+	// declares a job's worker lost: a plain NATS request on
+	// rdev.control.holds.<job_id> whose body is the asking worker's id;
+	// a worker that holds the job answers, the others stay silent.
+	SubjectHoldsPrefix = "rdev.control.holds"
 	// SubjectDeadPrefix prefixes dead letters: rdev.dead.<project>.
 	SubjectDeadPrefix = "rdev.dead"
 )
 
 // SubjectCancel is where a cancel request for a job is published.
 func SubjectCancel(jobID string) string { return SubjectCancelPrefix + "." + jobID }
+
+// SubjectHolds is where workers are asked whether one holds a job.
+func SubjectHolds(jobID string) string { return SubjectHoldsPrefix + "." + jobID }
 
 // SubjectDead is where a project's dead letters are published.
 func SubjectDead(project string) string { return SubjectDeadPrefix + "." + project }

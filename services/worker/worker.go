@@ -184,7 +184,7 @@ type Worker struct {
 	// health is what readiness checks besides NATS.
 	health health
 
-	cancelSub *nats.Subscription
+	controlSubs []*nats.Subscription
 }
 
 // New builds a worker on nc, which must be made with
@@ -247,7 +247,7 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 	}, runner.Ports{
 		Exec: w.exec, States: states{natsjs.NewStates(w.state), w.in}, Events: natsjs.NewEvents(w.js), Output: outputPort{w.out, w.in},
 		Dead: natsjs.NewDeadLetters(w.js), Slots: natsjs.NewSlots(w.state, c.SlotLease), Limits: limits,
-		Batches: natsjs.NewBatches(w.state),
+		Batches: natsjs.NewBatches(w.state), Holders: natsjs.NewHolders(w.nc, w.cfg.ID, time.Second),
 	}, w.log), nil
 }
 
@@ -307,7 +307,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer end()
 	run, err := w.newRunner(life)
 	if err == nil {
-		err = w.subscribeCancels(run)
+		err = w.subscribeControl(run)
 	}
 	var consumers []jetstream.Consumer
 	if err == nil {
@@ -319,7 +319,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	defer func() { _ = w.cancelSub.Unsubscribe() }()
+	defer func() {
+		for _, sub := range w.controlSubs {
+			_ = sub.Unsubscribe()
+		}
+	}()
 	d := dispatch.New(dispatch.Config{
 		Concurrency: w.cfg.Concurrency, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
 	}, consumers, w.log)
@@ -344,11 +348,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// subscribeCancels makes run stop any job it runs that someone cancels.
-// The subscription is in place (flushed to the server) before the first
+// subscribeControl makes run stop any job it runs that someone cancels,
+// and answer other workers asking whether it holds a job. The
+// subscriptions are in place (flushed to the server) before the first
 // job is claimed, so a cancel request published after a claim finds it.
-func (w *Worker) subscribeCancels(run *runner.Runner) error {
-	sub, err := w.nc.Subscribe(contracts.SubjectCancelPrefix+".*", func(m *nats.Msg) {
+func (w *Worker) subscribeControl(run *runner.Runner) error {
+	cancels, err := w.nc.Subscribe(contracts.SubjectCancelPrefix+".*", func(m *nats.Msg) {
 		jobID := strings.TrimPrefix(m.Subject, contracts.SubjectCancelPrefix+".")
 		if run.Cancel(jobID) {
 			w.log.Info("cancel requested; stopping the job", "job_id", jobID)
@@ -357,11 +362,19 @@ func (w *Worker) subscribeCancels(run *runner.Runner) error {
 	if err != nil {
 		return fmt.Errorf("worker: subscribe to cancel requests: %w", err)
 	}
-	if err := w.nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("worker: subscribe to cancel requests: %w", err)
+	w.controlSubs = append(w.controlSubs, cancels)
+	holds, err := w.nc.Subscribe(contracts.SubjectHoldsPrefix+".*", func(m *nats.Msg) {
+		if run.Holds(strings.TrimPrefix(m.Subject, contracts.SubjectHoldsPrefix+"."), string(m.Data)) {
+			_ = m.Respond([]byte("1"))
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("worker: subscribe to holder questions: %w", err)
 	}
-	w.cancelSub = sub
+	w.controlSubs = append(w.controlSubs, holds)
+	if err := w.nc.Flush(); err != nil {
+		return fmt.Errorf("worker: subscribe to control messages: %w", err)
+	}
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package natsjs
 
 import (
+	"time"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -143,4 +145,33 @@ func (d *DeadLetters) Publish(ctx context.Context, project string, dl contracts.
 		return fmt.Errorf("publish dead letter %s: %w", dl.ID, err)
 	}
 	return nil
+}
+
+// Holders asks the other workers over plain NATS whether one holds a job
+// (contracts.SubjectHolds).
+type Holders struct {
+	nc      *nats.Conn
+	asker   string
+	timeout time.Duration
+}
+
+// NewHolders returns Holders asking as worker asker and waiting up to
+// timeout for an answer.
+func NewHolders(nc *nats.Conn, asker string, timeout time.Duration) *Holders {
+	return &Holders{nc: nc, asker: asker, timeout: timeout}
+}
+
+// Held reports whether a worker answered that it holds jobID.
+func (h *Holders) Held(ctx context.Context, jobID string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	_, err := h.nc.RequestWithContext(ctx, contracts.SubjectHolds(jobID), []byte(h.asker))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrNoResponders):
+		return false, nil
+	default:
+		return false, err
+	}
 }

@@ -51,3 +51,10 @@ func (c *cancels) cancel(jobID string) bool {
 	}
 	return len(c.jobs[jobID]) > 0
 }
+
+// count returns how many deliveries of jobID are registered.
+func (c *cancels) count(jobID string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.jobs[jobID])
+}

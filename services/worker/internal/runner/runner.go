@@ -75,6 +75,13 @@ type Limits interface {
 	MaxConcurrent(ctx context.Context, project string) (int, error)
 }
 
+// Holders asks the workers whether one of them still holds a job.
+type Holders interface {
+	// Held reports whether a worker (another delivery on this one
+	// included) holds jobID now. No answer within a short wait means no.
+	Held(ctx context.Context, jobID string) (bool, error)
+}
+
 // Output opens the line sink of one attempt.
 type Output interface {
 	// LastSeq is the Seq of the stream's last stored line, 0 if none.
@@ -123,6 +130,10 @@ type Config struct {
 	Jitter func() float64
 	// Observer is told of retries and dead letters; default NopObserver.
 	Observer Observer
+	// PersistBudget is how long a write of the settle path (state, event,
+	// dead letter, acknowledgement) is retried through a NATS outage
+	// before the job is left to be delivered again; default one minute.
+	PersistBudget time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -148,6 +159,9 @@ func (c *Config) setDefaults() {
 	if c.Observer == nil {
 		c.Observer = NopObserver{}
 	}
+	if c.PersistBudget <= 0 {
+		c.PersistBudget = defaultPersistBudget
+	}
 }
 
 // Ports are the runner's collaborators. Limits may be nil: no project is
@@ -162,6 +176,9 @@ type Ports struct {
 	Limits Limits
 	// Batches may be nil when no job is of an atomic batch.
 	Batches Batches
+	// Holders may be nil: a job redelivered while running is then always
+	// taken for lost.
+	Holders Holders
 }
 
 // Runner runs dispatched jobs.
@@ -176,6 +193,7 @@ type Runner struct {
 	slots   Slots
 	limits  Limits
 	batches Batches
+	holders Holders
 	// batchState caches settled batches.
 	batchState batchStates
 	log        *slog.Logger
@@ -188,9 +206,23 @@ func New(cfg Config, p Ports, log *slog.Logger) *Runner {
 	cfg.setDefaults()
 	return &Runner{
 		cfg: cfg, backoff: Backoff{Base: cfg.RetryBase, Cap: cfg.RetryCap, Jitter: cfg.Jitter},
-		exec: p.Exec, states: p.States, events: p.Events, output: p.Output, dead: p.Dead, slots: p.Slots, limits: p.Limits, batches: p.Batches,
-		log: log, now: time.Now,
+		exec: p.Exec, output: p.Output, slots: p.Slots, limits: p.Limits, batches: p.Batches, holders: p.Holders,
+		states: persistentStates{p.States, cfg.PersistBudget}, events: persistentEvents{p.Events, cfg.PersistBudget},
+		dead: persistentDead{p.Dead, cfg.PersistBudget},
+		log:  log, now: time.Now,
 	}
+}
+
+// Holds reports whether this worker holds jobID for a delivery, not
+// counting asker's own when asker is this worker: the answer to another
+// worker that received jobID's message while the job's state says it
+// runs here.
+func (r *Runner) Holds(jobID, asker string) bool {
+	n := r.cancels.count(jobID)
+	if asker == r.cfg.WorkerID {
+		n--
+	}
+	return n > 0
 }
 
 // Cancel stops jobID if this worker runs it (or is about to claim it),
@@ -313,11 +345,11 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 		if err := r.announceEnd(ctx, job, st); err != nil {
 			return err
 		}
-		return msg.DoubleAck(ctx)
+		return r.ack(ctx, msg)
 	case st.Status == contracts.StatusRunning && md.NumDelivered == 1:
 		// Another copy of this job id is running elsewhere.
 		log.Info("duplicate delivery of a running job; dropping it")
-		return msg.DoubleAck(ctx)
+		return r.ack(ctx, msg)
 	case st.Status == contracts.StatusRunning:
 		return r.lost(ctx, d, st, rev)
 	case st.CancelRequested:
@@ -382,8 +414,11 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 
 	out := r.run(jobCtx, d, attempt, first+1)
 	if err := startedStored(ctx); err != nil {
+		// The command ran: its outcome matters more than its started
+		// event, so a started event that cannot be stored does not stop it
+		// from being settled.
 		if err := r.events.Publish(ctx, startedEv); err != nil {
-			return r.handBack(ctx, d, &st, rev, attempt, attempt, err, 0)
+			log.Warn("started event not stored", "err", err)
 		}
 	}
 	switch {
@@ -400,6 +435,14 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 // heartbeating. The attempt failed with worker_lost (retried while
 // attempts remain), or ends cancelled if someone asked for that.
 func (r *Runner) lost(ctx context.Context, d *delivery, st contracts.JobState, rev uint64) error {
+	if r.holders != nil {
+		// Redelivered because a heartbeat was late (a NATS blip), not
+		// because the worker died: it will settle the job itself.
+		if held, err := r.holders.Held(ctx, d.job.ID); err == nil && held {
+			d.log.Info("job redelivered while its worker still holds it; leaving it to that worker", "worker", st.Worker)
+			return d.msg.NakWithDelay(3 * r.cfg.Heartbeat)
+		}
+	}
 	lines, err := r.output.LastSeq(ctx, d.job.StreamID)
 	if err != nil {
 		return err
@@ -430,7 +473,19 @@ func (r *Runner) settle(ctx context.Context, d *delivery, st *contracts.JobState
 	}
 	d.log.Info("job finished", "status", st.Status, "attempt", attempt, "exit_code", exitCodeAttr(out.exitCode),
 		"duration", out.duration)
-	return d.msg.DoubleAck(ctx)
+	return r.ack(ctx, d.msg)
+}
+
+// ack acknowledges msg, retried like the writes: an acknowledgement lost
+// in a blip would have the settled job delivered again.
+func (r *Runner) ack(ctx context.Context, msg jetstream.Msg) error {
+	return persist(ctx, r.cfg.PersistBudget, func() error {
+		err := msg.DoubleAck(ctx)
+		if errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			return nil
+		}
+		return err
+	})
 }
 
 // queuedState is the state the API stores for a job it queues.
@@ -654,7 +709,7 @@ func (r *Runner) retry(ctx context.Context, d *delivery, st *contracts.JobState,
 	})
 	if errors.Is(err, ErrStateConflict) {
 		d.log.Warn("job state changed while the job ran; it is not retried here")
-		return d.msg.DoubleAck(ctx)
+		return r.ack(ctx, d.msg)
 	}
 	if err != nil {
 		return fmt.Errorf("requeue for a retry: %w", err)
@@ -690,7 +745,7 @@ func (r *Runner) handBack(ctx context.Context, d *delivery, st *contracts.JobSta
 	})
 	if errors.Is(err, ErrStateConflict) {
 		d.log.Warn("job state changed while the job ran; not handed back")
-		return d.msg.DoubleAck(ctx)
+		return r.ack(ctx, d.msg)
 	}
 	if err != nil {
 		return fmt.Errorf("hand back after %w: %w", cause, err)
@@ -717,7 +772,7 @@ func (r *Runner) announceCancel(ctx context.Context, d *delivery, st *contracts.
 		return err
 	}
 	d.log.Info("job cancelled", "attempt", attempt)
-	return d.msg.DoubleAck(ctx)
+	return r.ack(ctx, d.msg)
 }
 
 func (r *Runner) event(job contracts.Job, attempt int, t contracts.EventType, lines uint64) contracts.Event {
