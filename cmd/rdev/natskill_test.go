@@ -1,0 +1,155 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// natsServerProcess is a real nats-server process (built from the
+// nats-server/v2 module this repository embeds), so that it can be killed
+// with SIGKILL like a crashed node.
+type natsServerProcess struct {
+	t     *testing.T
+	bin   string
+	port  int
+	store string
+	cmd   *exec.Cmd
+}
+
+func startNATSServerProcess(t *testing.T) *natsServerProcess {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	build := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err, "free port")
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	p := &natsServerProcess{t: t, bin: bin, port: port, store: t.TempDir()}
+	p.start()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *natsServerProcess) url() string { return "nats://127.0.0.1:" + strconv.Itoa(p.port) }
+
+func (p *natsServerProcess) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(p.port), "-js", "-sd", p.store)
+	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
+	must(p.t, p.cmd.Start(), "start nats-server")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		nc, err := nats.Connect(p.url())
+		if err == nil {
+			nc.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("nats-server not accepting connections: %v", err)
+		}
+	}
+}
+
+// kill sends SIGKILL and reaps the process.
+func (p *natsServerProcess) kill() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	p.cmd = nil
+}
+
+// The only NATS server, a separate process, is killed with SIGKILL while
+// jobs print to watchers, and started again on its storage 3 s later:
+// every watcher ends with every line of its job exactly once, in order,
+// and a batch submitted with idempotency keys while NATS was down is
+// accepted once it is back, each job queued once.
+func TestNATSServerKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	srv := startNATSServerProcess(t)
+	api := startProcess(t, "api", "--nats-url", srv.url(), "--http-addr", "127.0.0.1:0")
+	startProcess(t, "worker", "--nats-url", srv.url(), "--data-dir", t.TempDir(), "--concurrency", "8")
+	streamer := startProcess(t, "streamer", "--nats-url", srv.url(), "--http-addr", "127.0.0.1:0")
+
+	const lines = 200
+	cmd := fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.02; done", lines)
+	var jobs []submitReply
+	for range 4 {
+		jobs = append(jobs, submit(t, api.http, "killed", map[string]any{"command": []string{"sh", "-c", cmd}}))
+	}
+	wait := watchMany(t, func() string { return streamer.http }, jobs, 5)
+	waitForLines(t, streamer.http, jobs, 5)
+
+	srv.kill()
+	killedAt := time.Now()
+	items := make([]map[string]any, 20)
+	for i := range items {
+		items[i] = map[string]any{"command": []string{"true"}, "idempotency_key": fmt.Sprintf("outage-%d", i)}
+	}
+	status, rb := call(t, http.MethodPost, api.http+"/v1/projects/killed/batches", items)
+	if status == http.StatusAccepted && mustJSON[struct {
+		Accepted int `json:"accepted"`
+	}](t, string(rb)).Accepted == len(items) {
+		t.Fatalf("a batch was accepted whole while NATS was down: %.300s", rb)
+	}
+	time.Sleep(time.Until(killedAt.Add(3 * time.Second)))
+	srv.start()
+	t.Logf("nats-server restarted %s after SIGKILL", time.Since(killedAt).Round(time.Millisecond))
+
+	var accepted struct {
+		Accepted int `json:"accepted"`
+		Items    []struct {
+			JobID string `json:"job_id"`
+		} `json:"items"`
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		status, rb = call(t, http.MethodPost, api.http+"/v1/projects/killed/batches", items)
+		if status == http.StatusAccepted {
+			accepted = mustJSON[struct {
+				Accepted int `json:"accepted"`
+				Items    []struct {
+					JobID string `json:"job_id"`
+				} `json:"items"`
+			}](t, string(rb))
+			if accepted.Accepted == len(items) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the batch retried with the same keys is still refused after NATS came back: %d %.300s", status, rb)
+		}
+	}
+	recovered := time.Since(killedAt)
+
+	ws := wait()
+	for i, w := range ws {
+		if err := w.check(); err != nil {
+			t.Errorf("watcher %d: %v", i, err)
+		} else if w.complete.Status != contracts.StatusSucceeded || w.complete.Lines != lines {
+			t.Errorf("watcher %d: complete %+v", i, w.complete)
+		}
+	}
+	for _, it := range accepted.Items {
+		if st := waitFinal(t, api.http, it.JobID, 30*time.Second); st.Status != contracts.StatusSucceeded {
+			t.Errorf("batch job %+v", st)
+		}
+	}
+	t.Logf("batch with the same idempotency keys accepted %s after SIGKILL", recovered.Round(time.Millisecond))
+}
