@@ -93,7 +93,20 @@ type Job struct {
 	// batch is pending (at most AtomicBatchWindow after SubmittedAt; a
 	// batch still pending then is aborted).
 	BatchAtomic bool `json:"batch_atomic,omitempty"`
+	// Stderr is StderrMerge to send the command's stderr into its stdout
+	// (as 2>&1 does), so one stream keeps the order the command wrote in;
+	// "" (StderrSeparate) keeps them apart, ordered per stream only.
+	Stderr string `json:"stderr,omitempty"`
+	// Claude holds the Claude Code options of a KindClaude job, as the
+	// API validated them and built Command from; for the record.
+	Claude *ClaudeOptions `json:"claude,omitempty"`
 }
+
+// The values of Job.Stderr.
+const (
+	StderrSeparate = "separate"
+	StderrMerge    = "merge"
+)
 
 // Attempts returns MaxAttempts with its default applied.
 func (j Job) Attempts() int { return max(j.MaxAttempts, 1) }

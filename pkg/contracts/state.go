@@ -101,6 +101,11 @@ type JobState struct {
 	// TraceID is the W3C trace id (32 hex digits) of the trace the job's
 	// spans belong to: the submitter's own when it sent a traceparent.
 	TraceID string `json:"trace_id,omitempty"`
+	// Claude is what a Claude Code job reported about its session (set
+	// when the job ends, if it printed stream-json).
+	Claude *ClaudeSession `json:"claude,omitempty"`
+	// ClaudeOptions are a Claude Code job's options, as submitted.
+	ClaudeOptions *ClaudeOptions `json:"claude_options,omitempty"`
 }
 
 // StreamRef is stored in BucketState under StreamKey(id) so a reader of a

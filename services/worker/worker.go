@@ -49,6 +49,15 @@ type Config struct {
 	// Workspaces is the directory holding one workspace per project for
 	// the local executor.
 	Workspaces string
+	// JobEnv is the environment ("KEY=value") every job of the local
+	// executor starts from, in place of localexec's minimal default; the
+	// wiring puts the worker's PATH and the variables named for
+	// passthrough here. Nothing else of the worker's environment reaches
+	// jobs.
+	JobEnv []string
+	// JobHome is HOME for jobs of the local executor; "" is the project's
+	// workspace.
+	JobHome string
 	// KillGrace is the time between SIGTERM and SIGKILL when a job is
 	// stopped; default 2s.
 	KillGrace time.Duration
@@ -254,7 +263,8 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 // newExecutor builds the executor cfg selects.
 func newExecutor(cfg Config, log *slog.Logger) (executor.Executor, error) {
 	if cfg.Executor != ExecutorKubernetes {
-		exec, err := localexec.New(localexec.Config{Root: filepath.Clean(cfg.Workspaces), KillGrace: cfg.KillGrace})
+		exec, err := localexec.New(localexec.Config{Root: filepath.Clean(cfg.Workspaces), KillGrace: cfg.KillGrace,
+			BaseEnv: cfg.JobEnv, Home: cfg.JobHome})
 		if err != nil {
 			return nil, fmt.Errorf("worker: local executor: %w", err)
 		}

@@ -50,6 +50,11 @@ type Spec struct {
 	// WorkDir is the working directory relative to the project's workspace
 	// root; "" is the root. It must exist and must not escape the root.
 	WorkDir string
+	// MergeStderr sends the command's stderr to its stdout, as 2>&1 does,
+	// so that one stream keeps the order the command wrote in; the stderr
+	// writer then gets nothing. Adapters that cannot merge (Kubernetes
+	// exec) keep the streams apart.
+	MergeStderr bool
 }
 
 // Executor runs commands in a project's workspace.
@@ -65,8 +70,11 @@ type Executor interface {
 	// safe for concurrent use. Bytes arrive unchanged and in order per
 	// stream; no order holds between the two streams. Exec returns only
 	// after both writers have received everything the command printed
-	// before it exited, and it never uses them after returning. Exec cannot
-	// interrupt a Write in progress, so a writer must not block forever.
+	// before it exited, and it never uses them after returning. A command
+	// that writes to both in turn may see a later stderr line delivered
+	// before an earlier stdout line: order holds per stream only, unless
+	// Spec.MergeStderr. Exec cannot interrupt a Write in progress, so a
+	// writer must not block forever.
 	//
 	// Exit code: the command's exit status, or 128+signal when it was killed
 	// by a signal, as shells report it. It is meaningful only when err is

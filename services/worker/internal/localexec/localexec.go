@@ -9,6 +9,7 @@
 package localexec
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,11 +35,16 @@ type Config struct {
 	// workspaces are created on demand, with mode 0o750.
 	Root string
 	// BaseEnv is the environment ("KEY=value" entries) every command starts
-	// from. Default: PATH=/usr/local/bin:/usr/bin:/bin and LANG=C.UTF-8, so
-	// nothing of the worker's own environment (credentials included) leaks
-	// into commands. HOME is always set to the workspace; Spec.Env is added
-	// last and overrides both.
+	// from. Default: PATH=/usr/local/bin:/usr/bin:/bin and LANG=C.UTF-8.
+	// Nothing else of the worker's own environment (credentials included)
+	// reaches commands unless the caller puts it here: the worker's wiring
+	// adds its own PATH and the variables named for passthrough. HOME
+	// follows (see Home); Spec.Env is added last and overrides all.
 	BaseEnv []string
+	// Home is the HOME of every command; "" is the project's workspace.
+	// Point it at a directory holding a login (e.g. ~/.claude) to share
+	// that login with the jobs.
+	Home string
 	// KillGrace is how long a stopped command's process group has between
 	// SIGTERM and SIGKILL, and how long Exec waits for output from a process
 	// that left the group and still holds stdout or stderr. Default 2s.
@@ -59,6 +65,9 @@ func (c Config) Validate() error {
 	if c.Root == "" {
 		return errors.New("localexec: Root is required")
 	}
+	if c.Home != "" && !filepath.IsAbs(c.Home) {
+		return fmt.Errorf("localexec: Home %q is not an absolute path", c.Home)
+	}
 	if c.KillGrace < 0 {
 		return fmt.Errorf("localexec: KillGrace %v is negative", c.KillGrace)
 	}
@@ -75,6 +84,7 @@ func (c Config) Validate() error {
 type Executor struct {
 	root    string
 	baseEnv []string
+	home    string
 	grace   time.Duration
 }
 
@@ -90,7 +100,7 @@ func New(cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("localexec: root: %w", err)
 	}
-	return &Executor{root: root, baseEnv: slices.Clone(cfg.BaseEnv), grace: cfg.KillGrace}, nil
+	return &Executor{root: root, baseEnv: slices.Clone(cfg.BaseEnv), home: cfg.Home, grace: cfg.KillGrace}, nil
 }
 
 // Exec runs spec as described by executor.Executor.
@@ -107,7 +117,7 @@ func (e *Executor) Exec(ctx context.Context, spec executor.Spec, stdout, stderr 
 	if err != nil {
 		return -1, err
 	}
-	return e.run(ctx, cmd, stdout, stderr)
+	return e.run(ctx, cmd, stdout, stderr, spec.MergeStderr)
 }
 
 // command prepares spec to run, checking everything that would keep it from
@@ -182,7 +192,7 @@ func within(root, path string) bool {
 func (e *Executor) environ(ws string, extra map[string]string) ([]string, error) {
 	env := make([]string, 0, len(e.baseEnv)+1+len(extra))
 	env = append(env, e.baseEnv...)
-	env = append(env, "HOME="+ws)
+	env = append(env, "HOME="+cmp.Or(e.home, ws))
 	for _, k := range slices.Sorted(maps.Keys(extra)) {
 		if !validEnvName(k) || strings.ContainsRune(extra[k], 0) {
 			return nil, fmt.Errorf("%w: invalid environment variable %q", executor.ErrStart, k)
@@ -243,8 +253,10 @@ func executable(path string) error {
 	return nil
 }
 
-// run starts cmd and supervises it to the end.
-func (e *Executor) run(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) (int, error) {
+// run starts cmd and supervises it to the end. With merge, stderr goes to
+// the stdout pipe (as 2>&1 does), so the two keep the order the command
+// wrote them in, and the stderr writer gets nothing.
+func (e *Executor) run(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer, merge bool) (int, error) {
 	// The pipes are ours rather than exec.Cmd's: its WaitDelay would also cut
 	// off a slow writer still draining output the command printed before
 	// it exited, and that output must arrive complete.
@@ -259,6 +271,9 @@ func (e *Executor) run(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Wri
 		return -1, fmt.Errorf("stderr pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
+	if merge {
+		cmd.Stderr = outW
+	}
 	startErr := cmd.Start()
 	outW.Close() // the command holds its own copies
 	errW.Close()

@@ -251,3 +251,43 @@ func running(pid int) bool {
 	}
 	return true
 }
+
+// Home chooses HOME for every command (a shared login), and the base
+// environment reaches the command; nothing else of the worker's does.
+func TestHomeAndBaseEnv(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	ex := newExecutor(t, localexec.Config{Home: home, BaseEnv: []string{"PATH=/usr/bin:/bin", "ANTHROPIC_API_KEY=sk-test"}})
+	_, stdout, _, err := exec(t, ex, executor.Spec{Project: "demo", Command: []string{"env"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Fields(stdout)
+	for _, want := range []string{"PATH=/usr/bin:/bin", "ANTHROPIC_API_KEY=sk-test", "HOME=" + home} {
+		if !slices.Contains(env, want) {
+			t.Errorf("environment %q lacks %q", env, want)
+		}
+	}
+	if _, err := localexec.New(localexec.Config{Root: t.TempDir(), Home: "relative"}); err == nil {
+		t.Error("a relative Home was accepted")
+	}
+}
+
+// With MergeStderr, stderr shares stdout's pipe, so lines keep the order
+// the command wrote them in.
+func TestMergeStderrKeepsOrder(t *testing.T) {
+	t.Parallel()
+	ex := newExecutor(t, localexec.Config{})
+	script := "for i in 1 2 3 4 5 6 7 8 9 10; do echo out$i; echo err$i >&2; done"
+	_, stdout, stderr, err := exec(t, ex, executor.Spec{Project: "demo", Command: []string{"sh", "-c", script}, MergeStderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for i := 1; i <= 10; i++ {
+		want.WriteString("out" + strconv.Itoa(i) + "\nerr" + strconv.Itoa(i) + "\n")
+	}
+	if stdout != want.String() || stderr != "" {
+		t.Fatalf("merged stdout %q, stderr %q; want %q and nothing", stdout, stderr, want.String())
+	}
+}

@@ -515,6 +515,8 @@ type outcome struct {
 	// unavailable is set when the executor's backend could not run the
 	// command (executor.ErrUnavailable): the job goes back to the queue.
 	unavailable error
+	// claude is the session a Claude Code job reported, if any.
+	claude *contracts.ClaudeSession
 }
 
 func cancelledOutcome(message string, lines uint64) outcome {
@@ -530,16 +532,31 @@ func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq 
 	// Lines are stored even while the job is being killed.
 	pubCtx := context.WithoutCancel(runCtx)
 	emit := func(l lines.Line) error { return sink.Line(pubCtx, l.FD, l.Data, l.Partial) }
+	var session *sessionRecorder
+	if job.Kind == contracts.KindClaude {
+		session = &sessionRecorder{}
+		store := emit
+		emit = func(l lines.Line) error {
+			if l.FD == contracts.Stdout {
+				session.line(l.Data, l.Partial) // stdout's goroutine only
+			}
+			return store(l)
+		}
+	}
 	stdout := lines.NewWriter(contracts.Stdout, contracts.MaxLineBytes, emit)
 	stderr := lines.NewWriter(contracts.Stderr, contracts.MaxLineBytes, emit)
 
 	start := r.now()
 	code, err := r.exec.Exec(jobCtx, executor.Spec{
 		JobID: job.ID, Project: job.Project, Command: job.Command, Env: job.Env, WorkDir: job.WorkDir,
+		MergeStderr: job.Stderr == contracts.StderrMerge,
 	}, stdout, stderr)
 	werr := errors.Join(stdout.Close(), stderr.Close())
 	last, cerr := sink.Close(pubCtx)
 	out := outcome{lines: last, duration: r.now().Sub(start)}
+	if session != nil {
+		out.claude = session.Session()
+	}
 
 	cause := context.Cause(jobCtx)
 	switch {
@@ -614,6 +631,9 @@ func (r *Runner) ended(attempt int, out outcome) func(*contracts.JobState) {
 		done := r.now().UTC()
 		st.Status, st.ExitCode, st.Reason, st.Message = contracts.StatusOf(out.event), out.exitCode, out.reason, out.message
 		st.Lines, st.FinishedAt, st.Attempt, st.NextAttemptAt = out.lines, &done, attempt, nil
+		if out.claude != nil {
+			st.Claude = out.claude
+		}
 	}
 }
 
