@@ -38,6 +38,9 @@ type Cluster struct {
 	RouteAddr string
 	// Routes are the route addresses of every node (its own included).
 	Routes []string
+	// NoAdvertise keeps the node from telling others its route address, so
+	// they only ever reach it through Routes (a test's proxies).
+	NoAdvertise bool
 }
 
 // Start runs a server and waits until it accepts connections. Stop it with
@@ -102,6 +105,7 @@ func cluster(opts *server.Options, c *Cluster) error {
 	}
 	opts.ServerName = c.NodeName
 	opts.Cluster.Name, opts.Cluster.Host, opts.Cluster.Port = c.Name, h, n
+	opts.Cluster.NoAdvertise = c.NoAdvertise
 	for _, r := range c.Routes {
 		u, err := url.Parse("nats://" + r)
 		if err != nil {

@@ -19,10 +19,11 @@ import (
 // started again on the same addresses and storage, and the cluster tells
 // which node leads a stream, so tests can take exactly that one away.
 type Cluster struct {
-	tb    testing.TB
-	mu    sync.Mutex
-	cfgs  []natsserver.Config
-	nodes []*server.Server // nil while stopped
+	tb      testing.TB
+	mu      sync.Mutex
+	cfgs    []natsserver.Config
+	nodes   []*server.Server // nil while stopped
+	proxies []*proxy
 }
 
 // NewCluster starts n nodes and waits until JetStream has a meta leader.
@@ -35,9 +36,20 @@ func NewCluster(tb testing.TB, n int) *Cluster {
 		routes[i], clients[i] = freeAddr(tb), freeAddr(tb)
 	}
 	c := &Cluster{tb: tb, cfgs: make([]natsserver.Config, n), nodes: make([]*server.Server, n)}
+	// Node i reaches node j only through a proxy of its own, so that a
+	// partition can cut exactly the routes of one node.
 	for i := range n {
+		var via []string
+		for j := range n {
+			if i != j {
+				p := newProxy(tb, routes[j], i, j)
+				c.proxies = append(c.proxies, p)
+				via = append(via, p.addr)
+			}
+		}
 		c.cfgs[i] = natsserver.Config{Addr: clients[i], StoreDir: tb.TempDir(), ReadyTimeout: 30 * time.Second,
-			Cluster: &natsserver.Cluster{Name: "rdev-test", NodeName: fmt.Sprintf("n%d", i), RouteAddr: routes[i], Routes: routes}}
+			Cluster: &natsserver.Cluster{Name: "rdev-test", NodeName: fmt.Sprintf("n%d", i), RouteAddr: routes[i],
+				Routes: via, NoAdvertise: true}}
 	}
 	// Nodes start at once: each waits for routes to the others.
 	var wg sync.WaitGroup
@@ -95,6 +107,25 @@ func (c *Cluster) Start(i int) {
 	c.mu.Lock()
 	c.nodes[i] = srv
 	c.mu.Unlock()
+}
+
+// Partition cuts every route between node i and the others, and refuses
+// new ones, while the node keeps running and serving its clients.
+func (c *Cluster) Partition(i int) {
+	for _, p := range c.proxies {
+		if p.from == i || p.to == i {
+			p.block(true)
+		}
+	}
+}
+
+// Heal lets node i's routes connect again.
+func (c *Cluster) Heal(i int) {
+	for _, p := range c.proxies {
+		if p.from == i || p.to == i {
+			p.block(false)
+		}
+	}
 }
 
 // StreamLeader returns the index of the node leading stream (KV buckets
