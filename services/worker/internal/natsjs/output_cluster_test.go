@@ -197,3 +197,88 @@ func TestLineWriterR3LeaderLoss(t *testing.T) {
 	exactly(t, rawSeqs(t, js, job.StreamID), n)
 	c.Start(leader)
 }
+
+// A server that loses lines it had acknowledged (here: deleted behind the
+// writer's back, as a single server that crashed before writing them out
+// would): the writer sends them again from its window of recent lines; what
+// is no longer in the window is reported lost, and the stored lines show
+// the gap instead of storing anything out of order.
+func TestLineWriterResendsLinesTheServerLost(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name         string
+		window, drop int
+		lost         bool
+	}{
+		{name: "within the window", window: 64, drop: 5},
+		{name: "beyond the window", window: 8, drop: 20, lost: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			addr, dir := freeAddr(t), t.TempDir()
+			srv := startServer(t, addr, dir)
+			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+			nc, js := writerConn(t, "nats://"+addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
+				t.Fatal(err)
+			}
+			job := contracts.Job{ID: "lostjob", StreamID: "loststream", Project: "demo"}
+			w := natsjs.NewOutput(nc, js, tc.window).Open(job, 1, 1)
+			write := func(from, to int) {
+				for i := from; i <= to; i++ {
+					if err := w.Line(ctx, contracts.Stdout, fmt.Appendf(nil, "line %d", i), false); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			write(1, 50)
+			s, err := js.Stream(ctx, contracts.StreamOutput)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for {
+				if seqs, err := readSeqs(ctx, js, job.StreamID); err == nil && len(seqs) == 50 {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatal("the first 50 lines were not stored")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for range tc.drop {
+				m, err := s.GetLastMsgForSubject(ctx, contracts.SubjectOutput(job.StreamID))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.DeleteMsg(ctx, m.Sequence); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write(51, 100)
+			last, err := w.Close(ctx)
+			seqs := rawSeqs(t, js, job.StreamID)
+			if !tc.lost {
+				if err != nil || last != 100 {
+					t.Fatalf("Close: %d, %v; want 100, nil", last, err)
+				}
+				exactly(t, seqs, 100)
+				return
+			}
+			if !errors.Is(err, natsjs.ErrOutputLost) || last != 100 {
+				t.Fatalf("Close: %d, %v; want 100, ErrOutputLost", last, err)
+			}
+			kept := 50 - tc.drop
+			want := 100 - (tc.drop - tc.window)
+			if len(seqs) != want || seqs[kept-1] != uint64(kept) || seqs[kept] != uint64(kept+tc.drop-tc.window+1) {
+				t.Fatalf("stored %v, want 1..%d then a gap to %d..100", seqs, kept, kept+tc.drop-tc.window+1)
+			}
+			for i := 1; i < len(seqs); i++ {
+				if seqs[i] <= seqs[i-1] {
+					t.Fatalf("stored out of order at %d: %v", i, seqs)
+				}
+			}
+		})
+	}
+}
