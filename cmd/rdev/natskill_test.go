@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -152,4 +153,45 @@ func TestNATSServerKilled(t *testing.T) {
 		}
 	}
 	t.Logf("batch with the same idempotency keys accepted %s after SIGKILL", recovered.Round(time.Millisecond))
+}
+
+// `rdev up` itself — embedded NATS, API, worker and streamer in one
+// process — is killed with SIGKILL while jobs print, and started again on
+// its data: the jobs' messages are delivered again, nobody holds them, so
+// each attempt ends worker_lost and is retried (max_attempts 2) on the same
+// stream. Every watcher sees every stored line once, in order, and a
+// complete event whose lines is the last stored line.
+func TestUpKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	dataDir := t.TempDir()
+	args := upArgs(dataDir, "--concurrency", "8")
+	first := startProcess(t, args...)
+	var current atomic.Value
+	current.Store(first.http)
+	const lines = 150
+	cmd := fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.02; done", lines)
+	var jobs []submitReply
+	for range 4 {
+		jobs = append(jobs, submit(t, first.http, "upkill", map[string]any{"command": []string{"sh", "-c", cmd}, "max_attempts": 2}))
+	}
+	wait := watchMany(t, func() string { return current.Load().(string) }, jobs, 5)
+	waitForLines(t, first.http, jobs, 5)
+	first.kill()
+	second := startProcess(t, args...)
+	current.Store(second.http)
+	for i, w := range wait() {
+		if err := w.check(); err != nil {
+			t.Errorf("watcher %d: %v", i, err)
+			continue
+		}
+		if w.complete.Status != contracts.StatusSucceeded || w.complete.Attempt != 2 || w.complete.Lines <= lines {
+			t.Errorf("watcher %d: complete %+v, want succeeded on attempt 2 after more than %d lines", i, w.complete, lines)
+		}
+	}
+	for _, j := range jobs {
+		st := getJob(t, second.http, j.JobID)
+		t.Logf("job %s: %s after %d attempts, %d lines stored", j.JobID, st.Status, st.Attempt, st.Lines)
+	}
 }
