@@ -40,8 +40,8 @@ type Config struct {
 	// MaxTimeout is the longest timeout a job may ask for; default 24h.
 	MaxTimeout time.Duration
 	// ClaudeCommand is the argv for prompts, with "{prompt}" where the
-	// prompt goes; default claude -p {prompt} --output-format stream-json
-	// --verbose.
+	// job's options, "--" and the prompt go; default claude -p --verbose
+	// {prompt}.
 	ClaudeCommand []string
 	// PublishTimeout bounds the wait for JetStream to store a job or an
 	// audit record; default 5s.

@@ -214,7 +214,7 @@ func TestClaudePromptIsOneArgvElement(t *testing.T) {
 	}
 	var job contracts.Job
 	_ = json.Unmarshal(m.Data, &job)
-	want := []string{"claude", "-p", "fix the bug; rm -rf / $(whoami) [31m`id`", "--output-format", "stream-json", "--verbose"}
+	want := []string{"claude", "-p", "--verbose", "--output-format=stream-json", "--", "fix the bug; rm -rf / $(whoami) [31m`id`"}
 	if job.Kind != contracts.KindClaude || strings.Join(job.Command, "\x00") != strings.Join(want, "\x00") {
 		t.Fatalf("argv %q, want %q", job.Command, want)
 	}
@@ -260,6 +260,13 @@ func TestBadInputIsRefusedAndQueuesNothing(t *testing.T) {
 		{"empty prompt", "/v1/projects/demo/claude", "application/json", `{"prompt":"  \u0007 "}`, 400, "invalid_prompt"},
 		{"prompt over body limit", "/v1/projects/demo/claude", "application/json", `{"prompt":"` + strings.Repeat("p", 70<<10) + `"}`, 413, "body_too_large"},
 		{"command on claude", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","command":["true"]}`, 400, "unknown_field"},
+		{"unknown claude option", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","modle":"sonnet"}`, 400, "unknown_field"},
+		{"bad permission mode", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","permission_mode":"all"}`, 400, "invalid_permission_mode"},
+		{"flag as model", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","model":"--dangerously-skip-permissions"}`, 400, "invalid_model"},
+		{"max_turns as string", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","max_turns":"3"}`, 400, "invalid_field"},
+		{"bad stderr", cmd, "application/json", `{"command":["true"],"stderr":"both"}`, 400, "invalid_stderr"},
+		{"continue unknown job", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","continue_job":"nope"}`, 404, "job_not_found"},
+		{"resume and continue", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","continue_job":"a","resume":"b"}`, 400, "invalid_continue_job"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := b.post(t, tc.path, tc.ctype, []byte(tc.body))

@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -36,6 +37,7 @@ type DeadLetters interface {
 type batchItemRequest struct {
 	Command []string `json:"command"`
 	Prompt  string   `json:"prompt"`
+	contracts.ClaudeOptions
 	commonFields
 }
 
@@ -86,7 +88,10 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 			pre[i] = reqErr(http.StatusBadRequest, "invalid_item", "an item has either a command or a prompt, not both")
 			continue
 		case it.Prompt != "":
-			sub = jobs.Submission{Kind: contracts.KindClaude, Prompt: it.Prompt}
+			sub = jobs.Submission{Kind: contracts.KindClaude, Prompt: it.Prompt, Claude: it.ClaudeOptions}
+		case !reflect.ValueOf(it.ClaudeOptions).IsZero():
+			pre[i] = reqErr(http.StatusBadRequest, "invalid_item", "Claude options (model, max_turns, …) go with a prompt, not a command")
+			continue
 		}
 		subs[i] = submission(c, proj, sub, it.commonFields)
 	}

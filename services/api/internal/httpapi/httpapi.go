@@ -146,6 +146,8 @@ type commonFields struct {
 	IdempotencyKey   string            `json:"idempotency_key"`
 	MaxAttempts      int               `json:"max_attempts"`
 	RetryOnExitCodes []int             `json:"retry_on_exit_codes"`
+	// Stderr is "separate" (default) or "merge" (2>&1: one ordered stream).
+	Stderr string `json:"stderr"`
 }
 
 type commandRequest struct {
@@ -155,8 +157,15 @@ type commandRequest struct {
 
 type claudeRequest struct {
 	Prompt string `json:"prompt"`
+	contracts.ClaudeOptions
 	commonFields
 }
+
+// claudeFieldsHint lists what a Claude submit accepts, for the error that
+// refuses anything else.
+const claudeFieldsHint = "a Claude job takes prompt, the options model, max_turns, allowed_tools, disallowed_tools, " +
+	"permission_mode, append_system_prompt, output_format, resume, continue_job, and env, work_dir, priority, " +
+	"timeout_seconds, idempotency_key, max_attempts, retry_on_exit_codes, stderr"
 
 // SubmitResponse is the 202 body of a submit.
 type SubmitResponse struct {
@@ -188,9 +197,13 @@ func (h *Handlers) submitCommand(c echo.Context) error {
 func (h *Handlers) submitClaude(c echo.Context) error {
 	var req claudeRequest
 	if err := h.decode(c, &req); err != nil {
+		var re *requestError
+		if errors.As(err, &re) && re.code == "unknown_field" {
+			re.message += "; " + claudeFieldsHint
+		}
 		return h.fail(c, err)
 	}
-	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt}, req.commonFields)
+	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt, Claude: req.ClaudeOptions}, req.commonFields)
 }
 
 // submission completes sub with the request's fields, the project's
@@ -204,6 +217,7 @@ func submission(c echo.Context, proj access.Project, sub jobs.Submission, f comm
 	sub.Env, sub.WorkDir, sub.Priority, sub.TimeoutSeconds = f.Env, f.WorkDir, f.Priority, f.TimeoutSeconds
 	sub.IdempotencyKey = f.IdempotencyKey
 	sub.MaxAttempts, sub.RetryOnExitCodes = f.MaxAttempts, f.RetryOnExitCodes
+	sub.Stderr = f.Stderr
 	if tp := c.Request().Header.Get("traceparent"); tp != "" {
 		sub.Trace = map[string]string{"traceparent": tp, "tracestate": c.Request().Header.Get("tracestate")}
 	}
@@ -288,7 +302,7 @@ func decodeError(err error) error {
 	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
 		return reqErr(http.StatusBadRequest, "invalid_json", "the body is not valid JSON: "+err.Error())
 	case errors.As(err, &typ):
-		field := strings.TrimPrefix(typ.Field, "commonFields.")
+		field := typ.Field[strings.LastIndexByte(typ.Field, '.')+1:] // without embedded structs' names
 		if field == "" {
 			return reqErr(http.StatusBadRequest, "invalid_json", "the body must be a JSON object")
 		}

@@ -50,8 +50,11 @@ func (s *Service) SubmitBatch(ctx context.Context, project string, subs []Submis
 	valid := 0
 	for i := range subs {
 		subs[i].Project, subs[i].BatchID, subs[i].BatchAtomic = project, b.ID, atomic
-		var err error
-		if built[i], err = s.limits.build(subs[i]); err != nil {
+		err := s.continued(ctx, &subs[i])
+		if err == nil {
+			built[i], err = s.limits.build(subs[i])
+		}
+		if err != nil {
 			items[i].Err = err
 			continue
 		}

@@ -112,6 +112,9 @@ func New(store Store, queue Queue, control Control, audit Audit, limits Limits, 
 // idempotency key. Errors are *Error (the caller's fault) or wrap
 // ErrUnavailable.
 func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobState, bool, error) {
+	if err := s.continued(ctx, &sub); err != nil {
+		return contracts.JobState{}, false, err
+	}
 	job, err := s.limits.build(sub)
 	if err != nil {
 		return contracts.JobState{}, false, err
@@ -330,4 +333,33 @@ func (s *Service) Job(ctx context.Context, id string) (contracts.JobState, error
 func hashKey(k string) string {
 	sum := sha256.Sum256([]byte(k))
 	return hex.EncodeToString(sum[:16])
+}
+
+// continued resolves a Claude submission's continue_job into the session
+// that job recorded, to resume it. The job must be a Claude job of the
+// same project (another project's job is not found: its existence is not
+// the caller's business) that reported a session.
+func (s *Service) continued(ctx context.Context, sub *Submission) error {
+	id := sub.Claude.ContinueJob
+	if sub.Kind != contracts.KindClaude || id == "" {
+		return nil
+	}
+	if sub.Claude.Resume != "" {
+		return invalid("invalid_continue_job", "give resume or continue_job, not both")
+	}
+	if !contracts.ValidID(id) {
+		return invalid("invalid_continue_job", "continue_job must be a job id")
+	}
+	st, err := s.store.Job(ctx, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && st.Project != sub.Project) {
+		return &Error{Kind: KindNotFound, Code: "job_not_found", Message: fmt.Sprintf("continue_job: no job %q in project %q", id, sub.Project)}
+	}
+	if err != nil {
+		return fmt.Errorf("load job %s: %w: %w", id, ErrUnavailable, err)
+	}
+	if st.Claude == nil || st.Claude.SessionID == "" {
+		return &Error{Kind: KindConflict, Code: "no_session", Message: fmt.Sprintf("job %q recorded no Claude session (not a Claude job, still running, or it printed no stream-json)", id)}
+	}
+	sub.Claude.Resume = st.Claude.SessionID
+	return nil
 }

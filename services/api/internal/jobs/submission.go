@@ -35,6 +35,10 @@ type Submission struct {
 	// BatchID and BatchAtomic tie the job to its batch.
 	BatchID     string
 	BatchAtomic bool
+	// Claude holds the options of a KindClaude job (see ClaudeOptions).
+	Claude contracts.ClaudeOptions
+	// Stderr is "", contracts.StderrSeparate or contracts.StderrMerge.
+	Stderr string
 }
 
 // MaxAttempts is the most attempts a job may ask for.
@@ -50,8 +54,9 @@ type Limits struct {
 	DefaultTimeout  time.Duration // when the caller gives none; default 10m
 	MaxTimeout      time.Duration // upper bound; default 24h
 	// ClaudeCommand is the argv run for a prompt; the element equal to
-	// PromptPlaceholder is replaced by the prompt. Default: claude -p
-	// {prompt} --output-format stream-json --verbose.
+	// PromptPlaceholder is replaced by the job's options, "--" and the
+	// prompt, and elements after it go before the options. Default:
+	// claude -p --verbose {prompt}.
 	ClaudeCommand []string
 }
 
@@ -60,7 +65,7 @@ const PromptPlaceholder = "{prompt}"
 
 // defaultClaudeCommand runs Claude Code non-interactively with streamed
 // JSON output.
-var defaultClaudeCommand = []string{"claude", "-p", PromptPlaceholder, "--output-format", "stream-json", "--verbose"}
+var defaultClaudeCommand = []string{"claude", "-p", "--verbose", PromptPlaceholder}
 
 func (l *Limits) setDefaults() {
 	if l.MaxArgs <= 0 {
@@ -111,7 +116,7 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 			return contracts.Job{}, err
 		}
 	case contracts.KindClaude:
-		if argv, err = l.claudeArgv(sub.Prompt); err != nil {
+		if argv, err = l.claudeArgv(sub.Prompt, sub.Claude); err != nil {
 			return contracts.Job{}, err
 		}
 	default:
@@ -129,7 +134,16 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 	if err := checkRetries(sub.MaxAttempts, sub.RetryOnExitCodes); err != nil {
 		return contracts.Job{}, err
 	}
+	if sub.Stderr != "" && sub.Stderr != contracts.StderrSeparate && sub.Stderr != contracts.StderrMerge {
+		return contracts.Job{}, invalid("invalid_stderr", `stderr must be "separate" (the default) or "merge" (one ordered stream, as 2>&1)`)
+	}
+	var claude *contracts.ClaudeOptions
+	if sub.Kind == contracts.KindClaude {
+		o := sub.Claude
+		claude = &o
+	}
 	return contracts.Job{
+		Stderr: sub.Stderr, Claude: claude,
 		V: contracts.Version, Project: sub.Project, Kind: sub.Kind, Command: argv, Env: sub.Env,
 		WorkDir: sub.WorkDir, Priority: prio, TimeoutSeconds: int(timeout / time.Second), Attempt: 1,
 		IdempotencyKey: sub.IdempotencyKey, Trace: traceContext(sub.Trace),
@@ -242,28 +256,3 @@ func checkWorkDir(dir string) error {
 	return nil
 }
 
-// claudeArgv builds the Claude Code argv with the prompt as one element, so
-// no shell ever parses it. Control characters other than newline and tab
-// are dropped: they can drive a terminal but carry no meaning in a prompt.
-func (l Limits) claudeArgv(prompt string) ([]string, error) {
-	clean := strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' || !unicode.IsControl(r) {
-			return r
-		}
-		return -1
-	}, prompt)
-	if strings.TrimSpace(clean) == "" {
-		return nil, invalid("invalid_prompt", "prompt must contain some text")
-	}
-	if len(clean) > l.MaxPromptBytes {
-		return nil, invalid("prompt_too_large", fmt.Sprintf("prompt is %d bytes; at most %d are allowed", len(clean), l.MaxPromptBytes))
-	}
-	argv := make([]string, len(l.ClaudeCommand))
-	for i, a := range l.ClaudeCommand {
-		if a == PromptPlaceholder {
-			a = clean
-		}
-		argv[i] = a
-	}
-	return argv, nil
-}

@@ -26,8 +26,51 @@ func TestClaudeCommandTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"my-claude", "--print", "ab\tc\nd", "--json"}; strings.Join(job.Command, "|") != strings.Join(want, "|") {
+	want := []string{"my-claude", "--print", "--json", "--output-format=stream-json", "--", "ab\tc\nd"}
+	if strings.Join(job.Command, "|") != strings.Join(want, "|") {
 		t.Fatalf("argv %q, want %q", job.Command, want)
+	}
+}
+
+// Every option becomes one --flag=value element before "--", so neither
+// a value nor the prompt can be read as another flag.
+func TestClaudeOptionsAreSafeFlags(t *testing.T) {
+	t.Parallel()
+	l := limits(Limits{})
+	job, err := l.build(Submission{Project: "p", Kind: contracts.KindClaude, Prompt: "--dangerously-skip-permissions",
+		Claude: contracts.ClaudeOptions{Model: "sonnet", MaxTurns: 3, AllowedTools: []string{"Read", "Bash(git diff:*)"},
+			DisallowedTools: []string{"WebFetch"}, PermissionMode: "acceptEdits", AppendSystemPrompt: "--be brief\x1b",
+			OutputFormat: "json", Resume: "5f1e7c2a-0b3d-4e8f-9a6b-1c2d3e4f5a6b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"claude", "-p", "--verbose", "--output-format=json", "--model=sonnet", "--max-turns=3",
+		"--allowedTools=Read", "--allowedTools=Bash(git diff:*)", "--disallowedTools=WebFetch", "--permission-mode=acceptEdits",
+		"--append-system-prompt=--be brief", "--resume=5f1e7c2a-0b3d-4e8f-9a6b-1c2d3e4f5a6b", "--", "--dangerously-skip-permissions"}
+	if strings.Join(job.Command, "|") != strings.Join(want, "|") {
+		t.Fatalf("argv\n%q\nwant\n%q", job.Command, want)
+	}
+	if job.Claude == nil || job.Claude.Model != "sonnet" {
+		t.Fatalf("options not kept on the job: %+v", job.Claude)
+	}
+	for _, tc := range []struct {
+		o    contracts.ClaudeOptions
+		want string
+	}{
+		{contracts.ClaudeOptions{Model: "-x"}, "invalid_model"},
+		{contracts.ClaudeOptions{Model: "a b"}, "invalid_model"},
+		{contracts.ClaudeOptions{MaxTurns: -1}, "invalid_max_turns"},
+		{contracts.ClaudeOptions{MaxTurns: MaxTurns + 1}, "invalid_max_turns"},
+		{contracts.ClaudeOptions{AllowedTools: []string{"--all"}}, "invalid_tools"},
+		{contracts.ClaudeOptions{DisallowedTools: []string{"Bash(x))"}}, "invalid_tools"},
+		{contracts.ClaudeOptions{PermissionMode: "yolo"}, "invalid_permission_mode"},
+		{contracts.ClaudeOptions{OutputFormat: "xml"}, "invalid_output_format"},
+		{contracts.ClaudeOptions{Resume: "--continue"}, "invalid_resume"},
+		{contracts.ClaudeOptions{AppendSystemPrompt: strings.Repeat("x", 33<<10)}, "invalid_append_system_prompt"},
+	} {
+		if _, err := l.build(Submission{Project: "p", Kind: contracts.KindClaude, Prompt: "hi", Claude: tc.o}); code(err) != tc.want {
+			t.Errorf("options %+v: got %v, want %s", tc.o, err, tc.want)
+		}
 	}
 }
 
