@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
+
+	"github.com/google/shlex"
 
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
@@ -57,7 +63,7 @@ type apiFlags struct {
 	MaxBodyBytes   int64         `default:"1048576" env:"RDEV_MAX_BODY_BYTES" help:"Largest accepted request body."`
 	DefaultTimeout time.Duration `name:"default-job-timeout" default:"10m" env:"RDEV_DEFAULT_JOB_TIMEOUT" help:"Timeout of jobs that set none."`
 	MaxTimeout     time.Duration `name:"max-job-timeout" default:"24h" env:"RDEV_MAX_JOB_TIMEOUT" help:"Longest timeout a job may ask for."`
-	ClaudeCommand  []string      `name:"claude-command" sep:"none" env:"RDEV_CLAUDE_COMMAND" help:"Argv for prompts, one flag per element; {prompt} marks the prompt (default: claude -p {prompt} --output-format stream-json --verbose)."`
+	ClaudeCommand  string        `name:"claude-command" env:"RDEV_CLAUDE_COMMAND" help:"Command line for prompts: one string split as a shell would (quotes, no expansion) or a JSON array; {prompt} marks where the Claude options, -- and the prompt go (default: claude -p --verbose {prompt})."`
 	// BootstrapKey is a secret: never logged.
 	BootstrapKey        string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
 	RedisURL            string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty."`
@@ -79,6 +85,10 @@ type workerFlags struct {
 	RetryBase    time.Duration `name:"retry-base" default:"1s" env:"RDEV_RETRY_BASE" help:"Backoff before a job's second attempt; it doubles per attempt, with full jitter."`
 	RetryCap     time.Duration `name:"retry-cap" default:"5m" env:"RDEV_RETRY_CAP" help:"Longest backoff between two attempts of a job."`
 	SlotDelay    time.Duration `name:"slot-delay" default:"500ms" env:"RDEV_SLOT_DELAY" help:"How long a job whose project runs max_concurrent_jobs already waits before it is offered again."`
+	JobPath      string        `name:"job-path" env:"RDEV_JOB_PATH" help:"PATH of local jobs (default: this process's own PATH)."`
+	JobEnv       []string      `name:"job-env" sep:"none" env:"RDEV_JOB_ENV" help:"NAME=VALUE set in every local job's environment; repeat the flag."`
+	JobEnvPass   []string      `name:"job-env-passthrough" env:"RDEV_JOB_ENV_PASSTHROUGH" help:"Names of variables of this process passed to every local job (e.g. ANTHROPIC_API_KEY); comma separated or repeated. Others are not passed."`
+	JobHome      string        `name:"job-home" env:"RDEV_JOB_HOME" help:"HOME of local jobs (default: the project's workspace)."`
 	K8s          k8sFlags      `embed:""`
 }
 
@@ -160,4 +170,66 @@ type streamerCmd struct {
 
 func (c *streamerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
 	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, streamer: &c.Streamer}, log, stdout)
+}
+
+// claudeArgv reads --claude-command: a JSON array, or one string split
+// into words as a shell would (quotes and backslashes, no expansion).
+// "" leaves the API's default.
+func (a apiFlags) claudeArgv() ([]string, error) {
+	s := strings.TrimSpace(a.ClaudeCommand)
+	if s == "" {
+		return nil, nil
+	}
+	var argv []string
+	var err error
+	if strings.HasPrefix(s, "[") {
+		err = json.Unmarshal([]byte(s), &argv)
+	} else {
+		argv, err = shlex.Split(s)
+	}
+	if err != nil || len(argv) == 0 || argv[0] == "" {
+		return nil, fmt.Errorf("--claude-command %q: want a command line or a JSON array of strings (%v)", a.ClaudeCommand, err)
+	}
+	return argv, nil
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// jobEnv is the environment every local job starts from: PATH (the
+// worker's own unless --job-path), LANG, the variables named by
+// --job-env-passthrough that lookup finds, then --job-env, which wins.
+// Nothing else of the worker's environment is passed: it may hold
+// credentials the jobs should not see.
+func (w workerFlags) jobEnv(lookup func(string) (string, bool)) ([]string, error) {
+	path := w.JobPath
+	if path == "" {
+		path, _ = lookup("PATH")
+	}
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	env := []string{"PATH=" + path, "LANG=C.UTF-8"}
+	for _, name := range w.JobEnvPass {
+		if !envName.MatchString(name) {
+			return nil, fmt.Errorf("--job-env-passthrough %q is not a variable name", name)
+		}
+		if v, ok := lookup(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	for _, kv := range w.JobEnv {
+		if name, _, ok := strings.Cut(kv, "="); !ok || !envName.MatchString(name) {
+			return nil, fmt.Errorf("--job-env %q: want NAME=VALUE", kv)
+		}
+		env = append(env, kv)
+	}
+	return env, nil
+}
+
+// jobHome is --job-home made absolute ("" stays: the workspace).
+func (w workerFlags) jobHome() (string, error) {
+	if w.JobHome == "" {
+		return "", nil
+	}
+	return filepath.Abs(w.JobHome)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -193,8 +194,12 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
+		claudeArgv, err := cfg.api.claudeArgv()
+		if err != nil {
+			return err
+		}
 		a, err := api.New(ctx, api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
-			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: cfg.api.ClaudeCommand, RedisURL: cfg.api.RedisURL, RedisTimeout: cfg.api.RedisTimeout,
+			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: cfg.api.RedisURL, RedisTimeout: cfg.api.RedisTimeout,
 			RateLimitFailClosed: cfg.api.RateLimitFailClosed, KeyRateLimit: cfg.api.KeyRateLimit, KeyRateWindow: cfg.api.KeyRateWindow,
 			TokenTTL: cfg.api.StreamTokenTTL, Telemetry: api.Telemetry{TracerProvider: tracing(telemetry.ServiceAPI), MeterProvider: meter,
 				OnBreakerChange: func(dep, _, to string) { breakers.Set(dep, to) }},
@@ -248,6 +253,14 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
+		jobEnv, err := cfg.worker.jobEnv(os.LookupEnv)
+		if err != nil {
+			return err
+		}
+		jobHome, err := cfg.worker.jobHome()
+		if err != nil {
+			return err
+		}
 		var k8sBreaker func(from, to string)
 		if cfg.worker.Executor == worker.ExecutorKubernetes {
 			k8sBreaker = breakers.Hook("kubernetes")
@@ -257,6 +270,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 			AckWait: cfg.worker.AckWait, DrainTimeout: cfg.worker.DrainTimeout, KillGrace: cfg.worker.KillGrace,
 			Workspaces: cfg.workspaces, Executor: cfg.worker.Executor, UnavailableDelay: cfg.worker.K8s.UnavailableDelay,
 			RetryBase: cfg.worker.RetryBase, RetryCap: cfg.worker.RetryCap, SlotDelay: cfg.worker.SlotDelay,
+			JobEnv: jobEnv, JobHome: jobHome,
 			Kubernetes: worker.KubernetesConfig{
 				Kubeconfig: cfg.worker.K8s.Kubeconfig, Namespace: cfg.worker.K8s.Namespace,
 				PodTemplate: cfg.worker.K8s.PodTemplate, CreatePods: cfg.worker.K8s.CreatePods,
