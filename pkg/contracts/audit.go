@@ -34,12 +34,22 @@ const (
 	AuditProjectUpdated AuditKind = "project_updated"
 	AuditProjectDeleted AuditKind = "project_deleted"
 	AuditRequestDenied  AuditKind = "request_denied"
+	// AuditJobCancelRequested and AuditBatchCancelRequested record who
+	// asked to cancel (the job_finished record that follows says system).
+	AuditJobCancelRequested   AuditKind = "job_cancel_requested"
+	AuditBatchCancelRequested AuditKind = "batch_cancel_requested"
+	// AuditDeadLetterRetried, AuditDeadLetterDeleted and
+	// AuditDeadLettersPurged record the handling of dead letters.
+	AuditDeadLetterRetried AuditKind = "dead_letter_retried"
+	AuditDeadLetterDeleted AuditKind = "dead_letter_deleted"
+	AuditDeadLettersPurged AuditKind = "dead_letters_purged"
 )
 
 // AuditKinds lists every kind, for validation of filters.
 func AuditKinds() []AuditKind {
 	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditKeyCreated, AuditKeyRevoked,
-		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied}
+		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied,
+		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged}
 }
 
 // SubjectAudit is where an audit record about project ("" for none) of the

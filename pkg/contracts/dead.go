@@ -29,6 +29,24 @@ type DeadLetter struct {
 	Time time.Time `json:"time"`
 	// Seq is the dead letter's position in StreamDead; set when read back.
 	Seq uint64 `json:"seq,omitempty"`
+	// Retried is set, when read back through the API, once the dead
+	// letter was retried: a second retry needs ?force=true.
+	Retried *DeadLetterRetry `json:"retried,omitempty"`
+}
+
+// DeadLetterRetry records that a dead letter was run again, in
+// BucketState under DeadRetryKey(id) (so it lasts as long as job state).
+type DeadLetterRetry struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// RetriedAt is when the latest retry was asked for.
+	RetriedAt time.Time `json:"retried_at"`
+	// JobID is the job the latest retry queued ("" while it is queued).
+	JobID string `json:"job_id,omitempty"`
+	// Retries counts the retries.
+	Retries int `json:"retries"`
+	// Actor is the key that asked for the latest retry.
+	Actor string `json:"actor,omitempty"`
 }
 
 // BatchState is where an all-or-nothing batch stands.

@@ -101,6 +101,9 @@ func JobKey(jobID string) string { return "job." + jobID }
 // StreamKey is the BucketState key of a stream's StreamRef.
 func StreamKey(streamID string) string { return "stream." + streamID }
 
+// DeadRetryKey is the BucketState key of a dead letter's DeadLetterRetry.
+func DeadRetryKey(id string) string { return "deadretry." + id }
+
 // BatchKey is the BucketState key of a batch's Batch record.
 func BatchKey(batchID string) string { return "batch." + batchID }
 

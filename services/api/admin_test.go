@@ -76,7 +76,9 @@ func TestProjectLifecycle(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || strings.Contains(string(rb), "rate_limit") || !strings.Contains(string(rb), `"name":"Alpha"`) {
 		t.Fatalf("patch: %d %s", resp.StatusCode, rb)
 	}
-	if resp, rb := b.post(t, "/v1/projects/alpha/commands", "application/json", []byte(`{"command":["true"]}`)); resp.StatusCode != http.StatusForbidden || errCode(t, rb) != "ip_not_allowed" {
+	// Admins are exempt from projects' allowed IPs; other keys are not.
+	sk := b.newKey(t, `{"name":"s","scopes":["project:alpha:submit"]}`)
+	if resp, rb := b.post(t, "/v1/projects/alpha/commands", "application/json", []byte(`{"command":["true"]}`), bearer(sk.Key)...); resp.StatusCode != http.StatusForbidden || errCode(t, rb) != "ip_not_allowed" {
 		t.Fatalf("walled project: %d %s", resp.StatusCode, rb)
 	}
 	// Deleting a project takes its scopes from keys; a key left with none

@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 	}, newID)
 	s.handlers = httpapi.New(httpapi.Deps{
 		Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
-		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js), Signer: access.NewSigner(secret), TokenTTL: cfg.TokenTTL,
+		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Signer: access.NewSigner(secret), TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})

@@ -45,7 +45,14 @@ type Auditor interface {
 const (
 	principalKey = "rdev.principal"
 	projectKey   = "rdev.project"
+	// refusedKeyKey holds the id of a key that was verified but refused
+	// (revoked, expired, wrong address), for the audit record.
+	refusedKeyKey = "rdev.refused_key"
 )
+
+// knownKey are the refusals of Authenticate made after the secret matched
+// a stored key.
+var knownKey = map[string]bool{"revoked_api_key": true, "expired_api_key": true, "ip_not_allowed": true}
 
 // authenticate is the first middleware of every /v1 route: it checks the
 // API key and puts the principal in the context. On routes about no
@@ -58,6 +65,11 @@ func (h *Handlers) authenticate(countKey bool) echo.MiddlewareFunc {
 			ip := clientIP(c)
 			p, err := access.Authenticate(c.Request().Context(), h.keys, bearer(c.Request()), ip, time.Now())
 			if err != nil {
+				var ae *access.Error
+				if errors.As(err, &ae) && knownKey[ae.Code] {
+					// The secret matched a key: the refusal is that key's.
+					c.Set(refusedKeyKey, access.KeyIDOf(bearer(c.Request())))
+				}
 				return h.fail(c, err)
 			}
 			c.Set(principalKey, p)
@@ -142,6 +154,12 @@ func (h *Handlers) project(c echo.Context, id string, role access.Role) (access.
 	if err != nil {
 		return access.Project{}, err
 	}
+	if p.Admin() {
+		// Admins are exempt from projects' allowed IPs on every route, so
+		// one can always fix a project that shuts everyone out (their
+		// key's own allowed IPs still apply).
+		return proj, nil
+	}
 	if err := access.Authorize(p, proj, role, clientIP(c)); err != nil {
 		return access.Project{}, err
 	}
@@ -189,8 +207,12 @@ func (h *Handlers) denied(c echo.Context, status int, code string) {
 	if !contracts.ValidProjectID(project) {
 		project = ""
 	}
+	actor := principal(c).Key.ID
+	if actor == "" {
+		actor, _ = c.Get(refusedKeyKey).(string)
+	}
 	h.audit.RecordAsync(contracts.AuditRecord{
-		Kind: contracts.AuditRequestDenied, Actor: principal(c).Key.ID, Project: project, ClientIP: clientIP(c).String(),
+		Kind: contracts.AuditRequestDenied, Actor: actor, Project: project, ClientIP: clientIP(c).String(),
 		Detail: map[string]any{"status": status, "code": code, "method": c.Request().Method, "path": c.Request().URL.Path},
 	})
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,15 +22,6 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 )
-
-// DeadLetters reads the dead-letter stream.
-type DeadLetters interface {
-	// List returns dead letters of project ("" for all) after a cursor,
-	// and the next cursor (0 at the end).
-	List(ctx context.Context, project string, after uint64, limit int) ([]contracts.DeadLetter, uint64, error)
-	// Find returns the dead letter with id.
-	Find(ctx context.Context, id string) (contracts.DeadLetter, bool, error)
-}
 
 // batchItemRequest is one job of a batch: a command or a prompt.
 type batchItemRequest struct {
@@ -122,8 +112,10 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 			items[i].Error = h.itemError(r.Err)
 			continue
 		}
-		items[i].JobID, items[i].StreamID = r.State.JobID, r.State.StreamID
-		items[i].EventsURL = h.eventsURL(r.State.StreamID)
+		if r.State.JobID != "" {
+			items[i].JobID, items[i].StreamID = r.State.JobID, r.State.StreamID
+			items[i].EventsURL = h.eventsURL(r.State.StreamID)
+		}
 	}
 	switch {
 	case errors.Is(err, jobs.ErrBatchRefused):
@@ -150,10 +142,12 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 // queued, and the items saying which were wrong.
 func (h *Handlers) refuseBatch(c echo.Context, items []BatchItemResponse) error {
 	n := 0
-	for _, it := range items {
+	for i, it := range items {
 		if it.Error != nil {
 			n++
 		}
+		// Nothing was queued: no item has a job, a stream or a URL.
+		items[i].JobID, items[i].StreamID, items[i].EventsURL = "", "", ""
 	}
 	return c.JSON(http.StatusBadRequest, map[string]any{
 		"error": contracts.ErrorDetail{Code: "batch_refused", Message: fmt.Sprintf("%d of %d items were refused, so none was queued (atomic batch)", n, len(items))},
@@ -304,10 +298,13 @@ func (h *Handlers) getBatch(c echo.Context) error {
 	for _, st := range states {
 		resp.Counts[st.Status]++
 	}
-	resp.JobIDs = nil // the page below carries them
+	resp.JobIDs = []string{} // the page's, never null
 	if from < len(states) {
 		end := min(from+limit, len(states))
 		resp.Jobs = states[from:end]
+		for _, st := range resp.Jobs {
+			resp.JobIDs = append(resp.JobIDs, st.JobID)
+		}
 		if end < len(states) {
 			resp.NextCursor = strconv.Itoa(end)
 		}
@@ -339,7 +336,10 @@ func (h *Handlers) cancelJob(c echo.Context) error {
 		err = h.jobAccess(c, st, access.RoleSubmit)
 	}
 	if err == nil {
-		st, err = h.jobs.Cancel(c.Request().Context(), st.JobID)
+		var now contracts.JobState
+		now, err = h.jobs.Cancel(c.Request().Context(), st.JobID)
+		h.cancelAudited(c, contracts.AuditJobCancelRequested, st.Project, st.JobID, map[string]any{"outcome": cancelOutcome(now, err)})
+		st = now
 	}
 	if err != nil {
 		return h.fail(c, err)
@@ -351,8 +351,27 @@ func (h *Handlers) cancelJob(c echo.Context) error {
 	return c.JSON(status, JobResponse{JobState: st, EventsURL: h.eventsURL(st.StreamID)})
 }
 
+// cancelOutcome names what a cancel did, for the audit record.
+func cancelOutcome(st contracts.JobState, err error) string {
+	switch {
+	case err != nil:
+		return "refused"
+	case st.Status.Final():
+		return "cancelled"
+	}
+	return "stopping"
+}
+
+// cancelAudited records who asked for a cancel (the job_finished record
+// that follows it is the system's).
+func (h *Handlers) cancelAudited(c echo.Context, kind contracts.AuditKind, project, jobID string, detail map[string]any) {
+	h.audit.RecordAsync(contracts.AuditRecord{Kind: kind, Actor: principal(c).Key.ID, Project: project,
+		ClientIP: clientIP(c).String(), JobID: jobID, Detail: detail})
+}
+
 // cancelBatch serves POST /v1/batches/{id}/cancel: every job of the batch
-// that has not ended is cancelled.
+// that has not ended is cancelled (202 with counts). As for one job, a
+// batch whose every job had already ended answers 409 batch_finished.
 func (h *Handlers) cancelBatch(c echo.Context) error {
 	b, err := h.batchFor(c, access.RoleSubmit)
 	if err != nil {
@@ -373,66 +392,12 @@ func (h *Handlers) cancelBatch(c echo.Context) error {
 			counts["stopping"]++
 		}
 	}
+	h.cancelAudited(c, contracts.AuditBatchCancelRequested, b.Project, "", map[string]any{"batch_id": b.ID, "jobs": counts})
+	if counts["already_ended"] == len(b.JobIDs) {
+		return c.JSON(http.StatusConflict, map[string]any{
+			"error":    contracts.ErrorDetail{Code: "batch_finished", Message: fmt.Sprintf("every job of batch %q had already ended; nothing was cancelled", b.ID)},
+			"batch_id": b.ID, "jobs": counts,
+		})
+	}
 	return c.JSON(http.StatusAccepted, map[string]any{"batch_id": b.ID, "jobs": counts})
-}
-
-// deadLetters serves GET /v1/dead-letters?project=&cursor=&limit= (admin).
-func (h *Handlers) deadLetters(c echo.Context) error {
-	if err := h.requireAdmin(c); err != nil {
-		return h.fail(c, err)
-	}
-	project := c.QueryParam("project")
-	if project != "" && !contracts.ValidProjectID(project) {
-		return h.fail(c, reqErr(http.StatusBadRequest, "invalid_project", "project must be a project id"))
-	}
-	var after uint64
-	if v := c.QueryParam("cursor"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return h.fail(c, reqErr(http.StatusBadRequest, "invalid_cursor", "cursor must be the next_cursor of an earlier page"))
-		}
-		after = n
-	}
-	_, limit, err := page(c)
-	if err != nil {
-		return h.fail(c, err)
-	}
-	dls, next, err := h.dead.List(c.Request().Context(), project, after, limit)
-	if err != nil {
-		return h.fail(c, err)
-	}
-	resp := map[string]any{"dead_letters": append([]contracts.DeadLetter{}, dls...)}
-	if next > 0 {
-		resp["next_cursor"] = strconv.FormatUint(next, 10)
-	}
-	return c.JSON(http.StatusOK, resp)
-}
-
-// retryDeadLetter serves POST /v1/dead-letters/{id}/retry (admin): the
-// dead job runs again as a new job, whose submit reply this returns.
-func (h *Handlers) retryDeadLetter(c echo.Context) error {
-	if err := h.requireAdmin(c); err != nil {
-		return h.fail(c, err)
-	}
-	id := c.Param("id")
-	dl, ok, err := h.dead.Find(c.Request().Context(), id)
-	if err != nil {
-		return h.fail(c, err)
-	}
-	if !ok {
-		return h.fail(c, &jobs.Error{Kind: jobs.KindNotFound, Code: "dead_letter_not_found", Message: fmt.Sprintf("no dead letter %q", id)})
-	}
-	if dl.Job == nil {
-		return h.fail(c, &jobs.Error{Kind: jobs.KindConflict, Code: "dead_letter_undecodable", Message: "this dead letter holds a message that could not be decoded; there is no job to run"})
-	}
-	st, err := h.jobs.Resubmit(c.Request().Context(), *dl.Job, principal(c).Key.ID, clientIP(c).String())
-	if err != nil {
-		return h.fail(c, err)
-	}
-	jobURL := "/v1/jobs/" + st.JobID
-	c.Response().Header().Set(echo.HeaderLocation, jobURL)
-	return c.JSON(http.StatusAccepted, SubmitResponse{
-		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status, EventsURL: h.eventsURL(st.StreamID), JobURL: jobURL,
-		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"),
-	})
 }

@@ -112,6 +112,9 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodPost, "/batches/:id/cancel", h.cancelBatch, ""},
 		{http.MethodGet, "/dead-letters", h.deadLetters, ""},
 		{http.MethodPost, "/dead-letters/:id/retry", h.retryDeadLetter, ""},
+		{http.MethodDelete, "/dead-letters/:id", h.deleteDeadLetter, ""},
+		{http.MethodPost, "/projects/:project/dead-letters/retry", h.retryProjectDeadLetters, ""},
+		{http.MethodDelete, "/projects/:project/dead-letters", h.purgeProjectDeadLetters, ""},
 
 		{http.MethodPost, "/projects", h.createProject, ""},
 		{http.MethodGet, "/projects", h.listProjects, ""},

@@ -127,6 +127,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 // carried over: the point is to run it again.
 func (s *Service) Resubmit(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error) {
 	job.Attempt, job.IdempotencyKey, job.BatchID, job.BatchAtomic = 1, "", "", false
+	job.Trace = traceContext(job.Trace)
 	st, _, err := s.queueNew(ctx, job, actor, clientIP)
 	return st, err
 }

@@ -255,4 +255,3 @@ func checkWorkDir(dir string) error {
 	}
 	return nil
 }
-

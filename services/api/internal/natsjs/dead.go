@@ -13,11 +13,18 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
-// DeadLetters reads the dead-letter stream (contracts.StreamDead).
-type DeadLetters struct{ js jetstream.JetStream }
+// DeadLetters reads and handles the dead-letter stream
+// (contracts.StreamDead); retries are recorded in the state bucket.
+type DeadLetters struct {
+	js    jetstream.JetStream
+	state jetstream.KeyValue
+}
 
-// NewDeadLetters returns a reader of the dead-letter stream.
-func NewDeadLetters(js jetstream.JetStream) *DeadLetters { return &DeadLetters{js: js} }
+// NewDeadLetters returns the dead letters of js, with retries recorded
+// in the state bucket.
+func NewDeadLetters(js jetstream.JetStream, state jetstream.KeyValue) *DeadLetters {
+	return &DeadLetters{js: js, state: state}
+}
 
 // List returns up to limit dead letters of project ("" for all) after the
 // cursor (a stream sequence), oldest first, and the next cursor (0 when
@@ -32,7 +39,144 @@ func (d *DeadLetters) List(ctx context.Context, project string, after uint64, li
 		out = append(out, dl)
 		return len(out) < limit
 	})
-	return out, next, err
+	if err != nil {
+		return nil, 0, err
+	}
+	for i := range out {
+		if out[i].Retried, err = d.retried(ctx, out[i].ID); err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, next, nil
+}
+
+// retried returns the retry record of dead letter id, or nil.
+func (d *DeadLetters) retried(ctx context.Context, id string) (*contracts.DeadLetterRetry, error) {
+	e, err := d.state.Get(ctx, contracts.DeadRetryKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read dead letter retry: %w", err)
+	}
+	var r contracts.DeadLetterRetry
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, fmt.Errorf("decode dead letter retry: %w", err)
+	}
+	return &r, nil
+}
+
+// ClaimRetry records a retry of dead letter id by actor. Without force it
+// succeeds only for a dead letter never retried (by create, so two
+// concurrent retries cannot both win), and otherwise returns the earlier
+// record and false.
+func (d *DeadLetters) ClaimRetry(ctx context.Context, id, actor string, force bool) (*contracts.DeadLetterRetry, bool, error) {
+	key := contracts.DeadRetryKey(id)
+	for range 8 {
+		prev, err := d.retried(ctx, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if prev != nil && !force {
+			return prev, false, nil
+		}
+		next := contracts.DeadLetterRetry{V: contracts.Version, RetriedAt: time.Now().UTC(), Retries: 1, Actor: actor}
+		raw, _ := json.Marshal(next)
+		if prev == nil {
+			_, err = d.state.Create(ctx, key, raw)
+		} else {
+			next.Retries = prev.Retries + 1
+			raw, _ = json.Marshal(next)
+			var e jetstream.KeyValueEntry
+			if e, err = d.state.Get(ctx, key); err == nil {
+				_, err = d.state.Update(ctx, key, raw, e.Revision())
+			}
+		}
+		if err == nil {
+			return &next, true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongSequence(err) {
+			return nil, false, fmt.Errorf("record dead letter retry: %w", err)
+		}
+	}
+	return nil, false, fmt.Errorf("record dead letter retry %s: it kept changing", id)
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// RetryQueued completes the retry record of id with the job it queued;
+// ReleaseRetry removes a claim whose job could not be queued.
+func (d *DeadLetters) RetryQueued(ctx context.Context, id string, r contracts.DeadLetterRetry) error {
+	raw, _ := json.Marshal(r)
+	if _, err := d.state.Put(ctx, contracts.DeadRetryKey(id), raw); err != nil {
+		return fmt.Errorf("record dead letter retry: %w", err)
+	}
+	return nil
+}
+
+// ReleaseRetry undoes a claim (see RetryQueued); first says whether it
+// was the dead letter's first retry, in which case the record goes.
+func (d *DeadLetters) ReleaseRetry(ctx context.Context, id string, r contracts.DeadLetterRetry) error {
+	if r.Retries <= 1 {
+		return d.state.Delete(ctx, contracts.DeadRetryKey(id))
+	}
+	return nil
+}
+
+// Delete removes every copy of dead letter id from the stream, and its
+// retry record; false when there was none.
+func (d *DeadLetters) Delete(ctx context.Context, id string) (bool, error) {
+	var seqs []uint64
+	if _, err := d.scan(ctx, contracts.SubjectDeadPrefix+".>", 0, func(dl contracts.DeadLetter) bool {
+		if dl.ID == id {
+			seqs = append(seqs, dl.Seq)
+		}
+		return true
+	}); err != nil {
+		return false, err
+	}
+	if len(seqs) == 0 {
+		return false, nil
+	}
+	s, err := d.js.Stream(ctx, contracts.StreamDead)
+	if err != nil {
+		return false, fmt.Errorf("delete dead letter: %w", err)
+	}
+	for _, seq := range seqs {
+		if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, fmt.Errorf("delete dead letter: %w", err)
+		}
+	}
+	if err := d.state.Delete(ctx, contracts.DeadRetryKey(id)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return true, fmt.Errorf("delete dead letter retry: %w", err)
+	}
+	return true, nil
+}
+
+// Purge removes every dead letter of project and returns how many there
+// were.
+func (d *DeadLetters) Purge(ctx context.Context, project string) (int, error) {
+	var ids []string
+	if _, err := d.scan(ctx, contracts.SubjectDead(project), 0, func(dl contracts.DeadLetter) bool {
+		ids = append(ids, dl.ID)
+		return true
+	}); err != nil {
+		return 0, err
+	}
+	s, err := d.js.Stream(ctx, contracts.StreamDead)
+	if err != nil {
+		return 0, fmt.Errorf("purge dead letters: %w", err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(contracts.SubjectDead(project))); err != nil {
+		return 0, fmt.Errorf("purge dead letters: %w", err)
+	}
+	for _, id := range ids {
+		_ = d.state.Delete(ctx, contracts.DeadRetryKey(id)) // an orphan record expires with state
+	}
+	return len(ids), nil
 }
 
 // Find returns the newest dead letter with id, or jobs-style not found as
@@ -46,6 +190,9 @@ func (d *DeadLetters) Find(ctx context.Context, id string) (contracts.DeadLetter
 		}
 		return true
 	})
+	if err == nil && ok {
+		found.Retried, err = d.retried(ctx, id)
+	}
 	return found, ok, err
 }
 
