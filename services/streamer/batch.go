@@ -62,27 +62,45 @@ func (s *Service) batchEvents(c echo.Context) error {
 	defer stop()
 
 	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
-	if err := w.Open(s.cfg.Retry); err != nil {
-		return nil
+	// The response opens with its first event, so that a client resuming
+	// after complete can be answered 204 (which stops an EventSource).
+	var opened bool
+	var openErr error
+	open := func() error {
+		if !opened {
+			opened, openErr = true, w.Open(s.cfg.Retry)
+		}
+		return openErr
 	}
+	from := resume
 	members := make(map[string]bool, len(b.JobIDs))
 	for _, j := range b.JobIDs {
 		members[j] = true
 	}
 	ended := map[string]contracts.Status{}
-	done := func() error {
+	// done sends complete with its own id, one above the last job's
+	// terminal event: no status event of the batch comes after that one,
+	// so resuming with the complete's id finds nothing more, and 204.
+	done := func(endedAt uint64) error {
+		id := endedAt + 1
+		if from >= id && !opened {
+			return c.NoContent(http.StatusNoContent)
+		}
 		counts := map[contracts.Status]int{}
 		for _, st := range ended {
 			counts[st]++
 		}
 		data, _ := json.Marshal(contracts.BatchComplete{BatchID: b.ID, Jobs: len(b.JobIDs), Counts: counts})
-		if err := w.Event(resume, contracts.SSEComplete, data); err != nil {
+		if err := open(); err != nil {
+			return err
+		}
+		if err := w.Event(id, contracts.SSEComplete, data); err != nil {
 			return err
 		}
 		return w.Flush()
 	}
 	if len(members) == 0 {
-		_ = done()
+		_ = done(0)
 		return nil
 	}
 	since := b.SubmittedAt.Add(-contracts.DuplicateWindow) // clock skew between API and NATS
@@ -90,11 +108,13 @@ func (s *Service) batchEvents(c echo.Context) error {
 	for pe, err := range s.store.ProjectEvents(streamCtx, b.Project, since, s.cfg.Heartbeat) {
 		if err != nil {
 			s.log.Warn("batch events failed", "batch_id", b.ID, "err", err)
-			s.sendBatchError(w, resume, codeUnavailable, "the batch's events are unavailable; reconnect with Last-Event-ID")
+			if open() == nil {
+				s.sendBatchError(w, resume, codeUnavailable, "the batch's events are unavailable; reconnect with Last-Event-ID")
+			}
 			return nil
 		}
 		if pe.Seq == 0 { // idle
-			if w.Comment("ping") != nil || w.Flush() != nil {
+			if open() != nil || w.Comment("ping") != nil || w.Flush() != nil {
 				return nil
 			}
 			continue
@@ -105,7 +125,7 @@ func (s *Service) batchEvents(c echo.Context) error {
 			}
 			if pe.Seq > resume {
 				resume = pe.Seq
-				if w.Event(pe.Seq, contracts.SSEStatus, pe.Data) != nil {
+				if open() != nil || w.Event(pe.Seq, contracts.SSEStatus, pe.Data) != nil {
 					return nil
 				}
 				pending = true
@@ -119,11 +139,11 @@ func (s *Service) batchEvents(c echo.Context) error {
 			pending = false
 		}
 		if len(ended) == len(members) {
-			_ = done() // flushes what is pending too
+			_ = done(pe.Seq) // flushes what is pending too
 			return nil
 		}
 	}
-	if s.quit.Err() != nil {
+	if s.quit.Err() != nil && open() == nil {
 		s.sendBatchError(w, resume, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
 	}
 	return nil
