@@ -40,6 +40,9 @@ func (s *Service) events(c echo.Context) error {
 		return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
 			"Last-Event-ID must be a decimal event id received from this stream")
 	}
+	if err := checkFormat(c); err != nil {
+		return err
+	}
 	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), bearer(c.Request()), clientIP(c), access.StreamResource(streamID))
 	if err != nil {
 		return s.refuse(c, err)
@@ -149,7 +152,7 @@ func (s *Service) stream(c echo.Context, st *opened) {
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
 	reqCtx, end := s.in.startDelivery(c.Request().Context(), st)
-	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, sink{st.w}))
+	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, sinkFor(c, sink{st.w})))
 	defer func() { end(err) }()
 	var werr writeError
 	switch {

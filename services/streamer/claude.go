@@ -1,0 +1,66 @@
+package streamer
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/claudestream"
+	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
+	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
+)
+
+// The ?format= values of a job's event stream.
+const (
+	formatRaw    = ""
+	formatClaude = "claude"
+)
+
+// checkFormat refuses a ?format= the streamer does not know.
+func checkFormat(c echo.Context) error {
+	switch c.QueryParam("format") {
+	case formatRaw, "raw", formatClaude:
+		return nil
+	}
+	return problem(c, http.StatusBadRequest, "invalid_format", `format must be "raw" (the default) or "claude"`)
+}
+
+// sinkFor is the sink of the format the request asked for.
+func sinkFor(c echo.Context, k sink) follow.Sink {
+	if c.QueryParam("format") == formatClaude {
+		return claudeSink{k}
+	}
+	return k
+}
+
+// claudeSink sends stdout lines of Claude Code's stream-json as typed
+// events (assistant, tool_use, tool_result, result); every other line
+// stays an output event. The events of one line share its id, so a
+// resume goes on after the whole line.
+type claudeSink struct{ sink }
+
+func (k claudeSink) Send(e entry.Entry) error {
+	if e.Kind != entry.Line {
+		return k.sink.Send(e)
+	}
+	var l contracts.OutputLine
+	if json.Unmarshal(e.Data, &l) != nil || l.FD != contracts.Stdout || l.Partial {
+		return k.sink.Send(e)
+	}
+	evs := claudestream.Events(l.Seq, []byte(l.Text))
+	if len(evs) == 0 {
+		return k.sink.Send(e)
+	}
+	for _, ev := range evs {
+		data, err := json.Marshal(ev.Data)
+		if err != nil {
+			return k.sink.Send(e)
+		}
+		if err := wrapWrite(k.w.Event(e.Seq, ev.Name, data)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
