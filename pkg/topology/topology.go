@@ -74,8 +74,10 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 		MaxAge:      cfg.OutputMaxAge,
 		Duplicates:  contracts.DuplicateWindow,
 		Discard:     jetstream.DiscardOld,
-		// Workers store a burst of lines as one atomic batch, checked
-		// against the stream's last line (nats-server 2.12 or later).
+		// Workers store a burst of lines as one batch checked against the
+		// stream's last line: fast batches on one replica, atomic ones on
+		// more (nats-server 2.14 or later).
+		AllowBatchPublish:  true,
 		AllowAtomicPublish: true,
 	}, {
 		Name:        contracts.StreamAudit,

@@ -20,10 +20,6 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
-// maxBatch is the most lines one atomic batch carries; the server's
-// default limit is 1,000.
-const maxBatch = 500
-
 // Output publishes output lines to their stream's subject.
 //
 // Lines are stored by compare-and-set on the subject: every publish says
@@ -31,17 +27,21 @@ const maxBatch = 500
 // (Nats-Expected-Last-Subject-Sequence), so JetStream refuses a line that
 // does not follow the last one stored, whatever failed in between (a lost
 // publish, a reconnect, a stream leader change, a node that came back).
-// One publish is in flight per stream at a time; lines printed meanwhile
-// go in the next one, as an atomic batch, so a busy command costs one
-// round trip per batch rather than per line.
+// A lone line is one publish; lines that queue up behind it go as one
+// batch: on a single-replica stream a fast batch (nats-server 2.14+),
+// pipelined, only its first line checked against the last stored line and
+// the server refusing any gap after it, so a busy command costs about what
+// plain asynchronous publishes cost; on a replicated stream an atomic batch
+// (see publishAtomic).
 type Output struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	window  int
 	timeout time.Duration
 
-	mu     sync.Mutex
-	stream jetstream.Stream // cached once looked up
+	mu         sync.Mutex
+	stream     jetstream.Stream // cached once looked up
+	replicated bool             // the stream has more than one replica
 }
 
 // NewOutput returns an Output buffering up to window unstored lines per
@@ -62,9 +62,17 @@ func (o *Output) outputStream(ctx context.Context) (jetstream.Stream, error) {
 		if err != nil {
 			return nil, err
 		}
-		o.stream = s
+		o.stream, o.replicated = s, s.CachedInfo().Config.Replicas > 1
 	}
 	return o.stream, nil
+}
+
+// isReplicated reports whether the output stream has replicas, as of the
+// last look-up (which every writer's first resync or LastSeq makes).
+func (o *Output) isReplicated() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.replicated
 }
 
 // position is a stream's last stored line: its Seq and its JetStream
@@ -274,52 +282,149 @@ func (w *LineWriter) flush(ctx context.Context) {
 	}
 }
 
-// publish sends the next batch of queued lines. On an error the outcome
-// is unknown: the next call looks up what is stored before sending again.
+// publish stores queued lines. On an error the outcome is unknown: the
+// next call looks up what is stored before sending again.
 func (w *LineWriter) publish(ctx context.Context) error {
 	w.mu.Lock()
-	known, last := w.known, w.last
+	known, last, queued := w.known, w.last, len(w.queue)
 	w.mu.Unlock()
 	if !known {
 		return w.resync(ctx)
 	}
-	w.mu.Lock()
-	batch := w.queue[:min(len(w.queue), maxBatch)]
-	w.mu.Unlock()
+	if _, err := w.o.outputStream(ctx); err != nil { // how many replicas it has
+		return err
+	}
+	switch {
+	case queued == 1:
+		return w.publishOne(ctx, last)
+	case w.o.isReplicated():
+		return w.publishAtomic(ctx, last)
+	default:
+		return w.publishBatch(ctx, last)
+	}
+}
 
-	pctx, cancel := context.WithTimeout(ctx, w.o.timeout)
-	defer cancel()
+// maxAtomic is the most lines one atomic batch carries; the server's
+// default limit is 1,000.
+const maxAtomic = 1000
+
+// publishAtomic stores up to maxAtomic queued lines as one atomic batch
+// checked against the stream's last line. A replicated stream gets these
+// rather than fast batches: a fast batch interrupted by a leader change was
+// seen to store its later lines after a gap (TestLineWriterR3LeaderLoss),
+// while an atomic batch is stored whole or not at all. One batch is in
+// flight per stream, so this costs about twice what fast batches cost.
+func (w *LineWriter) publishAtomic(ctx context.Context, last uint64) error {
+	w.mu.Lock()
+	batch := append([]*nats.Msg(nil), w.queue[:min(len(w.queue), maxAtomic)]...)
+	w.mu.Unlock()
 	first := *batch[0]
 	first.Header = nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(last, 10)}}
-	var stored uint64
-	if len(batch) == 1 {
-		ack, err := w.o.js.PublishMsg(pctx, &first)
-		if err != nil {
-			w.unknown()
-			return err
-		}
-		stored = ack.Sequence
-	} else {
-		msgs := append([]*nats.Msg{&first}, batch[1:]...)
-		ack, err := jetstreamext.PublishMsgBatch(pctx, w.o.js, msgs,
-			jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: w.o.timeout})
-		if err != nil {
-			w.unknown()
-			return err
-		}
-		stored = ack.Sequence
+	batch[0] = &first
+	pctx, cancel := context.WithTimeout(ctx, w.o.timeout)
+	defer cancel()
+	ack, err := jetstreamext.PublishMsgBatch(pctx, w.o.js, batch,
+		jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: w.o.timeout})
+	if err != nil {
+		w.unknown()
+		return err
 	}
-
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.last = stored
-	w.stored += uint64(len(batch))
-	w.keepSent(batch)
-	// Lines were only ever appended behind the batch.
-	clear(w.queue[:len(batch)])
-	w.queue = w.queue[len(batch):]
-	w.moved()
+	w.acked(len(batch))
+	w.last = ack.Sequence
 	return nil
+}
+
+// publishOne stores one line: a lone line (a command printing now and
+// then) costs one round trip.
+func (w *LineWriter) publishOne(ctx context.Context, last uint64) error {
+	w.mu.Lock()
+	m := *w.queue[0]
+	w.mu.Unlock()
+	m.Header = nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(last, 10)}}
+	pctx, cancel := context.WithTimeout(ctx, w.o.timeout)
+	defer cancel()
+	ack, err := w.o.js.PublishMsg(pctx, &m)
+	if err != nil {
+		w.unknown()
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.acked(1)
+	w.last = ack.Sequence
+	return nil
+}
+
+// publishBatch streams queued lines as one fast batch until the queue is
+// empty, then closes the batch (single-replica streams, see
+// publishAtomic). Only its first line is checked against the
+// stream's last line; after it, the server refuses any gap in the batch
+// (gap mode fail), so what it stores is always a prefix of what was sent,
+// while the lines are pipelined under the server's flow control.
+func (w *LineWriter) publishBatch(ctx context.Context, last uint64) error {
+	fp, err := jetstreamext.NewFastPublisher(w.o.js, jetstreamext.FastPublishFlowControl{AckTimeout: w.o.timeout})
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		w.unknown()
+		if !fp.IsClosed() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.o.timeout)
+			defer cancel()
+			_, _ = fp.Close(cctx) // ends the batch on the server; the outcome is looked up anyway
+		}
+		return err
+	}
+	var inFlight, acked uint64 // lines at the queue's head sent in this batch but not acknowledged; acknowledged so far
+	for first := true; ; first = false {
+		w.mu.Lock()
+		if inFlight == uint64(len(w.queue)) || ctx.Err() != nil {
+			w.mu.Unlock()
+			break
+		}
+		m := w.queue[inFlight]
+		w.mu.Unlock()
+		var opts []jetstreamext.BatchMsgOpt
+		if first {
+			opts = append(opts, jetstreamext.WithBatchExpectLastSequencePerSubject(last))
+		}
+		ack, err := fp.AddMsg(m, opts...)
+		if err != nil {
+			return fail(err)
+		}
+		inFlight++
+		if ack.AckSequence > acked {
+			n := ack.AckSequence - acked
+			w.mu.Lock()
+			w.acked(int(n))
+			w.mu.Unlock()
+			inFlight -= n
+			acked = ack.AckSequence
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, w.o.timeout)
+	defer cancel()
+	ack, err := fp.Close(cctx)
+	if err != nil {
+		return fail(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.acked(int(inFlight))
+	w.last = ack.Sequence
+	return nil
+}
+
+// acked moves the first n queued lines to the stored ones. Called with mu
+// held.
+func (w *LineWriter) acked(n int) {
+	w.keepSent(w.queue[:n])
+	clear(w.queue[:n])
+	w.queue = w.queue[n:]
+	w.stored += uint64(n)
+	w.moved()
 }
 
 // unknown marks the last stored line as unknown after a failed publish.
@@ -382,9 +487,16 @@ func wrongLast(err error) bool {
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// permanent reports a refusal that sending again cannot change (a
-// malformed or oversized message, batching disabled on the stream).
+// permanent reports a refusal that sending again cannot change: a line
+// larger than the stream allows, or batching disabled on the stream.
 func permanent(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == 400 && !wrongLast(err)
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case jetstream.JSErrCodeStreamMessageExceedsMaximum, jetstreamext.JSErrCodeBatchPublishNotEnabled, jetstreamext.JSErrCodeFastBatchNotEnabled:
+		return true
+	}
+	return false
 }
