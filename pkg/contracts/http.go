@@ -28,7 +28,20 @@ const (
 	// SSEError carries an ErrorDetail; the client should reconnect with
 	// Last-Event-ID unless the code says otherwise.
 	SSEError = "error"
+	// SSEGap carries an SSEGapData: lines of the stream that are missing
+	// (lost by a server and not sent again), announced before the line
+	// that follows them, so a watcher is told rather than left silent.
+	SSEGap = "gap"
 )
+
+// SSEGapData is the data of the gap event: lines From through To (Seq
+// values) are missing.
+type SSEGapData struct {
+	// From is the first missing Seq.
+	From uint64 `json:"from"`
+	// To is the last missing Seq.
+	To uint64 `json:"to"`
+}
 
 // SSEConnectedData is the data of the connected event.
 type SSEConnectedData struct {

@@ -20,9 +20,13 @@ const MaxLineBytes = 16 * 1024
 // in the order it was read.
 //
 // Seq is the identity of a line within its stream: it starts at 1 and grows
-// by one per line, with no gaps, across stdout and stderr and across attempts.
-// A publisher that retries after an unacknowledged publish may store a line
-// twice; readers drop any Seq they have already seen.
+// by one per line, across stdout and stderr and across attempts. Workers
+// store lines by compare-and-set on the subject, so the stored lines are
+// in Seq order, each once. A Seq that jumps by more than one marks lines
+// the server lost and the worker could not send again; the job's terminal
+// event then has reason ReasonOutputLost (the streamer sends SSEGap).
+// Streams written before this rule may hold a line twice: readers drop
+// any Seq they have already seen.
 type OutputLine struct {
 	// V is the message version (Version).
 	V int `json:"v"`
@@ -32,7 +36,7 @@ type OutputLine struct {
 	JobID string `json:"job_id"`
 	// Attempt is the job attempt that printed it, from 1.
 	Attempt int `json:"attempt"`
-	// Seq is the line's position in the stream, from 1, without gaps.
+	// Seq is the line's position in the stream, from 1.
 	Seq uint64 `json:"seq"`
 	// FD is stdout or stderr.
 	FD FD `json:"fd"`
