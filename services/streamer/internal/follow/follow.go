@@ -4,7 +4,9 @@
 // boundary, then forwards live entries. When the hub cuts the client loose
 // for being slow, it goes back to replaying from the client's cursor, so a
 // slow client costs storage reads, never more memory than its hub queue's
-// bound, nor other clients' time.
+// bound, nor other clients' time. When the hub or the history fails (NATS
+// reconnecting, a JetStream request timing out under load), it waits,
+// keeping the client's connection alive, and joins again from the cursor.
 package follow
 
 import (
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"runtime"
 	"sync"
 	"time"
@@ -64,14 +67,60 @@ type Follower struct {
 	// own context does. Nil never ends. One context for all clients saves
 	// each a context of its own joining the two for as long as it follows.
 	Quit context.Context
+	// Retry says how Run rides out failures of the hubs and the history.
+	// The zero value returns the first failure.
+	Retry Retry
+	// Log receives a warning when a client's stream starts failing; nil
+	// logs nothing.
+	Log *slog.Logger
 
 	beatOnce sync.Once
 	beat     *beat
 }
 
+// Retry is how Run rides out failures of the hubs and the history: a NATS
+// reconnect, a JetStream request timing out on an overloaded server. A
+// client's stream is read again from its cursor, so a retry costs a replay,
+// never a gap or a duplicate; ending the stream instead would send every
+// client back through a new request at once, adding to the load that made
+// the request fail.
+type Retry struct {
+	// Min is the wait after the first failure; each failure in a row
+	// doubles it, up to Max.
+	Min, Max time.Duration
+	// For is how long failures may go on without the client getting an
+	// entry before Run gives up and returns the last one. Zero: Run
+	// returns the first failure.
+	For time.Duration
+}
+
+// wait returns the wait before retry n (1 for the first).
+func (r Retry) wait(n int) time.Duration {
+	d := max(r.Min, time.Millisecond)
+	for i := 1; i < n && (r.Max <= 0 || d < r.Max); i++ {
+		d *= 2
+	}
+	if r.Max > 0 {
+		d = min(d, r.Max)
+	}
+	return d
+}
+
+// healthy is how long a client must follow live without a failure for
+// the next failure to start a new run of them.
+func (r Retry) healthy() time.Duration { return max(r.Max, r.Min, time.Second) }
+
+// sourceError marks a failure of the hubs or the history, as opposed to
+// the sink's own errors and the end of the client's context.
+type sourceError struct{ err error }
+
+func (e sourceError) Error() string { return e.err.Error() }
+func (e sourceError) Unwrap() error { return e.err }
+
 // Run sends sink every entry of streamID after cur, moving cur along,
 // until it sent the terminal entry (it returns nil), ctx or f.Quit ends
-// (their error), the sink fails (its error) or a hub or history fails.
+// (their error), the sink fails (its error) or the hubs and the history
+// keep failing for longer than f.Retry allows (the last failure).
 //
 // Run's goroutine spends the stream waiting in live, shallow; joining and
 // replaying, which need a deep stack, run on a fresh one (see freshstack).
@@ -87,19 +136,72 @@ func (f *Follower) Run(ctx context.Context, streamID string, cur *Cursor, sink S
 			sub.Leave()
 		}
 	}()
+	var (
+		failures int       // in a row, without the client getting an entry
+		since    time.Time // when the first of them happened
+		at       uint64    // the cursor then
+	)
 	for {
 		var (
-			done bool
-			err  error
+			done   bool
+			err    error
+			joined time.Time // when live following began
 		)
 		freshstack.Run(func() { sub, done, err = f.join(ctx, quit, streamID, sub, cur, sink) })
 		if err == nil && !done {
+			joined = time.Now()
 			done, err = live(ctx, quit, sub, cur, sink, f.beat)
 		}
-		if err != nil || done {
+		if err == nil && !done {
+			continue // cut loose by the hub: join again, then replay what was missed
+		}
+		var serr sourceError
+		if done || !errors.As(err, &serr) || ctx.Err() != nil || quit.Err() != nil || errors.Is(err, hub.ErrClosed) {
 			return err
 		}
-		// Cut loose by the hub: join again, then replay what was missed.
+		// The hub or the history failed: wait, then join again from the
+		// cursor, unless it has failed for too long without the client
+		// getting anything.
+		if sub != nil {
+			sub.Leave()
+			sub = nil
+		}
+		// A new run of failures once the client got an entry, or followed
+		// live for a while without a failure (an idle stream).
+		if failures == 0 || cur.Seq != at || (!joined.IsZero() && time.Since(joined) > f.Retry.healthy()) {
+			failures, since, at = 0, time.Now(), cur.Seq
+		}
+		failures++
+		if time.Since(since) >= f.Retry.For {
+			return err
+		}
+		wait := f.Retry.wait(failures)
+		if failures == 1 && f.Log != nil {
+			f.Log.Warn("stream storage failed; retrying", "stream_id", streamID, "after", wait, "err", err)
+		}
+		if err := pause(ctx, quit, wait, sink, f.beat); err != nil {
+			return err
+		}
+	}
+}
+
+// pause waits d, pinging the client at each heartbeat.
+func pause(ctx, quit context.Context, d time.Duration, sink Sink, heartbeat *beat) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return nil
+		case <-heartbeat.C():
+			if err := sink.Ping(); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-quit.Done():
+			return quit.Err()
+		}
 	}
 }
 
@@ -118,7 +220,7 @@ func (f *Follower) join(ctx, quit context.Context, streamID string, prev *hub.Su
 		prev.Leave()
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("join hub: %w", err)
+		return nil, false, sourceError{fmt.Errorf("join hub: %w", err)}
 	}
 	done, err := f.catchUp(ctx, streamID, boundary, cur, sink)
 	return sub, done, err
@@ -131,7 +233,7 @@ func (f *Follower) catchUp(ctx context.Context, streamID string, boundary uint64
 	}
 	for e, err := range f.History.Replay(ctx, streamID, cur.Seq, boundary) {
 		if err != nil {
-			return false, fmt.Errorf("replay: %w", err)
+			return false, sourceError{fmt.Errorf("replay: %w", err)}
 		}
 		done, err := deliver(e, cur, sink)
 		if err != nil {
@@ -197,7 +299,7 @@ func live(ctx, quit context.Context, sub *hub.Sub, cur *Cursor, sink Sink, heart
 			if errors.Is(err, hub.ErrOverflow) {
 				return false, nil
 			}
-			return false, err
+			return false, sourceError{err}
 		}
 		select {
 		case <-sub.Ready():

@@ -21,17 +21,22 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const waitFor = 5 * time.Second
 
 // store is a stream: what History replays and what the live feed carries.
+// It can be made to fail: the next opens and replays, or the open feed.
 type store struct {
-	mu      sync.Mutex
-	entries []entry.Entry
-	live    chan entry.Entry
-	closed  chan struct{}
-	once    sync.Once
-	replays int
+	mu          sync.Mutex
+	entries     []entry.Entry
+	live        chan entry.Entry
+	feedErr     chan error // a value sent here ends the open feed with it
+	replays     int
+	opens       int
+	failOpens   int // how many of the next opens fail
+	failReplays int // how many of the next replays fail
 }
 
+var errStorage = errors.New("storage unavailable")
+
 func newStore() *store {
-	return &store{live: make(chan entry.Entry), closed: make(chan struct{})}
+	return &store{live: make(chan entry.Entry), feedErr: make(chan error)}
 }
 
 // append stores e and, when a hub is following, hands it over live.
@@ -50,6 +55,16 @@ func (s *store) append(t *testing.T, e entry.Entry, live bool) {
 	}
 }
 
+// failFeed ends the open feed with errStorage.
+func (s *store) failFeed(t *testing.T) {
+	t.Helper()
+	select {
+	case s.feedErr <- errStorage:
+	case <-time.After(waitFor):
+		t.Fatal("no feed to fail")
+	}
+}
+
 func (s *store) end() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -59,22 +74,47 @@ func (s *store) end() uint64 {
 	return s.entries[len(s.entries)-1].Seq
 }
 
-func (s *store) Open(context.Context, string) (hub.Feed, uint64, error) { return s, s.end(), nil }
+func (s *store) Open(context.Context, string) (hub.Feed, uint64, error) {
+	s.mu.Lock()
+	s.opens++
+	fail := s.failOpens > 0
+	if fail {
+		s.failOpens--
+	}
+	s.mu.Unlock()
+	if fail {
+		return nil, 0, errStorage
+	}
+	return &feed{s: s, closed: make(chan struct{})}, s.end(), nil
+}
 
-func (s *store) Next() (entry.Entry, error) {
+// feed is one live feed of a store.
+type feed struct {
+	s      *store
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (f *feed) Next() (entry.Entry, error) {
 	select {
-	case e := <-s.live:
+	case e := <-f.s.live:
 		return e, nil
-	case <-s.closed:
+	case err := <-f.s.feedErr:
+		return entry.Entry{}, err
+	case <-f.closed:
 		return entry.Entry{}, errors.New("closed")
 	}
 }
 
-func (s *store) Close() { s.once.Do(func() { close(s.closed) }) }
+func (f *feed) Close() { f.once.Do(func() { close(f.closed) }) }
 
 func (s *store) Replay(_ context.Context, _ string, after, until uint64) iter.Seq2[entry.Entry, error] {
 	s.mu.Lock()
 	s.replays++
+	fail := s.failReplays > 0
+	if fail {
+		s.failReplays--
+	}
 	var out []entry.Entry
 	for _, e := range s.entries {
 		if e.Seq > after {
@@ -83,6 +123,10 @@ func (s *store) Replay(_ context.Context, _ string, after, until uint64) iter.Se
 	}
 	s.mu.Unlock()
 	return func(yield func(entry.Entry, error) bool) {
+		if fail {
+			yield(entry.Entry{}, errStorage)
+			return
+		}
 		for _, e := range out {
 			if !yield(e, nil) || e.Seq >= until {
 				return
@@ -379,5 +423,78 @@ func TestQuitEndsRun(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("Run did not end")
+	}
+}
+
+// retry rides out failures at test speed.
+var retry = follow.Retry{Min: time.Millisecond, Max: 5 * time.Millisecond, For: waitFor}
+
+// A hub that cannot be opened, a replay that fails and a live feed that
+// ends mid-stream (NATS reconnecting, a JetStream request timing out under
+// load) do not end the client's stream: it joins again from its cursor and
+// gets every entry once, in order.
+func TestRidesOutStorageFailures(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	st.append(t, line(1, 1), false)
+	st.append(t, line(2, 2), false)
+	st.failOpens, st.failReplays = 2, 2
+	f, _ := setup(t, st, 8)
+	f.Retry = retry
+	k := &sink{}
+	done := run(t, f, &follow.Cursor{}, k)
+	k.eventually(t, "the stored entries", func(k *sink) bool { return len(k.got) == 2 })
+	st.append(t, line(3, 3), true)
+	k.eventually(t, "the live entry", func(k *sink) bool { return len(k.got) == 3 })
+
+	// Entries 4 and 5 are stored but never reach the feed, which then
+	// fails: the client must get them from history.
+	st.append(t, line(4, 4), false)
+	st.append(t, entry.Entry{Seq: 5, Kind: entry.Complete, Line: 4}, false)
+	st.failFeed(t)
+	wait(t, done)
+	check(t, k, 1, 2, 3, 4, 5)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.opens < 4 || st.replays < 4 {
+		t.Fatalf("%d opens and %d replays: the failures were not retried", st.opens, st.replays)
+	}
+}
+
+// When storage keeps failing, Run gives up after Retry.For with the last
+// failure, having kept the client's connection alive meanwhile; with no
+// Retry it returns the first failure.
+func TestGivesUpWhenStorageKeepsFailing(t *testing.T) {
+	t.Parallel()
+	for _, r := range []follow.Retry{{}, {Min: time.Millisecond, Max: 2 * time.Millisecond, For: 100 * time.Millisecond}} {
+		st := newStore()
+		st.append(t, line(1, 1), false)
+		st.failReplays = 1 << 30
+		h := hub.New(st, hub.Config{Buffer: 8}, slog.New(slog.DiscardHandler))
+		t.Cleanup(h.Close)
+		f := &follow.Follower{Hubs: h, History: st, Heartbeat: time.Millisecond, Retry: r}
+		k := &sink{}
+		start := time.Now()
+		select {
+		case err := <-run(t, f, &follow.Cursor{}, k):
+			if !errors.Is(err, errStorage) {
+				t.Fatalf("retry %+v: Run: %v, want the storage failure", r, err)
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("retry %+v: Run did not give up", r)
+		}
+		elapsed := time.Since(start)
+		st.mu.Lock()
+		replays := st.replays
+		st.mu.Unlock()
+		k.mu.Lock()
+		pings := k.pings
+		k.mu.Unlock()
+		switch {
+		case r.For == 0 && replays != 1:
+			t.Errorf("no retry: %d replays, want 1", replays)
+		case r.For > 0 && (elapsed < r.For || replays < 2 || pings == 0):
+			t.Errorf("retry %+v: gave up after %s, %d replays, %d pings", r, elapsed, replays, pings)
+		}
 	}
 }
