@@ -26,6 +26,14 @@ type Config struct {
 	// that stalls longer is dropped and resumes with Last-Event-ID.
 	// Default 30s.
 	WriteTimeout time.Duration
+	// UnavailableAfter is how long the streamer rides out failing storage
+	// (NATS reconnecting, JetStream requests timing out under load) before
+	// it gives up on a request: an open stream keeps its client, pinged,
+	// and resumes from its cursor once storage answers again, and ends
+	// with error "unavailable" only once storage has failed this long
+	// without the client getting an event; a new request is answered 503
+	// after the same time. Default 30s.
+	UnavailableAfter time.Duration
 	// AllowOrigins are the CORS origins allowed on the events endpoint.
 	// Default ["*"].
 	AllowOrigins []string
@@ -49,6 +57,9 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 30 * time.Second
 	}
+	if c.UnavailableAfter == 0 {
+		c.UnavailableAfter = 30 * time.Second
+	}
 	if len(c.AllowOrigins) == 0 {
 		c.AllowOrigins = []string{"*"}
 	}
@@ -71,6 +82,9 @@ func (c Config) Validate() error {
 	}
 	if c.WriteTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("write timeout %s: must be positive", c.WriteTimeout))
+	}
+	if c.UnavailableAfter < 0 {
+		errs = append(errs, fmt.Errorf("unavailable after %s: must not be negative", c.UnavailableAfter))
 	}
 	for _, o := range c.AllowOrigins {
 		if o == "" {

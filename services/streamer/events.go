@@ -1,12 +1,15 @@
 package streamer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -75,7 +78,11 @@ type opened struct {
 // the request was answered.
 func (s *Service) open(c echo.Context, reader access.Reader, streamID string, resume uint64, raw string) (*opened, error) {
 	ctx := c.Request().Context()
-	ref, err := s.store.Ref(ctx, streamID)
+	var ref contracts.StreamRef
+	err := s.retry(ctx, func() (err error) {
+		ref, err = s.store.Ref(ctx, streamID)
+		return err
+	}, natsjs.ErrUnknownStream)
 	if errors.Is(err, natsjs.ErrUnknownStream) {
 		return nil, problem(c, http.StatusNotFound, codeStreamNotFound, "no job writes to stream "+streamID)
 	}
@@ -88,13 +95,21 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 
 	cur := follow.Cursor{Seq: resume}
 	if resume > 0 {
-		e, err := s.store.At(ctx, streamID, resume)
+		var e entry.Entry
+		err := s.retry(ctx, func() (err error) {
+			e, err = s.store.At(ctx, streamID, resume)
+			return err
+		}, entry.ErrForeign, natsjs.ErrNoMessage)
 		switch {
 		case errors.Is(err, entry.ErrForeign):
 			return nil, problem(c, http.StatusBadRequest, codeInvalidLastEventID,
 				"Last-Event-ID "+raw+" is not an event of stream "+streamID)
 		case errors.Is(err, natsjs.ErrNoMessage):
-			last, err := s.store.LastSeq(ctx)
+			var last uint64
+			err := s.retry(ctx, func() (err error) {
+				last, err = s.store.LastSeq(ctx)
+				return err
+			})
 			if err != nil {
 				return nil, s.unavailable(c, "read stream end", err)
 			}
@@ -131,6 +146,35 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		return nil, nil
 	}
 	return &opened{ref: ref, w: w, cur: cur}, nil
+}
+
+// retry calls op until it succeeds or returns one of the final errors,
+// riding out failing storage as open streams do: it gives up once storage
+// has failed for UnavailableAfter, or when the request or the service
+// ends. A 503 before the stream opens would end a browser's EventSource
+// for good (it reconnects only after a stream that opened), so waiting
+// out a NATS reconnect is better than answering at once.
+func (s *Service) retry(ctx context.Context, op func() error, final ...error) error {
+	start := time.Now()
+	wait := retryMin
+	for {
+		err := op()
+		if err == nil || slices.ContainsFunc(final, func(f error) bool { return errors.Is(err, f) }) ||
+			time.Since(start)+wait > s.cfg.UnavailableAfter {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-s.quit.Done():
+			t.Stop()
+			return err
+		}
+		wait = min(2*wait, retryMax)
+	}
 }
 
 // lastEventID returns the resume position from the Last-Event-ID header or,

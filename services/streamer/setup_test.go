@@ -14,17 +14,22 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology"
+	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/streamer"
 )
@@ -47,6 +52,9 @@ type fixture struct {
 	// projects and keys the gate reads.
 	signer *access.Signer
 	access *natskv.Store
+	// stopNATS and startNATS stop NATS and start it again on the same
+	// address and store (options.restartable).
+	stopNATS, startNATS func()
 }
 
 type options struct {
@@ -56,11 +64,22 @@ type options struct {
 	// smallSendBuffer shrinks the server's socket send buffers, so a client
 	// that stops reading blocks the server's writes soon.
 	smallSendBuffer bool
+	// restartable runs NATS on a fixed address and store, so that
+	// fixture.restartNATS can stop it and start it again there.
+	restartable bool
 }
 
 func setup(t *testing.T, opts options) *fixture {
 	t.Helper()
-	_, _, js := natstest.Provisioned(t)
+	var (
+		js                  jetstream.JetStream
+		stopNATS, startNATS func()
+	)
+	if opts.restartable {
+		js, stopNATS, startNATS = restartableNATS(t)
+	} else {
+		_, _, js = natstest.Provisioned(t)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, contracts.BucketState)
@@ -106,7 +125,58 @@ func setup(t *testing.T, opts options) *fixture {
 		}
 	})
 	t.Cleanup(srv.Close)
-	return &fixture{svc: svc, js: js, kv: kv, srv: srv, base: srv.URL, signer: signer, access: store}
+	return &fixture{svc: svc, js: js, kv: kv, srv: srv, base: srv.URL, signer: signer, access: store,
+		stopNATS: stopNATS, startNATS: startNATS}
+}
+
+// restartableNATS starts NATS on a fixed address and store directory,
+// provisions the rdev topology on it and returns a JetStream context on a
+// connection that reconnects, and functions that stop the server and start
+// it again on the same address and store.
+func restartableNATS(t *testing.T) (js jetstream.JetStream, stop, start func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := natsserver.Config{Addr: ln.Addr().String(), StoreDir: t.TempDir()}
+	ln.Close()
+	var (
+		mu  sync.Mutex
+		srv *server.Server
+	)
+	start = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if srv, err = natsserver.Start(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if srv != nil {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			srv = nil
+		}
+	}
+	start()
+	t.Cleanup(stop)
+	nc, err := nats.Connect("nats://"+cfg.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	return js, stop, start
 }
 
 type smallBufferListener struct{ net.Listener }

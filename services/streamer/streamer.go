@@ -73,14 +73,15 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, gate Gate
 	hubs := hub.New(store, hub.Config{Buffer: cfg.ClientBuffer, BufferBytes: cfg.ClientBufferBytes}, log)
 	quit, stop := context.WithCancel(context.Background())
 	s := &Service{
-		cfg:      cfg,
-		log:      log,
-		store:    store,
-		hubs:     hubs,
-		follower: &follow.Follower{Hubs: hubs, History: store, Heartbeat: cfg.Heartbeat, Quit: quit},
-		gate:     gate,
-		quit:     quit,
-		stop:     stop,
+		cfg:   cfg,
+		log:   log,
+		store: store,
+		hubs:  hubs,
+		follower: &follow.Follower{Hubs: hubs, History: store, Heartbeat: cfg.Heartbeat, Quit: quit,
+			Retry: follow.Retry{Min: retryMin, Max: retryMax, For: cfg.UnavailableAfter}, Log: log},
+		gate: gate,
+		quit: quit,
+		stop: stop,
 	}
 	in, err := newInstruments(cfg.Telemetry, s)
 	if err != nil {
@@ -91,6 +92,15 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, gate Gate
 	s.follower.History = replays{store, in}
 	return s, nil
 }
+
+// The wait after a storage failure starts at retryMin and doubles with
+// each failure in a row up to retryMax: soon enough that a NATS reconnect
+// goes unnoticed, slow enough that clients retrying together do not add
+// much to an overloaded server's load.
+const (
+	retryMin = 250 * time.Millisecond
+	retryMax = 5 * time.Second
+)
 
 // Register adds GET EventsPath, and the CORS preflight for it, to e.
 func (s *Service) Register(e *echo.Echo) {

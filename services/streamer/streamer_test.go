@@ -321,94 +321,60 @@ func checkError(t *testing.T, resp *http.Response, status int, code string) {
 	}
 }
 
+// Storage that keeps failing is ridden out for UnavailableAfter, then
+// answered 503.
 func TestStorageFailureIsUnavailable(t *testing.T) {
 	t.Parallel()
-	f := setup(t, options{})
+	const after = 300 * time.Millisecond
+	f := setup(t, options{cfg: streamer.Config{UnavailableAfter: after}})
 	j := f.newJob(t)
 	if err := f.js.DeleteKeyValue(context.Background(), contracts.BucketState); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	checkError(t, f.get(t, j.streamID, dialOpts{}), http.StatusServiceUnavailable, "unavailable")
+	if d := time.Since(start); d < after/2 {
+		t.Fatalf("503 after %s: storage was not retried", d)
+	}
 }
 
-func TestShutdownEndsStreamsWithAnError(t *testing.T) {
+// NATS restarting (the streamer reconnects, its consumers are gone) does
+// not end the streams open meanwhile, nor refuse one opened while NATS is
+// down: each client keeps its connection and gets every line once, in
+// order, with no error event.
+func TestStreamsRideOutNATSRestart(t *testing.T) {
 	t.Parallel()
-	f := setup(t, options{})
+	f := setup(t, options{restartable: true})
 	j := f.newJob(t)
-	waiting := f.connect(t, j.streamID, dialOpts{})
-	waiting.handshake(t)
 	j.event(t, contracts.EventStarted, 0)
 	j.lines(t, 1, 5)
-	midway := f.connect(t, j.streamID, dialOpts{})
-	midway.handshake(t)
-	got := midway.until(t, func(ev sseEvent) bool { return ev.Name == contracts.SSEOutput && lineSeq(t, ev) == 5 })
-	lastSeen := map[*sseClient]string{waiting: "0", midway: got[len(got)-1].ID}
+	open := f.connect(t, j.streamID, dialOpts{})
+	open.handshake(t)
+	got := open.until(t, func(ev sseEvent) bool { return ev.Name == contracts.SSEOutput && lineSeq(t, ev) == 5 })
+	resumeAt := got[3] // line 3
 
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		done <- f.svc.Shutdown(ctx)
-	}()
-
-	for _, c := range []*sseClient{waiting, midway} {
-		evs := c.rest(t)
-		if len(evs) == 0 {
-			t.Fatal("stream ended without an error event")
-		}
-		last := evs[len(evs)-1]
-		var d contracts.ErrorDetail
-		if err := json.Unmarshal([]byte(last.Data), &d); err != nil || last.Name != contracts.SSEError || d.Code != "shutting_down" {
-			t.Fatalf("last event %+v, want error shutting_down", last)
-		}
-		// The error carries the resume position: the last event received.
-		cursor := lastSeen[c]
-		if len(evs) > 1 {
-			cursor = evs[len(evs)-2].ID
-		}
-		if last.ID != cursor {
-			t.Errorf("error id %s, want the cursor %s", last.ID, cursor)
-		}
-	}
+	f.stopNATS()
+	restarted := make(chan struct{})
+	time.AfterFunc(500*time.Millisecond, func() { // the outage
+		defer close(restarted)
+		f.startNATS()
+	})
+	resumed := f.connect(t, j.streamID, dialOpts{lastEventID: resumeAt.ID}) // waits the outage out
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
+	case <-restarted:
 	case <-time.After(waitFor):
-		t.Fatal("shutdown did not return")
+		t.Fatal("NATS did not start again")
 	}
-	checkError(t, f.get(t, j.streamID, dialOpts{}), http.StatusServiceUnavailable, "shutting_down")
-	if err := f.svc.Shutdown(context.Background()); err != nil {
-		t.Fatalf("second shutdown: %v", err)
-	}
-}
-
-func TestCORSPreflight(t *testing.T) {
-	t.Parallel()
-	f := setup(t, options{cfg: streamer.Config{AllowOrigins: []string{"https://app.example"}}})
-	req, _ := http.NewRequest(http.MethodOptions, f.eventsURL("s1"), nil)
-	req.Header.Set("Origin", "https://app.example")
-	req.Header.Set("Access-Control-Request-Method", "GET")
-	req.Header.Set("Access-Control-Request-Headers", "last-event-id")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
-		!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Last-Event-ID") {
-		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
-	}
-}
-
-func TestConfigValidate(t *testing.T) {
-	t.Parallel()
-	bad := streamer.Config{Heartbeat: -time.Second, ClientBuffer: -1, AllowOrigins: []string{""}}
-	if err := bad.Validate(); err == nil {
-		t.Fatal("want an error")
-	}
-	if _, err := streamer.New(bad, nil, nil, nil, nil); err == nil {
-		t.Fatal("New: want an error")
-	}
+	eventually(t, "a publish after the restart", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := f.js.Publish(ctx, contracts.SubjectOutput(j.streamID), j.lineData(6))
+		return err == nil // a line stored twice by this retry is sent once
+	})
+	j.lines(t, 7, 10)
+	j.event(t, contracts.EventSucceeded, 10)
+	got = append(got, open.rest(t)...)
+	equal(t, describe(t, got), want(started, 1, 10, succeeded))
+	resumed.handshake(t)
+	equal(t, describe(t, resumed.rest(t)), want(nil, 4, 10, succeeded))
 }
