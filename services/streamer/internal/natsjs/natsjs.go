@@ -43,8 +43,10 @@ type Config struct {
 	// CleanupTimeout bounds deleting a consumer.
 	CleanupTimeout time.Duration
 	// StallCheck is how long a live feed may wait for a message before it
-	// asks JetStream whether messages are pending that it was not given;
-	// if so it reopens from where it stopped. Default 10s.
+	// asks JetStream whether its consumer owes it messages (see
+	// feed.check). It exceeds the ordered consumer's own missing-heartbeat
+	// window (two heartbeats, 10s), so that the client library's recovery
+	// acts first. Default 15s.
 	StallCheck time.Duration
 }
 
@@ -72,7 +74,7 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Lo
 		cfg.CleanupTimeout = 5 * time.Second
 	}
 	if cfg.StallCheck <= 0 {
-		cfg.StallCheck = 10 * time.Second
+		cfg.StallCheck = 15 * time.Second
 	}
 	return &Store{js: js, kv: kv, cfg: cfg, log: log}
 }
@@ -190,12 +192,17 @@ func (s *Store) openAt(ctx context.Context, streamID string, start uint64) (jets
 type feed struct {
 	s        *Store
 	streamID string
-	cons     jetstream.Consumer
-	it       jetstream.MessagesContext
 	ctx      context.Context // cancelled by Close, to unblock Next
 	cancel   context.CancelFunc
 	once     sync.Once
 	next     uint64 // stream sequence after the last message delivered
+	owed     uint64 // next when a check last found messages owed; 0 for none
+
+	// cons and it are replaced by Next's goroutine (reopen) and read by
+	// Close's; Next's goroutine reads them without the lock.
+	mu   sync.Mutex
+	cons jetstream.Consumer
+	it   jetstream.MessagesContext
 }
 
 func (f *feed) Next() (entry.Entry, error) {
@@ -211,9 +218,7 @@ func (f *feed) Next() (entry.Entry, error) {
 		if f.ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 			return entry.Entry{}, err
 		}
-		if err := f.unstall(); err != nil {
-			return entry.Entry{}, err
-		}
+		f.check()
 	}
 	md, err := msg.Metadata()
 	if err != nil {
@@ -228,44 +233,75 @@ func (f *feed) Next() (entry.Entry, error) {
 	return e, nil
 }
 
-// unstall guards the no-gap promise against a feed that stopped receiving
-// (seen once under heavy load, cause unknown). When the feed has been idle
-// for StallCheck it asks JetStream about its consumer and reopens from the
-// sequence after the last message it received if the consumer is gone,
-// has messages pending, or has delivered messages the feed never got (lost
-// on the way). An idle stream costs one consumer info request per
-// StallCheck.
-func (f *feed) unstall() error {
+// check runs when the feed has received nothing for StallCheck. It asks
+// JetStream whether the consumer owes the feed messages: messages it
+// delivered that the feed has not received, or pending ones it has not
+// sent. Owing is not losing. On a busy connection (an overloaded streamer
+// reads slower than the server sends) what the server delivered is still
+// queued on the way, often ahead of the very answer to this check, and a
+// consumer sends no more until the feed takes what it was given. Reopening
+// then would throw away what is about to arrive and send it all again,
+// over the same busy connection. So one check only takes note; the feed is
+// reopened from where it stopped when the next check, a full StallCheck
+// later, finds messages still owed and not one received in between, or
+// when the consumer is gone. What that catches is a real loss the ordered
+// consumer cannot see: a message the client library dropped (its buffer
+// full) with no later one to reveal the gap.
+func (f *feed) check() {
 	ctx, cancel := context.WithTimeout(f.ctx, f.s.cfg.CleanupTimeout)
 	defer cancel()
 	info, err := f.cons.Info(ctx)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		f.s.log.Warn("live feed lost its consumer; reopening it", "stream_id", f.streamID, "from_seq", f.next)
 	case err != nil:
-		return nil // no way to tell now: ask again after the next wait
+		return // no way to tell now: ask again after the next wait
 	case info.NumPending == 0 && info.Delivered.Stream < f.next:
-		return nil // idle, and nothing was lost
+		f.owed = 0 // idle, and nothing owed
+		return
+	case f.owed != f.next:
+		f.owed = f.next // owed: maybe on the way; look again next time
+		return
 	default:
 		f.s.log.Warn("live feed stalled; reopening it", "stream_id", f.streamID, "pending", info.NumPending,
 			"delivered_seq", info.Delivered.Stream, "from_seq", f.next)
 	}
-	f.it.Stop()
-	if ci := f.cons.CachedInfo(); ci != nil {
-		f.s.deleteConsumer(ctx, ci.Name)
-	}
+	f.reopen(ctx)
+}
+
+// reopen replaces the feed's consumer with one starting after the last
+// message received. The old one is kept until the new one exists: if
+// JetStream cannot create it now, the next check tries again.
+func (f *feed) reopen(ctx context.Context) {
 	cons, it, err := f.s.openAt(ctx, f.streamID, f.next)
 	if err != nil {
-		return err
+		if f.ctx.Err() == nil {
+			f.s.log.Warn("reopen live feed", "stream_id", f.streamID, "err", err)
+		}
+		return
 	}
-	f.cons, f.it = cons, it
-	return nil
+	f.mu.Lock()
+	old, oldIt := f.cons, f.it
+	if f.ctx.Err() == nil {
+		f.cons, f.it, f.owed = cons, it, 0
+	} else { // closed meanwhile: drop the new one instead
+		old, oldIt = cons, it
+	}
+	f.mu.Unlock()
+	oldIt.Stop()
+	if ci := old.CachedInfo(); ci != nil {
+		f.s.deleteConsumer(ctx, ci.Name)
+	}
 }
 
 func (f *feed) Close() {
 	f.once.Do(func() {
+		f.mu.Lock()
 		f.cancel()
-		f.it.Stop()
-		if info := f.cons.CachedInfo(); info != nil {
+		cons, it := f.cons, f.it
+		f.mu.Unlock()
+		it.Stop()
+		if info := cons.CachedInfo(); info != nil {
 			f.s.deleteConsumer(f.ctx, info.Name)
 		}
 	})
