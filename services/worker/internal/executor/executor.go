@@ -52,8 +52,9 @@ type Spec struct {
 	WorkDir string
 	// MergeStderr sends the command's stderr to its stdout, as 2>&1 does,
 	// so that one stream keeps the order the command wrote in; the stderr
-	// writer then gets nothing. Adapters that cannot merge (Kubernetes
-	// exec) keep the streams apart.
+	// writer then gets nothing from the command. The merge must happen
+	// where the command runs: two streams joined later (two pipes, or the
+	// two channels of an exec stream) have already lost their order.
 	MergeStderr bool
 }
 

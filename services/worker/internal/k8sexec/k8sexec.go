@@ -125,8 +125,12 @@ func (e *Executor) wrapped(spec executor.Spec) (execArgv, error) {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	run := e.cfg.Workspace + "/.rdev/run/" + hex.EncodeToString(b)
-	cmd := make([]string, 0, 8+len(env)+len(spec.Command))
-	cmd = append(cmd, "sh", "-c", wrapperScript, "rdev", run, e.cfg.Workspace, dir, strconv.Itoa(len(env)))
+	merge := "0"
+	if spec.MergeStderr {
+		merge = "1"
+	}
+	cmd := make([]string, 0, 9+len(env)+len(spec.Command))
+	cmd = append(cmd, "sh", "-c", wrapperScript, "rdev", run, e.cfg.Workspace, dir, merge, strconv.Itoa(len(env)))
 	cmd = append(cmd, env...)
 	cmd = append(cmd, spec.Command...)
 	return execArgv{cmd: cmd, run: run}, nil

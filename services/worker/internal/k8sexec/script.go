@@ -5,21 +5,23 @@ package k8sexec
 // positional parameters, never spliced into the script text, so no shell
 // ever parses a job's argv.
 
-// wrapperScript runs a job's command: sh -c wrapperScript rdev RUN WS DIR N
-// K=V... ARGV...
+// wrapperScript runs a job's command: sh -c wrapperScript rdev RUN WS DIR
+// MERGE N K=V... ARGV...
 //
 // It enters WS and then DIR, exports the N variables, checks that argv[0]
 // can be run, and writes one header line to stdout: "\x1erdev:ok" or
 // "\x1erdev:error:<why>" (a start failure; the executor reports it as
 // executor.ErrStart). It then starts the command as the leader of a new
 // session and process group (setsid, in a background child that is not
-// a group leader, so setsid never forks), records the group id in RUN,
+// a group leader, so setsid never forks), with its stderr on its stdout
+// when MERGE is 1 (2>&1: one pipe, so the container runtime and the exec
+// stream cannot reorder the two), records the group id in RUN,
 // waits for the command, kills what is left of its group, and exits with
 // the command's status (128+signal when it was killed). A stop request
 // that came before the group id was recorded (RUN.stop exists) kills the
 // group at once.
-const wrapperScript = `run=$1 ws=$2 dir=$3 n=$4
-shift 4
+const wrapperScript = `run=$1 ws=$2 dir=$3 merge=$4 n=$5
+shift 5
 fail() { printf '\036rdev:error:%s\n' "$1"; exit 127; }
 inpath() {
 	case $1 in */*) [ -f "$1" ] && [ -x "$1" ]; return ;; esac
@@ -37,7 +39,7 @@ if [ -n "$dir" ]; then cd -- "$dir" 2>/dev/null || fail "work dir $dir does not 
 while [ "$n" -gt 0 ]; do export "$1" || fail "invalid environment variable"; shift; n=$((n-1)); done
 inpath "$1" || fail "$1: not found or not executable"
 printf '\036rdev:ok\n'
-"$setsid" "$@" &
+if [ "$merge" = 1 ]; then "$setsid" "$@" 2>&1 & else "$setsid" "$@" & fi
 pid=$!
 echo "$pid" > "$run"
 [ -e "$run.stop" ] && kill -KILL -"$pid" 2>/dev/null

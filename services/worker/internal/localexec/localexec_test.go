@@ -272,22 +272,3 @@ func TestHomeAndBaseEnv(t *testing.T) {
 		t.Error("a relative Home was accepted")
 	}
 }
-
-// With MergeStderr, stderr shares stdout's pipe, so lines keep the order
-// the command wrote them in.
-func TestMergeStderrKeepsOrder(t *testing.T) {
-	t.Parallel()
-	ex := newExecutor(t, localexec.Config{})
-	script := "for i in 1 2 3 4 5 6 7 8 9 10; do echo out$i; echo err$i >&2; done"
-	_, stdout, stderr, err := exec(t, ex, executor.Spec{Project: "demo", Command: []string{"sh", "-c", script}, MergeStderr: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want strings.Builder
-	for i := 1; i <= 10; i++ {
-		want.WriteString("out" + strconv.Itoa(i) + "\nerr" + strconv.Itoa(i) + "\n")
-	}
-	if stdout != want.String() || stderr != "" {
-		t.Fatalf("merged stdout %q, stderr %q; want %q and nothing", stdout, stderr, want.String())
-	}
-}

@@ -42,6 +42,7 @@ func Run(t *testing.T, newExecutor func(t *testing.T) executor.Executor) {
 	}{
 		{"StdoutInOrder", testStdoutInOrder},
 		{"StdoutAndStderrSeparate", testStdoutAndStderrSeparate},
+		{"MergeStderrKeepsOrder", testMergeStderrKeepsOrder},
 		{"ExitCodes", testExitCodes},
 		{"ExitCodeOfSignal", testExitCodeOfSignal},
 		{"NoShell", testNoShell},
@@ -158,6 +159,30 @@ func testStdoutAndStderrSeparate(t *testing.T, s *suite) {
 	}
 	if got := r.stderr.String(); got != "err1\nerr2\n" {
 		t.Errorf("stderr = %q", got)
+	}
+}
+
+// With MergeStderr the command's stderr joins its stdout where it runs,
+// so lines written in turn to each arrive on stdout in that order. Many
+// turns make a merge done after the fact (two streams joined by the
+// reader) show up as reordered lines.
+func testMergeStderrKeepsOrder(t *testing.T, s *suite) {
+	const n = 200
+	spec := s.spec("sh", "-c", `i=1; while [ $i -le `+strconv.Itoa(n)+` ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); done; exit 3`)
+	spec.MergeStderr = true
+	r := s.ok(t, spec)
+	var want strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&want, "out %d\nerr %d\n", i, i)
+	}
+	if got := r.stdout.String(); got != want.String() {
+		t.Errorf("merged stdout is not the lines in the order written: %d bytes, want %d; starts %.80q", len(got), want.Len(), got)
+	}
+	if got := r.stderr.String(); got != "" {
+		t.Errorf("stderr = %.80q, want nothing", got)
+	}
+	if r.code != 3 {
+		t.Errorf("exit code %d, want 3", r.code)
 	}
 }
 
