@@ -12,7 +12,9 @@
 //     (k8s.io/apiserver), unless the server plays an old SPDY-only one.
 //
 // An exec runs its command as a local process, the "container" being this
-// machine. Like a real kubelet, the server leaves the process running when
+// machine, with this process's environment and, over it, the literal
+// variables (value, not valueFrom) of the container's env in the pod
+// spec, as a container's processes get them. Like a real kubelet, the server leaves the process running when
 // the exec client disconnects; deleting a pod kills every process its
 // execs started (found by a marker in their environment, which children
 // inherit).
@@ -434,14 +436,32 @@ func (s *Server) serveKubelet(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := &remotecommand.Options{Stdin: q.Get("input") == "1", Stdout: q.Get("output") == "1",
 		Stderr: q.Get("error") == "1", TTY: q.Get("tty") == "1"}
-	remotecommand.ServeExec(w, r, &kubelet{s: s, uid: string(obj.(*corev1.Pod).UID)}, p.name, "", q.Get("container"),
+	po := obj.(*corev1.Pod)
+	remotecommand.ServeExec(w, r, &kubelet{s: s, uid: string(po.UID), env: containerEnv(po, q.Get("container"))}, p.name, "", q.Get("container"),
 		q["command"], opts, 0, 30*time.Second, remotecommand.SupportedStreamingProtocols)
+}
+
+// containerEnv is the literal environment the pod spec gives container.
+func containerEnv(pod *corev1.Pod, container string) []string {
+	var env []string
+	for _, c := range pod.Spec.Containers {
+		if c.Name != container {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom == nil {
+				env = append(env, e.Name+"="+e.Value)
+			}
+		}
+	}
+	return env
 }
 
 // kubelet runs exec'd commands as local processes.
 type kubelet struct {
 	s   *Server
 	uid string
+	env []string // the container's, over this process's
 }
 
 // ExecInContainer runs cmd. It does not stop the process when the client
@@ -452,7 +472,7 @@ func (k *kubelet) ExecInContainer(ctx context.Context, _, _, _ string, cmd []str
 		return errors.New("no command")
 	}
 	c := exec.CommandContext(context.WithoutCancel(ctx), cmd[0], cmd[1:]...)
-	c.Env = append(os.Environ(), k.s.marker+"-"+k.uid)
+	c.Env = append(append(os.Environ(), k.env...), k.s.marker+"-"+k.uid)
 	if in != nil {
 		c.Stdin = in
 	}
