@@ -205,3 +205,76 @@ func TestProjectNormalize(t *testing.T) {
 		}
 	}
 }
+
+type projectMap map[string]access.Project
+
+func (m projectMap) Project(_ context.Context, id string) (access.Project, error) {
+	p, ok := m[id]
+	if !ok {
+		return access.Project{}, fmt.Errorf("project %s: %w", id, access.ErrNotFound)
+	}
+	return p, nil
+}
+
+// Admin keys are exempt from a project's allowed IPs wherever a project
+// is reached, the API (Authorize) and the streamer (StreamGate) alike;
+// other keys and stream tokens are not. An admin key's own allowed IPs
+// still apply.
+func TestAdminsExemptFromProjectIPs(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	walled := access.Project{ID: "walled", AllowedIPs: []string{"10.0.0.0/8"}}
+	keys := keyMap{}
+	secrets := map[string]string{}
+	for id, k := range map[string]access.Key{
+		"ADM":  {Scopes: []string{"admin"}},
+		"ADMN": {Scopes: []string{"admin"}, AllowedIPs: []string{"192.168.0.0/16"}},
+		"RALL": {Scopes: []string{"read"}},
+		"PROJ": {Scopes: []string{"project:walled:read"}},
+	} {
+		secrets[id] = access.NewSecret(id)
+		k.ID, k.Hash = id, access.HashSecret(secrets[id])
+		keys[id] = k
+	}
+	signer := access.NewSigner([]byte(strings.Repeat("s", 32)))
+	gate := &access.StreamGate{Signer: signer, Keys: keys, Projects: projectMap{"walled": walled}, Now: func() time.Time { return now }}
+	resource := access.StreamResource("S1")
+	outside, inside := netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("10.1.2.3")
+	for _, tc := range []struct {
+		name, key string
+		client    netip.Addr
+		want      string
+	}{
+		{"admin outside", "ADM", outside, "ok"},
+		{"admin with own ips, outside the project's", "ADMN", outside, "ok"},
+		{"admin outside its own ips", "ADMN", inside, "ip_not_allowed"},
+		{"read-all outside", "RALL", outside, "ip_not_allowed"},
+		{"read-all inside", "RALL", inside, "ok"},
+		{"project key outside", "PROJ", outside, "ip_not_allowed"},
+		{"project key inside", "PROJ", inside, "ok"},
+		{"token outside", "", outside, "ip_not_allowed"},
+		{"token inside", "", inside, "ok"},
+	} {
+		token := ""
+		if tc.key == "" {
+			token = signer.Sign(resource, now.Add(time.Hour))
+		}
+		r, err := gate.Admit(context.Background(), token, secrets[tc.key], tc.client, resource)
+		if err == nil {
+			err = gate.Allow(context.Background(), r, walled.ID, tc.client)
+		}
+		if got := code(err); got != tc.want {
+			t.Errorf("stream gate, %s: got %s, want %s", tc.name, got, tc.want)
+		}
+		if tc.key == "" {
+			continue
+		}
+		p, err := access.Authenticate(context.Background(), keys, secrets[tc.key], tc.client, now)
+		if err == nil {
+			err = access.Authorize(p, walled, access.RoleRead, tc.client)
+		}
+		if got := code(err); got != tc.want {
+			t.Errorf("authorize, %s: got %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

@@ -107,11 +107,16 @@ func Authenticate(ctx context.Context, keys Keys, secret string, client netip.Ad
 // Authorize checks that p may act in role on project, whose settings are
 // proj, from the client address. It returns a KindForbidden *Error when
 // not.
+//
+// Admin keys are exempt from projects' allowed IPs (their key's own
+// allowed IPs, checked by Authenticate, still apply), so an admin can
+// always read and fix a project that shuts everyone out. StreamGate
+// follows the same rule.
 func Authorize(p Principal, proj Project, role Role, client netip.Addr) error {
 	if !p.Can(proj.ID, role) {
 		return errorf(KindForbidden, "forbidden", "the API key has no %s access to project %q", role, proj.ID)
 	}
-	if !AllowsIP(proj.AllowedIPs, client) {
+	if !p.Admin() && !AllowsIP(proj.AllowedIPs, client) {
 		return errorf(KindForbidden, "ip_not_allowed", "project %q may not be used from %s", proj.ID, client)
 	}
 	return nil
