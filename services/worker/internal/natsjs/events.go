@@ -106,7 +106,8 @@ func (s *States) Put(ctx context.Context, st contracts.JobState, rev uint64) (ui
 		n, err = s.kv.Update(ctx, contracts.JobKey(st.JobID), body, rev)
 	}
 	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)) {
 		return 0, runner.ErrStateConflict
 	}
 	return n, err

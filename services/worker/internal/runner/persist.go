@@ -87,9 +87,14 @@ func (s persistentStates) Put(ctx context.Context, st contracts.JobState, rev ui
 	return newRev, err
 }
 
-func sameState(a, b contracts.JobState) bool {
-	ja, err1 := json.Marshal(a)
-	jb, err2 := json.Marshal(b)
+// sameState reports whether stored is what wrote stores: equal, but for
+// the trace id, which the adapter fills in when the runner leaves it empty.
+func sameState(stored, wrote contracts.JobState) bool {
+	if wrote.TraceID == "" {
+		wrote.TraceID = stored.TraceID
+	}
+	ja, err1 := json.Marshal(stored)
+	jb, err2 := json.Marshal(wrote)
 	return err1 == nil && err2 == nil && string(ja) == string(jb)
 }
 

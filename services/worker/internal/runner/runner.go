@@ -346,7 +346,7 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 			return err
 		}
 		return r.ack(ctx, msg)
-	case st.Status == contracts.StatusRunning && md.NumDelivered == 1:
+	case st.Status == contracts.StatusRunning && md.NumDelivered == 1 && r.holders == nil:
 		// Another copy of this job id is running elsewhere.
 		log.Info("duplicate delivery of a running job; dropping it")
 		return r.ack(ctx, msg)
@@ -431,16 +431,26 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 	return r.settle(ctx, d, &st, rev, r.cfg.WorkerID, attempt, out)
 }
 
-// lost handles a job redelivered while marked running: its worker stopped
-// heartbeating. The attempt failed with worker_lost (retried while
-// attempts remain), or ends cancelled if someone asked for that.
+// lost handles a job delivered while marked running: its worker stopped
+// heartbeating, or this is another copy of the job (the API queues a job
+// again when a submit is retried; a consumer's new leader may deliver a
+// message again as if for the first time). A worker that still holds the
+// job keeps it: this delivery comes back later, when the job has ended.
+// Otherwise the attempt failed with worker_lost (retried while attempts
+// remain), or ends cancelled if someone asked for that.
 func (r *Runner) lost(ctx context.Context, d *delivery, st contracts.JobState, rev uint64) error {
 	if r.holders != nil {
 		// Redelivered because a heartbeat was late (a NATS blip), not
 		// because the worker died: it will settle the job itself.
 		if held, err := r.holders.Held(ctx, d.job.ID); err == nil && held {
-			d.log.Info("job redelivered while its worker still holds it; leaving it to that worker", "worker", st.Worker)
-			return d.msg.NakWithDelay(3 * r.cfg.Heartbeat)
+			// Back off per delivery: a short job is done soon, a long one
+			// is not asked about every second.
+			delay := 3 * r.cfg.Heartbeat
+			if md, err := d.msg.Metadata(); err == nil {
+				delay = min(r.cfg.SlotDelay<<min(md.NumDelivered, 10), delay)
+			}
+			d.log.Info("job delivered while a worker still holds it; leaving it to that worker", "worker", st.Worker, "delay", delay)
+			return d.msg.NakWithDelay(delay)
 		}
 	}
 	lines, err := r.output.LastSeq(ctx, d.job.StreamID)
