@@ -378,3 +378,85 @@ func TestStreamsRideOutNATSRestart(t *testing.T) {
 	resumed.handshake(t)
 	equal(t, describe(t, resumed.rest(t)), want(nil, 4, 10, succeeded))
 }
+
+func TestShutdownEndsStreamsWithAnError(t *testing.T) {
+	t.Parallel()
+	f := setup(t, options{})
+	j := f.newJob(t)
+	waiting := f.connect(t, j.streamID, dialOpts{})
+	waiting.handshake(t)
+	j.event(t, contracts.EventStarted, 0)
+	j.lines(t, 1, 5)
+	midway := f.connect(t, j.streamID, dialOpts{})
+	midway.handshake(t)
+	got := midway.until(t, func(ev sseEvent) bool { return ev.Name == contracts.SSEOutput && lineSeq(t, ev) == 5 })
+	lastSeen := map[*sseClient]string{waiting: "0", midway: got[len(got)-1].ID}
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		done <- f.svc.Shutdown(ctx)
+	}()
+
+	for _, c := range []*sseClient{waiting, midway} {
+		evs := c.rest(t)
+		if len(evs) == 0 {
+			t.Fatal("stream ended without an error event")
+		}
+		last := evs[len(evs)-1]
+		var d contracts.ErrorDetail
+		if err := json.Unmarshal([]byte(last.Data), &d); err != nil || last.Name != contracts.SSEError || d.Code != "shutting_down" {
+			t.Fatalf("last event %+v, want error shutting_down", last)
+		}
+		// The error carries the resume position: the last event received.
+		cursor := lastSeen[c]
+		if len(evs) > 1 {
+			cursor = evs[len(evs)-2].ID
+		}
+		if last.ID != cursor {
+			t.Errorf("error id %s, want the cursor %s", last.ID, cursor)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("shutdown did not return")
+	}
+	checkError(t, f.get(t, j.streamID, dialOpts{}), http.StatusServiceUnavailable, "shutting_down")
+	if err := f.svc.Shutdown(context.Background()); err != nil {
+		t.Fatalf("second shutdown: %v", err)
+	}
+}
+
+func TestCORSPreflight(t *testing.T) {
+	t.Parallel()
+	f := setup(t, options{cfg: streamer.Config{AllowOrigins: []string{"https://app.example"}}})
+	req, _ := http.NewRequest(http.MethodOptions, f.eventsURL("s1"), nil)
+	req.Header.Set("Origin", "https://app.example")
+	req.Header.Set("Access-Control-Request-Method", "GET")
+	req.Header.Set("Access-Control-Request-Headers", "last-event-id")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Last-Event-ID") {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	bad := streamer.Config{Heartbeat: -time.Second, ClientBuffer: -1, AllowOrigins: []string{""}}
+	if err := bad.Validate(); err == nil {
+		t.Fatal("want an error")
+	}
+	if _, err := streamer.New(bad, nil, nil, nil, nil); err == nil {
+		t.Fatal("New: want an error")
+	}
+}
