@@ -153,7 +153,9 @@ func (d *Dispatcher) fetchLoop(ctx context.Context, i int) {
 func (d *Dispatcher) fetchOne(ctx context.Context, i int) (jetstream.Msg, error) {
 	fctx, cancel := context.WithTimeout(ctx, d.cfg.FetchWait)
 	defer cancel()
-	batch, err := d.levels[i].Fetch(1, jetstream.FetchContext(fctx))
+	// Idle heartbeats tell a pull request lost with its consumer's leader
+	// (a node that died) within seconds, not at the end of the wait.
+	batch, err := d.levels[i].Fetch(1, jetstream.FetchContext(fctx), jetstream.FetchHeartbeat(min(5*time.Second, d.cfg.FetchWait/3)))
 	if err != nil {
 		return nil, err
 	}
