@@ -257,6 +257,8 @@ func (k sink) Send(e entry.Entry) error {
 		name = contracts.SSEStatus
 	case entry.Complete:
 		name = contracts.SSEComplete
+	case entry.Gap:
+		name = contracts.SSEGap
 	}
 	return wrapWrite(k.w.Event(e.Seq, name, e.Data))
 }

@@ -45,7 +45,7 @@ func newInstruments(t Telemetry, s *Service) (*instruments, error) {
 	}
 	m := t.MeterProvider.Meter(instrumentationName)
 	in := &instruments{tracer: t.TracerProvider.Tracer(instrumentationName), opts: map[entry.Kind][2]metric.AddOption{}}
-	for kind, name := range map[entry.Kind]string{entry.Line: "output", entry.Status: "status", entry.Complete: "complete"} {
+	for kind, name := range map[entry.Kind]string{entry.Line: "output", entry.Status: "status", entry.Complete: "complete", entry.Gap: "gap"} {
 		var o [2]metric.AddOption
 		for i, src := range []string{"live", "replay"} {
 			o[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", name), attribute.String("source", src)))
@@ -54,7 +54,7 @@ func newInstruments(t Telemetry, s *Service) (*instruments, error) {
 	}
 	var err error
 	if in.events, err = m.Int64Counter("rdev.sse.events", metric.WithUnit("{event}"),
-		metric.WithDescription("SSE events delivered to clients, by kind (output, status, complete) and source (live from the hub, or replay from storage).")); err != nil {
+		metric.WithDescription("SSE events delivered to clients, by kind (output, status, complete, gap) and source (live from the hub, or replay from storage).")); err != nil {
 		return nil, err
 	}
 	conns, err := m.Int64ObservableGauge("rdev.sse.connections", metric.WithUnit("{connection}"),

@@ -26,6 +26,9 @@ const (
 	Status
 	// Complete is the terminal Event: nothing of the stream follows it.
 	Complete
+	// Gap is made by the streamer, not stored: lines of the stream are
+	// missing (Data is a contracts.SSEGapData, Seq the entry it follows).
+	Gap
 )
 
 // Entry is one stored message of a stream.

@@ -11,6 +11,7 @@ package follow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -19,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/freshstack"
 	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
@@ -326,10 +328,41 @@ func deliver(e entry.Entry, cur *Cursor, sink Sink) (bool, error) {
 		cur.Seq = e.Seq
 		return false, nil
 	}
+	if err := announceGap(e, cur, sink); err != nil {
+		return false, err
+	}
 	if err := sink.Send(e); err != nil {
 		return false, err
 	}
 	cur.Seq = e.Seq
 	cur.Line = max(cur.Line, e.Line)
 	return e.Kind == entry.Complete, nil
+}
+
+// announceGap tells the client, before e, of lines missing before it: a
+// line whose Seq skips some, or a terminal event counting lines the client
+// never got. Lines are stored in Seq order, once each, so a skip is a loss
+// (the job's terminal event says output_lost). Where the client's last
+// line is unknown (a resume after an expired event) nothing is claimed.
+func announceGap(e entry.Entry, cur *Cursor, sink Sink) error {
+	if cur.Line == 0 && cur.Seq > 0 {
+		return nil
+	}
+	var from, to uint64
+	switch e.Kind {
+	case entry.Line:
+		from, to = cur.Line+1, e.Line-1
+	case entry.Complete:
+		from, to = cur.Line+1, e.Line
+	default:
+		return nil
+	}
+	if from > to {
+		return nil
+	}
+	data, err := json.Marshal(contracts.SSEGapData{From: from, To: to})
+	if err != nil {
+		return err
+	}
+	return sink.Send(entry.Entry{Seq: cur.Seq, Kind: entry.Gap, Line: to, Data: data})
 }

@@ -2,6 +2,7 @@ package follow_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"iter"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
 	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
@@ -497,4 +499,43 @@ func TestGivesUpWhenStorageKeepsFailing(t *testing.T) {
 			t.Errorf("retry %+v: gave up after %s, %d replays, %d pings", r, elapsed, replays, pings)
 		}
 	}
+}
+
+// Lines missing from a stream (lost by a server, never sent again) are
+// announced before the line that follows them, and lines the terminal
+// event counts but the client never got before it: a watcher is told,
+// never left silent. Nothing is claimed where the client's last line is
+// unknown.
+func TestGapsAreAnnounced(t *testing.T) {
+	t.Parallel()
+	gapOf := func(e entry.Entry) contracts.SSEGapData {
+		var g contracts.SSEGapData
+		if err := json.Unmarshal(e.Data, &g); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	st := newStore()
+	st.append(t, line(1, 1), false)
+	st.append(t, line(2, 2), false)
+	st.append(t, line(3, 5), false)
+	st.append(t, entry.Entry{Seq: 4, Kind: entry.Complete, Line: 7}, false)
+	f, _ := setup(t, st, 8)
+
+	k := &sink{}
+	wait(t, run(t, f, &follow.Cursor{}, k))
+	check(t, k, 1, 2, 2, 3, 3, 4)
+	k.mu.Lock()
+	got := k.got
+	k.mu.Unlock()
+	if got[2].Kind != entry.Gap || gapOf(got[2]) != (contracts.SSEGapData{From: 3, To: 4}) {
+		t.Errorf("before line 5: %+v, want a gap of lines 3-4", got[2])
+	}
+	if got[4].Kind != entry.Gap || gapOf(got[4]) != (contracts.SSEGapData{From: 6, To: 7}) {
+		t.Errorf("before the complete event: %+v, want a gap of lines 6-7", got[4])
+	}
+
+	unknown := &sink{}
+	wait(t, run(t, f, &follow.Cursor{Seq: 2}, unknown))
+	check(t, unknown, 3, 3, 4) // line 5 is the first it knows; 6-7 are missing after it
 }
