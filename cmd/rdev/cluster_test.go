@@ -10,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
 
@@ -53,7 +51,7 @@ func faultScale() clusterSize {
 func clusterFault(t *testing.T, stream string, partition bool) {
 	size := faultScale()
 	c := natstest.NewCluster(t, 3)
-	js := clusterJS(t, c)
+	js := c.Provision(3)
 	args := func(cmd string, extra ...string) []string {
 		return append([]string{cmd, "--nats-url", c.URL(), "--replicas", "3"}, extra...)
 	}
@@ -130,30 +128,6 @@ func clusterFault(t *testing.T, stream string, partition bool) {
 		}
 	}
 	waitCurrent(t, js, stream, 30*time.Second)
-}
-
-// clusterJS provisions the topology with three replicas (retrying while
-// the new cluster elects its leaders) and returns a JetStream context for
-// the test's own reads.
-func clusterJS(t *testing.T, c *natstest.Cluster) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	must(t, err, "connect to the cluster")
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	must(t, err, "jetstream")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for {
-		_, err := topology.Ensure(ctx, js, topology.Config{Replicas: 3})
-		if err == nil {
-			return js
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("provision the cluster: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // outputStall samples the output stream's last sequence every 20 ms and
@@ -253,7 +227,9 @@ func readTerminalEvents(ctx context.Context, js jetstream.JetStream) (map[string
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = js.DeleteConsumer(context.WithoutCancel(ctx), contracts.StreamOutput, cons.CachedInfo().Name) }()
+	defer func() {
+		_ = js.DeleteConsumer(context.WithoutCancel(ctx), contracts.StreamOutput, cons.CachedInfo().Name)
+	}()
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, err

@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 )
 
@@ -125,6 +128,34 @@ func (c *Cluster) Heal(i int) {
 		if p.from == i || p.to == i {
 			p.block(false)
 		}
+	}
+}
+
+// Provision connects to every node and provisions the rdev topology with
+// replicas, retrying while the new cluster still elects its leaders, and
+// returns a JetStream context on that connection (closed by t.Cleanup).
+func (c *Cluster) Provision(replicas int) jetstream.JetStream {
+	c.tb.Helper()
+	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	c.tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		_, err := topology.Ensure(ctx, js, topology.Config{Replicas: replicas})
+		if err == nil {
+			return js
+		}
+		if ctx.Err() != nil {
+			c.tb.Fatalf("provision the cluster with %d replicas: %v", replicas, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -78,28 +78,7 @@ func exactly(t *testing.T, seqs []uint64, n int) {
 func clusterSetup(t *testing.T, replicas int) (*natstest.Cluster, jetstream.JetStream) {
 	t.Helper()
 	c := natstest.NewCluster(t, 3)
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for {
-		_, err := topology.Ensure(ctx, js, topology.Config{Replicas: replicas})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond) // the cluster is still electing
-	}
-	return c, js
+	return c, c.Provision(replicas)
 }
 
 func writerConn(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
