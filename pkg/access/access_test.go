@@ -199,6 +199,8 @@ func TestProjectNormalize(t *testing.T) {
 		{access.Project{ID: "a", DefaultPriority: "urgent"}, "invalid_priority"},
 		{access.Project{ID: "a", RateLimit: &access.RateLimit{Requests: 0, WindowSeconds: 1}}, "invalid_rate_limit"},
 		{access.Project{ID: "a", MaxConcurrentJobs: -1}, "invalid_max_concurrent_jobs"},
+		{access.Project{ID: "a", Name: "red\x1b[31m"}, "invalid_name"},
+		{access.Project{ID: "a", Name: "two\nlines"}, "invalid_name"},
 	} {
 		if got := code(tc.p.Normalize()); got != tc.code {
 			t.Errorf("%+v: %s, want %s", tc.p, got, tc.code)

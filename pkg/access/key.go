@@ -153,6 +153,28 @@ func parseScope(s string) (project string, role Role, err error) {
 	return "", "", errorf(KindInvalid, "invalid_scopes", `scope %q is not "admin", "read" or "project:<id>:<submit|read>"`, s)
 }
 
+// ScopeProjects returns the projects scopes name, sorted, each once.
+func ScopeProjects(scopes []string) []string {
+	var out []string
+	for _, s := range scopes {
+		if p, _, err := parseScope(s); err == nil && p != "" {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// CheckName checks a name people gave a project or key: at most 200
+// characters, none of them a control character (an escape sequence or a
+// line break would be replayed into terminals and logs).
+func CheckName(field, name string) error {
+	if utf8.RuneCountInString(name) > 200 || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return errorf(KindInvalid, "invalid_name", "%s must be at most 200 characters, without control characters (escape, newline, tab …)", field)
+	}
+	return nil
+}
+
 // ScopesWithout returns scopes minus those about project.
 func ScopesWithout(scopes []string, project string) []string {
 	return slices.DeleteFunc(slices.Clone(scopes), func(s string) bool {

@@ -3,7 +3,6 @@ package access
 import (
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
@@ -113,8 +112,8 @@ func (p *Project) Normalize() error {
 	if p.Name == "" {
 		p.Name = p.ID
 	}
-	if utf8.RuneCountInString(p.Name) > 200 {
-		return errorf(KindInvalid, "invalid_name", "name must be at most 200 characters")
+	if err := CheckName("name", p.Name); err != nil {
+		return err
 	}
 	ips, err := ParseAllowedIPs(p.AllowedIPs)
 	if err != nil {

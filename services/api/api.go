@@ -24,6 +24,7 @@ import (
 	"github.com/rdev-dev/rdev/services/api/internal/cachedstore"
 	"github.com/rdev-dev/rdev/services/api/internal/httpapi"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
+	"github.com/rdev-dev/rdev/services/api/internal/k8spod"
 	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
@@ -151,7 +152,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 	}
 	s.cached = cachedstore.New(store, keyCache, cfg.CacheTTL, log)
 	s.audit = natsjs.NewAuditLog(js, cfg.PublishTimeout, log)
-	s.admin = admin.New(s.cached, s.audit, newID)
+	s.admin = admin.New(s.cached, s.audit, newID, k8spod.Check)
 	queue := natsjs.NewQueue(js, cfg.PublishTimeout)
 	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand,

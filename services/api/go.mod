@@ -9,7 +9,7 @@ replace github.com/rdev-dev/rdev/pkg/topology => ../../pkg/topology
 require (
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/maypok86/otter/v2 v2.4.0
-	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nats.go v1.56.0
 	github.com/oklog/ulid/v2 v2.1.2
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/topology v0.0.0-00010101000000-000000000000
@@ -22,11 +22,14 @@ require (
 )
 
 require (
+	github.com/distribution/reference v0.6.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/redis/go-redis/extra/rediscmd/v9 v9.23.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
+	k8s.io/apimachinery v0.37.2 // indirect
 )
 
 require (

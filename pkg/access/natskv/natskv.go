@@ -233,6 +233,11 @@ func (s *Store) Watch(ctx context.Context, fn func(Change)) error {
 }
 
 func (s *Store) get(ctx context.Context, key string, v any) (uint64, error) {
+	if strings.ContainsAny(key, "*> \t\r\n") {
+		// A wildcard or blank is no id: no such record (the bucket would
+		// answer with an error that reads as an outage).
+		return 0, fmt.Errorf("%q: %w", key, access.ErrNotFound)
+	}
 	e, err := s.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, fmt.Errorf("%s: %w", key, access.ErrNotFound)

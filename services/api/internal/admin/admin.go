@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -45,24 +44,38 @@ type Actor struct {
 // ErrUnavailable wraps failures of the store or the audit log.
 var ErrUnavailable = errors.New("unavailable")
 
+// PodCheck validates a project's pod settings the way the executor that
+// applies them will read them; it returns an *access.Error (KindInvalid)
+// when they are not usable.
+type PodCheck func(access.PodSettings) error
+
 // Service manages projects and keys.
 type Service struct {
-	store Store
-	audit Audit
-	newID func() string
-	now   func() time.Time
+	store    Store
+	audit    Audit
+	newID    func() string
+	now      func() time.Time
+	checkPod PodCheck
 }
 
 // New returns the service. newID must return ids for which
-// contracts.ValidID holds.
-func New(store Store, audit Audit, newID func() string) *Service {
-	return &Service{store: store, audit: audit, newID: newID, now: time.Now}
+// contracts.ValidID holds; checkPod judges pod settings (nil accepts any).
+func New(store Store, audit Audit, newID func() string, checkPod PodCheck) *Service {
+	if checkPod == nil {
+		checkPod = func(access.PodSettings) error { return nil }
+	}
+	return &Service{store: store, audit: audit, newID: newID, now: time.Now, checkPod: checkPod}
 }
 
 // CreateProject stores a new project.
 func (s *Service) CreateProject(ctx context.Context, by Actor, p access.Project) (access.Project, error) {
 	if err := p.Normalize(); err != nil {
 		return access.Project{}, err
+	}
+	if p.Pod != nil {
+		if err := s.checkPod(*p.Pod); err != nil {
+			return access.Project{}, err
+		}
 	}
 	p.CreatedAt = s.now().UTC()
 	p.UpdatedAt = p.CreatedAt
@@ -85,6 +98,15 @@ func (s *Service) Project(ctx context.Context, id string) (access.Project, error
 		return access.Project{}, unavailable(err)
 	}
 	return p, nil
+}
+
+// checkProjectID refuses an id that is no project id (a wildcard such as
+// "*" or ">", say) before any store sees it.
+func checkProjectID(id string) error {
+	if !contracts.ValidProjectID(id) {
+		return &access.Error{Kind: access.KindInvalid, Code: "invalid_project", Message: "project id must be a DNS label: 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"}
+	}
+	return nil
 }
 
 // ProjectNotFound is the refusal for an unknown project.
@@ -114,6 +136,14 @@ func (s *Service) Projects(ctx context.Context, ids []string, all bool) ([]acces
 
 // UpdateProject applies patch to a project.
 func (s *Service) UpdateProject(ctx context.Context, by Actor, id string, patch access.ProjectPatch) (access.Project, error) {
+	if err := checkProjectID(id); err != nil {
+		return access.Project{}, err
+	}
+	if patch.Pod != nil {
+		if err := s.checkPod(*patch.Pod); err != nil {
+			return access.Project{}, err
+		}
+	}
 	p, err := s.store.UpdateProject(ctx, id, func(p *access.Project) error {
 		if err := patch.Apply(p); err != nil {
 			return err
@@ -131,6 +161,9 @@ func (s *Service) UpdateProject(ctx context.Context, by Actor, id string, patch 
 // key, so a project created later under the same id is not open to the
 // old project's keys. A key left with no scope is revoked.
 func (s *Service) DeleteProject(ctx context.Context, by Actor, id string) error {
+	if err := checkProjectID(id); err != nil {
+		return err
+	}
 	if err := s.store.DeleteProject(ctx, id); err != nil {
 		return s.storeError(err, id)
 	}
@@ -175,6 +208,13 @@ func (s *Service) CreateKey(ctx context.Context, by Actor, req KeyRequest) (acce
 	if err != nil {
 		return access.Key{}, "", err
 	}
+	// A scope on a project that does not exist would open the project
+	// someone creates later under that id.
+	for _, p := range access.ScopeProjects(k.Scopes) {
+		if _, err := s.Project(ctx, p); err != nil {
+			return access.Key{}, "", err
+		}
+	}
 	secret := access.NewSecret(k.ID)
 	k.Hash = access.HashSecret(secret)
 	if err := s.store.CreateKey(ctx, k); err != nil {
@@ -188,8 +228,11 @@ func (s *Service) CreateKey(ctx context.Context, by Actor, req KeyRequest) (acce
 
 func (s *Service) newKey(req KeyRequest) (access.Key, error) {
 	name := strings.TrimSpace(req.Name)
-	if name == "" || utf8.RuneCountInString(name) > 200 {
+	if name == "" {
 		return access.Key{}, &access.Error{Kind: access.KindInvalid, Code: "invalid_name", Message: "a key needs a name of 1 to 200 characters"}
+	}
+	if err := access.CheckName("a key's name", name); err != nil {
+		return access.Key{}, err
 	}
 	scopes, err := access.NormalizeScopes(req.Scopes)
 	if err != nil {
@@ -224,6 +267,10 @@ func (s *Service) Keys(ctx context.Context) ([]access.Key, error) {
 
 // RevokeKey makes a key unusable at once; revoking twice is harmless.
 func (s *Service) RevokeKey(ctx context.Context, by Actor, id string) (access.Key, error) {
+	if !contracts.ValidID(id) {
+		// Not a key id ("*", ">", …): no such key, and never a store query.
+		return access.Key{}, &access.Error{Kind: access.KindNotFound, Code: "key_not_found", Message: fmt.Sprintf("no key %q", id)}
+	}
 	was := false
 	k, err := s.store.UpdateKey(ctx, id, func(k *access.Key) error {
 		was = k.RevokedAt != nil

@@ -215,20 +215,6 @@ func (h *Handlers) batchItems(c echo.Context) ([]json.RawMessage, error) {
 	return raws, nil
 }
 
-// strictDecode reads exactly one JSON object, refusing unknown fields and
-// trailing data.
-func strictDecode(raw []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
-	}
-	if dec.More() {
-		return reqErr(http.StatusBadRequest, "invalid_json", "expected exactly one JSON object, and nothing after it")
-	}
-	return nil
-}
-
 // batchEventsURL is the batch's event stream URL with a token for it.
 func (h *Handlers) batchEventsURL(batchID string) string {
 	tok := h.signer.Sign(access.BatchResource(batchID), time.Now().Add(h.tokenTTL))

@@ -5,7 +5,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -294,26 +292,6 @@ func (h *Handlers) decode(c echo.Context, v any) error {
 		return reqErr(http.StatusBadRequest, "invalid_utf8", "the body must be valid UTF-8")
 	}
 	return strictDecode(body, v)
-}
-
-func decodeError(err error) error {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.Is(err, io.EOF):
-		return reqErr(http.StatusBadRequest, "invalid_json", "the body is empty; send a JSON object")
-	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
-		return reqErr(http.StatusBadRequest, "invalid_json", "the body is not valid JSON: "+err.Error())
-	case errors.As(err, &typ):
-		field := typ.Field[strings.LastIndexByte(typ.Field, '.')+1:] // without embedded structs' names
-		if field == "" {
-			return reqErr(http.StatusBadRequest, "invalid_json", "the body must be a JSON object")
-		}
-		return reqErr(http.StatusBadRequest, "invalid_field", fmt.Sprintf("field %q must be %s, not %s", field, typ.Type, typ.Value))
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return reqErr(http.StatusBadRequest, "unknown_field", strings.TrimPrefix(err.Error(), "json: ")+" (check the spelling; unknown fields are refused)")
-	}
-	return reqErr(http.StatusBadRequest, "invalid_json", err.Error())
 }
 
 // requestError is a request the handlers refuse before the jobs service

@@ -199,7 +199,8 @@ func (l Limits) timeout(secs int) (time.Duration, error) {
 	if secs == 0 {
 		return l.DefaultTimeout, nil
 	}
-	if secs < 0 || time.Duration(secs)*time.Second > l.MaxTimeout {
+	// Compared in seconds: secs times time.Second overflows past ~292 years.
+	if secs < 0 || secs > int(l.MaxTimeout/time.Second) {
 		return 0, invalid("invalid_timeout", fmt.Sprintf("timeout_seconds must be between 1 and %d (0 or absent means %d)", int(l.MaxTimeout/time.Second), int(l.DefaultTimeout/time.Second)))
 	}
 	return time.Duration(secs) * time.Second, nil
@@ -249,8 +250,11 @@ func checkWorkDir(dir string) error {
 	if dir == "" {
 		return nil
 	}
+	// A cleaned relative path leaves the workspace only as ".." or
+	// "../…"; a name like "..foo" is an ordinary directory.
+	clean := path.Clean(dir)
 	if len(dir) > 1024 || strings.IndexByte(dir, 0) >= 0 || path.IsAbs(dir) ||
-		strings.HasPrefix(path.Clean(dir), "..") {
+		clean == ".." || strings.HasPrefix(clean, "../") {
 		return invalid("invalid_work_dir", "work_dir must be a relative path inside the workspace (no leading '/' or '..'), at most 1024 bytes")
 	}
 	return nil
