@@ -1,5 +1,7 @@
 // Package natsserver runs an embedded NATS server with JetStream, the
-// default transport of `rdev up` and of every test.
+// default transport of `rdev up` and of every test, and defines rdev's NATS
+// users: one role per service with its least privilege (Permissions), and
+// the nkey credentials `rdev up` keeps in its data directory.
 package natsserver
 
 import (
@@ -22,8 +24,21 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the server to accept clients.
 	ReadyTimeout time.Duration
 
+	// Users, when set, are the only clients admitted: anonymous
+	// connections are refused. Without users the server is open (tests,
+	// and the nodes of a test cluster).
+	Users []User
+
 	// Cluster, when set, makes the server one node of a JetStream cluster.
 	Cluster *Cluster
+}
+
+// User is one client the server admits: a public nkey signing in with
+// its role's Permissions.
+type User struct {
+	Role Role
+	// NKey is the user's public key (U…).
+	NKey string
 }
 
 // Cluster says how a node joins a JetStream cluster: every node of one
@@ -76,6 +91,12 @@ func Start(cfg Config) (*server.Server, error) {
 		NoLog:     true,
 		// Output bursts publish many messages before the first ack returns.
 		MaxPending: 256 << 20,
+	}
+	for _, u := range cfg.Users {
+		if u.NKey == "" {
+			return nil, fmt.Errorf("natsserver: user %s has no key", u.Role)
+		}
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.NKey, Permissions: Permissions(u.Role)})
 	}
 	if c := cfg.Cluster; c != nil {
 		if err := cluster(opts, c); err != nil {

@@ -1,0 +1,96 @@
+package natsserver
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/nats-io/nkeys"
+)
+
+// Credentials are the nkey seeds of every role, one file per role in one
+// directory: the embedded server admits their public keys, each process
+// signs in with its role's seed (nats.NkeyOptionFromSeed, rdev's
+// --nats-nkey).
+type Credentials struct {
+	// Dir holds <role>.nk files, mode 0600, in a directory of mode 0700.
+	Dir string
+	// Public is each role's public nkey (U…).
+	Public map[Role]string
+}
+
+// SeedFile is the path of role's seed file.
+func (c Credentials) SeedFile(r Role) string { return filepath.Join(c.Dir, string(r)+".nk") }
+
+// Users are the embedded server's users: each role's public key with its
+// Permissions.
+func (c Credentials) Users() []User {
+	var out []User
+	for _, r := range Roles() {
+		out = append(out, User{Role: r, NKey: c.Public[r]})
+	}
+	return out
+}
+
+// EnsureCredentials reads the seeds in dir, generating those missing (the
+// first start), and returns them. dir and the files are made private to
+// this user: a seed is a password.
+func EnsureCredentials(dir string) (Credentials, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Credentials{}, fmt.Errorf("natsserver: credentials directory: %w", err)
+	}
+	// MkdirAll leaves an existing directory's mode alone.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return Credentials{}, fmt.Errorf("natsserver: credentials directory: %w", err)
+	}
+	c := Credentials{Dir: dir, Public: map[Role]string{}}
+	for _, r := range Roles() {
+		path := c.SeedFile(r)
+		seed, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			seed, err = newSeed(path)
+		}
+		if err != nil {
+			return Credentials{}, fmt.Errorf("natsserver: %s credentials: %w", r, err)
+		}
+		if err := os.Chmod(path, 0o600); err != nil {
+			return Credentials{}, fmt.Errorf("natsserver: %s credentials: %w", r, err)
+		}
+		kp, err := nkeys.FromSeed(bytes.TrimSpace(seed))
+		if err != nil {
+			return Credentials{}, fmt.Errorf("natsserver: %s credentials %s: %w", r, path, err)
+		}
+		if c.Public[r], err = kp.PublicKey(); err != nil {
+			return Credentials{}, err
+		}
+	}
+	return c, nil
+}
+
+func newSeed(path string) ([]byte, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, err
+	}
+	// O_EXCL: two starts racing on a fresh directory must not each write
+	// a different seed.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(seed); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return seed, f.Close()
+}

@@ -1,0 +1,336 @@
+package natsserver_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology"
+	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
+)
+
+var update = flag.Bool("update", false, "rewrite deploy/nats/rdev-permissions.conf from Permissions")
+
+const deployDir = "../../../deploy/nats"
+
+// The shipped permissions file is the Go definition, rendered.
+func TestPermissionsConf(t *testing.T) {
+	path := filepath.Join(deployDir, "rdev-permissions.conf")
+	want := natsserver.PermissionsConf()
+	if *update {
+		must(t, os.WriteFile(path, []byte(want), 0o644))
+	}
+	got, err := os.ReadFile(path)
+	must(t, err)
+	if string(got) != want {
+		t.Fatalf("%s differs from natsserver.Permissions; run go test -run TestPermissionsConf -update", path)
+	}
+}
+
+// The example cluster configuration, read by nats-server's own parser,
+// gives every rdev user exactly the Go permissions.
+func TestServerConf(t *testing.T) {
+	keys := map[string]natsserver.Role{}
+	for _, r := range natsserver.Roles() {
+		kp, err := nkeys.CreateUser()
+		must(t, err)
+		pub, err := kp.PublicKey()
+		must(t, err)
+		t.Setenv("RDEV_"+strings.ToUpper(string(r))+"_NKEY", pub)
+		keys[pub] = r
+	}
+	t.Setenv("NATS_SERVER_NAME", "n1")
+	opts, err := server.ProcessConfigFile(filepath.Join(deployDir, "server.conf"))
+	must(t, err)
+	if len(opts.Nkeys) != len(keys) {
+		t.Fatalf("server.conf has %d nkey users, want %d", len(opts.Nkeys), len(keys))
+	}
+	for _, u := range opts.Nkeys {
+		r, ok := keys[u.Nkey]
+		if !ok {
+			t.Fatalf("server.conf user %s is none of rdev's", u.Nkey)
+		}
+		if got, want := canonical(u.Permissions), canonical(natsserver.Permissions(r)); got != want {
+			t.Errorf("%s permissions in server.conf:\n%s\nwant:\n%s", r, got, want)
+		}
+	}
+}
+
+func canonical(p *server.Permissions) string {
+	var b strings.Builder
+	for _, l := range []struct {
+		name string
+		sp   *server.SubjectPermission
+	}{{"pub", p.Publish}, {"sub", p.Subscribe}} {
+		if l.sp != nil {
+			b.WriteString(l.name + " allow " + strings.Join(slices.Sorted(slices.Values(l.sp.Allow)), " ") + "\n")
+			b.WriteString(l.name + " deny " + strings.Join(slices.Sorted(slices.Values(l.sp.Deny)), " ") + "\n")
+		}
+	}
+	if p.Response != nil {
+		b.WriteString("responses " + time.Duration(p.Response.Expires).String() + " " + string(rune('0'+p.Response.MaxMsgs)) + "\n")
+	}
+	return b.String()
+}
+
+func TestCredentialsArePrivate(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "nats")
+	c, err := natsserver.EnsureCredentials(dir)
+	must(t, err)
+	again, err := natsserver.EnsureCredentials(dir)
+	must(t, err)
+	for _, r := range natsserver.Roles() {
+		if c.Public[r] == "" || c.Public[r] != again.Public[r] {
+			t.Errorf("%s: key %q, then %q: want one stable key", r, c.Public[r], again.Public[r])
+		}
+		fi, err := os.Stat(c.SeedFile(r))
+		must(t, err)
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s seed mode %v, want 0600", r, fi.Mode().Perm())
+		}
+	}
+	fi, err := os.Stat(dir)
+	must(t, err)
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("credentials directory mode %v, want 0700", fi.Mode().Perm())
+	}
+}
+
+type fixture struct {
+	srv   *server.Server
+	creds natsserver.Credentials
+}
+
+func setup(t *testing.T) fixture {
+	t.Helper()
+	creds, err := natsserver.EnsureCredentials(filepath.Join(t.TempDir(), "nats"))
+	must(t, err)
+	srv, err := natsserver.Start(natsserver.Config{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Users: creds.Users()})
+	must(t, err)
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	f := fixture{srv: srv, creds: creds}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, js, _ := f.connect(t, natsserver.RoleAdmin)
+	_, err = topology.Ensure(ctx, js, topology.Config{Memory: true})
+	must(t, err)
+	return f
+}
+
+// connect signs in as role; violations collects the server's permission
+// errors on the connection.
+func (f fixture) connect(t *testing.T, r natsserver.Role) (*nats.Conn, jetstream.JetStream, <-chan error) {
+	t.Helper()
+	violations := make(chan error, 16)
+	opt, err := nats.NkeyOptionFromSeed(f.creds.SeedFile(r))
+	must(t, err)
+	nc, err := nats.Connect(f.srv.ClientURL(), opt, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case violations <- err:
+		default:
+		}
+	}))
+	must(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	must(t, err)
+	return nc, js, violations
+}
+
+func TestAnonymousAndUnknownRefused(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	if nc, err := nats.Connect(f.srv.ClientURL()); err == nil {
+		nc.Close()
+		t.Error("anonymous connection admitted")
+	}
+	if nc, err := nats.Connect(f.srv.ClientURL(), nats.UserInfo("admin", "admin")); err == nil {
+		nc.Close()
+		t.Error("guessed user and password admitted")
+	}
+	guessed := filepath.Join(t.TempDir(), "guess.nk")
+	kp, err := nkeys.CreateUser()
+	must(t, err)
+	seed, err := kp.Seed()
+	must(t, err)
+	must(t, os.WriteFile(guessed, seed, 0o600))
+	opt, err := nats.NkeyOptionFromSeed(guessed)
+	must(t, err)
+	if nc, err := nats.Connect(f.srv.ClientURL(), opt); err == nil {
+		nc.Close()
+		t.Error("unknown nkey admitted")
+	}
+}
+
+// Each service may do its job and is refused outside it.
+func TestPermissions(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	actions := actions()
+	allowed := map[natsserver.Role][]string{
+		natsserver.RoleAPI:      {"put access", "get access", "put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line"},
+		natsserver.RoleWorker:   {"get access", "put state", "get state", "fetch jobs", "publish output", "publish event", "publish dead letter", "last output line"},
+		natsserver.RoleStreamer: {"get access", "get state", "read output", "last output line"},
+	}
+	for _, r := range []natsserver.Role{natsserver.RoleAPI, natsserver.RoleWorker, natsserver.RoleStreamer} {
+		for _, a := range actions {
+			want := slices.Contains(allowed[r], a.name)
+			t.Run(string(r)+"/"+a.name, func(t *testing.T) {
+				t.Parallel()
+				_, js, violations := f.connect(t, r)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				err := a.do(ctx, js)
+				switch {
+				case want && err != nil:
+					t.Fatalf("refused: %v", err)
+				case !want && err == nil:
+					t.Fatal("allowed")
+				case !want:
+					select {
+					case v := <-violations:
+						if !errors.Is(v, nats.ErrPermissionViolation) && !strings.Contains(strings.ToLower(v.Error()), "permissions violation") {
+							t.Fatalf("failed with %v and %v, want a permissions violation", err, v)
+						}
+					case <-time.After(2 * time.Second):
+						t.Fatalf("failed with %v, not a permissions violation", err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// The admin provisions: it may do all of it.
+func TestAdminMayProvision(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	_, js, _ := f.connect(t, natsserver.RoleAdmin)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, a := range actions() {
+		if a.name == "delete stream" {
+			continue
+		}
+		if err := a.do(ctx, js); err != nil {
+			t.Errorf("admin: %s: %v", a.name, err)
+		}
+	}
+}
+
+type action struct {
+	name string
+	do   func(context.Context, jetstream.JetStream) error
+}
+
+// actions are what one service or another does on NATS.
+func actions() []action {
+	const project = "p1"
+	jobsSubject := contracts.SubjectJobsAt(contracts.PriorityNormal)
+	kvPut := func(bucket string) func(context.Context, jetstream.JetStream) error {
+		return func(ctx context.Context, js jetstream.JetStream) error {
+			kv, err := js.KeyValue(ctx, bucket)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Put(ctx, "key.test", []byte("x"))
+			return err
+		}
+	}
+	kvGet := func(bucket string) func(context.Context, jetstream.JetStream) error {
+		return func(ctx context.Context, js jetstream.JetStream) error {
+			kv, err := js.KeyValue(ctx, bucket)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Get(ctx, "absent")
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return nil
+			}
+			return err
+		}
+	}
+	publish := func(subject string) func(context.Context, jetstream.JetStream) error {
+		return func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := js.Publish(ctx, subject, []byte("{}"))
+			return err
+		}
+	}
+	fetchJobs := func(ctx context.Context, js jetstream.JetStream) error {
+		c, err := js.CreateOrUpdateConsumer(ctx, contracts.StreamJobs, jetstream.ConsumerConfig{
+			Durable: contracts.ConsumerJobs(contracts.PriorityNormal), FilterSubject: jobsSubject, AckPolicy: jetstream.AckExplicitPolicy,
+		})
+		if err != nil {
+			return err
+		}
+		batch, err := c.FetchNoWait(1)
+		if err != nil {
+			return err
+		}
+		for range batch.Messages() {
+		}
+		return batch.Error()
+	}
+	readOutput := func(ctx context.Context, js jetstream.JetStream) error {
+		c, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectOutput("s1")}})
+		if err != nil {
+			return err
+		}
+		_, err = c.Info(ctx)
+		return err
+	}
+	lastOutput := func(ctx context.Context, js jetstream.JetStream) error {
+		s, err := js.Stream(ctx, contracts.StreamOutput)
+		if err != nil {
+			return err
+		}
+		_, err = s.GetLastMsgForSubject(ctx, contracts.SubjectOutput("s1"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		return err
+	}
+	deleteStream := func(ctx context.Context, js jetstream.JetStream) error {
+		return js.DeleteStream(ctx, contracts.StreamAudit)
+	}
+	updateStream := func(ctx context.Context, js jetstream.JetStream) error {
+		_, err := topology.Ensure(ctx, js, topology.Config{Memory: true, OutputMaxAge: time.Hour})
+		return err
+	}
+	return []action{
+		{"put access", kvPut(contracts.BucketAccess)},
+		{"get access", kvGet(contracts.BucketAccess)},
+		{"put state", kvPut(contracts.BucketState)},
+		{"get state", kvGet(contracts.BucketState)},
+		{"publish job", publish(contracts.SubjectJob(contracts.PriorityNormal, project))},
+		{"fetch jobs", fetchJobs},
+		{"publish output", publish(contracts.SubjectOutput("s1"))},
+		{"publish event", publish(contracts.SubjectEvent(project, "s1", contracts.EventQueued))},
+		{"publish audit", publish(contracts.SubjectAuditPrefix + "." + project + ".test")},
+		{"publish dead letter", publish(contracts.SubjectDead(project))},
+		{"read output", readOutput},
+		{"last output line", lastOutput},
+		{"update streams", updateStream},
+		{"delete stream", deleteStream},
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,157 @@
+package natsserver
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// Role is a NATS user of rdev: one per service, and the admin that
+// provisions streams and buckets.
+type Role string
+
+// The roles, each with its own credentials and Permissions.
+const (
+	// RoleAdmin may do anything: it provisions the topology (rdev up's own
+	// control connection, `rdev provision`) and is for operators.
+	RoleAdmin Role = "admin"
+	// RoleAPI stores job state and access records, queues jobs, writes
+	// audit records and dead-letter decisions; it never consumes jobs.
+	RoleAPI Role = "api"
+	// RoleWorker consumes jobs, writes job state, output, events and dead
+	// letters; it reads but never writes the access bucket or the audit log.
+	RoleWorker Role = "worker"
+	// RoleStreamer only reads output, job state and access records.
+	RoleStreamer Role = "streamer"
+)
+
+// Roles lists every role, admin first.
+func Roles() []Role { return []Role{RoleAdmin, RoleAPI, RoleWorker, RoleStreamer} }
+
+// responseTTL bounds how long a worker may answer a holds request.
+const responseTTL = time.Minute
+
+// Permissions returns the least privilege of role: what its service
+// publishes and subscribes to, JetStream API calls included. The same sets
+// are shipped as NATS configuration in deploy/nats/rdev-permissions.conf
+// (PermissionsConf renders it; a test keeps the two equal).
+func Permissions(r Role) *server.Permissions {
+	kvState, kvAccess := "KV_"+contracts.BucketState, "KV_"+contracts.BucketAccess
+	// Every service checks the topology at start (topology.Ensure) and
+	// answers readiness from stream info.
+	pub := []string{"$JS.API.INFO"}
+	for _, s := range []string{contracts.StreamJobs, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead, kvState, kvAccess} {
+		pub = append(pub, "$JS.API.STREAM.INFO."+s)
+	}
+	sub := []string{"_INBOX.>"} // replies: requests, acks of publishes, consumer deliveries
+	var resp *server.ResponsePermission
+	switch r {
+	case RoleAdmin:
+		return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{">"}}, Subscribe: &server.SubjectPermission{Allow: []string{">"}}}
+	case RoleAPI:
+		pub = append(pub, read(kvState, kvAccess, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead)...)
+		pub = append(pub, consume(kvState, kvAccess, contracts.StreamAudit, contracts.StreamDead)...)
+		// The durable consumer that audits finished jobs reads terminal events.
+		pub = append(pub, consume(contracts.StreamOutput)...)
+		pub = append(pub, ack(contracts.StreamOutput)...)
+		pub = append(pub,
+			"$KV."+contracts.BucketState+".>", "$KV."+contracts.BucketAccess+".>",
+			contracts.SubjectJobsPrefix+".>", contracts.SubjectEventsPrefix+".>", contracts.SubjectAuditPrefix+".>",
+			contracts.SubjectCancelPrefix+".*",
+			// Dead letters are removed when retried or purged.
+			"$JS.API.STREAM.MSG.DELETE."+contracts.StreamDead, "$JS.API.STREAM.PURGE."+contracts.StreamDead,
+		)
+	case RoleWorker:
+		pub = append(pub, read(kvState, kvAccess, contracts.StreamJobs, contracts.StreamOutput)...)
+		// The access bucket only through a watch (project limits).
+		pub = append(pub, consume(kvState, kvAccess, contracts.StreamJobs)...)
+		pub = append(pub, ack(contracts.StreamJobs)...)
+		pub = append(pub,
+			"$KV."+contracts.BucketState+".>",
+			contracts.SubjectOutputPrefix+".>", contracts.SubjectEventsPrefix+".>", contracts.SubjectDeadPrefix+".>",
+			contracts.SubjectHoldsPrefix+".*",
+		)
+		sub = append(sub, contracts.SubjectCancelPrefix+".*", contracts.SubjectHoldsPrefix+".*")
+		// A worker answers another's holds request on its reply subject.
+		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL}
+	case RoleStreamer:
+		pub = append(pub, read(kvState, kvAccess, contracts.StreamOutput)...)
+		pub = append(pub, consume(contracts.StreamOutput)...)
+	default:
+		panic(fmt.Sprintf("natsserver: unknown role %q", r))
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: sub},
+		Response:  resp,
+	}
+}
+
+// read is getting single messages: KV gets and last-message lookups.
+func read(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out, "$JS.API.STREAM.MSG.GET."+s, "$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>")
+	}
+	return out
+}
+
+// consume is creating, pulling from and deleting consumers (ordered ones
+// for replays and KV watches, durable ones for queues), with flow control.
+// Acknowledging is separate (ack): only queue consumers need it.
+func consume(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out,
+			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DURABLE.CREATE."+s+".*",
+			"$JS.API.CONSUMER.INFO."+s+".*", "$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.MSG.NEXT."+s+".*",
+			"$JS.FC."+s+".>")
+	}
+	return out
+}
+
+func ack(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out, "$JS.ACK."+s+".>")
+	}
+	return out
+}
+
+// PermissionsConf renders Permissions as NATS server configuration: one
+// variable RDEV_<ROLE>_PERMISSIONS per role, for a server's
+// authorization block to use (see deploy/nats/server.conf).
+func PermissionsConf() string {
+	var b strings.Builder
+	b.WriteString("# rdev's NATS users: the least privilege of each service.\n")
+	b.WriteString("# Generated from pkg/topology/natsserver (Permissions), which the embedded\n")
+	b.WriteString("# server of `rdev up` uses; TestPermissionsConf keeps the two equal.\n")
+	b.WriteString("# Regenerate: go test ./pkg/topology/natsserver -run TestPermissionsConf -update\n")
+	for _, r := range Roles() {
+		p := Permissions(r)
+		fmt.Fprintf(&b, "\n%s = {\n", PermissionsVar(r))
+		list := func(name string, subjects []string) {
+			fmt.Fprintf(&b, "  %s: {\n    allow: [\n", name)
+			for _, s := range subjects {
+				fmt.Fprintf(&b, "      %q\n", s)
+			}
+			b.WriteString("    ]\n  }\n")
+		}
+		list("publish", p.Publish.Allow)
+		list("subscribe", p.Subscribe.Allow)
+		if p.Response != nil {
+			fmt.Fprintf(&b, "  allow_responses: {max: %d, expires: %q}\n", p.Response.MaxMsgs, p.Response.Expires.String())
+		}
+		b.WriteString("}\n")
+	}
+	return b.String()
+}
+
+// PermissionsVar is the configuration variable holding role's permissions.
+func PermissionsVar(r Role) string {
+	return "RDEV_" + strings.ToUpper(string(r)) + "_PERMISSIONS"
+}
