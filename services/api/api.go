@@ -69,6 +69,10 @@ type Config struct {
 	CacheTTL time.Duration
 	// Telemetry says where spans and metrics go; default nowhere.
 	Telemetry Telemetry
+	// ReinstallBootstrapKey puts the configured bootstrap key back even
+	// when an admin revoked it (rdev up --reinstall-bootstrap-key); by
+	// default a revoked bootstrap key stays revoked across restarts.
+	ReinstallBootstrapKey bool
 }
 
 func (c *Config) setDefaults() {
@@ -125,6 +129,8 @@ type Service struct {
 	redis    pinger
 	// failClosed: requests are refused while Redis is down.
 	failClosed bool
+	// reinstallBootstrap: see Config.ReinstallBootstrapKey.
+	reinstallBootstrap bool
 }
 
 // New builds the API on a JetStream context whose topology is provisioned
@@ -142,7 +148,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
-	s := &Service{store: store, log: log, conn: newConnWatch(), nc: js.Conn()}
+	s := &Service{store: store, log: log, conn: newConnWatch(), nc: js.Conn(), reinstallBootstrap: cfg.ReinstallBootstrapKey}
 	if s.metrics, err = newMetrics(ctx, cfg.Telemetry.MeterProvider); err != nil {
 		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
@@ -214,9 +220,16 @@ func (s *Service) Register(e *echo.Echo) { s.handlers.Register(e, s.conn.middlew
 // Bootstrap makes sure an admin key exists. With secret set (from
 // RDEV_BOOTSTRAP_API_KEY) the bootstrap key becomes that secret. Without,
 // the first start generates one and returns it so it can be shown once;
-// later starts return "".
+// later starts return "". A bootstrap key an admin revoked is not put
+// back (a warning says why) unless Config.ReinstallBootstrapKey is set.
 func (s *Service) Bootstrap(ctx context.Context, secret string) (string, error) {
-	return s.admin.Bootstrap(ctx, secret)
+	generated, err := s.admin.Bootstrap(ctx, secret, s.reinstallBootstrap)
+	if errors.Is(err, admin.ErrBootstrapRevoked) {
+		s.log.Warn("bootstrap API key not installed: an admin revoked it; start with --reinstall-bootstrap-key (RDEV_REINSTALL_BOOTSTRAP_KEY=true) to put it back",
+			"key_id", access.BootstrapKeyID)
+		return "", nil
+	}
+	return generated, err
 }
 
 // Run does the API's background work until ctx ends: it drops cache

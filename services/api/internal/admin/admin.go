@@ -41,6 +41,10 @@ type Actor struct {
 	ClientIP string
 }
 
+// ErrBootstrapRevoked is returned by Bootstrap when the bootstrap key was
+// revoked and is not to be re-installed.
+var ErrBootstrapRevoked = errors.New("the bootstrap API key was revoked by an admin; it is not re-installed")
+
 // ErrUnavailable wraps failures of the store or the audit log.
 var ErrUnavailable = errors.New("unavailable")
 
@@ -296,7 +300,11 @@ func (s *Service) RevokeKey(ctx context.Context, by Actor, id string) (access.Ke
 // With a secret (RDEV_BOOTSTRAP_API_KEY) the bootstrap key is set to it,
 // replacing an earlier one. Without, a key is generated on the first start
 // only and returned so it can be printed once; later starts return "".
-func (s *Service) Bootstrap(ctx context.Context, secret string) (generated string, err error) {
+//
+// A bootstrap key an admin revoked stays revoked: with a secret and
+// without reinstall, Bootstrap returns ErrBootstrapRevoked and changes
+// nothing; reinstall puts the configured secret back.
+func (s *Service) Bootstrap(ctx context.Context, secret string, reinstall bool) (generated string, err error) {
 	if secret != "" && !access.ValidBootstrapSecret(secret) {
 		return "", fmt.Errorf("the bootstrap API key must be at least %d printable ASCII characters without spaces", access.MinBootstrapKeyLen)
 	}
@@ -304,6 +312,10 @@ func (s *Service) Bootstrap(ctx context.Context, secret string) (generated strin
 	switch {
 	case err == nil && (secret == "" || old.Matches(secret)) && old.RevokedAt == nil:
 		return "", nil // in place
+	case err == nil && old.RevokedAt != nil && secret != "" && !reinstall:
+		// An admin revoked it: a restart with the configured secret must
+		// not undo that.
+		return "", ErrBootstrapRevoked
 	case err != nil && !errors.Is(err, access.ErrNotFound):
 		return "", unavailable(err)
 	}

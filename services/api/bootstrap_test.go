@@ -1,0 +1,45 @@
+package api_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"testing"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
+	"github.com/rdev-dev/rdev/services/api"
+)
+
+// A revoked bootstrap key stays revoked when rdev restarts with the same
+// RDEV_BOOTSTRAP_API_KEY, unless the operator asks to re-install it.
+func TestRevokedBootstrapKeyStaysRevoked(t *testing.T) {
+	t.Parallel()
+	_, _, js := natstest.Provisioned(t)
+	b := setupWith(t, api.Config{}, js)
+	resp, rb := b.do(t, http.MethodDelete, "/v1/keys/bootstrap", "", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("revoke bootstrap: %d %s", resp.StatusCode, rb)
+	}
+	ctx := context.Background()
+	kv, _ := js.KeyValue(ctx, contracts.BucketState)
+	akv, _ := js.KeyValue(ctx, contracts.BucketAccess)
+	restart := func(cfg api.Config) {
+		a, err := api.New(ctx, cfg, js, kv, akv, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if _, err := a.Bootstrap(ctx, adminKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restart(api.Config{})
+	if resp, rb := b.get(t, "/v1/projects"); resp.StatusCode != http.StatusUnauthorized || errCode(t, rb) != "revoked_api_key" {
+		t.Fatalf("the revoked bootstrap key came back on restart: %d %s", resp.StatusCode, rb)
+	}
+	restart(api.Config{ReinstallBootstrapKey: true})
+	if resp, rb := b.get(t, "/v1/projects"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("re-installed bootstrap key refused: %d %s", resp.StatusCode, rb)
+	}
+}
