@@ -103,3 +103,28 @@ func TestEnsureScalesReplicasInPlace(t *testing.T) {
 		t.Fatalf("3 replicas on a single server: %v, want an error naming replicas", err)
 	}
 }
+
+func TestCurrent(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Server(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := topology.Config{Memory: true}
+	if ok, err := topology.Current(ctx, js, cfg); ok || err != nil {
+		t.Fatalf("fresh server: current %v, %v", ok, err)
+	}
+	if _, err := topology.Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := topology.Current(ctx, js, cfg); !ok || err != nil {
+		t.Fatalf("after Ensure: current %v, %v", ok, err)
+	}
+	cfg.OutputMaxAge = time.Hour
+	if ok, err := topology.Current(ctx, js, cfg); ok || err != nil {
+		t.Fatalf("another max age: current %v, %v", ok, err)
+	}
+}

@@ -58,6 +58,9 @@ type Config struct {
 	// JobHome is HOME for jobs of the local executor; "" is the project's
 	// workspace.
 	JobHome string
+	// JobUser, when set, is the uid and gid local jobs run as (see
+	// localexec.Config.User); nil runs them as the worker's own user.
+	JobUser *JobUser
 	// KillGrace is the time between SIGTERM and SIGKILL when a job is
 	// stopped; default 2s.
 	KillGrace time.Duration
@@ -99,6 +102,11 @@ const (
 	ExecutorLocal      = "local"
 	ExecutorKubernetes = "kubernetes"
 )
+
+// JobUser is a uid and gid to run local jobs as.
+type JobUser struct {
+	UID, GID uint32
+}
 
 // KubernetesConfig configures the Kubernetes executor: each job runs in its
 // project's pod. Zero values take the documented defaults.
@@ -264,7 +272,7 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 func newExecutor(cfg Config, log *slog.Logger) (executor.Executor, error) {
 	if cfg.Executor != ExecutorKubernetes {
 		exec, err := localexec.New(localexec.Config{Root: filepath.Clean(cfg.Workspaces), KillGrace: cfg.KillGrace,
-			BaseEnv: cfg.JobEnv, Home: cfg.JobHome})
+			BaseEnv: cfg.JobEnv, Home: cfg.JobHome, User: (*localexec.User)(cfg.JobUser)})
 		if err != nil {
 			return nil, fmt.Errorf("worker: local executor: %w", err)
 		}

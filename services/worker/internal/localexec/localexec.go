@@ -49,6 +49,17 @@ type Config struct {
 	// SIGTERM and SIGKILL, and how long Exec waits for output from a process
 	// that left the group and still holds stdout or stderr. Default 2s.
 	KillGrace time.Duration
+	// User, when set, is who every command runs as: rdev runs as root, its
+	// jobs as an unprivileged user that cannot read the data directory
+	// (JetStream files, NATS credentials). Each workspace is handed to this
+	// user; Root is made traversable (0711) but not listable by others, and
+	// every directory above Root must be traversable too.
+	User *User
+}
+
+// User is a uid and gid to run commands as, without supplementary groups.
+type User struct {
+	UID, GID uint32
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +94,7 @@ func (c Config) Validate() error {
 // executor.Executor and is safe for concurrent use.
 type Executor struct {
 	root    string
+	user    *User
 	baseEnv []string
 	home    string
 	grace   time.Duration
@@ -100,7 +112,35 @@ func New(cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("localexec: root: %w", err)
 	}
-	return &Executor{root: root, baseEnv: slices.Clone(cfg.BaseEnv), home: cfg.Home, grace: cfg.KillGrace}, nil
+	if cfg.User != nil {
+		if err := traversable(root); err != nil {
+			return nil, err
+		}
+	}
+	return &Executor{root: root, user: cfg.User, baseEnv: slices.Clone(cfg.BaseEnv), home: cfg.Home, grace: cfg.KillGrace}, nil
+}
+
+// traversable makes root reachable by another user: root itself 0711
+// (its project list stays private), and checks every directory above.
+func traversable(root string) error {
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return fmt.Errorf("localexec: root: %w", err)
+	}
+	if err := os.Chmod(root, 0o711); err != nil {
+		return fmt.Errorf("localexec: root: %w", err)
+	}
+	for dir := filepath.Dir(root); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return fmt.Errorf("localexec: %w", err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("localexec: the job user cannot reach the workspaces: %s has mode %v (want o+x)", dir, fi.Mode().Perm())
+		}
+		if dir == filepath.Dir(dir) {
+			return nil
+		}
+	}
 }
 
 // Exec runs spec as described by executor.Executor.
@@ -133,6 +173,14 @@ func (e *Executor) command(spec executor.Spec) (*exec.Cmd, error) {
 	if err := os.MkdirAll(ws, 0o750); err != nil {
 		return nil, fmt.Errorf("create workspace: %w", err)
 	}
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if u := e.user; u != nil {
+		// The job writes in its workspace and nowhere else of rdev's.
+		if err := os.Chown(ws, int(u.UID), int(u.GID)); err != nil {
+			return nil, fmt.Errorf("%w: hand the workspace to the job user: %v", executor.ErrStart, err)
+		}
+		attr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: []uint32{}}
+	}
 	dir, err := workDir(ws, spec.WorkDir)
 	if err != nil {
 		return nil, err
@@ -150,7 +198,7 @@ func (e *Executor) command(spec executor.Spec) (*exec.Cmd, error) {
 		Args:        slices.Clone(spec.Command),
 		Env:         env,
 		Dir:         dir,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: attr,
 	}, nil
 }
 
