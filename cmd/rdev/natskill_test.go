@@ -1,21 +1,25 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology"
 )
 
 // natsServerProcess is a real nats-server process (built from the
@@ -26,32 +30,72 @@ type natsServerProcess struct {
 	bin   string
 	port  int
 	store string
+	extra []string // cluster flags
 	cmd   *exec.Cmd
 }
 
-func startNATSServerProcess(t *testing.T) *natsServerProcess {
+// buildNATSServer builds the nats-server binary once per test.
+func buildNATSServer(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "nats-server")
 	build := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build nats-server: %v\n%s", err, out)
 	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "free port")
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	p := &natsServerProcess{t: t, bin: bin, port: port, store: t.TempDir()}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func startNATSServerProcess(t *testing.T) *natsServerProcess {
+	t.Helper()
+	p := &natsServerProcess{t: t, bin: buildNATSServer(t), port: freePort(t), store: t.TempDir()}
 	p.start()
 	t.Cleanup(func() { p.kill() })
 	return p
+}
+
+// startNATSClusterProcesses starts three nats-server processes forming one
+// JetStream cluster, named n0, n1, n2.
+func startNATSClusterProcesses(t *testing.T) []*natsServerProcess {
+	t.Helper()
+	bin := buildNATSServer(t)
+	routes := []int{freePort(t), freePort(t), freePort(t)}
+	var urls []string
+	for _, r := range routes {
+		urls = append(urls, "nats://127.0.0.1:"+strconv.Itoa(r))
+	}
+	nodes := make([]*natsServerProcess, 3)
+	for i := range nodes {
+		nodes[i] = &natsServerProcess{t: t, bin: bin, port: freePort(t), store: t.TempDir(), extra: []string{
+			"--server_name", fmt.Sprintf("n%d", i), "--cluster_name", "rdev-test",
+			"--cluster", urls[i], "--routes", strings.Join(urls, ","),
+		}}
+	}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(n.start)
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		t.Cleanup(n.kill)
+	}
+	return nodes
 }
 
 func (p *natsServerProcess) url() string { return "nats://127.0.0.1:" + strconv.Itoa(p.port) }
 
 func (p *natsServerProcess) start() {
 	p.t.Helper()
-	p.cmd = exec.Command(p.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(p.port), "-js", "-sd", p.store)
-	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
+	p.cmd = exec.Command(p.bin, append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(p.port), "-js", "-sd", p.store}, p.extra...)...)
+	logs := &logWriter{t: p.t}
+	p.cmd.Stdout, p.cmd.Stderr = logs, logs
 	must(p.t, p.cmd.Start(), "start nats-server")
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		nc, err := nats.Connect(p.url())
@@ -194,4 +238,97 @@ func TestUpKilled(t *testing.T) {
 		st := getJob(t, second.http, j.JobID)
 		t.Logf("job %s: %s after %d attempts, %d lines stored", j.JobID, st.Status, st.Attempt, st.Lines)
 	}
+}
+
+// The reproduction of the durability issue, run the same way: three
+// standalone nats-server processes, rdev api, streamer and two workers
+// given all three URLs, 10 jobs each printing 300 lines 50 ms apart,
+// watched by 20 SSE clients that reconnect with Last-Event-ID; the node
+// leading the output stream is killed with SIGKILL and started again 10 s
+// later. With one replica (the stream's only node dies) and with three
+// (its leader dies), every watcher has L1..L300 once, in order, for every
+// job, and every job succeeded with 300 lines.
+func TestNATSClusterNodeKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level cluster test")
+	}
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("R%d", replicas), func(t *testing.T) { natsNodeKilled(t, replicas) })
+	}
+}
+
+func natsNodeKilled(t *testing.T, replicas int) {
+	nodes := startNATSClusterProcesses(t)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, n.url())
+	}
+	url := strings.Join(urls, ",")
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	must(t, err, "connect")
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	must(t, err, "jetstream")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second) // a request sent before the meta leader is elected is never answered
+		_, err := topology.Ensure(actx, js, topology.Config{Replicas: replicas})
+		acancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("provision: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	flags := func(cmd string, extra ...string) []string {
+		return append([]string{cmd, "--nats-url", url, "--replicas", strconv.Itoa(replicas)}, extra...)
+	}
+	api := startProcess(t, flags("api", "--http-addr", "127.0.0.1:0")...)
+	streamer := startProcess(t, flags("streamer", "--http-addr", "127.0.0.1:0")...)
+	for range 2 {
+		startProcess(t, flags("worker", "--data-dir", t.TempDir(), "--concurrency", "8")...)
+	}
+	const lines = 300
+	cmd := fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.05; done", lines)
+	var jobs []submitReply
+	for range 10 {
+		jobs = append(jobs, submit(t, api.http, "repro", map[string]any{"command": []string{"sh", "-c", cmd}}))
+	}
+	wait := watchMany(t, func() string { return streamer.http }, jobs, 2)
+	waitForLines(t, streamer.http, jobs, 5)
+
+	s, err := js.Stream(ctx, contracts.StreamOutput)
+	must(t, err, "output stream")
+	info, err := s.Info(ctx)
+	must(t, err, "output stream info")
+	victim := -1
+	for i := range nodes {
+		if info.Cluster != nil && info.Cluster.Leader == fmt.Sprintf("n%d", i) {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("no leader for %s: %+v", contracts.StreamOutput, info.Cluster)
+	}
+	nodes[victim].kill()
+	killedAt := time.Now()
+	time.Sleep(10 * time.Second)
+	nodes[victim].start()
+	t.Logf("R%d: n%d (output stream leader) killed with SIGKILL, restarted %s later", replicas, victim, time.Since(killedAt).Round(time.Millisecond))
+
+	ws := wait()
+	if len(ws) != 20 {
+		t.Fatalf("%d watchers finished, want 20", len(ws))
+	}
+	for i, w := range ws {
+		if err := w.check(); err != nil {
+			t.Errorf("watcher %d: %v", i, err)
+		} else if w.complete.Status != contracts.StatusSucceeded || w.complete.Lines != lines {
+			t.Errorf("watcher %d: complete %+v", i, w.complete)
+		}
+	}
+	t.Logf("R%d: every job ended %s after the kill", replicas, time.Since(killedAt).Round(time.Millisecond))
 }
