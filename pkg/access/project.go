@@ -56,6 +56,12 @@ type Project struct {
 	MaxConcurrentJobs int `json:"max_concurrent_jobs"`
 	// Pod tunes the project's workspace pod.
 	Pod *PodSettings `json:"pod,omitempty"`
+	// Incarnation is a unique id given when the project is created: jobs,
+	// streams, batches, audit records and stream tokens record it, so a
+	// project deleted and created again under the same id (another
+	// incarnation) sees nothing of the old one. Empty for projects
+	// created before incarnations.
+	Incarnation string `json:"incarnation,omitempty"`
 	// CreatedAt is when the project was created.
 	CreatedAt time.Time `json:"created_at"`
 	// UpdatedAt is when it last changed.

@@ -88,4 +88,10 @@ type AuditRecord struct {
 	// a finished job, the status and code of a denied request, the key id
 	// created or revoked, the fields of a project that changed.
 	Detail map[string]any `json:"detail,omitempty"`
+	// ProjectIncarnation identifies the incarnation of Project this record
+	// belongs to (access.Project.Incarnation): a project deleted and
+	// created again under the same id is another incarnation, and does
+	// not see the old one's records. Empty on records written before
+	// incarnations.
+	ProjectIncarnation string `json:"project_incarnation,omitempty"`
 }

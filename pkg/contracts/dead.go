@@ -83,4 +83,10 @@ type Batch struct {
 	State BatchState `json:"state"`
 	// SubmittedAt is when the API accepted the batch.
 	SubmittedAt time.Time `json:"submitted_at"`
+	// ProjectIncarnation identifies the incarnation of Project this batch
+	// belongs to (access.Project.Incarnation): a project deleted and
+	// created again under the same id is another incarnation, and does
+	// not see the old one's batches. Empty on records written before
+	// incarnations.
+	ProjectIncarnation string `json:"project_incarnation,omitempty"`
 }

@@ -100,6 +100,12 @@ type Job struct {
 	// Claude holds the Claude Code options of a KindClaude job, as the
 	// API validated them and built Command from; for the record.
 	Claude *ClaudeOptions `json:"claude,omitempty"`
+	// ProjectIncarnation identifies the incarnation of Project this job
+	// belongs to (access.Project.Incarnation): a project deleted and
+	// created again under the same id is another incarnation, and does
+	// not see the old one's jobs. Empty on records written before
+	// incarnations.
+	ProjectIncarnation string `json:"project_incarnation,omitempty"`
 }
 
 // The values of Job.Stderr.

@@ -106,6 +106,12 @@ type JobState struct {
 	Claude *ClaudeSession `json:"claude,omitempty"`
 	// ClaudeOptions are a Claude Code job's options, as submitted.
 	ClaudeOptions *ClaudeOptions `json:"claude_options,omitempty"`
+	// ProjectIncarnation identifies the incarnation of Project this job
+	// belongs to (access.Project.Incarnation): a project deleted and
+	// created again under the same id is another incarnation, and does
+	// not see the old one's jobs. Empty on records written before
+	// incarnations.
+	ProjectIncarnation string `json:"project_incarnation,omitempty"`
 }
 
 // StreamRef is stored in BucketState under StreamKey(id) so a reader of a
@@ -123,4 +129,10 @@ type StreamRef struct {
 	// job's submission, so readers of the stream (the streamer) add their
 	// spans to the job's trace.
 	Trace map[string]string `json:"trace,omitempty"`
+	// ProjectIncarnation identifies the incarnation of Project this stream
+	// belongs to (access.Project.Incarnation): a project deleted and
+	// created again under the same id is another incarnation, and does
+	// not see the old one's streams. Empty on records written before
+	// incarnations.
+	ProjectIncarnation string `json:"project_incarnation,omitempty"`
 }

@@ -264,7 +264,7 @@ func (s *Service) Close() {
 type auditQuery struct{ log *natsjs.AuditLog }
 
 func (a auditQuery) Query(ctx context.Context, f httpapi.AuditFilter) ([]contracts.AuditRecord, uint64, error) {
-	return a.log.Query(ctx, natsjs.AuditQuery{Project: f.Project, Kind: f.Kind, Actor: f.Actor, Since: f.Since, Until: f.Until,
+	return a.log.Query(ctx, natsjs.AuditQuery{Project: f.Project, Incarnation: f.Incarnation, Kind: f.Kind, Actor: f.Actor, Since: f.Since, Until: f.Until,
 		After: f.After, Limit: f.Limit, MaxScan: 10_000})
 }
 

@@ -81,6 +81,7 @@ func (s *Service) CreateProject(ctx context.Context, by Actor, p access.Project)
 			return access.Project{}, err
 		}
 	}
+	p.Incarnation = s.newID()
 	p.CreatedAt = s.now().UTC()
 	p.UpdatedAt = p.CreatedAt
 	if err := s.store.CreateProject(ctx, p); err != nil {
@@ -89,7 +90,7 @@ func (s *Service) CreateProject(ctx context.Context, by Actor, p access.Project)
 		}
 		return access.Project{}, unavailable(err)
 	}
-	return p, s.record(ctx, by, contracts.AuditProjectCreated, p.ID, map[string]any{"project": p})
+	return p, s.record(ctx, by, contracts.AuditProjectCreated, p.ID, map[string]any{"project": p}, p.Incarnation)
 }
 
 // Project returns a project.
@@ -158,7 +159,7 @@ func (s *Service) UpdateProject(ctx context.Context, by Actor, id string, patch 
 	if err != nil {
 		return access.Project{}, s.storeError(err, id)
 	}
-	return p, s.record(ctx, by, contracts.AuditProjectUpdated, id, map[string]any{"project": p})
+	return p, s.record(ctx, by, contracts.AuditProjectUpdated, id, map[string]any{"project": p}, p.Incarnation)
 }
 
 // DeleteProject deletes a project and takes its scopes away from every
@@ -341,10 +342,14 @@ func (s *Service) Bootstrap(ctx context.Context, secret string, reinstall bool) 
 	return generated, s.record(ctx, Actor{KeyID: "system"}, contracts.AuditKeyCreated, "", map[string]any{"key_id": k.ID, "name": k.Name, "scopes": k.Scopes})
 }
 
-func (s *Service) record(ctx context.Context, by Actor, kind contracts.AuditKind, project string, detail map[string]any) error {
-	err := s.audit.Record(ctx, contracts.AuditRecord{
+func (s *Service) record(ctx context.Context, by Actor, kind contracts.AuditKind, project string, detail map[string]any, incarnation ...string) error {
+	rec := contracts.AuditRecord{
 		Time: s.now().UTC(), Kind: kind, Actor: by.KeyID, Project: project, ClientIP: by.ClientIP, Detail: detail,
-	})
+	}
+	if len(incarnation) > 0 {
+		rec.ProjectIncarnation = incarnation[0]
+	}
+	err := s.audit.Record(ctx, rec)
 	if err != nil {
 		return unavailable(fmt.Errorf("the change is made but its audit record failed: %w", err))
 	}

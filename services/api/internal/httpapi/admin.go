@@ -27,10 +27,13 @@ type Admin interface {
 // AuditFilter selects audit records; zero fields select everything.
 type AuditFilter struct {
 	Project, Actor string
-	Kind           contracts.AuditKind
-	Since, Until   time.Time
-	After          uint64
-	Limit          int
+	// Incarnation, with Project, skips the records of the project's other
+	// incarnations.
+	Incarnation  string
+	Kind         contracts.AuditKind
+	Since, Until time.Time
+	After        uint64
+	Limit        int
 }
 
 // AuditQuerier reads the audit log.
@@ -109,8 +112,21 @@ func (h *Handlers) deleteProject(c echo.Context) error {
 	if err := h.requireAdmin(c); err != nil {
 		return h.fail(c, err)
 	}
-	if err := h.admin.DeleteProject(c.Request().Context(), actor(c), c.Param("project")); err != nil {
+	ctx, id := c.Request().Context(), c.Param("project")
+	if !contracts.ValidProjectID(id) {
+		return h.fail(c, reqErr(http.StatusBadRequest, "invalid_project", "project id must be a DNS label: 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"))
+	}
+	// The project's jobs end with it: cancelled before it is deleted (a
+	// failure leaves the project in place, to delete again), and once more
+	// after, for a job submitted in between.
+	if _, err := h.jobs.CancelProject(ctx, id); err != nil {
 		return h.fail(c, err)
+	}
+	if err := h.admin.DeleteProject(ctx, actor(c), id); err != nil {
+		return h.fail(c, err)
+	}
+	if _, err := h.jobs.CancelProject(context.WithoutCancel(ctx), id); err != nil {
+		h.log.WarnContext(ctx, "a job submitted while its project was deleted was not cancelled", "project", id, "err", err)
 	}
 	return c.NoContent(http.StatusNoContent)
 }
@@ -236,7 +252,14 @@ func (h *Handlers) projectAuditLog(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	f.Project = routeProject(c).ID
+	// Only this incarnation's records: those that name it, and of those
+	// that name none (written before incarnations, or by the system),
+	// the ones since it was created.
+	proj := routeProject(c)
+	f.Project, f.Incarnation = proj.ID, proj.Incarnation
+	if proj.Incarnation != "" && f.Since.Before(proj.CreatedAt) {
+		f.Since = proj.CreatedAt
+	}
 	return h.auditAnswer(c, f)
 }
 

@@ -228,28 +228,33 @@ func (h *Handlers) batchFor(c echo.Context, role access.Role) (contracts.Batch, 
 		return b, err
 	}
 	missing := &jobs.Error{Kind: jobs.KindNotFound, Code: "batch_not_found", Message: fmt.Sprintf("no batch %q (unknown, or expired)", b.ID)}
-	return b, h.resourceAccess(c, b.Project, role, missing)
+	return b, h.resourceAccess(c, b.Project, b.ProjectIncarnation, role, missing)
 }
 
 // jobAccess checks that the caller may act in role on a job.
 func (h *Handlers) jobAccess(c echo.Context, st contracts.JobState, role access.Role) error {
 	missing := &jobs.Error{Kind: jobs.KindNotFound, Code: "job_not_found", Message: fmt.Sprintf("no job %q (unknown, or its state expired)", st.JobID)}
-	return h.resourceAccess(c, st.Project, role, missing)
+	return h.resourceAccess(c, st.Project, st.ProjectIncarnation, role, missing)
 }
 
-// resourceAccess checks role on the project of something named by id. A
-// caller who cannot even read the project gets missing: the thing's
-// existence is not its business. A deleted project's things stay
-// reachable to those its scopes allowed.
-func (h *Handlers) resourceAccess(c echo.Context, project string, role access.Role, missing error) error {
+// resourceAccess checks role on the project of something named by id,
+// made in the project's given incarnation. A caller who cannot even read
+// the project gets missing: the thing's existence is not its business;
+// so does everyone when the project now is another incarnation (deleted
+// and created again). A deleted project's things stay reachable to those
+// its scopes allowed.
+func (h *Handlers) resourceAccess(c echo.Context, project, incarnation string, role access.Role, missing error) error {
 	p := principal(c)
 	if !p.Can(project, access.RoleRead) && !p.Can(project, role) {
 		return missing
 	}
-	_, err := h.project(c, project, role)
+	proj, err := h.project(c, project, role)
 	var ae *access.Error
 	if errors.As(err, &ae) && ae.Kind == access.KindNotFound {
 		return nil
+	}
+	if err == nil && proj.Incarnation != incarnation {
+		return missing
 	}
 	return err
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 )
@@ -105,6 +106,15 @@ func (h *Handlers) retryOne(c echo.Context, dl contracts.DeadLetter, force bool)
 	if dl.Job == nil {
 		return contracts.JobState{}, &jobs.Error{Kind: jobs.KindConflict, Code: "dead_letter_undecodable", Message: "this dead letter holds a message that could not be decoded; there is no job to run"}
 	}
+	// The job runs again in the project as it is now (its current
+	// incarnation); a deleted project runs nothing.
+	proj, err := h.projects.Project(ctx, dl.Job.Project)
+	if isNotFound(err) {
+		return contracts.JobState{}, &access.Error{Kind: access.KindNotFound, Code: "project_not_found", Message: fmt.Sprintf("project %q of this dead letter no longer exists", dl.Job.Project)}
+	}
+	if err != nil {
+		return contracts.JobState{}, err
+	}
 	actor := principal(c).Key.ID
 	claim, ok, err := h.dead.ClaimRetry(ctx, dl.ID, actor, force)
 	if err != nil {
@@ -115,6 +125,7 @@ func (h *Handlers) retryOne(c echo.Context, dl contracts.DeadLetter, force bool)
 			Message: fmt.Sprintf("dead letter %q was retried at %s as job %q; retry with ?force=true to run it again", dl.ID, claim.RetriedAt.Format("2006-01-02T15:04:05Z07:00"), claim.JobID)}
 	}
 	job := *dl.Job
+	job.ProjectIncarnation = proj.Incarnation
 	// The retry is this request's act: its trace, as for a submit.
 	job.Trace = submission(c, routeProject(c), jobs.Submission{}, commonFields{}).Trace
 	st, err := h.jobs.Resubmit(ctx, job, actor, clientIP(c).String())

@@ -35,6 +35,7 @@ type Jobs interface {
 	Batch(ctx context.Context, id string) (contracts.Batch, error)
 	States(ctx context.Context, ids []string) ([]contracts.JobState, error)
 	Resubmit(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error)
+	CancelProject(ctx context.Context, project string) (int, error)
 }
 
 // Deps are the handlers' collaborators.
@@ -215,6 +216,7 @@ func submission(c echo.Context, proj access.Project, sub jobs.Submission, f comm
 		f.Priority = string(proj.DefaultPriority)
 	}
 	sub.Actor, sub.ClientIP = principal(c).Key.ID, clientIP(c).String()
+	sub.CanRead, sub.ProjectIncarnation = principal(c).Can(proj.ID, access.RoleRead), proj.Incarnation
 	sub.Env, sub.WorkDir, sub.Priority, sub.TimeoutSeconds = f.Env, f.WorkDir, f.Priority, f.TimeoutSeconds
 	sub.IdempotencyKey = f.IdempotencyKey
 	sub.MaxAttempts, sub.RetryOnExitCodes = f.MaxAttempts, f.RetryOnExitCodes
@@ -339,7 +341,7 @@ func (h *Handlers) fail(c echo.Context, err error) error {
 	var je *jobs.Error
 	if errors.As(err, &je) {
 		status := map[jobs.Kind]int{jobs.KindInvalid: http.StatusBadRequest, jobs.KindNotFound: http.StatusNotFound,
-			jobs.KindConflict: http.StatusConflict}[je.Kind]
+			jobs.KindConflict: http.StatusConflict, jobs.KindUnprocessable: http.StatusUnprocessableEntity}[je.Kind]
 		return WriteError(c, status, je.Code, je.Message)
 	}
 	h.log.ErrorContext(c.Request().Context(), "request failed", "path", c.Path(), "err", err)

@@ -45,6 +45,9 @@ var ErrBatchRefused = errors.New("batch refused")
 func (s *Service) SubmitBatch(ctx context.Context, project string, subs []Submission, atomic bool) (contracts.Batch, []BatchItem, error) {
 	b := contracts.Batch{V: contracts.Version, ID: s.newID(), Project: project, Atomic: atomic,
 		State: contracts.BatchCommitted, SubmittedAt: s.now().UTC()}
+	if len(subs) > 0 {
+		b.ProjectIncarnation = subs[0].ProjectIncarnation // every item's: one project
+	}
 	items := make([]BatchItem, len(subs))
 	built := make([]contracts.Job, len(subs))
 	valid := 0
@@ -81,7 +84,7 @@ func (s *Service) SubmitBatch(ctx context.Context, project string, subs []Submis
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			items[i].State, items[i].Replayed, items[i].Err = s.queueNew(ctx, built[i], subs[i].Actor, subs[i].ClientIP)
+			items[i].State, items[i].Replayed, items[i].Err = s.queueNew(ctx, built[i], subs[i].Actor, subs[i].ClientIP, subs[i].CanRead)
 		})
 	}
 	wg.Wait()

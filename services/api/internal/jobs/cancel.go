@@ -62,3 +62,38 @@ func (s *Service) Cancel(ctx context.Context, id string) (contracts.JobState, er
 	}
 	return st, nil
 }
+
+// Lister finds the jobs a project still has in the queue.
+type Lister interface {
+	// Pending returns the ids of the project's jobs in the queue: queued,
+	// waiting for a retry, or running (a job leaves the queue when it
+	// ends).
+	Pending(ctx context.Context, project string) ([]string, error)
+}
+
+// CancelProject cancels every job of project that has not ended, as
+// deleting the project does, and returns how many it cancelled or is
+// stopping. Jobs that end meanwhile are skipped.
+func (s *Service) CancelProject(ctx context.Context, project string) (int, error) {
+	if s.lister == nil {
+		return 0, nil
+	}
+	ids, err := s.lister.Pending(ctx, project)
+	if err != nil {
+		return 0, fmt.Errorf("list the jobs of project %s: %w: %w", project, ErrUnavailable, err)
+	}
+	n := 0
+	for _, id := range ids {
+		_, err := s.Cancel(ctx, id)
+		var je *Error
+		switch {
+		case errors.As(err, &je):
+			// Ended or expired meanwhile.
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
+}

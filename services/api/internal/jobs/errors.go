@@ -12,6 +12,9 @@ const (
 	// KindConflict: the request contradicts the job's state (e.g.
 	// cancelling a finished job).
 	KindConflict
+	// KindUnprocessable: well-formed, but contradicts an earlier request
+	// (an idempotency key reused for another request).
+	KindUnprocessable
 )
 
 // Error is a mistake of the caller's, with a stable machine-readable code.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -24,13 +25,14 @@ type Store interface {
 	RestoreStreamRef(ctx context.Context, ref contracts.StreamRef) error
 	// Job returns a job's state, or ErrNotFound.
 	Job(ctx context.Context, id string) (contracts.JobState, error)
-	// ClaimIdempotencyKey records jobID under (project, hashedKey) unless a
-	// job already holds it; then it returns that job's id and claimed false.
-	ClaimIdempotencyKey(ctx context.Context, project, hashedKey, jobID string) (holder string, claimed bool, err error)
-	// ReplaceIdempotencyKey moves the key from job from to job to by
-	// compare-and-set; if another job holds it, it returns that job's id
-	// and replaced false.
-	ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, from, to string) (holder string, replaced bool, err error)
+	// ClaimIdempotencyKey records claim under (project, hashedKey) unless a
+	// job already holds it; then it returns that job's claim and claimed
+	// false.
+	ClaimIdempotencyKey(ctx context.Context, project, hashedKey string, claim KeyClaim) (holder KeyClaim, claimed bool, err error)
+	// ReplaceIdempotencyKey moves the key from job from to the claim to
+	// by compare-and-set; if another job holds it, it returns that job's
+	// claim and replaced false.
+	ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, from string, to KeyClaim) (holder KeyClaim, replaced bool, err error)
 	// Forget removes what Create stored for a job that was never queued.
 	Forget(ctx context.Context, state contracts.JobState) error
 	// Update applies change to a job's state by compare-and-set, retrying
@@ -48,6 +50,15 @@ type Store interface {
 	AbortBatch(ctx context.Context, id string) (contracts.Batch, error)
 	// Batch returns a batch record, or ErrNotFound.
 	Batch(ctx context.Context, id string) (contracts.Batch, error)
+}
+
+// KeyClaim is what an idempotency key holds: the job it names, the
+// fingerprint of the request that claimed it, and the API key that sent
+// that request. A claim stored before fingerprints has only JobID.
+type KeyClaim struct {
+	JobID       string `json:"job_id"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Actor       string `json:"actor,omitempty"`
 }
 
 // Control reaches the workers and watchers of jobs already queued.
@@ -94,6 +105,7 @@ type Service struct {
 	store   Store
 	queue   Queue
 	control Control
+	lister  Lister
 	audit   Audit
 	limits  Limits
 	newID   func() string
@@ -104,7 +116,11 @@ type Service struct {
 // holds.
 func New(store Store, queue Queue, control Control, audit Audit, limits Limits, newID func() string) *Service {
 	limits.setDefaults()
-	return &Service{store: store, queue: queue, control: control, audit: audit, limits: limits, newID: newID, now: time.Now}
+	s := &Service{store: store, queue: queue, control: control, audit: audit, limits: limits, newID: newID, now: time.Now}
+	if l, ok := queue.(Lister); ok {
+		s.lister = l
+	}
+	return s
 }
 
 // Submit validates sub, stores the job's state and enqueues it. It returns
@@ -119,7 +135,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 	if err != nil {
 		return contracts.JobState{}, false, err
 	}
-	return s.queueNew(ctx, job, sub.Actor, sub.ClientIP)
+	return s.queueNew(ctx, job, sub.Actor, sub.ClientIP, sub.CanRead)
 }
 
 // Resubmit queues a job again as a new job (new ids, first attempt, a
@@ -128,20 +144,20 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 func (s *Service) Resubmit(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error) {
 	job.Attempt, job.IdempotencyKey, job.BatchID, job.BatchAtomic = 1, "", "", false
 	job.Trace = traceContext(job.Trace)
-	st, _, err := s.queueNew(ctx, job, actor, clientIP)
+	st, _, err := s.queueNew(ctx, job, actor, clientIP, true)
 	return st, err
 }
 
 // queueNew gives a valid job its ids and queues it durably, or returns
 // the job its idempotency key names.
-func (s *Service) queueNew(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, bool, error) {
+func (s *Service) queueNew(ctx context.Context, job contracts.Job, actor, clientIP string, canRead bool) (contracts.JobState, bool, error) {
 	job.ID, job.StreamID = s.newID(), s.newID()
 	job.SubmittedAt = s.now().UTC()
 	if job.IdempotencyKey == "" {
 		st, err := s.create(ctx, job, actor, clientIP)
 		return st, false, err
 	}
-	return s.queueKeyed(ctx, job, actor, clientIP)
+	return s.queueKeyed(ctx, job, actor, clientIP, canRead)
 }
 
 // keyRounds bounds how often a submit looks at an idempotency key that
@@ -165,13 +181,25 @@ const keyRounds = 4
 //     retry aborts that batch, if still pending, and takes the key over
 //     by compare-and-set for a new job.
 //   - Otherwise the job is returned as it is.
-func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, bool, error) {
-	hashed := hashKey(job.IdempotencyKey)
-	holder, claimed, err := s.store.ClaimIdempotencyKey(ctx, job.Project, hashed, job.ID)
+//
+// A key is bound to the request that claimed it (Stripe's model): a
+// request with another fingerprint under it is refused
+// (idempotency_key_reused), and the original job is handed only to a
+// caller that may read it or that claimed the key (else
+// idempotency_key_in_use, without ids). Either refusal changes nothing.
+func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clientIP string, canRead bool) (contracts.JobState, bool, error) {
+	hashed := hashKey(job.ProjectIncarnation, job.IdempotencyKey)
+	mine := KeyClaim{JobID: job.ID, Fingerprint: fingerprint(job), Actor: actor}
+	holder, claimed, err := s.store.ClaimIdempotencyKey(ctx, job.Project, hashed, mine)
 	if err != nil {
 		return contracts.JobState{}, false, fmt.Errorf("claim idempotency key: %w: %w", ErrUnavailable, err)
 	}
 	for range keyRounds {
+		if !claimed {
+			if err := replayable(holder, mine, canRead); err != nil {
+				return contracts.JobState{}, false, err
+			}
+		}
 		if claimed {
 			st, err := s.create(ctx, job, actor, clientIP)
 			if errors.Is(err, ErrJobExists) {
@@ -180,13 +208,13 @@ func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clie
 			}
 			return st, false, err
 		}
-		st, err := s.store.Job(ctx, holder)
+		st, err := s.store.Job(ctx, holder.JobID)
 		if errors.Is(err, ErrNotFound) {
-			job.ID, claimed = holder, true
+			job.ID, claimed = holder.JobID, true
 			continue
 		}
 		if err != nil {
-			return contracts.JobState{}, false, fmt.Errorf("load job %s for idempotency key: %w: %w", holder, ErrUnavailable, err)
+			return contracts.JobState{}, false, fmt.Errorf("load job %s for idempotency key: %w: %w", holder.JobID, ErrUnavailable, err)
 		}
 		// Only a job no worker ever claimed may be missing from the queue,
 		// or be one that never runs because its atomic batch was aborted
@@ -206,7 +234,8 @@ func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clie
 				_, _ = s.Cancel(ctx, st.JobID)
 			}
 			job.ID, job.StreamID = s.newID(), s.newID()
-			if holder, claimed, err = s.store.ReplaceIdempotencyKey(ctx, job.Project, hashed, st.JobID, job.ID); err != nil {
+			mine.JobID = job.ID
+			if holder, claimed, err = s.store.ReplaceIdempotencyKey(ctx, job.Project, hashed, st.JobID, mine); err != nil {
 				return contracts.JobState{}, false, fmt.Errorf("take over idempotency key: %w: %w", ErrUnavailable, err)
 			}
 			continue
@@ -278,6 +307,7 @@ func (s *Service) create(ctx context.Context, job contracts.Job, actor, clientIP
 		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
 		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
 		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID, TraceID: traceID(job.Trace),
+		ProjectIncarnation: job.ProjectIncarnation,
 	}
 	forget := func() {
 		if job.IdempotencyKey == "" {
@@ -311,7 +341,8 @@ func (s *Service) create(ctx context.Context, job contracts.Job, actor, clientIP
 }
 
 func streamRef(job contracts.Job) contracts.StreamRef {
-	return contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project, Trace: job.Trace}
+	return contracts.StreamRef{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Project: job.Project, Trace: job.Trace,
+		ProjectIncarnation: job.ProjectIncarnation}
 }
 
 // Job returns a job's state.
@@ -330,10 +361,49 @@ func (s *Service) Job(ctx context.Context, id string) (contracts.JobState, error
 }
 
 // hashKey keeps callers' keys out of subject and key names, whatever
-// characters they hold.
-func hashKey(k string) string {
+// characters they hold. The project's incarnation is part of it, so a
+// project deleted and created again starts with no key in use.
+func hashKey(incarnation, k string) string {
+	if incarnation != "" {
+		k = incarnation + "\x00" + k
+	}
 	sum := sha256.Sum256([]byte(k))
 	return hex.EncodeToString(sum[:16])
+}
+
+// fingerprint identifies what a job asks for, after validation and
+// defaults (so key order, spacing or an explicit default do not make
+// another request): the endpoint's kind and every field the caller set.
+func fingerprint(job contracts.Job) string {
+	b, _ := json.Marshal(struct {
+		Kind             contracts.Kind           `json:"kind"`
+		Command          []string                 `json:"command"`
+		Claude           *contracts.ClaudeOptions `json:"claude"`
+		Env              map[string]string        `json:"env"`
+		WorkDir          string                   `json:"work_dir"`
+		Priority         contracts.Priority       `json:"priority"`
+		TimeoutSeconds   int                      `json:"timeout_seconds"`
+		MaxAttempts      int                      `json:"max_attempts"`
+		RetryOnExitCodes []int                    `json:"retry_on_exit_codes"`
+		Stderr           string                   `json:"stderr"`
+	}{job.Kind, job.Command, job.Claude, job.Env, job.WorkDir, job.Priority, job.TimeoutSeconds,
+		job.MaxAttempts, job.RetryOnExitCodes, job.Stderr})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// replayable decides whether the job holder names may be handed to the
+// caller whose request is mine.
+func replayable(holder, mine KeyClaim, canRead bool) error {
+	if holder.Fingerprint != "" && holder.Fingerprint != mine.Fingerprint {
+		return &Error{Kind: KindUnprocessable, Code: "idempotency_key_reused",
+			Message: "this idempotency key was used for a different request (another body or endpoint); use a new key for a new request"}
+	}
+	if !canRead && holder.Actor != mine.Actor {
+		return &Error{Kind: KindConflict, Code: "idempotency_key_in_use",
+			Message: "this idempotency key names a job this API key may not read; use another idempotency key"}
+	}
+	return nil
 }
 
 // continued resolves a Claude submission's continue_job into the session
@@ -352,7 +422,7 @@ func (s *Service) continued(ctx context.Context, sub *Submission) error {
 		return invalid("invalid_continue_job", "continue_job must be a job id")
 	}
 	st, err := s.store.Job(ctx, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && st.Project != sub.Project) {
+	if errors.Is(err, ErrNotFound) || (err == nil && (st.Project != sub.Project || st.ProjectIncarnation != sub.ProjectIncarnation)) {
 		return &Error{Kind: KindNotFound, Code: "job_not_found", Message: fmt.Sprintf("continue_job: no job %q in project %q", id, sub.Project)}
 	}
 	if err != nil {

@@ -185,8 +185,8 @@ type faultyStore struct {
 	env *outageEnv
 }
 
-func (s faultyStore) ClaimIdempotencyKey(ctx context.Context, project, hashedKey, jobID string) (string, bool, error) {
-	holder, claimed, err := s.Store.ClaimIdempotencyKey(ctx, project, hashedKey, jobID)
+func (s faultyStore) ClaimIdempotencyKey(ctx context.Context, project, hashedKey string, claim jobs.KeyClaim) (jobs.KeyClaim, bool, error) {
+	holder, claimed, err := s.Store.ClaimIdempotencyKey(ctx, project, hashedKey, claim)
 	if err == nil && claimed {
 		s.env.at(afterClaim)
 	}

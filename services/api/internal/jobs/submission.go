@@ -28,6 +28,14 @@ type Submission struct {
 	// Actor is the id of the API key that submitted the job, and ClientIP
 	// the address it came from, for the audit log.
 	Actor, ClientIP string
+	// CanRead says the caller may read the project's jobs: only then is
+	// an earlier job under the same idempotency key handed to it (or when
+	// it claimed the key itself).
+	CanRead bool
+	// ProjectIncarnation is the project's (access.Project.Incarnation),
+	// recorded on the job so a project created again under the same id
+	// does not see it.
+	ProjectIncarnation string
 	// MaxAttempts bounds the attempts (0 = 1); RetryOnExitCodes are exit
 	// codes retried like failures that are not the command's own.
 	MaxAttempts      int
@@ -148,7 +156,7 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 		WorkDir: sub.WorkDir, Priority: prio, TimeoutSeconds: int(timeout / time.Second), Attempt: 1,
 		IdempotencyKey: sub.IdempotencyKey, Trace: traceContext(sub.Trace),
 		MaxAttempts: sub.MaxAttempts, RetryOnExitCodes: sub.RetryOnExitCodes,
-		BatchID: sub.BatchID, BatchAtomic: sub.BatchAtomic,
+		BatchID: sub.BatchID, BatchAtomic: sub.BatchAtomic, ProjectIncarnation: sub.ProjectIncarnation,
 	}, nil
 }
 

@@ -88,10 +88,13 @@ func (a *AuditLog) message(rec contracts.AuditRecord) (*nats.Msg, error) {
 // AuditQuery selects audit records. Zero fields select everything.
 type AuditQuery struct {
 	Project string
-	Kind    contracts.AuditKind
-	Actor   string
-	Since   time.Time
-	Until   time.Time
+	// Incarnation, with Project, skips records of the project's other
+	// incarnations (those that name another one).
+	Incarnation string
+	Kind        contracts.AuditKind
+	Actor       string
+	Since       time.Time
+	Until       time.Time
 	// After is a cursor: only records with a larger sequence are returned.
 	After uint64
 	// Limit is the most records returned.
@@ -165,6 +168,9 @@ func (a *AuditLog) Query(ctx context.Context, q AuditQuery) ([]contracts.AuditRe
 			if q.Actor != "" && rec.Actor != q.Actor {
 				continue
 			}
+			if q.Incarnation != "" && rec.ProjectIncarnation != "" && rec.ProjectIncarnation != q.Incarnation {
+				continue
+			}
 			if !q.Until.IsZero() && rec.Time.After(q.Until) {
 				pending = 0 // records are appended in time order
 				break
@@ -201,5 +207,6 @@ func (a *AuditLog) Submitted(ctx context.Context, job contracts.Job, actor, clie
 	return a.Record(ctx, contracts.AuditRecord{
 		ID: "submitted-" + job.ID, Time: job.SubmittedAt, Kind: contracts.AuditJobSubmitted,
 		Actor: actor, Project: job.Project, ClientIP: clientIP, JobID: job.ID, Detail: detail,
+		ProjectIncarnation: job.ProjectIncarnation,
 	})
 }

@@ -94,26 +94,39 @@ func (s *Store) job(ctx context.Context, id string) (contracts.JobState, uint64,
 	return st, e.Revision(), nil
 }
 
-// ClaimIdempotencyKey maps the key to jobID unless another job holds it.
-func (s *Store) ClaimIdempotencyKey(ctx context.Context, project, hashedKey, jobID string) (string, bool, error) {
+// ClaimIdempotencyKey maps the key to claim unless another job holds it.
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, project, hashedKey string, claim jobs.KeyClaim) (jobs.KeyClaim, bool, error) {
 	key := contracts.IdempotencyKeyKey(project, hashedKey)
-	_, err := s.kv.Create(ctx, key, []byte(jobID))
-	if err == nil {
-		return jobID, true, nil
+	body, err := json.Marshal(claim)
+	if err != nil {
+		return jobs.KeyClaim{}, false, err
+	}
+	if _, err = s.kv.Create(ctx, key, body); err == nil {
+		return claim, true, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return "", false, err
+		return jobs.KeyClaim{}, false, err
 	}
 	e, err := s.kv.Get(ctx, key)
 	if err != nil {
-		return "", false, err
+		return jobs.KeyClaim{}, false, err
 	}
-	return string(e.Value()), false, nil
+	return decodeClaim(e.Value()), false, nil
 }
 
-// ReplaceIdempotencyKey moves the key from job from to job to by
+// decodeClaim reads a key's claim; a value stored before claims were JSON
+// is the bare job id.
+func decodeClaim(b []byte) jobs.KeyClaim {
+	var c jobs.KeyClaim
+	if json.Unmarshal(b, &c) != nil || c.JobID == "" {
+		return jobs.KeyClaim{JobID: string(b)}
+	}
+	return c
+}
+
+// ReplaceIdempotencyKey moves the key from job from to the claim to by
 // compare-and-set.
-func (s *Store) ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, from, to string) (string, bool, error) {
+func (s *Store) ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, from string, to jobs.KeyClaim) (jobs.KeyClaim, bool, error) {
 	key := contracts.IdempotencyKeyKey(project, hashedKey)
 	e, err := s.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
@@ -121,21 +134,25 @@ func (s *Store) ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, f
 		return s.ClaimIdempotencyKey(ctx, project, hashedKey, to)
 	}
 	if err != nil {
-		return "", false, err
+		return jobs.KeyClaim{}, false, err
 	}
-	if holder := string(e.Value()); holder != from {
+	if holder := decodeClaim(e.Value()); holder.JobID != from {
 		return holder, false, nil
 	}
-	if _, err := s.kv.Update(ctx, key, []byte(to), e.Revision()); err == nil {
+	body, err := json.Marshal(to)
+	if err != nil {
+		return jobs.KeyClaim{}, false, err
+	}
+	if _, err := s.kv.Update(ctx, key, body, e.Revision()); err == nil {
 		return to, true, nil
 	} else if !isWrongRevision(err) {
-		return "", false, err
+		return jobs.KeyClaim{}, false, err
 	}
 	// Someone else moved it first.
 	if e, err = s.kv.Get(ctx, key); err != nil {
-		return "", false, err
+		return jobs.KeyClaim{}, false, err
 	}
-	return string(e.Value()), false, nil
+	return decodeClaim(e.Value()), false, nil
 }
 
 // Forget deletes a job that was never queued.
@@ -335,4 +352,29 @@ func (q *Queue) RequestCancel(ctx context.Context, jobID string) error {
 	ctx, cancel := context.WithTimeout(ctx, q.ackTimeout)
 	defer cancel()
 	return nc.FlushWithContext(ctx)
+}
+
+// Pending returns the ids of project's jobs in the work-queue stream: a
+// job's message stays there until the job ends. It reads the messages by
+// subject without a consumer (a work queue allows no second one).
+func (q *Queue) Pending(ctx context.Context, project string) ([]string, error) {
+	stream, err := q.js.Stream(ctx, contracts.StreamJobs)
+	if err != nil {
+		return nil, err
+	}
+	subject := contracts.SubjectJobsPrefix + ".*." + project
+	var ids []string
+	for seq := uint64(1); ; {
+		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return ids, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if id := m.Header.Get(contracts.HeaderJobID); id != "" {
+			ids = append(ids, id)
+		}
+		seq = m.Sequence + 1
+	}
 }
