@@ -28,8 +28,8 @@ func TestProcessesShareKeys(t *testing.T) {
 	if !strings.HasPrefix(up.adminKey, "rdev_bootstrap_") {
 		t.Fatalf("first start printed admin key %q", up.adminKey)
 	}
-	api := startProcessEnv(t, noKey, "api", "--nats-url", up.nats, "--http-addr", "127.0.0.1:0")
-	streamer := startProcess(t, "streamer", "--nats-url", up.nats, "--http-addr", "127.0.0.1:0")
+	api := startProcessEnv(t, noKey, "api", "--nats-url", up.nats, "--nats-nkey", up.seed("api"), "--http-addr", "127.0.0.1:0")
+	streamer := startProcess(t, "streamer", "--nats-url", up.nats, "--nats-nkey", up.seed("streamer"), "--http-addr", "127.0.0.1:0")
 	if api.adminKey != "" {
 		t.Fatal("a second API process printed another admin key")
 	}

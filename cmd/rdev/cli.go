@@ -6,14 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/shlex"
 
+	"github.com/rdev-dev/rdev/cmd/rdev/internal/natsconn"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
+	"github.com/rdev-dev/rdev/services/worker"
 )
 
 // cli is every command and flag; each flag mirrors an RDEV_* variable.
@@ -45,6 +49,20 @@ type telemetryFlags struct {
 
 type natsFlags struct {
 	NatsURL string `name:"nats-url" default:"nats://127.0.0.1:4222" env:"RDEV_NATS_URL" help:"NATS server URL(s), comma separated."`
+	// Creds, NKey, Password and Token are secrets or name them: logged masked (natsconn.Config.LogValue).
+	Creds    string `name:"nats-creds" env:"RDEV_NATS_CREDS" help:"NATS credentials file (JWT and nkey seed, from nsc)."`
+	NKey     string `name:"nats-nkey" env:"RDEV_NATS_NKEY" help:"File with an nkey seed to sign in with, e.g. <data-dir>/nats/worker.nk that rdev up wrote."`
+	User     string `name:"nats-user" env:"RDEV_NATS_USER" help:"NATS user name."`
+	Password string `name:"nats-password" env:"RDEV_NATS_PASSWORD" help:"NATS password of --nats-user."`
+	Token    string `name:"nats-token" env:"RDEV_NATS_TOKEN" help:"NATS authentication token."`
+	TLSCA    string `name:"nats-tls-ca" env:"RDEV_NATS_TLS_CA" help:"CA certificate(s) that verify the NATS server (PEM)."`
+	TLSCert  string `name:"nats-tls-cert" env:"RDEV_NATS_TLS_CERT" help:"Client certificate for NATS servers that verify clients (PEM)."`
+	TLSKey   string `name:"nats-tls-key" env:"RDEV_NATS_TLS_KEY" help:"Key of --nats-tls-cert (PEM)."`
+}
+
+func (n natsFlags) auth() natsconn.Config {
+	return natsconn.Config{Creds: n.Creds, NKey: n.NKey, User: n.User, Password: n.Password, Token: n.Token,
+		TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey}
 }
 
 type topologyFlags struct {
@@ -89,6 +107,7 @@ type workerFlags struct {
 	JobEnv       []string      `name:"job-env" sep:"none" env:"RDEV_JOB_ENV" help:"NAME=VALUE set in every local job's environment; repeat the flag."`
 	JobEnvPass   []string      `name:"job-env-passthrough" env:"RDEV_JOB_ENV_PASSTHROUGH" help:"Names of variables of this process passed to every local job (e.g. ANTHROPIC_API_KEY); comma separated or repeated. Others are not passed."`
 	JobHome      string        `name:"job-home" env:"RDEV_JOB_HOME" help:"HOME of local jobs (default: the project's workspace)."`
+	JobUser      string        `name:"job-user" env:"RDEV_JOB_USER" help:"User (name or uid) local jobs run as when rdev runs as root, so a job cannot read the data directory (default: nobody when root; root keeps jobs as root)."`
 	K8s          k8sFlags      `embed:""`
 }
 
@@ -123,7 +142,8 @@ type upCmd struct {
 func (c *upCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
 	cfg := nodeConfig{telemetry: tel,
 		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
-		http: c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
+		credsDir: filepath.Join(c.DataDir, "nats"),
+		http:     c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
 	}
 	for _, s := range c.Without {
 		switch s {
@@ -144,7 +164,7 @@ type apiCmd struct {
 }
 
 func (c *apiCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, api: &c.API}, log, stdout)
+	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology, api: &c.API}, log, stdout)
 }
 
 type workerCmd struct {
@@ -156,7 +176,7 @@ type workerCmd struct {
 }
 
 func (c *workerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, topology: c.Topology, worker: &c.Worker,
+	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology, worker: &c.Worker,
 		http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, workerHTTP: c.HTTPAddr != "",
 		workspaces: filepath.Join(c.DataDir, "workspaces")}, log, stdout)
 }
@@ -169,7 +189,8 @@ type streamerCmd struct {
 }
 
 func (c *streamerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, http: c.HTTP, topology: c.Topology, streamer: &c.Streamer}, log, stdout)
+	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology,
+		streamer: &c.Streamer}, log, stdout)
 }
 
 // claudeArgv reads --claude-command: a JSON array, or one string split
@@ -224,6 +245,39 @@ func (w workerFlags) jobEnv(lookup func(string) (string, bool)) ([]string, error
 		env = append(env, kv)
 	}
 	return env, nil
+}
+
+// jobUser resolves --job-user: nil runs jobs as this process's user.
+// As root the default is nobody; "root" (or uid 0) keeps jobs as root.
+func (w workerFlags) jobUser(euid int) (*worker.JobUser, error) {
+	name := w.JobUser
+	if name == "" {
+		if euid != 0 {
+			return nil, nil
+		}
+		name = "nobody"
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		if u, err = user.LookupId(name); err != nil {
+			return nil, fmt.Errorf("--job-user %q: %w", name, err)
+		}
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("--job-user %q: uid %q: %w", name, u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("--job-user %q: gid %q: %w", name, u.Gid, err)
+	}
+	switch {
+	case int(uid) == euid:
+		return nil, nil
+	case euid != 0:
+		return nil, fmt.Errorf("--job-user %q: switching user needs rdev to run as root", name)
+	}
+	return &worker.JobUser{UID: uint32(uid), GID: uint32(gid)}, nil
 }
 
 // jobHome is --job-home made absolute ("" stays: the workspace).

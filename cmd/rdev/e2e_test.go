@@ -139,9 +139,9 @@ func assertSeqs(t testing.TB, got []uint64, n int) {
 
 // startedOrder subscribes to started events (as any NATS subscriber may)
 // and returns the job ids in the order they started.
-func startedOrder(t testing.TB, natsURL string) (next func() string) {
+func startedOrder(t testing.TB, n *node) (next func() string) {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
+	nc, err := n.connectNATS()
 	must(t, err, "connect")
 	t.Cleanup(nc.Close)
 	ch := make(chan *nats.Msg, 4096)
@@ -164,7 +164,7 @@ func startedOrder(t testing.TB, natsURL string) (next func() string) {
 func TestPriorityOrderAndNoStarvation(t *testing.T) {
 	t.Parallel()
 	n := startInProcess(t, "--concurrency", "1")
-	next := startedOrder(t, n.nats)
+	next := startedOrder(t, n)
 	job := []string{"sh", "-c", "sleep 0.02"}
 
 	gate := submit(t, n.http, "prio", map[string]any{"command": gateCommand})

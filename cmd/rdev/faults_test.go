@@ -124,7 +124,7 @@ func TestStreamerRestartWith100Watchers(t *testing.T) {
 	dataDir := t.TempDir()
 	up := startProcess(t, upArgs(dataDir, "--without", "streamer", "--concurrency", "20")...)
 	var current atomic.Value
-	first := startProcess(t, "streamer", "--nats-url", up.nats, "--http-addr", "127.0.0.1:0")
+	first := startProcess(t, "streamer", "--nats-url", up.nats, "--nats-nkey", up.seed("streamer"), "--http-addr", "127.0.0.1:0")
 	current.Store(first.http)
 	var jobs []submitReply
 	for range 20 {
@@ -133,7 +133,7 @@ func TestStreamerRestartWith100Watchers(t *testing.T) {
 	wait := watchMany(t, func() string { return current.Load().(string) }, jobs, 5)
 	waitForLines(t, first.http, jobs, 5)
 	first.stop() // clients get shutting_down and reconnect
-	second := startProcess(t, "streamer", "--nats-url", up.nats, "--http-addr", "127.0.0.1:0")
+	second := startProcess(t, "streamer", "--nats-url", up.nats, "--nats-nkey", up.seed("streamer"), "--http-addr", "127.0.0.1:0")
 	current.Store(second.http)
 	touch(t, dataDir, "watched", "gate")
 	assertWatchers(t, wait(), 100)
@@ -234,10 +234,10 @@ func TestAPIKilledBeforeReplyYieldsOneJob(t *testing.T) {
 	}
 	t.Parallel()
 	up := startProcess(t, upArgs(t.TempDir())...)
-	victim := startProcess(t, "api", "--nats-url", up.nats, "--http-addr", "127.0.0.1:0")
+	victim := startProcess(t, "api", "--nats-url", up.nats, "--nats-nkey", up.seed("api"), "--http-addr", "127.0.0.1:0")
 	submit(t, up.http, "idem", map[string]any{"command": []string{"true"}}) // creates the project
 
-	nc, err := nats.Connect(up.nats)
+	nc, err := up.connectNATS()
 	must(t, err, "connect")
 	defer nc.Close()
 	seen := make(chan string, 4)

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
@@ -36,6 +38,13 @@ func TestMain(m *testing.M) {
 	}
 	if err := os.Setenv("RDEV_BOOTSTRAP_API_KEY", adminKey); err != nil {
 		panic(err)
+	}
+	// Test data directories (t.TempDir) are private to root, out of the
+	// default job user's reach; the job user tests choose their own.
+	if _, ok := os.LookupEnv("RDEV_JOB_USER"); !ok {
+		if err := os.Setenv("RDEV_JOB_USER", "root"); err != nil {
+			panic(err)
+		}
 	}
 	os.Exit(m.Run())
 }
@@ -69,12 +78,27 @@ func call(t testing.TB, method, url string, body any) (int, []byte) {
 type node struct {
 	http string // base URL, e.g. http://127.0.0.1:1234
 	nats string // client URL of its embedded NATS server, if any
+	// natsCreds is the directory of its embedded server's credentials.
+	natsCreds string
 	// adminKey is the admin key the node printed at its first start.
 	adminKey string
 	dataDir  string
 	stop     func() // graceful stop, waits for exit
 	kill     func() // SIGKILL (child processes only)
 	pid      int    // child processes only
+}
+
+// seed is the nkey seed file of role ("api", "worker", "streamer",
+// "admin") on the node's embedded NATS.
+func (n *node) seed(role string) string { return filepath.Join(n.natsCreds, role+".nk") }
+
+// connectNATS connects to the node's embedded NATS as its admin.
+func (n *node) connectNATS(opts ...nats.Option) (*nats.Conn, error) {
+	o, err := nats.NkeyOptionFromSeed(n.seed("admin"))
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(n.nats, append(opts, o)...)
 }
 
 // logWriter sends a node's logs to the test log, line by line.
@@ -210,6 +234,9 @@ func readReady(t testing.TB, r io.Reader, exited <-chan error) *node {
 			}
 			if v, ok := strings.CutPrefix(f, "nats="); ok {
 				n.nats = v
+			}
+			if v, ok := strings.CutPrefix(f, "nats-creds="); ok {
+				n.natsCreds = v
 			}
 		}
 		return n

@@ -28,11 +28,11 @@ func TestLoad10000Jobs(t *testing.T) {
 	const jobs, watched, linesEach = 10_000, 200, 20
 	up := startProcess(t, upArgs(t.TempDir(), "--worker-id", "w1", "--concurrency", "8")...)
 	for _, id := range []string{"w2", "w3"} {
-		startProcess(t, "worker", "--nats-url", up.nats, "--data-dir", t.TempDir(), "--worker-id", id, "--concurrency", "8")
+		startProcess(t, "worker", "--nats-url", up.nats, "--nats-nkey", up.seed("worker"), "--data-dir", t.TempDir(), "--worker-id", id, "--concurrency", "8")
 	}
 	submit(t, up.http, "load", map[string]any{"command": []string{"true"}}) // creates the project
 
-	nc, err := nats.Connect(up.nats)
+	nc, err := up.connectNATS()
 	must(t, err, "connect")
 	defer nc.Close()
 	var mu sync.Mutex

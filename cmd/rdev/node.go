@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +18,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/rdev-dev/rdev/cmd/rdev/internal/httpserver"
+	"github.com/rdev-dev/rdev/cmd/rdev/internal/natsconn"
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -31,9 +33,13 @@ import (
 // nodeConfig says which services one process runs and where they connect.
 // A nil service config leaves that service out.
 type nodeConfig struct {
-	embedNATS  string // listen address of an embedded server; "" connects to natsURL
-	storeDir   string
+	embedNATS string // listen address of an embedded server; "" connects to natsURL
+	storeDir  string
+	// credsDir holds the embedded server's NATS credentials (one nkey seed
+	// per role); other processes sign in with them.
+	credsDir   string
 	natsURL    string
+	natsAuth   natsconn.Config
 	workspaces string
 	http       httpFlags
 	topology   topologyFlags
@@ -89,17 +95,45 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 
 	url := cfg.natsURL
 	var inProcess nats.Option
+	// signIn is how a connection of one role authenticates.
+	signIn := func(natsserver.Role) ([]nats.Option, error) { return cfg.natsAuth.Options() }
 	if cfg.embedNATS != "" {
-		srv, err := natsserver.Start(natsserver.Config{Addr: cfg.embedNATS, StoreDir: cfg.storeDir})
+		// Nobody but rdev reads the JetStream files (other projects' output,
+		// the token secret) or the credentials.
+		if err := os.MkdirAll(cfg.storeDir, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chmod(cfg.storeDir, 0o700); err != nil {
+			return err
+		}
+		creds, err := natsserver.EnsureCredentials(cfg.credsDir)
+		if err != nil {
+			return err
+		}
+		signIn = func(r natsserver.Role) ([]nats.Option, error) {
+			o, err := nats.NkeyOptionFromSeed(creds.SeedFile(r))
+			return []nats.Option{o}, err
+		}
+		srv, err := natsserver.Start(natsserver.Config{Addr: cfg.embedNATS, StoreDir: cfg.storeDir, Users: creds.Users()})
 		if err != nil {
 			return err
 		}
 		cleanup = append(cleanup, func() { srv.Shutdown(); srv.WaitForShutdown() })
 		url = srv.ClientURL()
 		inProcess = nats.InProcessServer(srv)
-		log.Info("embedded NATS started", "url", url, "store", cfg.storeDir)
+		log.Info("embedded NATS started", "url", url, "store", cfg.storeDir, "credentials", cfg.credsDir)
+		// Other rdev processes sign in with these; the seeds are secrets.
+		fmt.Fprintf(stdout, "rdev NATS credentials (for other rdev processes, e.g. rdev worker --nats-nkey %s): %s\n",
+			creds.SeedFile(natsserver.RoleWorker), cfg.credsDir)
+	} else {
+		log.Info("NATS", "url", url, "auth", cfg.natsAuth)
 	}
-	connect := func(name string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	connect := func(name string, role natsserver.Role, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+		auth, err := signIn(role)
+		if err != nil {
+			return nil, nil, fmt.Errorf("NATS credentials of %s: %w", name, err)
+		}
+		opts = append(auth, opts...)
 		closed := make(chan struct{})
 		opts = append([]nats.Option{nats.Name("rdev-" + name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 			nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
@@ -135,16 +169,30 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		return nc, js, err
 	}
 
-	nc, js, err := connect("control")
+	// The control connection provisions: as admin on the embedded server;
+	// a lone service signs in as itself and provisions only what is not
+	// current (which needs an admin user, or a server without users).
+	nc, js, err := connect("control", controlRole(cfg))
 	if err != nil {
 		return err
 	}
 	tcfg := topology.Config{OutputMaxAge: cfg.topology.OutputMaxAge, StateTTL: cfg.topology.StateTTL, Replicas: cfg.topology.Replicas}
-	state, err := topology.Ensure(ctx, js, tcfg)
+	current := false
+	if cfg.embedNATS == "" {
+		if current, err = topology.Current(ctx, js, tcfg); err != nil {
+			return fmt.Errorf("check the NATS topology: %w", err)
+		}
+	}
+	if !current {
+		if _, err := topology.Ensure(ctx, js, tcfg); err != nil {
+			return fmt.Errorf("%w (provisioning needs the NATS admin user or a server without users; see docs/security.md)", err)
+		}
+	}
+	state, err := js.KeyValue(ctx, contracts.BucketState)
 	if err != nil {
 		return err
 	}
-	accessKV, err := topology.AccessBucket(ctx, js, tcfg)
+	accessKV, err := js.KeyValue(ctx, contracts.BucketAccess)
 	if err != nil {
 		return err
 	}
@@ -181,7 +229,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	if cfg.api != nil {
 		// No reconnect buffer: while NATS is away a submit fails at once (503)
 		// instead of waiting out the publish timeout.
-		_, ajs, err := connect("api", nats.ReconnectBufSize(-1))
+		_, ajs, err := connect("api", natsserver.RoleAPI, nats.ReconnectBufSize(-1))
 		if err != nil {
 			return err
 		}
@@ -226,7 +274,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	}
 	var st *streamer.Service
 	if cfg.streamer != nil {
-		_, sjs, err := connect("streamer")
+		_, sjs, err := connect("streamer", natsserver.RoleStreamer)
 		if err != nil {
 			return err
 		}
@@ -249,7 +297,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	defer stopWorker()
 	if cfg.worker != nil {
 		workerDone = make(chan error, 1)
-		wnc, _, err := connect("worker", nats.ReconnectBufSize(-1))
+		wnc, _, err := connect("worker", natsserver.RoleWorker, nats.ReconnectBufSize(-1))
 		if err != nil {
 			return err
 		}
@@ -261,6 +309,23 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
+		var jobUser *worker.JobUser
+		if cfg.worker.Executor == worker.ExecutorLocal {
+			if jobUser, err = cfg.worker.jobUser(os.Geteuid()); err != nil {
+				return err
+			}
+		}
+		if jobUser != nil {
+			// The job user reaches its workspace through the data directory,
+			// but may not list it.
+			dataDir := filepath.Dir(cfg.workspaces)
+			if err := os.MkdirAll(dataDir, 0o711); err != nil {
+				return err
+			}
+			if err := os.Chmod(dataDir, 0o711); err != nil {
+				return err
+			}
+		}
 		var k8sBreaker func(from, to string)
 		if cfg.worker.Executor == worker.ExecutorKubernetes {
 			k8sBreaker = breakers.Hook("kubernetes")
@@ -270,7 +335,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 			AckWait: cfg.worker.AckWait, DrainTimeout: cfg.worker.DrainTimeout, KillGrace: cfg.worker.KillGrace,
 			Workspaces: cfg.workspaces, Executor: cfg.worker.Executor, UnavailableDelay: cfg.worker.K8s.UnavailableDelay,
 			RetryBase: cfg.worker.RetryBase, RetryCap: cfg.worker.RetryCap, SlotDelay: cfg.worker.SlotDelay,
-			JobEnv: jobEnv, JobHome: jobHome,
+			JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser,
 			Kubernetes: worker.KubernetesConfig{
 				Kubeconfig: cfg.worker.K8s.Kubeconfig, Namespace: cfg.worker.K8s.Namespace,
 				PodTemplate: cfg.worker.K8s.PodTemplate, CreatePods: cfg.worker.K8s.CreatePods,
@@ -297,7 +362,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		ready += " http=" + hs.Addr()
 	}
 	if cfg.embedNATS != "" {
-		ready += " nats=" + url
+		ready += " nats=" + url + " nats-creds=" + cfg.credsDir
 	}
 	fmt.Fprintln(stdout, ready)
 	log.Info("ready", "http", cfg.http.HTTPAddr, "nats", url)
@@ -328,6 +393,21 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 	}
 	log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// controlRole is the user of the connection that provisions and serves
+// shared reads: admin on the embedded server, else the one service run.
+func controlRole(cfg nodeConfig) natsserver.Role {
+	switch {
+	case cfg.embedNATS != "":
+		return natsserver.RoleAdmin
+	case cfg.api != nil:
+		return natsserver.RoleAPI
+	case cfg.worker != nil:
+		return natsserver.RoleWorker
+	default:
+		return natsserver.RoleStreamer
+	}
 }
 
 // processName is the service.name of the process's metrics: the one

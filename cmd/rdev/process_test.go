@@ -108,16 +108,16 @@ func TestKillDashNineReportsWorkerLost(t *testing.T) {
 		t.Fatalf("queued job after the crash: %+v", st)
 	}
 	// Its one attempt was spent on a failure that was not its own.
-	dls := deadLetters(t, second.nats, "crash")
+	dls := deadLetters(t, second, "crash")
 	if len(dls) != 1 || dls[0].ID != long.JobID || dls[0].Reason != contracts.ReasonWorkerLost || dls[0].Attempts != 1 {
 		t.Fatalf("dead letters %+v, want one worker_lost for %s", dls, long.JobID)
 	}
 }
 
 // deadLetters reads every dead letter of project from the NATS at url.
-func deadLetters(t *testing.T, url, project string) []contracts.DeadLetter {
+func deadLetters(t *testing.T, n *node, project string) []contracts.DeadLetter {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := n.connectNATS()
 	must(t, err, "connect")
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -149,12 +149,12 @@ func TestKilledWorkerJobIsRetriedOnAnother(t *testing.T) {
 	t.Parallel()
 	up := startProcess(t, upArgs(t.TempDir(), "--without", "worker")...)
 	workerArgs := func(id string) []string {
-		return []string{"worker", "--nats-url", up.nats, "--data-dir", t.TempDir(), "--worker-id", id,
+		return []string{"worker", "--nats-url", up.nats, "--nats-nkey", up.seed("worker"), "--data-dir", t.TempDir(), "--worker-id", id,
 			"--ack-wait", "2s", "--retry-base", "100ms", "--kill-grace", "200ms"}
 	}
 	doomed := startProcess(t, workerArgs("w-doomed")...)
 
-	nc, err := nats.Connect(up.nats)
+	nc, err := up.connectNATS()
 	must(t, err, "connect")
 	defer nc.Close()
 	events := make(chan contracts.Event, 64)
@@ -200,7 +200,7 @@ func TestKilledWorkerJobIsRetriedOnAnother(t *testing.T) {
 	if end.Attempt != 2 || end.JobID != job.JobID || end.Lines < 2 {
 		t.Fatalf("end %+v, want attempt 2 succeeded with its lines after attempt 1's", end)
 	}
-	if dls := deadLetters(t, up.nats, "retried"); len(dls) != 0 {
+	if dls := deadLetters(t, up, "retried"); len(dls) != 0 {
 		t.Fatalf("dead letters %+v for a job that succeeded", dls)
 	}
 }
@@ -213,9 +213,9 @@ func TestTwoWorkerProcessesShareTheWork(t *testing.T) {
 	}
 	t.Parallel()
 	up := startProcess(t, upArgs(t.TempDir(), "--worker-id", "w-up", "--concurrency", "2")...)
-	startProcess(t, "worker", "--nats-url", up.nats, "--data-dir", t.TempDir(), "--worker-id", "w-extra", "--concurrency", "2")
+	startProcess(t, "worker", "--nats-url", up.nats, "--nats-nkey", up.seed("worker"), "--data-dir", t.TempDir(), "--worker-id", "w-extra", "--concurrency", "2")
 
-	nc, err := nats.Connect(up.nats)
+	nc, err := up.connectNATS()
 	must(t, err, "connect")
 	defer nc.Close()
 	var mu sync.Mutex
