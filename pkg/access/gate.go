@@ -62,7 +62,7 @@ func (g *StreamGate) Admit(ctx context.Context, token, secret string, client net
 // is none of its business.
 func (g *StreamGate) Allow(ctx context.Context, r Reader, project string, client netip.Addr) error {
 	if !r.Token && !r.Principal.Can(project, RoleRead) {
-		return errorf(KindNotFound, "stream_not_found", "no such stream")
+		return StreamNotFound()
 	}
 	if !r.Token && r.Principal.Admin() {
 		return nil // exempt from the project's allowed IPs, as on every route
@@ -78,4 +78,11 @@ func (g *StreamGate) Allow(ctx context.Context, r Reader, project string, client
 		return errorf(KindForbidden, "ip_not_allowed", "project %q may not be used from %s", project, client)
 	}
 	return nil
+}
+
+// StreamNotFound is the refusal for a stream that does not exist and for
+// one the caller may not read, alike, so the answer tells nothing about
+// which streams exist.
+func StreamNotFound() error {
+	return errorf(KindNotFound, "stream_not_found", "no such stream (unknown, expired, or not readable with these credentials)")
 }

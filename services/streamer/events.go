@@ -84,7 +84,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		return err
 	}, natsjs.ErrUnknownStream)
 	if errors.Is(err, natsjs.ErrUnknownStream) {
-		return nil, problem(c, http.StatusNotFound, codeStreamNotFound, "no job writes to stream "+streamID)
+		return nil, s.refuse(c, access.StreamNotFound()) // word for word as for another project's stream
 	}
 	if err != nil {
 		return nil, s.unavailable(c, "read stream ref", err)
