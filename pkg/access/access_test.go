@@ -280,3 +280,41 @@ func TestAdminsExemptFromProjectIPs(t *testing.T) {
 		}
 	}
 }
+
+// A stream token is bound to the key that asked for it and to the
+// project's incarnation: it stops opening streams once the key is revoked
+// or expired, or the project is deleted or created again.
+func TestBoundTokens(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	past := now.Add(-time.Minute)
+	keys := keyMap{
+		"LIVE": {ID: "LIVE", Scopes: []string{"project:p:read"}},
+		"REV":  {ID: "REV", Scopes: []string{"project:p:read"}, RevokedAt: &past},
+		"EXP":  {ID: "EXP", Scopes: []string{"project:p:read"}, ExpiresAt: &past},
+	}
+	projects := projectMap{"p": {ID: "p", Incarnation: "I2"}}
+	signer := access.NewSigner([]byte(strings.Repeat("s", 32)))
+	gate := &access.StreamGate{Signer: signer, Keys: keys, Projects: projects, Now: func() time.Time { return now }}
+	res := access.StreamResource("S1")
+	client := netip.MustParseAddr("127.0.0.1")
+	for _, tc := range []struct {
+		name, key, project, incarnation, want string
+	}{
+		{"live key, same incarnation", "LIVE", "p", "I2", "ok"},
+		{"revoked key", "REV", "p", "I2", "invalid_token"},
+		{"expired key", "EXP", "p", "I2", "invalid_token"},
+		{"deleted key", "GONE", "p", "I2", "invalid_token"},
+		{"project created again", "LIVE", "p", "I1", "stream_not_found"},
+		{"project deleted", "LIVE", "q", "I9", "stream_not_found"},
+	} {
+		tok := signer.SignFor(res, access.Grant{KeyID: tc.key, Incarnation: tc.incarnation}, now.Add(time.Hour))
+		r, err := gate.Admit(context.Background(), tok, "", client, res)
+		if err == nil {
+			err = gate.Allow(context.Background(), r, tc.project, client)
+		}
+		if got := code(err); got != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

@@ -31,6 +31,9 @@ type Reader struct {
 	Principal Principal
 	// Token is true when the caller sent a valid stream token.
 	Token bool
+	// Grant is what a bound token was issued for, when Bound.
+	Grant Grant
+	Bound bool
 }
 
 // Admit checks the credentials before the resource (StreamResource or
@@ -42,10 +45,21 @@ func (g *StreamGate) Admit(ctx context.Context, token, secret string, client net
 		now = g.Now()
 	}
 	if token != "" {
-		if err := g.Signer.Verify(token, resource, now); err != nil {
+		grant, bound, err := g.Signer.VerifyGrant(token, resource, now)
+		if err != nil {
 			return Reader{}, err
 		}
-		return Reader{Token: true}, nil
+		if bound {
+			// The key that asked for the token must still be good.
+			k, err := g.Keys.Key(ctx, grant.KeyID)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return Reader{}, err
+			}
+			if err != nil || k.RevokedAt != nil || (k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)) {
+				return Reader{}, errorf(KindUnauthenticated, "invalid_token", "the API key this stream token was issued to is revoked, expired or deleted")
+			}
+		}
+		return Reader{Token: true, Grant: grant, Bound: bound}, nil
 	}
 	if secret == "" {
 		return Reader{}, errorf(KindUnauthenticated, "missing_credentials", "send the events_url's token parameter, or an API key as 'Authorization: Bearer <key>'")
@@ -69,10 +83,16 @@ func (g *StreamGate) Allow(ctx context.Context, r Reader, project string, client
 	}
 	p, err := g.Projects.Project(ctx, project)
 	if errors.Is(err, ErrNotFound) {
+		if r.Bound {
+			return StreamNotFound() // a bound token dies with its project
+		}
 		return nil // project deleted: its remaining output stays readable to those allowed above
 	}
 	if err != nil {
 		return err
+	}
+	if r.Bound && p.Incarnation != r.Grant.Incarnation {
+		return StreamNotFound() // issued for the project's earlier incarnation
 	}
 	if !AllowsIP(p.AllowedIPs, client) {
 		return errorf(KindForbidden, "ip_not_allowed", "project %q may not be used from %s", project, client)

@@ -33,9 +33,39 @@ func (s *Signer) Sign(resource string, exp time.Time) string {
 		base64.RawURLEncoding.EncodeToString(s.mac(payload))
 }
 
+// Grant is what a bound token was issued for: the API key that asked for
+// it and the incarnation of the resource's project. StreamGate checks both
+// when the token is used, so a revoked key's or a deleted project's tokens
+// stop working before they expire.
+type Grant struct {
+	KeyID       string
+	Incarnation string
+}
+
+// SignFor returns a token for resource valid until exp and bound to g:
+// base64url("v2|"+resource+"|"+expiry+"|"+key id+"|"+incarnation) "."
+// MAC.
+func (s *Signer) SignFor(resource string, g Grant, exp time.Time) string {
+	payload := "v2|" + resource + "|" + strconv.FormatInt(exp.Unix(), 10) + "|" + g.KeyID + "|" + g.Incarnation
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
+		base64.RawURLEncoding.EncodeToString(s.mac(payload))
+}
+
 // Verify checks that token was signed for resource and has not expired.
 // It returns a KindUnauthenticated *Error when not.
 func (s *Signer) Verify(token, resource string, now time.Time) error {
+	_, _, err := s.VerifyGrant(token, resource, now)
+	return err
+}
+
+// VerifyGrant is Verify, and returns what a bound token (SignFor) was
+// issued for; bound is false for an unbound one (Sign).
+func (s *Signer) VerifyGrant(token, resource string, now time.Time) (g Grant, bound bool, err error) {
+	err = s.verify(token, resource, now, &g, &bound)
+	return g, bound, err
+}
+
+func (s *Signer) verify(token, resource string, now time.Time, g *Grant, bound *bool) error {
 	invalid := errorf(KindUnauthenticated, "invalid_token", "the stream token is not valid for this stream")
 	p64, m64, ok := strings.Cut(token, ".")
 	if !ok || len(token) > 1024 {
@@ -49,7 +79,11 @@ func (s *Signer) Verify(token, resource string, now time.Time) error {
 		return invalid
 	}
 	parts := strings.Split(string(payload), "|")
-	if len(parts) != 3 || parts[0] != "v1" || parts[1] != resource {
+	switch {
+	case len(parts) == 3 && parts[0] == "v1" && parts[1] == resource:
+	case len(parts) == 5 && parts[0] == "v2" && parts[1] == resource:
+		*g, *bound = Grant{KeyID: parts[3], Incarnation: parts[4]}, true
+	default:
 		return invalid
 	}
 	exp, err := strconv.ParseInt(parts[2], 10, 64)

@@ -114,7 +114,7 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 		}
 		if r.State.JobID != "" {
 			items[i].JobID, items[i].StreamID = r.State.JobID, r.State.StreamID
-			items[i].EventsURL = h.eventsURL(r.State.StreamID)
+			items[i].EventsURL = h.eventsURL(c, r.State.StreamID, r.State.ProjectIncarnation)
 		}
 	}
 	switch {
@@ -126,7 +126,7 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 		// The jobs are queued; only the batch record failed.
 		h.log.WarnContext(c.Request().Context(), "batch record not stored", "batch_id", b.ID, "err", err)
 	}
-	resp := BatchResponse{BatchID: b.ID, Items: items, BatchURL: "/v1/batches/" + b.ID, EventsURL: h.batchEventsURL(b.ID)}
+	resp := BatchResponse{BatchID: b.ID, Items: items, BatchURL: "/v1/batches/" + b.ID, EventsURL: h.batchEventsURL(c, b.ID, b.ProjectIncarnation)}
 	for _, it := range items {
 		if it.Error == nil {
 			resp.Accepted++
@@ -216,8 +216,8 @@ func (h *Handlers) batchItems(c echo.Context) ([]json.RawMessage, error) {
 }
 
 // batchEventsURL is the batch's event stream URL with a token for it.
-func (h *Handlers) batchEventsURL(batchID string) string {
-	tok := h.signer.Sign(access.BatchResource(batchID), time.Now().Add(h.tokenTTL))
+func (h *Handlers) batchEventsURL(c echo.Context, batchID, incarnation string) string {
+	tok := h.signer.SignFor(access.BatchResource(batchID), access.Grant{KeyID: principal(c).Key.ID, Incarnation: incarnation}, time.Now().Add(h.tokenTTL))
 	return "/v1/batches/" + batchID + "/events?token=" + url.QueryEscape(tok)
 }
 
@@ -285,7 +285,7 @@ func (h *Handlers) getBatch(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	resp := BatchStatus{Batch: b, Counts: map[contracts.Status]int{}, Jobs: []contracts.JobState{}, EventsURL: h.batchEventsURL(b.ID)}
+	resp := BatchStatus{Batch: b, Counts: map[contracts.Status]int{}, Jobs: []contracts.JobState{}, EventsURL: h.batchEventsURL(c, b.ID, b.ProjectIncarnation)}
 	for _, st := range states {
 		resp.Counts[st.Status]++
 	}
@@ -339,7 +339,7 @@ func (h *Handlers) cancelJob(c echo.Context) error {
 	if !st.Status.Final() {
 		status = http.StatusAccepted
 	}
-	return c.JSON(status, JobResponse{JobState: st, EventsURL: h.eventsURL(st.StreamID)})
+	return c.JSON(status, JobResponse{JobState: st, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation)})
 }
 
 // cancelOutcome names what a cancel did, for the audit record.

@@ -95,7 +95,7 @@ func (h *Handlers) retryDeadLetter(c echo.Context) error {
 	jobURL := "/v1/jobs/" + st.JobID
 	c.Response().Header().Set(echo.HeaderLocation, jobURL)
 	return c.JSON(http.StatusAccepted, SubmitResponse{
-		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status, EventsURL: h.eventsURL(st.StreamID), JobURL: jobURL,
+		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation), JobURL: jobURL,
 		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"), TraceID: st.TraceID,
 	})
 }

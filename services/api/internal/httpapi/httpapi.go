@@ -247,7 +247,7 @@ func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submissi
 	c.Response().Header().Set(echo.HeaderLocation, jobURL)
 	return c.JSON(http.StatusAccepted, SubmitResponse{
 		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status,
-		EventsURL: h.eventsURL(st.StreamID), JobURL: jobURL,
+		EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation), JobURL: jobURL,
 		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"),
 		TraceID:     st.TraceID,
 	})
@@ -261,13 +261,15 @@ func (h *Handlers) getJob(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	return c.JSON(http.StatusOK, JobResponse{JobState: st, EventsURL: h.eventsURL(st.StreamID)})
+	return c.JSON(http.StatusOK, JobResponse{JobState: st, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation)})
 }
 
 // eventsURL is the job's stream URL with a token that opens that stream
-// alone for TokenTTL, for clients that cannot send headers.
-func (h *Handlers) eventsURL(streamID string) string {
-	tok := h.signer.Sign(access.StreamResource(streamID), time.Now().Add(h.tokenTTL))
+// alone for TokenTTL, for clients that cannot send headers. The token is
+// bound to the caller's key and the project's incarnation: it stops
+// working when the key is revoked or the project deleted.
+func (h *Handlers) eventsURL(c echo.Context, streamID, incarnation string) string {
+	tok := h.signer.SignFor(access.StreamResource(streamID), access.Grant{KeyID: principal(c).Key.ID, Incarnation: incarnation}, time.Now().Add(h.tokenTTL))
 	return "/v1/streams/" + streamID + "/events?token=" + url.QueryEscape(tok)
 }
 
