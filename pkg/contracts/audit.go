@@ -43,13 +43,18 @@ const (
 	AuditDeadLetterRetried AuditKind = "dead_letter_retried"
 	AuditDeadLetterDeleted AuditKind = "dead_letter_deleted"
 	AuditDeadLettersPurged AuditKind = "dead_letters_purged"
+	// AuditSecretSet and AuditSecretDeleted record changes of a project
+	// secret: its name, never its value.
+	AuditSecretSet     AuditKind = "secret_set"
+	AuditSecretDeleted AuditKind = "secret_deleted"
 )
 
 // AuditKinds lists every kind, for validation of filters.
 func AuditKinds() []AuditKind {
 	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditKeyCreated, AuditKeyRevoked,
 		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied,
-		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged}
+		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
+		AuditSecretSet, AuditSecretDeleted}
 }
 
 // SubjectAudit is where an audit record about project ("" for none) of the

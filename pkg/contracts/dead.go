@@ -13,7 +13,9 @@ type DeadLetter struct {
 	// ID identifies the dead letter (the job id, or for an undecodable
 	// message the JetStream sequence it had).
 	ID string `json:"id"`
-	// Job is the job as it was queued; absent when undecodable.
+	// Job is the job as it was queued, with its Env values replaced by
+	// Redacted (SecretEnv holds names only and is kept); absent when
+	// undecodable.
 	Job *Job `json:"job,omitempty"`
 	// Raw is the undecodable message's body.
 	Raw []byte `json:"raw,omitempty"`

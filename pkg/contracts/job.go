@@ -56,8 +56,14 @@ type Job struct {
 	// Command is the argv to execute; Command[0] is looked up in PATH.
 	// It is never passed through a shell by rdev.
 	Command []string `json:"command"`
-	// Env holds extra environment variables for the process.
+	// Env holds extra environment variables for the process. Values are
+	// not secret: they are redacted in dead letters and audit records, but
+	// travel in this message. Secrets go in SecretEnv.
 	Env map[string]string `json:"env,omitempty"`
+	// SecretEnv maps environment variable names to the names of project
+	// secrets (BucketSecrets); the worker resolves them when it starts the
+	// command. Only names travel here, never values.
+	SecretEnv map[string]string `json:"secret_env,omitempty"`
 	// WorkDir is the working directory, relative to the project workspace.
 	// Empty means the workspace root.
 	WorkDir string `json:"work_dir,omitempty"`

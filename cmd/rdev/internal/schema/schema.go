@@ -39,6 +39,7 @@ func Generate() (map[string][]byte, error) {
 		"audit_record":  contracts.AuditRecord{},
 		"dead_letter":   contracts.DeadLetter{},
 		"batch":         contracts.Batch{},
+		"sealed_secret": contracts.SealedSecret{},
 	} {
 		s := r.Reflect(v)
 		s.ID = jsonschema.ID("https://rdev.dev/schema/v1/" + name + ".json")
