@@ -125,6 +125,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 	if _, err := AccessBucket(ctx, js, cfg); err != nil {
 		return nil, err
 	}
+	if _, err := SecretsBucket(ctx, js, cfg); err != nil {
+		return nil, err
+	}
 	return stateBucket(ctx, js, cfg)
 }
 
@@ -146,6 +149,28 @@ func AccessBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", contracts.BucketAccess, err)
+	}
+	return kv, nil
+}
+
+// SecretsBucket creates or updates the bucket of project secrets (values
+// sealed, see contracts.SealedSecret) and returns it. It keeps no history:
+// a secret replaced or deleted is gone.
+func SecretsBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
+	cfg.setDefaults()
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      contracts.BucketSecrets,
+		Description: "rdev project secrets, values sealed with the secrets key",
+		History:     1,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", contracts.BucketSecrets, err)
 	}
 	return kv, nil
 }

@@ -23,9 +23,11 @@ const (
 	// audit records and dead-letter decisions; it never consumes jobs.
 	RoleAPI Role = "api"
 	// RoleWorker consumes jobs, writes job state, output, events and dead
-	// letters; it reads but never writes the access bucket or the audit log.
+	// letters; it reads but never writes the access bucket, the audit log
+	// or project secrets.
 	RoleWorker Role = "worker"
-	// RoleStreamer only reads output, job state and access records.
+	// RoleStreamer only reads output, job state and access records; never
+	// project secrets.
 	RoleStreamer Role = "streamer"
 )
 
@@ -41,10 +43,11 @@ const responseTTL = time.Minute
 // (PermissionsConf renders it; a test keeps the two equal).
 func Permissions(r Role) *server.Permissions {
 	kvState, kvAccess := "KV_"+contracts.BucketState, "KV_"+contracts.BucketAccess
+	kvSecrets := "KV_" + contracts.BucketSecrets
 	// Every service checks the topology at start (topology.Ensure) and
 	// answers readiness from stream info.
 	pub := []string{"$JS.API.INFO"}
-	for _, s := range []string{contracts.StreamJobs, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead, kvState, kvAccess} {
+	for _, s := range []string{contracts.StreamJobs, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead, kvState, kvAccess, kvSecrets} {
 		pub = append(pub, "$JS.API.STREAM.INFO."+s)
 	}
 	sub := []string{"_INBOX.>"} // replies: requests, acks of publishes, consumer deliveries
@@ -65,6 +68,10 @@ func Permissions(r Role) *server.Permissions {
 			// Dead letters are removed when retried or purged.
 			"$JS.API.STREAM.MSG.DELETE."+contracts.StreamDead, "$JS.API.STREAM.PURGE."+contracts.StreamDead,
 		)
+		// Project secrets: set, listed (a keys watch), deleted, checked.
+		pub = append(pub, read(kvSecrets)...)
+		pub = append(pub, consume(kvSecrets)...)
+		pub = append(pub, "$KV."+contracts.BucketSecrets+".>")
 	case RoleWorker:
 		pub = append(pub, read(kvState, kvAccess, contracts.StreamJobs, contracts.StreamOutput)...)
 		// The access bucket only through a watch (project limits).
@@ -75,6 +82,8 @@ func Permissions(r Role) *server.Permissions {
 			contracts.SubjectOutputPrefix+".>", contracts.SubjectEventsPrefix+".>", contracts.SubjectDeadPrefix+".>",
 			contracts.SubjectHoldsPrefix+".*",
 		)
+		// Project secrets: read one by one when a job needs them, never written.
+		pub = append(pub, read(kvSecrets)...)
 		sub = append(sub, contracts.SubjectCancelPrefix+".*", contracts.SubjectHoldsPrefix+".*")
 		// A worker answers another's holds request on its reply subject.
 		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL}
