@@ -70,3 +70,12 @@ func RedactEnv(env map[string]string) map[string]string {
 	}
 	return out
 }
+
+// SecretInfo is what the API shows of a project secret
+// (GET /v1/projects/{p}/secrets): never its value.
+type SecretInfo struct {
+	// Name names the secret within its project.
+	Name string `json:"name"`
+	// UpdatedAt is when its value was last set.
+	UpdatedAt time.Time `json:"updated_at"`
+}

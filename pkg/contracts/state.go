@@ -136,3 +136,16 @@ type StreamRef struct {
 	// incarnations.
 	ProjectIncarnation string `json:"project_incarnation,omitempty"`
 }
+
+// QueuedState is the state of a job just queued, built from its message:
+// what the API stores at submit, and what a worker that claims the job
+// straight from its message writes over (one definition, so neither drops
+// a field the other keeps). The trace id is the caller's to set.
+func QueuedState(job Job) JobState {
+	return JobState{
+		V: Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
+		Priority: job.Priority, Status: StatusQueued, StreamID: job.StreamID,
+		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
+		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID, ProjectIncarnation: job.ProjectIncarnation,
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/seal"
 	"github.com/rdev-dev/rdev/services/api/internal/admin"
 	"github.com/rdev-dev/rdev/services/api/internal/cache"
 	"github.com/rdev-dev/rdev/services/api/internal/cachedstore"
@@ -69,6 +70,10 @@ type Config struct {
 	CacheTTL time.Duration
 	// Telemetry says where spans and metrics go; default nowhere.
 	Telemetry Telemetry
+	// SecretsKey is the 32-byte key project secrets are sealed with (see
+	// package seal); without one the secrets endpoints, and jobs that
+	// reference a secret, are refused with 409 secrets_disabled.
+	SecretsKey []byte
 	// ReinstallBootstrapKey puts the configured bootstrap key back even
 	// when an admin revoked it (rdev up --reinstall-bootstrap-key); by
 	// default a revoked bootstrap key stays revoked across restarts.
@@ -163,14 +168,37 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand,
 	}, newID)
+	var secrets httpapi.Secrets
+	if cfg.SecretsKey != nil {
+		store, err := openSecrets(ctx, js, cfg.SecretsKey)
+		if err != nil {
+			return nil, err
+		}
+		svc.UseSecrets(store)
+		secrets = store
+	}
 	s.handlers = httpapi.New(httpapi.Deps{
-		Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
+		Secrets: secrets, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
 		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Signer: access.NewSigner(secret), TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})
 	s.handlers.SetObserver(s.metrics)
 	return s, nil
+}
+
+// openSecrets returns the secrets store on the provisioned secrets bucket,
+// sealing with key.
+func openSecrets(ctx context.Context, js jetstream.JetStream, key []byte) (*natsjs.Secrets, error) {
+	box, err := seal.New(key)
+	if err != nil {
+		return nil, fmt.Errorf("api: secrets key: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, contracts.BucketSecrets)
+	if err != nil {
+		return nil, fmt.Errorf("api: secrets bucket: %w", err)
+	}
+	return natsjs.NewSecrets(kv, box), nil
 }
 
 // hotPath builds the rate limiter and the lookup cache: in Redis when a

@@ -106,6 +106,13 @@ func (h *Handlers) retryOne(c echo.Context, dl contracts.DeadLetter, force bool)
 	if dl.Job == nil {
 		return contracts.JobState{}, &jobs.Error{Kind: jobs.KindConflict, Code: "dead_letter_undecodable", Message: "this dead letter holds a message that could not be decoded; there is no job to run"}
 	}
+	for _, v := range dl.Job.Env {
+		if v == contracts.Redacted {
+			return contracts.JobState{}, &jobs.Error{Kind: jobs.KindConflict, Code: "dead_letter_env_redacted",
+				Message: "this dead letter's env values were redacted when it was stored, so it cannot run as it was; submit the job again " +
+					`with its env (keep secrets in project secrets, referenced as {"secret":"<name>"}: those are kept and retried)`}
+		}
+	}
 	// The job runs again in the project as it is now (its current
 	// incarnation); a deleted project runs nothing.
 	proj, err := h.projects.Project(ctx, dl.Job.Project)

@@ -48,6 +48,9 @@ type Deps struct {
 	Audit    Auditor
 	Query    AuditQuerier
 	Dead     DeadLetters
+	// Secrets keeps project secrets; nil when no secrets key is
+	// configured (the secrets endpoints then answer 409 secrets_disabled).
+	Secrets Secrets
 	// Signer signs the stream tokens of events_url, valid for TokenTTL.
 	Signer   *access.Signer
 	TokenTTL time.Duration
@@ -70,6 +73,7 @@ type Handlers struct {
 	audit         Auditor
 	query         AuditQuerier
 	dead          DeadLetters
+	secrets       Secrets
 	signer        *access.Signer
 	tokenTTL      time.Duration
 	keyLimit      ratelimit.Limit
@@ -82,7 +86,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -128,6 +132,12 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodGet, "/keys/:id", h.getKey, ""},
 		{http.MethodDelete, "/keys/:id", h.revokeKey, ""},
 
+		// Admin only: whoever sets a project's secrets decides what its
+		// jobs may reach.
+		{http.MethodPut, "/projects/:project/secrets/:name", h.putSecret, ""},
+		{http.MethodGet, "/projects/:project/secrets", h.listSecrets, ""},
+		{http.MethodDelete, "/projects/:project/secrets/:name", h.deleteSecret, ""},
+
 		{http.MethodGet, "/audit", h.auditLog, ""},
 		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog, access.RoleRead},
 	} {
@@ -141,13 +151,14 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 
 // commonFields are accepted by every submit endpoint.
 type commonFields struct {
-	Env              map[string]string `json:"env"`
-	WorkDir          string            `json:"work_dir"`
-	Priority         string            `json:"priority"`
-	TimeoutSeconds   int               `json:"timeout_seconds"`
-	IdempotencyKey   string            `json:"idempotency_key"`
-	MaxAttempts      int               `json:"max_attempts"`
-	RetryOnExitCodes []int             `json:"retry_on_exit_codes"`
+	// Env values are strings or {"secret":"<name>"} (see envValue).
+	Env              map[string]envValue `json:"env"`
+	WorkDir          string              `json:"work_dir"`
+	Priority         string              `json:"priority"`
+	TimeoutSeconds   int                 `json:"timeout_seconds"`
+	IdempotencyKey   string              `json:"idempotency_key"`
+	MaxAttempts      int                 `json:"max_attempts"`
+	RetryOnExitCodes []int               `json:"retry_on_exit_codes"`
 	// Stderr is "separate" (default) or "merge" (2>&1: one ordered stream).
 	Stderr string `json:"stderr"`
 }
@@ -217,7 +228,8 @@ func submission(c echo.Context, proj access.Project, sub jobs.Submission, f comm
 	}
 	sub.Actor, sub.ClientIP = principal(c).Key.ID, clientIP(c).String()
 	sub.CanRead, sub.ProjectIncarnation = principal(c).Can(proj.ID, access.RoleRead), proj.Incarnation
-	sub.Env, sub.WorkDir, sub.Priority, sub.TimeoutSeconds = f.Env, f.WorkDir, f.Priority, f.TimeoutSeconds
+	sub.Env, sub.SecretEnv = splitEnv(f.Env)
+	sub.WorkDir, sub.Priority, sub.TimeoutSeconds = f.WorkDir, f.Priority, f.TimeoutSeconds
 	sub.IdempotencyKey = f.IdempotencyKey
 	sub.MaxAttempts, sub.RetryOnExitCodes = f.MaxAttempts, f.RetryOnExitCodes
 	sub.Stderr = f.Stderr

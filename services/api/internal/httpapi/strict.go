@@ -38,7 +38,10 @@ func strictDecode(raw []byte, v any) error {
 func decodeError(err error) error {
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var re *requestError
 	switch {
+	case errors.As(err, &re): // a field's own decoder refused its value
+		return re
 	case errors.Is(err, io.EOF):
 		return reqErr(http.StatusBadRequest, "invalid_json", "the body is empty; send a JSON object")
 	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):

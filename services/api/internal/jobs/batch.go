@@ -55,7 +55,7 @@ func (s *Service) SubmitBatch(ctx context.Context, project string, subs []Submis
 		subs[i].Project, subs[i].BatchID, subs[i].BatchAtomic = project, b.ID, atomic
 		err := s.continued(ctx, &subs[i])
 		if err == nil {
-			built[i], err = s.limits.build(subs[i])
+			built[i], err = s.build(ctx, subs[i])
 		}
 		if err != nil {
 			items[i].Err = err

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -86,6 +87,13 @@ type Audit interface {
 	Submitted(ctx context.Context, job contracts.Job, actor, clientIP string) error
 }
 
+// Secrets answers whether a project has a secret; jobs reference secrets
+// by name, and a submit naming one that does not exist is refused.
+type Secrets interface {
+	// Exists reports whether the incarnation of project has secret name.
+	Exists(ctx context.Context, project, incarnation, name string) (bool, error)
+}
+
 // ErrNotFound is returned when a job id is unknown (or its state expired).
 var ErrNotFound = errors.New("not found")
 
@@ -107,6 +115,7 @@ type Service struct {
 	control Control
 	lister  Lister
 	audit   Audit
+	secrets Secrets
 	limits  Limits
 	newID   func() string
 	now     func() time.Time
@@ -123,6 +132,37 @@ func New(store Store, queue Queue, control Control, audit Audit, limits Limits, 
 	return s
 }
 
+// UseSecrets lets jobs reference project secrets, checked in secrets.
+// Without it a job that references one is refused (secrets_disabled).
+func (s *Service) UseSecrets(secrets Secrets) { s.secrets = secrets }
+
+// build validates sub and checks that the secrets it references exist.
+func (s *Service) build(ctx context.Context, sub Submission) (contracts.Job, error) {
+	job, err := s.limits.build(sub)
+	if err != nil || len(job.SecretEnv) == 0 {
+		return job, err
+	}
+	if s.secrets == nil {
+		return contracts.Job{}, &Error{Kind: KindConflict, Code: "secrets_disabled",
+			Message: "this job references a project secret, but project secrets are disabled: the API was started without a secrets key (--secrets-key-file)"}
+	}
+	names := make([]string, 0, len(job.SecretEnv))
+	for _, name := range job.SecretEnv {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range slices.Compact(names) {
+		ok, err := s.secrets.Exists(ctx, job.Project, job.ProjectIncarnation, name)
+		if err != nil {
+			return contracts.Job{}, fmt.Errorf("check secret: %w: %w", ErrUnavailable, err)
+		}
+		if !ok {
+			return contracts.Job{}, invalid("unknown_secret", fmt.Sprintf("project %q has no secret %q; set it with PUT /v1/projects/%s/secrets/%s", job.Project, name, job.Project, name))
+		}
+	}
+	return job, nil
+}
+
 // Submit validates sub, stores the job's state and enqueues it. It returns
 // the job's state and whether it was an earlier job returned for the same
 // idempotency key. Errors are *Error (the caller's fault) or wrap
@@ -131,7 +171,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 	if err := s.continued(ctx, &sub); err != nil {
 		return contracts.JobState{}, false, err
 	}
-	job, err := s.limits.build(sub)
+	job, err := s.build(ctx, sub)
 	if err != nil {
 		return contracts.JobState{}, false, err
 	}
@@ -302,13 +342,8 @@ func (s *Service) requeue(ctx context.Context, job contracts.Job, st contracts.J
 // idempotency key that is surely not queued is forgotten; one with a key
 // stays for a retry with that key to complete.
 func (s *Service) create(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error) {
-	state := contracts.JobState{
-		V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
-		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
-		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
-		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID, TraceID: traceID(job.Trace),
-		ProjectIncarnation: job.ProjectIncarnation,
-	}
+	state := contracts.QueuedState(job)
+	state.TraceID = traceID(job.Trace)
 	forget := func() {
 		if job.IdempotencyKey == "" {
 			_ = s.store.Forget(context.WithoutCancel(ctx), state)
@@ -380,13 +415,14 @@ func fingerprint(job contracts.Job) string {
 		Command          []string                 `json:"command"`
 		Claude           *contracts.ClaudeOptions `json:"claude"`
 		Env              map[string]string        `json:"env"`
+		SecretEnv        map[string]string        `json:"secret_env,omitempty"` // omitted when empty: earlier claims keep their fingerprint
 		WorkDir          string                   `json:"work_dir"`
 		Priority         contracts.Priority       `json:"priority"`
 		TimeoutSeconds   int                      `json:"timeout_seconds"`
 		MaxAttempts      int                      `json:"max_attempts"`
 		RetryOnExitCodes []int                    `json:"retry_on_exit_codes"`
 		Stderr           string                   `json:"stderr"`
-	}{job.Kind, job.Command, job.Claude, job.Env, job.WorkDir, job.Priority, job.TimeoutSeconds,
+	}{job.Kind, job.Command, job.Claude, job.Env, job.SecretEnv, job.WorkDir, job.Priority, job.TimeoutSeconds,
 		job.MaxAttempts, job.RetryOnExitCodes, job.Stderr})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])

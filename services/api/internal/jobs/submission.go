@@ -13,11 +13,14 @@ import (
 
 // Submission is a job as a caller asked for it, before validation.
 type Submission struct {
-	Project        string
-	Kind           contracts.Kind
-	Command        []string // for KindExec
-	Prompt         string   // for KindClaude
-	Env            map[string]string
+	Project string
+	Kind    contracts.Kind
+	Command []string // for KindExec
+	Prompt  string   // for KindClaude
+	Env     map[string]string
+	// SecretEnv maps environment variable names to project secret names,
+	// resolved by the worker; a name must not be in Env too.
+	SecretEnv      map[string]string
 	WorkDir        string
 	Priority       string
 	TimeoutSeconds int
@@ -133,6 +136,9 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 	if err := l.checkEnv(sub.Env); err != nil {
 		return contracts.Job{}, err
 	}
+	if err := l.checkSecretEnv(sub.Env, sub.SecretEnv); err != nil {
+		return contracts.Job{}, err
+	}
 	if err := checkWorkDir(sub.WorkDir); err != nil {
 		return contracts.Job{}, err
 	}
@@ -152,7 +158,7 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 	}
 	return contracts.Job{
 		Stderr: sub.Stderr, Claude: claude,
-		V: contracts.Version, Project: sub.Project, Kind: sub.Kind, Command: argv, Env: sub.Env,
+		V: contracts.Version, Project: sub.Project, Kind: sub.Kind, Command: argv, Env: sub.Env, SecretEnv: sub.SecretEnv,
 		WorkDir: sub.WorkDir, Priority: prio, TimeoutSeconds: int(timeout / time.Second), Attempt: 1,
 		IdempotencyKey: sub.IdempotencyKey, Trace: traceContext(sub.Trace),
 		MaxAttempts: sub.MaxAttempts, RetryOnExitCodes: sub.RetryOnExitCodes,
@@ -250,6 +256,27 @@ func (l Limits) checkEnv(env map[string]string) error {
 	}
 	if total > l.MaxEnvBytes {
 		return invalid("invalid_env", fmt.Sprintf("env is %d bytes; at most %d are allowed", total, l.MaxEnvBytes))
+	}
+	return nil
+}
+
+// checkSecretEnv checks the secret references of a job: valid variable
+// and secret names, within MaxEnv together with env, none set twice.
+// Whether the secrets exist is Submit's to check.
+func (l Limits) checkSecretEnv(env, secretEnv map[string]string) error {
+	if len(env)+len(secretEnv) > l.MaxEnv {
+		return invalid("invalid_env", fmt.Sprintf("env has %d entries; at most %d are allowed", len(env)+len(secretEnv), l.MaxEnv))
+	}
+	for k, name := range secretEnv {
+		if !envNamePattern.MatchString(k) {
+			return invalid("invalid_env", fmt.Sprintf("env name %q must match [A-Za-z_][A-Za-z0-9_]*", k))
+		}
+		if _, dup := env[k]; dup {
+			return invalid("invalid_env", fmt.Sprintf("env %s is given both as a value and as a secret", k))
+		}
+		if !contracts.ValidSecretName(name) {
+			return invalid("invalid_env", fmt.Sprintf("env %s names the secret %q; a secret name is 1 to 64 letters, digits, '_' or '-'", k, name))
+		}
 	}
 	return nil
 }

@@ -192,8 +192,9 @@ func (a *AuditLog) Query(ctx context.Context, q AuditQuery) ([]contracts.AuditRe
 
 // Submitted records an accepted job: the argv (for a prompt only the
 // SHA-256 of its JSON-encoded argv,
-// since a prompt may hold secrets the audit log should not), priority
-// and who asked from where.
+// since a prompt may hold secrets the audit log should not), priority,
+// the names of its env variables (values redacted) and of the secrets it
+// references, and who asked from where.
 func (a *AuditLog) Submitted(ctx context.Context, job contracts.Job, actor, clientIP string) error {
 	detail := map[string]any{"priority": job.Priority, "kind": job.Kind, "stream_id": job.StreamID}
 	if job.Kind == contracts.KindClaude {
@@ -203,6 +204,13 @@ func (a *AuditLog) Submitted(ctx context.Context, job contracts.Job, actor, clie
 		detail["command_sha256"] = hex.EncodeToString(sum[:])
 	} else {
 		detail["command"] = job.Command
+	}
+	// Which variables were set, never their values; secrets by name.
+	if len(job.Env) > 0 {
+		detail["env"] = contracts.RedactEnv(job.Env)
+	}
+	if len(job.SecretEnv) > 0 {
+		detail["secret_env"] = job.SecretEnv
 	}
 	return a.Record(ctx, contracts.AuditRecord{
 		ID: "submitted-" + job.ID, Time: job.SubmittedAt, Kind: contracts.AuditJobSubmitted,

@@ -328,13 +328,13 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 	var st contracts.JobState
 	rev, _ := strconv.ParseUint(msg.Headers().Get(contracts.HeaderStateRevision), 10, 64)
 	if fast && rev > 0 && md.NumDelivered == 1 {
-		st = queuedState(job)
+		st = contracts.QueuedState(job)
 	} else {
 		st, rev, err = r.states.Get(ctx, job.ID)
 		switch {
 		case errors.Is(err, ErrStateNotFound):
 			// The API's write may have been lost after the job was queued.
-			st, rev = queuedState(job), 0
+			st, rev = contracts.QueuedState(job), 0
 		case err != nil:
 			return fmt.Errorf("read state: %w", err)
 		}
@@ -496,13 +496,6 @@ func (r *Runner) ack(ctx context.Context, msg jetstream.Msg) error {
 		}
 		return err
 	})
-}
-
-// queuedState is the state the API stores for a job it queues.
-func queuedState(job contracts.Job) contracts.JobState {
-	return contracts.JobState{V: contracts.Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
-		Priority: job.Priority, Status: contracts.StatusQueued, StreamID: job.StreamID,
-		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey, MaxAttempts: job.MaxAttempts, BatchID: job.BatchID}
 }
 
 // exitCodeAttr logs an exit code, or -1 when the command did not exit.
