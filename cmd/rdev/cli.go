@@ -84,6 +84,7 @@ type apiFlags struct {
 	ClaudeCommand  string        `name:"claude-command" env:"RDEV_CLAUDE_COMMAND" help:"Command line for prompts: one string split as a shell would (quotes, no expansion) or a JSON array; {prompt} marks where the Claude options, -- and the prompt go (default: claude -p --verbose {prompt})."`
 	// BootstrapKey is a secret: never logged.
 	BootstrapKey        string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
+	ReinstallBootstrap  bool          `name:"reinstall-bootstrap-key" env:"RDEV_REINSTALL_BOOTSTRAP_KEY" help:"Install --bootstrap-api-key again even if it was revoked (a revoked bootstrap key otherwise stays revoked across restarts)."`
 	RedisURL            string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty."`
 	RedisTimeout        time.Duration `name:"redis-timeout" default:"100ms" env:"RDEV_REDIS_TIMEOUT" help:"Longest a Redis call may take before it counts as a failure."`
 	RateLimitFailClosed bool          `name:"rate-limit-fail-closed" env:"RDEV_RATE_LIMIT_FAIL_CLOSED" help:"Refuse requests (503) while Redis is down, instead of serving them unlimited."`

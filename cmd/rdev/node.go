@@ -249,7 +249,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		a, err := api.New(ctx, api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
 			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: cfg.api.RedisURL, RedisTimeout: cfg.api.RedisTimeout,
 			RateLimitFailClosed: cfg.api.RateLimitFailClosed, KeyRateLimit: cfg.api.KeyRateLimit, KeyRateWindow: cfg.api.KeyRateWindow,
-			TokenTTL: cfg.api.StreamTokenTTL, Telemetry: api.Telemetry{TracerProvider: tracing(telemetry.ServiceAPI), MeterProvider: meter,
+			TokenTTL: cfg.api.StreamTokenTTL, ReinstallBootstrapKey: cfg.api.ReinstallBootstrap, Telemetry: api.Telemetry{TracerProvider: tracing(telemetry.ServiceAPI), MeterProvider: meter,
 				OnBreakerChange: func(dep, _, to string) { breakers.Set(dep, to) }},
 		}, ajs, astate, aaccess, log.With("service", "api"))
 		if err != nil {
