@@ -21,6 +21,7 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/seal"
 	"k8s.io/client-go/rest"
 
 	"github.com/rdev-dev/rdev/services/worker/internal/dispatch"
@@ -61,6 +62,9 @@ type Config struct {
 	// JobUser, when set, is the uid and gid local jobs run as (see
 	// localexec.Config.User); nil runs them as the worker's own user.
 	JobUser *JobUser
+	// SecretsKey is the 32-byte key project secrets are sealed with (the
+	// API's); without one a job that references a secret fails to start.
+	SecretsKey []byte
 	// KillGrace is the time between SIGTERM and SIGKILL when a job is
 	// stopped; default 2s.
 	KillGrace time.Duration
@@ -257,6 +261,18 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 		}
 		limits = l
 	}
+	var secrets runner.Secrets
+	if w.cfg.SecretsKey != nil {
+		box, err := seal.New(w.cfg.SecretsKey)
+		if err != nil {
+			return nil, fmt.Errorf("worker: secrets key: %w", err)
+		}
+		kv, err := w.js.KeyValue(ctx, contracts.BucketSecrets)
+		if err != nil {
+			return nil, fmt.Errorf("worker: secrets bucket: %w", err)
+		}
+		secrets = natsjs.NewSecrets(kv, box)
+	}
 	c := w.cfg
 	return runner.New(runner.Config{
 		WorkerID: c.ID, Heartbeat: c.AckWait / 3, UnavailableDelay: c.UnavailableDelay,
@@ -264,7 +280,7 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 	}, runner.Ports{
 		Exec: w.exec, States: states{natsjs.NewStates(w.state), w.in}, Events: natsjs.NewEvents(w.js), Output: outputPort{w.out, w.in},
 		Dead: natsjs.NewDeadLetters(w.js), Slots: natsjs.NewSlots(w.state, c.SlotLease), Limits: limits,
-		Batches: natsjs.NewBatches(w.state), Holders: natsjs.NewHolders(w.nc, w.cfg.ID, time.Second),
+		Batches: natsjs.NewBatches(w.state), Holders: natsjs.NewHolders(w.nc, w.cfg.ID, time.Second), Secrets: secrets,
 	}, w.log), nil
 }
 

@@ -47,6 +47,11 @@ type Spec struct {
 	// Env is added to the executor's base environment, overriding
 	// variables of the same name.
 	Env map[string]string
+	// SecretEnv holds the values of the job's project secrets, added to
+	// the environment after Env. An adapter must keep them out of every
+	// log, error message, argv and URL; one that cannot refuses the spec
+	// with ErrStart.
+	SecretEnv map[string]string
 	// WorkDir is the working directory relative to the project's workspace
 	// root; "" is the root. It must exist and must not escape the root.
 	WorkDir string

@@ -115,6 +115,11 @@ func (e *Executor) wrapped(spec executor.Spec) (execArgv, error) {
 			dir = ""
 		}
 	}
+	if len(spec.SecretEnv) > 0 {
+		// The exec request's URL carries the wrapper's argv, env included:
+		// no place for a secret. (Passing them on stdin is future work.)
+		return execArgv{}, fmt.Errorf("%w: the kubernetes executor does not pass project secrets yet; use the pod template's env (a Kubernetes Secret)", executor.ErrStart)
+	}
 	env := make([]string, 0, len(spec.Env))
 	for k, v := range spec.Env {
 		if !validEnvName(k) {

@@ -185,7 +185,15 @@ func (e *Executor) command(spec executor.Spec) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, err
 	}
-	env, err := e.environ(ws, spec.Env)
+	extra := spec.Env
+	if len(spec.SecretEnv) > 0 {
+		extra = maps.Clone(spec.Env)
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		maps.Copy(extra, spec.SecretEnv) // in the process environment only
+	}
+	env, err := e.environ(ws, extra)
 	if err != nil {
 		return nil, err
 	}

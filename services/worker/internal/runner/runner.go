@@ -69,6 +69,20 @@ type Slots interface {
 	Release(ctx context.Context, project, jobID string) error
 }
 
+// Secrets resolves a job's secret references when it starts.
+type Secrets interface {
+	// Resolve returns the values of the secrets refs names (env name to
+	// secret name) in the given incarnation of project, by env name. It
+	// returns an error wrapping ErrSecretNotFound when one does not exist
+	// (or does not open with the worker's key); other errors are
+	// transient. Errors never hold a value.
+	Resolve(ctx context.Context, project, incarnation string, refs map[string]string) (map[string]string, error)
+}
+
+// ErrSecretNotFound is returned, wrapped, by Secrets.Resolve for a secret
+// that is not there: the job fails to start, as retrying will not help.
+var ErrSecretNotFound = errors.New("secret not found")
+
 // Limits says how many jobs of a project may run at once across all
 // workers; 0 means no bound (also for an unknown project).
 type Limits interface {
@@ -179,6 +193,9 @@ type Ports struct {
 	// Holders may be nil: a job redelivered while running is then always
 	// taken for lost.
 	Holders Holders
+	// Secrets may be nil: a job that references a secret then fails to
+	// start.
+	Secrets Secrets
 }
 
 // Runner runs dispatched jobs.
@@ -194,6 +211,7 @@ type Runner struct {
 	limits  Limits
 	batches Batches
 	holders Holders
+	secrets Secrets
 	// batchState caches settled batches.
 	batchState batchStates
 	log        *slog.Logger
@@ -206,7 +224,7 @@ func New(cfg Config, p Ports, log *slog.Logger) *Runner {
 	cfg.setDefaults()
 	return &Runner{
 		cfg: cfg, backoff: Backoff{Base: cfg.RetryBase, Cap: cfg.RetryCap, Jitter: cfg.Jitter},
-		exec: p.Exec, output: p.Output, slots: p.Slots, limits: p.Limits, batches: p.Batches, holders: p.Holders,
+		exec: p.Exec, output: p.Output, slots: p.Slots, limits: p.Limits, batches: p.Batches, holders: p.Holders, secrets: p.Secrets,
 		states: persistentStates{p.States, cfg.PersistBudget}, events: persistentEvents{p.Events, cfg.PersistBudget},
 		dead: persistentDead{p.Dead, cfg.PersistBudget},
 		log:  log, now: time.Now,
@@ -550,10 +568,15 @@ func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq 
 	stderr := lines.NewWriter(contracts.Stderr, contracts.MaxLineBytes, emit)
 
 	start := r.now()
-	code, err := r.exec.Exec(jobCtx, executor.Spec{
-		JobID: job.ID, Project: job.Project, Command: job.Command, Env: job.Env, WorkDir: job.WorkDir,
-		MergeStderr: job.Stderr == contracts.StderrMerge,
-	}, stdout, stderr)
+	secretEnv, err := r.resolveSecrets(jobCtx, job)
+	var code int
+	if err == nil {
+		code, err = r.exec.Exec(jobCtx, executor.Spec{
+			JobID: job.ID, Project: job.Project, Command: job.Command, Env: job.Env, SecretEnv: secretEnv, WorkDir: job.WorkDir,
+			MergeStderr: job.Stderr == contracts.StderrMerge,
+		}, stdout, stderr)
+	}
+	clear(secretEnv)
 	werr := errors.Join(stdout.Close(), stderr.Close())
 	last, cerr := sink.Close(pubCtx)
 	out := outcome{lines: last, duration: r.now().Sub(start)}
@@ -570,7 +593,7 @@ func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq 
 		out.message = fmt.Sprintf("killed after %s", job.Timeout())
 	case err != nil && d.drain.Err() != nil:
 		out.handBack = true
-	case errors.Is(err, executor.ErrUnavailable):
+	case errors.Is(err, executor.ErrUnavailable), errors.Is(err, errSecretsUnavailable):
 		out.unavailable = err
 	case errors.Is(err, executor.ErrStart):
 		out.event, out.reason, out.message = contracts.EventFailed, contracts.ReasonStartFailed, err.Error()
@@ -664,12 +687,37 @@ func (r *Runner) finish(ctx context.Context, d *delivery, st *contracts.JobState
 	return r.events.Publish(ctx, ev)
 }
 
+// resolveSecrets returns the values of job's secret references. A secret
+// that is missing (or a worker without secrets) fails the start; a store
+// that cannot answer hands the job back, like an unavailable executor.
+func (r *Runner) resolveSecrets(ctx context.Context, job contracts.Job) (map[string]string, error) {
+	if len(job.SecretEnv) == 0 {
+		return nil, nil
+	}
+	if r.secrets == nil {
+		return nil, fmt.Errorf("%w: the job references project secrets, but this worker has no secrets key (--secrets-key-file)", executor.ErrStart)
+	}
+	vals, err := r.secrets.Resolve(ctx, job.Project, job.ProjectIncarnation, job.SecretEnv)
+	switch {
+	case errors.Is(err, ErrSecretNotFound):
+		return nil, fmt.Errorf("%w: %w", executor.ErrStart, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w", errSecretsUnavailable, err)
+	}
+	return vals, nil
+}
+
+// errSecretsUnavailable marks a secrets store that could not answer.
+var errSecretsUnavailable = errors.New("project secrets unavailable")
+
 // deadLetter publishes the dead letter of a job that ended in st, if its
-// retries were spent.
+// retries were spent. Its env values are redacted: a dead letter is kept
+// for weeks and shown to admins (secrets are references, kept as they are).
 func (r *Runner) deadLetter(ctx context.Context, job contracts.Job, st contracts.JobState) error {
 	if !deadLetterDue(job, st) {
 		return nil
 	}
+	job.Env = contracts.RedactEnv(job.Env)
 	dl := contracts.DeadLetter{V: contracts.Version, ID: job.ID, Job: &job, Reason: st.Reason, Message: st.Message,
 		Attempts: st.Attempt, ExitCode: st.ExitCode, Time: r.now().UTC()}
 	if st.FinishedAt != nil {
