@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -135,6 +136,7 @@ type upCmd struct {
 	API      apiFlags      `embed:""`
 	Worker   workerFlags   `embed:""`
 	Streamer streamerFlags `embed:""`
+	Secrets  secretsFlags  `embed:""`
 	NatsAddr string        `name:"nats-addr" default:"127.0.0.1:4222" env:"RDEV_NATS_ADDR" help:"Where the embedded NATS server listens for other rdev processes."`
 	DataDir  string        `name:"data-dir" default:"./data" env:"RDEV_DATA_DIR" help:"JetStream storage and project workspaces."`
 	Without  []string      `enum:"worker,streamer" env:"RDEV_WITHOUT" help:"Services to leave out (worker, streamer), e.g. to run them as separate processes."`
@@ -145,6 +147,7 @@ func (c *upCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel
 		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
 		credsDir: filepath.Join(c.DataDir, "nats"),
 		http:     c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
+		secretsKeyFile: cmp.Or(c.Secrets.SecretsKeyFile, filepath.Join(c.DataDir, "secrets.key")), generateSecretsKey: c.Secrets.SecretsKeyFile == "",
 	}
 	for _, s := range c.Without {
 		switch s {
@@ -162,16 +165,19 @@ type apiCmd struct {
 	HTTP     httpFlags     `embed:""`
 	Topology topologyFlags `embed:""`
 	API      apiFlags      `embed:""`
+	Secrets  secretsFlags  `embed:""`
 }
 
 func (c *apiCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology, api: &c.API}, log, stdout)
+	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology, api: &c.API,
+		secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
 }
 
 type workerCmd struct {
 	NATS     natsFlags     `embed:""`
 	Topology topologyFlags `embed:""`
 	Worker   workerFlags   `embed:""`
+	Secrets  secretsFlags  `embed:""`
 	DataDir  string        `name:"data-dir" default:"./data" env:"RDEV_DATA_DIR" help:"Project workspaces live under <data-dir>/workspaces."`
 	HTTPAddr string        `name:"http-addr" env:"RDEV_HTTP_ADDR" help:"Serve /metrics, /healthz and /readyz on this address (default: no HTTP server)."`
 }
@@ -179,7 +185,7 @@ type workerCmd struct {
 func (c *workerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
 	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology, worker: &c.Worker,
 		http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, workerHTTP: c.HTTPAddr != "",
-		workspaces: filepath.Join(c.DataDir, "workspaces")}, log, stdout)
+		workspaces: filepath.Join(c.DataDir, "workspaces"), secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
 }
 
 type streamerCmd struct {

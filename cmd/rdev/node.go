@@ -49,6 +49,10 @@ type nodeConfig struct {
 	telemetry  telemetry.Config
 	// workerHTTP serves /metrics, /healthz and /readyz for a worker alone.
 	workerHTTP bool
+	// secretsKeyFile holds the project secrets key ("": secrets disabled);
+	// generateSecretsKey creates it when absent (rdev up).
+	secretsKeyFile     string
+	generateSecretsKey bool
 }
 
 // runNode starts the configured services, prints one "rdev ready" line with
@@ -226,6 +230,12 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 			return err
 		})
 	}
+	var secretsKeyBytes []byte
+	if cfg.api != nil || cfg.worker != nil {
+		if secretsKeyBytes, err = secretsKey(cfg.secretsKeyFile, cfg.generateSecretsKey, log); err != nil {
+			return err
+		}
+	}
 	if cfg.api != nil {
 		// No reconnect buffer: while NATS is away a submit fails at once (503)
 		// instead of waiting out the publish timeout.
@@ -249,7 +259,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		a, err := api.New(ctx, api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
 			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: cfg.api.RedisURL, RedisTimeout: cfg.api.RedisTimeout,
 			RateLimitFailClosed: cfg.api.RateLimitFailClosed, KeyRateLimit: cfg.api.KeyRateLimit, KeyRateWindow: cfg.api.KeyRateWindow,
-			TokenTTL: cfg.api.StreamTokenTTL, ReinstallBootstrapKey: cfg.api.ReinstallBootstrap, Telemetry: api.Telemetry{TracerProvider: tracing(telemetry.ServiceAPI), MeterProvider: meter,
+			TokenTTL: cfg.api.StreamTokenTTL, ReinstallBootstrapKey: cfg.api.ReinstallBootstrap, SecretsKey: secretsKeyBytes, Telemetry: api.Telemetry{TracerProvider: tracing(telemetry.ServiceAPI), MeterProvider: meter,
 				OnBreakerChange: func(dep, _, to string) { breakers.Set(dep, to) }},
 		}, ajs, astate, aaccess, log.With("service", "api"))
 		if err != nil {
@@ -335,7 +345,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 			AckWait: cfg.worker.AckWait, DrainTimeout: cfg.worker.DrainTimeout, KillGrace: cfg.worker.KillGrace,
 			Workspaces: cfg.workspaces, Executor: cfg.worker.Executor, UnavailableDelay: cfg.worker.K8s.UnavailableDelay,
 			RetryBase: cfg.worker.RetryBase, RetryCap: cfg.worker.RetryCap, SlotDelay: cfg.worker.SlotDelay,
-			JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser,
+			JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, SecretsKey: secretsKeyBytes,
 			Kubernetes: worker.KubernetesConfig{
 				Kubeconfig: cfg.worker.K8s.Kubeconfig, Namespace: cfg.worker.K8s.Namespace,
 				PodTemplate: cfg.worker.K8s.PodTemplate, CreatePods: cfg.worker.K8s.CreatePods,
