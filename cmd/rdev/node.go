@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -326,15 +325,15 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 			}
 		}
 		if jobUser != nil {
-			// The job user reaches its workspace through the data directory,
-			// but may not list it.
-			dataDir := filepath.Dir(cfg.workspaces)
-			if err := os.MkdirAll(dataDir, 0o711); err != nil {
-				return err
+			ws, moved, err := jobWorkspaces(cfg.workspaces)
+			if err != nil {
+				return fmt.Errorf("workspaces: %w", err)
 			}
-			if err := os.Chmod(dataDir, 0o711); err != nil {
-				return err
+			if moved {
+				log.Warn("the job user cannot reach the data directory (a directory above it is private); workspaces live elsewhere",
+					"workspaces", ws, "job_user", cfg.worker.JobUser)
 			}
+			cfg.workspaces = ws
 		}
 		var k8sBreaker func(from, to string)
 		if cfg.worker.Executor == worker.ExecutorKubernetes {
