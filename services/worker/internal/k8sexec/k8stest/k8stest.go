@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +82,9 @@ type Server struct {
 	execs   atomic.Int64
 	ws      atomic.Int64
 	rv      atomic.Int64
+
+	mu       sync.Mutex
+	execURLs []string
 }
 
 var podsGVR = corev1.SchemeGroupVersion.WithResource("pods")
@@ -126,6 +130,16 @@ func (s *Server) Execs() int { return int(s.execs.Load()) }
 
 // WebSocketExecs is the number of execs that came over WebSocket.
 func (s *Server) WebSocketExecs() int { return int(s.ws.Load()) }
+
+// ExecURLs returns the request URI (path and query) of every exec
+// request served so far, in order: the API's (either transport) and the
+// kubelet's behind the WebSocket translator. An API server's audit log
+// records these.
+func (s *Server) ExecURLs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.execURLs)
+}
 
 // Pods lists the pods of namespace.
 func (s *Server) Pods(t testing.TB, namespace string) []corev1.Pod {
@@ -200,6 +214,11 @@ func (s *Server) stamp(pod *corev1.Pod) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, "/exec") || strings.HasPrefix(r.URL.Path, "/kubelet/exec/") {
+		s.mu.Lock()
+		s.execURLs = append(s.execURLs, r.RequestURI)
+		s.mu.Unlock()
+	}
 	if strings.HasPrefix(r.URL.Path, "/kubelet/") {
 		s.serveKubelet(w, r)
 		return
