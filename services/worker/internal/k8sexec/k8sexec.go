@@ -10,6 +10,8 @@
 // job (timeout, cancel, worker shutdown) is a second exec that kills that
 // group, since closing an exec stream does not stop the process in the
 // container. The container image needs sh and setsid (busybox has both).
+// A job's project secrets reach the wrapper on the exec's stdin, never in
+// its argv, which the request URL carries into API server logs.
 //
 // Every API call and exec goes through one circuit breaker; while the API
 // is unreachable or the breaker is open, Exec fails fast with
@@ -24,7 +26,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,10 +119,9 @@ func (e *Executor) wrapped(spec executor.Spec) (execArgv, error) {
 			dir = ""
 		}
 	}
-	if len(spec.SecretEnv) > 0 {
-		// The exec request's URL carries the wrapper's argv, env included:
-		// no place for a secret. (Passing them on stdin is future work.)
-		return execArgv{}, fmt.Errorf("%w: the kubernetes executor does not pass project secrets yet; use the pod template's env (a Kubernetes Secret)", executor.ErrStart)
+	secrets, err := secretInput(spec.SecretEnv)
+	if err != nil {
+		return execArgv{}, err
 	}
 	env := make([]string, 0, len(spec.Env))
 	for k, v := range spec.Env {
@@ -134,17 +137,59 @@ func (e *Executor) wrapped(spec executor.Spec) (execArgv, error) {
 	if spec.MergeStderr {
 		merge = "1"
 	}
-	cmd := make([]string, 0, 9+len(env)+len(spec.Command))
-	cmd = append(cmd, "sh", "-c", wrapperScript, "rdev", run, e.cfg.Workspace, dir, merge, strconv.Itoa(len(env)))
+	cmd := make([]string, 0, 10+len(env)+len(spec.Command))
+	cmd = append(cmd, "sh", "-c", wrapperScript, "rdev", run, e.cfg.Workspace, dir, merge,
+		strconv.Itoa(len(env)), strconv.Itoa(len(spec.SecretEnv)))
 	cmd = append(cmd, env...)
 	cmd = append(cmd, spec.Command...)
-	return execArgv{cmd: cmd, run: run}, nil
+	return execArgv{cmd: cmd, run: run, stdin: secrets}, nil
 }
 
-// execArgv is a wrapped command and the file its process group id goes to.
+// execArgv is a wrapped command, the file its process group id goes to,
+// and what the wrapper reads on stdin (nil: the exec has no stdin).
 type execArgv struct {
-	cmd []string
-	run string
+	cmd   []string
+	run   string
+	stdin []byte
+}
+
+// secretInput encodes secrets for the wrapper's stdin, sorted by name:
+// per variable a line with its name and a line with its value, in which
+// every backslash is doubled and every control or non-ASCII byte written
+// as \0ooo (octal), so the value is one line of printable ASCII that
+// read -r takes as is in any locale (bash's read drops bytes of invalid
+// UTF-8 in a UTF-8 one) and printf %b decodes in every POSIX sh.
+// Secrets never go into the exec's argv: the request URL carries it,
+// and API servers log URLs (audit). Errors name the variable, never the
+// value.
+func secretInput(secrets map[string]string) ([]byte, error) {
+	if len(secrets) == 0 {
+		return nil, nil
+	}
+	var b bytes.Buffer
+	for _, k := range slices.Sorted(maps.Keys(secrets)) {
+		v := secrets[k]
+		if !validEnvName(k) {
+			return nil, fmt.Errorf("%w: invalid environment variable name %q", executor.ErrStart, k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, fmt.Errorf("%w: the value of %s holds a NUL byte", executor.ErrStart, k)
+		}
+		b.WriteString(k)
+		b.WriteByte('\n')
+		for _, c := range []byte(v) {
+			switch {
+			case c == '\\':
+				b.WriteString(`\\`)
+			case c < 0x20 || c >= 0x7f:
+				b.Write([]byte{'\\', '0', '0' + c>>6, '0' + c>>3&7, '0' + c&7})
+			default:
+				b.WriteByte(c)
+			}
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes(), nil
 }
 
 func validEnvName(k string) bool {
@@ -184,7 +229,7 @@ func (e *Executor) run(ctx context.Context, pod *corev1.Pod, argv execArgv, stdo
 	streamCtx, cancelStream := context.WithCancel(bg)
 	defer cancelStream()
 	done := make(chan error, 1)
-	go func() { done <- e.stream(streamCtx, pod, argv.cmd, head, errW) }()
+	go func() { done <- e.stream(streamCtx, pod, argv, head, errW) }()
 	streamEnd := func() error { return <-done }
 
 	var cause error
@@ -260,8 +305,8 @@ func (e *Executor) result(ctx context.Context, pod *corev1.Pod, head *headerWrit
 	return -1, fmt.Errorf("exec in pod %q: %w", pod.Name, err)
 }
 
-// stream runs one exec of cmd in pod through the breaker, WebSocket first.
-func (e *Executor) stream(ctx context.Context, pod *corev1.Pod, cmd []string, stdout *headerWriter, stderr io.Writer) error {
+// stream runs one exec of argv in pod through the breaker, WebSocket first.
+func (e *Executor) stream(ctx context.Context, pod *corev1.Pod, argv execArgv, stdout *headerWriter, stderr io.Writer) error {
 	done, err := e.breaker.Allow()
 	if err != nil {
 		return fmt.Errorf("%w: %w", executor.ErrUnavailable, err)
@@ -271,16 +316,20 @@ func (e *Executor) stream(ctx context.Context, pod *corev1.Pod, cmd []string, st
 	// A long command's stream counts as a success once it started, so a
 	// half-open breaker lets the next call through without waiting for it.
 	stdout.onHeader = func() { report(nil) }
-	err = e.exec(ctx, pod, cmd, stdout, stderr)
+	var stdin io.Reader
+	if argv.stdin != nil {
+		stdin = bytes.NewReader(argv.stdin)
+	}
+	err = e.exec(ctx, pod, argv.cmd, stdin, stdout, stderr)
 	report(err)
 	return err
 }
 
-// exec streams cmd in pod without the breaker.
-func (e *Executor) exec(ctx context.Context, pod *corev1.Pod, cmd []string, stdout, stderr io.Writer) error {
+// exec streams cmd in pod without the breaker, with stdin (nil: none).
+func (e *Executor) exec(ctx context.Context, pod *corev1.Pod, cmd []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	req := e.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
 		SubResource("exec").VersionedParams(&corev1.PodExecOptions{
-		Container: e.container(pod), Command: cmd, Stdout: true, Stderr: true,
+		Container: e.container(pod), Command: cmd, Stdin: stdin != nil, Stdout: true, Stderr: true,
 	}, scheme.ParameterCodec)
 	ws, err := remotecommand.NewWebSocketExecutor(e.rest, "GET", req.URL().String())
 	if err != nil {
@@ -298,7 +347,7 @@ func (e *Executor) exec(ctx context.Context, pod *corev1.Pod, cmd []string, stdo
 	if err != nil {
 		return err
 	}
-	return ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: stdout, Stderr: stderr})
+	return ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 
 // container is the container commands run in.
@@ -317,7 +366,7 @@ func (e *Executor) kill(ctx context.Context, pod *corev1.Pod, run string) error 
 	cmd := []string{"sh", "-c", stopScript, "rdev", run, strconv.Itoa(tenths)}
 	var out strings.Builder
 	err := e.call(ctx, "stop command", func(ctx context.Context) error {
-		return e.exec(ctx, pod, cmd, &out, &out)
+		return e.exec(ctx, pod, cmd, nil, &out, &out)
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String()))

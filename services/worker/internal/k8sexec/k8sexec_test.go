@@ -2,11 +2,14 @@ package k8sexec_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -412,4 +415,95 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 			t.Fatalf("breaker went %s, want %s", to, want)
 		}
 	}
+}
+
+// TestSecretsStayOutOfExecURLs checks that a job's secrets reach its
+// command over the exec's stdin only: no exec request URL (which API
+// server audit logs record) nor log line holds a value, in any encoding,
+// over WebSocket and over SPDY; the job's exec asks for stdin and one
+// without secrets does not.
+func TestSecretsStayOutOfExecURLs(t *testing.T) {
+	t.Parallel()
+	for name, spdyOnly := range map[string]bool{"websocket": false, "spdy": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var logs strings.Builder
+			var logMu sync.Mutex
+			b := setup(t, k8stest.Options{AutoReady: true, SPDYOnly: spdyOnly}, func(c *k8sexec.Config) {
+				c.Log = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			})
+			const marker = "rdev-marker-3f9a"
+			secret := "line one\n" + marker + " 'q' \"dq\" $HOME \\ ✓\n"
+			s := spec("secrets", "sh", "-c", `printf '%s' "$RDEV_SECRET" | sha256sum`)
+			s.SecretEnv = map[string]string{"RDEV_SECRET": secret}
+			var stdout strings.Builder
+			code, err := b.ex.Exec(t.Context(), s, &stdout, io.Discard)
+			if err != nil || code != 0 {
+				t.Fatalf("Exec = %d, %v", code, err)
+			}
+			if got, want := strings.Fields(stdout.String()), fmt.Sprintf("%x", sha256.Sum256([]byte(secret))); len(got) == 0 || got[0] != want {
+				t.Fatalf("sha256 of the command's value = %q, want %s", got, want)
+			}
+			if code, err := b.ex.Exec(t.Context(), spec("secrets", "true"), io.Discard, io.Discard); err != nil || code != 0 {
+				t.Fatalf("Exec without secrets = %d, %v", code, err)
+			}
+			// The wrapper refuses before it reads stdin: more than a pipe
+			// holds stays unread, and the refusal is still what Exec says.
+			s.WorkDir = "no/such/dir"
+			s.SecretEnv = map[string]string{"RDEV_SECRET": marker + strings.Repeat("\xff", 64<<10)}
+			if _, err := b.ex.Exec(t.Context(), s, io.Discard, io.Discard); !errors.Is(err, executor.ErrStart) || strings.Contains(err.Error(), marker) {
+				t.Fatalf("Exec in a missing work dir = %v, want ErrStart without the value", err)
+			}
+
+			urls := b.api.ExecURLs()
+			var withStdin, withoutStdin int
+			for _, u := range urls {
+				decoded, err := url.QueryUnescape(u)
+				if err != nil {
+					t.Fatalf("exec URL %q: %v", u, err)
+				}
+				for _, form := range []string{u, decoded} {
+					if strings.Contains(form, marker) {
+						t.Errorf("an exec request URL holds the secret: %q", form)
+					}
+				}
+				q, err := url.ParseQuery(u[strings.IndexByte(u, '?')+1:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				stdin := q.Get("stdin") == "true" || q.Get("input") == "1"
+				switch {
+				case slices.ContainsFunc(q["command"], func(a string) bool { return strings.Contains(a, "$RDEV_SECRET") }):
+					if !stdin {
+						t.Errorf("exec URL %q: the job with secrets has no stdin", u)
+					}
+					withStdin++
+				case slices.Contains(q["command"], "true"):
+					if stdin {
+						t.Errorf("exec URL %q: the job without secrets has stdin", u)
+					}
+					withoutStdin++
+				}
+			}
+			if withStdin == 0 || withoutStdin == 0 {
+				t.Errorf("exec URLs %q: want both jobs' execs recorded", urls)
+			}
+			logMu.Lock()
+			defer logMu.Unlock()
+			if strings.Contains(logs.String(), marker) {
+				t.Errorf("the executor's log holds the secret")
+			}
+		})
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }

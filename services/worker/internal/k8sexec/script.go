@@ -6,9 +6,13 @@ package k8sexec
 // ever parses a job's argv.
 
 // wrapperScript runs a job's command: sh -c wrapperScript rdev RUN WS DIR
-// MERGE N K=V... ARGV...
+// MERGE N S K=V... ARGV...
 //
-// It enters WS and then DIR, exports the N variables, checks that argv[0]
+// It enters WS and then DIR, exports the N variables, then the S secrets
+// it reads from stdin (as secretInput encodes them: a name line and an
+// escaped value line each, decoded by printf %b; only shell builtins,
+// so the value is in no process's argv), stops reading stdin (the command
+// gets /dev/null), checks that argv[0]
 // can be run, and writes one header line to stdout: "\x1erdev:ok" or
 // "\x1erdev:error:<why>" (a start failure; the executor reports it as
 // executor.ErrStart). It then starts the command as the leader of a new
@@ -20,8 +24,8 @@ package k8sexec
 // the command's status (128+signal when it was killed). A stop request
 // that came before the group id was recorded (RUN.stop exists) kills the
 // group at once.
-const wrapperScript = `run=$1 ws=$2 dir=$3 merge=$4 n=$5
-shift 5
+const wrapperScript = `run=$1 ws=$2 dir=$3 merge=$4 n=$5 s=$6
+shift 6
 fail() { printf '\036rdev:error:%s\n' "$1"; exit 127; }
 inpath() {
 	case $1 in */*) [ -f "$1" ] && [ -x "$1" ]; return ;; esac
@@ -37,6 +41,14 @@ cd -- "$ws" 2>/dev/null || fail "workspace $ws does not exist"
 [ -d .rdev/run ] || mkdir -p .rdev/run 2>/dev/null || fail "cannot create $ws/.rdev/run"
 if [ -n "$dir" ]; then cd -- "$dir" 2>/dev/null || fail "work dir $dir does not exist or is not a directory"; fi
 while [ "$n" -gt 0 ]; do export "$1" || fail "invalid environment variable"; shift; n=$((n-1)); done
+while [ "$s" -gt 0 ]; do
+	IFS= read -r _k && IFS= read -r _v || fail "secrets: stdin ended early"
+	_v=$(printf '%bx' "$_v") || fail "secrets: cannot decode $_k"
+	export "$_k=${_v%x}" || fail "invalid environment variable $_k"
+	s=$((s-1))
+done
+_k= _v=
+exec </dev/null
 inpath "$1" || fail "$1: not found or not executable"
 printf '\036rdev:ok\n'
 if [ "$merge" = 1 ]; then "$setsid" "$@" 2>&1 & else "$setsid" "$@" & fi
