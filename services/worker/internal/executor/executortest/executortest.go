@@ -3,7 +3,7 @@
 // contract whichever adapter runs a job.
 //
 // The suite runs only POSIX tools (sh, sleep, yes, head, printf, mkdir, pwd,
-// sed, echo) inside the adapter's workspace, and observes processes through
+// sed, echo, cksum, wc) inside the adapter's workspace, and observes processes through
 // the executor itself, so it works where the commands run elsewhere than the
 // test, in a pod for instance. Processes are checked through /proc when the
 // command's environment has it.
@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -47,6 +48,7 @@ func Run(t *testing.T, newExecutor func(t *testing.T) executor.Executor) {
 		{"ExitCodeOfSignal", testExitCodeOfSignal},
 		{"NoShell", testNoShell},
 		{"Env", testEnv},
+		{"SecretEnv", testSecretEnv},
 		{"WorkDir", testWorkDir},
 		{"WorkDirRejected", testWorkDirRejected},
 		{"CommandNotStartable", testCommandNotStartable},
@@ -218,6 +220,70 @@ func testEnv(t *testing.T, s *suite) {
 	if got, want := r.stdout.String(), `one two|=x'"|/rdev/home`; got != want {
 		t.Fatalf("stdout = %q, want %q", got, want)
 	}
+}
+
+// testSecretEnv checks that secret values reach the command's environment
+// byte for byte (newlines, quotes, $, backslashes, printf escapes, bytes
+// that are not UTF-8), over Env of the same name, and that the command
+// gets no stdin whichever way the adapter delivers them. The command
+// prints checksums, not values: the values stay out of test output.
+func testSecretEnv(t *testing.T, s *suite) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	big := make([]byte, 32<<10)
+	for i := range big {
+		big[i] = byte(1 + rnd.IntN(255)) // no NUL
+	}
+	secrets := map[string]string{
+		"RDEV_SECRET_A": "line one\nline 'two' \"three\"\n",
+		"RDEV_SECRET_B": "$HOME ${X:-y} $(id) `id` \\ \\n \\c \\0101 %s %b\\",
+		"RDEV_SECRET_C": "\n",
+		"RDEV_SECRET_D": "  spaced\t\r ",
+		"RDEV_SECRET_E": "héllo ✓",
+		"RDEV_SECRET_F": "secret wins",
+		"RDEV_SECRET_G": string(big),
+	}
+	names := slices.Sorted(maps.Keys(secrets))
+	var script, want strings.Builder
+	for _, k := range names {
+		fmt.Fprintf(&script, `printf '%%s' "$%s" | cksum; `, k)
+		fmt.Fprintf(&want, "%s\n", cksum([]byte(secrets[k])))
+	}
+	script.WriteString(`wc -c`) // the command's stdin: empty
+	want.WriteString("0\n")
+	spec := s.spec("sh", "-c", script.String())
+	spec.Env = map[string]string{"RDEV_SECRET_F": "plain loses", "RDEV_PLAIN": "p"}
+	spec.SecretEnv = secrets
+	r := s.ok(t, spec)
+	var got strings.Builder
+	for l := range strings.Lines(r.stdout.String()) {
+		got.WriteString(strings.Join(strings.Fields(l), " ") + "\n")
+	}
+	if got.String() != want.String() {
+		t.Fatalf("checksums of %v, then the size of stdin:\n%s\nwant\n%s", names, got.String(), want.String())
+	}
+}
+
+// cksum is POSIX cksum's output for b: the CRC-32 (polynomial 0x04C11DB7,
+// most significant bit first) of b followed by its length, and the length.
+func cksum(b []byte) string {
+	var crc uint32
+	add := func(c byte) {
+		crc ^= uint32(c) << 24
+		for range 8 {
+			if crc&0x80000000 != 0 {
+				crc = crc<<1 ^ 0x04C11DB7
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	for _, c := range b {
+		add(c)
+	}
+	for n := len(b); n > 0; n >>= 8 {
+		add(byte(n))
+	}
+	return fmt.Sprintf("%d %d", ^crc, len(b))
 }
 
 func testWorkDir(t *testing.T, s *suite) {
