@@ -251,11 +251,13 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 	case err != nil:
 		return nil, fmt.Errorf("worker: access bucket: %w", err)
 	default:
-		store, err := natskv.Open(ctx, accessKV)
+		// Project records only: the worker's NATS user may not read keys
+		// or the token secret (natsserver.RoleWorker).
+		projects, err := natskv.OpenProjects(ctx, accessKV)
 		if err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
-		l, err := natsjs.NewLimits(ctx, store, w.log)
+		l, err := natsjs.NewLimits(ctx, projects, w.log)
 		if err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}

@@ -181,9 +181,13 @@ func TestPermissions(t *testing.T) {
 	f := setup(t)
 	actions := actions()
 	allowed := map[natsserver.Role][]string{
-		natsserver.RoleAPI:      {"put access", "get access", "put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line"},
-		natsserver.RoleWorker:   {"get access", "put state", "get state", "fetch jobs", "publish output", "publish event", "publish dead letter", "last output line"},
-		natsserver.RoleStreamer: {"get access", "get state", "read output", "last output line"},
+		natsserver.RoleAPI: {"put access", "get project", "get key", "get token secret", "watch projects", "watch access",
+			"put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line"},
+		// The worker reads project records (limits), never keys or the
+		// token secret: a stolen worker credential cannot forge tokens.
+		natsserver.RoleWorker: {"get project", "watch projects", "put state", "get state", "fetch jobs",
+			"publish output", "publish event", "publish dead letter", "last output line"},
+		natsserver.RoleStreamer: {"get project", "get key", "get token secret", "get state", "read output", "last output line"},
 	}
 	for _, r := range []natsserver.Role{natsserver.RoleAPI, natsserver.RoleWorker, natsserver.RoleStreamer} {
 		for _, a := range actions {
@@ -250,17 +254,30 @@ func actions() []action {
 			return err
 		}
 	}
-	kvGet := func(bucket string) func(context.Context, jetstream.JetStream) error {
+	kvGet := func(bucket, key string) func(context.Context, jetstream.JetStream) error {
 		return func(ctx context.Context, js jetstream.JetStream) error {
 			kv, err := js.KeyValue(ctx, bucket)
 			if err != nil {
 				return err
 			}
-			_, err = kv.Get(ctx, "absent")
+			_, err = kv.Get(ctx, key)
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				return nil
 			}
 			return err
+		}
+	}
+	kvWatch := func(bucket, keys string) func(context.Context, jetstream.JetStream) error {
+		return func(ctx context.Context, js jetstream.JetStream) error {
+			kv, err := js.KeyValue(ctx, bucket)
+			if err != nil {
+				return err
+			}
+			w, err := kv.Watch(ctx, keys, jetstream.UpdatesOnly())
+			if err != nil {
+				return err
+			}
+			return w.Stop()
 		}
 	}
 	publish := func(subject string) func(context.Context, jetstream.JetStream) error {
@@ -312,9 +329,13 @@ func actions() []action {
 	}
 	return []action{
 		{"put access", kvPut(contracts.BucketAccess)},
-		{"get access", kvGet(contracts.BucketAccess)},
+		{"get project", kvGet(contracts.BucketAccess, "project."+project)},
+		{"get key", kvGet(contracts.BucketAccess, "key.k1")},
+		{"get token secret", kvGet(contracts.BucketAccess, "meta.token_secret")},
+		{"watch projects", kvWatch(contracts.BucketAccess, "project.>")},
+		{"watch access", kvWatch(contracts.BucketAccess, ">")},
 		{"put state", kvPut(contracts.BucketState)},
-		{"get state", kvGet(contracts.BucketState)},
+		{"get state", kvGet(contracts.BucketState, "absent")},
 		{"publish job", publish(contracts.SubjectJob(contracts.PriorityNormal, project))},
 		{"fetch jobs", fetchJobs},
 		{"publish output", publish(contracts.SubjectOutput("s1"))},

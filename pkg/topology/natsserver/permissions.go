@@ -23,8 +23,9 @@ const (
 	// audit records and dead-letter decisions; it never consumes jobs.
 	RoleAPI Role = "api"
 	// RoleWorker consumes jobs, writes job state, output, events and dead
-	// letters; it reads but never writes the access bucket, the audit log
-	// or project secrets.
+	// letters; it reads project records of the access bucket (never keys
+	// or the token secret) and project secrets, and writes neither, nor the
+	// audit log.
 	RoleWorker Role = "worker"
 	// RoleStreamer only reads output, job state and access records; never
 	// project secrets.
@@ -73,9 +74,10 @@ func Permissions(r Role) *server.Permissions {
 		pub = append(pub, consume(kvSecrets)...)
 		pub = append(pub, "$KV."+contracts.BucketSecrets+".>")
 	case RoleWorker:
-		pub = append(pub, read(kvState, kvAccess, contracts.StreamJobs, contracts.StreamOutput)...)
-		// The access bucket only through a watch (project limits).
-		pub = append(pub, consume(kvState, kvAccess, contracts.StreamJobs)...)
+		pub = append(pub, read(kvState, contracts.StreamJobs, contracts.StreamOutput)...)
+		pub = append(pub, consume(kvState, contracts.StreamJobs)...)
+		// Of the access bucket, only project records (per-project limits).
+		pub = append(pub, accessProjects()...)
 		pub = append(pub, ack(contracts.StreamJobs)...)
 		pub = append(pub,
 			"$KV."+contracts.BucketState+".>",
@@ -121,6 +123,26 @@ func consume(streams ...string) []string {
 			"$JS.FC."+s+".>")
 	}
 	return out
+}
+
+// accessProjects is reading and watching the access bucket's project
+// records and its layout mark, and nothing else of it: a worker's
+// credential must not reveal key hashes or the stream-token secret. Gets
+// are direct gets naming the key in the API subject (the bucket allows
+// direct gets; STREAM.MSG.GET and a bare DIRECT.GET name it in the body,
+// so they stay refused). A watch is an ordered consumer whose filter is
+// in the API subject (nats-server 2.10+; nats.go uses that form for a
+// single filter), and the server refuses a request whose body filters
+// anything else.
+func accessProjects() []string {
+	s, keys := "KV_"+contracts.BucketAccess, "$KV."+contracts.BucketAccess+"."
+	return []string{
+		"$JS.API.DIRECT.GET." + s + "." + keys + "project.>",
+		"$JS.API.DIRECT.GET." + s + "." + keys + "meta.layout",
+		"$JS.API.CONSUMER.CREATE." + s + ".*." + keys + "project.>",
+		"$JS.API.CONSUMER.INFO." + s + ".*", "$JS.API.CONSUMER.DELETE." + s + ".*",
+		"$JS.FC." + s + ".>",
+	}
 }
 
 func ack(streams ...string) []string {

@@ -7,14 +7,24 @@ import (
 	"sync"
 
 	"github.com/rdev-dev/rdev/pkg/access"
-	"github.com/rdev-dev/rdev/pkg/access/natskv"
 )
+
+// Projects is what Limits reads of the access bucket: project records
+// only (natskv.Projects), because the worker's NATS user may read
+// nothing else there.
+type Projects interface {
+	// Project returns a project or an error wrapping access.ErrNotFound.
+	Project(ctx context.Context, id string) (access.Project, error)
+	// WatchProjects calls fn with the id of every project changed after
+	// it returns, until ctx ends.
+	WatchProjects(ctx context.Context, fn func(id string)) error
+}
 
 // Limits reads each project's max_concurrent_jobs from the access bucket
 // and caches it; a change to a project, made by any process, drops its
-// entry (natskv.Store.Watch), so a new limit applies within moments.
+// entry (Projects.WatchProjects), so a new limit applies within moments.
 type Limits struct {
-	store *natskv.Store
+	store Projects
 	log   *slog.Logger
 
 	mu    sync.Mutex
@@ -23,15 +33,12 @@ type Limits struct {
 }
 
 // NewLimits returns Limits on store, watching it until ctx ends.
-func NewLimits(ctx context.Context, store *natskv.Store, log *slog.Logger) (*Limits, error) {
+func NewLimits(ctx context.Context, store Projects, log *slog.Logger) (*Limits, error) {
 	l := &Limits{store: store, log: log, gen: map[string]uint64{}, cache: map[string]int{}}
-	err := store.Watch(ctx, func(c natskv.Change) {
-		if c.Project == "" {
-			return
-		}
+	err := store.WatchProjects(ctx, func(project string) {
 		l.mu.Lock()
-		delete(l.cache, c.Project)
-		l.gen[c.Project]++
+		delete(l.cache, project)
+		l.gen[project]++
 		l.mu.Unlock()
 	})
 	if err != nil {
