@@ -263,7 +263,7 @@ func TestAdminsExemptFromProjectIPs(t *testing.T) {
 		}
 		r, err := gate.Admit(context.Background(), token, secrets[tc.key], tc.client, resource)
 		if err == nil {
-			err = gate.Allow(context.Background(), r, walled.ID, tc.client)
+			err = gate.Allow(context.Background(), r, walled.ID, walled.Incarnation, tc.client)
 		}
 		if got := code(err); got != tc.want {
 			t.Errorf("stream gate, %s: got %s, want %s", tc.name, got, tc.want)
@@ -311,7 +311,7 @@ func TestBoundTokens(t *testing.T) {
 		tok := signer.SignFor(res, access.Grant{KeyID: tc.key, Incarnation: tc.incarnation}, now.Add(time.Hour))
 		r, err := gate.Admit(context.Background(), tok, "", client, res)
 		if err == nil {
-			err = gate.Allow(context.Background(), r, tc.project, client)
+			err = gate.Allow(context.Background(), r, tc.project, tc.incarnation, client)
 		}
 		if got := code(err); got != tc.want {
 			t.Errorf("%s: got %s, want %s", tc.name, got, tc.want)

@@ -16,13 +16,22 @@ type ProjectLookup interface {
 // StreamGate decides who may read a job's output stream: the holder of a
 // stream token signed for that stream, or a key with read access to the
 // stream's project. The project's allowed IPs apply to both, except to
-// admin keys, which are exempt from them everywhere (see Authorize).
+// admin keys, which are exempt from them everywhere (see Authorize). It
+// checks again while a stream is open (Hold, Watch). Use it by pointer.
 type StreamGate struct {
 	Signer   *Signer
 	Keys     Keys
 	Projects ProjectLookup
+	// Changes tells Watch about writes to keys and projects; nil uses
+	// Keys when it is a ChangeFeed (the natskv store is both).
+	Changes ChangeFeed
+	// PollEvery is how often Watch checks every held stream when it cannot
+	// watch Changes; 0 means DefaultPollEvery.
+	PollEvery time.Duration
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
+
+	holds holds // streams open under Hold
 }
 
 // Reader is a caller admitted by StreamGate.Admit.
@@ -40,10 +49,7 @@ type Reader struct {
 // BatchResource) is looked up, so an anonymous caller learns nothing
 // about which exist. A token wins over a key when both are sent.
 func (g *StreamGate) Admit(ctx context.Context, token, secret string, client netip.Addr, resource string) (Reader, error) {
-	now := time.Now()
-	if g.Now != nil {
-		now = g.Now()
-	}
+	now := g.now()
 	if token != "" {
 		grant, bound, err := g.Signer.VerifyGrant(token, resource, now)
 		if err != nil {
@@ -71,17 +77,20 @@ func (g *StreamGate) Admit(ctx context.Context, token, secret string, client net
 	return Reader{Principal: p}, nil
 }
 
-// Allow checks, once the stream's project is known, that r may read it
-// from client. A key without read access gets KindNotFound: the stream
-// is none of its business.
-func (g *StreamGate) Allow(ctx context.Context, r Reader, project string, client netip.Addr) error {
+// Allow checks, once the stream's project and the project's incarnation
+// it was made in are known, that r may read it from client. A key without
+// read access gets KindNotFound: the stream is none of its business; so
+// does everyone when the project is now another incarnation (deleted and
+// created again), and a bound token when its project is deleted.
+func (g *StreamGate) Allow(ctx context.Context, r Reader, project, incarnation string, client netip.Addr) error {
+	return g.allow(ctx, g.Projects, r, project, incarnation, client)
+}
+
+func (g *StreamGate) allow(ctx context.Context, projects ProjectLookup, r Reader, project, incarnation string, client netip.Addr) error {
 	if !r.Token && !r.Principal.Can(project, RoleRead) {
 		return StreamNotFound()
 	}
-	if !r.Token && r.Principal.Admin() {
-		return nil // exempt from the project's allowed IPs, as on every route
-	}
-	p, err := g.Projects.Project(ctx, project)
+	p, err := projects.Project(ctx, project)
 	if errors.Is(err, ErrNotFound) {
 		if r.Bound {
 			return StreamNotFound() // a bound token dies with its project
@@ -91,8 +100,11 @@ func (g *StreamGate) Allow(ctx context.Context, r Reader, project string, client
 	if err != nil {
 		return err
 	}
-	if r.Bound && p.Incarnation != r.Grant.Incarnation {
-		return StreamNotFound() // issued for the project's earlier incarnation
+	if p.Incarnation != incarnation || (r.Bound && p.Incarnation != r.Grant.Incarnation) {
+		return StreamNotFound() // made in, or issued for, the project's earlier incarnation
+	}
+	if !r.Token && r.Principal.Admin() {
+		return nil // exempt from the project's allowed IPs, as on every route
 	}
 	if !AllowsIP(p.AllowedIPs, client) {
 		return errorf(KindForbidden, "ip_not_allowed", "project %q may not be used from %s", project, client)

@@ -16,8 +16,27 @@ type Gate interface {
 	// Admit checks a token for resource (access.StreamResource or
 	// access.BatchResource) or an API key before the resource is looked up.
 	Admit(ctx context.Context, token, secret string, client netip.Addr, resource string) (access.Reader, error)
-	// Allow checks that the admitted reader may read a stream of project.
-	Allow(ctx context.Context, r access.Reader, project string, client netip.Addr) error
+	// Allow checks that the admitted reader may read a stream made in
+	// project's incarnation: a project deleted and created again is
+	// another incarnation, whose readers see nothing of the old one.
+	Allow(ctx context.Context, r access.Reader, project, incarnation string, client netip.Addr) error
+	// Hold returns a context for an allowed stream that is cancelled, with
+	// an *access.Error cause of code access.CodeAccessRevoked, once r
+	// may no longer read it; cancel releases it.
+	Hold(ctx context.Context, r access.Reader, project, incarnation string, client netip.Addr) (context.Context, context.CancelFunc)
+	// Watch follows changes to keys and projects for Hold until ctx ends.
+	// An error means it only polls (still within seconds).
+	Watch(ctx context.Context) error
+}
+
+// revokedCause returns the refusal that ended a held stream's context,
+// or nil when it ended otherwise.
+func revokedCause(ctx context.Context) *access.Error {
+	var ae *access.Error
+	if errors.As(context.Cause(ctx), &ae) && ae.Code == access.CodeAccessRevoked {
+		return ae
+	}
+	return nil
 }
 
 func bearer(r *http.Request) string {

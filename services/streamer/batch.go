@@ -43,7 +43,7 @@ func (s *Service) batchEvents(c echo.Context) error {
 	if err != nil {
 		return s.unavailable(c, "read batch", err)
 	}
-	if err := s.gate.Allow(ctx, reader, b.Project, clientIP(c)); err != nil {
+	if err := s.gate.Allow(ctx, reader, b.Project, b.ProjectIncarnation, clientIP(c)); err != nil {
 		var ae *access.Error
 		if errors.As(err, &ae) && ae.Kind == access.KindNotFound {
 			return problem(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
@@ -56,7 +56,9 @@ func (s *Service) batchEvents(c echo.Context) error {
 	defer s.active.Done()
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
-	streamCtx, cancel := context.WithCancel(ctx)
+	held, release := s.gate.Hold(ctx, reader, b.Project, b.ProjectIncarnation, clientIP(c))
+	defer release()
+	streamCtx, cancel := context.WithCancel(held)
 	defer cancel()
 	stop := context.AfterFunc(s.quit, cancel)
 	defer stop()
@@ -106,6 +108,9 @@ func (s *Service) batchEvents(c echo.Context) error {
 	since := b.SubmittedAt.Add(-contracts.DuplicateWindow) // clock skew between API and NATS
 	pending := false                                       // events written but not flushed
 	for pe, err := range s.store.ProjectEvents(streamCtx, b.Project, since, s.cfg.Heartbeat) {
+		if err != nil && revokedCause(held) != nil {
+			break // said below
+		}
 		if err != nil {
 			s.log.Warn("batch events failed", "batch_id", b.ID, "err", err)
 			if open() == nil {
@@ -143,7 +148,10 @@ func (s *Service) batchEvents(c echo.Context) error {
 			return nil
 		}
 	}
-	if s.quit.Err() != nil && open() == nil {
+	switch ae := revokedCause(held); {
+	case ae != nil && open() == nil:
+		s.sendBatchError(w, resume, codeAccessRevoked, ae.Message)
+	case s.quit.Err() != nil && open() == nil:
 		s.sendBatchError(w, resume, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
 	}
 	return nil

@@ -29,6 +29,9 @@ const (
 	codeInvalidLastEventID = "invalid_last_event_id"
 	codeUnavailable        = "unavailable"
 	codeShuttingDown       = "shutting_down"
+	// codeAccessRevoked ends a stream whose reader lost access while it
+	// was open; reconnecting would be refused.
+	codeAccessRevoked = access.CodeAccessRevoked
 )
 
 // events serves GET EventsPath.
@@ -67,9 +70,10 @@ func (s *Service) events(c echo.Context) error {
 
 // opened is an event stream opened and ready to follow.
 type opened struct {
-	ref contracts.StreamRef
-	w   *sse.Writer
-	cur follow.Cursor
+	ref    contracts.StreamRef
+	w      *sse.Writer
+	cur    follow.Cursor
+	reader access.Reader
 }
 
 // open looks the stream and the resume position up, answers the request
@@ -89,7 +93,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 	if err != nil {
 		return nil, s.unavailable(c, "read stream ref", err)
 	}
-	if err := s.gate.Allow(ctx, reader, ref.Project, clientIP(c)); err != nil {
+	if err := s.gate.Allow(ctx, reader, ref.Project, ref.ProjectIncarnation, clientIP(c)); err != nil {
 		return nil, s.refuse(c, err)
 	}
 
@@ -145,7 +149,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		s.writeFailed(ref, err)
 		return nil, nil
 	}
-	return &opened{ref: ref, w: w, cur: cur}, nil
+	return &opened{ref: ref, w: w, cur: cur, reader: reader}, nil
 }
 
 // retry calls op until it succeeds or returns one of the final errors,
@@ -195,7 +199,9 @@ func lastEventID(r *http.Request) (seq uint64, raw string, ok bool) {
 func (s *Service) stream(c echo.Context, st *opened) {
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
-	reqCtx, end := s.in.startDelivery(c.Request().Context(), st)
+	held, release := s.gate.Hold(c.Request().Context(), st.reader, st.ref.Project, st.ref.ProjectIncarnation, clientIP(c))
+	defer release()
+	reqCtx, end := s.in.startDelivery(held, st)
 	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, sinkFor(c, sink{st.w})))
 	defer func() { end(err) }()
 	var werr writeError
@@ -203,6 +209,8 @@ func (s *Service) stream(c echo.Context, st *opened) {
 	case err == nil: // complete sent
 	case errors.As(err, &werr):
 		s.writeFailed(st.ref, werr.err)
+	case revokedCause(held) != nil:
+		s.sendError(st, codeAccessRevoked, revokedCause(held).Message)
 	case reqCtx.Err() != nil: // the client left
 	case s.quit.Err() != nil:
 		s.sendError(st, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")

@@ -90,6 +90,11 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, gate Gate
 	}
 	s.in = in
 	s.follower.History = replays{store, in}
+	// One watch for every open stream: a revoked key's or a deleted
+	// project's streams end within seconds, not when the client leaves.
+	if err := gate.Watch(quit); err != nil { //nolint:contextcheck // lives until Shutdown
+		log.Warn("access changes not watched; polling", "err", err)
+	}
 	return s, nil
 }
 

@@ -195,14 +195,13 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 }
 
 // Change is one write to the bucket seen by Watch.
-type Change struct {
-	// Project or Key is set, with the id of what changed.
-	Project, Key string
-}
+type Change = access.Change
 
 // Watch calls fn for every change to a project or key made after it
 // starts, until ctx ends. Caches use it to drop entries other processes
-// changed. It returns once the watch is established.
+// changed, and access.StreamGate to end streams whose readers lost
+// access (Store is an access.ChangeFeed). It returns once the watch is
+// established.
 func (s *Store) Watch(ctx context.Context, fn func(Change)) error {
 	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.MetaOnly())
 	if err != nil {
