@@ -185,3 +185,25 @@ func TestKeyReadsOnlyItsProjectsIncarnation(t *testing.T) {
 	fresh := a.job("again", "NEW")
 	a.open(fresh, dialOpts{apiKey: reader})
 }
+
+// A batch's event stream ends like a job's when the key it was opened
+// with is revoked.
+func TestRevokedKeyEndsBatchStream(t *testing.T) {
+	t.Parallel()
+	a := accessFixture{setup(t, options{}), t}
+	a.project("bt", "I1")
+	secret := a.key("BK", "project:bt:read")
+	j := a.job("bt", "I1")
+	b := contracts.Batch{V: contracts.Version, ID: uniqueID(t, "b"), Project: "bt", ProjectIncarnation: "I1",
+		JobIDs: []string{j.jobID}, State: contracts.BatchCommitted, SubmittedAt: time.Now().UTC()}
+	body, _ := json.Marshal(b)
+	if _, err := a.kv.Put(t.Context(), contracts.BatchKey(b.ID), body); err != nil {
+		t.Fatal(err)
+	}
+	j.event(t, contracts.EventQueued, 0)
+	c := a.connect(t, "", dialOpts{batchID: b.ID, apiKey: secret})
+	c.until(t, func(ev sseEvent) bool { return ev.Name == contracts.SSEStatus })
+	now := time.Now()
+	a.revoke("BK")
+	endsRevoked(t, c, now)
+}
