@@ -187,7 +187,7 @@ func TestPermissions(t *testing.T) {
 		// token secret: a stolen worker credential cannot forge tokens.
 		natsserver.RoleWorker: {"get project", "watch projects", "put state", "get state", "fetch jobs",
 			"publish output", "publish event", "publish dead letter", "last output line"},
-		natsserver.RoleStreamer: {"get project", "get key", "get token secret", "get state", "read output", "last output line"},
+		natsserver.RoleStreamer: {"get project", "get key", "get token secret", "watch projects", "watch access", "get state", "read output", "last output line"},
 	}
 	for _, r := range []natsserver.Role{natsserver.RoleAPI, natsserver.RoleWorker, natsserver.RoleStreamer} {
 		for _, a := range actions {

@@ -91,7 +91,9 @@ func Permissions(r Role) *server.Permissions {
 		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL}
 	case RoleStreamer:
 		pub = append(pub, read(kvState, kvAccess, contracts.StreamOutput)...)
-		pub = append(pub, consume(contracts.StreamOutput)...)
+		// The access bucket is watched so that open streams end within
+		// seconds of their key's revocation or their project's deletion.
+		pub = append(pub, consume(contracts.StreamOutput, kvAccess)...)
 	default:
 		panic(fmt.Sprintf("natsserver: unknown role %q", r))
 	}
