@@ -1,9 +1,15 @@
 package worker_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+
+	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/worker"
 	"github.com/rdev-dev/rdev/services/worker/internal/k8sexec"
@@ -85,6 +91,82 @@ func waitChange(t *testing.T, changes <-chan string, to string) {
 			}
 		case <-timeout:
 			t.Fatalf("the breaker did not go %s within 15s", to)
+		}
+	}
+}
+
+// A project's pod settings, read from its record in the access bucket,
+// are on the pod the worker creates for it; a project without settings
+// gets the template's container. Settings changed later apply when the
+// pod is next created: the running pod is kept as it is.
+func TestKubernetesProjectPodSettings(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	store := b.accessStore(t)
+	ctx := context.Background()
+	for _, p := range []access.Project{
+		{ID: "tuned", Pod: &access.PodSettings{Image: "ghcr.io/acme/ws:1.2", CPU: "500m", Memory: "2Gi"}},
+		{ID: "plain"},
+	} {
+		if err := store.CreateProject(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := k8stest.New(t, k8stest.Options{AutoReady: true})
+	b.start(kubernetesConfig(t, api))
+	run := func(id, project string) {
+		t.Helper()
+		b.submit(t, newJob(id, project, "true"))
+		if ev := b.next(t, id, contracts.EventSucceeded, contracts.EventFailed); ev.Type != contracts.EventSucceeded {
+			t.Fatalf("job %s: %+v; want succeeded", id, ev)
+		}
+	}
+	container := func(project string) corev1.Container {
+		t.Helper()
+		for _, p := range api.Pods(t, "rdev") {
+			if p.Name == k8sexec.PodName(project) && p.DeletionTimestamp == nil {
+				return p.Spec.Containers[0]
+			}
+		}
+		t.Fatalf("project %s has no pod", project)
+		return corev1.Container{}
+	}
+	run("podtuned", "tuned")
+	run("podplain", "plain")
+	c := container("tuned")
+	if c.Image != "ghcr.io/acme/ws:1.2" || c.Resources.Limits.Cpu().String() != "500m" || c.Resources.Limits.Memory().String() != "2Gi" {
+		t.Errorf("tuned container image %q limits %v; want ghcr.io/acme/ws:1.2, cpu 500m, memory 2Gi", c.Image, c.Resources.Limits)
+	}
+	tmpl := k8sexec.DefaultPodTemplate().Spec.Containers[0]
+	if c := container("plain"); c.Image != tmpl.Image || !equality.Semantic.DeepEqual(c.Resources, tmpl.Resources) {
+		t.Errorf("plain container image %q resources %v; want the template's", c.Image, c.Resources)
+	}
+
+	if _, err := store.UpdateProject(ctx, "tuned", func(p *access.Project) error {
+		p.Pod = &access.PodSettings{Image: "ghcr.io/acme/ws:2.0"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The running pod is not recreated for new settings; a job after the
+	// change runs in it. (Whether the worker saw the change yet does not
+	// matter: either way the pod stays.)
+	run("podkept", "tuned")
+	if c := container("tuned"); c.Image != "ghcr.io/acme/ws:1.2" || api.Creates() != 2 {
+		t.Fatalf("after the change: image %q, %d creates; want the pod kept (ghcr.io/acme/ws:1.2, 2 creates)", c.Image, api.Creates())
+	}
+	// Once the pod is gone, the next one carries the new settings (as soon
+	// as the worker has seen the change: bounded polling).
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		api.DeletePod(t, "rdev", k8sexec.PodName("tuned"))
+		run(fmt.Sprint("podnew", i), "tuned")
+		c := container("tuned")
+		if c.Image == "ghcr.io/acme/ws:2.0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("recreated pod image %q; want ghcr.io/acme/ws:2.0", c.Image)
 		}
 	}
 }

@@ -506,6 +506,14 @@ func (rc *runningCount) max() int { rc.mu.Lock(); defer rc.mu.Unlock(); return r
 // bucket, as the API does.
 func (b bundle) createProject(t *testing.T, id string, maxJobs int) {
 	t.Helper()
+	if err := b.accessStore(t).CreateProject(context.Background(), access.Project{ID: id, MaxConcurrentJobs: maxJobs}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// accessStore opens the access bucket as the API does.
+func (b bundle) accessStore(t *testing.T) *natskv.Store {
+	t.Helper()
 	ctx := context.Background()
 	kv, err := b.js.KeyValue(ctx, contracts.BucketAccess)
 	if err != nil {
@@ -515,9 +523,7 @@ func (b bundle) createProject(t *testing.T, id string, maxJobs int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateProject(ctx, access.Project{ID: id, MaxConcurrentJobs: maxJobs}); err != nil {
-		t.Fatal(err)
-	}
+	return store
 }
 
 // max_concurrent_jobs 2 holds across two workers with room for 6: never

@@ -14,11 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/contracts/seal"
@@ -204,6 +206,8 @@ type Worker struct {
 	in    *instruments
 	// health is what readiness checks besides NATS.
 	health health
+	// pods hands the Kubernetes executor the project records Run opens.
+	pods *projectPods
 
 	controlSubs []*nats.Subscription
 }
@@ -227,11 +231,11 @@ func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("worker: metrics: %w", err)
 	}
-	w := &Worker{cfg: cfg, nc: nc, js: js, state: state, log: log, in: in}
+	w := &Worker{cfg: cfg, nc: nc, js: js, state: state, log: log, in: in, pods: &projectPods{}}
 	cfg.Kubernetes.OnBreakerChange = w.health.watchBreaker(cfg.Kubernetes.OnBreakerChange)
 	exec := cfg.exec
 	if exec == nil {
-		if exec, err = newExecutor(cfg, log); err != nil {
+		if exec, err = newExecutor(cfg, w.pods, log); err != nil {
 			return nil, err
 		}
 	}
@@ -247,7 +251,7 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 	accessKV, err := w.js.KeyValue(ctx, contracts.BucketAccess)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
-		w.log.Warn("no access bucket: per-project concurrency limits are not enforced")
+		w.log.Warn("no access bucket: per-project concurrency limits and pod settings are not applied")
 	case err != nil:
 		return nil, fmt.Errorf("worker: access bucket: %w", err)
 	default:
@@ -262,6 +266,7 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 		limits = l
+		w.pods.limits.Store(l)
 	}
 	var secrets runner.Secrets
 	if w.cfg.SecretsKey != nil {
@@ -286,8 +291,9 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 	}, w.log), nil
 }
 
-// newExecutor builds the executor cfg selects.
-func newExecutor(cfg Config, log *slog.Logger) (executor.Executor, error) {
+// newExecutor builds the executor cfg selects; the Kubernetes executor
+// reads the projects' pod settings from pods.
+func newExecutor(cfg Config, pods k8sexec.ProjectPods, log *slog.Logger) (executor.Executor, error) {
 	if cfg.Executor != ExecutorKubernetes {
 		exec, err := localexec.New(localexec.Config{Root: filepath.Clean(cfg.Workspaces), KillGrace: cfg.KillGrace,
 			BaseEnv: cfg.JobEnv, Home: cfg.JobHome, User: (*localexec.User)(cfg.JobUser)})
@@ -313,8 +319,8 @@ func newExecutor(cfg Config, log *slog.Logger) (executor.Executor, error) {
 	ecfg := k8sexec.Config{
 		Namespace: ns, CreatePods: k.CreatePods, Workspace: k.Workspace, ReadyTimeout: k.ReadyTimeout,
 		KillGrace: cfg.KillGrace, BreakerFailures: k.BreakerFailures, BreakerOpenFor: k.BreakerOpenFor,
-		OnBreakerChange: k.OnBreakerChange,
-		Log:             log.With("executor", ExecutorKubernetes),
+		OnBreakerChange: k.OnBreakerChange, Projects: pods,
+		Log: log.With("executor", ExecutorKubernetes),
 	}
 	if k.PodTemplate != "" {
 		tmpl, err := k8sexec.LoadPodTemplate(k.PodTemplate)
@@ -330,6 +336,22 @@ func newExecutor(cfg Config, log *slog.Logger) (executor.Executor, error) {
 	log.Info("kubernetes executor configured", "host", rc.Host, "namespace", ns, "create_pods", k.CreatePods,
 		"pod_template", k.PodTemplate)
 	return exec, nil
+}
+
+// projectPods is the Kubernetes executor's k8sexec.ProjectPods. The
+// executor is built in New, the project records it reads (natsjs.Limits)
+// are opened in Run; until then, and when there is no access bucket,
+// pods are created from the template as it is.
+type projectPods struct {
+	limits atomic.Pointer[natsjs.Limits]
+}
+
+func (p *projectPods) PodSettings(ctx context.Context, project string) (access.PodSettings, error) {
+	l := p.limits.Load()
+	if l == nil {
+		return access.PodSettings{}, nil
+	}
+	return l.PodSettings(ctx, project)
 }
 
 // ID returns the worker's id.

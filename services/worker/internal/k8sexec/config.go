@@ -33,6 +33,10 @@ type Config struct {
 	// CreatePods lets the executor create a project's pod when none exists;
 	// otherwise such a job fails with executor.ErrNotReady.
 	CreatePods bool
+	// Projects supplies each project's pod settings, applied on top of
+	// PodTemplate when the executor creates the project's pod; nil creates
+	// every pod from the template as it is.
+	Projects ProjectPods
 	// Container is the container commands run in; default the pod's first.
 	Container string
 	// Workspace is the directory, inside the container, of the project's

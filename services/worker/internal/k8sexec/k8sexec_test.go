@@ -18,8 +18,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/services/worker/internal/executor"
 	"github.com/rdev-dev/rdev/services/worker/internal/executor/executortest"
 	"github.com/rdev-dev/rdev/services/worker/internal/k8sexec"
@@ -506,4 +508,62 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.w.Write(p)
+}
+
+// projectPods is a fixed k8sexec.ProjectPods.
+type projectPods map[string]access.PodSettings
+
+func (p projectPods) PodSettings(_ context.Context, project string) (access.PodSettings, error) {
+	return p[project], nil
+}
+
+// A project's pod settings replace the template's image and limits (a
+// template request above a new limit is lowered to it); a project without
+// settings gets the template unchanged.
+func TestProjectPodSettingsApplied(t *testing.T) {
+	t.Parallel()
+	b := setup(t, k8stest.Options{AutoReady: true}, func(c *k8sexec.Config) {
+		c.Projects = projectPods{"tuned": {Image: "ghcr.io/acme/ws:1.2", CPU: "2", Memory: "64Mi"}}
+	})
+	for _, project := range []string{"tuned", "plain"} {
+		if _, err := b.ex.Exec(t.Context(), spec(project, "true"), io.Discard, io.Discard); err != nil {
+			t.Fatalf("project %s: %v", project, err)
+		}
+	}
+	pods := map[string]corev1.Container{}
+	for _, p := range b.api.Pods(t, namespace) {
+		pods[p.Labels[k8sexec.LabelProject]] = p.Spec.Containers[0]
+	}
+	tmpl := k8sexec.DefaultPodTemplate().Spec.Containers[0]
+	tuned := pods["tuned"]
+	if tuned.Image != "ghcr.io/acme/ws:1.2" {
+		t.Errorf("tuned image %q", tuned.Image)
+	}
+	lim, req := tuned.Resources.Limits, tuned.Resources.Requests
+	if lim.Cpu().String() != "2" || lim.Memory().String() != "64Mi" {
+		t.Errorf("tuned limits %v; want cpu 2, memory 64Mi", lim)
+	}
+	if req.Cpu().String() != "100m" || req.Memory().String() != "64Mi" {
+		t.Errorf("tuned requests %v; want cpu 100m (template), memory 64Mi (lowered to the limit)", req)
+	}
+	plain := pods["plain"]
+	if plain.Image != tmpl.Image || !equality.Semantic.DeepEqual(plain.Resources, tmpl.Resources) {
+		t.Errorf("plain container image %q resources %v; want the template's %q %v", plain.Image, plain.Resources, tmpl.Image, tmpl.Resources)
+	}
+}
+
+// A setting that does not parse fails the job as not ready, and no pod
+// is created.
+func TestProjectPodSettingsInvalid(t *testing.T) {
+	t.Parallel()
+	b := setup(t, k8stest.Options{AutoReady: true}, func(c *k8sexec.Config) {
+		c.Projects = projectPods{"bad": {Memory: "lots"}}
+	})
+	_, err := b.ex.Exec(t.Context(), spec("bad", "true"), io.Discard, io.Discard)
+	if !errors.Is(err, executor.ErrNotReady) {
+		t.Fatalf("err %v; want ErrNotReady", err)
+	}
+	if c := b.api.Creates(); c != 0 {
+		t.Fatalf("%d pods created", c)
+	}
 }

@@ -139,11 +139,18 @@ func (f *podFinder) waitErr(ctx context.Context, project, why string, err error)
 	return fmt.Errorf("project %s pod: %w", project, err)
 }
 
-// create creates project's pod from the template; one created meanwhile
-// by another worker is as good.
+// create creates project's pod from the template with the project's pod
+// settings applied; one created meanwhile by another worker is as good.
 func (f *podFinder) create(ctx context.Context, project string) error {
 	e := f.e
+	settings, err := e.podSettings(ctx, project)
+	if err != nil {
+		return err
+	}
 	pod := e.cfg.PodTemplate.DeepCopy()
+	if err := applySettings(pod, e.cfg.Container, settings); err != nil {
+		return fmt.Errorf("%w: project %s: %v", executor.ErrNotReady, project, err)
+	}
 	pod.TypeMeta = metav1.TypeMeta{}
 	pod.ObjectMeta = metav1.ObjectMeta{
 		Name: PodName(project), Namespace: e.cfg.Namespace,
@@ -154,7 +161,7 @@ func (f *podFinder) create(ctx context.Context, project string) error {
 	}
 	pod.Labels[LabelProject] = project
 	pod.Labels["app.kubernetes.io/managed-by"] = "rdev"
-	err := e.call(ctx, "create pod", func(ctx context.Context) error {
+	err = e.call(ctx, "create pod", func(ctx context.Context) error {
 		_, err := e.client.CoreV1().Pods(e.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 		return err
 	})
@@ -162,7 +169,8 @@ func (f *podFinder) create(ctx context.Context, project string) error {
 		return nil
 	}
 	if err == nil {
-		e.cfg.Log.Info("project pod created", "project", project, "pod", pod.Name, "namespace", e.cfg.Namespace)
+		e.cfg.Log.Info("project pod created", "project", project, "pod", pod.Name, "namespace", e.cfg.Namespace,
+			"image", settings.Image, "cpu", settings.CPU, "memory", settings.Memory)
 	}
 	return err
 }

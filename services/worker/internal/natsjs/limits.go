@@ -20,21 +20,28 @@ type Projects interface {
 	WatchProjects(ctx context.Context, fn func(id string)) error
 }
 
-// Limits reads each project's max_concurrent_jobs from the access bucket
-// and caches it; a change to a project, made by any process, drops its
-// entry (Projects.WatchProjects), so a new limit applies within moments.
+// Limits reads what the worker applies of each project from the access
+// bucket, its max_concurrent_jobs and its pod settings, and caches it; a
+// change to a project, made by any process, drops its entry
+// (Projects.WatchProjects), so new values apply within moments.
 type Limits struct {
 	store Projects
 	log   *slog.Logger
 
 	mu    sync.Mutex
 	gen   map[string]uint64 // bumped by every change, so a read racing it is not cached
-	cache map[string]int
+	cache map[string]projectView
+}
+
+// projectView is the part of a project record the worker uses.
+type projectView struct {
+	maxJobs int
+	pod     access.PodSettings
 }
 
 // NewLimits returns Limits on store, watching it until ctx ends.
 func NewLimits(ctx context.Context, store Projects, log *slog.Logger) (*Limits, error) {
-	l := &Limits{store: store, log: log, gen: map[string]uint64{}, cache: map[string]int{}}
+	l := &Limits{store: store, log: log, gen: map[string]uint64{}, cache: map[string]projectView{}}
 	err := store.WatchProjects(ctx, func(project string) {
 		l.mu.Lock()
 		delete(l.cache, project)
@@ -50,26 +57,42 @@ func NewLimits(ctx context.Context, store Projects, log *slog.Logger) (*Limits, 
 // MaxConcurrent returns the project's bound; 0 (no bound) for a project
 // without one or that does not exist.
 func (l *Limits) MaxConcurrent(ctx context.Context, project string) (int, error) {
+	v, err := l.project(ctx, project)
+	return v.maxJobs, err
+}
+
+// PodSettings returns the project's pod settings; the zero value for a
+// project without them or that does not exist.
+func (l *Limits) PodSettings(ctx context.Context, project string) (access.PodSettings, error) {
+	v, err := l.project(ctx, project)
+	return v.pod, err
+}
+
+// project returns the cached view of project, reading it on a miss.
+func (l *Limits) project(ctx context.Context, project string) (projectView, error) {
 	l.mu.Lock()
-	n, ok := l.cache[project]
+	v, ok := l.cache[project]
 	gen := l.gen[project]
 	l.mu.Unlock()
 	if ok {
-		return n, nil
+		return v, nil
 	}
 	p, err := l.store.Project(ctx, project)
 	switch {
 	case errors.Is(err, access.ErrNotFound):
-		n = 0
+		v = projectView{}
 	case err != nil:
-		return 0, err
+		return projectView{}, err
 	default:
-		n = p.MaxConcurrentJobs
+		v = projectView{maxJobs: p.MaxConcurrentJobs}
+		if p.Pod != nil {
+			v.pod = *p.Pod
+		}
 	}
 	l.mu.Lock()
 	if l.gen[project] == gen {
-		l.cache[project] = n
+		l.cache[project] = v
 	}
 	l.mu.Unlock()
-	return n, nil
+	return v, nil
 }
