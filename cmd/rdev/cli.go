@@ -128,6 +128,9 @@ type k8sFlags struct {
 type streamerFlags struct {
 	SSEHeartbeat time.Duration `name:"sse-heartbeat" default:"15s" env:"RDEV_SSE_HEARTBEAT" help:"Interval of SSE keep-alive comments."`
 	CORSOrigins  []string      `name:"cors-origin" default:"*" env:"RDEV_CORS_ORIGINS" help:"Origins allowed to read streams from a browser."`
+	// UnavailableAfter: a browser's EventSource gives up for good on an
+	// error event or a 503, so the streamer waits this long first.
+	UnavailableAfter time.Duration `name:"sse-unavailable-after" default:"30s" env:"RDEV_SSE_UNAVAILABLE_AFTER" help:"How long a stream rides out failing NATS storage (clients kept and pinged) before it sends error unavailable."`
 }
 
 type upCmd struct {

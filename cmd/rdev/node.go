@@ -292,7 +292,8 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 			return err
 		}
 		st, err = streamer.New(streamer.Config{Heartbeat: cfg.streamer.SSEHeartbeat, AllowOrigins: cfg.streamer.CORSOrigins,
-			Telemetry: streamer.Telemetry{TracerProvider: tracing(telemetry.ServiceStreamer), MeterProvider: meter}},
+			UnavailableAfter: cfg.streamer.UnavailableAfter,
+			Telemetry:        streamer.Telemetry{TracerProvider: tracing(telemetry.ServiceStreamer), MeterProvider: meter}},
 			sjs, state, gate, log.With("service", "streamer"))
 		if err != nil {
 			return err
