@@ -291,7 +291,7 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		if err != nil {
 			return err
 		}
-		st, err = streamer.New(streamer.Config{Heartbeat: cfg.streamer.SSEHeartbeat, AllowOrigins: cfg.streamer.CORSOrigins,
+		st, err = streamer.New(streamer.Config{ //nolint:contextcheck // the streamer owns its lifetime; Shutdown ends itHeartbeat: cfg.streamer.SSEHeartbeat, AllowOrigins: cfg.streamer.CORSOrigins,
 			UnavailableAfter: cfg.streamer.UnavailableAfter,
 			Telemetry:        streamer.Telemetry{TracerProvider: tracing(telemetry.ServiceStreamer), MeterProvider: meter}},
 			sjs, state, gate, log.With("service", "streamer"))

@@ -260,7 +260,7 @@ func TestBadInputIsRefusedAndQueuesNothing(t *testing.T) {
 		{"empty prompt", "/v1/projects/demo/claude", "application/json", `{"prompt":"  \u0007 "}`, 400, "invalid_prompt"},
 		{"prompt over body limit", "/v1/projects/demo/claude", "application/json", `{"prompt":"` + strings.Repeat("p", 70<<10) + `"}`, 413, "body_too_large"},
 		{"command on claude", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","command":["true"]}`, 400, "unknown_field"},
-		{"unknown claude option", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","modle":"sonnet"}`, 400, "unknown_field"},
+		{"unknown claude option", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","temperature":"0.2"}`, 400, "unknown_field"},
 		{"bad permission mode", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","permission_mode":"all"}`, 400, "invalid_permission_mode"},
 		{"flag as model", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","model":"--dangerously-skip-permissions"}`, 400, "invalid_model"},
 		{"max_turns as string", "/v1/projects/demo/claude", "application/json", `{"prompt":"x","max_turns":"3"}`, 400, "invalid_field"},

@@ -80,7 +80,7 @@ func canonical(p *server.Permissions) string {
 		}
 	}
 	if p.Response != nil {
-		b.WriteString("responses " + time.Duration(p.Response.Expires).String() + " " + string(rune('0'+p.Response.MaxMsgs)) + "\n")
+		b.WriteString("responses " + p.Response.Expires.String() + " " + string(rune('0'+p.Response.MaxMsgs)) + "\n")
 	}
 	return b.String()
 }

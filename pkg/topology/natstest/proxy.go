@@ -1,6 +1,7 @@
 package natstest
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -21,7 +22,7 @@ type proxy struct {
 
 func newProxy(tb testing.TB, target string, from, to int) *proxy {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func newProxy(tb testing.TB, target string, from, to int) *proxy {
 	var wg sync.WaitGroup
 	wg.Go(func() { p.serve(ln, &wg) })
 	tb.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		p.block(true)
 		wg.Wait()
 	})
@@ -46,12 +47,12 @@ func (p *proxy) serve(ln net.Listener, wg *sync.WaitGroup) {
 		blocked := p.blocked
 		p.mu.Unlock()
 		if blocked {
-			in.Close()
+			_ = in.Close()
 			continue
 		}
-		out, err := net.Dial("tcp", p.target)
+		out, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.target)
 		if err != nil {
-			in.Close()
+			_ = in.Close()
 			continue
 		}
 		if !p.track(in, out) {
@@ -68,8 +69,8 @@ func (p *proxy) track(in, out net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.blocked {
-		in.Close()
-		out.Close()
+		_ = in.Close()
+		_ = out.Close()
 		return false
 	}
 	p.conns[in], p.conns[out] = struct{}{}, struct{}{}
@@ -77,8 +78,8 @@ func (p *proxy) track(in, out net.Conn) bool {
 }
 
 func (p *proxy) untrack(in, out net.Conn) {
-	in.Close()
-	out.Close()
+	_ = in.Close()
+	_ = out.Close()
 	p.mu.Lock()
 	delete(p.conns, in)
 	delete(p.conns, out)
@@ -92,7 +93,7 @@ func (p *proxy) block(on bool) {
 	p.blocked = on
 	if on {
 		for c := range p.conns {
-			c.Close()
+			_ = c.Close()
 		}
 	}
 }

@@ -149,7 +149,7 @@ func (f *podFinder) create(ctx context.Context, project string) error {
 	}
 	pod := e.cfg.PodTemplate.DeepCopy()
 	if err := applySettings(pod, e.cfg.Container, settings); err != nil {
-		return fmt.Errorf("%w: project %s: %v", executor.ErrNotReady, project, err)
+		return fmt.Errorf("%w: project %s: %w", executor.ErrNotReady, project, err)
 	}
 	pod.TypeMeta = metav1.TypeMeta{}
 	pod.ObjectMeta = metav1.ObjectMeta{

@@ -32,7 +32,7 @@ func (e *Executor) podSettings(ctx context.Context, project string) (access.PodS
 	}
 	s, err := e.cfg.Projects.PodSettings(ctx, project)
 	if err != nil {
-		return access.PodSettings{}, fmt.Errorf("%w: project %s pod settings: %v", executor.ErrUnavailable, project, err)
+		return access.PodSettings{}, fmt.Errorf("%w: project %s pod settings: %w", executor.ErrUnavailable, project, err)
 	}
 	return s, nil
 }

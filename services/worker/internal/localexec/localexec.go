@@ -177,7 +177,7 @@ func (e *Executor) command(spec executor.Spec) (*exec.Cmd, error) {
 	if u := e.user; u != nil {
 		// The job writes in its workspace and nowhere else of rdev's.
 		if err := os.Chown(ws, int(u.UID), int(u.GID)); err != nil {
-			return nil, fmt.Errorf("%w: hand the workspace to the job user: %v", executor.ErrStart, err)
+			return nil, fmt.Errorf("%w: hand the workspace to the job user: %w", executor.ErrStart, err)
 		}
 		attr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: []uint32{}}
 	}
