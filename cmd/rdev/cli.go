@@ -219,7 +219,7 @@ func (a apiFlags) claudeArgv() ([]string, error) {
 		argv, err = shlex.Split(s)
 	}
 	if err != nil || len(argv) == 0 || argv[0] == "" {
-		return nil, fmt.Errorf("--claude-command %q: want a command line or a JSON array of strings (%v)", a.ClaudeCommand, err)
+		return nil, fmt.Errorf("--claude-command %q: want a command line or a JSON array of strings (%w)", a.ClaudeCommand, err)
 	}
 	return argv, nil
 }
