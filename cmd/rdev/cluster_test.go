@@ -202,14 +202,17 @@ func waitBatch(t *testing.T, base, id string, jobs int, within time.Duration) {
 // responders" at first).
 func terminalEvents(t *testing.T, js jetstream.JetStream) map[string]int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	deadline := time.Now().Add(90 * time.Second)
 	for {
+		// Each try has its own timeout: a request to a node still
+		// rejoining may go unanswered, and must not use up the wait.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		ends, err := readTerminalEvents(ctx, js)
+		cancel()
 		if err == nil {
 			return ends
 		}
-		if ctx.Err() != nil {
+		if time.Now().After(deadline) {
 			t.Fatalf("read terminal events: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -259,14 +262,15 @@ func readTerminalEvents(ctx context.Context, js jetstream.JetStream) (map[string
 // stopped node rejoined and caught up.
 func waitCurrent(t *testing.T, js jetstream.JetStream, stream string, within time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
+	deadline := time.Now().Add(within)
 	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s, err := js.Stream(ctx, stream)
 		var info *jetstream.StreamInfo
 		if err == nil {
 			info, err = s.Info(ctx)
 		}
+		cancel()
 		if err == nil && info.Cluster != nil && len(info.Cluster.Replicas) == 2 {
 			current := true
 			for _, r := range info.Cluster.Replicas {
@@ -276,7 +280,7 @@ func waitCurrent(t *testing.T, js jetstream.JetStream, stream string, within tim
 				return
 			}
 		}
-		if ctx.Err() != nil {
+		if time.Now().After(deadline) {
 			t.Fatalf("%s: the stopped node did not catch up within %s (%v)", stream, within, err)
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -145,14 +145,17 @@ func (c *Cluster) Provision(replicas int) jetstream.JetStream {
 	if err != nil {
 		c.tb.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	deadline := time.Now().Add(60 * time.Second)
 	for {
+		// A request sent before the cluster can answer it is never
+		// answered: each try gets its own timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := topology.Ensure(ctx, js, topology.Config{Replicas: replicas})
+		cancel()
 		if err == nil {
 			return js
 		}
-		if ctx.Err() != nil {
+		if time.Now().After(deadline) {
 			c.tb.Fatalf("provision the cluster with %d replicas: %v", replicas, err)
 		}
 		time.Sleep(100 * time.Millisecond)
