@@ -180,16 +180,8 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	tcfg := topology.Config{OutputMaxAge: cfg.topology.OutputMaxAge, StateTTL: cfg.topology.StateTTL, Replicas: cfg.topology.Replicas}
-	current := false
-	if cfg.embedNATS == "" {
-		if current, err = topology.Current(ctx, js, tcfg); err != nil {
-			return fmt.Errorf("check the NATS topology: %w", err)
-		}
-	}
-	if !current {
-		if _, err := topology.Ensure(ctx, js, tcfg); err != nil {
-			return fmt.Errorf("%w (provisioning needs the NATS admin user or a server without users; see docs/security.md)", err)
-		}
+	if err := provision(ctx, js, tcfg, cfg.embedNATS != "", log); err != nil {
+		return err
 	}
 	state, err := js.KeyValue(ctx, contracts.BucketState)
 	if err != nil {
