@@ -10,7 +10,7 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
 )
 
@@ -37,7 +37,7 @@ func (s *Service) batchEvents(c echo.Context) error {
 		return s.refuse(c, err)
 	}
 	b, err := s.store.Batch(ctx, id)
-	if errors.Is(err, natsjs.ErrUnknownBatch) {
+	if errors.Is(err, state.ErrNotFound) {
 		return problem(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
 	}
 	if err != nil {

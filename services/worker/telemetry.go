@@ -239,13 +239,13 @@ type states struct {
 	in *instruments
 }
 
-func (s states) Put(ctx context.Context, st contracts.JobState, rev uint64) (uint64, error) {
+func (s states) Update(ctx context.Context, jobID string, st contracts.JobState, rev uint64) (uint64, error) {
 	if sc := trace.SpanContextFromContext(ctx); st.TraceID == "" && sc.IsValid() {
 		// The runner builds state from the job message; the job's trace is
 		// the one its handling continues.
 		st.TraceID = sc.TraceID().String()
 	}
-	n, err := s.States.Put(ctx, st, rev)
+	n, err := s.States.Update(ctx, jobID, st, rev)
 	if err != nil {
 		return n, err
 	}

@@ -20,17 +20,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/worker/internal/executor"
 	"github.com/rdev-dev/rdev/services/worker/internal/lines"
 )
 
-// States reads and writes job state with compare-and-set.
+// States reads and writes job state with compare-and-set
+// (state.Store.Jobs is one).
 type States interface {
-	// Get returns the state and its revision, or ErrStateNotFound.
+	// Get returns the state and its revision, or state.ErrNotFound.
 	Get(ctx context.Context, jobID string) (contracts.JobState, uint64, error)
-	// Put stores st if the stored revision is rev (0: absent) and returns
-	// the new revision, or ErrStateConflict.
-	Put(ctx context.Context, st contracts.JobState, rev uint64) (uint64, error)
+	// Update stores st as jobID's state if the stored revision is rev (0:
+	// absent) and returns the new revision, or state.ErrConflict.
+	Update(ctx context.Context, jobID string, st contracts.JobState, rev uint64) (uint64, error)
 }
 
 // Events publishes lifecycle events durably; republishing the same event
@@ -112,12 +114,6 @@ type LineSink interface {
 	// error the Seq is that of the last line stored.
 	Close(ctx context.Context) (uint64, error)
 }
-
-// Sentinel errors of the States port.
-var (
-	ErrStateNotFound = errors.New("job state not found")
-	ErrStateConflict = errors.New("job state changed concurrently")
-)
 
 // errTimedOut is the cancel cause of a job that ran past its timeout.
 var errTimedOut = errors.New("job timed out")
@@ -350,7 +346,7 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 	} else {
 		st, rev, err = r.states.Get(ctx, job.ID)
 		switch {
-		case errors.Is(err, ErrStateNotFound):
+		case errors.Is(err, state.ErrNotFound):
 			// The API's write may have been lost after the job was queued.
 			st, rev = contracts.QueuedState(job), 0
 		case err != nil:
@@ -403,8 +399,8 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 	attempt := st.Attempt + 1
 	started := r.now().UTC()
 	st.Status, st.Attempt, st.Worker, st.StartedAt, st.NextAttemptAt = contracts.StatusRunning, attempt, r.cfg.WorkerID, &started, nil
-	if rev, err = r.states.Put(ctx, st, rev); err != nil {
-		if errors.Is(err, ErrStateConflict) {
+	if rev, err = r.states.Update(ctx, st.JobID, st, rev); err != nil {
+		if errors.Is(err, state.ErrConflict) {
 			// The state changed since it was read (or queued): look again.
 			return r.handle(ctx, jobCtx, d, false)
 		}
@@ -625,18 +621,18 @@ func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq 
 // long as owner still runs attempt: when the state changed meanwhile
 // without taking the job from owner (someone asked to cancel it), change
 // is applied to the fresh state and stored again. It returns
-// ErrStateConflict when the job is no longer owner's.
+// state.ErrConflict when the job is no longer owner's.
 func (r *Runner) commit(ctx context.Context, st *contracts.JobState, rev uint64, owner string, attempt int,
 	change func(*contracts.JobState)) error {
 	for range 10 {
 		next := *st
 		change(&next)
-		_, err := r.states.Put(ctx, next, rev)
+		_, err := r.states.Update(ctx, next.JobID, next, rev)
 		if err == nil {
 			*st = next
 			return nil
 		}
-		if !errors.Is(err, ErrStateConflict) {
+		if !errors.Is(err, state.ErrConflict) {
 			return err
 		}
 		fresh, frev, err := r.states.Get(ctx, st.JobID)
@@ -644,11 +640,11 @@ func (r *Runner) commit(ctx context.Context, st *contracts.JobState, rev uint64,
 			return fmt.Errorf("read state after a conflict: %w", err)
 		}
 		if fresh.Status != contracts.StatusRunning || fresh.Worker != owner || fresh.Attempt != attempt {
-			return ErrStateConflict
+			return state.ErrConflict
 		}
 		*st, rev = fresh, frev
 	}
-	return ErrStateConflict
+	return state.ErrConflict
 }
 
 // ended records out as the final state of attempt.
@@ -673,7 +669,7 @@ func (r *Runner) ended(attempt int, out outcome) func(*contracts.JobState) {
 func (r *Runner) finish(ctx context.Context, d *delivery, st *contracts.JobState, rev uint64, owner string, attempt int,
 	out outcome) error {
 	if err := r.commit(ctx, st, rev, owner, attempt, r.ended(attempt, out)); err != nil {
-		if errors.Is(err, ErrStateConflict) {
+		if errors.Is(err, state.ErrConflict) {
 			d.log.Warn("job state changed while the job ran; its result is not reported", "status", contracts.StatusOf(out.event))
 			return nil
 		}
@@ -778,7 +774,7 @@ func (r *Runner) retry(ctx context.Context, d *delivery, st *contracts.JobState,
 		next.Status, next.Worker, next.Attempt, next.NextAttemptAt = contracts.StatusQueued, "", attempt, &at
 		next.ExitCode, next.Reason, next.Message, next.Lines = out.exitCode, out.reason, out.message, out.lines
 	})
-	if errors.Is(err, ErrStateConflict) {
+	if errors.Is(err, state.ErrConflict) {
 		d.log.Warn("job state changed while the job ran; it is not retried here")
 		return r.ack(ctx, d.msg)
 	}
@@ -814,7 +810,7 @@ func (r *Runner) handBack(ctx context.Context, d *delivery, st *contracts.JobSta
 		}
 		next.Status, next.Worker, next.Attempt = contracts.StatusQueued, "", attempt
 	})
-	if errors.Is(err, ErrStateConflict) {
+	if errors.Is(err, state.ErrConflict) {
 		d.log.Warn("job state changed while the job ran; not handed back")
 		return r.ack(ctx, d.msg)
 	}
