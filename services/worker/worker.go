@@ -403,7 +403,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.in.zero(ctx)
 	defer context.AfterFunc(ctx, func() { w.health.draining.Store(true) })()
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
-	d.Run(ctx, runCtx, w.in.handler(run.Handle))
+	d.Run(ctx, runCtx, w.in.handler(natsjs.Deliveries(run.Handle)))
 	w.log.Info("worker stopped")
 	return nil
 }

@@ -17,8 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/worker/internal/executor"
@@ -96,6 +94,47 @@ type Holders interface {
 	// Held reports whether a worker (another delivery on this one
 	// included) holds jobID now. No answer within a short wait means no.
 	Held(ctx context.Context, jobID string) (bool, error)
+}
+
+// Delivery is one delivery of a job message: what the runner reads of it,
+// and the outcomes it settles it with (the transport's acknowledgements,
+// kept behind this port so the runner's decisions are its own). One
+// goroutine settles a delivery; InProgress may be called meanwhile.
+type Delivery interface {
+	// Data is the message body, a contracts.Job.
+	Data() []byte
+	// Subject is where the job was published (contracts.SubjectJob).
+	Subject() string
+	// Info describes this delivery; an error means the transport cannot
+	// say, and the message is settled without it.
+	Info() (DeliveryInfo, error)
+	// Ack acknowledges the message and returns once the server confirmed
+	// it: the job leaves the queue. Acknowledging an acknowledged
+	// delivery is not an error.
+	Ack(ctx context.Context) error
+	// Nak hands the message back for another delivery at once.
+	Nak() error
+	// NakWithDelay hands the message back for another delivery after
+	// delay.
+	NakWithDelay(delay time.Duration) error
+	// Term drops the message for good; it is not delivered again.
+	Term() error
+	// InProgress tells the transport the job is still being worked on, so
+	// it is not delivered again meanwhile.
+	InProgress() error
+}
+
+// DeliveryInfo is what a delivery says about itself.
+type DeliveryInfo struct {
+	// Sequence is the message's position in the jobs stream; it names a
+	// dead letter of a message that is not a job.
+	Sequence uint64
+	// NumDelivered counts the deliveries of the message, this one
+	// included.
+	NumDelivered uint64
+	// StateRevision is the revision of the job's state when it was queued
+	// (contracts.HeaderStateRevision), 0 when the message does not say.
+	StateRevision uint64
 }
 
 // Output opens the line sink of one attempt.
@@ -247,7 +286,7 @@ func (r *Runner) Cancel(jobID string) bool { return r.cancels.cancel(jobID) }
 
 // delivery is one job message being handled.
 type delivery struct {
-	msg jetstream.Msg
+	msg Delivery
 	job contracts.Job
 	log *slog.Logger
 	// drain ends when the worker stops waiting for running jobs.
@@ -259,7 +298,7 @@ type delivery struct {
 // Handle runs the job in msg and settles msg. runCtx ends when the worker
 // stops waiting for running jobs; the job is then killed and handed back
 // to the queue for another worker.
-func (r *Runner) Handle(runCtx context.Context, msg jetstream.Msg) {
+func (r *Runner) Handle(runCtx context.Context, msg Delivery) {
 	// Settling must work even when runCtx has ended.
 	ctx := context.WithoutCancel(runCtx)
 	job, err := decodeJob(msg.Data())
@@ -302,8 +341,8 @@ func decodeJob(data []byte) (contracts.Job, error) {
 // undecodable gives up a message that is not a job this worker can run:
 // it goes to the dead letters (under its subject's project, else "_")
 // before it leaves the queue, so it is not lost.
-func (r *Runner) undecodable(ctx context.Context, msg jetstream.Msg, cause error) {
-	md, err := msg.Metadata()
+func (r *Runner) undecodable(ctx context.Context, msg Delivery, cause error) {
+	info, err := msg.Info()
 	if err != nil {
 		r.log.Error("undecodable job message without metadata; terminating it", "subject", msg.Subject(), "err", cause)
 		_ = msg.Term()
@@ -316,7 +355,7 @@ func (r *Runner) undecodable(ctx context.Context, msg jetstream.Msg, cause error
 		}
 	}
 	dl := contracts.DeadLetter{
-		V: contracts.Version, ID: strconv.FormatUint(md.Sequence.Stream, 10), Raw: msg.Data(),
+		V: contracts.Version, ID: strconv.FormatUint(info.Sequence, 10), Raw: msg.Data(),
 		Reason: contracts.ReasonUndecodable, Message: cause.Error(), Time: r.now().UTC(),
 	}
 	if err := r.dead.Publish(ctx, project, dl); err != nil {
@@ -335,12 +374,12 @@ func (r *Runner) undecodable(ctx context.Context, msg jetstream.Msg, cause error
 // jobCtx runs it.
 func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) error {
 	msg, job, log := d.msg, d.job, d.log
-	md, err := msg.Metadata()
+	md, err := msg.Info()
 	if err != nil {
 		return fmt.Errorf("message metadata: %w", err)
 	}
 	var st contracts.JobState
-	rev, _ := strconv.ParseUint(msg.Headers().Get(contracts.HeaderStateRevision), 10, 64)
+	rev := md.StateRevision
 	if fast && rev > 0 && md.NumDelivered == 1 {
 		st = contracts.QueuedState(job)
 	} else {
@@ -460,7 +499,7 @@ func (r *Runner) lost(ctx context.Context, d *delivery, st contracts.JobState, r
 			// Back off per delivery: a short job is done soon, a long one
 			// is not asked about every second.
 			delay := 3 * r.cfg.Heartbeat
-			if md, err := d.msg.Metadata(); err == nil {
+			if md, err := d.msg.Info(); err == nil {
 				delay = min(r.cfg.SlotDelay<<min(md.NumDelivered, 10), delay)
 			}
 			d.log.Info("job delivered while a worker still holds it; leaving it to that worker", "worker", st.Worker, "delay", delay)
@@ -502,14 +541,8 @@ func (r *Runner) settle(ctx context.Context, d *delivery, st *contracts.JobState
 
 // ack acknowledges msg, retried like the writes: an acknowledgement lost
 // in a blip would have the settled job delivered again.
-func (r *Runner) ack(ctx context.Context, msg jetstream.Msg) error {
-	return persist(ctx, r.cfg.PersistBudget, func() error {
-		err := msg.DoubleAck(ctx)
-		if errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-			return nil
-		}
-		return err
-	})
+func (r *Runner) ack(ctx context.Context, msg Delivery) error {
+	return persist(ctx, r.cfg.PersistBudget, func() error { return msg.Ack(ctx) })
 }
 
 // exitCodeAttr logs an exit code, or -1 when the command did not exit.
