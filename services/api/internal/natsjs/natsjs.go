@@ -168,6 +168,8 @@ func NewQueue(js jetstream.JetStream, ackTimeout time.Duration) *Queue {
 // are stored. The event goes first on the same connection, so it is stored
 // before any event a worker publishes about the job.
 func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision uint64) error {
+	ctx, span := startPublish(ctx, &job)
+	defer span.End()
 	ev, err := json.Marshal(contracts.Event{
 		V: contracts.Version, Type: contracts.EventQueued, Status: contracts.StatusQueued,
 		JobID: job.ID, StreamID: job.StreamID, Project: job.Project, Attempt: job.Attempt, BatchID: job.BatchID,
@@ -186,8 +188,6 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision ui
 	jobMsg.Data = body
 	jobMsg.Header.Set(contracts.HeaderJobID, job.ID)
 	jobMsg.Header.Set(contracts.HeaderStateRevision, strconv.FormatUint(stateRevision, 10))
-	ctx, span := startPublish(ctx, job, evMsg.Header, jobMsg.Header)
-	defer span.End()
 
 	evAck, err := q.js.PublishMsgAsync(evMsg, jetstream.WithMsgID(job.ID+":queued"), jetstream.WithExpectStream(contracts.StreamOutput))
 	if err != nil {

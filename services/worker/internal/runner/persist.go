@@ -88,12 +88,8 @@ func (s persistentStates) Update(ctx context.Context, jobID string, st contracts
 	return newRev, err
 }
 
-// sameState reports whether stored is what wrote stores: equal, but for
-// the trace id, which the adapter fills in when the runner leaves it empty.
+// sameState reports whether stored is what wrote stores.
 func sameState(stored, wrote contracts.JobState) bool {
-	if wrote.TraceID == "" {
-		wrote.TraceID = stored.TraceID
-	}
 	ja, err1 := json.Marshal(stored)
 	jb, err2 := json.Marshal(wrote)
 	return err1 == nil && err2 == nil && string(ja) == string(jb)
