@@ -72,6 +72,7 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/spf13/pflag v1.0.10 // indirect
@@ -102,3 +103,5 @@ replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
 replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
 
 replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state
+
+replace github.com/rdev-dev/rdev/pkg/await => ../../pkg/await
