@@ -75,6 +75,21 @@ func (f *fixture) queue(t *testing.T, job contracts.Job) *fakeDelivery {
 	return newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 1, StateRevision: rev})
 }
 
+// store stores st as its job's state, written before the test.
+func (f *fixture) store(t *testing.T, st contracts.JobState) {
+	t.Helper()
+	if _, err := f.states.Update(t.Context(), st.JobID, st, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// failing is an executor run that fails with err.
+func failing(err error) func(context.Context, executor.Spec, io.Writer, io.Writer) (int, error) {
+	return func(context.Context, executor.Spec, io.Writer, io.Writer) (int, error) {
+		return -1, fmt.Errorf("%w: for the test", err)
+	}
+}
+
 func testJob(id string) contracts.Job {
 	return contracts.Job{
 		V: contracts.Version, ID: id, Project: "proj", Kind: contracts.KindExec, Command: []string{"true"},
@@ -107,9 +122,7 @@ func TestFirstAttemptClaimedAndAcked(t *testing.T) {
 func TestUnavailableExecutorHandsBackWithoutSpendingAnAttempt(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.exec = func(context.Context, executor.Spec, io.Writer, io.Writer) (int, error) {
-		return -1, fmt.Errorf("%w: cluster down", executor.ErrUnavailable)
-	}
+	f.exec = failing(executor.ErrUnavailable)
 	d := f.queue(t, testJob("j1"))
 	f.r.Handle(t.Context(), d)
 
@@ -127,9 +140,7 @@ func TestUnavailableExecutorHandsBackWithoutSpendingAnAttempt(t *testing.T) {
 func TestRetryableFailureNaksWithBackoff(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.exec = func(context.Context, executor.Spec, io.Writer, io.Writer) (int, error) {
-		return -1, fmt.Errorf("%w: evicted", executor.ErrLost)
-	}
+	f.exec = failing(executor.ErrLost)
 	job := testJob("j1")
 	job.MaxAttempts = 3
 	d := f.queue(t, job)
@@ -152,16 +163,12 @@ func TestRetryableFailureNaksWithBackoff(t *testing.T) {
 func TestAttemptsExhaustedDeadLetterAndAck(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.exec = func(context.Context, executor.Spec, io.Writer, io.Writer) (int, error) {
-		return -1, fmt.Errorf("%w: evicted", executor.ErrLost)
-	}
+	f.exec = failing(executor.ErrLost)
 	job := testJob("j1")
 	job.MaxAttempts = 2
 	st := contracts.QueuedState(job)
 	st.Attempt = 1 // the first attempt failed and was requeued
-	if _, err := f.states.Update(t.Context(), job.ID, st, 0); err != nil {
-		t.Fatal(err)
-	}
+	f.store(t, st)
 	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 2})
 	f.r.Handle(t.Context(), d)
 
@@ -202,9 +209,7 @@ func TestRunningCopyOfAHeldJobIsDelayed(t *testing.T) {
 	job := testJob("j1")
 	st := contracts.QueuedState(job)
 	st.Status, st.Attempt, st.Worker = contracts.StatusRunning, 1, "w2"
-	if _, err := f.states.Update(t.Context(), job.ID, st, 0); err != nil {
-		t.Fatal(err)
-	}
+	f.store(t, st)
 	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 3})
 	f.r.Handle(t.Context(), d)
 
@@ -223,9 +228,7 @@ func TestRunningCopyOfALostJobEnds(t *testing.T) {
 	job := testJob("j1")
 	st := contracts.QueuedState(job)
 	st.Status, st.Attempt, st.Worker = contracts.StatusRunning, 1, "w2"
-	if _, err := f.states.Update(t.Context(), job.ID, st, 0); err != nil {
-		t.Fatal(err)
-	}
+	f.store(t, st)
 	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 2})
 	f.r.Handle(t.Context(), d)
 
@@ -280,9 +283,7 @@ func TestFinishedJobIsNotRunAgain(t *testing.T) {
 	job := testJob("j1")
 	st := contracts.QueuedState(job)
 	st.Status, st.Attempt = contracts.StatusSucceeded, 1
-	if _, err := f.states.Update(t.Context(), job.ID, st, 0); err != nil {
-		t.Fatal(err)
-	}
+	f.store(t, st)
 	f.events.stored = []contracts.EventType{contracts.EventSucceeded}
 	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 2})
 	f.r.Handle(t.Context(), d)
