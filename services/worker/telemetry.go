@@ -184,7 +184,7 @@ func queueStat(ctx context.Context, js jetstream.JetStream, p contracts.Priority
 }
 
 // handler wraps the runner's handler: it counts the dispatch and runs the
-// job under a span continuing the trace from the message's headers.
+// job under a span continuing the trace the job message carries.
 func (in *instruments) handler(next dispatch.Handler) dispatch.Handler {
 	return func(runCtx context.Context, msg jetstream.Msg) {
 		prio, project := jobSubject(msg.Subject())
