@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -164,8 +165,8 @@ func TestFollowResumesAcrossDisconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines, last, end := follow(t, s)
-	if s.Reconnects != 2 {
-		t.Errorf("%d reconnects, want 2 (one per cut)", s.Reconnects)
+	if s.Reconnects() != 2 {
+		t.Errorf("%d reconnects, want 2 (one per cut)", s.Reconnects())
 	}
 	want := make([]uint64, n)
 	for i := range want {
@@ -344,5 +345,56 @@ func TestDeadLetters(t *testing.T) {
 	purged, err := c.PurgeDeadLetters(ctx(t), "dead")
 	if err != nil || purged.Project != "dead" || purged.Purged < 1 {
 		t.Fatalf("purge: %+v, %v", purged, err)
+	}
+}
+
+// Without reconnects a cut is the stream's error; Close from another
+// goroutine ends a Next that waits.
+func TestFollowWithoutReconnectsAndClose(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, adminKey)
+	project(t, c, "follow-close")
+	sub, err := c.SubmitCommand(ctx(t), "follow-close", contracts.CommandRequest{Command: []string{"sleep", "60"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.Cancel(context.WithoutCancel(ctx(t)), sub.JobID) })
+	cut := &cutTransport{n: 1}
+	cut.cuts.Store(1)
+	s, err := newClient(t, adminKey, client.WithHTTPClient(&http.Client{Transport: cut})).Follow(ctx(t), sub.EventsURL, client.FollowOptions{MaxReconnects: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Next(); !errors.Is(err, errCut) {
+		t.Fatalf("Next after a cut: %v, want the cut", err)
+	}
+	s, err = c.Follow(ctx(t), sub.EventsURL, client.FollowOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for { // the job runs: its stream goes quiet after started
+		ev, err := s.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := ev.Status(); st.Type == contracts.EventStarted {
+			break
+		}
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := s.Next()
+		ended <- err
+	}()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Next after Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end Next")
 	}
 }

@@ -65,7 +65,8 @@ type FollowOptions struct {
 	// LastEventID resumes after this event id; "" reads from the start.
 	LastEventID string
 	// MaxReconnects bounds the reconnects in a row that deliver no event
-	// before Next gives up; 0 means 10.
+	// before Next gives up; 0 means 10, and a negative number none: the
+	// first disconnect ends the stream with an error.
 	MaxReconnects int
 }
 
@@ -81,8 +82,10 @@ func (c *Client) Follow(ctx context.Context, eventsURL string, o FollowOptions) 
 	if o.MaxReconnects == 0 {
 		o.MaxReconnects = 10
 	}
-	s := &Stream{c: c, ctx: ctx, url: eventsURL, max: o.MaxReconnects, lastID: o.LastEventID}
+	s := &Stream{c: c, url: eventsURL, max: max(o.MaxReconnects, 0), lastID: o.LastEventID}
+	s.ctx, s.cancel = context.WithCancel(ctx)
 	if err := s.connect(); err != nil {
+		s.cancel()
 		return nil, err
 	}
 	return s, nil
@@ -98,11 +101,12 @@ func BatchEventsURL(id string) string { return "/v1/batches/" + esc(id) + "/even
 
 // Stream reads one event stream, reconnecting with Last-Event-ID when the
 // connection ends before the complete event, so no event is lost or
-// repeated across disconnects. It is not safe for concurrent use; it
-// starts no goroutine.
+// repeated across disconnects. Only Close may be called concurrently
+// with Next; the stream starts no goroutine.
 type Stream struct {
 	c      *Client
 	ctx    context.Context
+	cancel context.CancelFunc
 	url    string
 	max    int
 	lastID string
@@ -113,9 +117,12 @@ type Stream struct {
 	line []byte // a line longer than the reader's buffer is gathered here
 	data []byte
 	done bool
-	// Reconnects counts the reconnections made so far.
-	Reconnects int
+
+	reconnects int
 }
+
+// Reconnects is how many times the stream connected again.
+func (s *Stream) Reconnects() int { return s.reconnects }
 
 // Next returns the next event. After the complete event it returns
 // io.EOF. A refused reconnect is an *Error; the stream's context ending
@@ -140,12 +147,16 @@ func (s *Stream) Next() (Event, error) {
 			if ev.Name == contracts.SSEComplete {
 				s.done = true
 				s.closeBody()
+				s.cancel()
 			}
 			return ev, nil
 		}
 		s.closeBody()
 		if s.ctx.Err() != nil {
 			return Event{}, s.ctx.Err()
+		}
+		if s.max == 0 {
+			return Event{}, fmt.Errorf("stream %s ended before its complete event: %w", s.url, err)
 		}
 	}
 }
@@ -154,10 +165,9 @@ func (s *Stream) Next() (Event, error) {
 // resume.
 func (s *Stream) LastEventID() string { return s.lastID }
 
-// Close ends the stream.
+// Close ends the stream; a Next in progress returns context.Canceled.
 func (s *Stream) Close() error {
-	s.done = true
-	s.closeBody()
+	s.cancel()
 	return nil
 }
 
@@ -185,7 +195,7 @@ func (s *Stream) reconnect(failures *int) error {
 			return s.ctx.Err()
 		case <-t.C:
 		}
-		s.Reconnects++
+		s.reconnects++
 		err := s.connect()
 		switch {
 		case err == nil:
@@ -219,6 +229,7 @@ func (s *Stream) connect() error {
 	if resp.StatusCode == http.StatusNoContent { // resumed after the complete event: nothing follows
 		_ = resp.Body.Close()
 		s.done = true
+		s.cancel()
 		return nil
 	}
 	if resp.StatusCode != http.StatusOK {
