@@ -27,6 +27,7 @@ import (
 
 // Client talks to one rdev server. It is safe for concurrent use.
 type Client struct {
+	err       error // a bad base URL, returned by every call
 	base      string
 	key       string
 	hc        *http.Client
@@ -48,17 +49,17 @@ func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc
 func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
 
 // New returns a client for the server at baseURL (scheme and host, e.g.
-// "http://127.0.0.1:8080"; the API's /v1 paths are appended).
-func New(baseURL string, opts ...Option) (*Client, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("client: base URL %q must be http(s)://host[:port]", baseURL)
-	}
+// "http://127.0.0.1:8080"; the API's /v1 paths are appended). A base URL
+// that is not http(s)://host[:port] is the error of every call.
+func New(baseURL string, opts ...Option) *Client {
 	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: http.DefaultClient, userAgent: "rdev-go-client"}
+	if u, err := url.Parse(baseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		c.err = fmt.Errorf("client: base URL %q must be http(s)://host[:port]", baseURL)
+	}
 	for _, o := range opts {
 		o(c)
 	}
-	return c, nil
+	return c
 }
 
 // Error is the API's refusal of a request: its HTTP status and the
@@ -160,6 +161,9 @@ func (c *Client) do(ctx context.Context, r request, out any) (*http.Response, er
 }
 
 func (c *Client) newRequest(ctx context.Context, method, url string, body io.Reader) (*http.Request, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)

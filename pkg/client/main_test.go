@@ -123,11 +123,7 @@ func run(m *testing.M) (int, error) {
 func newClient(t testing.TB, key string, opts ...client.Option) *client.Client {
 	t.Helper()
 	opts = append([]client.Option{client.WithAPIKey(key), client.WithHTTPClient(&http.Client{Transport: transport})}, opts...)
-	c, err := client.New(node, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return client.New(node, opts...)
 }
 
 // ctx is a test's context, bounded so a hung server fails the test.
