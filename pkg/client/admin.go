@@ -79,9 +79,9 @@ func (c *Client) RevokeKey(ctx context.Context, id string) (contracts.Key, error
 // /v1/projects/{project}/secrets/{name}, admin) and reports whether it
 // is new.
 func (c *Client) PutSecret(ctx context.Context, project, name, value string) (created bool, err error) {
-	resp, err := c.do(ctx, request{method: http.MethodPut, path: "/v1/projects/" + esc(project) + "/secrets/" + esc(name),
+	status, err := c.do(ctx, request{method: http.MethodPut, path: "/v1/projects/" + esc(project) + "/secrets/" + esc(name),
 		body: contracts.SecretRequest{Value: &value}, ok: []int{http.StatusCreated, http.StatusNoContent}}, nil)
-	return err == nil && resp.StatusCode == http.StatusCreated, err
+	return err == nil && status == http.StatusCreated, err
 }
 
 // Secrets lists a project's secrets, without values (GET

@@ -115,9 +115,9 @@ type request struct {
 	ok           []int // the success statuses; 200 when empty
 }
 
-// do sends r and decodes a success reply into out (nil: discarded). A
-// reply of another status is an *Error.
-func (c *Client) do(ctx context.Context, r request, out any) (*http.Response, error) {
+// do sends r, decodes a success reply into out (nil: discarded) and
+// returns its status. A reply of another status is an *Error.
+func (c *Client) do(ctx context.Context, r request, out any) (int, error) {
 	var body io.Reader
 	ct := r.contentType
 	switch {
@@ -126,13 +126,13 @@ func (c *Client) do(ctx context.Context, r request, out any) (*http.Response, er
 	case r.body != nil:
 		b, err := json.Marshal(r.body)
 		if err != nil {
-			return nil, fmt.Errorf("encode %s %s: %w", r.method, r.path, err)
+			return 0, fmt.Errorf("encode %s %s: %w", r.method, r.path, err)
 		}
 		body, ct = bytes.NewReader(b), "application/json"
 	}
 	req, err := c.newRequest(ctx, r.method, c.base+r.path, body)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	for k, v := range r.header {
 		req.Header[k] = v
@@ -142,7 +142,7 @@ func (c *Client) do(ctx context.Context, r request, out any) (*http.Response, er
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+		return 0, fmt.Errorf("%s %s: %w", r.method, r.path, err)
 	}
 	defer resp.Body.Close()
 	ok := r.ok
@@ -150,14 +150,14 @@ func (c *Client) do(ctx context.Context, r request, out any) (*http.Response, er
 		ok = []int{http.StatusOK}
 	}
 	if !slices.Contains(ok, resp.StatusCode) {
-		return resp, readError(resp)
+		return resp.StatusCode, readError(resp)
 	}
 	if out != nil {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			return resp, fmt.Errorf("decode reply of %s %s: %w", r.method, r.path, err)
+			return resp.StatusCode, fmt.Errorf("decode reply of %s %s: %w", r.method, r.path, err)
 		}
 	}
-	return resp, nil
+	return resp.StatusCode, nil
 }
 
 func (c *Client) newRequest(ctx context.Context, method, url string, body io.Reader) (*http.Request, error) {

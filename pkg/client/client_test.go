@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -396,5 +397,16 @@ func TestFollowWithoutReconnectsAndClose(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not end Next")
+	}
+}
+
+func TestBadBaseURLIsEveryCallsError(t *testing.T) {
+	t.Parallel()
+	c := client.New("127.0.0.1:8080") // no scheme
+	if _, err := c.Job(ctx(t), "x"); err == nil || !strings.Contains(err.Error(), "base URL") {
+		t.Fatalf("Job: %v, want the base URL's error", err)
+	}
+	if _, err := c.Follow(ctx(t), client.StreamEventsURL("s"), client.FollowOptions{}); err == nil || !strings.Contains(err.Error(), "base URL") {
+		t.Fatalf("Follow: %v, want the base URL's error", err)
 	}
 }
