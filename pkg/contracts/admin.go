@@ -11,6 +11,9 @@ type RateLimit struct {
 	WindowSeconds int `json:"window_seconds"`
 }
 
+// Window returns the window as a duration.
+func (r RateLimit) Window() time.Duration { return time.Duration(r.WindowSeconds) * time.Second }
+
 // PodSettings tune a project's workspace pod for the Kubernetes executor.
 type PodSettings struct {
 	// Image replaces the pod template's image.
@@ -40,9 +43,11 @@ type Project struct {
 	MaxConcurrentJobs int `json:"max_concurrent_jobs"`
 	// Pod tunes the project's workspace pod.
 	Pod *PodSettings `json:"pod,omitempty"`
-	// Incarnation is a unique id given when the project is created; a
-	// project deleted and created again under the same id is another
-	// incarnation and sees nothing of the old one.
+	// Incarnation is a unique id given when the project is created: jobs,
+	// streams, batches, audit records and stream tokens record it, so a
+	// project deleted and created again under the same id (another
+	// incarnation) sees nothing of the old one. Empty for projects
+	// created before incarnations.
 	Incarnation string `json:"incarnation,omitempty"`
 	// CreatedAt is when the project was created.
 	CreatedAt time.Time `json:"created_at"`

@@ -58,13 +58,13 @@ func (h *Handlers) createProject(c echo.Context) error {
 	}
 	p, err := h.admin.CreateProject(c.Request().Context(), actor(c), access.Project{
 		ID: req.ID, Name: req.Name, AllowedIPs: req.AllowedIPs, DefaultPriority: req.DefaultPriority,
-		RateLimit: (*access.RateLimit)(req.RateLimit), MaxConcurrentJobs: req.MaxConcurrentJobs, Pod: (*access.PodSettings)(req.Pod),
+		RateLimit: req.RateLimit, MaxConcurrentJobs: req.MaxConcurrentJobs, Pod: req.Pod,
 	})
 	if err != nil {
 		return h.fail(c, err)
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/projects/"+p.ID)
-	return c.JSON(http.StatusCreated, projectReply(p))
+	return c.JSON(http.StatusCreated, p)
 }
 
 func (h *Handlers) listProjects(c echo.Context) error {
@@ -73,22 +73,14 @@ func (h *Handlers) listProjects(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	out := contracts.ProjectList{Projects: make([]contracts.Project, 0, len(ps))}
-	for _, p := range ps {
-		out.Projects = append(out.Projects, projectReply(p))
+	if ps == nil {
+		ps = []access.Project{}
 	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, contracts.ProjectList{Projects: ps})
 }
 
 func (h *Handlers) getProject(c echo.Context) error {
-	return c.JSON(http.StatusOK, projectReply(routeProject(c)))
-}
-
-// projectReply is p as the API shows it.
-func projectReply(p access.Project) contracts.Project {
-	return contracts.Project{ID: p.ID, Name: p.Name, AllowedIPs: p.AllowedIPs, DefaultPriority: p.DefaultPriority,
-		RateLimit: (*contracts.RateLimit)(p.RateLimit), MaxConcurrentJobs: p.MaxConcurrentJobs, Pod: (*contracts.PodSettings)(p.Pod),
-		Incarnation: p.Incarnation, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+	return c.JSON(http.StatusOK, routeProject(c))
 }
 
 func (h *Handlers) updateProject(c echo.Context) error {
@@ -101,12 +93,12 @@ func (h *Handlers) updateProject(c echo.Context) error {
 	}
 	p, err := h.admin.UpdateProject(c.Request().Context(), actor(c), c.Param("project"), access.ProjectPatch{
 		Name: patch.Name, AllowedIPs: patch.AllowedIPs, DefaultPriority: patch.DefaultPriority,
-		RateLimit: (*access.RateLimit)(patch.RateLimit), MaxConcurrentJobs: patch.MaxConcurrentJobs, Pod: (*access.PodSettings)(patch.Pod),
+		RateLimit: patch.RateLimit, MaxConcurrentJobs: patch.MaxConcurrentJobs, Pod: patch.Pod,
 	})
 	if err != nil {
 		return h.fail(c, err)
 	}
-	return c.JSON(http.StatusOK, projectReply(p))
+	return c.JSON(http.StatusOK, p)
 }
 
 func (h *Handlers) deleteProject(c echo.Context) error {
@@ -138,7 +130,7 @@ func keyResponse(k access.Key, secret string) contracts.Key {
 	if k.AllowedIPs == nil {
 		k.AllowedIPs = []string{}
 	}
-	return contracts.Key{ID: k.ID, Key: secret, Name: k.Name, Scopes: k.Scopes, AllowedIPs: k.AllowedIPs, RateLimit: (*contracts.RateLimit)(k.RateLimit),
+	return contracts.Key{ID: k.ID, Key: secret, Name: k.Name, Scopes: k.Scopes, AllowedIPs: k.AllowedIPs, RateLimit: k.RateLimit,
 		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt}
 }
 
@@ -151,7 +143,7 @@ func (h *Handlers) createKey(c echo.Context) error {
 		return h.fail(c, err)
 	}
 	k, secret, err := h.admin.CreateKey(c.Request().Context(), actor(c), admin.KeyRequest{Name: req.Name, Scopes: req.Scopes,
-		AllowedIPs: req.AllowedIPs, RateLimit: (*access.RateLimit)(req.RateLimit), ExpiresAt: req.ExpiresAt})
+		AllowedIPs: req.AllowedIPs, RateLimit: req.RateLimit, ExpiresAt: req.ExpiresAt})
 	if err != nil {
 		return h.fail(c, err)
 	}
