@@ -59,7 +59,7 @@ func (k claudeSink) Send(e entry.Entry) error {
 		if err != nil {
 			return k.sink.Send(e)
 		}
-		if err := wrapWrite(k.w.Event(e.Seq, ev.Name, data)); err != nil {
+		if err := wrapWrite(k.w.Event(e.StreamSeq, ev.Name, data)); err != nil {
 			return err
 		}
 	}

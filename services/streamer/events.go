@@ -98,7 +98,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		return nil, s.refuse(c, err)
 	}
 
-	cur := follow.Cursor{Seq: resume}
+	cur := follow.Cursor{StreamSeq: resume}
 	if resume > 0 {
 		var e entry.Entry
 		err := s.retry(ctx, func() (err error) {
@@ -141,7 +141,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 	}
 	err = w.Open(s.cfg.Retry)
 	if err == nil {
-		err = w.Event(cur.Seq, contracts.SSEConnected, connected)
+		err = w.Event(cur.StreamSeq, contracts.SSEConnected, connected)
 	}
 	if err == nil {
 		err = w.Flush()
@@ -229,7 +229,7 @@ func (s *Service) streamLog(ref contracts.StreamRef) *slog.Logger {
 
 func (s *Service) sendError(st *opened, code, msg string) {
 	data, _ := json.Marshal(contracts.ErrorDetail{Code: code, Message: msg}) // cannot fail: two strings
-	err := st.w.Event(st.cur.Seq, contracts.SSEError, data)
+	err := st.w.Event(st.cur.StreamSeq, contracts.SSEError, data)
 	if err == nil {
 		err = st.w.Flush()
 	}
@@ -269,7 +269,7 @@ func (k sink) Send(e entry.Entry) error {
 	case entry.Gap:
 		name = contracts.SSEGap
 	}
-	return wrapWrite(k.w.Event(e.Seq, name, e.Data))
+	return wrapWrite(k.w.Event(e.StreamSeq, name, e.Data))
 }
 
 func (k sink) Flush() error { return wrapWrite(k.w.Flush()) }
