@@ -1,13 +1,17 @@
 // Package accesshttp is the HTTP edge that rdev's API and streamer share:
 // it reads a request's credentials (bearer key, client address) and turns
 // an *access.Error into its status and rdev's error body, so both servers
-// answer every refusal alike.
+// answer every refusal alike; its ErrorHandler does the same for the
+// errors Echo raises itself.
 package accesshttp
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -65,4 +69,31 @@ func Refuse(c echo.Context, ae *access.Error) error {
 // {"error":{"code":"...","message":"..."}}.
 func WriteError(c echo.Context, status int, code, msg string) error {
 	return c.JSON(status, contracts.ErrorBody{Error: contracts.ErrorDetail{Code: code, Message: msg}})
+}
+
+// ErrorHandler renders the errors Echo raises outside handlers (unknown
+// route, wrong method) and any error a handler returns instead of
+// answering, in rdev's error body; log records the unexpected ones.
+func ErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		var he *echo.HTTPError
+		if !errors.As(err, &he) {
+			log.Error("unhandled error", "path", c.Path(), "err", err)
+			_ = WriteError(c, http.StatusInternalServerError, "internal", "an internal error occurred")
+			return
+		}
+		code := map[int]string{
+			http.StatusNotFound:              "not_found",
+			http.StatusMethodNotAllowed:      "method_not_allowed",
+			http.StatusRequestEntityTooLarge: "body_too_large",
+			http.StatusUnsupportedMediaType:  "unsupported_media_type",
+		}[he.Code]
+		if code == "" {
+			code = strings.ReplaceAll(strings.ToLower(http.StatusText(he.Code)), " ", "_")
+		}
+		_ = WriteError(c, he.Code, code, fmt.Sprint(he.Message))
+	}
 }

@@ -2,6 +2,8 @@ package accesshttp_test
 
 import (
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -40,5 +42,28 @@ func TestRefuseAnswersEachKindWithItsStatus(t *testing.T) {
 	}
 	if _, _, ok := accesshttp.Refusal(http.ErrHandlerTimeout); ok {
 		t.Error("an error that is no refusal was taken for one")
+	}
+}
+
+func TestErrorHandlerAnswersInTheErrorBody(t *testing.T) {
+	t.Parallel()
+	e := echo.New()
+	e.HTTPErrorHandler = accesshttp.ErrorHandler(slog.New(slog.DiscardHandler))
+	e.GET("/fails", func(echo.Context) error { return errors.New("boom") })
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{http.MethodGet, "/nowhere", 404, "not_found"},
+		{http.MethodPost, "/fails", 405, "method_not_allowed"},
+		{http.MethodGet, "/fails", 500, "internal"},
+	} {
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+		var body contracts.ErrorBody
+		if rec.Code != tc.status || json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Error.Code != tc.code {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, rec.Code, rec.Body, tc.status, tc.code)
+		}
 	}
 }
