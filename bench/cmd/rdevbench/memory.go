@@ -36,12 +36,13 @@ func split(ctx context.Context, e *env, name string, concurrency int) (up, worke
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	worker, err = e.start(ctx, name+"-worker", "worker", "--nats-url", up.NATS, "--data-dir", wdir,
+	worker, err = e.start(ctx, name+"-worker", "worker", "--nats-url", up.NATS, "--nats-nkey", seed(dir, "worker"), "--data-dir", wdir,
 		"--concurrency", strconv.Itoa(concurrency), "--drain-timeout", "1s", "--kill-grace", "200ms")
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	streamer, err = e.start(ctx, name+"-streamer", "streamer", "--nats-url", up.NATS, "--http-addr", "127.0.0.1:0")
+	streamer, err = e.start(ctx, name+"-streamer", "streamer", "--nats-url", up.NATS, "--nats-nkey", seed(dir, "streamer"),
+		"--http-addr", "127.0.0.1:0")
 	return up, worker, streamer, err
 }
 

@@ -45,7 +45,7 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := e.start(ctx, fmt.Sprintf("e2e-%dw-worker%d", workers, i), "worker", "--nats-url", up.NATS,
+			if _, err := e.start(ctx, fmt.Sprintf("e2e-%dw-worker%d", workers, i), "worker", "--nats-url", up.NATS, "--nats-nkey", seed(dir, "worker"),
 				"--data-dir", wdir, "--concurrency", fmt.Sprint(queueConcurrency)); err != nil {
 				return nil, err
 			}

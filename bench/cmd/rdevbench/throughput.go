@@ -35,7 +35,7 @@ func throughput(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	}
 	n := cfg.lines
 	payload := sampleLine(n)
-	raw, err := rawPublish(ctx, up.NATS, n, payload)
+	raw, err := rawPublish(ctx, up.NATS, seed(dir, "admin"), n, payload)
 	if err != nil {
 		return nil, fmt.Errorf("raw JetStream baseline: %w", err)
 	}
@@ -102,10 +102,15 @@ func sampleLine(n int) []byte {
 }
 
 // rawPublish publishes n copies of payload with JetStream PublishAsync to a
-// file-backed stream it creates for the purpose on the server at url, and
+// file-backed stream it creates for the purpose on the server at url (as
+// the admin of seedFile), and
 // returns the rate from the first publish to the last acknowledgement.
-func rawPublish(ctx context.Context, url string, n int, payload []byte) (float64, error) {
-	nc, err := nats.Connect(url, nats.Name("rdevbench-raw"))
+func rawPublish(ctx context.Context, url, seedFile string, n int, payload []byte) (float64, error) {
+	nkey, err := nats.NkeyOptionFromSeed(seedFile)
+	if err != nil {
+		return 0, err
+	}
+	nc, err := nats.Connect(url, nats.Name("rdevbench-raw"), nkey)
 	if err != nil {
 		return 0, err
 	}
