@@ -11,7 +11,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
 )
 
@@ -38,7 +38,7 @@ func (s *Service) batchEvents(c echo.Context) error {
 		return s.refuse(c, err)
 	}
 	b, err := s.store.Batch(ctx, id)
-	if errors.Is(err, natsjs.ErrUnknownBatch) {
+	if errors.Is(err, state.ErrNotFound) {
 		return accesshttp.WriteError(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
 	}
 	if err != nil {

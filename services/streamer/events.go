@@ -16,6 +16,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
 	"github.com/rdev-dev/rdev/services/streamer/internal/freshstack"
@@ -87,8 +88,8 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 	err := s.retry(ctx, func() (err error) {
 		ref, err = s.store.Ref(ctx, streamID)
 		return err
-	}, natsjs.ErrUnknownStream)
-	if errors.Is(err, natsjs.ErrUnknownStream) {
+	}, state.ErrNotFound)
+	if errors.Is(err, state.ErrNotFound) {
 		return nil, s.refuse(c, access.StreamNotFound()) // word for word as for another project's stream
 	}
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
@@ -180,17 +181,11 @@ func (k *sink) Ping() error {
 // eventually polls cond, under k's lock, until it holds.
 func (k *sink) eventually(t *testing.T, what string, cond func(*sink) bool) {
 	t.Helper()
-	for deadline := time.Now().Add(waitFor); ; time.Sleep(time.Millisecond) {
+	await.Within(t, waitFor, what, func() bool {
 		k.mu.Lock()
-		ok := cond(k)
-		k.mu.Unlock()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+		defer k.mu.Unlock()
+		return cond(k)
+	})
 }
 
 func line(streamSeq, lineSeq uint64) entry.Entry {
@@ -331,11 +326,7 @@ func TestCutLooseClientCatchesUpFromHistory(t *testing.T) {
 // appended from then on arrives live.
 func hubStarted(t *testing.T, h *hub.Hubs) {
 	t.Helper()
-	for deadline := time.Now().Add(waitFor); h.Stats().Started == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("hub not started")
-		}
-	}
+	await.Within(t, waitFor, "the hub started", func() bool { return h.Stats().Started != 0 })
 }
 
 func TestBurstIsQueuedAndFlushedTogether(t *testing.T) {
