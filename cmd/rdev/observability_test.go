@@ -109,7 +109,7 @@ func TestOneTraceFromSubmitToStream(t *testing.T) {
 		t.Errorf("request span's parent %s, want the caller's 00f067aa0ba902b7", p.SpanID())
 	}
 	parentOf("publish RDEV_JOBS", "POST /v1/projects/:project/commands")
-	parentOf("process RDEV_JOBS", "publish RDEV_JOBS") // across NATS, from the job message's headers
+	parentOf("process RDEV_JOBS", "publish RDEV_JOBS") // across NATS, from the job message's trace field
 	if !byName["process RDEV_JOBS"].Parent.IsRemote() {
 		t.Error("worker span's parent is not remote")
 	}
