@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/user"
 	"path/filepath"
 	"regexp"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/rdev-dev/rdev/cmd/rdev/internal/natsconn"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
+	"github.com/rdev-dev/rdev/services/api"
+	"github.com/rdev-dev/rdev/services/streamer"
 	"github.com/rdev-dev/rdev/services/worker"
 )
 
@@ -145,8 +148,8 @@ type upCmd struct {
 	Without  []string      `enum:"worker,streamer" env:"RDEV_WITHOUT" help:"Services to leave out (worker, streamer), e.g. to run them as separate processes."`
 }
 
-func (c *upCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	cfg := nodeConfig{telemetry: tel,
+func (c *upCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	cfg := nodeConfig{telemetry: tel, forced: forced,
 		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
 		credsDir: filepath.Join(c.DataDir, "nats"),
 		http:     c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
@@ -171,8 +174,8 @@ type apiCmd struct {
 	Secrets  secretsFlags  `embed:""`
 }
 
-func (c *apiCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology, api: &c.API,
+func (c *apiCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology, api: &c.API,
 		secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
 }
 
@@ -185,8 +188,8 @@ type workerCmd struct {
 	HTTPAddr string        `name:"http-addr" env:"RDEV_HTTP_ADDR" help:"Serve /metrics, /healthz and /readyz on this address (default: no HTTP server)."`
 }
 
-func (c *workerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology, worker: &c.Worker,
+func (c *workerCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology, worker: &c.Worker,
 		http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, workerHTTP: c.HTTPAddr != "",
 		workspaces: filepath.Join(c.DataDir, "workspaces"), secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
 }
@@ -198,9 +201,70 @@ type streamerCmd struct {
 	Streamer streamerFlags `embed:""`
 }
 
-func (c *streamerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology,
+func (c *streamerCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology,
 		streamer: &c.Streamer}, log, stdout)
+}
+
+// config is the API's configuration from the flags, with the secrets key.
+func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
+	claudeArgv, err := a.claudeArgv()
+	if err != nil {
+		return api.Config{}, err
+	}
+	return api.Config{MaxBodyBytes: a.MaxBodyBytes, DefaultTimeout: a.DefaultTimeout,
+		MaxTimeout: a.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
+		RateLimitFailClosed: a.RateLimitFailClosed, KeyRateLimit: a.KeyRateLimit, KeyRateWindow: a.KeyRateWindow,
+		TokenTTL: a.StreamTokenTTL, ReinstallBootstrapKey: a.ReinstallBootstrap, BootstrapKey: a.BootstrapKey, SecretsKey: secretsKey,
+	}, nil
+}
+
+// config is the streamer's configuration from the flags.
+func (s streamerFlags) config() streamer.Config {
+	return streamer.Config{Heartbeat: s.SSEHeartbeat, AllowOrigins: s.CORSOrigins, UnavailableAfter: s.UnavailableAfter}
+}
+
+// config is the worker's configuration from the flags: the job
+// environment, and the job user as root, whose workspaces move out of a
+// data directory it cannot reach.
+func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logger) (worker.Config, error) {
+	jobEnv, err := w.jobEnv(os.LookupEnv)
+	if err != nil {
+		return worker.Config{}, err
+	}
+	jobHome, err := w.jobHome()
+	if err != nil {
+		return worker.Config{}, err
+	}
+	var jobUser *worker.JobUser
+	if w.Executor == worker.ExecutorLocal {
+		if jobUser, err = w.jobUser(os.Geteuid()); err != nil {
+			return worker.Config{}, err
+		}
+	}
+	if jobUser != nil {
+		ws, moved, err := jobWorkspaces(workspaces)
+		if err != nil {
+			return worker.Config{}, fmt.Errorf("workspaces: %w", err)
+		}
+		if moved {
+			log.Warn("the job user cannot reach the data directory (a directory above it is private); workspaces live elsewhere",
+				"workspaces", ws, "job_user", w.JobUser)
+		}
+		workspaces = ws
+	}
+	return worker.Config{
+		ID: w.WorkerID, Concurrency: w.Concurrency, FairEvery: w.FairEvery,
+		AckWait: w.AckWait, DrainTimeout: w.DrainTimeout, KillGrace: w.KillGrace,
+		Workspaces: workspaces, Executor: w.Executor, UnavailableDelay: w.K8s.UnavailableDelay,
+		RetryBase: w.RetryBase, RetryCap: w.RetryCap, SlotDelay: w.SlotDelay,
+		JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, SecretsKey: secretsKey,
+		Kubernetes: worker.KubernetesConfig{
+			Kubeconfig: w.K8s.Kubeconfig, Namespace: w.K8s.Namespace,
+			PodTemplate: w.K8s.PodTemplate, CreatePods: w.K8s.CreatePods,
+			QPS: w.K8s.KubeQPS, Burst: w.K8s.KubeBurst, ReadyTimeout: w.K8s.PodReadyTimeout,
+		},
+	}, nil
 }
 
 // claudeArgv reads --claude-command: a JSON array, or one string split

@@ -125,6 +125,7 @@ require (
 	github.com/oklog/ulid/v2 v2.1.2 // indirect
 	github.com/pb33f/ordered-map/v2 v2.3.1 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/lifecycle v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/sony/gobreaker/v2 v2.4.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
@@ -140,3 +141,5 @@ require (
 replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
 
 replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
+
+replace github.com/rdev-dev/rdev/pkg/lifecycle => ../../pkg/lifecycle

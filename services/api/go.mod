@@ -46,6 +46,7 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/lifecycle v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect
@@ -60,3 +61,5 @@ require (
 replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
 
 replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
+
+replace github.com/rdev-dev/rdev/pkg/lifecycle => ../../pkg/lifecycle

@@ -37,8 +37,6 @@ type Config struct {
 	// AllowOrigins are the CORS origins allowed on the events endpoint.
 	// Default ["*"].
 	AllowOrigins []string
-	// Telemetry says where spans and metrics go; default nowhere.
-	Telemetry Telemetry
 }
 
 func (c *Config) setDefaults() {

@@ -72,6 +72,7 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/lifecycle v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
@@ -98,3 +99,5 @@ require (
 replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
 
 replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
+
+replace github.com/rdev-dev/rdev/pkg/lifecycle => ../../pkg/lifecycle
