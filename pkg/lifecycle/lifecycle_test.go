@@ -37,7 +37,11 @@ type journal struct {
 
 func (j *journal) add(s string) { j.mu.Lock(); j.lines = append(j.lines, s); j.mu.Unlock() }
 
-func (j *journal) String() string { j.mu.Lock(); defer j.mu.Unlock(); return strings.Join(j.lines, " ") }
+func (j *journal) String() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return strings.Join(j.lines, " ")
+}
 
 func (p *part) Start(context.Context) error {
 	if p.failAt {

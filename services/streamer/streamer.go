@@ -46,7 +46,7 @@ type Service struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	active sync.WaitGroup // requests being served
+	active  sync.WaitGroup // requests being served
 
 	clients atomic.Int64
 	dropped atomic.Uint64
