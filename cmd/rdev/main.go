@@ -38,12 +38,7 @@ type forcedStop context.Context
 // an in-memory span exporter, a manual metric reader).
 func runWith(ctx, forced context.Context, args []string, stdout, stderr io.Writer, extra telemetry.Config) error {
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("rdev"),
-		kong.Description("Run commands in per-project workspaces from a prioritized NATS JetStream queue and watch their output live."),
-		kong.UsageOnError(),
-		kong.Writers(stdout, stderr),
-	)
+	parser, err := newParser(&c, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -59,6 +54,17 @@ func runWith(ctx, forced context.Context, args []string, stdout, stderr io.Write
 	tel.OTLPTracesEndpoint, tel.OTLPMetricsEndpoint = c.Telemetry.OTLPTracesEndpoint, c.Telemetry.OTLPMetricsEndpoint
 	kctx.Bind(tel)
 	return kctx.Run(c.Log.logger(stderr))
+}
+
+// newParser is rdev's command line, filling c.
+func newParser(c *cli, stdout, stderr io.Writer) (*kong.Kong, error) {
+	return kong.New(c,
+		kong.Name("rdev"),
+		kong.Description("Run commands in per-project workspaces from a prioritized NATS JetStream queue and watch their output live."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		defaults(),
+	)
 }
 
 func (l logFlags) logger(w io.Writer) *slog.Logger {

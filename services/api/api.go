@@ -32,7 +32,21 @@ import (
 	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
 )
 
-// Config tunes the API. Zero values take the documented defaults.
+// Defaults of Config: what a zero field means, and the defaults of
+// rdev's flags.
+const (
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultMaxBatchBytes  = 32 << 20
+	DefaultJobTimeout     = 10 * time.Minute
+	DefaultMaxJobTimeout  = 24 * time.Hour
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultRedisTimeout   = 100 * time.Millisecond
+	DefaultKeyRateWindow  = time.Minute
+	DefaultTokenTTL       = time.Hour
+	DefaultCacheTTL       = 5 * time.Minute
+)
+
+// Config tunes the API. Zero values take the defaults above.
 type Config struct {
 	// MaxBodyBytes bounds a request body; default 1 MiB.
 	MaxBodyBytes int64
@@ -83,23 +97,21 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 1 << 20
-	}
-	if c.MaxBatchBytes <= 0 {
-		c.MaxBatchBytes = 32 << 20
-	}
-	if c.PublishTimeout <= 0 {
-		c.PublishTimeout = 5 * time.Second
-	}
-	if c.KeyRateWindow <= 0 {
-		c.KeyRateWindow = time.Minute
-	}
-	if c.TokenTTL <= 0 {
-		c.TokenTTL = time.Hour
-	}
-	if c.CacheTTL <= 0 {
-		c.CacheTTL = 5 * time.Minute
+	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&c.MaxBatchBytes, DefaultMaxBatchBytes)
+	setDefault(&c.DefaultTimeout, DefaultJobTimeout)
+	setDefault(&c.MaxTimeout, DefaultMaxJobTimeout)
+	setDefault(&c.PublishTimeout, DefaultPublishTimeout)
+	setDefault(&c.RedisTimeout, DefaultRedisTimeout)
+	setDefault(&c.KeyRateWindow, DefaultKeyRateWindow)
+	setDefault(&c.TokenTTL, DefaultTokenTTL)
+	setDefault(&c.CacheTTL, DefaultCacheTTL)
+}
+
+// setDefault sets a zero or negative *v to def.
+func setDefault[T int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
 }
 

@@ -100,6 +100,24 @@ type Config struct {
 	jitter func() float64
 }
 
+// Defaults of Config: what a zero field means, and the defaults of
+// rdev's flags.
+const (
+	DefaultConcurrency      = 4
+	DefaultFairEvery        = 10
+	DefaultAckWait          = 30 * time.Second
+	DefaultDrainTimeout     = 30 * time.Second
+	DefaultKillGrace        = 2 * time.Second
+	DefaultExecutor         = ExecutorLocal
+	DefaultRetryBase        = time.Second
+	DefaultRetryCap         = 5 * time.Minute
+	DefaultSlotDelay        = 500 * time.Millisecond
+	DefaultUnavailableDelay = 5 * time.Second
+	DefaultKubeQPS          = 20
+	DefaultKubeBurst        = 40
+	DefaultPodReadyTimeout  = 2 * time.Minute
+)
+
 // The executors a worker can use.
 const (
 	ExecutorLocal      = "local"
@@ -151,17 +169,30 @@ func (c *Config) setDefaults() {
 		_, _ = rand.Read(b)
 		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 	}
-	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 30 * time.Second
-	}
+	setDefault(&c.Concurrency, DefaultConcurrency)
+	setDefault(&c.FairEvery, DefaultFairEvery)
+	setDefault(&c.AckWait, DefaultAckWait)
+	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&c.KillGrace, DefaultKillGrace)
+	setDefault(&c.RetryBase, DefaultRetryBase)
+	setDefault(&c.RetryCap, DefaultRetryCap)
+	setDefault(&c.SlotDelay, DefaultSlotDelay)
+	setDefault(&c.UnavailableDelay, DefaultUnavailableDelay)
+	setDefault(&c.Kubernetes.QPS, DefaultKubeQPS)
+	setDefault(&c.Kubernetes.Burst, DefaultKubeBurst)
+	setDefault(&c.Kubernetes.ReadyTimeout, DefaultPodReadyTimeout)
 	if c.Executor == "" {
-		c.Executor = ExecutorLocal
+		c.Executor = DefaultExecutor
 	}
 	if c.SlotLease <= 0 {
 		c.SlotLease = c.AckWait * 4 / 3
+	}
+}
+
+// setDefault sets a zero or negative *v to def.
+func setDefault[T int | float32 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
 }
 
