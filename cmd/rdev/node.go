@@ -109,9 +109,12 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 
 	failed := g.Wait(ctx)
 	log.Info("shutting down")
-	err = errors.Join(failed, g.Shutdown(cfg.forced))
-	if cfg.forced.Err() != nil {
-		return fmt.Errorf("stopped before the shutdown finished: %w", context.Cause(cfg.forced))
+	// The shutdown outlives ctx; only a forced stop cuts it short.
+	sctx, force := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer context.AfterFunc(cfg.forced, func() { force(context.Cause(cfg.forced)) })() //nolint:contextcheck // the second signal's context, which ctx cannot carry
+	err = errors.Join(failed, g.Shutdown(sctx))
+	if sctx.Err() != nil {
+		return fmt.Errorf("stopped before the shutdown finished: %w", context.Cause(sctx))
 	}
 	log.Info("stopped")
 	return err
@@ -336,7 +339,8 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	if err != nil {
 		return nil, err
 	}
-	return api.New(acfg, api.Deps{JS: ajs, State: astate, Secrets: secrets, Access: store, Signer: signer,
+	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
+		JS: ajs, State: astate, Secrets: secrets, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),
 		Telemetry: api.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceAPI), MeterProvider: d.tel.MeterProvider(),
 			OnBreakerChange: func(dep, _, to string) { d.breakers.Set(dep, to) }},

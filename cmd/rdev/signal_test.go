@@ -82,7 +82,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 		}
 	}
 	must(t, cmd.Process.Signal(syscall.SIGINT), "first SIGINT")
-	logs.waitFor(t, "waiting for 1 running jobs", 20*time.Second)
+	logs.waitFor(t, `component=worker for="1 running jobs"`, 20*time.Second)
 	select {
 	case err := <-waitErr:
 		t.Fatalf("rdev exited (%v) while its job held the drain", err)

@@ -183,7 +183,7 @@ func (g *Group) stop(ctx context.Context, p part) error {
 			return
 		}
 		if what := w.Waiting(); what != "" {
-			g.log.Info("waiting for "+what, "component", p.name)
+			g.log.Info("waiting for work in flight", "component", p.name, "for", what)
 		}
 	}
 	tick := time.NewTicker(g.every)

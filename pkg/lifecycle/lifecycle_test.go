@@ -180,7 +180,7 @@ func TestGroupSaysWhatItWaitsFor(t *testing.T) {
 	go func() { stopped <- g.Shutdown(ctx) }()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for !strings.Contains(logs.String(), `msg="waiting for 2 running jobs" component=worker`) {
+	for !strings.Contains(logs.String(), `msg="waiting for work in flight" component=worker for="2 running jobs"`) {
 		select {
 		case err := <-stopped:
 			t.Fatalf("Shutdown returned (%v) with jobs running", err)

@@ -23,7 +23,7 @@ func TestRevokedBootstrapKeyStaysRevoked(t *testing.T) {
 	}
 	ctx := context.Background()
 	restart := func(cfg api.Config) {
-		a := newAPI(t, cfg, js, slog.New(slog.DiscardHandler))
+		a := newAPI(t, cfg, js, slog.New(slog.DiscardHandler)) //nolint:contextcheck // New only builds; Start takes the context
 		if _, err := a.Bootstrap(ctx, adminKey); err != nil {
 			t.Fatal(err)
 		}

@@ -41,7 +41,7 @@ func Run(t *testing.T, h Harness) {
 			t.Error("ready before Start")
 		}
 		start(t, c)
-		shutdown(t, c, t.Context())
+		shutdown(t, c)
 		if err := c.Ready(t.Context()); err == nil {
 			t.Error("still ready after Shutdown")
 		}
@@ -49,15 +49,15 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ShutdownWithoutStart", func(t *testing.T) {
 		t.Parallel()
 		c := h.New(t)
-		shutdown(t, c, t.Context())
-		shutdown(t, c, t.Context())
+		shutdown(t, c)
+		shutdown(t, c)
 	})
 	t.Run("DoubleShutdown", func(t *testing.T) {
 		t.Parallel()
 		c := h.New(t)
 		start(t, c)
-		shutdown(t, c, t.Context())
-		shutdown(t, c, t.Context())
+		shutdown(t, c)
+		shutdown(t, c)
 	})
 	if h.Busy == nil {
 		return
@@ -142,9 +142,9 @@ func start(t *testing.T, c lifecycle.Component) {
 	}
 }
 
-func shutdown(t *testing.T, c lifecycle.Component, ctx context.Context) {
+func shutdown(t *testing.T, c lifecycle.Component) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, Bound)
+	ctx, cancel := context.WithTimeout(t.Context(), Bound)
 	defer cancel()
 	if err := c.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)

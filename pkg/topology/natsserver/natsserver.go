@@ -125,10 +125,14 @@ func portFree(host string, port int) error {
 	if port <= 0 {
 		return nil // a random port is free by construction
 	}
-	addr := net.JoinHostPort(host, strconv.Itoa(port))
-	ln, err := net.Listen("tcp", addr)
+	hostPort := net.JoinHostPort(host, strconv.Itoa(port))
+	addr, err := net.ResolveTCPAddr("tcp", hostPort)
 	if err != nil {
-		return fmt.Errorf("natsserver: listen on %s: %w", addr, err)
+		return fmt.Errorf("natsserver: address %s: %w", hostPort, err)
+	}
+	ln, err := net.ListenTCP("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("natsserver: listen on %s: %w", hostPort, err)
 	}
 	return ln.Close()
 }

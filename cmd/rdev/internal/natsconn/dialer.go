@@ -41,7 +41,9 @@ func (d *Dialer) Dial(ctx context.Context, name string, role natsserver.Role, op
 	}
 	conn := metric.WithAttributes(attribute.String("connection", name))
 	closed := make(chan struct{})
-	all := append(auth, nats.Name("rdev-"+name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+	all := make([]nats.Option, 0, len(auth)+len(opts)+len(d.Extra)+6)
+	all = append(all, auth...)
+	all = append(all, nats.Name("rdev-"+name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: our own close at shutdown
