@@ -97,21 +97,32 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
-	setDefault(&c.MaxBatchBytes, DefaultMaxBatchBytes)
-	setDefault(&c.DefaultTimeout, DefaultJobTimeout)
-	setDefault(&c.MaxTimeout, DefaultMaxJobTimeout)
-	setDefault(&c.PublishTimeout, DefaultPublishTimeout)
-	setDefault(&c.RedisTimeout, DefaultRedisTimeout)
-	setDefault(&c.KeyRateWindow, DefaultKeyRateWindow)
-	setDefault(&c.TokenTTL, DefaultTokenTTL)
-	setDefault(&c.CacheTTL, DefaultCacheTTL)
-}
-
-// setDefault sets a zero or negative *v to def.
-func setDefault[T int64 | time.Duration](v *T, def T) {
-	if *v <= 0 {
-		*v = def
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.DefaultTimeout <= 0 {
+		c.DefaultTimeout = DefaultJobTimeout
+	}
+	if c.MaxTimeout <= 0 {
+		c.MaxTimeout = DefaultMaxJobTimeout
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.RedisTimeout <= 0 {
+		c.RedisTimeout = DefaultRedisTimeout
+	}
+	if c.KeyRateWindow <= 0 {
+		c.KeyRateWindow = DefaultKeyRateWindow
+	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = DefaultTokenTTL
+	}
+	if c.CacheTTL <= 0 {
+		c.CacheTTL = DefaultCacheTTL
 	}
 }
 

@@ -6,6 +6,7 @@ package lifecycletest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -121,33 +122,26 @@ func Run(t *testing.T, h Harness) {
 
 func start(t *testing.T, c lifecycle.Component) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), Bound)
-	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
+	step(t, "Start", c.Start)
 	t.Cleanup(func() { _ = c.Shutdown(context.Background()) })
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := c.Ready(ctx)
-		if err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("not ready within %s: %v", Bound, err)
-		case <-tick.C:
-		}
+	var err error
+	if e := poll(func() bool { err = c.Ready(t.Context()); return err == nil }, nil); e != nil {
+		t.Fatalf("not ready: %v (%v)", err, e)
 	}
 }
 
 func shutdown(t *testing.T, c lifecycle.Component) {
 	t.Helper()
+	step(t, "Shutdown", c.Shutdown)
+}
+
+// step runs one call of the lifecycle within Bound.
+func step(t *testing.T, name string, call func(context.Context) error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), Bound)
 	defer cancel()
-	if err := c.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
+	if err := call(ctx); err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
 }
 
@@ -159,16 +153,28 @@ func waitingFor(t *testing.T, c lifecycle.Component, stopped <-chan error) {
 	if !ok {
 		t.Fatal("a component whose Shutdown waits for work must say for what (lifecycle.Waiter)")
 	}
+	if err := poll(func() bool { return w.Waiting() != "" }, stopped); err != nil {
+		t.Fatalf("Shutdown never said what it waits for: %v", err)
+	}
+}
+
+// poll checks cond every 10ms until it holds; it gives up after Bound,
+// or when stopped delivers (the Shutdown under test returned).
+func poll(cond func() bool, stopped <-chan error) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(Bound)
-	for w.Waiting() == "" {
+	for !cond() {
 		select {
 		case err := <-stopped:
-			t.Fatalf("Shutdown returned (%v) without waiting for the work in flight", err)
+			if err == nil {
+				return errors.New("shutdown returned")
+			}
+			return fmt.Errorf("shutdown returned: %w", err)
 		case <-deadline:
-			t.Fatal("Shutdown never said what it waits for")
+			return fmt.Errorf("not within %s", Bound)
 		case <-tick.C:
 		}
 	}
+	return nil
 }
