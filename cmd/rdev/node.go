@@ -109,6 +109,9 @@ func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Wr
 
 	failed := g.Wait(ctx)
 	log.Info("shutting down")
+	if hs != nil {
+		hs.Drain() // readiness off first: load balancers stop sending traffic
+	}
 	// The shutdown outlives ctx; only a forced stop cuts it short.
 	sctx, force := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer context.AfterFunc(cfg.forced, func() { force(context.Cause(cfg.forced)) })() //nolint:contextcheck // the second signal's context, which ctx cannot carry
@@ -229,18 +232,27 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 			return nil, hs, err
 		}
 	}
+	if cfg.api != nil || cfg.streamer != nil || cfg.workerHTTP {
+		if hs, err = newHTTPServer(ctx, cfg, d); err != nil {
+			return nil, hs, err
+		}
+	}
+	// add appends c to g and makes /readyz depend on it.
+	add := func(name string, c lifecycle.Component, shutdownTimeout time.Duration) {
+		g.Add(name, c, shutdownTimeout)
+		if hs != nil {
+			hs.AddReadyCheck(name, c.Ready)
+		}
+	}
 	if cfg.worker != nil {
 		w, err := newWorker(ctx, cfg, d, secretsKeyBytes)
 		if err != nil {
 			return nil, hs, err
 		}
-		g.Add("worker", w, 0)
+		add("worker", w, 0)
 	}
-	if cfg.api == nil && cfg.streamer == nil && !cfg.workerHTTP {
+	if hs == nil {
 		return g, nil, nil
-	}
-	if hs, err = newHTTPServer(ctx, cfg, d, g); err != nil {
-		return nil, hs, err
 	}
 	var store *natskv.Store
 	var signer *access.Signer
@@ -260,7 +272,7 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 			return nil, hs, err
 		}
 		a.Register(hs.Echo) //nolint:contextcheck // registers routes; handlers use their request's context
-		g.Add("api", a, 0)
+		add("api", a, 0)
 	}
 	g.Add("http", hs, cfg.http.ShutdownTimeout)
 	if cfg.streamer != nil {
@@ -277,14 +289,14 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 		st.Register(hs.Echo)
 		// Stopped before the HTTP server, so open streams end (clients
 		// told to reconnect) instead of holding it open.
-		g.Add("streamer", st, cfg.http.ShutdownTimeout)
+		add("streamer", st, cfg.http.ShutdownTimeout)
 	}
 	return g, hs, nil
 }
 
 // newHTTPServer is the one HTTP server of the process: /readyz follows the
-// NATS connection, the topology and every component of g.
-func newHTTPServer(ctx context.Context, cfg nodeConfig, d deps, g *lifecycle.Group) (*httpserver.Server, error) {
+// NATS connection and the topology, and the components added to it.
+func newHTTPServer(ctx context.Context, cfg nodeConfig, d deps) (*httpserver.Server, error) {
 	hs, err := httpserver.New(ctx, cfg.http.HTTPAddr, cfg.http.TrustedProxies, d.log)
 	if err != nil {
 		return nil, err
@@ -313,7 +325,6 @@ func newHTTPServer(ctx context.Context, cfg nodeConfig, d deps, g *lifecycle.Gro
 		_, err := d.js.Stream(ctx, contracts.StreamJobs)
 		return err
 	})
-	hs.AddReadyCheck("components", g.Ready)
 	return hs, nil
 }
 
