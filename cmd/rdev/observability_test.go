@@ -38,10 +38,7 @@ func TestOneTraceFromSubmitToStream(t *testing.T) {
 	must(t, err, "submit")
 	rb, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var reply struct {
-		submitReply
-		TraceID string `json:"trace_id"`
-	}
+	var reply contracts.SubmitResponse
 	must(t, json.Unmarshal(rb, &reply), "decode %s", rb)
 	if resp.StatusCode != http.StatusAccepted || reply.TraceID != callerTrace {
 		t.Fatalf("submit: %d %s; want 202 with trace_id %s", resp.StatusCode, rb, callerTrace)

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rdev-dev/rdev/bench/internal/sse"
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -45,30 +45,31 @@ func throughput(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := sse.Open(ctx, client, up.HTTP+a.EventsURL)
+	s, err := follow(ctx, up.HTTP, a.EventsURL)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
 	var first, last time.Time
 	lines := 0
+	var ev client.Event
 	for {
-		if err := s.Next(); err != nil {
+		if ev, err = s.Next(); err != nil {
 			return nil, fmt.Errorf("stream ended after %d lines without complete: %w", lines, err)
 		}
-		if s.Name == contracts.SSEOutput {
+		if ev.Name == contracts.SSEOutput {
 			last = time.Now()
 			if lines == 0 {
 				first = last
 			}
 			lines++
 		}
-		if s.Name == contracts.SSEComplete {
+		if ev.Name == contracts.SSEComplete {
 			break
 		}
 	}
 	end := time.Since(t0)
-	done, err := checkComplete(s.Data, uint64(n))
+	done, err := checkComplete(ev, uint64(n))
 	if err != nil {
 		return nil, err
 	}

@@ -433,9 +433,9 @@ func (r *replay) drain(ctx context.Context, pending uint64, yield func(entry.Ent
 				r.s.log.Warn("undecodable message", "stream_id", r.streamID, "seq", md.Sequence.Stream, "err", err)
 				e.Kind = entry.Invalid
 			}
-			r.next = e.Seq + 1
+			r.next = e.StreamSeq + 1
 			pending = md.NumPending
-			if !yield(e, nil) || e.Seq >= r.until || pending == 0 {
+			if !yield(e, nil) || e.StreamSeq >= r.until || pending == 0 {
 				return errStop
 			}
 		}

@@ -129,7 +129,7 @@ func TestFeedDeliversWhatFollowsOpenAndCloses(t *testing.T) {
 	}()
 	select {
 	case e := <-got:
-		if e.Seq != want || e.Line != 2 {
+		if e.StreamSeq != want || e.Line != 2 {
 			t.Fatalf("got %+v, want line 2 at %d", e, want)
 		}
 	case <-time.After(5 * time.Second):
