@@ -2,14 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/alecthomas/kong"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
@@ -28,7 +27,7 @@ func TestClaudeCommandFlag(t *testing.T) {
 		{[]string{"api"}, nil},
 	} {
 		var c cli
-		parser, err := kong.New(&c, kong.Name("rdev"))
+		parser, err := newParser(&c, io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/user"
 	"path/filepath"
 	"regexp"
@@ -14,10 +15,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/google/shlex"
 
 	"github.com/rdev-dev/rdev/cmd/rdev/internal/natsconn"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
+	"github.com/rdev-dev/rdev/services/api"
+	"github.com/rdev-dev/rdev/services/streamer"
 	"github.com/rdev-dev/rdev/services/worker"
 )
 
@@ -31,6 +35,47 @@ type cli struct {
 	Worker   workerCmd   `cmd:"" help:"Run a worker alone against an external NATS; start several to scale out."`
 	Streamer streamerCmd `cmd:"" help:"Run the SSE streamer alone against an external NATS."`
 	Schema   schemaCmd   `cmd:"" help:"Write the JSON Schemas of the wire contract (run from the repository root)."`
+}
+
+// defaults are the flags' defaults that the services own (kong.Vars,
+// ${name} in a default tag), so they are written once.
+func defaults() kong.Vars {
+	return kong.Vars{
+		"max_body_bytes":        strconv.Itoa(api.DefaultMaxBodyBytes),
+		"default_job_timeout":   duration(api.DefaultJobTimeout),
+		"max_job_timeout":       duration(api.DefaultMaxJobTimeout),
+		"redis_timeout":         duration(api.DefaultRedisTimeout),
+		"key_rate_window":       duration(api.DefaultKeyRateWindow),
+		"stream_token_ttl":      duration(api.DefaultTokenTTL),
+		"concurrency":           strconv.Itoa(worker.DefaultConcurrency),
+		"fair_every":            strconv.Itoa(worker.DefaultFairEvery),
+		"ack_wait":              duration(worker.DefaultAckWait),
+		"drain_timeout":         duration(worker.DefaultDrainTimeout),
+		"kill_grace":            duration(worker.DefaultKillGrace),
+		"executor":              worker.DefaultExecutor,
+		"retry_base":            duration(worker.DefaultRetryBase),
+		"retry_cap":             duration(worker.DefaultRetryCap),
+		"slot_delay":            duration(worker.DefaultSlotDelay),
+		"kube_qps":              strconv.Itoa(worker.DefaultKubeQPS),
+		"kube_burst":            strconv.Itoa(worker.DefaultKubeBurst),
+		"pod_ready_timeout":     duration(worker.DefaultPodReadyTimeout),
+		"unavailable_delay":     duration(worker.DefaultUnavailableDelay),
+		"sse_heartbeat":         duration(streamer.DefaultHeartbeat),
+		"cors_origin":           streamer.DefaultAllowOrigin,
+		"sse_unavailable_after": duration(streamer.DefaultUnavailableAfter),
+	}
+}
+
+// duration writes d as a person would: 24h, not 24h0m0s.
+func duration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 type logFlags struct {
@@ -79,32 +124,32 @@ type httpFlags struct {
 }
 
 type apiFlags struct {
-	MaxBodyBytes   int64         `default:"1048576" env:"RDEV_MAX_BODY_BYTES" help:"Largest accepted request body."`
-	DefaultTimeout time.Duration `name:"default-job-timeout" default:"10m" env:"RDEV_DEFAULT_JOB_TIMEOUT" help:"Timeout of jobs that set none."`
-	MaxTimeout     time.Duration `name:"max-job-timeout" default:"24h" env:"RDEV_MAX_JOB_TIMEOUT" help:"Longest timeout a job may ask for."`
+	MaxBodyBytes   int64         `default:"${max_body_bytes}" env:"RDEV_MAX_BODY_BYTES" help:"Largest accepted request body."`
+	DefaultTimeout time.Duration `name:"default-job-timeout" default:"${default_job_timeout}" env:"RDEV_DEFAULT_JOB_TIMEOUT" help:"Timeout of jobs that set none."`
+	MaxTimeout     time.Duration `name:"max-job-timeout" default:"${max_job_timeout}" env:"RDEV_MAX_JOB_TIMEOUT" help:"Longest timeout a job may ask for."`
 	ClaudeCommand  string        `name:"claude-command" env:"RDEV_CLAUDE_COMMAND" help:"Command line for prompts: one string split as a shell would (quotes, no expansion) or a JSON array; {prompt} marks where the Claude options, -- and the prompt go (default: claude -p --verbose {prompt})."`
 	// BootstrapKey is a secret: never logged.
 	BootstrapKey        string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
 	ReinstallBootstrap  bool          `name:"reinstall-bootstrap-key" env:"RDEV_REINSTALL_BOOTSTRAP_KEY" help:"Install --bootstrap-api-key again even if it was revoked (a revoked bootstrap key otherwise stays revoked across restarts)."`
 	RedisURL            string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty."`
-	RedisTimeout        time.Duration `name:"redis-timeout" default:"100ms" env:"RDEV_REDIS_TIMEOUT" help:"Longest a Redis call may take before it counts as a failure."`
+	RedisTimeout        time.Duration `name:"redis-timeout" default:"${redis_timeout}" env:"RDEV_REDIS_TIMEOUT" help:"Longest a Redis call may take before it counts as a failure."`
 	RateLimitFailClosed bool          `name:"rate-limit-fail-closed" env:"RDEV_RATE_LIMIT_FAIL_CLOSED" help:"Refuse requests (503) while Redis is down, instead of serving them unlimited."`
 	KeyRateLimit        int           `name:"key-rate-limit" default:"0" env:"RDEV_KEY_RATE_LIMIT" help:"Requests a key without its own limit may make per --key-rate-window (0: unlimited)."`
-	KeyRateWindow       time.Duration `name:"key-rate-window" default:"1m" env:"RDEV_KEY_RATE_WINDOW" help:"Window of --key-rate-limit."`
-	StreamTokenTTL      time.Duration `name:"stream-token-ttl" default:"1h" env:"RDEV_STREAM_TOKEN_TTL" help:"How long the token in a submit reply's events_url opens the stream."`
+	KeyRateWindow       time.Duration `name:"key-rate-window" default:"${key_rate_window}" env:"RDEV_KEY_RATE_WINDOW" help:"Window of --key-rate-limit."`
+	StreamTokenTTL      time.Duration `name:"stream-token-ttl" default:"${stream_token_ttl}" env:"RDEV_STREAM_TOKEN_TTL" help:"How long the token in a submit reply's events_url opens the stream."`
 }
 
 type workerFlags struct {
 	WorkerID     string        `name:"worker-id" env:"RDEV_WORKER_ID" help:"Worker id (default: host-pid-random)."`
-	Concurrency  int           `default:"4" env:"RDEV_CONCURRENCY" help:"Jobs run at once by this worker."`
-	FairEvery    int           `default:"10" env:"RDEV_FAIR_EVERY" help:"Each lower priority gets at least one of every N dispatches while it has work."`
-	AckWait      time.Duration `default:"30s" env:"RDEV_ACK_WAIT" help:"Time without a heartbeat after which a job is redelivered (worker presumed lost)."`
-	DrainTimeout time.Duration `default:"30s" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
-	KillGrace    time.Duration `default:"2s" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
-	Executor     string        `default:"local" enum:"local,kubernetes" env:"RDEV_EXECUTOR" help:"Where jobs run: local (processes on this machine) or kubernetes (each project's pod)."`
-	RetryBase    time.Duration `name:"retry-base" default:"1s" env:"RDEV_RETRY_BASE" help:"Backoff before a job's second attempt; it doubles per attempt, with full jitter."`
-	RetryCap     time.Duration `name:"retry-cap" default:"5m" env:"RDEV_RETRY_CAP" help:"Longest backoff between two attempts of a job."`
-	SlotDelay    time.Duration `name:"slot-delay" default:"500ms" env:"RDEV_SLOT_DELAY" help:"How long a job whose project runs max_concurrent_jobs already waits before it is offered again."`
+	Concurrency  int           `default:"${concurrency}" env:"RDEV_CONCURRENCY" help:"Jobs run at once by this worker."`
+	FairEvery    int           `default:"${fair_every}" env:"RDEV_FAIR_EVERY" help:"Each lower priority gets at least one of every N dispatches while it has work."`
+	AckWait      time.Duration `default:"${ack_wait}" env:"RDEV_ACK_WAIT" help:"Time without a heartbeat after which a job is redelivered (worker presumed lost)."`
+	DrainTimeout time.Duration `default:"${drain_timeout}" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
+	KillGrace    time.Duration `default:"${kill_grace}" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
+	Executor     string        `default:"${executor}" enum:"local,kubernetes" env:"RDEV_EXECUTOR" help:"Where jobs run: local (processes on this machine) or kubernetes (each project's pod)."`
+	RetryBase    time.Duration `name:"retry-base" default:"${retry_base}" env:"RDEV_RETRY_BASE" help:"Backoff before a job's second attempt; it doubles per attempt, with full jitter."`
+	RetryCap     time.Duration `name:"retry-cap" default:"${retry_cap}" env:"RDEV_RETRY_CAP" help:"Longest backoff between two attempts of a job."`
+	SlotDelay    time.Duration `name:"slot-delay" default:"${slot_delay}" env:"RDEV_SLOT_DELAY" help:"How long a job whose project runs max_concurrent_jobs already waits before it is offered again."`
 	JobPath      string        `name:"job-path" env:"RDEV_JOB_PATH" help:"PATH of local jobs (default: this process's own PATH)."`
 	JobEnv       []string      `name:"job-env" sep:"none" env:"RDEV_JOB_ENV" help:"NAME=VALUE set in every local job's environment; repeat the flag."`
 	JobEnvPass   []string      `name:"job-env-passthrough" env:"RDEV_JOB_ENV_PASSTHROUGH" help:"Names of variables of this process passed to every local job (e.g. ANTHROPIC_API_KEY); comma separated or repeated. Others are not passed."`
@@ -119,18 +164,18 @@ type k8sFlags struct {
 	Namespace        string        `env:"RDEV_NAMESPACE" help:"Namespace of the project pods (default: the kubeconfig context's or service account's, else default)."`
 	PodTemplate      string        `name:"pod-template" env:"RDEV_POD_TEMPLATE" help:"YAML file with the Pod created for a project that has none (default: a small busybox pod)."`
 	CreatePods       bool          `name:"create-pods" default:"true" negatable:"" env:"RDEV_CREATE_PODS" help:"Create a project's pod when it has none."`
-	KubeQPS          float32       `name:"kube-qps" default:"20" env:"RDEV_KUBE_QPS" help:"Client-side rate limit of Kubernetes API requests per second."`
-	KubeBurst        int           `name:"kube-burst" default:"40" env:"RDEV_KUBE_BURST" help:"Burst above the Kubernetes API rate limit."`
-	PodReadyTimeout  time.Duration `name:"pod-ready-timeout" default:"2m" env:"RDEV_POD_READY_TIMEOUT" help:"How long a job waits for its project's pod to become Ready."`
-	UnavailableDelay time.Duration `name:"unavailable-delay" default:"5s" env:"RDEV_UNAVAILABLE_DELAY" help:"Delay before a job is tried again while the Kubernetes API is unavailable."`
+	KubeQPS          float32       `name:"kube-qps" default:"${kube_qps}" env:"RDEV_KUBE_QPS" help:"Client-side rate limit of Kubernetes API requests per second."`
+	KubeBurst        int           `name:"kube-burst" default:"${kube_burst}" env:"RDEV_KUBE_BURST" help:"Burst above the Kubernetes API rate limit."`
+	PodReadyTimeout  time.Duration `name:"pod-ready-timeout" default:"${pod_ready_timeout}" env:"RDEV_POD_READY_TIMEOUT" help:"How long a job waits for its project's pod to become Ready."`
+	UnavailableDelay time.Duration `name:"unavailable-delay" default:"${unavailable_delay}" env:"RDEV_UNAVAILABLE_DELAY" help:"Delay before a job is tried again while the Kubernetes API is unavailable."`
 }
 
 type streamerFlags struct {
-	SSEHeartbeat time.Duration `name:"sse-heartbeat" default:"15s" env:"RDEV_SSE_HEARTBEAT" help:"Interval of SSE keep-alive comments."`
-	CORSOrigins  []string      `name:"cors-origin" default:"*" env:"RDEV_CORS_ORIGINS" help:"Origins allowed to read streams from a browser."`
+	SSEHeartbeat time.Duration `name:"sse-heartbeat" default:"${sse_heartbeat}" env:"RDEV_SSE_HEARTBEAT" help:"Interval of SSE keep-alive comments."`
+	CORSOrigins  []string      `name:"cors-origin" default:"${cors_origin}" env:"RDEV_CORS_ORIGINS" help:"Origins allowed to read streams from a browser."`
 	// UnavailableAfter: a browser's EventSource gives up for good on an
 	// error event or a 503, so the streamer waits this long first.
-	UnavailableAfter time.Duration `name:"sse-unavailable-after" default:"30s" env:"RDEV_SSE_UNAVAILABLE_AFTER" help:"How long a stream rides out failing NATS storage (clients kept and pinged) before it sends error unavailable."`
+	UnavailableAfter time.Duration `name:"sse-unavailable-after" default:"${sse_unavailable_after}" env:"RDEV_SSE_UNAVAILABLE_AFTER" help:"How long a stream rides out failing NATS storage (clients kept and pinged) before it sends error unavailable."`
 }
 
 type upCmd struct {
@@ -145,8 +190,8 @@ type upCmd struct {
 	Without  []string      `enum:"worker,streamer" env:"RDEV_WITHOUT" help:"Services to leave out (worker, streamer), e.g. to run them as separate processes."`
 }
 
-func (c *upCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	cfg := nodeConfig{telemetry: tel,
+func (c *upCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	cfg := nodeConfig{telemetry: tel, forced: forced,
 		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
 		credsDir: filepath.Join(c.DataDir, "nats"),
 		http:     c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
@@ -171,8 +216,8 @@ type apiCmd struct {
 	Secrets  secretsFlags  `embed:""`
 }
 
-func (c *apiCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology, api: &c.API,
+func (c *apiCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology, api: &c.API,
 		secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
 }
 
@@ -185,8 +230,8 @@ type workerCmd struct {
 	HTTPAddr string        `name:"http-addr" env:"RDEV_HTTP_ADDR" help:"Serve /metrics, /healthz and /readyz on this address (default: no HTTP server)."`
 }
 
-func (c *workerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology, worker: &c.Worker,
+func (c *workerCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology, worker: &c.Worker,
 		http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, workerHTTP: c.HTTPAddr != "",
 		workspaces: filepath.Join(c.DataDir, "workspaces"), secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
 }
@@ -198,9 +243,70 @@ type streamerCmd struct {
 	Streamer streamerFlags `embed:""`
 }
 
-func (c *streamerCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	return runNode(ctx, nodeConfig{telemetry: tel, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology,
+func (c *streamerCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology,
 		streamer: &c.Streamer}, log, stdout)
+}
+
+// config is the API's configuration from the flags, with the secrets key.
+func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
+	claudeArgv, err := a.claudeArgv()
+	if err != nil {
+		return api.Config{}, err
+	}
+	return api.Config{MaxBodyBytes: a.MaxBodyBytes, DefaultTimeout: a.DefaultTimeout,
+		MaxTimeout: a.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
+		RateLimitFailClosed: a.RateLimitFailClosed, KeyRateLimit: a.KeyRateLimit, KeyRateWindow: a.KeyRateWindow,
+		TokenTTL: a.StreamTokenTTL, ReinstallBootstrapKey: a.ReinstallBootstrap, BootstrapKey: a.BootstrapKey, SecretsKey: secretsKey,
+	}, nil
+}
+
+// config is the streamer's configuration from the flags.
+func (s streamerFlags) config() streamer.Config {
+	return streamer.Config{Heartbeat: s.SSEHeartbeat, AllowOrigins: s.CORSOrigins, UnavailableAfter: s.UnavailableAfter}
+}
+
+// config is the worker's configuration from the flags: the job
+// environment, and the job user as root, whose workspaces move out of a
+// data directory it cannot reach.
+func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logger) (worker.Config, error) {
+	jobEnv, err := w.jobEnv(os.LookupEnv)
+	if err != nil {
+		return worker.Config{}, err
+	}
+	jobHome, err := w.jobHome()
+	if err != nil {
+		return worker.Config{}, err
+	}
+	var jobUser *worker.JobUser
+	if w.Executor == worker.ExecutorLocal {
+		if jobUser, err = w.jobUser(os.Geteuid()); err != nil {
+			return worker.Config{}, err
+		}
+	}
+	if jobUser != nil {
+		ws, moved, err := jobWorkspaces(workspaces)
+		if err != nil {
+			return worker.Config{}, fmt.Errorf("workspaces: %w", err)
+		}
+		if moved {
+			log.Warn("the job user cannot reach the data directory (a directory above it is private); workspaces live elsewhere",
+				"workspaces", ws, "job_user", w.JobUser)
+		}
+		workspaces = ws
+	}
+	return worker.Config{
+		ID: w.WorkerID, Concurrency: w.Concurrency, FairEvery: w.FairEvery,
+		AckWait: w.AckWait, DrainTimeout: w.DrainTimeout, KillGrace: w.KillGrace,
+		Workspaces: workspaces, Executor: w.Executor, UnavailableDelay: w.K8s.UnavailableDelay,
+		RetryBase: w.RetryBase, RetryCap: w.RetryCap, SlotDelay: w.SlotDelay,
+		JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, SecretsKey: secretsKey,
+		Kubernetes: worker.KubernetesConfig{
+			Kubeconfig: w.K8s.Kubeconfig, Namespace: w.K8s.Namespace,
+			PodTemplate: w.K8s.PodTemplate, CreatePods: w.K8s.CreatePods,
+			QPS: w.K8s.KubeQPS, Burst: w.K8s.KubeBurst, ReadyTimeout: w.K8s.PodReadyTimeout,
+		},
+	}, nil
 }
 
 // claudeArgv reads --claude-command: a JSON array, or one string split

@@ -129,6 +129,7 @@ require (
 	github.com/pb33f/ordered-map/v2 v2.3.1 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000 // indirect
+	github.com/rdev-dev/rdev/pkg/lifecycle v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/sony/gobreaker/v2 v2.4.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
@@ -146,3 +147,4 @@ replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
 replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
 
 replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state
+replace github.com/rdev-dev/rdev/pkg/lifecycle => ../../pkg/lifecycle

@@ -120,6 +120,11 @@ func (w *logWriter) Write(p []byte) (int, error) {
 
 func (w *logWriter) close() { w.mu.Lock(); w.done = true; w.mu.Unlock() }
 
+// run runs rdev in this process until ctx ends, as main does.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runWith(ctx, context.WithoutCancel(ctx), args, stdout, stderr, telemetry.Config{})
+}
+
 // upArgs are the flags every test node uses: free ports, a fast ack wait
 // so lost workers are noticed quickly.
 func upArgs(dataDir string, extra ...string) []string {
@@ -142,7 +147,7 @@ func startInProcessWith(t testing.TB, tel telemetry.Config, extra ...string) *no
 	logs := &logWriter{t: t}
 	done := make(chan error, 1)
 	go func() {
-		done <- runWith(ctx, upArgs(dataDir, extra...), pw, logs, tel)
+		done <- runWith(ctx, context.WithoutCancel(ctx), upArgs(dataDir, extra...), pw, logs, tel)
 		pw.Close()
 	}()
 	n := readReady(t, pr, done)

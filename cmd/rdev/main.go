@@ -9,18 +9,19 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/rdev-dev/rdev/pkg/lifecycle"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 	"github.com/rdev-dev/rdev/pkg/telemetry/propagate"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	// The first signal shuts down gracefully; a second stops waiting.
+	ctx, forced, stop := lifecycle.Signals(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := runWith(ctx, forced, os.Args[1:], os.Stdout, os.Stderr, telemetry.Config{})
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rdev:", err)
@@ -28,22 +29,16 @@ func main() {
 	}
 }
 
-// run parses args (flags fall back to RDEV_* environment variables) and
-// runs the chosen command until ctx ends.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runWith(ctx, args, stdout, stderr, telemetry.Config{})
-}
+// forcedStop ends when the shutdown must stop waiting (a second signal).
+type forcedStop context.Context
 
-// runWith is run with extra telemetry destinations (tests and benchmarks:
+// runWith parses args (flags fall back to RDEV_* environment variables)
+// and runs the chosen command until ctx ends; forced ending cuts its
+// shutdown short. extra are telemetry destinations (tests and benchmarks:
 // an in-memory span exporter, a manual metric reader).
-func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, extra telemetry.Config) error {
+func runWith(ctx, forced context.Context, args []string, stdout, stderr io.Writer, extra telemetry.Config) error {
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("rdev"),
-		kong.Description("Run commands in per-project workspaces from a prioritized NATS JetStream queue and watch their output live."),
-		kong.UsageOnError(),
-		kong.Writers(stdout, stderr),
-	)
+	parser, err := newParser(&c, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -52,12 +47,24 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, extra
 		return err
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
+	kctx.BindTo(forced, (*forcedStop)(nil))
 	kctx.BindTo(stdout, (*io.Writer)(nil))
 	tel := extra
 	tel.OTLPEndpoint, tel.OTLPProtocol = c.Telemetry.OTLPEndpoint, c.Telemetry.OTLPProtocol
 	tel.OTLPTracesEndpoint, tel.OTLPMetricsEndpoint = c.Telemetry.OTLPTracesEndpoint, c.Telemetry.OTLPMetricsEndpoint
 	kctx.Bind(tel)
 	return kctx.Run(c.Log.logger(stderr))
+}
+
+// newParser is rdev's command line, filling c.
+func newParser(c *cli, stdout, stderr io.Writer) (*kong.Kong, error) {
+	return kong.New(c,
+		kong.Name("rdev"),
+		kong.Description("Run commands in per-project workspaces from a prioritized NATS JetStream queue and watch their output live."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		defaults(),
+	)
 }
 
 func (l logFlags) logger(w io.Writer) *slog.Logger {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
@@ -21,6 +20,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/lifecycle"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
@@ -52,349 +52,343 @@ type nodeConfig struct {
 	// generateSecretsKey creates it when absent (rdev up).
 	secretsKeyFile     string
 	generateSecretsKey bool
+	// forced ends at the second signal: shutdown stops waiting.
+	forced context.Context
 }
 
-// runNode starts the configured services, prints one "rdev ready" line with
-// the addresses in use, and on ctx's end shuts down in order: readiness
-// off, SSE clients told to reconnect, HTTP drained, the worker drained,
-// NATS connections drained, the embedded server stopped.
-func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Writer) (err error) {
-	var cleanup []func()
+// deps are what a node builds once and its components share.
+type deps struct {
+	log      *slog.Logger
+	tel      *telemetry.Telemetry
+	nats     *natsconn.Dialer
+	js       jetstream.JetStream // the control connection's
+	state    jetstream.KeyValue
+	accessKV jetstream.KeyValue
+	breakers *telemetry.Breakers
+}
+
+// tracing is the tracer provider of one service's spans.
+func (d deps) tracing(ctx context.Context, service string) trace.TracerProvider {
+	tp, err := d.tel.TracerProvider(ctx, service)
+	if err != nil {
+		d.log.Warn("tracing off: no span exporter", "service", service, "err", err)
+		return tracenoop.NewTracerProvider()
+	}
+	return tp
+}
+
+// runNode builds the dependencies, then runs the configured components:
+// started in order (worker, api, HTTP server, streamer), one "rdev ready"
+// line printed with the addresses in use, and at ctx's end shut down in
+// reverse: SSE clients told to reconnect, HTTP drained, the worker
+// drained; then the NATS connections drain and the embedded server stops.
+// cfg.forced ending (a second signal) cuts the shutdown short.
+func runNode(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Writer) error {
+	var closers []func()
 	defer func() {
-		for i := len(cleanup) - 1; i >= 0; i-- {
-			cleanup[i]()
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
 		}
 	}()
-
-	tel, err := telemetry.New(ctx, cfg.telemetry, processName(cfg))
+	d, ready, err := buildDeps(ctx, cfg, log, stdout, &closers)
 	if err != nil {
 		return err
 	}
-	cleanup = append(cleanup, func() {
+	g, hs, err := components(ctx, cfg, d, stdout)
+	if err != nil {
+		return err
+	}
+	if err := g.Start(ctx); err != nil {
+		return err
+	}
+	if hs != nil {
+		ready += " http=" + hs.Addr()
+	}
+	fmt.Fprintln(stdout, ready)
+	log.Info("ready", "http", cfg.http.HTTPAddr, "nats", d.nats.URL)
+
+	failed := g.Wait(ctx)
+	log.Info("shutting down")
+	if hs != nil {
+		hs.Drain() // readiness off first: load balancers stop sending traffic
+	}
+	// The shutdown outlives ctx; only a forced stop cuts it short.
+	sctx, force := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer context.AfterFunc(cfg.forced, func() { force(context.Cause(cfg.forced)) })() //nolint:contextcheck // the second signal's context, which ctx cannot carry
+	err = errors.Join(failed, g.Shutdown(sctx))
+	if sctx.Err() != nil {
+		return fmt.Errorf("stopped before the shutdown finished: %w", context.Cause(sctx))
+	}
+	log.Info("stopped")
+	return err
+}
+
+// buildDeps starts telemetry and the embedded NATS server (when
+// configured), connects, and provisions the topology. What it starts is
+// added to closers. ready is the start of the "rdev ready" line.
+func buildDeps(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.Writer, closers *[]func()) (d deps, ready string, err error) {
+	d.log = log
+	if d.tel, err = telemetry.New(ctx, cfg.telemetry, processName(cfg)); err != nil {
+		return d, "", err
+	}
+	*closers = append(*closers, func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := tel.Shutdown(sctx); err != nil {
+		if err := d.tel.Shutdown(sctx); err != nil {
 			log.Warn("telemetry shutdown", "err", err)
 		}
 	})
-	tracing := func(service string) trace.TracerProvider {
-		tp, terr := tel.TracerProvider(ctx, service)
-		if terr != nil {
-			log.Warn("tracing off: no span exporter", "service", service, "err", terr)
-			return tracenoop.NewTracerProvider()
-		}
-		return tp
-	}
-	meter := tel.MeterProvider()
-	breakers, err := telemetry.NewBreakers(meter)
-	if err != nil {
-		return err
+	meter := d.tel.MeterProvider()
+	if d.breakers, err = telemetry.NewBreakers(meter); err != nil {
+		return d, "", err
 	}
 	reconnects, err := meter.Meter("github.com/rdev-dev/rdev/cmd/rdev").Int64Counter("rdev.nats.reconnects",
 		metric.WithUnit("{reconnect}"), metric.WithDescription("NATS reconnections, by connection."))
 	if err != nil {
-		return err
+		return d, "", err
 	}
-
-	url := cfg.natsURL
-	var inProcess nats.Option
-	// signIn is how a connection of one role authenticates.
-	signIn := func(natsserver.Role) ([]nats.Option, error) { return cfg.natsAuth.Options() }
+	d.nats = &natsconn.Dialer{URL: cfg.natsURL, Reconnects: reconnects, Log: log,
+		SignIn: func(natsserver.Role) ([]nats.Option, error) { return cfg.natsAuth.Options() }}
+	ready = "rdev ready"
 	if cfg.embedNATS != "" {
-		// Nobody but rdev reads the JetStream files (other projects' output,
-		// the token secret) or the credentials.
-		if err := os.MkdirAll(cfg.storeDir, 0o700); err != nil {
-			return err
-		}
-		if err := os.Chmod(cfg.storeDir, 0o700); err != nil {
-			return err
-		}
-		creds, err := natsserver.EnsureCredentials(cfg.credsDir)
+		stop, err := embedNATS(cfg, d.nats, log, stdout)
 		if err != nil {
-			return err
+			return d, "", err
 		}
-		signIn = func(r natsserver.Role) ([]nats.Option, error) {
-			o, err := nats.NkeyOptionFromSeed(creds.SeedFile(r))
-			return []nats.Option{o}, err
-		}
-		srv, err := natsserver.Start(natsserver.Config{Addr: cfg.embedNATS, StoreDir: cfg.storeDir, Users: creds.Users()})
-		if err != nil {
-			return err
-		}
-		cleanup = append(cleanup, func() { srv.Shutdown(); srv.WaitForShutdown() })
-		url = srv.ClientURL()
-		inProcess = nats.InProcessServer(srv)
-		log.Info("embedded NATS started", "url", url, "store", cfg.storeDir, "credentials", cfg.credsDir)
-		// Other rdev processes sign in with these; the seeds are secrets.
-		fmt.Fprintf(stdout, "rdev NATS credentials (for other rdev processes, e.g. rdev worker --nats-nkey %s): %s\n",
-			creds.SeedFile(natsserver.RoleWorker), cfg.credsDir)
+		*closers = append(*closers, stop)
+		ready += " nats=" + d.nats.URL + " nats-creds=" + cfg.credsDir
 	} else {
-		log.Info("NATS", "url", url, "auth", cfg.natsAuth)
+		log.Info("NATS", "url", cfg.natsURL, "auth", cfg.natsAuth)
 	}
-	connect := func(name string, role natsserver.Role, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-		auth, err := signIn(role)
-		if err != nil {
-			return nil, nil, fmt.Errorf("NATS credentials of %s: %w", name, err)
-		}
-		opts = append(auth, opts...)
-		closed := make(chan struct{})
-		opts = append([]nats.Option{nats.Name("rdev-" + name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
-			nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-				if err != nil { // nil: our own close at shutdown
-					log.Warn("NATS disconnected", "conn", name, "err", err)
-				}
-			}),
-			nats.ReconnectHandler(func(*nats.Conn) {
-				reconnects.Add(ctx, 1, metric.WithAttributes(attribute.String("connection", name)))
-				log.Info("NATS reconnected", "conn", name)
-			}),
-		}, opts...)
-		if inProcess != nil {
-			opts = append(opts, inProcess)
-		}
-		reconnects.Add(ctx, 0, metric.WithAttributes(attribute.String("connection", name)))
-		nc, err := nats.Connect(url, opts...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("connect %s to NATS at %s: %w", name, url, err)
-		}
-		cleanup = append(cleanup, func() {
-			// Drain flushes pending publishes; bound it in case NATS is gone.
-			if nc.Drain() == nil {
-				select {
-				case <-closed:
-				case <-time.After(5 * time.Second):
-				}
-			}
-			nc.Close()
-		})
-		js, err := jetstream.New(nc)
-		return nc, js, err
-	}
+	*closers = append(*closers, d.nats.Close)
 
 	// The control connection provisions: as admin on the embedded server;
 	// a lone service signs in as itself and provisions only what is not
 	// current (which needs an admin user, or a server without users).
-	nc, js, err := connect("control", controlRole(cfg))
+	nc, err := d.nats.Dial(ctx, "control", controlRole(cfg))
 	if err != nil {
-		return err
+		return d, "", err
+	}
+	if d.js, err = jetstream.New(nc); err != nil {
+		return d, "", err
 	}
 	tcfg := topology.Config{OutputMaxAge: cfg.topology.OutputMaxAge, StateTTL: cfg.topology.StateTTL, Replicas: cfg.topology.Replicas}
-	if err := provision(ctx, js, tcfg, cfg.embedNATS != "", log); err != nil {
-		return err
+	if err := provision(ctx, d.js, tcfg, cfg.embedNATS != "", log); err != nil {
+		return d, "", err
 	}
-	state, err := js.KeyValue(ctx, contracts.BucketState)
-	if err != nil {
-		return err
+	if d.state, err = d.js.KeyValue(ctx, contracts.BucketState); err != nil {
+		return d, "", err
 	}
-	accessKV, err := js.KeyValue(ctx, contracts.BucketAccess)
-	if err != nil {
-		return err
+	if d.accessKV, err = d.js.KeyValue(ctx, contracts.BucketAccess); err != nil {
+		return d, "", err
 	}
+	return d, ready, nil
+}
 
-	var hs *httpserver.Server
-	if cfg.api != nil || cfg.streamer != nil || cfg.workerHTTP {
-		if hs, err = httpserver.New(ctx, cfg.http.HTTPAddr, cfg.http.TrustedProxies, log); err != nil {
-			return err
-		}
-		ht := httpserver.Telemetry{MeterProvider: meter, Metrics: tel.Handler(), Routes: map[string]trace.TracerProvider{}}
-		switch {
-		case cfg.api != nil:
-			ht.TracerProvider = tracing(telemetry.ServiceAPI)
-		case cfg.streamer != nil:
-			ht.TracerProvider = tracing(telemetry.ServiceStreamer)
-		default:
-			ht.TracerProvider = tracing(telemetry.ServiceWorker)
-		}
-		if cfg.streamer != nil {
-			ht.Routes["/v1/streams/"] = tracing(telemetry.ServiceStreamer)
-		}
-		hs.Instrument(ht)
-		hs.AddReadyCheck("nats", func(context.Context) error {
-			if !nc.IsConnected() {
-				return errors.New("not connected")
-			}
-			return nil
-		})
-		hs.AddReadyCheck("streams", func(ctx context.Context) error {
-			_, err := js.Stream(ctx, contracts.StreamJobs)
-			return err
-		})
+// embedNATS starts the embedded server, with credentials per role in
+// cfg.credsDir, and points dialer at it; stop stops the server.
+func embedNATS(cfg nodeConfig, dialer *natsconn.Dialer, log *slog.Logger, stdout io.Writer) (stop func(), err error) {
+	// Nobody but rdev reads the JetStream files (other projects' output,
+	// the token secret) or the credentials.
+	if err := os.MkdirAll(cfg.storeDir, 0o700); err != nil {
+		return nil, err
 	}
+	if err := os.Chmod(cfg.storeDir, 0o700); err != nil {
+		return nil, err
+	}
+	creds, err := natsserver.EnsureCredentials(cfg.credsDir)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := natsserver.Start(natsserver.Config{Addr: cfg.embedNATS, StoreDir: cfg.storeDir, Users: creds.Users()})
+	if err != nil {
+		return nil, err
+	}
+	dialer.URL = srv.ClientURL()
+	dialer.Extra = []nats.Option{nats.InProcessServer(srv)}
+	dialer.SignIn = func(r natsserver.Role) ([]nats.Option, error) {
+		o, err := nats.NkeyOptionFromSeed(creds.SeedFile(r))
+		return []nats.Option{o}, err
+	}
+	log.Info("embedded NATS started", "url", dialer.URL, "store", cfg.storeDir, "credentials", cfg.credsDir)
+	// Other rdev processes sign in with these; the seeds are secrets.
+	fmt.Fprintf(stdout, "rdev NATS credentials (for other rdev processes, e.g. rdev worker --nats-nkey %s): %s\n",
+		creds.SeedFile(natsserver.RoleWorker), cfg.credsDir)
+	return func() { srv.Shutdown(); srv.WaitForShutdown() }, nil
+}
+
+// components builds the configured components in start order; hs is the
+// HTTP server, if any.
+func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (g *lifecycle.Group, hs *httpserver.Server, err error) {
+	defer func() {
+		if err != nil && hs != nil {
+			_ = hs.Shutdown(ctx) // never served: closes the listener
+		}
+	}()
+	g = lifecycle.NewGroup(d.log)
 	var secretsKeyBytes []byte
 	if cfg.api != nil || cfg.worker != nil {
-		if secretsKeyBytes, err = secretsKey(cfg.secretsKeyFile, cfg.generateSecretsKey, log); err != nil {
-			return err
+		if secretsKeyBytes, err = secretsKey(cfg.secretsKeyFile, cfg.generateSecretsKey, d.log); err != nil {
+			return nil, hs, err
 		}
+	}
+	if cfg.api != nil || cfg.streamer != nil || cfg.workerHTTP {
+		if hs, err = newHTTPServer(ctx, cfg, d); err != nil {
+			return nil, hs, err
+		}
+	}
+	// add appends c to g and makes /readyz depend on it.
+	add := func(name string, c lifecycle.Component, shutdownTimeout time.Duration) {
+		g.Add(name, c, shutdownTimeout)
+		if hs != nil {
+			hs.AddReadyCheck(name, c.Ready)
+		}
+	}
+	if cfg.worker != nil {
+		w, err := newWorker(ctx, cfg, d, secretsKeyBytes)
+		if err != nil {
+			return nil, hs, err
+		}
+		add("worker", w, 0)
+	}
+	if hs == nil {
+		return g, nil, nil
+	}
+	var store *natskv.Store
+	var signer *access.Signer
+	if cfg.api != nil || cfg.streamer != nil {
+		if store, err = natskv.Open(ctx, d.accessKV); err != nil {
+			return nil, hs, fmt.Errorf("access store: %w", err)
+		}
+		secret, err := store.TokenSecret(ctx)
+		if err != nil {
+			return nil, hs, err
+		}
+		signer = access.NewSigner(secret)
 	}
 	if cfg.api != nil {
-		// No reconnect buffer: while NATS is away a submit fails at once (503)
-		// instead of waiting out the publish timeout.
-		_, ajs, err := connect("api", natsserver.RoleAPI, nats.ReconnectBufSize(-1))
+		a, err := newAPI(ctx, cfg, d, store, signer, secretsKeyBytes, stdout)
 		if err != nil {
-			return err
-		}
-		// The buckets through the API's own connection, for the same reason.
-		astate, err := ajs.KeyValue(ctx, contracts.BucketState)
-		if err != nil {
-			return err
-		}
-		aaccess, err := ajs.KeyValue(ctx, contracts.BucketAccess)
-		if err != nil {
-			return err
-		}
-		claudeArgv, err := cfg.api.claudeArgv()
-		if err != nil {
-			return err
-		}
-		a, err := api.New(ctx, api.Config{MaxBodyBytes: cfg.api.MaxBodyBytes, DefaultTimeout: cfg.api.DefaultTimeout,
-			MaxTimeout: cfg.api.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: cfg.api.RedisURL, RedisTimeout: cfg.api.RedisTimeout,
-			RateLimitFailClosed: cfg.api.RateLimitFailClosed, KeyRateLimit: cfg.api.KeyRateLimit, KeyRateWindow: cfg.api.KeyRateWindow,
-			TokenTTL: cfg.api.StreamTokenTTL, ReinstallBootstrapKey: cfg.api.ReinstallBootstrap, SecretsKey: secretsKeyBytes, Telemetry: api.Telemetry{TracerProvider: tracing(telemetry.ServiceAPI), MeterProvider: meter,
-				OnBreakerChange: func(dep, _, to string) { breakers.Set(dep, to) }},
-		}, ajs, astate, aaccess, log.With("service", "api"))
-		if err != nil {
-			return err
-		}
-		cleanup = append(cleanup, a.Close)
-		hs.AddReadyCheck("api", a.Ready)
-		generated, err := a.Bootstrap(ctx, cfg.api.BootstrapKey)
-		if err != nil {
-			return err
-		}
-		if generated != "" {
-			// Shown once: only its hash is stored.
-			fmt.Fprintln(stdout, "rdev admin API key (shown once, store it now): "+generated)
-		}
-		apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
-		cleanup = append(cleanup, stopAPI)
-		if err := a.Run(apiCtx); err != nil {
-			return err
+			return nil, hs, err
 		}
 		a.Register(hs.Echo) //nolint:contextcheck // registers routes; handlers use their request's context
+		add("api", a, 0)
 	}
-	var st *streamer.Service
+	g.Add("http", hs, cfg.http.ShutdownTimeout)
 	if cfg.streamer != nil {
-		_, sjs, err := connect("streamer", natsserver.RoleStreamer)
+		sjs, err := dialJS(ctx, d, "streamer", natsserver.RoleStreamer)
 		if err != nil {
-			return err
+			return nil, hs, err
 		}
-		gate, err := streamGate(ctx, accessKV)
+		st, err := streamer.New(cfg.streamer.config(), streamer.Deps{JS: sjs, State: d.state,
+			Gate: &access.StreamGate{Signer: signer, Keys: store, Projects: store}, Log: d.log.With("service", "streamer"),
+			Telemetry: streamer.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceStreamer), MeterProvider: d.tel.MeterProvider()}})
 		if err != nil {
-			return err
-		}
-		st, err = streamer.New(streamer.Config{ //nolint:contextcheck // the streamer owns its lifetime; Shutdown ends itHeartbeat: cfg.streamer.SSEHeartbeat, AllowOrigins: cfg.streamer.CORSOrigins,
-			UnavailableAfter: cfg.streamer.UnavailableAfter,
-			Telemetry:        streamer.Telemetry{TracerProvider: tracing(telemetry.ServiceStreamer), MeterProvider: meter}},
-			sjs, state, gate, log.With("service", "streamer"))
-		if err != nil {
-			return err
+			return nil, hs, err
 		}
 		st.Register(hs.Echo)
+		// Stopped before the HTTP server, so open streams end (clients
+		// told to reconnect) instead of holding it open.
+		add("streamer", st, cfg.http.ShutdownTimeout)
 	}
+	return g, hs, nil
+}
 
-	// A nil channel never fires: absent services do not end the node.
-	var workerDone chan error
-	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWorker()
-	if cfg.worker != nil {
-		workerDone = make(chan error, 1)
-		wnc, _, err := connect("worker", natsserver.RoleWorker, nats.ReconnectBufSize(-1))
-		if err != nil {
-			return err
-		}
-		jobEnv, err := cfg.worker.jobEnv(os.LookupEnv)
-		if err != nil {
-			return err
-		}
-		jobHome, err := cfg.worker.jobHome()
-		if err != nil {
-			return err
-		}
-		var jobUser *worker.JobUser
-		if cfg.worker.Executor == worker.ExecutorLocal {
-			if jobUser, err = cfg.worker.jobUser(os.Geteuid()); err != nil {
-				return err
-			}
-		}
-		if jobUser != nil {
-			ws, moved, err := jobWorkspaces(cfg.workspaces)
-			if err != nil {
-				return fmt.Errorf("workspaces: %w", err)
-			}
-			if moved {
-				log.Warn("the job user cannot reach the data directory (a directory above it is private); workspaces live elsewhere",
-					"workspaces", ws, "job_user", cfg.worker.JobUser)
-			}
-			cfg.workspaces = ws
-		}
-		var k8sBreaker func(from, to string)
-		if cfg.worker.Executor == worker.ExecutorKubernetes {
-			k8sBreaker = breakers.Hook("kubernetes")
-		}
-		w, err := worker.New(worker.Config{
-			ID: cfg.worker.WorkerID, Concurrency: cfg.worker.Concurrency, FairEvery: cfg.worker.FairEvery,
-			AckWait: cfg.worker.AckWait, DrainTimeout: cfg.worker.DrainTimeout, KillGrace: cfg.worker.KillGrace,
-			Workspaces: cfg.workspaces, Executor: cfg.worker.Executor, UnavailableDelay: cfg.worker.K8s.UnavailableDelay,
-			RetryBase: cfg.worker.RetryBase, RetryCap: cfg.worker.RetryCap, SlotDelay: cfg.worker.SlotDelay,
-			JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, SecretsKey: secretsKeyBytes,
-			Kubernetes: worker.KubernetesConfig{
-				Kubeconfig: cfg.worker.K8s.Kubeconfig, Namespace: cfg.worker.K8s.Namespace,
-				PodTemplate: cfg.worker.K8s.PodTemplate, CreatePods: cfg.worker.K8s.CreatePods,
-				QPS: cfg.worker.K8s.KubeQPS, Burst: cfg.worker.K8s.KubeBurst, ReadyTimeout: cfg.worker.K8s.PodReadyTimeout,
-				OnBreakerChange: k8sBreaker,
-			},
-			Telemetry: worker.Telemetry{TracerProvider: tracing(telemetry.ServiceWorker), MeterProvider: meter},
-		}, wnc, state, log.With("service", "worker"))
-		if err != nil {
-			return err
-		}
-		if hs != nil {
-			hs.AddReadyCheck("worker", w.Ready)
-		}
-		go func() { workerDone <- w.Run(workerCtx) }()
+// newHTTPServer is the one HTTP server of the process: /readyz follows the
+// NATS connection and the topology, and the components added to it.
+func newHTTPServer(ctx context.Context, cfg nodeConfig, d deps) (*httpserver.Server, error) {
+	hs, err := httpserver.New(ctx, cfg.http.HTTPAddr, cfg.http.TrustedProxies, d.log)
+	if err != nil {
+		return nil, err
 	}
-	var httpDone chan error
-	if hs != nil {
-		httpDone = make(chan error, 1)
-		go func() { httpDone <- hs.Serve() }()
+	ht := httpserver.Telemetry{MeterProvider: d.tel.MeterProvider(), Metrics: d.tel.Handler(), Routes: map[string]trace.TracerProvider{}}
+	switch {
+	case cfg.api != nil:
+		ht.TracerProvider = d.tracing(ctx, telemetry.ServiceAPI)
+	case cfg.streamer != nil:
+		ht.TracerProvider = d.tracing(ctx, telemetry.ServiceStreamer)
+	default:
+		ht.TracerProvider = d.tracing(ctx, telemetry.ServiceWorker)
 	}
-	ready := "rdev ready"
-	if hs != nil {
-		ready += " http=" + hs.Addr()
+	if cfg.streamer != nil {
+		ht.Routes["/v1/streams/"] = d.tracing(ctx, telemetry.ServiceStreamer)
 	}
-	if cfg.embedNATS != "" {
-		ready += " nats=" + url + " nats-creds=" + cfg.credsDir
-	}
-	fmt.Fprintln(stdout, ready)
-	log.Info("ready", "http", cfg.http.HTTPAddr, "nats", url)
+	hs.Instrument(ht)
+	nc := d.js.Conn()
+	hs.AddReadyCheck("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	hs.AddReadyCheck("streams", func(ctx context.Context) error {
+		_, err := d.js.Stream(ctx, contracts.StreamJobs)
+		return err
+	})
+	return hs, nil
+}
 
-	var errs []error
-	select {
-	case <-ctx.Done():
-	case err := <-httpDone:
-		errs = append(errs, fmt.Errorf("http server stopped: %w", err))
-		httpDone = nil
-	case err := <-workerDone:
-		errs = append(errs, fmt.Errorf("worker stopped: %w", err))
-		workerDone = nil
+func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, signer *access.Signer, secretsKey []byte, stdout io.Writer) (*api.Service, error) {
+	// No reconnect buffer: while NATS is away a submit fails at once (503)
+	// instead of waiting out the publish timeout.
+	ajs, err := dialJS(ctx, d, "api", natsserver.RoleAPI, nats.ReconnectBufSize(-1))
+	if err != nil {
+		return nil, err
 	}
-	log.Info("shutting down")
-	stopWorker()
-	if hs != nil {
-		hs.Drain()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.http.ShutdownTimeout)
-		if st != nil {
-			errs = append(errs, st.Shutdown(sctx))
+	// The state bucket through the API's own connection, for the same reason.
+	astate, err := ajs.KeyValue(ctx, contracts.BucketState)
+	if err != nil {
+		return nil, err
+	}
+	var secrets jetstream.KeyValue
+	if secretsKey != nil {
+		if secrets, err = ajs.KeyValue(ctx, contracts.BucketSecrets); err != nil {
+			return nil, fmt.Errorf("secrets bucket: %w", err)
 		}
-		errs = append(errs, hs.Shutdown(sctx))
-		cancel()
 	}
-	if workerDone != nil {
-		errs = append(errs, <-workerDone)
+	acfg, err := cfg.api.config(secretsKey)
+	if err != nil {
+		return nil, err
 	}
-	log.Info("stopped")
-	return errors.Join(errs...)
+	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
+		JS: ajs, State: astate, Secrets: secrets, Access: store, Signer: signer,
+		Log: d.log.With("service", "api"),
+		Telemetry: api.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceAPI), MeterProvider: d.tel.MeterProvider(),
+			OnBreakerChange: func(dep, _, to string) { d.breakers.Set(dep, to) }},
+		// Shown once: only its hash is stored.
+		ShowKey: func(key string) { fmt.Fprintln(stdout, "rdev admin API key (shown once, store it now): "+key) },
+	})
+}
+
+func newWorker(ctx context.Context, cfg nodeConfig, d deps, secretsKey []byte) (*worker.Worker, error) {
+	wnc, err := d.nats.Dial(ctx, "worker", natsserver.RoleWorker, nats.ReconnectBufSize(-1))
+	if err != nil {
+		return nil, err
+	}
+	// Project records only: the worker's NATS user may not read keys or
+	// the token secret (natsserver.RoleWorker).
+	projects, err := natskv.OpenProjects(ctx, d.accessKV)
+	if err != nil {
+		return nil, err
+	}
+	wcfg, err := cfg.worker.config(cfg.workspaces, secretsKey, d.log)
+	if err != nil {
+		return nil, err
+	}
+	if wcfg.Executor == worker.ExecutorKubernetes {
+		wcfg.Kubernetes.OnBreakerChange = d.breakers.Hook("kubernetes")
+	}
+	return worker.New(wcfg, worker.Deps{Conn: wnc, State: d.state, Projects: projects, Log: d.log.With("service", "worker"),
+		Telemetry: worker.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceWorker), MeterProvider: d.tel.MeterProvider()}})
+}
+
+// dialJS connects a service's own connection.
+func dialJS(ctx context.Context, d deps, name string, role natsserver.Role, opts ...nats.Option) (jetstream.JetStream, error) {
+	nc, err := d.nats.Dial(ctx, name, role, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return jetstream.New(nc)
 }
 
 // controlRole is the user of the connection that provisions and serves
@@ -429,19 +423,4 @@ func processName(cfg nodeConfig) string {
 		return names[0]
 	}
 	return "rdev"
-}
-
-// streamGate admits stream readers by token or key, reading keys and
-// projects straight from the access bucket (a stream is opened far less
-// often than a job is submitted, so no cache).
-func streamGate(ctx context.Context, accessKV jetstream.KeyValue) (*access.StreamGate, error) {
-	store, err := natskv.Open(ctx, accessKV)
-	if err != nil {
-		return nil, err
-	}
-	secret, err := store.TokenSecret(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &access.StreamGate{Signer: access.NewSigner(secret), Keys: store, Projects: store}, nil
 }

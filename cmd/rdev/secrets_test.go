@@ -54,7 +54,10 @@ func TestSecretReachesOnlyTheJob(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- runWith(ctx, upArgs(dataDir), pw, logs, telemetry.Config{}); pw.Close() }()
+	go func() {
+		done <- runWith(ctx, context.WithoutCancel(ctx), upArgs(dataDir), pw, logs, telemetry.Config{})
+		pw.Close()
+	}()
 	n := readReady(t, pr, done)
 	go func() { _, _ = io.Copy(io.Discard, pr) }()
 	stopped := false

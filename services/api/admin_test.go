@@ -202,16 +202,7 @@ func TestBootstrap(t *testing.T) {
 	t.Parallel()
 	_, _, js := natstest.Provisioned(t)
 	ctx := context.Background()
-	kv, _ := js.KeyValue(ctx, contracts.BucketState)
-	akv, _ := js.KeyValue(ctx, contracts.BucketAccess)
-	start := func() *api.Service {
-		a, err := api.New(ctx, api.Config{}, js, kv, akv, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(a.Close)
-		return a
-	}
+	start := func() *api.Service { return newAPI(t, api.Config{}, js, slog.New(slog.DiscardHandler)) }
 	first, err := start().Bootstrap(ctx, "")
 	if err != nil || !strings.HasPrefix(first, "rdev_bootstrap_") {
 		t.Fatalf("first start: %q %v", first, err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -31,7 +32,21 @@ import (
 	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
 )
 
-// Config tunes the API. Zero values take the documented defaults.
+// Defaults of Config: what a zero field means, and the defaults of
+// rdev's flags.
+const (
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultMaxBatchBytes  = 32 << 20
+	DefaultJobTimeout     = 10 * time.Minute
+	DefaultMaxJobTimeout  = 24 * time.Hour
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultRedisTimeout   = 100 * time.Millisecond
+	DefaultKeyRateWindow  = time.Minute
+	DefaultTokenTTL       = time.Hour
+	DefaultCacheTTL       = 5 * time.Minute
+)
+
+// Config tunes the API. Zero values take the defaults above.
 type Config struct {
 	// MaxBodyBytes bounds a request body; default 1 MiB.
 	MaxBodyBytes int64
@@ -68,8 +83,6 @@ type Config struct {
 	// CacheTTL bounds a cached key or project; default 5m (changes drop
 	// entries at once anyway).
 	CacheTTL time.Duration
-	// Telemetry says where spans and metrics go; default nowhere.
-	Telemetry Telemetry
 	// SecretsKey is the 32-byte key project secrets are sealed with (see
 	// package seal); without one the secrets endpoints, and jobs that
 	// reference a secret, are refused with 409 secrets_disabled.
@@ -78,28 +91,39 @@ type Config struct {
 	// when an admin revoked it (rdev up --reinstall-bootstrap-key); by
 	// default a revoked bootstrap key stays revoked across restarts.
 	ReinstallBootstrapKey bool
+	// BootstrapKey is the admin key Start installs (see Bootstrap); ""
+	// generates one on the first start. A secret: never logged.
+	BootstrapKey string
 }
 
 func (c *Config) setDefaults() {
 	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 1 << 20
+		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if c.MaxBatchBytes <= 0 {
-		c.MaxBatchBytes = 32 << 20
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.DefaultTimeout <= 0 {
+		c.DefaultTimeout = DefaultJobTimeout
+	}
+	if c.MaxTimeout <= 0 {
+		c.MaxTimeout = DefaultMaxJobTimeout
 	}
 	if c.PublishTimeout <= 0 {
-		c.PublishTimeout = 5 * time.Second
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.RedisTimeout <= 0 {
+		c.RedisTimeout = DefaultRedisTimeout
 	}
 	if c.KeyRateWindow <= 0 {
-		c.KeyRateWindow = time.Minute
+		c.KeyRateWindow = DefaultKeyRateWindow
 	}
 	if c.TokenTTL <= 0 {
-		c.TokenTTL = time.Hour
+		c.TokenTTL = DefaultTokenTTL
 	}
 	if c.CacheTTL <= 0 {
-		c.CacheTTL = 5 * time.Minute
+		c.CacheTTL = DefaultCacheTTL
 	}
-	c.Telemetry.setDefaults()
 }
 
 // Validate reports a configuration that cannot work.
@@ -119,7 +143,32 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Service is the API, ready to be registered on an Echo instance.
+// Deps are what the process builds once and the API uses.
+type Deps struct {
+	// JS is the API's own JetStream context, on a connection made with
+	// nats.ReconnectBufSize(-1): while NATS is away a submit fails at
+	// once (503) instead of waiting out the publish timeout. The topology
+	// must be provisioned (pkg/topology).
+	JS jetstream.JetStream
+	// State is the contracts.BucketState bucket, through JS.
+	State jetstream.KeyValue
+	// Secrets is the contracts.BucketSecrets bucket; required with
+	// Config.SecretsKey.
+	Secrets jetstream.KeyValue
+	// Access is the access store (projects, keys); Signer signs stream
+	// tokens with its token secret.
+	Access *natskv.Store
+	Signer *access.Signer
+	Log    *slog.Logger
+	// Telemetry says where spans and metrics go; default nowhere.
+	Telemetry Telemetry
+	// ShowKey is given the admin key the first Start generates, to be
+	// shown once (only its hash is stored); nil discards it.
+	ShowKey func(key string)
+}
+
+// Service is the API: register its routes on an Echo instance, then
+// Start it.
 type Service struct {
 	handlers *httpapi.Handlers
 	admin    *admin.Service
@@ -136,28 +185,36 @@ type Service struct {
 	failClosed bool
 	// reinstallBootstrap: see Config.ReinstallBootstrapKey.
 	reinstallBootstrap bool
+	bootstrapKey       string
+	showKey            func(string)
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	stop    context.CancelFunc // ends the background work Start began
 }
 
-// New builds the API on a JetStream context whose topology is provisioned
-// (see pkg/topology), the state bucket and the access bucket.
-func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessKV jetstream.KeyValue, log *slog.Logger) (*Service, error) {
+// New builds the API.
+func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	js, state, store, log := deps.JS, deps.State, deps.Access, deps.Log
+	if js == nil || state == nil || store == nil || deps.Signer == nil || log == nil {
+		return nil, errors.New("api: JetStream, the state bucket, the access store, a signer and a logger are required")
+	}
+	if cfg.SecretsKey != nil && deps.Secrets == nil {
+		return nil, errors.New("api: a secrets key needs the secrets bucket")
+	}
 	cfg.setDefaults()
-	store, err := natskv.Open(ctx, accessKV)
-	if err != nil {
-		return nil, fmt.Errorf("api: access store: %w", err)
-	}
-	secret, err := store.TokenSecret(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("api: %w", err)
-	}
-	s := &Service{store: store, log: log, conn: newConnWatch(), nc: js.Conn(), reinstallBootstrap: cfg.ReinstallBootstrapKey}
-	if s.metrics, err = newMetrics(ctx, cfg.Telemetry.MeterProvider); err != nil {
+	deps.Telemetry.setDefaults()
+	s := &Service{store: store, log: log, conn: newConnWatch(), nc: js.Conn(), reinstallBootstrap: cfg.ReinstallBootstrapKey,
+		bootstrapKey: cfg.BootstrapKey, showKey: deps.ShowKey}
+	var err error
+	if s.metrics, err = newMetrics(context.Background(), deps.Telemetry.MeterProvider); err != nil {
 		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
-	limiter, keyCache, err := s.hotPath(cfg, log)
+	limiter, keyCache, err := s.hotPath(cfg, deps.Telemetry, log)
 	if err != nil {
 		return nil, err
 	}
@@ -170,16 +227,17 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 	}, newID)
 	var secrets httpapi.Secrets
 	if cfg.SecretsKey != nil {
-		store, err := openSecrets(ctx, js, cfg.SecretsKey)
+		box, err := seal.New(cfg.SecretsKey)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("api: secrets key: %w", err)
 		}
+		store := natsjs.NewSecrets(deps.Secrets, box)
 		svc.UseSecrets(store)
 		secrets = store
 	}
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
-		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Signer: access.NewSigner(secret), TokenTTL: cfg.TokenTTL,
+		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})
@@ -187,25 +245,11 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, state, accessK
 	return s, nil
 }
 
-// openSecrets returns the secrets store on the provisioned secrets bucket,
-// sealing with key.
-func openSecrets(ctx context.Context, js jetstream.JetStream, key []byte) (*natsjs.Secrets, error) {
-	box, err := seal.New(key)
-	if err != nil {
-		return nil, fmt.Errorf("api: secrets key: %w", err)
-	}
-	kv, err := js.KeyValue(ctx, contracts.BucketSecrets)
-	if err != nil {
-		return nil, fmt.Errorf("api: secrets bucket: %w", err)
-	}
-	return natsjs.NewSecrets(kv, box), nil
-}
-
 // hotPath builds the rate limiter and the lookup cache: in Redis when a
 // URL is configured (shared by every API replica), in process otherwise.
 // Both sit behind guards, so a Redis outage degrades to the configured
 // policy instead of failing or hanging requests.
-func (s *Service) hotPath(cfg Config, log *slog.Logger) (ratelimit.Limiter, cache.Cache, error) {
+func (s *Service) hotPath(cfg Config, tel Telemetry, log *slog.Logger) (ratelimit.Limiter, cache.Cache, error) {
 	if cfg.RedisURL == "" {
 		// Nothing in process can fail: no guards needed.
 		return ratelimit.NewMemory(), cache.NewMemory(100_000), nil
@@ -220,7 +264,7 @@ func (s *Service) hotPath(cfg Config, log *slog.Logger) (ratelimit.Limiter, cach
 	client := redis.NewClient(opts)
 	s.redis, s.failClosed = client, cfg.RateLimitFailClosed
 	s.closers = append(s.closers, func() { _ = client.Close() })
-	if err := cfg.Telemetry.instrumentRedis(client); err != nil {
+	if err := tel.instrumentRedis(client); err != nil {
 		return nil, nil, fmt.Errorf("api: redis instrumentation: %w", err)
 	}
 	rlDegraded, cacheDegraded := s.metrics.degradedHook("redis_ratelimit"), s.metrics.degradedHook("redis_cache")
@@ -231,11 +275,11 @@ func (s *Service) hotPath(cfg Config, log *slog.Logger) (ratelimit.Limiter, cach
 	lim := ratelimit.NewGuard(redisstore.NewLimiter(client, "rdev:rl:"), ratelimit.GuardConfig{Policy: policy, Timeout: cfg.RedisTimeout, OnDegraded: func(err error) {
 		rlDegraded()
 		log.Warn("rate limiter degraded", "policy", policy, "err", err)
-	}, OnBreakerChange: cfg.Telemetry.breakerHook("redis_ratelimit")})
+	}, OnBreakerChange: tel.breakerHook("redis_ratelimit")})
 	far := cache.NewGuard(redisstore.NewCache(client, "rdev:cache:"), cache.GuardConfig{Timeout: cfg.RedisTimeout, OnDegraded: func(err error) {
 		cacheDegraded()
 		log.Warn("lookup cache degraded; reading the store", "err", err)
-	}, OnBreakerChange: cfg.Telemetry.breakerHook("redis_cache")})
+	}, OnBreakerChange: tel.breakerHook("redis_cache")})
 	s.closers = append(s.closers, far.Close)
 	// A near cache in process saves the round trip on hits; every replica
 	// drops its entries from the access bucket's watch (see Run).
@@ -260,32 +304,73 @@ func (s *Service) Bootstrap(ctx context.Context, secret string) (string, error) 
 	return generated, err
 }
 
-// Run does the API's background work until ctx ends: it drops cache
-// entries other processes changed, and audits finished jobs. It returns
-// once both are running.
-func (s *Service) Run(ctx context.Context) error {
-	s.conn.run(ctx, s.nc)
-	if err := s.store.Watch(ctx, func(c natskv.Change) { s.cached.Forget(ctx, c.Key, c.Project) }); err != nil {
+// Start makes sure an admin key exists (Config.BootstrapKey; a generated
+// one goes to Deps.ShowKey) and starts the API's background work until
+// Shutdown: it drops cache entries other processes changed, and audits
+// finished jobs. It returns once both are running.
+func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.stopped {
+		return nil
+	}
+	generated, err := s.Bootstrap(ctx, s.bootstrapKey)
+	if err != nil {
 		return err
 	}
-	return s.audit.RecordFinished(ctx)
+	if generated != "" && s.showKey != nil {
+		s.showKey(generated)
+	}
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.conn.run(life, s.nc)
+	if err := s.store.Watch(life, func(c natskv.Change) { s.cached.Forget(life, c.Key, c.Project) }); err != nil {
+		stop()
+		return err
+	}
+	if err := s.audit.RecordFinished(life); err != nil {
+		stop()
+		return err
+	}
+	s.started, s.stop = true, stop
+	return nil
 }
 
-// Ready reports whether the API can serve: with Redis configured and
-// --rate-limit-fail-closed, Redis must answer a ping (otherwise requests
-// are refused); fail-open, the API serves without Redis and stays ready.
+// Ready reports whether the API can serve: started, and with Redis
+// configured and --rate-limit-fail-closed, Redis must answer a ping
+// (otherwise requests are refused); fail-open, the API serves without
+// Redis and stays ready.
 func (s *Service) Ready(ctx context.Context) error {
-	if s.redis == nil || !s.failClosed {
+	s.mu.Lock()
+	started, stopped := s.started, s.stopped
+	s.mu.Unlock()
+	switch {
+	case stopped:
+		return errors.New("shutting down")
+	case !started:
+		return errors.New("not started")
+	case s.redis == nil || !s.failClosed:
 		return nil
 	}
 	return s.redis.Ping(ctx).Err()
 }
 
-// Close releases the Redis connections, if any.
-func (s *Service) Close() {
+// Shutdown ends the background work and releases the Redis connections.
+// Requests are the HTTP server's: shut it down first. It returns at once
+// and may be called more than once, and before Start.
+func (s *Service) Shutdown(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil
+	}
+	s.stopped = true
+	if s.stop != nil {
+		s.stop()
+	}
 	for _, c := range s.closers {
 		c()
 	}
+	return nil
 }
 
 // auditQuery adapts the audit log to the handlers' port.

@@ -16,6 +16,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
@@ -39,13 +41,12 @@ func setup(t *testing.T) bundle {
 	return setupWith(t, api.Config{MaxBodyBytes: 64 << 10, MaxTimeout: time.Hour}, nil)
 }
 
-func setupWith(t *testing.T, cfg api.Config, js jetstream.JetStream) bundle {
+// newAPI builds an API on js as cmd/rdev does (its buckets, the access
+// store and a signer on its token secret), with showKey (may be nil) as
+// Deps.ShowKey; it is shut down at cleanup.
+func newAPI(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Logger, showKey ...func(string)) *api.Service {
 	t.Helper()
-	if js == nil {
-		_, _, js = natstest.Provisioned(t)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	ctx := context.Background()
 	kv, err := js.KeyValue(ctx, contracts.BucketState)
 	if err != nil {
 		t.Fatal(err)
@@ -54,16 +55,45 @@ func setupWith(t *testing.T, cfg api.Config, js jetstream.JetStream) bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
-	a, err := api.New(ctx, cfg, js, kv, akv, log)
+	store, err := natskv.Open(ctx, akv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.Close)
-	if _, err := a.Bootstrap(ctx, adminKey); err != nil {
+	secret, err := store.TokenSecret(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Run(ctx); err != nil {
+	deps := api.Deps{JS: js, State: kv, Access: store, Signer: access.NewSigner(secret), Log: log}
+	for _, f := range showKey {
+		deps.ShowKey = f
+	}
+	if cfg.SecretsKey != nil {
+		if deps.Secrets, err = js.KeyValue(ctx, contracts.BucketSecrets); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := api.New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
+	return a
+}
+
+func setupWith(t *testing.T, cfg api.Config, js jetstream.JetStream) bundle {
+	t.Helper()
+	if js == nil {
+		_, _, js = natstest.Provisioned(t)
+	}
+	if cfg.BootstrapKey == "" {
+		cfg.BootstrapKey = adminKey
+	}
+	a := newAPI(t, cfg, js, slog.New(slog.DiscardHandler))
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), contracts.BucketState)
+	if err != nil {
 		t.Fatal(err)
 	}
 	e := echo.New()

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
 )
@@ -23,14 +22,8 @@ func TestRevokedBootstrapKeyStaysRevoked(t *testing.T) {
 		t.Fatalf("revoke bootstrap: %d %s", resp.StatusCode, rb)
 	}
 	ctx := context.Background()
-	kv, _ := js.KeyValue(ctx, contracts.BucketState)
-	akv, _ := js.KeyValue(ctx, contracts.BucketAccess)
 	restart := func(cfg api.Config) {
-		a, err := api.New(ctx, cfg, js, kv, akv, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
+		a := newAPI(t, cfg, js, slog.New(slog.DiscardHandler)) //nolint:contextcheck // New only builds; Start takes the context
 		if _, err := a.Bootstrap(ctx, adminKey); err != nil {
 			t.Fatal(err)
 		}

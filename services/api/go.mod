@@ -48,6 +48,7 @@ require (
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/lifecycle v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect
@@ -66,3 +67,4 @@ replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
 replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state
 
 replace github.com/rdev-dev/rdev/pkg/await => ../../pkg/await
+replace github.com/rdev-dev/rdev/pkg/lifecycle => ../../pkg/lifecycle

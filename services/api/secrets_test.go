@@ -47,37 +47,24 @@ func (s *syncBuffer) String() string {
 func setupSecrets(t *testing.T, key []byte, logs *syncBuffer) (b bundle, storeDir string, stop func()) {
 	t.Helper()
 	srv, _, js := natstest.Provisioned(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	kv, err := js.KeyValue(ctx, contracts.BucketState)
-	if err != nil {
-		t.Fatal(err)
-	}
-	akv, err := js.KeyValue(ctx, contracts.BucketAccess)
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := api.New(ctx, api.Config{MaxBodyBytes: 64 << 10, SecretsKey: key}, js, kv, akv, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
-	if _, err := a.Bootstrap(ctx, adminKey); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Run(ctx); err != nil {
+	a := newAPI(t, api.Config{MaxBodyBytes: 64 << 10, SecretsKey: key, BootstrapKey: adminKey}, js, log)
+	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	e := echo.New()
 	a.Register(e)
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
+	kv, err := js.KeyValue(context.Background(), contracts.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b = bundle{url: hs.URL, js: js, kv: kv, admin: adminKey}
 	if resp, body := b.post(t, "/v1/projects", "application/json", []byte(`{"id":"demo"}`)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create project: %d %s", resp.StatusCode, body)
 	}
-	return b, srv.StoreDir(), func() { hs.Close(); cancel(); srv.Shutdown(); srv.WaitForShutdown() }
+	return b, srv.StoreDir(), func() { hs.Close(); _ = a.Shutdown(context.Background()); srv.Shutdown(); srv.WaitForShutdown() }
 }
 
 func TestProjectSecrets(t *testing.T) {

@@ -6,7 +6,19 @@ import (
 	"time"
 )
 
-// Config tunes the streamer. Zero values take the defaults below.
+// Defaults of Config: what a zero field means, and the defaults of
+// rdev's flags.
+const (
+	DefaultHeartbeat         = 15 * time.Second
+	DefaultRetry             = 2 * time.Second
+	DefaultClientBuffer      = 4096
+	DefaultClientBufferBytes = 4 << 20
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultUnavailableAfter  = 30 * time.Second
+	DefaultAllowOrigin       = "*"
+)
+
+// Config tunes the streamer. Zero values take the defaults above.
 type Config struct {
 	// Heartbeat is how often an idle stream gets a ": ping" comment, so
 	// proxies and clients see the connection alive. Default 15s.
@@ -37,31 +49,29 @@ type Config struct {
 	// AllowOrigins are the CORS origins allowed on the events endpoint.
 	// Default ["*"].
 	AllowOrigins []string
-	// Telemetry says where spans and metrics go; default nowhere.
-	Telemetry Telemetry
 }
 
 func (c *Config) setDefaults() {
 	if c.Heartbeat == 0 {
-		c.Heartbeat = 15 * time.Second
+		c.Heartbeat = DefaultHeartbeat
 	}
 	if c.Retry == 0 {
-		c.Retry = 2 * time.Second
+		c.Retry = DefaultRetry
 	}
 	if c.ClientBuffer == 0 {
-		c.ClientBuffer = 4096
+		c.ClientBuffer = DefaultClientBuffer
 	}
 	if c.ClientBufferBytes == 0 {
-		c.ClientBufferBytes = 4 << 20
+		c.ClientBufferBytes = DefaultClientBufferBytes
 	}
 	if c.WriteTimeout == 0 {
-		c.WriteTimeout = 30 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.UnavailableAfter == 0 {
-		c.UnavailableAfter = 30 * time.Second
+		c.UnavailableAfter = DefaultUnavailableAfter
 	}
 	if len(c.AllowOrigins) == 0 {
-		c.AllowOrigins = []string{"*"}
+		c.AllowOrigins = []string{DefaultAllowOrigin}
 	}
 }
 

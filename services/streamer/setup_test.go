@@ -67,6 +67,8 @@ type options struct {
 	// restartable runs NATS on a fixed address and store, so that
 	// fixture.restartNATS can stop it and start it again there.
 	restartable bool
+	// unstarted leaves Start to the test (the lifecycle suite).
+	unstarted bool
 }
 
 func setup(t *testing.T, opts options) *fixture {
@@ -103,9 +105,14 @@ func setup(t *testing.T, opts options) *fixture {
 	}
 	signer := access.NewSigner(secret)
 	gate := &access.StreamGate{Signer: signer, Keys: store, Projects: store}
-	svc, err := streamer.New(opts.cfg, js, kv, gate, testLogger(t))
+	svc, err := streamer.New(opts.cfg, streamer.Deps{JS: js, State: kv, Gate: gate, Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !opts.unstarted {
+		if err := svc.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	e := echo.New()
 	e.HideBanner = true

@@ -43,9 +43,10 @@ type Service struct {
 	quit context.Context // cancelled by Shutdown: open streams end
 	stop context.CancelFunc
 
-	mu     sync.Mutex
-	closed bool
-	active sync.WaitGroup // requests being served
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	active  sync.WaitGroup // requests being served
 
 	clients atomic.Int64
 	dropped atomic.Uint64
@@ -53,13 +54,29 @@ type Service struct {
 	in *instruments
 }
 
-// New returns a streamer reading output from js and stream references from
-// state (the contracts.BucketState bucket), admitting readers through gate.
-func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, gate Gate, log *slog.Logger) (*Service, error) {
+// Deps are what the process builds once and the streamer uses.
+type Deps struct {
+	// JS reads output and events (the topology is provisioned).
+	JS jetstream.JetStream
+	// State is the contracts.BucketState bucket: stream references.
+	State jetstream.KeyValue
+	// Gate admits readers (access.StreamGate on the access store).
+	Gate Gate
+	// Log defaults to discarding.
+	Log *slog.Logger
+	// Telemetry says where spans and metrics go; default nowhere.
+	Telemetry Telemetry
+}
+
+// New returns a streamer reading output from deps.JS and stream
+// references from deps.State, admitting readers through deps.Gate.
+// Register its routes, then Start it.
+func New(cfg Config, deps Deps) (*Service, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("streamer config: %w", err)
 	}
+	js, state, gate, log := deps.JS, deps.State, deps.Gate, deps.Log
 	if js == nil || state == nil || gate == nil {
 		return nil, errors.New("streamer: JetStream, the state bucket and an access gate are required")
 	}
@@ -83,19 +100,53 @@ func New(cfg Config, js jetstream.JetStream, state jetstream.KeyValue, gate Gate
 		quit: quit,
 		stop: stop,
 	}
-	in, err := newInstruments(cfg.Telemetry, s)
+	in, err := newInstruments(deps.Telemetry, s)
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("streamer metrics: %w", err)
 	}
 	s.in = in
 	s.follower.History = replays{store, in}
+	return s, nil
+}
+
+// Start watches access changes; the streams themselves are served per
+// request. It returns at once.
+func (s *Service) Start(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return nil
+	}
+	s.started = true
 	// One watch for every open stream: a revoked key's or a deleted
 	// project's streams end within seconds, not when the client leaves.
-	if err := gate.Watch(quit); err != nil { //nolint:contextcheck // lives until Shutdown
-		log.Warn("access changes not watched; polling", "err", err)
+	if err := s.gate.Watch(s.quit); err != nil { //nolint:contextcheck // lives until Shutdown
+		s.log.Warn("access changes not watched; polling", "err", err)
 	}
-	return s, nil
+	return nil
+}
+
+// Ready reports whether the streamer serves streams: started and not
+// shutting down.
+func (s *Service) Ready(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errors.New("shutting down")
+	case !s.started:
+		return errors.New("not started")
+	}
+	return nil
+}
+
+// Waiting says how many streams Shutdown waits for.
+func (s *Service) Waiting() string {
+	if n := s.clients.Load(); n > 0 {
+		return fmt.Sprintf("%d open streams", n)
+	}
+	return ""
 }
 
 // The wait after a storage failure starts at retryMin and doubles with
@@ -128,7 +179,7 @@ func (s *Service) Register(e *echo.Echo) {
 // to this one restarted), waits for their handlers within ctx, and stops
 // the hubs. New requests get 503. Call it before shutting the HTTP server
 // down, so streams end instead of holding it open. It may be called more
-// than once.
+// than once, and before Start.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true

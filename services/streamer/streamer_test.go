@@ -457,7 +457,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := bad.Validate(); err == nil {
 		t.Fatal("want an error")
 	}
-	if _, err := streamer.New(bad, nil, nil, nil, nil); err == nil {
+	if _, err := streamer.New(bad, streamer.Deps{}); err == nil {
 		t.Fatal("New: want an error")
 	}
 }

@@ -29,10 +29,15 @@ func (h *health) watchBreaker(next func(from, to string)) func(from, to string) 
 }
 
 // Ready reports whether the worker takes jobs and can run them: it has
-// is not draining and its executor is usable (the local workspaces
+// started, is not draining and its executor is usable (the local workspaces
 // directory exists; the Kubernetes API's breaker is not open).
 func (w *Worker) Ready(context.Context) error {
+	w.mu.Lock()
+	started := w.done != nil
+	w.mu.Unlock()
 	switch {
+	case !started:
+		return errors.New("not started")
 	case w.health.draining.Load():
 		return errors.New("draining")
 	case w.health.breakerOpen.Load():

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,7 +22,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/access"
-	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/contracts/seal"
 	"github.com/rdev-dev/rdev/pkg/state"
@@ -95,14 +95,29 @@ type Config struct {
 	// 4 heartbeats (AckWait·4/3).
 	SlotLease time.Duration
 
-	// Telemetry says where spans and metrics go; default nowhere.
-	Telemetry Telemetry
-
 	// exec and jitter replace the executor and the backoff's jitter in
 	// tests (export_test.go).
 	exec   executor.Executor
 	jitter func() float64
 }
+
+// Defaults of Config: what a zero field means, and the defaults of
+// rdev's flags.
+const (
+	DefaultConcurrency      = 4
+	DefaultFairEvery        = 10
+	DefaultAckWait          = 30 * time.Second
+	DefaultDrainTimeout     = 30 * time.Second
+	DefaultKillGrace        = 2 * time.Second
+	DefaultExecutor         = ExecutorLocal
+	DefaultRetryBase        = time.Second
+	DefaultRetryCap         = 5 * time.Minute
+	DefaultSlotDelay        = 500 * time.Millisecond
+	DefaultUnavailableDelay = 5 * time.Second
+	DefaultKubeQPS          = 20
+	DefaultKubeBurst        = 40
+	DefaultPodReadyTimeout  = 2 * time.Minute
+)
 
 // The executors a worker can use.
 const (
@@ -155,17 +170,30 @@ func (c *Config) setDefaults() {
 		_, _ = rand.Read(b)
 		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 	}
-	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 30 * time.Second
-	}
+	setDefault(&c.Concurrency, DefaultConcurrency)
+	setDefault(&c.FairEvery, DefaultFairEvery)
+	setDefault(&c.AckWait, DefaultAckWait)
+	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&c.KillGrace, DefaultKillGrace)
+	setDefault(&c.RetryBase, DefaultRetryBase)
+	setDefault(&c.RetryCap, DefaultRetryCap)
+	setDefault(&c.SlotDelay, DefaultSlotDelay)
+	setDefault(&c.UnavailableDelay, DefaultUnavailableDelay)
+	setDefault(&c.Kubernetes.QPS, DefaultKubeQPS)
+	setDefault(&c.Kubernetes.Burst, DefaultKubeBurst)
+	setDefault(&c.Kubernetes.ReadyTimeout, DefaultPodReadyTimeout)
 	if c.Executor == "" {
-		c.Executor = ExecutorLocal
+		c.Executor = DefaultExecutor
 	}
 	if c.SlotLease <= 0 {
 		c.SlotLease = c.AckWait * 4 / 3
+	}
+}
+
+// setDefault sets a zero or negative *v to def.
+func setDefault[T int | float32 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
 }
 
@@ -195,32 +223,70 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Worker runs jobs until its context ends.
+// Deps are what the process builds once and the worker uses.
+type Deps struct {
+	// Conn must be made with nats.ReconnectBufSize(-1) (see
+	// natsjs.Output); the JetStream topology must be provisioned
+	// (pkg/topology).
+	Conn *nats.Conn
+	// State is the contracts.BucketState bucket.
+	State jetstream.KeyValue
+	// Projects, when set, are the project records: per-project
+	// concurrency limits and pod settings. Nil applies none.
+	Projects Projects
+	Log      *slog.Logger
+	// Telemetry says where spans and metrics go; default nowhere.
+	Telemetry Telemetry
+}
+
+// Projects is what the worker reads of the access bucket: project records
+// only (natskv.Projects), because its NATS user may read nothing else
+// there.
+type Projects interface {
+	// Project returns a project or an error wrapping access.ErrNotFound.
+	Project(ctx context.Context, id string) (access.Project, error)
+	// WatchProjects calls fn with the id of every project changed after
+	// it returns, until ctx ends.
+	WatchProjects(ctx context.Context, fn func(id string)) error
+}
+
+// Worker runs jobs between Start and Shutdown.
 type Worker struct {
-	cfg   Config
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	state jetstream.KeyValue
-	exec  executor.Executor
-	out   *natsjs.Output
-	log   *slog.Logger
-	in    *instruments
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	state    jetstream.KeyValue
+	projects Projects
+	tel      Telemetry
+	exec     executor.Executor
+	out      *natsjs.Output
+	log      *slog.Logger
+	in       *instruments
 	// health is what readiness checks besides NATS.
 	health health
-	// pods hands the Kubernetes executor the project records Run opens.
+	// pods hands the Kubernetes executor the project records Start opens.
 	pods *projectPods
+	// running counts the jobs being handled, for Waiting.
+	running atomic.Int64
 
+	mu          sync.Mutex
+	stopped     bool
+	done        chan struct{} // closed when the dispatcher has stopped; nil before Start
+	stopTaking  context.CancelFunc
+	cancelRuns  context.CancelFunc
 	controlSubs []*nats.Subscription
 }
 
-// New builds a worker on nc, which must be made with
-// nats.ReconnectBufSize(-1) (see natsjs.Output), and the state bucket.
-// The JetStream topology must already be provisioned (pkg/topology).
-func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) (*Worker, error) {
+// New builds a worker; Start makes it take jobs.
+func New(cfg Config, deps Deps) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if deps.Conn == nil || deps.State == nil || deps.Log == nil {
+		return nil, errors.New("worker: a NATS connection, the state bucket and a logger are required")
+	}
 	cfg.setDefaults()
+	nc, state, log := deps.Conn, deps.State, deps.Log
 	// A publish whose ack never comes must fail so the output writer can
 	// recover; a disconnect fails pending publishes at once anyway.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
@@ -228,11 +294,11 @@ func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) 
 		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}
 	log = log.With("worker", cfg.ID)
-	in, err := newInstruments(cfg.Telemetry)
+	in, err := newInstruments(deps.Telemetry)
 	if err != nil {
 		return nil, fmt.Errorf("worker: metrics: %w", err)
 	}
-	w := &Worker{cfg: cfg, nc: nc, js: js, state: state, log: log, in: in, pods: &projectPods{}}
+	w := &Worker{cfg: cfg, nc: nc, js: js, state: state, projects: deps.Projects, tel: deps.Telemetry, log: log, in: in, pods: &projectPods{}}
 	cfg.Kubernetes.OnBreakerChange = w.health.watchBreaker(cfg.Kubernetes.OnBreakerChange)
 	exec := cfg.exec
 	if exec == nil {
@@ -246,23 +312,13 @@ func New(cfg Config, nc *nats.Conn, state jetstream.KeyValue, log *slog.Logger) 
 }
 
 // newRunner builds the job runner, with the per-project limits read from
-// the access bucket (watched until ctx ends).
+// the project records (watched until ctx ends).
 func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 	var limits runner.Limits
-	accessKV, err := w.js.KeyValue(ctx, contracts.BucketAccess)
-	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-		w.log.Warn("no access bucket: per-project concurrency limits and pod settings are not applied")
-	case err != nil:
-		return nil, fmt.Errorf("worker: access bucket: %w", err)
-	default:
-		// Project records only: the worker's NATS user may not read keys
-		// or the token secret (natsserver.RoleWorker).
-		projects, err := natskv.OpenProjects(ctx, accessKV)
-		if err != nil {
-			return nil, fmt.Errorf("worker: %w", err)
-		}
-		l, err := natsjs.NewLimits(ctx, projects, w.log)
+	if w.projects == nil {
+		w.log.Warn("no project records: per-project concurrency limits and pod settings are not applied")
+	} else {
+		l, err := natsjs.NewLimits(ctx, w.projects, w.log)
 		if err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
@@ -342,7 +398,7 @@ func newExecutor(cfg Config, pods k8sexec.ProjectPods, log *slog.Logger) (execut
 
 // projectPods is the Kubernetes executor's k8sexec.ProjectPods. The
 // executor is built in New, the project records it reads (natsjs.Limits)
-// are opened in Run; until then, and when there is no access bucket,
+// are opened in Start; until then, and when there is no access bucket,
 // pods are created from the template as it is.
 type projectPods struct {
 	limits atomic.Pointer[natsjs.Limits]
@@ -359,12 +415,17 @@ func (p *projectPods) PodSettings(ctx context.Context, project string) (access.P
 // ID returns the worker's id.
 func (w *Worker) ID() string { return w.cfg.ID }
 
-// Run takes jobs until ctx ends, then stops taking them, lets running jobs
-// finish within the drain timeout, and hands the rest back to the queue.
-func (w *Worker) Run(ctx context.Context) error {
-	// Lives until Run returns: running jobs still need it while draining.
+// Start subscribes to cancel requests and starts taking jobs; it returns
+// once the worker takes them. They are taken until Shutdown.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done != nil || w.stopped {
+		return nil
+	}
+	// Lives until the dispatcher stops: running jobs still need it while
+	// draining.
 	life, end := context.WithCancel(context.WithoutCancel(ctx))
-	defer end()
 	run, err := w.newRunner(life)
 	if err == nil {
 		err = w.subscribeControl(run)
@@ -373,39 +434,86 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err == nil {
 		consumers, err = natsjs.JobConsumers(ctx, w.js, w.cfg.AckWait)
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting: nothing was taken
+	var unregister func()
+	if err == nil {
+		if unregister, err = w.in.registerGauges(w.tel.MeterProvider, w.js, w.cfg.Concurrency); err != nil {
+			err = fmt.Errorf("worker: queue metrics: %w", err)
 		}
+	}
+	if err != nil {
+		w.unsubscribe()
+		end()
 		return err
 	}
-	defer func() {
-		for _, sub := range w.controlSubs {
-			_ = sub.Unsubscribe()
-		}
-	}()
 	d := dispatch.New(dispatch.Config{
 		Concurrency: w.cfg.Concurrency, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
 	}, consumers, w.log)
-
-	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelRuns()
-	stop := context.AfterFunc(ctx, func() {
-		w.log.Info("worker draining", "timeout", w.cfg.DrainTimeout)
-		time.AfterFunc(w.cfg.DrainTimeout, cancelRuns)
-	})
-	defer stop()
-	unregister, err := w.in.registerGauges(w.cfg.Telemetry.MeterProvider, w.js, w.cfg.Concurrency)
-	if err != nil {
-		return fmt.Errorf("worker: queue metrics: %w", err)
-	}
-	defer unregister()
+	take, stopTaking := context.WithCancel(life)
+	runCtx, cancelRuns := context.WithCancel(life)
+	w.stopTaking, w.cancelRuns, w.done = stopTaking, cancelRuns, make(chan struct{})
 	w.in.zero(ctx)
-	defer context.AfterFunc(ctx, func() { w.health.draining.Store(true) })()
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
-	d.Run(ctx, runCtx, w.in.handler(natsjs.Deliveries(run.Handle)))
-	w.log.Info("worker stopped")
+	go func(done chan struct{}) {
+		defer close(done)
+		defer end()
+		defer unregister()
+		defer w.unsubscribe()
+		d.Run(take, runCtx, w.count(w.in.handler(natsjs.Deliveries(run.Handle))))
+		w.log.Info("worker stopped")
+	}(w.done)
 	return nil
+}
+
+// count keeps w.running while next handles a job.
+func (w *Worker) count(next dispatch.Handler) dispatch.Handler {
+	return func(ctx context.Context, msg jetstream.Msg) {
+		w.running.Add(1)
+		defer w.running.Add(-1)
+		next(ctx, msg)
+	}
+}
+
+// Shutdown stops taking jobs, lets running jobs finish within the drain
+// timeout, and hands the rest back to the queue. When ctx ends first (a
+// forced stop) it cancels the running jobs and returns at once; JetStream
+// redelivers whatever was not handed back.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.mu.Lock()
+	first := !w.stopped
+	w.stopped = true
+	done := w.done
+	w.mu.Unlock()
+	if done == nil {
+		return nil // never started
+	}
+	if first {
+		w.health.draining.Store(true)
+		w.log.Info("worker draining", "timeout", w.cfg.DrainTimeout)
+		w.stopTaking()
+		time.AfterFunc(w.cfg.DrainTimeout, w.cancelRuns)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		w.cancelRuns()
+		return fmt.Errorf("worker: %w", ctx.Err())
+	}
+}
+
+// Waiting says how many jobs Shutdown waits for.
+func (w *Worker) Waiting() string {
+	if n := w.running.Load(); n > 0 {
+		return fmt.Sprintf("%d running jobs", n)
+	}
+	return ""
+}
+
+func (w *Worker) unsubscribe() {
+	for _, sub := range w.controlSubs {
+		_ = sub.Unsubscribe()
+	}
+	w.controlSubs = nil
 }
 
 // subscribeControl makes run stop any job it runs that someone cancels,

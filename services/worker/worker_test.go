@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/await"
+	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/worker"
@@ -23,6 +24,8 @@ type bundle struct {
 	kv     jetstream.KeyValue
 	events *history
 	start  func(cfg worker.Config) (stop func())
+	// build returns a worker that is not started.
+	build func(cfg worker.Config) *worker.Worker
 	// startConn starts a worker and returns a function that cuts its
 	// NATS connection, leaving the worker running without it (a worker
 	// vanished for the rest of the system); it is stopped at cleanup.
@@ -82,29 +85,35 @@ func setup(t *testing.T) bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	launch := func(cfg worker.Config) (stop, cut func()) {
+	projects := openProjects(t, js)
+	build := func(cfg worker.Config) (*worker.Worker, *nats.Conn) {
 		wnc, err := nats.Connect(srv.ClientURL(), nats.ReconnectBufSize(-1))
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(wnc.Close)
 		if cfg.Workspaces == "" {
 			cfg.Workspaces = t.TempDir()
 		}
-		w, err := worker.New(cfg, wnc, kv, slog.New(slog.DiscardHandler))
+		w, err := worker.New(cfg, worker.Deps{Conn: wnc, State: kv, Projects: projects, Log: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = w.Run(ctx) }()
+		return w, wnc
+	}
+	b.build = func(cfg worker.Config) *worker.Worker { w, _ := build(cfg); return w }
+	launch := func(cfg worker.Config) (stop, cut func()) {
+		w, wnc := build(cfg)
+		if err := w.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		var once sync.Once
 		stop = func() {
 			once.Do(func() {
-				cancel()
-				select {
-				case <-done:
-				case <-time.After(20 * time.Second):
-					t.Error("worker did not stop within 20s")
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				if err := w.Shutdown(ctx); err != nil {
+					t.Errorf("worker did not stop within 20s: %v", err)
 				}
 				wnc.Close()
 			})
@@ -116,6 +125,20 @@ func setup(t *testing.T) bundle {
 	b.startConn = func(_ *testing.T, cfg worker.Config) func() { _, cut := launch(cfg); return cut }
 	b.kv, b.events, b.start = kv, events, start
 	return b
+}
+
+// openProjects opens the project records as cmd/rdev does for a worker.
+func openProjects(t *testing.T, js jetstream.JetStream) *natskv.Projects {
+	t.Helper()
+	kv, err := js.KeyValue(context.Background(), contracts.BucketAccess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	projects, err := natskv.OpenProjects(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return projects
 }
 
 // enqueue does what the API does: state first, then the job.

@@ -103,6 +103,9 @@ func Start(cfg Config) (*server.Server, error) {
 			return nil, err
 		}
 	}
+	if err := portFree(host, port); err != nil {
+		return nil, err
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: %w", err)
@@ -113,6 +116,25 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("natsserver: not ready within %s on %s", cfg.ReadyTimeout, cfg.Addr)
 	}
 	return srv, nil
+}
+
+// portFree fails at once when the client port is taken: the server
+// itself would only log the listen error, leaving Start to wait out
+// ReadyTimeout for a server that never comes up.
+func portFree(host string, port int) error {
+	if port <= 0 {
+		return nil // a random port is free by construction
+	}
+	hostPort := net.JoinHostPort(host, strconv.Itoa(port))
+	addr, err := net.ResolveTCPAddr("tcp", hostPort)
+	if err != nil {
+		return fmt.Errorf("natsserver: address %s: %w", hostPort, err)
+	}
+	ln, err := net.ListenTCP("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("natsserver: listen on %s: %w", hostPort, err)
+	}
+	return ln.Close()
 }
 
 func cluster(opts *server.Options, c *Cluster) error {

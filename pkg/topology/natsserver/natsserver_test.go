@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -366,5 +367,27 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A client port in use fails Start at once with the listener's error,
+// not after the readiness timeout.
+func TestBusyPortFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	must(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	began := time.Now()
+	srv, err := natsserver.Start(natsserver.Config{Addr: ln.Addr().String(), StoreDir: t.TempDir(), ReadyTimeout: time.Minute})
+	if err == nil {
+		srv.Shutdown()
+		t.Fatal("Start on a busy port succeeded")
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("error %q does not say the address is in use", err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("Start took %s to fail", took)
 	}
 }

@@ -23,13 +23,17 @@ import (
 // ReadyCheck reports whether a dependency is usable; nil means ready.
 type ReadyCheck func(ctx context.Context) error
 
-// Server is one HTTP listener serving registered services.
+// Server is one HTTP listener serving registered services; it is a
+// lifecycle.Component.
 type Server struct {
 	Echo     *echo.Echo
 	srv      *http.Server
 	ln       net.Listener
 	checks   map[string]ReadyCheck
 	draining atomic.Bool
+	serving  atomic.Bool
+	inflight atomic.Int64
+	failed   chan error
 	log      *slog.Logger
 }
 
@@ -50,8 +54,9 @@ func New(ctx context.Context, addr string, trustedProxies []string, log *slog.Lo
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = extract
-	s := &Server{Echo: e, ln: ln, checks: map[string]ReadyCheck{}, log: log}
+	s := &Server{Echo: e, ln: ln, checks: map[string]ReadyCheck{}, failed: make(chan error, 1), log: log}
 	e.HTTPErrorHandler = accesshttp.ErrorHandler(log)
+	e.Use(s.count)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 			log.Error("handler panicked", "path", c.Path(), "err", err, "stack", string(stack))
@@ -80,8 +85,36 @@ func (s *Server) AddReadyCheck(name string, check ReadyCheck) { s.checks[name] =
 
 // Serve serves until Shutdown; it returns nil after a clean shutdown.
 func (s *Server) Serve() error {
+	s.serving.Store(true)
 	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	return nil
+}
+
+// Start serves in the background; a serving error goes to Failed.
+func (s *Server) Start(context.Context) error {
+	if s.draining.Load() || s.serving.Swap(true) {
+		return nil // shut down already, or serving
+	}
+	go func() {
+		if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+			s.failed <- err
+		}
+	}()
+	return nil
+}
+
+// Failed delivers the error that ended serving early.
+func (s *Server) Failed() <-chan error { return s.failed }
+
+// Ready is nil while the server serves and does not drain.
+func (s *Server) Ready(context.Context) error {
+	switch {
+	case s.draining.Load():
+		return errors.New("draining")
+	case !s.serving.Load():
+		return errors.New("not serving")
 	}
 	return nil
 }
@@ -90,10 +123,38 @@ func (s *Server) Serve() error {
 func (s *Server) Drain() { s.draining.Store(true) }
 
 // Shutdown stops accepting connections and waits for in-flight requests
-// until ctx ends.
+// until ctx ends; then it closes the connections still open.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
-	return s.srv.Shutdown(ctx)
+	if !s.serving.Load() {
+		// Never served: only the listener is open.
+		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
+		return err
+	}
+	return nil
+}
+
+// Waiting says how many requests Shutdown waits for.
+func (s *Server) Waiting() string {
+	if n := s.inflight.Load(); n > 0 {
+		return fmt.Sprintf("%d requests", n)
+	}
+	return ""
+}
+
+// count keeps s.inflight.
+func (s *Server) count(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
+		return next(c)
+	}
 }
 
 func (s *Server) ready(c echo.Context) error {

@@ -1,0 +1,3 @@
+module github.com/rdev-dev/rdev/pkg/lifecycle
+
+go 1.26
