@@ -169,12 +169,10 @@ func (e *outageEnv) restart() {
 
 // waitConnected waits until the service's connection is up, or down.
 func (e *outageEnv) waitConnected(up bool) {
-	deadline := time.Now().Add(10 * time.Second)
-	for e.nc.IsConnected() != up && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if e.nc.IsConnected() != up {
-		// Errorf: this may run on a submit's goroutine.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if await.Poll(ctx, func() bool { return e.nc.IsConnected() == up }) != nil {
+		// Errorf, not await.Within: this may run on a submit's goroutine.
 		e.t.Errorf("the connection is not %s after 10s", map[bool]string{true: "up", false: "down"}[up])
 	}
 }
