@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
@@ -165,29 +166,33 @@ func outputStall(t *testing.T, js jetstream.JetStream) func() time.Duration {
 // waitBatch polls a batch until all its jobs succeeded.
 func waitBatch(t *testing.T, base, id string, jobs int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		status, rb := call(t, http.MethodGet, base+"/v1/batches/"+id+"?limit=1", nil)
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	var (
+		status int
+		rb     []byte
+		b      contracts.BatchStatus
+	)
+	if await.Poll(ctx, func() bool {
+		status, rb = call(t, http.MethodGet, base+"/v1/batches/"+id+"?limit=1", nil)
 		if status == http.StatusOK {
-			b := mustJSON[contracts.BatchStatus](t, rb)
-			if b.Counts[contracts.StatusSucceeded] == jobs {
-				return
-			}
-			if time.Now().After(deadline) {
-				_, all := call(t, http.MethodGet, base+"/v1/batches/"+id+"?limit=1000", nil)
-				var failed []contracts.JobState
-				for _, st := range mustJSON[contracts.BatchStatus](t, all).Jobs {
-					if st.Status != contracts.StatusSucceeded && len(failed) < 5 {
-						failed = append(failed, st)
-					}
-				}
-				t.Fatalf("batch %s: %v after %s, want %d succeeded; e.g. %+v", id, b.Counts, within, jobs, failed)
-			}
-		} else if time.Now().After(deadline) {
-			t.Fatalf("batch %s: %d %s", id, status, rb)
+			b = mustJSON[contracts.BatchStatus](t, rb)
 		}
-		time.Sleep(200 * time.Millisecond)
+		return status == http.StatusOK && b.Counts[contracts.StatusSucceeded] == jobs
+	}) == nil {
+		return
 	}
+	if status != http.StatusOK {
+		t.Fatalf("batch %s: %d %s", id, status, rb)
+	}
+	_, all := call(t, http.MethodGet, base+"/v1/batches/"+id+"?limit=1000", nil)
+	var failed []contracts.JobState
+	for _, st := range mustJSON[contracts.BatchStatus](t, all).Jobs {
+		if st.Status != contracts.StatusSucceeded && len(failed) < 5 {
+			failed = append(failed, st)
+		}
+	}
+	t.Fatalf("batch %s: %v after %s, want %d succeeded; e.g. %+v", id, b.Counts, within, jobs, failed)
 }
 
 // terminalEvents counts the terminal events stored per job, reading
@@ -195,21 +200,23 @@ func waitBatch(t *testing.T, base, id string, jobs int, within time.Duration) {
 // responders" at first).
 func terminalEvents(t *testing.T, js jetstream.JetStream) map[string]int {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	wait, cancelWait := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancelWait()
+	var (
+		ends map[string]int
+		err  error
+	)
+	if await.Poll(wait, func() bool {
 		// Each try has its own timeout: a request to a node still
 		// rejoining may go unanswered, and must not use up the wait.
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		ends, err := readTerminalEvents(ctx, js)
-		cancel()
-		if err == nil {
-			return ends
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read terminal events: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+		defer cancel()
+		ends, err = readTerminalEvents(ctx, js)
+		return err == nil
+	}) != nil {
+		t.Fatalf("read terminal events: %v", err)
 	}
+	return ends
 }
 
 func readTerminalEvents(ctx context.Context, js jetstream.JetStream) (map[string]int, error) {
@@ -255,27 +262,27 @@ func readTerminalEvents(ctx context.Context, js jetstream.JetStream) (map[string
 // stopped node rejoined and caught up.
 func waitCurrent(t *testing.T, js jetstream.JetStream, stream string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	wait, cancelWait := context.WithTimeout(t.Context(), within)
+	defer cancelWait()
+	var err error
+	if await.Poll(wait, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s, err := js.Stream(ctx, stream)
+		defer cancel()
+		var s jetstream.Stream
 		var info *jetstream.StreamInfo
-		if err == nil {
+		if s, err = js.Stream(ctx, stream); err == nil {
 			info, err = s.Info(ctx)
 		}
-		cancel()
-		if err == nil && info.Cluster != nil && len(info.Cluster.Replicas) == 2 {
-			current := true
-			for _, r := range info.Cluster.Replicas {
-				current = current && r.Current && !r.Offline
-			}
-			if current {
-				return
+		if err != nil || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+			return false
+		}
+		for _, r := range info.Cluster.Replicas {
+			if !r.Current || r.Offline {
+				return false
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: the stopped node did not catch up within %s (%v)", stream, within, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return true
+	}) != nil {
+		t.Fatalf("%s: the stopped node did not catch up within %s (%v)", stream, within, err)
 	}
 }

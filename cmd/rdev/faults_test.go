@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
@@ -356,17 +357,19 @@ func TestNATSOutage(t *testing.T) {
 	must(t, err, "restart NATS")
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 
-	var after contracts.SubmitResponse
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		status, rb := call(t, http.MethodPost, api.http+"/v1/projects/outage/commands", map[string]any{"command": []string{"echo", "after"}})
-		if status == http.StatusAccepted {
-			after = mustJSON[contracts.SubmitResponse](t, string(rb))
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the API did not accept jobs again: %d %s", status, rb)
-		}
+	var (
+		status int
+		rb     []byte
+	)
+	back, cancelBack := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancelBack()
+	if await.Poll(back, func() bool {
+		status, rb = call(t, http.MethodPost, api.http+"/v1/projects/outage/commands", map[string]any{"command": []string{"echo", "after"}})
+		return status == http.StatusAccepted
+	}) != nil {
+		t.Fatalf("the API did not accept jobs again: %d %s", status, rb)
 	}
+	after := mustJSON[contracts.SubmitResponse](t, string(rb))
 	<-done
 	if err := w.check(); err != nil {
 		t.Fatalf("job through the outage: %v", err)

@@ -2,6 +2,8 @@ module github.com/rdev-dev/rdev/cmd/rdev
 
 go 1.26.0
 
+replace github.com/rdev-dev/rdev/pkg/await => ../../pkg/await
+
 replace github.com/rdev-dev/rdev/pkg/client => ../../pkg/client
 
 replace github.com/rdev-dev/rdev/pkg/contracts => ../../pkg/contracts
@@ -21,6 +23,7 @@ require (
 	github.com/nats-io/nats.go v1.56.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
+	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/client v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/topology v0.0.0-00010101000000-000000000000

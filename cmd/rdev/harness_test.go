@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
@@ -287,17 +288,16 @@ func getJob(t testing.TB, base, id string) contracts.JobState {
 // waitFinal polls a job's state until it is final (bounded).
 func waitFinal(t testing.TB, base, id string, within time.Duration) contracts.JobState {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		st := getJob(t, base, id)
-		if st.Status.Final() {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s still %s after %s", id, st.Status, within)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	var st contracts.JobState
+	if await.Poll(ctx, func() bool {
+		st = getJob(t, base, id)
+		return st.Status.Final()
+	}) != nil {
+		t.Fatalf("job %s still %s after %s", id, st.Status, within)
 	}
+	return st
 }
 
 // touch creates a file in a project's workspace (a gate a test job waits on).

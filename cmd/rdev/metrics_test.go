@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/services/api/redistest"
@@ -158,7 +159,9 @@ func TestMetricsAfterKnownWorkload(t *testing.T) {
 	}
 	var fams map[string]*dto.MetricFamily
 	var wrong []string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_ = await.Poll(ctx, func() bool { // on a timeout, each wrong value is an error below
 		fams = scrape(t, n.http)
 		wrong = wrong[:0]
 		for _, w := range want {
@@ -166,10 +169,8 @@ func TestMetricsAfterKnownWorkload(t *testing.T) {
 				wrong = append(wrong, fmt.Sprintf("%s%v = %v, want %v", w.name, w.labels, got, w.value))
 			}
 		}
-		if len(wrong) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+		return len(wrong) == 0
+	})
 	for _, w := range wrong {
 		t.Error(w)
 	}
@@ -320,19 +321,13 @@ func TestReadyzFollowsNATS(t *testing.T) {
 	}
 	waitReady := func(want int) {
 		t.Helper()
-		for deadline := time.Now().Add(15 * time.Second); ready() != want; time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("/readyz did not become %d", want)
-			}
-		}
+		await.Within(t, 15*time.Second, fmt.Sprintf("/readyz to answer %d", want), func() bool { return ready() == want })
 	}
 	waitReady(http.StatusOK)
 	// The worker reports its slots once it takes jobs.
-	for deadline := time.Now().Add(10 * time.Second); value(scrape(t, n.http), "rdev_worker_slots") != 4; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("rdev_worker_slots never became 4")
-		}
-	}
+	await.Within(t, 10*time.Second, "rdev_worker_slots to become 4", func() bool {
+		return value(scrape(t, n.http), "rdev_worker_slots") == 4
+	})
 
 	srv.Shutdown()
 	srv.WaitForShutdown()
@@ -343,14 +338,14 @@ func TestReadyzFollowsNATS(t *testing.T) {
 	must(t, err, "restart NATS")
 	stopped = false
 	waitReady(http.StatusOK)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	var c, w float64
+	reconnected, cancelReconnected := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancelReconnected()
+	if await.Poll(reconnected, func() bool {
 		fams := scrape(t, n.http)
-		c, w := value(fams, "rdev_nats_reconnects_total", "connection", "control"), value(fams, "rdev_nats_reconnects_total", "connection", "worker")
-		if c == 1 && w == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rdev_nats_reconnects_total control=%v worker=%v, want 1 and 1", c, w)
-		}
+		c, w = value(fams, "rdev_nats_reconnects_total", "connection", "control"), value(fams, "rdev_nats_reconnects_total", "connection", "worker")
+		return c == 1 && w == 1
+	}) != nil {
+		t.Fatalf("rdev_nats_reconnects_total control=%v worker=%v, want 1 and 1", c, w)
 	}
 }

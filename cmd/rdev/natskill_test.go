@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology"
 )
@@ -97,16 +98,13 @@ func (p *natsServerProcess) start() {
 	logs := &logWriter{t: p.t}
 	p.cmd.Stdout, p.cmd.Stderr = logs, logs
 	must(p.t, p.cmd.Start(), "start nats-server")
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	await.Within(p.t, 20*time.Second, "nats-server accepting connections", func() bool {
 		nc, err := nats.Connect(p.url())
 		if err == nil {
 			nc.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("nats-server not accepting connections: %v", err)
-		}
-	}
+		return err == nil
+	})
 }
 
 // kill sends SIGKILL and reaps the process.
@@ -157,17 +155,16 @@ func TestNATSServerKilled(t *testing.T) {
 	t.Logf("nats-server restarted %s after SIGKILL", time.Since(killedAt).Round(time.Millisecond))
 
 	var accepted contracts.BatchResponse
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	retry, cancelRetry := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancelRetry()
+	if await.Poll(retry, func() bool {
 		status, rb = call(t, http.MethodPost, api.http+"/v1/projects/killed/batches", items)
 		if status == http.StatusAccepted {
 			accepted = mustJSON[contracts.BatchResponse](t, rb)
-			if accepted.Accepted == len(items) {
-				break
-			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the batch retried with the same keys is still refused after NATS came back: %d %.300s", status, rb)
-		}
+		return status == http.StatusAccepted && accepted.Accepted == len(items)
+	}) != nil {
+		t.Fatalf("the batch retried with the same keys is still refused after NATS came back: %d %.300s", status, rb)
 	}
 	recovered := time.Since(killedAt)
 
@@ -259,17 +256,13 @@ func natsNodeKilled(t *testing.T, replicas int) {
 	must(t, err, "jetstream")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for {
+	if await.Poll(ctx, func() bool {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second) // a request sent before the meta leader is elected is never answered
-		_, err := topology.Ensure(actx, js, topology.Config{Replicas: replicas})
-		acancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("provision: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		defer acancel()
+		_, err = topology.Ensure(actx, js, topology.Config{Replicas: replicas})
+		return err == nil
+	}) != nil {
+		t.Fatalf("provision: %v", err)
 	}
 	flags := func(cmd string, extra ...string) []string {
 		return append([]string{cmd, "--nats-url", url, "--replicas", strconv.Itoa(replicas)}, extra...)

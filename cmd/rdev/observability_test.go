@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
@@ -56,30 +58,27 @@ func TestOneTraceFromSubmitToStream(t *testing.T) {
 	want := []string{"POST /v1/projects/:project/commands", "publish RDEV_JOBS", "rdev.job.queued", "process RDEV_JOBS",
 		"rdev.exec", "rdev.output", "rdev.stream.deliver", "rdev.stream.replay"}
 	var byName map[string]tracetest.SpanStub
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if await.Poll(ctx, func() bool {
 		byName = map[string]tracetest.SpanStub{}
 		for _, s := range spans.GetSpans() {
 			if s.SpanContext.TraceID().String() == callerTrace {
 				byName[s.Name] = s
 			}
 		}
-		missing := false
 		for _, name := range want {
-			_, ok := byName[name]
-			missing = missing || !ok
-		}
-		if !missing {
-			break
-		}
-		if time.Now().After(deadline) {
-			var got []string
-			for name := range byName {
-				got = append(got, name)
+			if _, ok := byName[name]; !ok {
+				return false
 			}
-			t.Fatalf("spans in trace %s: %v; want all of %v", callerTrace, got, want)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return true
+	}) != nil {
+		var got []string
+		for name := range byName {
+			got = append(got, name)
+		}
+		t.Fatalf("spans in trace %s: %v; want all of %v", callerTrace, got, want)
 	}
 
 	service := func(s tracetest.SpanStub) string {

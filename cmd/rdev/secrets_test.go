@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
@@ -140,10 +141,7 @@ func TestSecretReachesOnlyTheJob(t *testing.T) {
 	dead := mustJSON[contracts.SubmitResponse](t, string(b))
 	waitFinal(t, n.http, dead.JobID, 30*time.Second)
 	var dl contracts.DeadLetter
-	for deadline := time.Now().Add(10 * time.Second); dl.Job == nil; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no dead letter within 10s")
-		}
+	await.Within(t, 10*time.Second, "the job's dead letter", func() bool {
 		_, b := do(http.MethodGet, "/v1/dead-letters?project=sec", nil)
 		page := mustJSON[contracts.DeadLetterPage](t, b)
 		for _, d := range page.DeadLetters {
@@ -151,7 +149,8 @@ func TestSecretReachesOnlyTheJob(t *testing.T) {
 				dl = d
 			}
 		}
-	}
+		return dl.Job != nil
+	})
 	if dl.Job.Env["PLAIN"] != contracts.Redacted || dl.Job.SecretEnv["TOKEN"] != "anthropic" {
 		t.Fatalf("dead letter env %v secret_env %v", dl.Job.Env, dl.Job.SecretEnv)
 	}

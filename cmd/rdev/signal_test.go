@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -76,11 +77,9 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	n := readReady(t, stdout, exited)
 
 	job := submit(t, n.http, "held", map[string]any{"command": []string{"sleep", "300"}})
-	for deadline := time.Now().Add(20 * time.Second); getJob(t, n.http, job.JobID).Status != contracts.StatusRunning; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the job never ran")
-		}
-	}
+	await.Within(t, 20*time.Second, "the job to run", func() bool {
+		return getJob(t, n.http, job.JobID).Status == contracts.StatusRunning
+	})
 	must(t, cmd.Process.Signal(syscall.SIGINT), "first SIGINT")
 	logs.waitFor(t, `component=worker for="1 running jobs"`, 20*time.Second)
 	select {

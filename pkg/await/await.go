@@ -5,6 +5,7 @@
 package await
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -21,14 +22,28 @@ func Until(tb testing.TB, what string, cond func() bool) {
 // Within calls cond, at first every millisecond and then less often, until
 // it returns true. If it has not within timeout, tb fails at once
 // (Fatalf) saying it timed out waiting for what; so, like Fatal, Within
-// must be called from the test's goroutine.
+// must be called from the test's goroutine (off it, use Poll).
 func Within(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for pause := time.Millisecond; !cond(); pause = min(2*pause, 20*time.Millisecond) {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(pause)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if Poll(ctx, cond) != nil {
+		tb.Fatalf("timed out after %s waiting for %s", timeout, what)
 	}
+}
+
+// Poll calls cond, at first every millisecond and then less often, until
+// it returns true (nil) or ctx ends (ctx.Err()). It does not fail a test,
+// so any goroutine may call it.
+func Poll(ctx context.Context, cond func() bool) error {
+	for pause := time.Millisecond; !cond(); pause = min(2*pause, 20*time.Millisecond) {
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
 package await_test
 
 import (
+	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,5 +46,27 @@ func TestWithinFailsAfterTheTimeout(t *testing.T) {
 	}()
 	if r.failed == "" || time.Since(start) < 50*time.Millisecond {
 		t.Fatalf("failed %q after %s, want a failure after the timeout", r.failed, time.Since(start))
+	}
+}
+
+func TestPollReturnsNilOnceTheConditionHolds(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	if err := await.Poll(t.Context(), func() bool { return n.Add(1) == 3 }); err != nil {
+		t.Fatalf("Poll = %v, want nil", err)
+	}
+	if got := n.Load(); got != 3 {
+		t.Fatalf("cond called %d times, want 3", got)
+	}
+}
+
+func TestPollReturnsTheContextErrorWhenItEnds(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := await.Poll(ctx, func() bool { return false })
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < 50*time.Millisecond {
+		t.Fatalf("Poll = %v after %s, want %v after the deadline", err, time.Since(start), context.DeadlineExceeded)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
@@ -270,20 +271,13 @@ func TestKeysAndProjects(t *testing.T) {
 		t.Fatalf("a revoked key: %v", err)
 	}
 	// The audit log tells; records are written in the background.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	await.Within(t, 10*time.Second, "a key_revoked audit record of "+k.ID, func() bool {
 		page, err := c.Audit(ctx(t), client.AuditQuery{Kind: contracts.AuditKeyRevoked})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slices.ContainsFunc(page.Records, func(r contracts.AuditRecord) bool { return r.Detail["key_id"] == k.ID }) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no key_revoked record of %s: %+v", k.ID, page.Records)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return slices.ContainsFunc(page.Records, func(r contracts.AuditRecord) bool { return r.Detail["key_id"] == k.ID })
+	})
 	// Secrets are write-only: listed by name, never by value.
 	if created, err := c.PutSecret(ctx(t), "keys-projects", "token", "s3cret"); err != nil || !created {
 		t.Fatalf("put secret: %v, created %v", err, created)
@@ -319,7 +313,7 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("job ended %s", end.Status)
 	}
 	var dl contracts.DeadLetter
-	for deadline := time.Now().Add(10 * time.Second); dl.ID == ""; time.Sleep(50 * time.Millisecond) {
+	await.Within(t, 10*time.Second, "a dead letter of job "+sub.JobID, func() bool {
 		page, err := c.DeadLetters(ctx(t), "dead", client.Page{})
 		if err != nil {
 			t.Fatal(err)
@@ -329,10 +323,8 @@ func TestDeadLetters(t *testing.T) {
 				dl = d
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no dead letter of job %s", sub.JobID)
-		}
-	}
+		return dl.ID != ""
+	})
 	again, err := c.RetryDeadLetter(ctx(t), dl.ID, false)
 	if err != nil || again.JobID == "" || again.JobID == sub.JobID {
 		t.Fatalf("retry: %+v, %v", again, err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
@@ -112,17 +113,10 @@ func TestAuthRefusals(t *testing.T) {
 	if resp, rb := b.get(t, "/v1/projects", bearer(soon.Key)...); resp.StatusCode != http.StatusOK {
 		t.Fatalf("key before expiry: %d %s", resp.StatusCode, rb)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	await.Within(t, 10*time.Second, "the expired key refused with expired_api_key", func() bool {
 		resp, rb := b.get(t, "/v1/projects", bearer(soon.Key)...)
-		if resp.StatusCode == http.StatusUnauthorized && errCode(t, rb) == "expired_api_key" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("expired key still accepted: %d %s", resp.StatusCode, rb)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return resp.StatusCode == http.StatusUnauthorized && errCode(t, rb) == "expired_api_key"
+	})
 	if n := natstest.Msgs(t, b.js, contracts.StreamJobs); n != queued {
 		t.Fatalf("refused requests queued %d jobs", n-queued)
 	}
@@ -161,16 +155,10 @@ func TestRevokeReachesEveryReplicaWithinASecond(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	await.Within(t, 5*time.Second, "both last-used writes (3 revisions of the key)", func() bool {
 		h, err := akv.History(context.Background(), "key."+k.ID)
-		if err == nil && len(h) == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("last-used writes did not land: %d revisions, %v", len(h), err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil && len(h) == 3
+	})
 	warm()
 	revokedAt := time.Now()
 	if resp, rb := a.do(t, http.MethodDelete, "/v1/keys/"+k.ID, "", nil); resp.StatusCode != http.StatusOK {
@@ -179,16 +167,10 @@ func TestRevokeReachesEveryReplicaWithinASecond(t *testing.T) {
 	if resp, _ := a.get(t, "/v1/projects/demo", bearer(k.Key)...); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("the revoking replica still accepts the key: %d", resp.StatusCode)
 	}
-	for {
+	await.Within(t, time.Until(revokedAt.Add(time.Second)), "the other replica to refuse the revoked key", func() bool {
 		resp, _ := b.get(t, "/v1/projects/demo", bearer(k.Key)...)
-		if resp.StatusCode == http.StatusUnauthorized {
-			break
-		}
-		if time.Since(revokedAt) > time.Second {
-			t.Fatalf("the other replica still accepts the revoked key after 1s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return resp.StatusCode == http.StatusUnauthorized
+	})
 }
 
 // Two API replicas share Redis: a burst of requests from one key is held
@@ -283,16 +265,8 @@ func TestRedisOutage(t *testing.T) {
 		}
 	}
 	rs.Restart() // empty: the counts start again
-	deadline := time.Now().Add(10 * time.Second)
-	for n := 0; ; {
+	await.Within(t, 10*time.Second, "limits applied again after Redis came back", func() bool {
 		resp, _ := open.get(t, "/v1/projects/demo", bearer(k.Key)...)
-		if resp.StatusCode == http.StatusTooManyRequests {
-			break
-		}
-		n++
-		if time.Now().After(deadline) {
-			t.Fatalf("limits never applied again after Redis came back (%d requests)", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return resp.StatusCode == http.StatusTooManyRequests
+	})
 }

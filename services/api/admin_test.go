@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
@@ -119,11 +120,10 @@ func TestAuditTrail(t *testing.T) {
 
 	// Denials are written asynchronously: wait for them.
 	var denied contracts.AuditPage
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if denied = b.audit(t, "kind=request_denied"); len(denied.Records) >= 2 || time.Now().After(deadline) {
-			break
-		}
-	}
+	await.Within(t, 5*time.Second, "two request_denied records", func() bool {
+		denied = b.audit(t, "kind=request_denied")
+		return len(denied.Records) >= 2
+	})
 	if len(denied.Records) != 2 {
 		t.Fatalf("denied records: %+v", denied.Records)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
 )
@@ -35,13 +36,8 @@ func TestRevokedBootstrapKeyStaysRevoked(t *testing.T) {
 	restart(api.Config{ReinstallBootstrapKey: true})
 	// The serving API drops its cached key when the access bucket's watch
 	// reports the change.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, rb := b.get(t, "/v1/projects")
-		if resp.StatusCode == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("re-installed bootstrap key refused: %d %s", resp.StatusCode, rb)
-		}
-	}
+	await.Within(t, 5*time.Second, "the re-installed bootstrap key accepted", func() bool {
+		resp, _ := b.get(t, "/v1/projects")
+		return resp.StatusCode == http.StatusOK
+	})
 }

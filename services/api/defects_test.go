@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
@@ -18,14 +20,15 @@ import (
 // written without making the request wait).
 func (b bundle) waitAudit(t *testing.T, query string, want int) []contracts.AuditRecord {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if p := b.audit(t, query); len(p.Records) >= want || time.Now().After(deadline) {
-			if len(p.Records) != want {
-				t.Fatalf("audit %s: %d records, want %d: %+v", query, len(p.Records), want, p.Records)
-			}
-			return p.Records
-		}
+	var p contracts.AuditPage
+	await.Within(t, 5*time.Second, fmt.Sprintf("%d records in audit %s", want, query), func() bool {
+		p = b.audit(t, query)
+		return len(p.Records) >= want
+	})
+	if len(p.Records) != want {
+		t.Fatalf("audit %s: %d records, want %d: %+v", query, len(p.Records), want, p.Records)
 	}
+	return p.Records
 }
 
 // A refused atomic batch names no job, stream or URL for any item: none

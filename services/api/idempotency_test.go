@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
@@ -119,15 +120,13 @@ func TestSubmitDuringANATSOutage(t *testing.T) {
 	srv, err = natsserver.Start(natsserver.Config{Addr: addr, StoreDir: dir})
 	must(t, err)
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	await.Within(t, 15*time.Second, "a submit accepted after NATS came back", func() bool {
 		resp, rb := b.post(t, "/v1/projects/demo/commands", "application/json", body)
-		if resp.StatusCode == http.StatusAccepted {
-			break
-		}
-		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+		if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("submit after NATS came back: %d %s", resp.StatusCode, rb)
 		}
-	}
+		return resp.StatusCode == http.StatusAccepted
+	})
 	if n := natstest.Msgs(t, js, contracts.StreamJobs); n != 1 {
 		t.Fatalf("%d jobs queued, want 1", n)
 	}

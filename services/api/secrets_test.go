@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
@@ -151,14 +152,14 @@ func TestProjectSecrets(t *testing.T) {
 		}
 	}
 	// Secret writes are recorded without making the request wait.
-	waitFor(t, func() bool { return len(b.audit(t, "project=demo&kind=secret_set").Records) == 2 })
+	await.Within(t, 5*time.Second, "two secret_set audit records", func() bool { return len(b.audit(t, "project=demo&kind=secret_set").Records) == 2 })
 	if st, rb := do("DELETE", "/v1/projects/demo/secrets/anthropic", ""); st != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", st, rb)
 	}
 	if st, rb := do("POST", "/v1/projects/demo/commands", `{"command":["true"],"env":{"T":{"secret":"anthropic"}}}`); st != 400 || errCode(t, rb) != "unknown_secret" {
 		t.Fatalf("submit after delete: %d %s", st, rb)
 	}
-	waitFor(t, func() bool {
+	await.Within(t, 5*time.Second, "a secret_deleted audit record for anthropic", func() bool {
 		for _, r := range b.audit(t, "project=demo&kind=secret_deleted").Records {
 			if r.Detail["secret"] == "anthropic" {
 				return true
@@ -240,14 +241,4 @@ func lastJob(t *testing.T, js jetstream.JetStream) contracts.Job {
 		t.Fatal(err)
 	}
 	return j
-}
-
-// waitFor polls cond, bounded: a record written asynchronously.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-	}
 }

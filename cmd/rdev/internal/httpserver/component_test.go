@@ -7,11 +7,11 @@ import (
 	"net/http"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/cmd/rdev/internal/httpserver"
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/lifecycle"
 	"github.com/rdev-dev/rdev/pkg/lifecycle/lifecycletest"
 )
@@ -52,11 +52,7 @@ func TestLifecycle(t *testing.T) {
 				}
 				done <- err
 			}()
-			for deadline := time.Now().Add(lifecycletest.Bound); s.Waiting() == ""; time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the request never arrived")
-				}
-			}
+			await.Within(t, lifecycletest.Bound, "the request to arrive", func() bool { return s.Waiting() != "" })
 			var once sync.Once
 			return func() { once.Do(func() { close(release) }) }, done
 		},

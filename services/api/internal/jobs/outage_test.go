@@ -124,7 +124,7 @@ func (e *outageEnv) stop() {
 
 // at stops NATS if the outage strikes at point, and reports whether it
 // did.
-func (e *outageEnv) at(point string) bool {
+func (e *outageEnv) at(ctx context.Context, point string) bool {
 	e.mu.Lock()
 	strike := point == e.point && !e.fired
 	e.fired = e.fired || strike
@@ -137,7 +137,7 @@ func (e *outageEnv) at(point string) bool {
 		}
 		// From here on every call fails at once, as it does in an outage
 		// the client has noticed.
-		e.waitConnected(false)
+		e.waitConnected(context.WithoutCancel(ctx), false) // the outage ends ctx
 	}
 	return strike
 }
@@ -164,17 +164,15 @@ func (e *outageEnv) submitCtx() context.Context {
 func (e *outageEnv) restart() {
 	e.t.Helper()
 	e.start()
-	e.waitConnected(true)
+	e.waitConnected(e.t.Context(), true)
 }
 
 // waitConnected waits until the service's connection is up, or down.
-func (e *outageEnv) waitConnected(up bool) {
-	deadline := time.Now().Add(10 * time.Second)
-	for e.nc.IsConnected() != up && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if e.nc.IsConnected() != up {
-		// Errorf: this may run on a submit's goroutine.
+func (e *outageEnv) waitConnected(ctx context.Context, up bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if await.Poll(ctx, func() bool { return e.nc.IsConnected() == up }) != nil {
+		// Errorf, not await.Within: this may run on a submit's goroutine.
 		e.t.Errorf("the connection is not %s after 10s", map[bool]string{true: "up", false: "down"}[up])
 	}
 }
@@ -189,7 +187,7 @@ type faultyStore struct {
 func (s faultyStore) ClaimIdempotencyKey(ctx context.Context, project, hashedKey string, claim jobs.KeyClaim) (jobs.KeyClaim, bool, error) {
 	holder, claimed, err := s.Store.ClaimIdempotencyKey(ctx, project, hashedKey, claim)
 	if err == nil && claimed {
-		s.env.at(afterClaim)
+		s.env.at(ctx, afterClaim)
 	}
 	return holder, claimed, err
 }
@@ -197,7 +195,7 @@ func (s faultyStore) ClaimIdempotencyKey(ctx context.Context, project, hashedKey
 func (s faultyStore) Create(ctx context.Context, st contracts.JobState, ref contracts.StreamRef) (uint64, error) {
 	rev, err := s.Store.Create(ctx, st, ref)
 	if err == nil {
-		s.env.at(afterCreate)
+		s.env.at(ctx, afterCreate)
 	}
 	return rev, err
 }
@@ -210,11 +208,11 @@ type faultyQueue struct {
 }
 
 func (q faultyQueue) Enqueue(ctx context.Context, job contracts.Job, rev uint64) error {
-	if q.env.at(enqueueLost) {
+	if q.env.at(ctx, enqueueLost) {
 		return fmt.Errorf("%w: no acknowledgement (test)", jobs.ErrAmbiguous)
 	}
 	err := q.Queue.Enqueue(ctx, job, rev)
-	if err == nil && q.env.at(ackLost) {
+	if err == nil && q.env.at(ctx, ackLost) {
 		return fmt.Errorf("%w: no acknowledgement (test)", jobs.ErrAmbiguous)
 	}
 	return err

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
@@ -23,17 +24,18 @@ func rawSeqs(t *testing.T, js jetstream.JetStream, streamID string) []uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for {
-		seqs, err := readSeqs(ctx, js, streamID)
-		if err == nil {
-			return seqs
-		}
-		t.Log("read stored lines:", err)
-		if ctx.Err() != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond) // a new leader is being elected
+	var (
+		seqs []uint64
+		err  error
+	)
+	// A read fails while a new leader is being elected.
+	if await.Poll(ctx, func() bool {
+		seqs, err = readSeqs(ctx, js, streamID)
+		return err == nil
+	}) != nil {
+		t.Fatal("read stored lines:", err)
 	}
+	return seqs
 }
 
 func readSeqs(ctx context.Context, js jetstream.JetStream, streamID string) ([]uint64, error) {
@@ -217,14 +219,11 @@ func TestLineWriterResendsLinesTheServerLost(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for {
-				if seqs, err := readSeqs(ctx, js, job.StreamID); err == nil && len(seqs) == 50 {
-					break
-				}
-				if ctx.Err() != nil {
-					t.Fatal("the first 50 lines were not stored")
-				}
-				time.Sleep(10 * time.Millisecond)
+			if await.Poll(ctx, func() bool {
+				seqs, err := readSeqs(ctx, js, job.StreamID)
+				return err == nil && len(seqs) == 50
+			}) != nil {
+				t.Fatal("the first 50 lines were not stored")
 			}
 			for range tc.drop {
 				m, err := s.GetLastMsgForSubject(ctx, contracts.SubjectOutput(job.StreamID))

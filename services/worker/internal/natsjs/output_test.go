@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
@@ -104,15 +105,16 @@ func TestLineWriterSurvivesServerRestart(t *testing.T) {
 	restarted := make(chan struct{})
 	go func() {
 		defer close(restarted)
-		// Restart once the writer is well under way.
-		for ctx.Err() == nil {
-			if s, _ := js.Stream(ctx, contracts.StreamOutput); s != nil {
-				if info, err := s.Info(ctx); err == nil && info.State.Msgs > n/4 {
-					break
-				}
+		// Restart once the writer is well under way (or, if ctx ends
+		// first, at once: the test then fails on its lines).
+		_ = await.Poll(ctx, func() bool {
+			s, err := js.Stream(ctx, contracts.StreamOutput)
+			if err != nil {
+				return false
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			info, err := s.Info(ctx)
+			return err == nil && info.State.Msgs > n/4
+		})
 		srv.Shutdown()
 		srv.WaitForShutdown()
 		srv = startServer(t, addr, dir)
