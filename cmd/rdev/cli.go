@@ -31,6 +31,8 @@ type cli struct {
 	Worker   workerCmd   `cmd:"" help:"Run a worker alone against an external NATS; start several to scale out."`
 	Streamer streamerCmd `cmd:"" help:"Run the SSE streamer alone against an external NATS."`
 	Schema   schemaCmd   `cmd:"" help:"Write the JSON Schemas of the wire contract (run from the repository root)."`
+	Settings settingsCmd `cmd:"" help:"Print every setting of every command: flag, environment variable, default."`
+	Version  versionCmd  `cmd:"" help:"Print the version, commit and build date."`
 }
 
 type logFlags struct {
