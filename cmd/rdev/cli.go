@@ -33,6 +33,7 @@ type cli struct {
 	Schema   schemaCmd   `cmd:"" help:"Write the JSON Schemas of the wire contract (run from the repository root)."`
 	Settings settingsCmd `cmd:"" help:"Print every setting of every command: flag, environment variable, default."`
 	Version  versionCmd  `cmd:"" help:"Print the version, commit and build date."`
+	Probe    probeCmd    `cmd:"" help:"Exit 0 when a URL answers 2xx: the health check of images without a shell."`
 }
 
 type logFlags struct {
