@@ -34,6 +34,7 @@ type cli struct {
 	Settings settingsCmd `cmd:"" help:"Print every setting of every command: flag, environment variable, default."`
 	Version  versionCmd  `cmd:"" help:"Print the version, commit and build date."`
 	Probe    probeCmd    `cmd:"" help:"Exit 0 when a URL answers 2xx: the health check of images without a shell."`
+	Topology topologyCmd `cmd:"" name:"provision" help:"Create or update the NATS streams and buckets as the NATS admin, then exit."`
 }
 
 type logFlags struct {
