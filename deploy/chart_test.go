@@ -710,4 +710,3 @@ func TestChartRejectsBadValues(t *testing.T) {
 		})
 	}
 }
-
