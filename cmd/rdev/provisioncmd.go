@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/access/natskv"
+	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology"
 )
 
@@ -38,6 +40,20 @@ func (c *topologyCmd) Run(ctx context.Context, log *slog.Logger, stdout io.Write
 	tcfg := topology.Config{OutputMaxAge: c.Topology.OutputMaxAge, StateTTL: c.Topology.StateTTL, Replicas: c.Topology.Replicas}
 	// Ensure, not only check: this is the process meant to change them.
 	if err := provision(ctx, js, tcfg, true, log); err != nil {
+		return err
+	}
+	// The access bucket's layout mark and stream token secret are written
+	// by whoever opens the bucket first; the streamer's user may not
+	// write, so a streamer that starts before any api would fail.
+	accessKV, err := js.KeyValue(ctx, contracts.BucketAccess)
+	if err != nil {
+		return fmt.Errorf("access bucket: %w", err)
+	}
+	store, err := natskv.Open(ctx, accessKV)
+	if err != nil {
+		return err
+	}
+	if _, err := store.TokenSecret(ctx); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(stdout, "rdev provisioned replicas=%d\n", c.Topology.Replicas)

@@ -35,6 +35,14 @@ func TestProvisionCommand(t *testing.T) {
 	if _, err := js.KeyValue(ctx, contracts.BucketState); err != nil {
 		t.Errorf("state bucket: %v", err)
 	}
+	// What a streamer's user cannot write is there before any api starts.
+	accessKV, err := js.KeyValue(ctx, contracts.BucketAccess)
+	must(t, err, "access bucket")
+	for _, k := range []string{"meta.layout", "meta.token_secret"} {
+		if _, err := accessKV.Get(ctx, k); err != nil {
+			t.Errorf("access bucket %s: %v", k, err)
+		}
+	}
 	// A server that refuses the connection is an error, not a hang.
 	err = run(ctx, []string{"provision", "--nats-url", "nats://127.0.0.1:1"}, io.Discard, io.Discard)
 	if err == nil {
