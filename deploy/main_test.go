@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,15 +18,23 @@ import (
 const repoRoot = ".."
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// klog's flush daemon, started by the Kubernetes packages Helm imports.
-		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-	)
+	code := m.Run()
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
+	if code == 0 {
+		// klog's flush daemon is started by the Kubernetes packages Helm imports.
+		if err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 var built struct {
 	once sync.Once
+	dir  string
 	bin  string
 	err  error
 }
@@ -36,12 +45,10 @@ var built struct {
 func rdevBinary(t *testing.T) string {
 	t.Helper()
 	built.once.Do(func() {
-		dir, err := os.MkdirTemp("", "rdev-image-")
-		if err != nil {
-			built.err = err
-			return
+		built.dir, built.err = os.MkdirTemp("", "rdev-image-")
+		if built.err == nil {
+			built.bin, built.err = buildLikeDockerfile(built.dir, testBuildArgs)
 		}
-		built.bin, built.err = buildLikeDockerfile(dir, testBuildArgs)
 	})
 	if built.err != nil {
 		t.Fatalf("build rdev as the Dockerfile does: %v", built.err)
