@@ -514,7 +514,7 @@ func checkScaling(t *testing.T, m *manifests, vals map[string]any) {
 		if len(m.scaled) > 0 {
 			t.Error("worker.keda.enabled=false rendered a ScaledObject")
 		}
-		if lookup(vals, "worker.autoscaling.enabled", false).(bool) != targets[worker.Name] {
+		if lookup(vals, "worker.autoscaling.enabled", true).(bool) != targets[worker.Name] {
 			t.Errorf("worker HPA %v, want it with worker.autoscaling.enabled", targets[worker.Name])
 		}
 		if !targets[worker.Name] && worker.Spec.Replicas == nil {
