@@ -8,19 +8,9 @@ ARG GO_VERSION=1.26.8
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
-# Module files first: the download layer is cached until a go.mod changes.
-COPY go.work go.work.sum ./
-COPY bench/go.mod bench/go.sum bench/
-COPY cmd/rdev/go.mod cmd/rdev/go.sum cmd/rdev/
-COPY deploy/go.mod deploy/go.sum deploy/
-COPY pkg/access/go.mod pkg/access/go.sum pkg/access/
-COPY pkg/contracts/go.mod pkg/contracts/
-COPY pkg/telemetry/go.mod pkg/telemetry/go.sum pkg/telemetry/
-COPY pkg/topology/go.mod pkg/topology/go.sum pkg/topology/
-COPY services/api/go.mod services/api/go.sum services/api/
-COPY services/streamer/go.mod services/streamer/go.sum services/streamer/
-COPY services/worker/go.mod services/worker/go.sum services/worker/
-RUN --mount=type=cache,target=/go/pkg/mod cd cmd/rdev && go mod download
+# The whole context at once (.dockerignore keeps it to sources): a
+# go.work workspace needs every module's go.mod; the cache mounts keep
+# downloads and builds between builds instead of a layer.
 COPY . .
 ARG VERSION=dev
 ARG COMMIT=unknown

@@ -210,6 +210,12 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 
+	// The test builds from the whole context, as the build stage must.
+	build := stages[slices.IndexFunc(stages, func(s stage) bool { return s.name == "build" })]
+	if !slices.ContainsFunc(build.instructions("copy"), func(n *parser.Node) bool { return slices.Equal(args(n), []string{".", "."}) }) {
+		t.Error("the build stage does not COPY . . (the workspace needs every module)")
+	}
+
 	bin := rdevBinary(t)
 	f, err := elf.Open(bin)
 	if err != nil {
