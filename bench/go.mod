@@ -2,11 +2,15 @@ module github.com/rdev-dev/rdev/bench
 
 go 1.26.0
 
-replace github.com/rdev-dev/rdev/pkg/contracts => ../pkg/contracts
+replace (
+	github.com/rdev-dev/rdev/pkg/client => ../pkg/client
+	github.com/rdev-dev/rdev/pkg/contracts => ../pkg/contracts
+)
 
 require (
 	github.com/hibiken/asynq v0.26.0
 	github.com/nats-io/nats.go v1.55.0
+	github.com/rdev-dev/rdev/pkg/client v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
 )
 

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +23,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -246,16 +246,13 @@ func (st *stack) startNATS() {
 	for _, name := range []string{"nats-1", "nats-2", "nats-3"} {
 		test := st.p.Services[name].HealthCheck.Test
 		url := st.rewrite(name, test[len(test)-1])
-		waitFor(t, name+" health check "+url, 30*time.Second, func() error {
+		await.Within(t, 30*time.Second, name+" health check "+url, func() bool {
 			resp, err := http.Get(url)
 			if err != nil {
-				return err
+				return false
 			}
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return errors.New(resp.Status)
-			}
-			return nil
+			return resp.StatusCode == http.StatusOK
 		})
 	}
 }
@@ -284,21 +281,18 @@ func (st *stack) startRedis() {
 		t.Fatalf("redis-server (.ci/run installs it): %v", err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, "redis PING", 10*time.Second, func() error {
+	await.Within(t, 10*time.Second, "redis PING", func() bool {
 		c, err := net.DialTimeout("tcp", st.addr["redis:6379"], time.Second)
 		if err != nil {
-			return err
+			return false
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(time.Second))
 		if _, err := c.Write([]byte("PING\r\n")); err != nil {
-			return err
+			return false
 		}
 		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil || line != "+PONG\r\n" {
-			return fmt.Errorf("%q %w", line, err)
-		}
-		return nil
+		return err == nil && line == "+PONG\r\n"
 	})
 }
 
@@ -395,34 +389,22 @@ func (st *stack) waitHealthy(name string) {
 	for i, a := range test[2:] {
 		args[i] = st.rewrite(name, a)
 	}
-	waitFor(st.t, name+" health check", 60*time.Second, func() error {
+	var last []byte
+	st.t.Cleanup(func() {
+		if st.t.Failed() && last != nil {
+			st.t.Logf("%s: last health check: %s", name, last)
+		}
+	})
+	await.Within(st.t, 60*time.Second, name+" health check", func() bool {
 		select {
 		case <-st.procs[name].done:
 			st.t.Fatalf("%s exited: %v", name, st.procs[name].err)
 		default:
 		}
 		out, err := exec.Command(st.bin, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%w: %s", err, out)
-		}
-		return nil
+		last = out
+		return err == nil
 	})
-}
-
-// waitFor polls check every 100 ms until it passes or within ends.
-func waitFor(t *testing.T, what string, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // testLog sends a process's log lines to the test log when -v.
@@ -589,18 +571,13 @@ func (w *watch) ended() bool {
 // waitLines waits until the watcher has seen n lines.
 func (w *watch) waitLines(t *testing.T, n int, within time.Duration) {
 	t.Helper()
-	waitFor(t, "lines of job "+w.job.JobID, within, func() error {
+	await.Within(t, within, fmt.Sprintf("%d lines of job %s", n, w.job.JobID), func() bool {
+		if w.ended() {
+			t.Fatalf("the watch of job %s ended early: %v", w.job.JobID, w.err)
+		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if len(w.seqs) >= n {
-			return nil
-		}
-		select {
-		case <-w.done:
-			return fmt.Errorf("watch ended: %w", w.err)
-		default:
-		}
-		return fmt.Errorf("%d lines", len(w.seqs))
+		return len(w.seqs) >= n
 	})
 }
 

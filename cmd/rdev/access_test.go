@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rdev-dev/rdev/cmd/rdev/internal/ssetest"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -56,10 +55,7 @@ func TestProcessesShareKeys(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("create key: %d %s", code, b)
 	}
-	key := mustJSON[struct {
-		ID  string `json:"id"`
-		Key string `json:"key"`
-	}](t, string(b))
+	key := mustJSON[contracts.Key](t, b)
 
 	// Submit through the other API process, watch on the streamer process
 	// by token and by key.
@@ -67,8 +63,8 @@ func TestProcessesShareKeys(t *testing.T) {
 	if code != http.StatusAccepted {
 		t.Fatalf("submit on the second API: %d %s", code, b)
 	}
-	r := mustJSON[submitReply](t, string(b))
-	lines, complete := readToComplete(t, ssetest.Open(t, streamer.http+r.EventsURL, ""))
+	r := mustJSON[contracts.SubmitResponse](t, string(b))
+	lines, complete := readToComplete(t, openStream(t, streamer.http, r.EventsURL, ""))
 	if len(lines) != 1 || lines[0].Text != "shared" || complete.Status != contracts.StatusSucceeded {
 		t.Fatalf("watched by token: %+v %+v", lines, complete)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
 // --claude-command takes one string split as a shell would, or a JSON
@@ -91,13 +93,13 @@ echo '{"type":"result","subtype":"success","is_error":false,"duration_ms":10,"nu
 	if status, body := call(t, http.MethodPost, n.http+"/v1/projects", map[string]string{"id": "demo"}); status != http.StatusCreated {
 		t.Fatalf("create project: %d %s", status, body)
 	}
-	prompt := func(body map[string]any) (submitReply, []string) {
+	prompt := func(body map[string]any) (contracts.SubmitResponse, []string) {
 		t.Helper()
 		status, rb := call(t, http.MethodPost, n.http+"/v1/projects/demo/claude", body)
 		if status != http.StatusAccepted {
 			t.Fatalf("submit prompt: %d %s", status, rb)
 		}
-		r := mustJSON[submitReply](t, string(rb))
+		r := mustJSON[contracts.SubmitResponse](t, string(rb))
 		lines, c := watch(t, n.http, r.EventsURL)
 		if c.Type != "succeeded" {
 			t.Fatalf("claude job ended %+v (lines %+v)", c, lines)

@@ -62,7 +62,7 @@ func clusterFault(t *testing.T, stream string, partition bool) {
 	}
 
 	cmd := fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.02; done", size.lines)
-	var jobs []submitReply
+	var jobs []contracts.SubmitResponse
 	for range size.jobs {
 		jobs = append(jobs, submit(t, api.http, "cluster", map[string]any{"command": []string{"sh", "-c", cmd}}))
 	}
@@ -75,10 +75,7 @@ func clusterFault(t *testing.T, stream string, partition bool) {
 	if status != http.StatusAccepted {
 		t.Fatalf("batch: %d %.300s", status, rb)
 	}
-	batch := mustJSON[struct {
-		BatchID  string `json:"batch_id"`
-		Accepted int    `json:"accepted"`
-	}](t, string(rb))
+	batch := mustJSON[contracts.BatchResponse](t, rb)
 	if batch.Accepted != size.batch {
 		t.Fatalf("batch accepted %d of %d", batch.Accepted, size.batch)
 	}
@@ -172,18 +169,14 @@ func waitBatch(t *testing.T, base, id string, jobs int, within time.Duration) {
 	for {
 		status, rb := call(t, http.MethodGet, base+"/v1/batches/"+id+"?limit=1", nil)
 		if status == http.StatusOK {
-			b := mustJSON[struct {
-				Counts map[contracts.Status]int `json:"counts"`
-			}](t, string(rb))
+			b := mustJSON[contracts.BatchStatus](t, rb)
 			if b.Counts[contracts.StatusSucceeded] == jobs {
 				return
 			}
 			if time.Now().After(deadline) {
 				_, all := call(t, http.MethodGet, base+"/v1/batches/"+id+"?limit=1000", nil)
 				var failed []contracts.JobState
-				for _, st := range mustJSON[struct {
-					Jobs []contracts.JobState `json:"jobs"`
-				}](t, string(all)).Jobs {
+				for _, st := range mustJSON[contracts.BatchStatus](t, all).Jobs {
 					if st.Status != contracts.StatusSucceeded && len(failed) < 5 {
 						failed = append(failed, st)
 					}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/rdev-dev/rdev/cmd/rdev/internal/ssetest"
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -30,16 +32,13 @@ func TestSubmitWatchComplete(t *testing.T) {
 	if r.Status != "queued" || !strings.HasPrefix(r.EventsURL, "/v1/streams/"+r.StreamID+"/events?token=") {
 		t.Fatalf("reply %+v", r)
 	}
-	s := ssetest.Open(t, n.http+r.EventsURL, "")
-	if s.Status != http.StatusOK {
-		t.Fatalf("SSE status %d", s.Status)
-	}
+	s := openStream(t, n.http, r.EventsURL, "")
 	var got []string
 	var stdoutLines, stderrLines int
 	var complete contracts.Event
 	prevID := uint64(0)
 	for complete.Type == "" {
-		ev, err := s.Next(10 * time.Second)
+		ev, err := s.Next()
 		must(t, err, "read SSE")
 		if ev.Name != contracts.SSEConnected {
 			id, err := strconv.ParseUint(ev.ID, 10, 64)
@@ -73,8 +72,8 @@ func TestSubmitWatchComplete(t *testing.T) {
 	if complete.Status != contracts.StatusFailed || complete.ExitCode == nil || *complete.ExitCode != 3 || complete.Lines != 4 {
 		t.Fatalf("complete %+v", complete)
 	}
-	if !s.Ended(5 * time.Second) {
-		t.Fatal("the SSE response did not end after complete")
+	if _, err := s.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("read after complete: %v, want io.EOF", err)
 	}
 	st := waitFinal(t, n.http, r.JobID, 5*time.Second)
 	if st.Status != contracts.StatusFailed || st.ExitCode == nil || *st.ExitCode != 3 || st.Worker == "" ||
@@ -91,11 +90,11 @@ func TestResumeAfterDisconnectAndLateJoin(t *testing.T) {
 	r := submit(t, n.http, "demo", map[string]any{
 		"command": []string{"sh", "-c", "for i in $(seq 1 30); do echo l$i; sleep 0.02; done"},
 	})
-	url := n.http + r.EventsURL
-	first := ssetest.Open(t, url, "")
+	url := r.EventsURL
+	first := openStream(t, n.http, url, "")
 	var seen []uint64
 	for len(seen) < 7 {
-		ev, err := first.Next(10 * time.Second)
+		ev, err := first.Next()
 		must(t, err, "first connection")
 		if ev.Name == contracts.SSEOutput {
 			seen = append(seen, mustJSON[contracts.OutputLine](t, ev.Data).Seq)
@@ -105,23 +104,24 @@ func TestResumeAfterDisconnectAndLateJoin(t *testing.T) {
 
 	// Resume by header while the job still runs, and by query parameter.
 	for _, viaQuery := range []bool{false, true} {
-		var s *ssetest.Stream
+		var s *client.Stream
 		if viaQuery {
-			s = ssetest.Open(t, url+"&last_event_id="+first.LastID, "")
+			s = openStream(t, n.http, url+"&last_event_id="+first.LastEventID(), "")
 		} else {
-			s = ssetest.Open(t, url, first.LastID)
+			s = openStream(t, n.http, url, first.LastEventID())
 		}
 		lines, _ := readToComplete(t, s)
 		assertSeqs(t, append(append([]uint64(nil), seen...), seqsOf(lines)...), 30)
 	}
 
 	waitFinal(t, n.http, r.JobID, 10*time.Second)
-	late := ssetest.Open(t, url, "")
+	late := openStream(t, n.http, url, "")
 	lines, _ := readToComplete(t, late)
 	assertSeqs(t, seqsOf(lines), 30)
-	// Resuming after complete: nothing left; EventSource stops on 204.
-	if s := ssetest.Open(t, url, late.LastID); s.Status != http.StatusNoContent {
-		t.Fatalf("resume after complete: status %d, want 204", s.Status)
+	// Resuming after complete: nothing left (a 204, on which EventSource
+	// stops).
+	if ev, err := openStream(t, n.http, url, late.LastEventID()).Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("resume after complete: %+v, %v; want nothing", ev, err)
 	}
 }
 
@@ -230,16 +230,16 @@ func removeGate(n *node, project string) error {
 // watch reads a stream from its start to its complete event.
 func watch(t testing.TB, base, eventsURL string) ([]contracts.OutputLine, contracts.Event) {
 	t.Helper()
-	return readToComplete(t, ssetest.Open(t, base+eventsURL, ""))
+	return readToComplete(t, openStream(t, base, eventsURL, ""))
 }
 
 // readToComplete reads s up to its complete event and returns the lines
 // before it.
-func readToComplete(t testing.TB, s *ssetest.Stream) ([]contracts.OutputLine, contracts.Event) {
+func readToComplete(t testing.TB, s *client.Stream) ([]contracts.OutputLine, contracts.Event) {
 	t.Helper()
 	var lines []contracts.OutputLine
 	for {
-		ev, err := s.Next(20 * time.Second)
+		ev, err := s.Next()
 		must(t, err, "read to complete")
 		switch ev.Name {
 		case contracts.SSEOutput:

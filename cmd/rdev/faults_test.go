@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/rdev-dev/rdev/cmd/rdev/internal/ssetest"
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 )
@@ -35,36 +36,42 @@ func follow(base func() string, eventsURL string, deadline time.Time) *watcher {
 	w := &watcher{}
 	lastID := ""
 	for time.Now().Before(deadline) {
-		s, err := ssetest.Dial(base()+eventsURL, lastID)
-		if err != nil || s.Status != http.StatusOK {
-			if s != nil {
-				s.Close()
-			}
+		// A connection silent for 30 s is dropped and resumed.
+		ctx, cancel := context.WithCancel(context.Background())
+		stall := time.AfterFunc(30*time.Second, cancel)
+		s, err := client.New(base()).Follow(ctx, eventsURL, client.FollowOptions{LastEventID: lastID, MaxReconnects: -1})
+		if err != nil {
+			stall.Stop()
+			cancel()
 			time.Sleep(50 * time.Millisecond) // the server is restarting
 			continue
 		}
 		for {
-			ev, err := s.Next(30 * time.Second)
+			ev, err := s.Next()
 			if err != nil {
 				break
 			}
-			lastID = s.LastID
+			stall.Reset(30 * time.Second)
+			lastID = s.LastEventID()
 			switch ev.Name {
 			case contracts.SSEOutput:
-				var l contracts.OutputLine
-				if err := json.Unmarshal([]byte(ev.Data), &l); err != nil {
+				l, err := ev.Line()
+				if err != nil {
 					w.err = err
-					s.Close()
+					stall.Stop()
+					cancel()
 					return w
 				}
 				w.seqs = append(w.seqs, l.Seq)
 			case contracts.SSEComplete:
-				_ = json.Unmarshal([]byte(ev.Data), &w.complete)
-				s.Close()
+				w.complete, _ = ev.Status()
+				stall.Stop()
+				cancel()
 				return w
 			}
 		}
-		s.Close()
+		stall.Stop()
+		cancel()
 		w.reconnects++
 	}
 	w.err = fmt.Errorf("no complete event by the deadline (%d lines, %d reconnects)", len(w.seqs), w.reconnects)
@@ -90,7 +97,7 @@ func (w *watcher) check() error {
 
 // watchMany starts clients watchers per job and returns a function that
 // waits for them all.
-func watchMany(t *testing.T, base func() string, jobs []submitReply, clients int) (wait func() []*watcher) {
+func watchMany(t *testing.T, base func() string, jobs []contracts.SubmitResponse, clients int) (wait func() []*watcher) {
 	t.Helper()
 	var mu sync.Mutex
 	var ws []*watcher
@@ -126,7 +133,7 @@ func TestStreamerRestartWith100Watchers(t *testing.T) {
 	var current atomic.Value
 	first := startProcess(t, "streamer", "--nats-url", up.nats, "--nats-nkey", up.seed("streamer"), "--http-addr", "127.0.0.1:0")
 	current.Store(first.http)
-	var jobs []submitReply
+	var jobs []contracts.SubmitResponse
 	for range 20 {
 		jobs = append(jobs, submit(t, up.http, "watched", map[string]any{"command": gatedCommand}))
 	}
@@ -156,7 +163,7 @@ func TestNodeRestartWith100Watchers(t *testing.T) {
 	first := startProcess(t, args...)
 	var current atomic.Value
 	current.Store(first.http)
-	var jobs []submitReply
+	var jobs []contracts.SubmitResponse
 	for range 20 {
 		jobs = append(jobs, submit(t, first.http, "watched", map[string]any{"command": gatedCommand}))
 	}
@@ -184,12 +191,12 @@ var gatedCommand = []string{"sh", "-c", "i=0; while [ ! -e gate ]; do i=$((i+1))
 
 // waitForLines waits until every job has printed at least n lines, so
 // the restart that follows happens while they run.
-func waitForLines(t *testing.T, base string, jobs []submitReply, n int) {
+func waitForLines(t *testing.T, base string, jobs []contracts.SubmitResponse, n int) {
 	t.Helper()
 	for _, j := range jobs {
-		s := ssetest.Open(t, base+j.EventsURL, "")
+		s := openStream(t, base, j.EventsURL, "")
 		for lines := 0; lines < n; {
-			ev, err := s.Next(30 * time.Second)
+			ev, err := s.Next()
 			must(t, err, "read stream")
 			if ev.Name == contracts.SSEOutput {
 				lines++
@@ -260,7 +267,7 @@ func TestAPIKilledBeforeReplyYieldsOneJob(t *testing.T) {
 	if err == nil {
 		rb, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		first = mustJSON[submitReply](t, string(rb)).JobID
+		first = mustJSON[contracts.SubmitResponse](t, string(rb)).JobID
 		t.Log("the reply left before the API froze; the retry must still return the same job")
 	} else {
 		var ne net.Error
@@ -280,7 +287,7 @@ func TestAPIKilledBeforeReplyYieldsOneJob(t *testing.T) {
 	if status != http.StatusAccepted {
 		t.Fatalf("retry: %d %s", status, rb)
 	}
-	retried := mustJSON[submitReply](t, string(rb)).JobID
+	retried := mustJSON[contracts.SubmitResponse](t, string(rb)).JobID
 	if retried != published || (first != "" && first != retried) {
 		t.Fatalf("retry returned job %s; the killed API queued %s (reply %q)", retried, published, first)
 	}
@@ -329,7 +336,7 @@ func TestNATSOutage(t *testing.T) {
 		close(done)
 	}()
 	// Some lines go through a healthy NATS first.
-	waitForLines(t, streamer.http, []submitReply{long}, 5)
+	waitForLines(t, streamer.http, []contracts.SubmitResponse{long}, 5)
 
 	srv.Shutdown()
 	srv.WaitForShutdown()
@@ -349,11 +356,11 @@ func TestNATSOutage(t *testing.T) {
 	must(t, err, "restart NATS")
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 
-	var after submitReply
+	var after contracts.SubmitResponse
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		status, rb := call(t, http.MethodPost, api.http+"/v1/projects/outage/commands", map[string]any{"command": []string{"echo", "after"}})
 		if status == http.StatusAccepted {
-			after = mustJSON[submitReply](t, string(rb))
+			after = mustJSON[contracts.SubmitResponse](t, string(rb))
 			break
 		}
 		if time.Now().After(deadline) {

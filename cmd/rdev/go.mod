@@ -2,6 +2,8 @@ module github.com/rdev-dev/rdev/cmd/rdev
 
 go 1.26.0
 
+replace github.com/rdev-dev/rdev/pkg/client => ../../pkg/client
+
 replace github.com/rdev-dev/rdev/pkg/contracts => ../../pkg/contracts
 
 replace github.com/rdev-dev/rdev/pkg/topology => ../../pkg/topology
@@ -19,6 +21,7 @@ require (
 	github.com/nats-io/nats.go v1.56.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
+	github.com/rdev-dev/rdev/pkg/client v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/topology v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/services/api v0.0.0-00010101000000-000000000000
@@ -125,6 +128,7 @@ require (
 	github.com/oklog/ulid/v2 v2.1.2 // indirect
 	github.com/pb33f/ordered-map/v2 v2.3.1 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000 // indirect
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/sony/gobreaker/v2 v2.4.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
@@ -140,3 +144,5 @@ require (
 replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
 
 replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
+
+replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
@@ -248,16 +249,8 @@ func readReady(t testing.TB, r io.Reader, exited <-chan error) *node {
 	return nil
 }
 
-type submitReply struct {
-	JobID     string `json:"job_id"`
-	StreamID  string `json:"stream_id"`
-	Status    string `json:"status"`
-	EventsURL string `json:"events_url"`
-	JobURL    string `json:"job_url"`
-}
-
 // submit submits a command as admin, creating the project on first use.
-func submit(t testing.TB, base, project string, body any) submitReply {
+func submit(t testing.TB, base, project string, body any) contracts.SubmitResponse {
 	t.Helper()
 	status, rb := call(t, http.MethodPost, base+"/v1/projects/"+project+"/commands", body)
 	if status == http.StatusNotFound && strings.Contains(string(rb), "project_not_found") {
@@ -269,7 +262,7 @@ func submit(t testing.TB, base, project string, body any) submitReply {
 	if status != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", status, rb)
 	}
-	var r submitReply
+	var r contracts.SubmitResponse
 	if err := json.Unmarshal(rb, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +307,7 @@ func touch(t testing.TB, dataDir, project, name string) {
 // gateCommand waits until the file gate exists in the workspace.
 var gateCommand = []string{"sh", "-c", "while [ ! -e gate ]; do sleep 0.01; done"}
 
-func mustJSON[T any](t testing.TB, data string) T {
+func mustJSON[T any, D ~string | ~[]byte](t testing.TB, data D) T {
 	t.Helper()
 	var v T
 	if err := json.Unmarshal([]byte(data), &v); err != nil {
@@ -328,4 +321,17 @@ func must(t testing.TB, err error, what string, args ...any) {
 	if err != nil {
 		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
 	}
+}
+
+// openStream follows the event stream eventsURL of the node at base with
+// pkg/client by its token (no API key), resuming after lastID. It never
+// reconnects by itself: the tests judge each connection. Closed at
+// cleanup.
+func openStream(t testing.TB, base, eventsURL, lastID string) *client.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	s, err := client.New(base).Follow(ctx, eventsURL, client.FollowOptions{LastEventID: lastID, MaxReconnects: -1})
+	must(t, err, "open %s", eventsURL)
+	return s
 }

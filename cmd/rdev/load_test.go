@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/rdev-dev/rdev/cmd/rdev/internal/ssetest"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -63,14 +62,7 @@ func TestLoad10000Jobs(t *testing.T) {
 	if status != http.StatusAccepted {
 		t.Fatalf("batch: %d %.300s", status, rb)
 	}
-	var reply struct {
-		Accepted  int    `json:"accepted"`
-		EventsURL string `json:"events_url"`
-		Items     []struct {
-			JobID     string `json:"job_id"`
-			EventsURL string `json:"events_url"`
-		} `json:"items"`
-	}
+	var reply contracts.BatchResponse
 	must(t, json.Unmarshal(rb, &reply), "batch reply")
 	if reply.Accepted != jobs {
 		t.Fatalf("accepted %d of %d", reply.Accepted, jobs)
@@ -93,10 +85,10 @@ func TestLoad10000Jobs(t *testing.T) {
 		})
 	}
 
-	s := ssetest.Open(t, up.http+reply.EventsURL, "")
+	s := openStream(t, up.http, reply.EventsURL, "")
 	var done contracts.BatchComplete
 	for {
-		ev, err := s.Next(3 * time.Minute)
+		ev, err := s.Next()
 		must(t, err, "batch events")
 		if ev.Name == contracts.SSEComplete {
 			done = mustJSON[contracts.BatchComplete](t, ev.Data)

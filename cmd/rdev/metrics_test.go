@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/services/api/redistest"
 )
@@ -92,9 +93,7 @@ func TestMetricsAfterKnownWorkload(t *testing.T) {
 	if s != http.StatusCreated {
 		t.Fatalf("create key: %d %s", s, kb)
 	}
-	var key struct {
-		Key string `json:"key"`
-	}
+	var key contracts.Key
 	must(t, json.Unmarshal(kb, &key), "decode key")
 	var codes []int
 	for range 2 {

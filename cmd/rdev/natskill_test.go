@@ -135,7 +135,7 @@ func TestNATSServerKilled(t *testing.T) {
 
 	const lines = 200
 	cmd := fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.02; done", lines)
-	var jobs []submitReply
+	var jobs []contracts.SubmitResponse
 	for range 4 {
 		jobs = append(jobs, submit(t, api.http, "killed", map[string]any{"command": []string{"sh", "-c", cmd}}))
 	}
@@ -149,30 +149,18 @@ func TestNATSServerKilled(t *testing.T) {
 		items[i] = map[string]any{"command": []string{"true"}, "idempotency_key": fmt.Sprintf("outage-%d", i)}
 	}
 	status, rb := call(t, http.MethodPost, api.http+"/v1/projects/killed/batches", items)
-	if status == http.StatusAccepted && mustJSON[struct {
-		Accepted int `json:"accepted"`
-	}](t, string(rb)).Accepted == len(items) {
+	if status == http.StatusAccepted && mustJSON[contracts.BatchResponse](t, rb).Accepted == len(items) {
 		t.Fatalf("a batch was accepted whole while NATS was down: %.300s", rb)
 	}
 	time.Sleep(time.Until(killedAt.Add(3 * time.Second)))
 	srv.start()
 	t.Logf("nats-server restarted %s after SIGKILL", time.Since(killedAt).Round(time.Millisecond))
 
-	var accepted struct {
-		Accepted int `json:"accepted"`
-		Items    []struct {
-			JobID string `json:"job_id"`
-		} `json:"items"`
-	}
+	var accepted contracts.BatchResponse
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		status, rb = call(t, http.MethodPost, api.http+"/v1/projects/killed/batches", items)
 		if status == http.StatusAccepted {
-			accepted = mustJSON[struct {
-				Accepted int `json:"accepted"`
-				Items    []struct {
-					JobID string `json:"job_id"`
-				} `json:"items"`
-			}](t, string(rb))
+			accepted = mustJSON[contracts.BatchResponse](t, rb)
 			if accepted.Accepted == len(items) {
 				break
 			}
@@ -216,7 +204,7 @@ func TestUpKilled(t *testing.T) {
 	current.Store(first.http)
 	const lines = 150
 	cmd := fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.02; done", lines)
-	var jobs []submitReply
+	var jobs []contracts.SubmitResponse
 	for range 4 {
 		jobs = append(jobs, submit(t, first.http, "upkill", map[string]any{"command": []string{"sh", "-c", cmd}, "max_attempts": 2}))
 	}
@@ -293,7 +281,7 @@ func natsNodeKilled(t *testing.T, replicas int) {
 	}
 	const lines = 300
 	cmd := fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.05; done", lines)
-	var jobs []submitReply
+	var jobs []contracts.SubmitResponse
 	for range 10 {
 		jobs = append(jobs, submit(t, api.http, "repro", map[string]any{"command": []string{"sh", "-c", cmd}}))
 	}

@@ -38,10 +38,7 @@ func TestOneTraceFromSubmitToStream(t *testing.T) {
 	must(t, err, "submit")
 	rb, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var reply struct {
-		submitReply
-		TraceID string `json:"trace_id"`
-	}
+	var reply contracts.SubmitResponse
 	must(t, json.Unmarshal(rb, &reply), "decode %s", rb)
 	if resp.StatusCode != http.StatusAccepted || reply.TraceID != callerTrace {
 		t.Fatalf("submit: %d %s; want 202 with trace_id %s", resp.StatusCode, rb, callerTrace)
@@ -112,7 +109,7 @@ func TestOneTraceFromSubmitToStream(t *testing.T) {
 		t.Errorf("request span's parent %s, want the caller's 00f067aa0ba902b7", p.SpanID())
 	}
 	parentOf("publish RDEV_JOBS", "POST /v1/projects/:project/commands")
-	parentOf("process RDEV_JOBS", "publish RDEV_JOBS") // across NATS, from the job message's headers
+	parentOf("process RDEV_JOBS", "publish RDEV_JOBS") // across NATS, from the job message's trace field
 	if !byName["process RDEV_JOBS"].Parent.IsRemote() {
 		t.Error("worker span's parent is not remote")
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rdev-dev/rdev/cmd/rdev/internal/ssetest"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -31,14 +30,14 @@ func TestRestartLosesNothing(t *testing.T) {
 	long := submit(t, first.http, "restart", map[string]any{
 		"command": []string{"sh", "-c", "for i in $(seq 1 20); do echo tick$i; sleep 0.1; done"},
 	})
-	var queued []submitReply
+	var queued []contracts.SubmitResponse
 	for i := range 5 {
 		queued = append(queued, submit(t, first.http, "restart", map[string]any{"command": []string{"echo", fmt.Sprint("queued", i)}}))
 	}
-	s := ssetest.Open(t, first.http+long.EventsURL, "")
+	s := openStream(t, first.http, long.EventsURL, "")
 	var seqs []uint64
 	for len(seqs) < 5 {
-		ev, err := s.Next(10 * time.Second)
+		ev, err := s.Next()
 		must(t, err, "read before restart")
 		if ev.Name == contracts.SSEOutput {
 			seqs = append(seqs, mustJSON[contracts.OutputLine](t, ev.Data).Seq)
@@ -47,7 +46,7 @@ func TestRestartLosesNothing(t *testing.T) {
 	first.stop() // SIGTERM: drain 300ms, then the running job is handed back
 
 	second := startProcess(t, args...)
-	rest, complete := readToComplete(t, ssetest.Open(t, second.http+long.EventsURL, s.LastID))
+	rest, complete := readToComplete(t, openStream(t, second.http, long.EventsURL, s.LastEventID()))
 	attempts := map[int]bool{}
 	for _, l := range rest {
 		attempts[l.Attempt] = true
@@ -78,9 +77,9 @@ func TestKillDashNineReportsWorkerLost(t *testing.T) {
 	first := startProcess(t, args...)
 	long := submit(t, first.http, "crash", map[string]any{"command": []string{"sh", "-c", "echo started; sleep 30"}})
 	queued := submit(t, first.http, "crash", map[string]any{"command": []string{"echo", "after"}})
-	s := ssetest.Open(t, first.http+long.EventsURL, "")
+	s := openStream(t, first.http, long.EventsURL, "")
 	for {
-		ev, err := s.Next(10 * time.Second)
+		ev, err := s.Next()
 		must(t, err, "read before kill")
 		if ev.Name == contracts.SSEOutput {
 			break
@@ -89,9 +88,9 @@ func TestKillDashNineReportsWorkerLost(t *testing.T) {
 	first.kill()
 
 	second := startProcess(t, args...)
-	s2 := ssetest.Open(t, second.http+long.EventsURL, s.LastID)
+	s2 := openStream(t, second.http, long.EventsURL, s.LastEventID())
 	for {
-		ev, err := s2.Next(20 * time.Second)
+		ev, err := s2.Next()
 		must(t, err, "read after restart")
 		if ev.Name == contracts.SSEOutput {
 			t.Fatalf("unexpected line after kill: %s", ev.Data)

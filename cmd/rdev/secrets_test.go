@@ -116,7 +116,7 @@ func TestSecretReachesOnlyTheJob(t *testing.T) {
 	if code != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", code, b)
 	}
-	ok := mustJSON[submitReply](t, string(b))
+	ok := mustJSON[contracts.SubmitResponse](t, string(b))
 	if st := waitFinal(t, n.http, ok.JobID, 30*time.Second); st.Status != contracts.StatusSucceeded {
 		t.Fatalf("job with the secret: %s %s", st.Status, st.Message)
 	}
@@ -134,7 +134,7 @@ func TestSecretReachesOnlyTheJob(t *testing.T) {
 	if code != http.StatusAccepted {
 		t.Fatalf("submit failing job: %d %s", code, b)
 	}
-	dead := mustJSON[submitReply](t, string(b))
+	dead := mustJSON[contracts.SubmitResponse](t, string(b))
 	waitFinal(t, n.http, dead.JobID, 30*time.Second)
 	var dl contracts.DeadLetter
 	for deadline := time.Now().Add(10 * time.Second); dl.Job == nil; time.Sleep(50 * time.Millisecond) {
@@ -142,9 +142,7 @@ func TestSecretReachesOnlyTheJob(t *testing.T) {
 			t.Fatal("no dead letter within 10s")
 		}
 		_, b := do(http.MethodGet, "/v1/dead-letters?project=sec", nil)
-		page := mustJSON[struct {
-			DeadLetters []contracts.DeadLetter `json:"dead_letters"`
-		}](t, string(b))
+		page := mustJSON[contracts.DeadLetterPage](t, b)
 		for _, d := range page.DeadLetters {
 			if d.ID == dead.JobID {
 				dl = d

@@ -44,9 +44,7 @@ func TestJobCannotReachNATS(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("create key: %d %s", code, b)
 	}
-	key := mustJSON[struct {
-		Key string `json:"key"`
-	}](t, string(b)).Key
+	key := mustJSON[contracts.Key](t, b).Key
 
 	nc, err := n.connectNATS()
 	must(t, err, "connect as admin")
@@ -102,7 +100,7 @@ func TestJobCannotReachNATS(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("submit with the submit-only key: %d %s", resp.StatusCode, rb)
 	}
-	sub := mustJSON[submitReply](t, string(rb))
+	sub := mustJSON[contracts.SubmitResponse](t, string(rb))
 	if st := waitFinal(t, n.http, sub.JobID, 30*time.Second); st.Status != contracts.StatusSucceeded {
 		t.Fatalf("probe job %s: %+v", st.Status, st)
 	}

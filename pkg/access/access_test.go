@@ -183,7 +183,7 @@ func TestTokens(t *testing.T) {
 func TestProjectNormalize(t *testing.T) {
 	t.Parallel()
 	p := access.Project{ID: "alpha", AllowedIPs: []string{"10.1.2.3", "10.0.0.0/8", "2001:db8::1/32"}}
-	if err := p.Normalize(); err != nil {
+	if err := access.NormalizeProject(&p); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(p.AllowedIPs, ",") != "10.1.2.3/32,10.0.0.0/8,2001:db8::/32" || p.Name != "alpha" {
@@ -202,7 +202,7 @@ func TestProjectNormalize(t *testing.T) {
 		{access.Project{ID: "a", Name: "red\x1b[31m"}, "invalid_name"},
 		{access.Project{ID: "a", Name: "two\nlines"}, "invalid_name"},
 	} {
-		if got := code(tc.p.Normalize()); got != tc.code {
+		if got := code(access.NormalizeProject(&tc.p)); got != tc.code {
 			t.Errorf("%+v: %s, want %s", tc.p, got, tc.code)
 		}
 	}

@@ -13,7 +13,7 @@ var ErrNotFound = errors.New("not found")
 // whose id is taken.
 var ErrExists = errors.New("already exists")
 
-// Kind classifies an *Error for the transport.
+// Kind classifies an *Error for the transport (accesshttp.Status).
 type Kind int
 
 // The kinds of *Error.
@@ -28,10 +28,15 @@ const (
 	KindNotFound
 	// KindConflict: the request contradicts the current state (409).
 	KindConflict
+	// KindUnprocessable: well-formed, but contradicts an earlier request,
+	// e.g. an idempotency key reused for another request (422).
+	KindUnprocessable
 )
 
 // Error is a refusal the caller can act on: a stable machine-readable code
-// and a message for people.
+// and a message for people. It is the one refusal type of rdev's servers:
+// the API's jobs service returns it too, and accesshttp turns it into a
+// status.
 type Error struct {
 	Kind    Kind
 	Code    string

@@ -2,24 +2,15 @@ package access
 
 import (
 	"strings"
-	"time"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
 // RateLimit allows at most Requests in any sliding window of
-// WindowSeconds.
-type RateLimit struct {
-	// Requests is the most requests in a window.
-	Requests int `json:"requests"`
-	// WindowSeconds is the window length.
-	WindowSeconds int `json:"window_seconds"`
-}
+// WindowSeconds; the API shows it as it is stored.
+type RateLimit = contracts.RateLimit
 
-// Window returns the window as a duration.
-func (r RateLimit) Window() time.Duration { return time.Duration(r.WindowSeconds) * time.Second }
-
-func (r *RateLimit) validate(field string) error {
+func validateRateLimit(r *RateLimit, field string) error {
 	if r == nil {
 		return nil
 	}
@@ -30,43 +21,11 @@ func (r *RateLimit) validate(field string) error {
 }
 
 // PodSettings tune a project's workspace pod for the Kubernetes executor.
-type PodSettings struct {
-	// Image replaces the pod template's image.
-	Image string `json:"image,omitempty"`
-	// CPU is the container's CPU limit, e.g. "2" or "500m".
-	CPU string `json:"cpu,omitempty"`
-	// Memory is the container's memory limit, e.g. "1Gi".
-	Memory string `json:"memory,omitempty"`
-}
+type PodSettings = contracts.PodSettings
 
-// Project is a tenant: jobs, streams, keys and audit records belong to one.
-type Project struct {
-	// ID is a DNS label; it appears in URLs and subjects.
-	ID string `json:"id"`
-	// Name is for people.
-	Name string `json:"name"`
-	// AllowedIPs are the CIDRs requests about the project may come from;
-	// empty allows any address.
-	AllowedIPs []string `json:"allowed_ips"`
-	// DefaultPriority applies to jobs that name none; "" means normal.
-	DefaultPriority contracts.Priority `json:"default_priority,omitempty"`
-	// RateLimit bounds requests about the project, from all keys together.
-	RateLimit *RateLimit `json:"rate_limit,omitempty"`
-	// MaxConcurrentJobs bounds the project's running jobs; 0 is no bound.
-	MaxConcurrentJobs int `json:"max_concurrent_jobs"`
-	// Pod tunes the project's workspace pod.
-	Pod *PodSettings `json:"pod,omitempty"`
-	// Incarnation is a unique id given when the project is created: jobs,
-	// streams, batches, audit records and stream tokens record it, so a
-	// project deleted and created again under the same id (another
-	// incarnation) sees nothing of the old one. Empty for projects
-	// created before incarnations.
-	Incarnation string `json:"incarnation,omitempty"`
-	// CreatedAt is when the project was created.
-	CreatedAt time.Time `json:"created_at"`
-	// UpdatedAt is when it last changed.
-	UpdatedAt time.Time `json:"updated_at"`
-}
+// Project is a tenant: jobs, streams, keys and audit records belong to
+// one. It is stored in contracts.BucketAccess as the API shows it.
+type Project = contracts.Project
 
 // ProjectPatch holds the fields a change sets; absent (nil) fields stay as
 // they are. A rate_limit with zero requests removes the limit, and an empty
@@ -106,11 +65,11 @@ func (pp ProjectPatch) Apply(p *Project) error {
 			p.Pod = nil
 		}
 	}
-	return p.Normalize()
+	return NormalizeProject(p)
 }
 
-// Normalize checks p and brings its fields to canonical form.
-func (p *Project) Normalize() error {
+// NormalizeProject checks p and brings its fields to canonical form.
+func NormalizeProject(p *Project) error {
 	if !contracts.ValidProjectID(p.ID) {
 		return errorf(KindInvalid, "invalid_project", "project id %q must be a DNS label: 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit", p.ID)
 	}
@@ -132,7 +91,7 @@ func (p *Project) Normalize() error {
 	if _, err := contracts.ParsePriority(string(p.DefaultPriority)); err != nil {
 		return errorf(KindInvalid, "invalid_priority", "default_priority: %v", err)
 	}
-	if err := p.RateLimit.validate("rate_limit"); err != nil {
+	if err := validateRateLimit(p.RateLimit, "rate_limit"); err != nil {
 		return err
 	}
 	if p.MaxConcurrentJobs < 0 || p.MaxConcurrentJobs > 10_000 {

@@ -84,3 +84,24 @@ func TestOutputLineRawOnlyWhenSet(t *testing.T) {
 		t.Fatalf("raw not base64: %s", b)
 	}
 }
+
+func TestTraceIDAndQueuedState(t *testing.T) {
+	t.Parallel()
+	const id = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for tp, want := range map[string]string{
+		"00-" + id + "-00f067aa0ba902b7-01": id,
+		"":                                  "",
+		"garbage":                           "",
+		"00-" + strings.ToUpper(id) + "-00f067aa0ba902b7-01": "",
+		"00-" + id + "-00f067aa0ba902b7-0":                   "",
+		"00_" + id + "-00f067aa0ba902b7-01":                  "",
+	} {
+		if got := contracts.TraceID(map[string]string{"traceparent": tp}); got != want {
+			t.Errorf("TraceID(%q) = %q, want %q", tp, got, want)
+		}
+	}
+	job := contracts.Job{ID: "j", StreamID: "s", Trace: map[string]string{"traceparent": "00-" + id + "-00f067aa0ba902b7-01"}}
+	if st := contracts.QueuedState(job); st.TraceID != id || st.Status != contracts.StatusQueued || st.JobID != "j" {
+		t.Errorf("QueuedState = %+v, want queued j with trace id %s", st, id)
+	}
+}

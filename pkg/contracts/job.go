@@ -81,7 +81,9 @@ type Job struct {
 	// same key in the same project returns this job instead of a new one.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// Trace carries W3C trace context (traceparent, tracestate) so the
-	// worker's spans join the submitter's trace.
+	// worker's spans join the submitter's trace: the context of the API's
+	// publish span. It is the only carrier of a job's trace context (see
+	// TraceID); job messages carry none in NATS headers.
 	Trace map[string]string `json:"trace,omitempty"`
 	// MaxAttempts is how many attempts the job may use; 0 means 1 (a
 	// command is not assumed idempotent). Failures that are not the
@@ -125,3 +127,23 @@ func (j Job) Attempts() int { return max(j.MaxAttempts, 1) }
 
 // Timeout returns the job's time limit as a duration.
 func (j Job) Timeout() time.Duration { return time.Duration(j.TimeoutSeconds) * time.Second }
+
+// TraceID returns the W3C trace id (32 lower-case hex digits) of a trace
+// context as Job.Trace and StreamRef.Trace carry it, or "" when its
+// traceparent is missing or malformed. It is the one reader of a
+// traceparent in rdev; the trace context itself travels only in these
+// message bodies, never in NATS headers, so subscribers in any language
+// find it where the schema says.
+func TraceID(trace map[string]string) string {
+	tp := trace["traceparent"]
+	// version "-" trace-id "-" parent-id "-" flags, all lower-case hex
+	if len(tp) != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
+		return ""
+	}
+	for i := range len(tp) {
+		if c := tp[i]; c != '-' && (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return ""
+		}
+	}
+	return tp[3:35]
+}

@@ -140,12 +140,13 @@ type StreamRef struct {
 // QueuedState is the state of a job just queued, built from its message:
 // what the API stores at submit, and what a worker that claims the job
 // straight from its message writes over (one definition, so neither drops
-// a field the other keeps). The trace id is the caller's to set.
+// a field the other keeps).
 func QueuedState(job Job) JobState {
 	return JobState{
 		V: Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
 		Priority: job.Priority, Status: StatusQueued, StreamID: job.StreamID,
 		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
-		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID, ProjectIncarnation: job.ProjectIncarnation,
+		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID, TraceID: TraceID(job.Trace),
+		ProjectIncarnation: job.ProjectIncarnation,
 	}
 }

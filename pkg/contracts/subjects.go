@@ -117,7 +117,10 @@ func IdempotencyKeyKey(project, hashedKey string) string {
 	return "idem." + project + "." + hashedKey
 }
 
-// Headers set on NATS messages beside the JSON body.
+// Headers set on NATS messages beside the JSON body. Trace context is not
+// among them: it travels in the bodies that the schemas describe
+// (Job.Trace, StreamRef.Trace; read with TraceID), so a subscriber finds
+// a job's trace whatever its client library does with headers.
 const (
 	// HeaderMsgID is JetStream's de-duplication header.
 	HeaderMsgID = "Nats-Msg-Id"

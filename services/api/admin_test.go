@@ -14,18 +14,13 @@ import (
 	"github.com/rdev-dev/rdev/services/api"
 )
 
-type auditPage struct {
-	Records    []contracts.AuditRecord `json:"records"`
-	NextCursor string                  `json:"next_cursor"`
-}
-
-func (b bundle) audit(t *testing.T, query string, header ...string) auditPage {
+func (b bundle) audit(t *testing.T, query string, header ...string) contracts.AuditPage {
 	t.Helper()
 	resp, rb := b.get(t, "/v1/audit?"+query, header...)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("audit %s: %d %s", query, resp.StatusCode, rb)
 	}
-	var p auditPage
+	var p contracts.AuditPage
 	if err := json.Unmarshal(rb, &p); err != nil {
 		t.Fatal(err)
 	}
@@ -64,9 +59,7 @@ func TestProjectLifecycle(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", resp.StatusCode, rb)
 	}
-	var sr struct {
-		JobID string `json:"job_id"`
-	}
+	var sr contracts.SubmitResponse
 	_ = json.Unmarshal(rb, &sr)
 	if _, jb := b.get(t, "/v1/jobs/"+sr.JobID); !strings.Contains(string(jb), `"priority":"low"`) {
 		t.Fatalf("job %s: want priority low from the project", jb)
@@ -118,16 +111,14 @@ func TestAuditTrail(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", resp.StatusCode, rb)
 	}
-	var sr struct {
-		JobID string `json:"job_id"`
-	}
+	var sr contracts.SubmitResponse
 	_ = json.Unmarshal(rb, &sr)
 	b.post(t, "/v1/projects/other/commands", "application/json", []byte(`{"command":["true"]}`), bearer(k.Key)...) // 403
 	b.post(t, "/v1/projects/demo/commands", "application/json", []byte(`{"command":["true"]}`), bearer("rdev_nobody_x")...)
 	b.do(t, http.MethodDelete, "/v1/keys/"+k.ID, "", nil)
 
 	// Denials are written asynchronously: wait for them.
-	var denied auditPage
+	var denied contracts.AuditPage
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if denied = b.audit(t, "kind=request_denied"); len(denied.Records) >= 2 || time.Now().After(deadline) {
 			break
@@ -180,7 +171,7 @@ func TestAuditTrail(t *testing.T) {
 	// A project's own audit is open to its readers, and only its records.
 	pk := b.newKey(t, `{"name":"reader","scopes":["project:demo:read"]}`)
 	resp, rb = b.get(t, "/v1/projects/demo/audit", bearer(pk.Key)...)
-	var pp auditPage
+	var pp contracts.AuditPage
 	_ = json.Unmarshal(rb, &pp)
 	if resp.StatusCode != http.StatusOK || len(pp.Records) == 0 {
 		t.Fatalf("project audit: %d %s", resp.StatusCode, rb)

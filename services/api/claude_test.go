@@ -43,9 +43,7 @@ func TestClaudeOptionsAndContinueJob(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", resp.StatusCode, body)
 	}
-	var first struct {
-		JobID string `json:"job_id"`
-	}
+	var first contracts.SubmitResponse
 	_ = json.Unmarshal(body, &first)
 	resp, body = b.post(t, "/v1/projects/demo/claude", "application/json", []byte(`{"prompt":"more","continue_job":"`+first.JobID+`"}`))
 	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), "no_session") {

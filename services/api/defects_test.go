@@ -57,10 +57,7 @@ func TestDeadLetterRetryStateDeleteAndPurge(t *testing.T) {
 	}
 	traceparent := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 	resp, rb := b.post(t, "/v1/dead-letters/D1/retry", "", nil, "traceparent", traceparent)
-	var first struct {
-		JobID   string `json:"job_id"`
-		TraceID string `json:"trace_id"`
-	}
+	var first contracts.SubmitResponse
 	must(t, json.Unmarshal(rb, &first))
 	if resp.StatusCode != http.StatusAccepted || first.TraceID != "0af7651916cd43dd8448eb211c80319c" {
 		t.Fatalf("retry: %d %s", resp.StatusCode, rb)
@@ -69,9 +66,7 @@ func TestDeadLetterRetryStateDeleteAndPurge(t *testing.T) {
 		t.Fatalf("second retry: %d %s", resp.StatusCode, rb)
 	}
 	_, rb = b.get(t, "/v1/dead-letters?project=demo")
-	var page struct {
-		DeadLetters []contracts.DeadLetter `json:"dead_letters"`
-	}
+	var page contracts.DeadLetterPage
 	must(t, json.Unmarshal(rb, &page))
 	if r := page.DeadLetters[0].Retried; r == nil || r.JobID != first.JobID || r.Retries != 1 || page.DeadLetters[1].Retried != nil {
 		t.Fatalf("dead letters after a retry: %s", rb)
@@ -117,7 +112,7 @@ func TestCancelIsAuditedAndBatchRuleMatchesJobs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	resp, rb := b.post(t, "/v1/projects/demo/batches", "application/json", []byte(`[{"command":["true"]},{"command":["true"]}]`))
-	var br batchReply
+	var br contracts.BatchResponse
 	must(t, json.Unmarshal(rb, &br))
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("batch: %d %s", resp.StatusCode, rb)
@@ -138,9 +133,7 @@ func TestCancelIsAuditedAndBatchRuleMatchesJobs(t *testing.T) {
 		t.Fatalf("job cancel record %+v", r)
 	}
 	_, rb = b.get(t, "/v1/batches/"+br.BatchID+"?limit=1")
-	var st struct {
-		JobIDs []string `json:"job_ids"`
-	}
+	var st contracts.BatchStatus
 	must(t, json.Unmarshal(rb, &st))
 	if strings.Contains(string(rb), `"job_ids":null`) || len(st.JobIDs) != 1 || st.JobIDs[0] != br.Items[0].JobID {
 		t.Fatalf("batch status: %s", rb)

@@ -40,7 +40,7 @@ func TestIdempotencyKeyUsableAfterAFailedSubmit(t *testing.T) {
 		// The batch record can be stored: a plain batch is answered
 		// item by item.
 		resp, rb := b.post(t, "/v1/projects/demo/batches", "application/json", batch)
-		var br batchReply
+		var br contracts.BatchResponse
 		must(t, json.Unmarshal(rb, &br))
 		if resp.StatusCode != http.StatusAccepted || br.Accepted != 0 || len(br.Items) != 2 ||
 			br.Items[0].Error == nil || br.Items[0].Error.Code != "unavailable" || br.Items[1].Error == nil || br.Items[1].Error.Code != "unavailable" {
@@ -54,21 +54,17 @@ func TestIdempotencyKeyUsableAfterAFailedSubmit(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("retry once the queue is back: %d %s, want 202", resp.StatusCode, rb)
 	}
-	var sr struct {
-		JobID string `json:"job_id"`
-	}
+	var sr contracts.SubmitResponse
 	must(t, json.Unmarshal(rb, &sr))
 	resp, rb = b.post(t, "/v1/projects/demo/batches", "application/json", batch)
-	var br batchReply
+	var br contracts.BatchResponse
 	must(t, json.Unmarshal(rb, &br))
 	if resp.StatusCode != http.StatusAccepted || br.Accepted != 2 {
 		t.Fatalf("batch retry once the queue is back: %d %s, want 2 accepted", resp.StatusCode, rb)
 	}
 	// Again: the same jobs, nothing queued twice.
 	resp, rb = b.post(t, "/v1/projects/demo/commands", "application/json", single)
-	var again struct {
-		JobID string `json:"job_id"`
-	}
+	var again contracts.SubmitResponse
 	must(t, json.Unmarshal(rb, &again))
 	if resp.StatusCode != http.StatusAccepted || again.JobID != sr.JobID || resp.Header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("second retry: %d %s, want job %s replayed", resp.StatusCode, rb, sr.JobID)

@@ -15,20 +15,6 @@ import (
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
 
-type batchReply struct {
-	BatchID   string `json:"batch_id"`
-	Accepted  int    `json:"accepted"`
-	Rejected  int    `json:"rejected"`
-	BatchURL  string `json:"batch_url"`
-	EventsURL string `json:"events_url"`
-	Items     []struct {
-		Index    int                    `json:"index"`
-		JobID    string                 `json:"job_id"`
-		StreamID string                 `json:"stream_id"`
-		Error    *contracts.ErrorDetail `json:"error"`
-	} `json:"items"`
-}
-
 // A batch judges each item: good ones are queued (each with its own
 // stream), bad ones come back with their error; JSON arrays and NDJSON
 // are the same to it.
@@ -40,7 +26,7 @@ func TestBatchSubmit(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("batch: %d %s", resp.StatusCode, rb)
 	}
-	var r batchReply
+	var r contracts.BatchResponse
 	must(t, json.Unmarshal(rb, &r))
 	if r.Accepted != 2 || r.Rejected != 3 || len(r.Items) != 5 || r.BatchURL != "/v1/batches/"+r.BatchID ||
 		!strings.HasPrefix(r.EventsURL, "/v1/batches/"+r.BatchID+"/events?token=") {
@@ -60,13 +46,7 @@ func TestBatchSubmit(t *testing.T) {
 		t.Fatalf("queued %d jobs, want 2", n)
 	}
 	_, sb := b.get(t, "/v1/batches/"+r.BatchID+"?limit=1")
-	var st struct {
-		ID         string                   `json:"id"`
-		State      contracts.BatchState     `json:"state"`
-		Counts     map[contracts.Status]int `json:"counts"`
-		Jobs       []contracts.JobState     `json:"jobs"`
-		NextCursor string                   `json:"next_cursor"`
-	}
+	var st contracts.BatchStatus
 	must(t, json.Unmarshal(sb, &st))
 	if st.ID != r.BatchID || st.State != contracts.BatchCommitted || st.Counts[contracts.StatusQueued] != 2 ||
 		len(st.Jobs) != 1 || st.Jobs[0].JobID != r.Items[0].JobID || st.Jobs[0].BatchID != r.BatchID || st.NextCursor != "1" {
@@ -97,7 +77,7 @@ func TestAtomicBatchRefusedWhole(t *testing.T) {
 		t.Fatalf("queued %d jobs of a refused atomic batch", n)
 	}
 	resp, rb = b.post(t, "/v1/projects/demo/batches?atomic=true", "application/json", []byte(`[{"command":["true"]},{"command":["true"]}]`))
-	var r batchReply
+	var r contracts.BatchResponse
 	must(t, json.Unmarshal(rb, &r))
 	if resp.StatusCode != http.StatusAccepted || r.Accepted != 2 {
 		t.Fatalf("good atomic batch: %d %s", resp.StatusCode, rb)
@@ -137,11 +117,8 @@ func TestCancel(t *testing.T) {
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("submit: %d %s", resp.StatusCode, rb)
 		}
-		var r struct{ JobID, StreamID string }
-		must(t, json.Unmarshal(rb, &struct {
-			JobID    *string `json:"job_id"`
-			StreamID *string `json:"stream_id"`
-		}{&r.JobID, &r.StreamID}))
+		var r contracts.SubmitResponse
+		must(t, json.Unmarshal(rb, &r))
 		return r.JobID, r.StreamID
 	}
 
@@ -227,10 +204,7 @@ func TestDeadLetters(t *testing.T) {
 		must(t, err)
 	}
 	resp, rb := b.get(t, "/v1/dead-letters?limit=1")
-	var page struct {
-		DeadLetters []contracts.DeadLetter `json:"dead_letters"`
-		NextCursor  string                 `json:"next_cursor"`
-	}
+	var page contracts.DeadLetterPage
 	must(t, json.Unmarshal(rb, &page))
 	if resp.StatusCode != http.StatusOK || len(page.DeadLetters) != 1 || page.DeadLetters[0].ID != "J1" || page.NextCursor == "" {
 		t.Fatalf("dead letters: %d %s", resp.StatusCode, rb)
@@ -246,9 +220,7 @@ func TestDeadLetters(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("retry: %d %s", resp.StatusCode, rb)
 	}
-	var r struct {
-		JobID string `json:"job_id"`
-	}
+	var r contracts.SubmitResponse
 	must(t, json.Unmarshal(rb, &r))
 	_, jb := b.get(t, "/v1/jobs/"+r.JobID)
 	var st contracts.JobState

@@ -105,9 +105,7 @@ func TestProjectSecrets(t *testing.T) {
 		t.Fatalf("PUT again: %d %s", st, rb)
 	}
 	st, rb := do("GET", "/v1/projects/demo/secrets", "")
-	var list struct {
-		Secrets []contracts.SecretInfo `json:"secrets"`
-	}
+	var list contracts.SecretList
 	if err := json.Unmarshal(rb, &list); st != http.StatusOK || err != nil || len(list.Secrets) != 1 ||
 		list.Secrets[0].Name != "anthropic" || list.Secrets[0].UpdatedAt.IsZero() {
 		t.Fatalf("GET secrets: %d %s", st, rb)

@@ -10,16 +10,10 @@ import (
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
 
-type submitReply struct {
-	JobID     string `json:"job_id"`
-	StreamID  string `json:"stream_id"`
-	EventsURL string `json:"events_url"`
-}
-
-func (b bundle) submit(t *testing.T, path, body string, header ...string) (*http.Response, submitReply, []byte) {
+func (b bundle) submit(t *testing.T, path, body string, header ...string) (*http.Response, contracts.SubmitResponse, []byte) {
 	t.Helper()
 	resp, rb := b.post(t, path, "application/json", []byte(body), header...)
-	var r submitReply
+	var r contracts.SubmitResponse
 	_ = json.Unmarshal(rb, &r)
 	return resp, r, rb
 }
@@ -42,9 +36,7 @@ func TestRecreatedProjectSeesNothingOfTheDeletedOne(t *testing.T) {
 	must200(resp, rb)
 	resp, rb = b.post(t, "/v1/projects/reborn/batches", "application/json", []byte(`[{"command":["true"]}]`))
 	must200(resp, rb)
-	var batch struct {
-		BatchID string `json:"batch_id"`
-	}
+	var batch contracts.BatchResponse
 	_ = json.Unmarshal(rb, &batch)
 
 	resp, rb = b.do(t, http.MethodDelete, "/v1/projects/reborn", "", nil)

@@ -3,12 +3,12 @@ package streamer
 import (
 	"context"
 	"errors"
-	"net/http"
 	"net/netip"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 )
 
 // Gate decides who may read a stream; access.StreamGate implements it.
@@ -39,26 +39,10 @@ func revokedCause(ctx context.Context) *access.Error {
 	return nil
 }
 
-func bearer(r *http.Request) string {
-	return access.BearerToken(r.Header.Get(echo.HeaderAuthorization))
-}
-
-// clientIP is the address access rules judge; Echo's IPExtractor decides
-// whether proxy headers are believed (Register sets a safe default).
-func clientIP(c echo.Context) netip.Addr { return access.ClientAddr(c.RealIP()) }
-
 // refuse answers a request the gate refused, or that it could not judge.
 func (s *Service) refuse(c echo.Context, err error) error {
-	var ae *access.Error
-	if !errors.As(err, &ae) {
-		return s.unavailable(c, "check access", err)
+	if ae, _, ok := accesshttp.Refusal(err); ok {
+		return accesshttp.Refuse(c, ae)
 	}
-	switch ae.Kind {
-	case access.KindUnauthenticated:
-		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="rdev"`)
-		return problem(c, http.StatusUnauthorized, ae.Code, ae.Message)
-	case access.KindNotFound:
-		return problem(c, http.StatusNotFound, ae.Code, ae.Message)
-	}
-	return problem(c, http.StatusForbidden, ae.Code, ae.Message)
+	return s.unavailable(c, "check access", err)
 }

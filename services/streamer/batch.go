@@ -9,8 +9,9 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
 )
 
@@ -25,38 +26,38 @@ const BatchEventsPath = "/v1/batches/:batch_id/events"
 func (s *Service) batchEvents(c echo.Context) error {
 	id := c.Param("batch_id")
 	if !contracts.ValidID(id) {
-		return problem(c, http.StatusBadRequest, "invalid_batch_id", "batch id must be 1 to 64 letters, digits, '_' or '-'")
+		return accesshttp.WriteError(c, http.StatusBadRequest, "invalid_batch_id", "batch id must be 1 to 64 letters, digits, '_' or '-'")
 	}
 	resume, _, ok := lastEventID(c.Request())
 	if !ok {
-		return problem(c, http.StatusBadRequest, codeInvalidLastEventID, "Last-Event-ID must be a decimal event id received from this stream")
+		return accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidLastEventID, "Last-Event-ID must be a decimal event id received from this stream")
 	}
 	ctx := c.Request().Context()
-	reader, err := s.gate.Admit(ctx, c.QueryParam("token"), bearer(c.Request()), clientIP(c), access.BatchResource(id))
+	reader, err := s.gate.Admit(ctx, c.QueryParam("token"), accesshttp.Bearer(c.Request()), accesshttp.ClientIP(c), access.BatchResource(id))
 	if err != nil {
 		return s.refuse(c, err)
 	}
 	b, err := s.store.Batch(ctx, id)
-	if errors.Is(err, natsjs.ErrUnknownBatch) {
-		return problem(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
+	if errors.Is(err, state.ErrNotFound) {
+		return accesshttp.WriteError(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
 	}
 	if err != nil {
 		return s.unavailable(c, "read batch", err)
 	}
-	if err := s.gate.Allow(ctx, reader, b.Project, b.ProjectIncarnation, clientIP(c)); err != nil {
+	if err := s.gate.Allow(ctx, reader, b.Project, b.ProjectIncarnation, accesshttp.ClientIP(c)); err != nil {
 		var ae *access.Error
 		if errors.As(err, &ae) && ae.Kind == access.KindNotFound {
-			return problem(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
+			return accesshttp.WriteError(c, http.StatusNotFound, "batch_not_found", "no batch "+id)
 		}
 		return s.refuse(c, err)
 	}
 	if !s.enter() {
-		return problem(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
+		return accesshttp.WriteError(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
 	}
 	defer s.active.Done()
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
-	held, release := s.gate.Hold(ctx, reader, b.Project, b.ProjectIncarnation, clientIP(c))
+	held, release := s.gate.Hold(ctx, reader, b.Project, b.ProjectIncarnation, accesshttp.ClientIP(c))
 	defer release()
 	streamCtx, cancel := context.WithCancel(held)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/contracts/claudestream"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
@@ -24,7 +25,7 @@ func checkFormat(c echo.Context) error {
 	case formatRaw, "raw", formatClaude:
 		return nil
 	}
-	return problem(c, http.StatusBadRequest, "invalid_format", `format must be "raw" (the default) or "claude"`)
+	return accesshttp.WriteError(c, http.StatusBadRequest, "invalid_format", `format must be "raw" (the default) or "claude"`)
 }
 
 // sinkFor is the sink of the format the request asked for.
@@ -58,7 +59,7 @@ func (k claudeSink) Send(e entry.Entry) error {
 		if err != nil {
 			return k.sink.Send(e)
 		}
-		if err := wrapWrite(k.w.Event(e.Seq, ev.Name, data)); err != nil {
+		if err := wrapWrite(k.w.Event(e.StreamSeq, ev.Name, data)); err != nil {
 			return err
 		}
 	}

@@ -14,7 +14,9 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
 	"github.com/rdev-dev/rdev/services/streamer/internal/freshstack"
@@ -38,23 +40,23 @@ const (
 func (s *Service) events(c echo.Context) error {
 	streamID := c.Param("stream_id")
 	if !contracts.ValidID(streamID) {
-		return problem(c, http.StatusBadRequest, codeInvalidStreamID,
+		return accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidStreamID,
 			"stream id must be 1 to 64 letters, digits, '_' or '-'")
 	}
 	resume, raw, ok := lastEventID(c.Request())
 	if !ok {
-		return problem(c, http.StatusBadRequest, codeInvalidLastEventID,
+		return accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidLastEventID,
 			"Last-Event-ID must be a decimal event id received from this stream")
 	}
 	if err := checkFormat(c); err != nil {
 		return err
 	}
-	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), bearer(c.Request()), clientIP(c), access.StreamResource(streamID))
+	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), accesshttp.Bearer(c.Request()), accesshttp.ClientIP(c), access.StreamResource(streamID))
 	if err != nil {
 		return s.refuse(c, err)
 	}
 	if !s.enter() {
-		return problem(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
+		return accesshttp.WriteError(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
 	}
 	defer s.active.Done()
 	// The request goroutine lives as long as the stream; opening the
@@ -86,18 +88,18 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 	err := s.retry(ctx, func() (err error) {
 		ref, err = s.store.Ref(ctx, streamID)
 		return err
-	}, natsjs.ErrUnknownStream)
-	if errors.Is(err, natsjs.ErrUnknownStream) {
+	}, state.ErrNotFound)
+	if errors.Is(err, state.ErrNotFound) {
 		return nil, s.refuse(c, access.StreamNotFound()) // word for word as for another project's stream
 	}
 	if err != nil {
 		return nil, s.unavailable(c, "read stream ref", err)
 	}
-	if err := s.gate.Allow(ctx, reader, ref.Project, ref.ProjectIncarnation, clientIP(c)); err != nil {
+	if err := s.gate.Allow(ctx, reader, ref.Project, ref.ProjectIncarnation, accesshttp.ClientIP(c)); err != nil {
 		return nil, s.refuse(c, err)
 	}
 
-	cur := follow.Cursor{Seq: resume}
+	cur := follow.Cursor{StreamSeq: resume}
 	if resume > 0 {
 		var e entry.Entry
 		err := s.retry(ctx, func() (err error) {
@@ -106,7 +108,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		}, entry.ErrForeign, natsjs.ErrNoMessage)
 		switch {
 		case errors.Is(err, entry.ErrForeign):
-			return nil, problem(c, http.StatusBadRequest, codeInvalidLastEventID,
+			return nil, accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidLastEventID,
 				"Last-Event-ID "+raw+" is not an event of stream "+streamID)
 		case errors.Is(err, natsjs.ErrNoMessage):
 			var last uint64
@@ -118,7 +120,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 				return nil, s.unavailable(c, "read stream end", err)
 			}
 			if resume > last {
-				return nil, problem(c, http.StatusBadRequest, codeInvalidLastEventID,
+				return nil, accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidLastEventID,
 					"Last-Event-ID "+raw+" is beyond the end of the stream")
 			}
 			// Expired: resume after it without knowing its line number.
@@ -140,7 +142,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 	}
 	err = w.Open(s.cfg.Retry)
 	if err == nil {
-		err = w.Event(cur.Seq, contracts.SSEConnected, connected)
+		err = w.Event(cur.StreamSeq, contracts.SSEConnected, connected)
 	}
 	if err == nil {
 		err = w.Flush()
@@ -199,7 +201,7 @@ func lastEventID(r *http.Request) (seq uint64, raw string, ok bool) {
 func (s *Service) stream(c echo.Context, st *opened) {
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
-	held, release := s.gate.Hold(c.Request().Context(), st.reader, st.ref.Project, st.ref.ProjectIncarnation, clientIP(c))
+	held, release := s.gate.Hold(c.Request().Context(), st.reader, st.ref.Project, st.ref.ProjectIncarnation, accesshttp.ClientIP(c))
 	defer release()
 	reqCtx, end := s.in.startDelivery(held, st)
 	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, sinkFor(c, sink{st.w})))
@@ -228,7 +230,7 @@ func (s *Service) streamLog(ref contracts.StreamRef) *slog.Logger {
 
 func (s *Service) sendError(st *opened, code, msg string) {
 	data, _ := json.Marshal(contracts.ErrorDetail{Code: code, Message: msg}) // cannot fail: two strings
-	err := st.w.Event(st.cur.Seq, contracts.SSEError, data)
+	err := st.w.Event(st.cur.StreamSeq, contracts.SSEError, data)
 	if err == nil {
 		err = st.w.Flush()
 	}
@@ -268,7 +270,7 @@ func (k sink) Send(e entry.Entry) error {
 	case entry.Gap:
 		name = contracts.SSEGap
 	}
-	return wrapWrite(k.w.Event(e.Seq, name, e.Data))
+	return wrapWrite(k.w.Event(e.StreamSeq, name, e.Data))
 }
 
 func (k sink) Flush() error { return wrapWrite(k.w.Flush()) }
@@ -281,16 +283,11 @@ func wrapWrite(err error) error {
 	return writeError{err}
 }
 
-// problem answers with a contracts.ErrorBody.
-func problem(c echo.Context, status int, code, msg string) error {
-	return c.JSON(status, contracts.ErrorBody{Error: contracts.ErrorDetail{Code: code, Message: msg}})
-}
-
 // unavailable answers 503 for a NATS failure, unless the client left.
 func (s *Service) unavailable(c echo.Context, what string, err error) error {
 	if c.Request().Context().Err() != nil {
 		return nil //nolint:nilerr // the client left: there is nobody to answer
 	}
 	s.log.Error("stream storage unavailable", "op", what, "err", err)
-	return problem(c, http.StatusServiceUnavailable, codeUnavailable, "stream storage is unavailable; retry")
+	return accesshttp.WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "stream storage is unavailable; retry")
 }

@@ -32,6 +32,8 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect
@@ -45,3 +47,7 @@ require (
 replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
 
 replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
+
+replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state
+
+replace github.com/rdev-dev/rdev/pkg/await => ../../pkg/await

@@ -584,18 +584,6 @@ func clip(s []string) string {
 	return strings.Join(s, " ")
 }
 
-// eventually polls cond until it holds, failing after waitFor.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // consumers counts the consumers of the output stream.
 func (f *fixture) consumers(t *testing.T) int {
 	t.Helper()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer"
 )
@@ -201,7 +202,7 @@ func TestManyClientsShareOneConsumer(t *testing.T) {
 	if st := f.svc.Stats(); st.HubsStarted != 1 || st.Hubs != 1 || st.Clients != clients {
 		t.Errorf("stats %+v: want one hub for %d clients", st, clients)
 	}
-	eventually(t, "one consumer on the output stream", func() bool { return f.consumers(t) == 1 })
+	await.Within(t, waitFor, "one consumer on the output stream", func() bool { return f.consumers(t) == 1 })
 
 	j.event(t, contracts.EventSucceeded, lines)
 	for i, c := range cs {
@@ -212,7 +213,7 @@ func TestManyClientsShareOneConsumer(t *testing.T) {
 		equal(t, describe(t, got[i]), want(started, 1, lines, succeeded))
 		checkIDs(t, 0, got[i])
 	}
-	eventually(t, "hub and consumer gone", func() bool { return f.svc.Stats().Hubs == 0 && f.consumers(t) == 0 })
+	await.Within(t, waitFor, "hub and consumer gone", func() bool { return f.svc.Stats().Hubs == 0 && f.consumers(t) == 0 })
 }
 
 // slowLines lines of slowPad extra bytes (about 2 MB) fill every buffer
@@ -256,7 +257,7 @@ func TestStalledClientIsDroppedAndResumes(t *testing.T) {
 	c.handshake(t)
 	j.manyLines(t, 1, slowLines)
 	j.event(t, contracts.EventSucceeded, slowLines)
-	eventually(t, "the stalled client dropped", func() bool { return f.svc.Stats().Dropped >= 1 })
+	await.Within(t, waitFor, "the stalled client dropped", func() bool { return f.svc.Stats().Dropped >= 1 })
 
 	// What the socket still held arrives, then the stream ends early.
 	evs := c.rest(t)
@@ -365,7 +366,7 @@ func TestStreamsRideOutNATSRestart(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("NATS did not start again")
 	}
-	eventually(t, "a publish after the restart", func() bool {
+	await.Within(t, waitFor, "a publish after the restart", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := f.js.Publish(ctx, contracts.SubjectOutput(j.streamID), j.lineData(6))

@@ -99,7 +99,7 @@ func (in *instruments) startDelivery(ctx context.Context, st *opened) (context.C
 	ctx = context.WithValue(ctx, deliveryKey{}, d)
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
 		attribute.String("rdev.stream_id", st.ref.StreamID), attribute.String("rdev.job_id", st.ref.JobID),
-		attribute.String("rdev.project", st.ref.Project), attribute.Int64("rdev.resume_after", int64(st.cur.Seq)))}
+		attribute.String("rdev.project", st.ref.Project), attribute.Int64("rdev.resume_after", int64(st.cur.StreamSeq)))}
 	if req := trace.SpanContextFromContext(ctx); req.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: req}))
 	}

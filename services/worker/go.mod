@@ -72,11 +72,14 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0
+	go.uber.org/goleak v1.3.0
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.59.0 // indirect
@@ -98,3 +101,7 @@ require (
 replace github.com/rdev-dev/rdev/pkg/access => ../../pkg/access
 
 replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
+
+replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state
+
+replace github.com/rdev-dev/rdev/pkg/await => ../../pkg/await

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/worker"
 	"github.com/rdev-dev/rdev/services/worker/internal/k8sexec"
@@ -65,13 +66,7 @@ func TestKubernetesPodDeletedFailsWithPodLost(t *testing.T) {
 	api := k8stest.New(t, k8stest.Options{AutoReady: true})
 	b.start(kubernetesConfig(t, api))
 	b.enqueue(t, "k8slost", "sh", "-c", "echo started; sleep 60")
-	deadline := time.Now().Add(10 * time.Second)
-	for api.Execs() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the job was not exec'd within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.Until(t, "the job exec'd", func() bool { return api.Execs() != 0 })
 	api.DeletePod(t, "rdev", k8sexec.PodName("demo"))
 	ev := b.next(t, "k8slost", contracts.EventFailed, contracts.EventSucceeded)
 	if ev.Type != contracts.EventFailed || ev.Reason != contracts.ReasonPodLost {
@@ -157,16 +152,11 @@ func TestKubernetesProjectPodSettings(t *testing.T) {
 	}
 	// Once the pod is gone, the next one carries the new settings (as soon
 	// as the worker has seen the change: bounded polling).
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; ; i++ {
+	i := 0
+	await.Until(t, "a recreated pod with image ghcr.io/acme/ws:2.0", func() bool {
 		api.DeletePod(t, "rdev", k8sexec.PodName("tuned"))
 		run(fmt.Sprint("podnew", i), "tuned")
-		c := container("tuned")
-		if c.Image == "ghcr.io/acme/ws:2.0" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("recreated pod image %q; want ghcr.io/acme/ws:2.0", c.Image)
-		}
-	}
+		i++
+		return container("tuned").Image == "ghcr.io/acme/ws:2.0"
+	})
 }

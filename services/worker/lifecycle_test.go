@@ -20,6 +20,7 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/worker"
 	"github.com/rdev-dev/rdev/services/worker/internal/executor"
@@ -121,25 +122,21 @@ func alive(pid int) bool {
 // readPIDs waits for a file of pids written by a job.
 func readPIDs(t *testing.T, path string, n int) []int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var f []string
+	await.Until(t, fmt.Sprintf("%d pids in %s", n, path), func() bool {
 		b, _ := os.ReadFile(path)
-		if f := strings.Fields(string(b)); len(f) >= n {
-			var pids []int
-			for _, s := range f[:n] {
-				p, err := strconv.Atoi(s)
-				if err != nil {
-					t.Fatal(err)
-				}
-				pids = append(pids, p)
-			}
-			return pids
+		f = strings.Fields(string(b))
+		return len(f) >= n
+	})
+	var pids []int
+	for _, s := range f[:n] {
+		p, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no %d pids within 10s", path, n)
-		}
-		time.Sleep(10 * time.Millisecond)
+		pids = append(pids, p)
 	}
+	return pids
 }
 
 // A running job that is cancelled stops within a second: its process and
@@ -419,14 +416,10 @@ func TestLostWorkerIsRetriedElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := out.GetLastMsgForSubject(context.Background(), contracts.SubjectOutput(job.StreamID)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("attempt 1 printed no line")
-		}
-	}
+	await.Until(t, "a line of attempt 1", func() bool {
+		_, err := out.GetLastMsgForSubject(context.Background(), contracts.SubjectOutput(job.StreamID))
+		return err == nil
+	})
 	cut()
 	cfg.ID = "survivor"
 	b.start(cfg)

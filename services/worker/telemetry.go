@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -39,9 +40,9 @@ type Telemetry struct {
 // Spans, per delivery of a job: "rdev.job.queued" (from the message's
 // store time to its dispatch: the dequeue wait) and "process RDEV_JOBS"
 // (the whole handling), both children of the API's publish span whose
-// context the job message's headers carry; under the latter "rdev.exec"
-// (the command, including the Kubernetes pod lookup) and "rdev.output"
-// (publishing the attempt's lines).
+// context the job message carries (contracts.Job.Trace); under the
+// latter "rdev.exec" (the command, including the Kubernetes pod lookup)
+// and "rdev.output" (publishing the attempt's lines).
 type instruments struct {
 	tracer trace.Tracer
 
@@ -183,7 +184,7 @@ func queueStat(ctx context.Context, js jetstream.JetStream, p contracts.Priority
 }
 
 // handler wraps the runner's handler: it counts the dispatch and runs the
-// job under a span continuing the trace from the message's headers.
+// job under a span continuing the trace the job message carries.
 func (in *instruments) handler(next dispatch.Handler) dispatch.Handler {
 	return func(runCtx context.Context, msg jetstream.Msg) {
 		prio, project := jobSubject(msg.Subject())
@@ -192,7 +193,7 @@ func (in *instruments) handler(next dispatch.Handler) dispatch.Handler {
 		in.active.Add(runCtx, 1)
 		defer in.active.Add(runCtx, -1)
 
-		parent := propagate.Extract(runCtx, msg.Headers())
+		parent := propagate.ExtractMap(runCtx, jobTrace(msg.Data()))
 		spanAttrs := []attribute.KeyValue{
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.destination.name", msg.Subject()),
@@ -210,6 +211,17 @@ func (in *instruments) handler(next dispatch.Handler) dispatch.Handler {
 		defer span.End()
 		next(ctx, msg)
 	}
+}
+
+// jobTrace reads the trace context a job message carries
+// (contracts.Job.Trace), nil when there is none or the body is not a job
+// (the runner deals with that).
+func jobTrace(body []byte) map[string]string {
+	var job struct {
+		Trace map[string]string `json:"trace"`
+	}
+	_ = json.Unmarshal(body, &job)
+	return job.Trace
 }
 
 // jobSubject splits rdev.jobs.<priority>.<project>.
@@ -239,13 +251,8 @@ type states struct {
 	in *instruments
 }
 
-func (s states) Put(ctx context.Context, st contracts.JobState, rev uint64) (uint64, error) {
-	if sc := trace.SpanContextFromContext(ctx); st.TraceID == "" && sc.IsValid() {
-		// The runner builds state from the job message; the job's trace is
-		// the one its handling continues.
-		st.TraceID = sc.TraceID().String()
-	}
-	n, err := s.States.Put(ctx, st, rev)
+func (s states) Update(ctx context.Context, jobID string, st contracts.JobState, rev uint64) (uint64, error) {
+	n, err := s.States.Update(ctx, jobID, st, rev)
 	if err != nil {
 		return n, err
 	}

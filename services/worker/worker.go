@@ -24,6 +24,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/contracts/seal"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"k8s.io/client-go/rest"
 
 	"github.com/rdev-dev/rdev/services/worker/internal/dispatch"
@@ -281,13 +282,14 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 		secrets = natsjs.NewSecrets(kv, box)
 	}
 	c := w.cfg
+	store := state.New(w.state)
 	return runner.New(runner.Config{
 		WorkerID: c.ID, Heartbeat: c.AckWait / 3, UnavailableDelay: c.UnavailableDelay,
 		RetryBase: c.RetryBase, RetryCap: c.RetryCap, SlotDelay: c.SlotDelay, Jitter: c.jitter, Observer: w.in,
 	}, runner.Ports{
-		Exec: w.exec, States: states{natsjs.NewStates(w.state), w.in}, Events: natsjs.NewEvents(w.js), Output: outputPort{w.out, w.in},
-		Dead: natsjs.NewDeadLetters(w.js), Slots: natsjs.NewSlots(w.state, c.SlotLease), Limits: limits,
-		Batches: natsjs.NewBatches(w.state), Holders: natsjs.NewHolders(w.nc, w.cfg.ID, time.Second), Secrets: secrets,
+		Exec: w.exec, States: states{store.Jobs, w.in}, Events: natsjs.NewEvents(w.js), Output: outputPort{w.out, w.in},
+		Dead: natsjs.NewDeadLetters(w.js), Slots: natsjs.NewSlots(store.Slots, c.SlotLease), Limits: limits,
+		Batches: store.Batches, Holders: natsjs.NewHolders(w.nc, w.cfg.ID, time.Second), Secrets: secrets,
 	}, w.log), nil
 }
 
@@ -401,7 +403,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.in.zero(ctx)
 	defer context.AfterFunc(ctx, func() { w.health.draining.Store(true) })()
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
-	d.Run(ctx, runCtx, w.in.handler(run.Handle))
+	d.Run(ctx, runCtx, w.in.handler(natsjs.Deliveries(run.Handle)))
 	w.log.Info("worker stopped")
 	return nil
 }

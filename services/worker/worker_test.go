@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/worker"
@@ -170,13 +171,7 @@ func (b bundle) next(t *testing.T, id string, types ...contracts.EventType) cont
 // acks after publishing the terminal event.
 func (b bundle) waitQueueEmpty(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for natstest.Msgs(t, b.js, contracts.StreamJobs) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d messages still in the queue after 10s", natstest.Msgs(t, b.js, contracts.StreamJobs))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	await.Until(t, "an empty queue", func() bool { return natstest.Msgs(t, b.js, contracts.StreamJobs) == 0 })
 }
 
 func (b bundle) state(t *testing.T, id string) contracts.JobState {

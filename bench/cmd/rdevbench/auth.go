@@ -4,17 +4,17 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
 // authCost measures what the Redis-backed hot path costs a submit: two
@@ -50,32 +50,24 @@ func authCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		if err != nil {
 			return nil, err
 		}
-		project := map[string]any{"id": "bench"}
+		project := contracts.ProjectRequest{ID: "bench"}
 		if s.extra != nil {
-			project["rate_limit"] = map[string]int{"requests": 1_000_000, "window_seconds": 10}
+			project.RateLimit = &contracts.RateLimit{Requests: 1_000_000, WindowSeconds: 10}
 		}
-		if status, b, err := post(ctx, p.HTTP+"/v1/projects", project); err != nil {
-			return nil, err
-		} else if status != http.StatusCreated {
-			return nil, fmt.Errorf("create project: %d %s", status, b)
+		admin := api(p.HTTP, adminKey)
+		if _, err := admin.CreateProject(ctx, project); err != nil {
+			return nil, fmt.Errorf("create project: %w", err)
 		}
-		status, b, err := post(ctx, p.HTTP+"/v1/keys", map[string]any{"name": "bench", "scopes": []string{"project:bench:submit"}})
+		k, err := admin.CreateKey(ctx, contracts.KeyRequest{Name: "bench", Scopes: []string{"project:bench:submit"}})
 		if err != nil {
-			return nil, err
-		}
-		if status != http.StatusCreated {
-			return nil, fmt.Errorf("create key: %d %s", status, b)
-		}
-		var k struct{ Key string }
-		if err := json.Unmarshal(b, &k); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("create key: %w", err)
 		}
 		sides = append(sides, &side{name: s.name, base: p.HTTP, key: k.Key})
 	}
 
 	const clients = 64 // enough to saturate the API on this machine: a closed loop with few clients measures latency, not throughput
-	body := []byte(`{"command":["true"]}`)
 	round := func(s *side, n int) error {
+		c := api(s.base, s.key)
 		var mu sync.Mutex
 		var firstErr error
 		work := make(chan struct{})
@@ -86,10 +78,7 @@ func authCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 				local := make([]time.Duration, 0, n/clients+1)
 				for range work {
 					start := time.Now()
-					status, b, err := postAs(ctx, s.base+"/v1/projects/bench/commands", s.key, body)
-					if err == nil && status != http.StatusAccepted {
-						err = fmt.Errorf("submit: %d %s", status, b)
-					}
+					_, err := c.SubmitCommand(ctx, "bench", contracts.CommandRequest{Command: []string{"true"}})
 					if err != nil {
 						mu.Lock()
 						firstErr = cmp.Or(firstErr, err)

@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os/exec"
 	"slices"
 	"time"
 
-	"github.com/rdev-dev/rdev/bench/internal/sse"
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -96,33 +95,34 @@ func firstLine(ctx context.Context, base string) (firstLineRun, error) {
 		return r, err
 	}
 	t202 := time.Now()
-	s, err := sse.Open(ctx, client, base+a.EventsURL)
+	s, err := follow(ctx, base, a.EventsURL)
 	if err != nil {
 		return r, err
 	}
 	defer s.Close()
 	tOpen := time.Now()
 	var started contracts.Event
+	var ev client.Event
 	for {
-		if err := s.Next(); err != nil {
+		if ev, err = s.Next(); err != nil {
 			return r, fmt.Errorf("stream ended before the first line: %w", err)
 		}
-		if s.Name == contracts.SSEOutput {
+		if ev.Name == contracts.SSEOutput {
 			break
 		}
-		if s.Name == contracts.SSEStatus {
-			if err := json.Unmarshal(s.Data, &started); err != nil {
-				return r, fmt.Errorf("status event %q: %w", s.Data, err)
+		if ev.Name == contracts.SSEStatus {
+			if started, err = ev.Status(); err != nil {
+				return r, err
 			}
 		}
-		if s.Name == contracts.SSEComplete {
-			return r, fmt.Errorf("complete before any line: %s", s.Data)
+		if ev.Name == contracts.SSEComplete {
+			return r, fmt.Errorf("complete before any line: %s", ev.Data)
 		}
 	}
 	t1 := time.Now()
-	var line contracts.OutputLine
-	if err := json.Unmarshal(s.Data, &line); err != nil {
-		return r, fmt.Errorf("output event %q: %w", s.Data, err)
+	line, err := ev.Line()
+	if err != nil {
+		return r, err
 	}
 	if started.Type != contracts.EventStarted {
 		return r, fmt.Errorf("last status before the line was %q, want started", started.Type)

@@ -119,6 +119,10 @@ type env struct {
 }
 
 // start runs one rdev process, stopped when the run ends.
+// seed is the nkey seed file `rdev up --data-dir dir` writes for role:
+// its embedded NATS server admits no anonymous client.
+func seed(dir, role string) string { return filepath.Join(dir, "nats", role+".nk") }
+
 func (e *env) start(ctx context.Context, name string, args ...string) (*proc.Process, error) {
 	p, err := proc.Start(ctx, name, e.bin, filepath.Join(e.logs, name+".log"), args...)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/rdev-dev/rdev/bench/internal/proc"
-	"github.com/rdev-dev/rdev/bench/internal/sse"
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -36,12 +36,13 @@ func split(ctx context.Context, e *env, name string, concurrency int) (up, worke
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	worker, err = e.start(ctx, name+"-worker", "worker", "--nats-url", up.NATS, "--data-dir", wdir,
+	worker, err = e.start(ctx, name+"-worker", "worker", "--nats-url", up.NATS, "--nats-nkey", seed(dir, "worker"), "--data-dir", wdir,
 		"--concurrency", strconv.Itoa(concurrency), "--drain-timeout", "1s", "--kill-grace", "200ms")
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	streamer, err = e.start(ctx, name+"-streamer", "streamer", "--nats-url", up.NATS, "--http-addr", "127.0.0.1:0")
+	streamer, err = e.start(ctx, name+"-streamer", "streamer", "--nats-url", up.NATS, "--nats-nkey", seed(dir, "streamer"),
+		"--http-addr", "127.0.0.1:0")
 	return up, worker, streamer, err
 }
 
@@ -72,25 +73,26 @@ func memory(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := sse.Open(ctx, client, streamer.HTTP+a.EventsURL)
+	s, err := follow(ctx, streamer.HTTP, a.EventsURL)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
 	var lines uint64
+	var ev client.Event
 	for {
-		if err := s.Next(); err != nil {
+		if ev, err = s.Next(); err != nil {
 			return nil, fmt.Errorf("stream ended after %d lines without complete: %w", lines, err)
 		}
-		if s.Name == contracts.SSEOutput {
+		if ev.Name == contracts.SSEOutput {
 			lines++
 		}
-		if s.Name == contracts.SSEComplete {
+		if ev.Name == contracts.SSEComplete {
 			break
 		}
 	}
 	d := time.Since(t0)
-	if _, err := checkComplete(s.Data, lines); err != nil {
+	if _, err := checkComplete(ev, lines); err != nil {
 		return nil, err
 	}
 	if want := uint64((cfg.memBytes + int64(len(line))) / int64(len(line)+1)); lines != want {
@@ -165,11 +167,12 @@ func idle(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		if err != nil {
 			return nil, err
 		}
-		urls[i] = streamer.HTTP + a.EventsURL
+		urls[i] = a.EventsURL
 	}
 	// One connection per stream first, until its job runs: the jobs are
 	// live and the streamer's code paths warm before the baseline.
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true}}
+	c := client.New(streamer.HTTP, client.WithAPIKey(adminKey), client.WithUserAgent("rdevbench"),
+		client.WithHTTPClient(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableCompression: true}}))
 	for _, u := range urls {
 		s, err := openStarted(ctx, c, u)
 		if err != nil {
@@ -184,7 +187,7 @@ func idle(ctx context.Context, e *env, cfg config) ([]figure, error) {
 
 	var ended atomic.Int64
 	var wg sync.WaitGroup
-	streams := make([]*sse.Stream, 0, cfg.idleConns)
+	streams := make([]*client.Stream, 0, cfg.idleConns)
 	defer func() {
 		for _, s := range streams {
 			s.Close()
@@ -198,7 +201,10 @@ func idle(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		}
 		streams = append(streams, s)
 		wg.Go(func() { // reads heartbeats until closed
-			for s.Next() == nil {
+			for {
+				if _, err := s.Next(); err != nil {
+					break
+				}
 			}
 			ended.Add(1)
 		})
@@ -225,17 +231,18 @@ func idle(ctx context.Context, e *env, cfg config) ([]figure, error) {
 
 // openStarted opens an event stream and reads it until its job's started
 // event, after which the connection stays idle.
-func openStarted(ctx context.Context, c *http.Client, url string) (*sse.Stream, error) {
-	s, err := sse.Open(ctx, c, url)
+func openStarted(ctx context.Context, c *client.Client, url string) (*client.Stream, error) {
+	s, err := c.Follow(ctx, url, client.FollowOptions{MaxReconnects: -1})
 	if err != nil {
 		return nil, err
 	}
 	for {
-		if err := s.Next(); err != nil {
+		ev, err := s.Next()
+		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("stream ended before its job started: %w", err)
 		}
-		if s.Name == contracts.SSEStatus && bytes.Contains(s.Data, []byte(`"type":"started"`)) {
+		if ev.Name == contracts.SSEStatus && bytes.Contains(ev.Data, []byte(`"type":"started"`)) {
 			return s, nil
 		}
 	}

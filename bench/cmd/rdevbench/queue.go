@@ -2,20 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
 
-	"github.com/rdev-dev/rdev/bench/internal/sse"
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -48,7 +45,7 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := e.start(ctx, fmt.Sprintf("e2e-%dw-worker%d", workers, i), "worker", "--nats-url", up.NATS,
+			if _, err := e.start(ctx, fmt.Sprintf("e2e-%dw-worker%d", workers, i), "worker", "--nats-url", up.NATS, "--nats-nkey", seed(dir, "worker"),
 				"--data-dir", wdir, "--concurrency", fmt.Sprint(queueConcurrency)); err != nil {
 				return nil, err
 			}
@@ -85,41 +82,32 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 // runBatch submits n no-op jobs in one batch and waits for the batch's
 // complete event; it returns how long the submit took and the total.
 func runBatch(ctx context.Context, base string, n int) (submit, total time.Duration, err error) {
-	items := make([]map[string]any, n)
+	items := make([]contracts.BatchItem, n)
 	for i := range items {
-		items[i] = map[string]any{"command": []string{"true"}}
+		items[i] = contracts.BatchItem{Command: []string{"true"}}
 	}
 	t0 := time.Now()
-	status, b, err := postBatch(ctx, base, "bench", items)
+	r, err := postBatch(ctx, base, "bench", items)
 	if err != nil {
 		return 0, 0, err
 	}
 	submit = time.Since(t0)
-	if status != http.StatusAccepted {
-		return 0, 0, fmt.Errorf("batch: %d %s", status, b)
-	}
-	var r struct {
-		Accepted  int    `json:"accepted"`
-		EventsURL string `json:"events_url"`
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return 0, 0, fmt.Errorf("batch reply %.200s: %w", b, err)
-	}
 	if r.Accepted != n {
-		return 0, 0, fmt.Errorf("batch accepted %d of %d jobs: %.200s", r.Accepted, n, b)
+		return 0, 0, fmt.Errorf("batch accepted %d of %d jobs: %+v", r.Accepted, n, r.Items[:min(len(r.Items), 3)])
 	}
-	s, err := sse.Open(ctx, client, base+r.EventsURL)
+	s, err := follow(ctx, base, r.EventsURL)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer s.Close()
 	for {
-		if err := s.Next(); err != nil {
+		ev, err := s.Next()
+		if err != nil {
 			return 0, 0, fmt.Errorf("batch events ended before complete: %w", err)
 		}
-		if s.Name == contracts.SSEComplete {
-			var done contracts.BatchComplete
-			if err := json.Unmarshal(s.Data, &done); err != nil {
+		if ev.Name == contracts.SSEComplete {
+			done, err := ev.BatchComplete()
+			if err != nil {
 				return 0, 0, err
 			}
 			if done.Counts[contracts.StatusSucceeded] != n {
@@ -131,16 +119,18 @@ func runBatch(ctx context.Context, base string, n int) (submit, total time.Durat
 }
 
 // postBatch submits a batch to project, creating the project on first use.
-func postBatch(ctx context.Context, base, project string, items []map[string]any) (int, []byte, error) {
-	body, _ := json.Marshal(items)
-	url := base + "/v1/projects/" + project + "/batches"
-	status, b, err := postAs(ctx, url, adminKey, body)
-	if err == nil && status == http.StatusNotFound && strings.Contains(string(b), "project_not_found") {
-		if _, _, err = post(ctx, base+"/v1/projects", map[string]string{"id": project}); err == nil {
-			status, b, err = postAs(ctx, url, adminKey, body)
+func postBatch(ctx context.Context, base, project string, items []contracts.BatchItem) (contracts.BatchResponse, error) {
+	c := api(base, adminKey)
+	r, err := c.SubmitBatch(ctx, project, items, false)
+	if client.IsCode(err, "project_not_found") {
+		if err = createProject(ctx, base, contracts.ProjectRequest{ID: project}); err == nil {
+			r, err = c.SubmitBatch(ctx, project, items, false)
 		}
 	}
-	return status, b, err
+	if err != nil {
+		return r, fmt.Errorf("batch: %w", err)
+	}
+	return r, nil
 }
 
 // asynqRun enqueues n tasks and processes them with one asynq server of
@@ -204,7 +194,7 @@ func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) 
 			if err != nil {
 				return nil, err
 			}
-			d, err := dispatchDelay(ctx, up.HTTP+a.EventsURL)
+			d, err := dispatchDelay(ctx, up.HTTP, a.EventsURL)
 			if err != nil {
 				return nil, err
 			}
@@ -222,16 +212,16 @@ func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) 
 	}
 	// Queue the low jobs in batches of 1,000 (each submit waits for
 	// durability), then probe while they drain.
-	items := make([]map[string]any, 1000)
+	items := make([]contracts.BatchItem, 1000)
 	for i := range items {
-		items[i] = map[string]any{"command": []string{"true"}, "priority": "low"}
+		items[i] = contracts.BatchItem{Command: []string{"true"}, SubmitOptions: contracts.SubmitOptions{Priority: "low"}}
 	}
 	var wg sync.WaitGroup
 	var qerr error
 	wg.Go(func() {
 		for range cfg.priorityBacklog / 1000 {
-			if status, b, err := postBatch(ctx, up.HTTP, "bench", items); err != nil || status != http.StatusAccepted {
-				qerr = errors.Join(err, fmt.Errorf("low batch: %d %.200s", status, b))
+			if _, err := postBatch(ctx, up.HTTP, "bench", items); err != nil {
+				qerr = fmt.Errorf("low batch: %w", err)
 				return
 			}
 		}
@@ -252,43 +242,30 @@ func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) 
 	}, nil
 }
 
-func submitPrio(ctx context.Context, base, priority string) (accepted, error) {
-	body, _ := json.Marshal(map[string]any{"command": []string{"true"}, "priority": priority})
-	status, b, err := postAs(ctx, base+"/v1/projects/bench/commands", adminKey, body)
-	if err != nil {
-		return accepted{}, err
-	}
-	if status == http.StatusNotFound {
-		if _, _, err := post(ctx, base+"/v1/projects", map[string]string{"id": "bench"}); err != nil {
-			return accepted{}, err
-		}
-		return submitPrio(ctx, base, priority)
-	}
-	if status != http.StatusAccepted {
-		return accepted{}, fmt.Errorf("submit: %d %s", status, b)
-	}
-	var a accepted
-	return a, json.Unmarshal(b, &a)
+func submitPrio(ctx context.Context, base, priority string) (contracts.SubmitResponse, error) {
+	return submitAs(ctx, base, adminKey, "bench", contracts.CommandRequest{Command: []string{"true"},
+		SubmitOptions: contracts.SubmitOptions{Priority: priority}})
 }
 
 // dispatchDelay reads a job's stream and returns started.time -
 // queued.time, both stamped by rdev (API and worker on this machine).
-func dispatchDelay(ctx context.Context, url string) (time.Duration, error) {
-	s, err := sse.Open(ctx, client, url)
+func dispatchDelay(ctx context.Context, base, url string) (time.Duration, error) {
+	s, err := follow(ctx, base, url)
 	if err != nil {
 		return 0, err
 	}
 	defer s.Close()
 	var queued time.Time
 	for {
-		if err := s.Next(); err != nil {
+		e, err := s.Next()
+		if err != nil {
 			return 0, fmt.Errorf("stream ended before started: %w", err)
 		}
-		if s.Name != contracts.SSEStatus {
+		if e.Name != contracts.SSEStatus {
 			continue
 		}
-		var ev contracts.Event
-		if err := json.Unmarshal(s.Data, &ev); err != nil {
+		ev, err := e.Status()
+		if err != nil {
 			return 0, err
 		}
 		switch ev.Type {

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rdev-dev/rdev/bench/internal/sse"
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -35,7 +35,7 @@ func throughput(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	}
 	n := cfg.lines
 	payload := sampleLine(n)
-	raw, err := rawPublish(ctx, up.NATS, n, payload)
+	raw, err := rawPublish(ctx, up.NATS, seed(dir, "admin"), n, payload)
 	if err != nil {
 		return nil, fmt.Errorf("raw JetStream baseline: %w", err)
 	}
@@ -45,30 +45,31 @@ func throughput(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := sse.Open(ctx, client, up.HTTP+a.EventsURL)
+	s, err := follow(ctx, up.HTTP, a.EventsURL)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
 	var first, last time.Time
 	lines := 0
+	var ev client.Event
 	for {
-		if err := s.Next(); err != nil {
+		if ev, err = s.Next(); err != nil {
 			return nil, fmt.Errorf("stream ended after %d lines without complete: %w", lines, err)
 		}
-		if s.Name == contracts.SSEOutput {
+		if ev.Name == contracts.SSEOutput {
 			last = time.Now()
 			if lines == 0 {
 				first = last
 			}
 			lines++
 		}
-		if s.Name == contracts.SSEComplete {
+		if ev.Name == contracts.SSEComplete {
 			break
 		}
 	}
 	end := time.Since(t0)
-	done, err := checkComplete(s.Data, uint64(n))
+	done, err := checkComplete(ev, uint64(n))
 	if err != nil {
 		return nil, err
 	}
@@ -101,10 +102,15 @@ func sampleLine(n int) []byte {
 }
 
 // rawPublish publishes n copies of payload with JetStream PublishAsync to a
-// file-backed stream it creates for the purpose on the server at url, and
+// file-backed stream it creates for the purpose on the server at url (as
+// the admin of seedFile), and
 // returns the rate from the first publish to the last acknowledgement.
-func rawPublish(ctx context.Context, url string, n int, payload []byte) (float64, error) {
-	nc, err := nats.Connect(url, nats.Name("rdevbench-raw"))
+func rawPublish(ctx context.Context, url, seedFile string, n int, payload []byte) (float64, error) {
+	nkey, err := nats.NkeyOptionFromSeed(seedFile)
+	if err != nil {
+		return 0, err
+	}
+	nc, err := nats.Connect(url, nats.Name("rdevbench-raw"), nkey)
 	if err != nil {
 		return 0, err
 	}

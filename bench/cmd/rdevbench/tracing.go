@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rdev-dev/rdev/bench/internal/sse"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -52,10 +51,8 @@ func tracingCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 			if err != nil {
 				return nil, err
 			}
-			if status, b, err := post(ctx, p.HTTP+"/v1/projects", map[string]any{"id": "bench"}); err != nil {
-				return nil, err
-			} else if status != http.StatusCreated {
-				return nil, fmt.Errorf("create project: %d %s", status, b)
+			if _, err := api(p.HTTP, adminKey).CreateProject(ctx, contracts.ProjectRequest{ID: "bench"}); err != nil {
+				return nil, fmt.Errorf("create project: %w", err)
 			}
 			if role == "api" {
 				s.api = p.HTTP
@@ -66,8 +63,8 @@ func tracingCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	}
 
 	const clients = 64
-	body := []byte(`{"command":["true"]}`)
 	submits := func(s *side, n int) error {
+		c := api(s.api, adminKey)
 		var failed atomic.Value
 		work := make(chan struct{})
 		var wg sync.WaitGroup
@@ -75,11 +72,7 @@ func tracingCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		for range clients {
 			wg.Go(func() {
 				for range work {
-					status, b, err := postAs(ctx, s.api+"/v1/projects/bench/commands", adminKey, body)
-					if err == nil && status != http.StatusAccepted {
-						err = fmt.Errorf("submit: %d %s", status, b)
-					}
-					if err != nil {
+					if _, err := c.SubmitCommand(ctx, "bench", contracts.CommandRequest{Command: []string{"true"}}); err != nil {
 						failed.CompareAndSwap(nil, err)
 					}
 				}
@@ -103,7 +96,7 @@ func tracingCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		if err != nil {
 			return err
 		}
-		st, err := sse.Open(ctx, client, s.full+a.EventsURL)
+		st, err := follow(ctx, s.full, a.EventsURL)
 		if err != nil {
 			return err
 		}
@@ -111,17 +104,18 @@ func tracingCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		var first, last time.Time
 		got := 0
 		for {
-			if err := st.Next(); err != nil {
+			ev, err := st.Next()
+			if err != nil {
 				return fmt.Errorf("stream ended after %d lines: %w", got, err)
 			}
-			if st.Name == contracts.SSEOutput {
+			if ev.Name == contracts.SSEOutput {
 				last = time.Now()
 				if got == 0 {
 					first = last
 				}
 				got++
 			}
-			if st.Name == contracts.SSEComplete {
+			if ev.Name == contracts.SSEComplete {
 				break
 			}
 		}

@@ -182,11 +182,11 @@ func TestPermissions(t *testing.T) {
 	actions := actions()
 	allowed := map[natsserver.Role][]string{
 		natsserver.RoleAPI: {"put access", "get project", "get key", "get token secret", "watch projects", "watch access",
-			"put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line"},
+			"put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line", "list jobs"},
 		// The worker reads project records (limits), never keys or the
 		// token secret: a stolen worker credential cannot forge tokens.
 		natsserver.RoleWorker: {"get project", "watch projects", "put state", "get state", "fetch jobs",
-			"publish output", "publish event", "publish dead letter", "last output line"},
+			"publish output", "publish event", "publish dead letter", "last output line", "list jobs"},
 		natsserver.RoleStreamer: {"get project", "get key", "get token secret", "watch projects", "watch access", "get state", "read output", "last output line"},
 	}
 	for _, r := range []natsserver.Role{natsserver.RoleAPI, natsserver.RoleWorker, natsserver.RoleStreamer} {
@@ -320,6 +320,18 @@ func actions() []action {
 		}
 		return err
 	}
+	// The API lists a project's queued jobs when the project is deleted.
+	listJobs := func(ctx context.Context, js jetstream.JetStream) error {
+		s, err := js.Stream(ctx, contracts.StreamJobs)
+		if err != nil {
+			return err
+		}
+		_, err = s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(contracts.SubjectJobsPrefix+".*."+project))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		return err
+	}
 	deleteStream := func(ctx context.Context, js jetstream.JetStream) error {
 		return js.DeleteStream(ctx, contracts.StreamAudit)
 	}
@@ -338,6 +350,7 @@ func actions() []action {
 		{"get state", kvGet(contracts.BucketState, "absent")},
 		{"publish job", publish(contracts.SubjectJob(contracts.PriorityNormal, project))},
 		{"fetch jobs", fetchJobs},
+		{"list jobs", listJobs},
 		{"publish output", publish(contracts.SubjectOutput("s1"))},
 		{"publish event", publish(contracts.SubjectEvent(project, "s1", contracts.EventQueued))},
 		{"publish audit", publish(contracts.SubjectAuditPrefix + "." + project + ".test")},

@@ -57,7 +57,8 @@ func Permissions(r Role) *server.Permissions {
 	case RoleAdmin:
 		return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{">"}}, Subscribe: &server.SubjectPermission{Allow: []string{">"}}}
 	case RoleAPI:
-		pub = append(pub, read(kvState, kvAccess, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead)...)
+		// RDEV_JOBS is read to find a deleted project's queued jobs.
+		pub = append(pub, read(kvState, kvAccess, contracts.StreamJobs, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead)...)
 		pub = append(pub, consume(kvState, kvAccess, contracts.StreamAudit, contracts.StreamDead)...)
 		// The durable consumer that audits finished jobs reads terminal events.
 		pub = append(pub, consume(contracts.StreamOutput)...)

@@ -17,7 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
-	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 )
 
 // ReadyCheck reports whether a dependency is usable; nil means ready.
@@ -51,7 +51,7 @@ func New(ctx context.Context, addr string, trustedProxies []string, log *slog.Lo
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = extract
 	s := &Server{Echo: e, ln: ln, checks: map[string]ReadyCheck{}, log: log}
-	e.HTTPErrorHandler = s.errorHandler
+	e.HTTPErrorHandler = accesshttp.ErrorHandler(log)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 			log.Error("handler panicked", "path", c.Path(), "err", err, "stack", string(stack))
@@ -98,7 +98,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) ready(c echo.Context) error {
 	if s.draining.Load() {
-		return writeError(c, http.StatusServiceUnavailable, "draining", "the server is shutting down")
+		return accesshttp.WriteError(c, http.StatusServiceUnavailable, "draining", "the server is shutting down")
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
@@ -112,34 +112,6 @@ func (s *Server) ready(c echo.Context) error {
 		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "unready", "failed": failed})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
-}
-
-// errorHandler renders errors raised outside handlers (unknown route,
-// wrong method, a handler's returned error) in rdev's error body.
-func (s *Server) errorHandler(err error, c echo.Context) {
-	if c.Response().Committed {
-		return
-	}
-	var he *echo.HTTPError
-	if !errors.As(err, &he) {
-		s.log.Error("unhandled error", "path", c.Path(), "err", err)
-		_ = writeError(c, http.StatusInternalServerError, "internal", "an internal error occurred")
-		return
-	}
-	code := map[int]string{
-		http.StatusNotFound:              "not_found",
-		http.StatusMethodNotAllowed:      "method_not_allowed",
-		http.StatusRequestEntityTooLarge: "body_too_large",
-		http.StatusUnsupportedMediaType:  "unsupported_media_type",
-	}[he.Code]
-	if code == "" {
-		code = strings.ReplaceAll(strings.ToLower(http.StatusText(he.Code)), " ", "_")
-	}
-	_ = writeError(c, he.Code, code, fmt.Sprint(he.Message))
-}
-
-func writeError(c echo.Context, status int, code, msg string) error {
-	return c.JSON(status, contracts.ErrorBody{Error: contracts.ErrorDetail{Code: code, Message: msg}})
 }
 
 func ipExtractor(trusted []string) (echo.IPExtractor, error) {

@@ -6,6 +6,7 @@ package schema
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 
 	"github.com/invopop/jsonschema"
 
@@ -23,6 +24,7 @@ func Generate() (map[string][]byte, error) {
 		// Readers must ignore fields they do not know (see contracts.Version).
 		AllowAdditionalProperties: true,
 		ExpandedStruct:            true,
+		Mapper:                    mapType,
 	}
 	if err := r.AddGoComments(repoImport, "pkg/contracts"); err != nil {
 		return nil, fmt.Errorf("read contracts comments: %w", err)
@@ -40,6 +42,31 @@ func Generate() (map[string][]byte, error) {
 		"dead_letter":   contracts.DeadLetter{},
 		"batch":         contracts.Batch{},
 		"sealed_secret": contracts.SealedSecret{},
+		// The bodies of the HTTP API (versioned by its /v1 path).
+		"command_request":       contracts.CommandRequest{},
+		"claude_request":        contracts.ClaudeRequest{},
+		"batch_item":            contracts.BatchItem{},
+		"submit_response":       contracts.SubmitResponse{},
+		"job_response":          contracts.JobResponse{},
+		"batch_response":        contracts.BatchResponse{},
+		"batch_refused":         contracts.BatchRefused{},
+		"batch_status":          contracts.BatchStatus{},
+		"batch_cancel_response": contracts.BatchCancelResponse{},
+		"batch_complete":        contracts.BatchComplete{},
+		"sse_gap":               contracts.SSEGapData{},
+		"project":               contracts.Project{},
+		"project_request":       contracts.ProjectRequest{},
+		"project_patch":         contracts.ProjectPatch{},
+		"project_list":          contracts.ProjectList{},
+		"key_request":           contracts.KeyRequest{},
+		"key":                   contracts.Key{},
+		"key_list":              contracts.KeyList{},
+		"secret_request":        contracts.SecretRequest{},
+		"secret_list":           contracts.SecretList{},
+		"audit_page":            contracts.AuditPage{},
+		"dead_letter_page":      contracts.DeadLetterPage{},
+		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
+		"dead_letter_purge":     contracts.DeadLetterPurge{},
 	} {
 		s := r.Reflect(v)
 		s.ID = jsonschema.ID("https://rdev.dev/schema/v1/" + name + ".json")
@@ -51,3 +78,21 @@ func Generate() (map[string][]byte, error) {
 	}
 	return out, nil
 }
+
+// mapType gives the schema of types whose JSON is not their Go fields'.
+func mapType(t reflect.Type) *jsonschema.Schema {
+	if t != reflect.TypeFor[contracts.EnvValue]() {
+		return nil
+	}
+	secret := jsonschema.NewProperties()
+	secret.Set("secret", &jsonschema.Schema{Type: "string", MinLength: ptr(uint64(1)), Description: "the name of a project secret"})
+	return &jsonschema.Schema{
+		Description: `a plain value, or {"secret":"<name>"}: the project secret of that name, resolved by the worker`,
+		OneOf: []*jsonschema.Schema{
+			{Type: "string"},
+			{Type: "object", Properties: secret, Required: []string{"secret"}, AdditionalProperties: jsonschema.FalseSchema},
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

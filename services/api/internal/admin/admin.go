@@ -73,7 +73,7 @@ func New(store Store, audit Audit, newID func() string, checkPod PodCheck) *Serv
 
 // CreateProject stores a new project.
 func (s *Service) CreateProject(ctx context.Context, by Actor, p access.Project) (access.Project, error) {
-	if err := p.Normalize(); err != nil {
+	if err := access.NormalizeProject(&p); err != nil {
 		return access.Project{}, err
 	}
 	if p.Pod != nil {
@@ -248,7 +248,7 @@ func (s *Service) newKey(req KeyRequest) (access.Key, error) {
 		return access.Key{}, err
 	}
 	if req.RateLimit != nil {
-		if err := (&access.Project{ID: "x", RateLimit: req.RateLimit}).Normalize(); err != nil {
+		if err := access.NormalizeProject(&access.Project{ID: "x", RateLimit: req.RateLimit}); err != nil {
 			return access.Key{}, err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/services/api/internal/cache"
 	"github.com/rdev-dev/rdev/services/api/internal/cache/cachetest"
 )
@@ -102,17 +103,6 @@ func rawHit(t *testing.T, c cache.Cache, k string) bool {
 	return ok
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 5s waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // A healthy backend behind a Guard keeps the whole contract.
 func TestGuardConformance(t *testing.T) {
 	t.Parallel()
@@ -170,7 +160,7 @@ func TestGuardFailedDeleteNeverServesStale(t *testing.T) {
 	}
 
 	b.faulty.failInvalidate.Store(false)
-	waitFor(t, "the owed invalidation", func() bool { return !b.guard.Pending() })
+	await.Within(t, 5*time.Second, "the owed invalidation", func() bool { return !b.guard.Pending() })
 	for _, k := range []string{"key:revoked", "key:other"} {
 		if rawHit(t, b.store, k) {
 			t.Fatalf("%q still in the backend after the invalidation", k)
@@ -204,7 +194,7 @@ func TestGuardFailedGetIsMissAndInvalidates(t *testing.T) {
 	if b.degraded.Load() != 1 {
 		t.Fatalf("OnDegraded called %d times, want 1", b.degraded.Load())
 	}
-	waitFor(t, "the invalidation", func() bool { return !rawHit(t, b.store, "k") })
+	await.Within(t, 5*time.Second, "the invalidation", func() bool { return !rawHit(t, b.store, "k") })
 }
 
 // After BreakerFailures failures the backend is not called at all; the
@@ -221,7 +211,7 @@ func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 		t.Fatalf("backend called %d times for 50 Gets with a breaker of 3 failures", calls)
 	}
 	b.faulty.failAll(false)
-	waitFor(t, "recovery", func() bool { return !b.guard.Pending() })
+	await.Within(t, 5*time.Second, "recovery", func() bool { return !b.guard.Pending() })
 	if err := b.guard.Set(t.Context(), "k", []byte("v"), time.Minute); err != nil {
 		t.Fatal(err)
 	}

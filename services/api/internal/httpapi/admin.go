@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api/internal/admin"
 )
@@ -44,25 +45,14 @@ type AuditQuerier interface {
 }
 
 func actor(c echo.Context) admin.Actor {
-	return admin.Actor{KeyID: principal(c).Key.ID, ClientIP: clientIP(c).String()}
-}
-
-// projectRequest is the body of POST /v1/projects.
-type projectRequest struct {
-	ID                string              `json:"id"`
-	Name              string              `json:"name"`
-	AllowedIPs        []string            `json:"allowed_ips"`
-	DefaultPriority   contracts.Priority  `json:"default_priority"`
-	RateLimit         *access.RateLimit   `json:"rate_limit"`
-	MaxConcurrentJobs int                 `json:"max_concurrent_jobs"`
-	Pod               *access.PodSettings `json:"pod"`
+	return admin.Actor{KeyID: principal(c).Key.ID, ClientIP: accesshttp.ClientIP(c).String()}
 }
 
 func (h *Handlers) createProject(c echo.Context) error {
 	if err := h.requireAdmin(c); err != nil {
 		return h.fail(c, err)
 	}
-	var req projectRequest
+	var req contracts.ProjectRequest
 	if err := h.decode(c, &req); err != nil {
 		return h.fail(c, err)
 	}
@@ -86,7 +76,7 @@ func (h *Handlers) listProjects(c echo.Context) error {
 	if ps == nil {
 		ps = []access.Project{}
 	}
-	return c.JSON(http.StatusOK, map[string]any{"projects": ps})
+	return c.JSON(http.StatusOK, contracts.ProjectList{Projects: ps})
 }
 
 func (h *Handlers) getProject(c echo.Context) error {
@@ -97,11 +87,14 @@ func (h *Handlers) updateProject(c echo.Context) error {
 	if err := h.requireAdmin(c); err != nil {
 		return h.fail(c, err)
 	}
-	var patch access.ProjectPatch
+	var patch contracts.ProjectPatch
 	if err := h.decode(c, &patch); err != nil {
 		return h.fail(c, err)
 	}
-	p, err := h.admin.UpdateProject(c.Request().Context(), actor(c), c.Param("project"), patch)
+	p, err := h.admin.UpdateProject(c.Request().Context(), actor(c), c.Param("project"), access.ProjectPatch{
+		Name: patch.Name, AllowedIPs: patch.AllowedIPs, DefaultPriority: patch.DefaultPriority,
+		RateLimit: patch.RateLimit, MaxConcurrentJobs: patch.MaxConcurrentJobs, Pod: patch.Pod,
+	})
 	if err != nil {
 		return h.fail(c, err)
 	}
@@ -131,35 +124,13 @@ func (h *Handlers) deleteProject(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// keyRequest is the body of POST /v1/keys.
-type keyRequest struct {
-	Name       string            `json:"name"`
-	Scopes     []string          `json:"scopes"`
-	AllowedIPs []string          `json:"allowed_ips"`
-	RateLimit  *access.RateLimit `json:"rate_limit"`
-	ExpiresAt  *time.Time        `json:"expires_at"`
-}
-
-// KeyResponse shows a key; Key (the secret) only in the reply that
-// created it. The hash is never shown.
-type KeyResponse struct {
-	ID         string            `json:"id"`
-	Key        string            `json:"key,omitempty"`
-	Name       string            `json:"name"`
-	Scopes     []string          `json:"scopes"`
-	AllowedIPs []string          `json:"allowed_ips"`
-	RateLimit  *access.RateLimit `json:"rate_limit,omitempty"`
-	ExpiresAt  *time.Time        `json:"expires_at,omitempty"`
-	RevokedAt  *time.Time        `json:"revoked_at,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
-	LastUsedAt *time.Time        `json:"last_used_at,omitempty"`
-}
-
-func keyResponse(k access.Key, secret string) KeyResponse {
+// keyResponse shows a key; the secret only in the reply that created
+// it. The hash is never shown.
+func keyResponse(k access.Key, secret string) contracts.Key {
 	if k.AllowedIPs == nil {
 		k.AllowedIPs = []string{}
 	}
-	return KeyResponse{ID: k.ID, Key: secret, Name: k.Name, Scopes: k.Scopes, AllowedIPs: k.AllowedIPs, RateLimit: k.RateLimit,
+	return contracts.Key{ID: k.ID, Key: secret, Name: k.Name, Scopes: k.Scopes, AllowedIPs: k.AllowedIPs, RateLimit: k.RateLimit,
 		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt}
 }
 
@@ -167,11 +138,12 @@ func (h *Handlers) createKey(c echo.Context) error {
 	if err := h.requireAdmin(c); err != nil {
 		return h.fail(c, err)
 	}
-	var req keyRequest
+	var req contracts.KeyRequest
 	if err := h.decode(c, &req); err != nil {
 		return h.fail(c, err)
 	}
-	k, secret, err := h.admin.CreateKey(c.Request().Context(), actor(c), admin.KeyRequest(req))
+	k, secret, err := h.admin.CreateKey(c.Request().Context(), actor(c), admin.KeyRequest{Name: req.Name, Scopes: req.Scopes,
+		AllowedIPs: req.AllowedIPs, RateLimit: req.RateLimit, ExpiresAt: req.ExpiresAt})
 	if err != nil {
 		return h.fail(c, err)
 	}
@@ -188,11 +160,11 @@ func (h *Handlers) listKeys(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	out := make([]KeyResponse, 0, len(ks))
+	out := contracts.KeyList{Keys: make([]contracts.Key, 0, len(ks))}
 	for _, k := range ks {
-		out = append(out, keyResponse(k, ""))
+		out.Keys = append(out.Keys, keyResponse(k, ""))
 	}
-	return c.JSON(http.StatusOK, map[string]any{"keys": out})
+	return c.JSON(http.StatusOK, out)
 }
 
 func (h *Handlers) getKey(c echo.Context) error {
@@ -222,12 +194,6 @@ func keyError(id string, err error) error {
 		return err
 	}
 	return &access.Error{Kind: access.KindNotFound, Code: "key_not_found", Message: "no key " + strconv.Quote(id)}
-}
-
-// auditPage is the body of the audit endpoints.
-type auditPage struct {
-	Records    []contracts.AuditRecord `json:"records"`
-	NextCursor string                  `json:"next_cursor,omitempty"`
 }
 
 func (h *Handlers) auditLog(c echo.Context) error {
@@ -268,7 +234,7 @@ func (h *Handlers) auditAnswer(c echo.Context, f AuditFilter) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	page := auditPage{Records: recs}
+	page := contracts.AuditPage{Records: recs}
 	if page.Records == nil {
 		page.Records = []contracts.AuditRecord{}
 	}

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"math"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 )
@@ -62,13 +62,13 @@ var knownKey = map[string]bool{"revoked_api_key": true, "expired_api_key": true,
 func (h *Handlers) authenticate(countKey bool) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			ip := clientIP(c)
-			p, err := access.Authenticate(c.Request().Context(), h.keys, bearer(c.Request()), ip, time.Now())
+			ip := accesshttp.ClientIP(c)
+			p, err := access.Authenticate(c.Request().Context(), h.keys, accesshttp.Bearer(c.Request()), ip, time.Now())
 			if err != nil {
 				var ae *access.Error
 				if errors.As(err, &ae) && knownKey[ae.Code] {
 					// The secret matched a key: the refusal is that key's.
-					c.Set(refusedKeyKey, access.KeyIDOf(bearer(c.Request())))
+					c.Set(refusedKeyKey, access.KeyIDOf(accesshttp.Bearer(c.Request())))
 				}
 				return h.fail(c, err)
 			}
@@ -124,14 +124,6 @@ func routeProject(c echo.Context) access.Project {
 	return p
 }
 
-func bearer(r *http.Request) string {
-	return access.BearerToken(r.Header.Get(echo.HeaderAuthorization))
-}
-
-// clientIP is the address access rules judge. Echo's IPExtractor decides
-// whether proxy headers are believed (Register makes sure one is set).
-func clientIP(c echo.Context) netip.Addr { return access.ClientAddr(c.RealIP()) }
-
 func principal(c echo.Context) access.Principal {
 	p, _ := c.Get(principalKey).(access.Principal)
 	return p
@@ -156,7 +148,7 @@ func (h *Handlers) project(c echo.Context, id string, role access.Role) (access.
 	}
 	// Admins pass projects' allowed IPs here as in the streamer: the rule
 	// is access.Authorize's.
-	if err := access.Authorize(p, proj, role, clientIP(c)); err != nil {
+	if err := access.Authorize(p, proj, role, accesshttp.ClientIP(c)); err != nil {
 		return access.Project{}, err
 	}
 	return proj, nil
@@ -208,7 +200,7 @@ func (h *Handlers) denied(c echo.Context, status int, code string) {
 		actor, _ = c.Get(refusedKeyKey).(string)
 	}
 	h.audit.RecordAsync(contracts.AuditRecord{
-		Kind: contracts.AuditRequestDenied, Actor: actor, Project: project, ClientIP: clientIP(c).String(),
+		Kind: contracts.AuditRequestDenied, Actor: actor, Project: project, ClientIP: accesshttp.ClientIP(c).String(),
 		Detail: map[string]any{"status": status, "code": code, "method": c.Request().Method, "path": c.Request().URL.Path},
 	})
 }

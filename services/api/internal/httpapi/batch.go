@@ -19,36 +19,10 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 )
-
-// batchItemRequest is one job of a batch: a command or a prompt.
-type batchItemRequest struct {
-	Command []string `json:"command"`
-	Prompt  string   `json:"prompt"`
-	contracts.ClaudeOptions
-	commonFields
-}
-
-// BatchItemResponse is one item of a batch reply.
-type BatchItemResponse struct {
-	Index     int                    `json:"index"`
-	JobID     string                 `json:"job_id,omitempty"`
-	StreamID  string                 `json:"stream_id,omitempty"`
-	EventsURL string                 `json:"events_url,omitempty"`
-	Error     *contracts.ErrorDetail `json:"error,omitempty"`
-}
-
-// BatchResponse is the 202 body of a batch submit.
-type BatchResponse struct {
-	BatchID   string              `json:"batch_id"`
-	Accepted  int                 `json:"accepted"`
-	Rejected  int                 `json:"rejected"`
-	Items     []BatchItemResponse `json:"items"`
-	BatchURL  string              `json:"batch_url"`
-	EventsURL string              `json:"events_url"`
-}
 
 // submitBatch serves POST /v1/projects/{project}/batches: a JSON array of
 // job objects like the single submit's (a "command" or a "prompt" each),
@@ -67,7 +41,7 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 	subs := make([]jobs.Submission, len(raws))
 	pre := make([]error, len(raws)) // refused before the jobs service sees them
 	for i, raw := range raws {
-		var it batchItemRequest
+		var it contracts.BatchItem
 		if err := strictDecode(raw, &it); err != nil {
 			pre[i] = err
 			continue
@@ -83,7 +57,7 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 			pre[i] = reqErr(http.StatusBadRequest, "invalid_item", "Claude options (model, max_turns, …) go with a prompt, not a command")
 			continue
 		}
-		subs[i] = submission(c, proj, sub, it.commonFields)
+		subs[i] = submission(c, proj, sub, it.SubmitOptions)
 	}
 	// Items refused here are kept out of the service's view; their slots
 	// come back with their errors.
@@ -94,7 +68,7 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 			idx, valid = append(idx, i), append(valid, subs[i])
 		}
 	}
-	items := make([]BatchItemResponse, len(raws))
+	items := make([]contracts.BatchItemResult, len(raws))
 	refused := false
 	for i, err := range pre {
 		items[i].Index = i
@@ -126,7 +100,7 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 		// The jobs are queued; only the batch record failed.
 		h.log.WarnContext(c.Request().Context(), "batch record not stored", "batch_id", b.ID, "err", err)
 	}
-	resp := BatchResponse{BatchID: b.ID, Items: items, BatchURL: "/v1/batches/" + b.ID, EventsURL: h.batchEventsURL(c, b.ID, b.ProjectIncarnation)}
+	resp := contracts.BatchResponse{BatchID: b.ID, Items: items, BatchURL: "/v1/batches/" + b.ID, EventsURL: h.batchEventsURL(c, b.ID, b.ProjectIncarnation)}
 	for _, it := range items {
 		if it.Error == nil {
 			resp.Accepted++
@@ -140,7 +114,7 @@ func (h *Handlers) submitBatch(c echo.Context) error {
 
 // refuseBatch answers an atomic batch with a refused item: 400, nothing
 // queued, and the items saying which were wrong.
-func (h *Handlers) refuseBatch(c echo.Context, items []BatchItemResponse) error {
+func (h *Handlers) refuseBatch(c echo.Context, items []contracts.BatchItemResult) error {
 	n := 0
 	for i, it := range items {
 		if it.Error != nil {
@@ -149,9 +123,9 @@ func (h *Handlers) refuseBatch(c echo.Context, items []BatchItemResponse) error 
 		// Nothing was queued: no item has a job, a stream or a URL.
 		items[i].JobID, items[i].StreamID, items[i].EventsURL = "", "", ""
 	}
-	return c.JSON(http.StatusBadRequest, map[string]any{
-		"error": contracts.ErrorDetail{Code: "batch_refused", Message: fmt.Sprintf("%d of %d items were refused, so none was queued (atomic batch)", n, len(items))},
-		"items": items,
+	return c.JSON(http.StatusBadRequest, contracts.BatchRefused{
+		Error: contracts.ErrorDetail{Code: "batch_refused", Message: fmt.Sprintf("%d of %d items were refused, so none was queued (atomic batch)", n, len(items))},
+		Items: items,
 	})
 }
 
@@ -259,17 +233,6 @@ func (h *Handlers) resourceAccess(c echo.Context, project, incarnation string, r
 	return err
 }
 
-// BatchStatus is the body of GET /v1/batches/{id}.
-type BatchStatus struct {
-	contracts.Batch
-	// Counts are the batch's jobs by status.
-	Counts map[contracts.Status]int `json:"counts"`
-	// Jobs is one page of the jobs' states, in submission order.
-	Jobs       []contracts.JobState `json:"jobs"`
-	NextCursor string               `json:"next_cursor,omitempty"`
-	EventsURL  string               `json:"events_url"`
-}
-
 // getBatch serves GET /v1/batches/{id}?cursor=&limit= (limit 1..1000,
 // default 100; cursor = the next_cursor of the previous page).
 func (h *Handlers) getBatch(c echo.Context) error {
@@ -285,7 +248,7 @@ func (h *Handlers) getBatch(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	resp := BatchStatus{Batch: b, Counts: map[contracts.Status]int{}, Jobs: []contracts.JobState{}, EventsURL: h.batchEventsURL(c, b.ID, b.ProjectIncarnation)}
+	resp := contracts.BatchStatus{Batch: b, Counts: map[contracts.Status]int{}, Jobs: []contracts.JobState{}, EventsURL: h.batchEventsURL(c, b.ID, b.ProjectIncarnation)}
 	for _, st := range states {
 		resp.Counts[st.Status]++
 	}
@@ -339,7 +302,7 @@ func (h *Handlers) cancelJob(c echo.Context) error {
 	if !st.Status.Final() {
 		status = http.StatusAccepted
 	}
-	return c.JSON(status, JobResponse{JobState: st, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation)})
+	return c.JSON(status, contracts.JobResponse{JobState: st, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation)})
 }
 
 // cancelOutcome names what a cancel did, for the audit record.
@@ -357,7 +320,7 @@ func cancelOutcome(st contracts.JobState, err error) string {
 // that follows it is the system's).
 func (h *Handlers) cancelAudited(c echo.Context, kind contracts.AuditKind, project, jobID string, detail map[string]any) {
 	h.audit.RecordAsync(contracts.AuditRecord{Kind: kind, Actor: principal(c).Key.ID, Project: project,
-		ClientIP: clientIP(c).String(), JobID: jobID, Detail: detail})
+		ClientIP: accesshttp.ClientIP(c).String(), JobID: jobID, Detail: detail})
 }
 
 // cancelBatch serves POST /v1/batches/{id}/cancel: every job of the batch
@@ -368,27 +331,28 @@ func (h *Handlers) cancelBatch(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	counts := map[string]int{"cancelled": 0, "stopping": 0, "already_ended": 0}
+	var counts contracts.BatchCancelCounts
 	for _, id := range b.JobIDs {
 		st, err := h.jobs.Cancel(c.Request().Context(), id)
 		var je *jobs.Error
 		switch {
 		case errors.As(err, &je):
-			counts["already_ended"]++
+			counts.AlreadyEnded++
 		case err != nil:
 			return h.fail(c, err)
 		case st.Status.Final():
-			counts["cancelled"]++
+			counts.Cancelled++
 		default:
-			counts["stopping"]++
+			counts.Stopping++
 		}
 	}
-	h.cancelAudited(c, contracts.AuditBatchCancelRequested, b.Project, "", map[string]any{"batch_id": b.ID, "jobs": counts})
-	if counts["already_ended"] == len(b.JobIDs) {
-		return c.JSON(http.StatusConflict, map[string]any{
-			"error":    contracts.ErrorDetail{Code: "batch_finished", Message: fmt.Sprintf("every job of batch %q had already ended; nothing was cancelled", b.ID)},
-			"batch_id": b.ID, "jobs": counts,
+	h.cancelAudited(c, contracts.AuditBatchCancelRequested, b.Project, "", map[string]any{"batch_id": b.ID,
+		"jobs": map[string]int{"cancelled": counts.Cancelled, "stopping": counts.Stopping, "already_ended": counts.AlreadyEnded}})
+	if counts.AlreadyEnded == len(b.JobIDs) {
+		return c.JSON(http.StatusConflict, contracts.BatchCancelResponse{
+			Error:   &contracts.ErrorDetail{Code: "batch_finished", Message: fmt.Sprintf("every job of batch %q had already ended; nothing was cancelled", b.ID)},
+			BatchID: b.ID, Jobs: counts,
 		})
 	}
-	return c.JSON(http.StatusAccepted, map[string]any{"batch_id": b.ID, "jobs": counts})
+	return c.JSON(http.StatusAccepted, contracts.BatchCancelResponse{BatchID: b.ID, Jobs: counts})
 }

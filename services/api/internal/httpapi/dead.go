@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 )
@@ -61,9 +62,9 @@ func (h *Handlers) deadLetters(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	resp := map[string]any{"dead_letters": append([]contracts.DeadLetter{}, dls...)}
+	resp := contracts.DeadLetterPage{DeadLetters: append([]contracts.DeadLetter{}, dls...)}
 	if next > 0 {
-		resp["next_cursor"] = strconv.FormatUint(next, 10)
+		resp.NextCursor = strconv.FormatUint(next, 10)
 	}
 	return c.JSON(http.StatusOK, resp)
 }
@@ -94,7 +95,7 @@ func (h *Handlers) retryDeadLetter(c echo.Context) error {
 	}
 	jobURL := "/v1/jobs/" + st.JobID
 	c.Response().Header().Set(echo.HeaderLocation, jobURL)
-	return c.JSON(http.StatusAccepted, SubmitResponse{
+	return c.JSON(http.StatusAccepted, contracts.SubmitResponse{
 		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation), JobURL: jobURL,
 		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"), TraceID: st.TraceID,
 	})
@@ -134,8 +135,8 @@ func (h *Handlers) retryOne(c echo.Context, dl contracts.DeadLetter, force bool)
 	job := *dl.Job
 	job.ProjectIncarnation = proj.Incarnation
 	// The retry is this request's act: its trace, as for a submit.
-	job.Trace = submission(c, routeProject(c), jobs.Submission{}, commonFields{}).Trace
-	st, err := h.jobs.Resubmit(ctx, job, actor, clientIP(c).String())
+	job.Trace = submission(c, routeProject(c), jobs.Submission{}, contracts.SubmitOptions{}).Trace
+	st, err := h.jobs.Resubmit(ctx, job, actor, accesshttp.ClientIP(c).String())
 	if err != nil {
 		_ = h.dead.ReleaseRetry(context.WithoutCancel(ctx), dl.ID, *claim)
 		return contracts.JobState{}, err
@@ -145,7 +146,7 @@ func (h *Handlers) retryOne(c echo.Context, dl contracts.DeadLetter, force bool)
 		h.log.WarnContext(ctx, "dead letter retried but not marked", "dead_letter", dl.ID, "job_id", st.JobID, "err", err)
 	}
 	h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditDeadLetterRetried, Actor: actor, Project: dl.Job.Project,
-		ClientIP: clientIP(c).String(), JobID: st.JobID, Detail: map[string]any{"dead_letter": dl.ID, "force": force, "retries": claim.Retries}})
+		ClientIP: accesshttp.ClientIP(c).String(), JobID: st.JobID, Detail: map[string]any{"dead_letter": dl.ID, "force": force, "retries": claim.Retries}})
 	return st, nil
 }
 
@@ -170,7 +171,7 @@ func (h *Handlers) deleteDeadLetter(c echo.Context) error {
 		project = dl.Job.Project
 	}
 	h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditDeadLetterDeleted, Actor: principal(c).Key.ID, Project: project,
-		ClientIP: clientIP(c).String(), Detail: map[string]any{"dead_letter": id}})
+		ClientIP: accesshttp.ClientIP(c).String(), Detail: map[string]any{"dead_letter": id}})
 	return c.NoContent(http.StatusNoContent)
 }
 
@@ -181,12 +182,7 @@ func (h *Handlers) retryProjectDeadLetters(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	type item struct {
-		DeadLetter string                 `json:"dead_letter"`
-		JobID      string                 `json:"job_id,omitempty"`
-		Error      *contracts.ErrorDetail `json:"error,omitempty"`
-	}
-	items := []item{}
+	items := []contracts.DeadLetterRetryItem{}
 	retried, skipped := 0, 0
 	var after uint64
 	for {
@@ -201,18 +197,18 @@ func (h *Handlers) retryProjectDeadLetters(c echo.Context) error {
 			}
 			st, err := h.retryOne(c, dl, false)
 			if err != nil {
-				items = append(items, item{DeadLetter: dl.ID, Error: h.itemError(err)})
+				items = append(items, contracts.DeadLetterRetryItem{DeadLetter: dl.ID, Error: h.itemError(err)})
 				continue
 			}
 			retried++
-			items = append(items, item{DeadLetter: dl.ID, JobID: st.JobID})
+			items = append(items, contracts.DeadLetterRetryItem{DeadLetter: dl.ID, JobID: st.JobID})
 		}
 		if next == 0 {
 			break
 		}
 		after = next
 	}
-	return c.JSON(http.StatusOK, map[string]any{"project": project, "retried": retried, "skipped": skipped, "items": items})
+	return c.JSON(http.StatusOK, contracts.DeadLetterRetryAll{Project: project, Retried: retried, Skipped: skipped, Items: items})
 }
 
 // purgeProjectDeadLetters serves DELETE /v1/projects/{p}/dead-letters
@@ -227,8 +223,8 @@ func (h *Handlers) purgeProjectDeadLetters(c echo.Context) error {
 		return h.fail(c, err)
 	}
 	h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditDeadLettersPurged, Actor: principal(c).Key.ID, Project: project,
-		ClientIP: clientIP(c).String(), Detail: map[string]any{"purged": n}})
-	return c.JSON(http.StatusOK, map[string]any{"project": project, "purged": n})
+		ClientIP: accesshttp.ClientIP(c).String(), Detail: map[string]any{"purged": n}})
+	return c.JSON(http.StatusOK, contracts.DeadLetterPurge{Project: project, Purged: n})
 }
 
 // adminProject checks an admin-only route about the project in its path.

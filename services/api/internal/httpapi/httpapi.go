@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/telemetry/propagate"
 	"github.com/rdev-dev/rdev/services/api/internal/admin"
@@ -149,66 +150,22 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 	}
 }
 
-// commonFields are accepted by every submit endpoint.
-type commonFields struct {
-	// Env values are strings or {"secret":"<name>"} (see envValue).
-	Env              map[string]envValue `json:"env"`
-	WorkDir          string              `json:"work_dir"`
-	Priority         string              `json:"priority"`
-	TimeoutSeconds   int                 `json:"timeout_seconds"`
-	IdempotencyKey   string              `json:"idempotency_key"`
-	MaxAttempts      int                 `json:"max_attempts"`
-	RetryOnExitCodes []int               `json:"retry_on_exit_codes"`
-	// Stderr is "separate" (default) or "merge" (2>&1: one ordered stream).
-	Stderr string `json:"stderr"`
-}
-
-type commandRequest struct {
-	Command []string `json:"command"`
-	commonFields
-}
-
-type claudeRequest struct {
-	Prompt string `json:"prompt"`
-	contracts.ClaudeOptions
-	commonFields
-}
-
 // claudeFieldsHint lists what a Claude submit accepts, for the error that
 // refuses anything else.
 const claudeFieldsHint = "a Claude job takes prompt, the options model, max_turns, allowed_tools, disallowed_tools, " +
 	"permission_mode, append_system_prompt, output_format, resume, continue_job, and env, work_dir, priority, " +
 	"timeout_seconds, idempotency_key, max_attempts, retry_on_exit_codes, stderr"
 
-// SubmitResponse is the 202 body of a submit.
-type SubmitResponse struct {
-	JobID       string           `json:"job_id"`
-	StreamID    string           `json:"stream_id"`
-	Status      contracts.Status `json:"status"`
-	EventsURL   string           `json:"events_url"`
-	JobURL      string           `json:"job_url"`
-	SubmittedAt string           `json:"submitted_at"`
-	// TraceID is the job's W3C trace id (the caller's own when it sent a
-	// traceparent).
-	TraceID string `json:"trace_id,omitempty"`
-}
-
-// JobResponse is the body of GET /v1/jobs/{id}.
-type JobResponse struct {
-	contracts.JobState
-	EventsURL string `json:"events_url"`
-}
-
 func (h *Handlers) submitCommand(c echo.Context) error {
-	var req commandRequest
+	var req contracts.CommandRequest
 	if err := h.decode(c, &req); err != nil {
 		return h.fail(c, err)
 	}
-	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindExec, Command: req.Command}, req.commonFields)
+	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindExec, Command: req.Command}, req.SubmitOptions)
 }
 
 func (h *Handlers) submitClaude(c echo.Context) error {
-	var req claudeRequest
+	var req contracts.ClaudeRequest
 	if err := h.decode(c, &req); err != nil {
 		var re *requestError
 		if errors.As(err, &re) && re.code == "unknown_field" {
@@ -216,17 +173,17 @@ func (h *Handlers) submitClaude(c echo.Context) error {
 		}
 		return h.fail(c, err)
 	}
-	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt, Claude: req.ClaudeOptions}, req.commonFields)
+	return h.submit(c, routeProject(c), jobs.Submission{Kind: contracts.KindClaude, Prompt: req.Prompt, Claude: req.ClaudeOptions}, req.SubmitOptions)
 }
 
 // submission completes sub with the request's fields, the project's
 // defaults, who asks and the caller's trace context.
-func submission(c echo.Context, proj access.Project, sub jobs.Submission, f commonFields) jobs.Submission {
+func submission(c echo.Context, proj access.Project, sub jobs.Submission, f contracts.SubmitOptions) jobs.Submission {
 	sub.Project = proj.ID
 	if f.Priority == "" {
 		f.Priority = string(proj.DefaultPriority)
 	}
-	sub.Actor, sub.ClientIP = principal(c).Key.ID, clientIP(c).String()
+	sub.Actor, sub.ClientIP = principal(c).Key.ID, accesshttp.ClientIP(c).String()
 	sub.CanRead, sub.ProjectIncarnation = principal(c).Can(proj.ID, access.RoleRead), proj.Incarnation
 	sub.Env, sub.SecretEnv = splitEnv(f.Env)
 	sub.WorkDir, sub.Priority, sub.TimeoutSeconds = f.WorkDir, f.Priority, f.TimeoutSeconds
@@ -242,7 +199,7 @@ func submission(c echo.Context, proj access.Project, sub jobs.Submission, f comm
 	return sub
 }
 
-func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submission, f commonFields) error {
+func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submission, f contracts.SubmitOptions) error {
 	sub = submission(c, proj, sub, f)
 	if sub.IdempotencyKey == "" {
 		sub.IdempotencyKey = c.Request().Header.Get("Idempotency-Key")
@@ -257,7 +214,7 @@ func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submissi
 	h.observeSubmitted(c, st, replayed)
 	jobURL := "/v1/jobs/" + st.JobID
 	c.Response().Header().Set(echo.HeaderLocation, jobURL)
-	return c.JSON(http.StatusAccepted, SubmitResponse{
+	return c.JSON(http.StatusAccepted, contracts.SubmitResponse{
 		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status,
 		EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation), JobURL: jobURL,
 		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"),
@@ -273,7 +230,7 @@ func (h *Handlers) getJob(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	return c.JSON(http.StatusOK, JobResponse{JobState: st, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation)})
+	return c.JSON(http.StatusOK, contracts.JobResponse{JobState: st, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation)})
 }
 
 // eventsURL is the job's stream URL with a token that opens that stream
@@ -326,47 +283,31 @@ func reqErr(status int, code, msg string) error {
 func (h *Handlers) fail(c echo.Context, err error) error {
 	var re *requestError
 	if errors.As(err, &re) {
-		return WriteError(c, re.status, re.code, re.message)
+		return accesshttp.WriteError(c, re.status, re.code, re.message)
 	}
-	var ae *access.Error
-	if errors.As(err, &ae) {
-		status := map[access.Kind]int{access.KindInvalid: http.StatusBadRequest, access.KindUnauthenticated: http.StatusUnauthorized,
-			access.KindForbidden: http.StatusForbidden, access.KindNotFound: http.StatusNotFound, access.KindConflict: http.StatusConflict}[ae.Kind]
+	// Refusals of access rules and of the jobs service alike.
+	if ae, status, ok := accesshttp.Refusal(err); ok {
 		if status == http.StatusUnauthorized || status == http.StatusForbidden {
 			h.denied(c, status, ae.Code)
 		}
-		if status == http.StatusUnauthorized {
-			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="rdev"`)
-		}
-		return WriteError(c, status, ae.Code, ae.Message)
+		return accesshttp.Refuse(c, ae)
 	}
 	var rl *rateLimited
 	if errors.As(err, &rl) {
 		h.denied(c, http.StatusTooManyRequests, "rate_limited")
 		c.Response().Header().Set("Retry-After", strconv.Itoa(ceilSeconds(rl.d.RetryAfter)))
-		return WriteError(c, http.StatusTooManyRequests, "rate_limited",
+		return accesshttp.WriteError(c, http.StatusTooManyRequests, "rate_limited",
 			fmt.Sprintf("rate limit of %d requests exceeded; retry after %s", rl.d.Limit, rl.d.RetryAfter.Round(time.Millisecond)))
 	}
 	if errors.Is(err, admin.ErrUnavailable) {
 		h.log.ErrorContext(c.Request().Context(), "request failed", "path", c.Path(), "err", err)
 		c.Response().Header().Set("Retry-After", "1")
-		return WriteError(c, http.StatusServiceUnavailable, "unavailable", "the access store is unavailable; retry shortly")
-	}
-	var je *jobs.Error
-	if errors.As(err, &je) {
-		status := map[jobs.Kind]int{jobs.KindInvalid: http.StatusBadRequest, jobs.KindNotFound: http.StatusNotFound,
-			jobs.KindConflict: http.StatusConflict, jobs.KindUnprocessable: http.StatusUnprocessableEntity}[je.Kind]
-		return WriteError(c, status, je.Code, je.Message)
+		return accesshttp.WriteError(c, http.StatusServiceUnavailable, "unavailable", "the access store is unavailable; retry shortly")
 	}
 	h.log.ErrorContext(c.Request().Context(), "request failed", "path", c.Path(), "err", err)
 	c.Response().Header().Set("Retry-After", "1")
 	if errors.Is(err, ratelimit.ErrUnavailable) {
-		return WriteError(c, http.StatusServiceUnavailable, "unavailable", "the rate limiter is unavailable and the server is set to refuse requests then; retry shortly")
+		return accesshttp.WriteError(c, http.StatusServiceUnavailable, "unavailable", "the rate limiter is unavailable and the server is set to refuse requests then; retry shortly")
 	}
-	return WriteError(c, http.StatusServiceUnavailable, "unavailable", "the service is unavailable; retry shortly (a submit with the same idempotency_key to be safe)")
-}
-
-// WriteError answers with rdev's error body.
-func WriteError(c echo.Context, status int, code, msg string) error {
-	return c.JSON(status, contracts.ErrorBody{Error: contracts.ErrorDetail{Code: code, Message: msg}})
+	return accesshttp.WriteError(c, http.StatusServiceUnavailable, "unavailable", "the service is unavailable; retry shortly (a submit with the same idempotency_key to be safe)")
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 )
@@ -31,11 +32,6 @@ type Secrets interface {
 func secretsDisabled() error {
 	return &jobs.Error{Kind: jobs.KindConflict, Code: "secrets_disabled",
 		Message: "project secrets are disabled: the API was started without a secrets key (--secrets-key-file)"}
-}
-
-// secretRequest is the body of PUT /v1/projects/{p}/secrets/{name}.
-type secretRequest struct {
-	Value *string `json:"value"`
 }
 
 // secretProject authorizes a secrets request (admin only; secrets are
@@ -70,7 +66,7 @@ func (h *Handlers) putSecret(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	var req secretRequest
+	var req contracts.SecretRequest
 	if err := h.decode(c, &req); err != nil {
 		return h.fail(c, err)
 	}
@@ -87,7 +83,7 @@ func (h *Handlers) putSecret(c echo.Context) error {
 		return h.fail(c, err)
 	}
 	h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditSecretSet, Actor: principal(c).Key.ID, Project: proj.ID,
-		ClientIP: clientIP(c).String(), ProjectIncarnation: proj.Incarnation, Detail: map[string]any{"secret": name, "created": created}})
+		ClientIP: accesshttp.ClientIP(c).String(), ProjectIncarnation: proj.Incarnation, Detail: map[string]any{"secret": name, "created": created}})
 	if !created {
 		return c.NoContent(http.StatusNoContent)
 	}
@@ -109,7 +105,7 @@ func (h *Handlers) listSecrets(c echo.Context) error {
 	if list == nil {
 		list = []contracts.SecretInfo{}
 	}
-	return c.JSON(http.StatusOK, map[string]any{"secrets": list})
+	return c.JSON(http.StatusOK, contracts.SecretList{Secrets: list})
 }
 
 // deleteSecret serves DELETE /v1/projects/{p}/secrets/{name} (admin): 204,
@@ -132,6 +128,6 @@ func (h *Handlers) deleteSecret(c echo.Context) error {
 		return h.fail(c, &jobs.Error{Kind: jobs.KindNotFound, Code: "secret_not_found", Message: "project " + strconv.Quote(proj.ID) + " has no secret " + strconv.Quote(name)})
 	}
 	h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditSecretDeleted, Actor: principal(c).Key.ID, Project: proj.ID,
-		ClientIP: clientIP(c).String(), ProjectIncarnation: proj.Incarnation, Detail: map[string]any{"secret": name}})
+		ClientIP: accesshttp.ClientIP(c).String(), ProjectIncarnation: proj.Incarnation, Detail: map[string]any{"secret": name}})
 	return c.NoContent(http.StatusNoContent)
 }

@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"unicode/utf16"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
 // strictDecode reads exactly one JSON object into v, the one decoder of
@@ -40,8 +42,10 @@ func decodeError(err error) error {
 	var typ *json.UnmarshalTypeError
 	var re *requestError
 	switch {
-	case errors.As(err, &re): // a field's own decoder refused its value
+	case errors.As(err, &re):
 		return re
+	case errors.Is(err, contracts.ErrInvalidEnv): // an env value's own decoder refused it
+		return reqErr(http.StatusBadRequest, "invalid_env", contracts.ErrInvalidEnv.Error())
 	case errors.Is(err, io.EOF):
 		return reqErr(http.StatusBadRequest, "invalid_json", "the body is empty; send a JSON object")
 	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):

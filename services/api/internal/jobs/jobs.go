@@ -343,7 +343,6 @@ func (s *Service) requeue(ctx context.Context, job contracts.Job, st contracts.J
 // stays for a retry with that key to complete.
 func (s *Service) create(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error) {
 	state := contracts.QueuedState(job)
-	state.TraceID = traceID(job.Trace)
 	forget := func() {
 		if job.IdempotencyKey == "" {
 			_ = s.store.Forget(context.WithoutCancel(ctx), state)

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
@@ -224,20 +225,13 @@ func (q faultyQueue) Enqueue(ctx context.Context, job contracts.Job, rev uint64)
 // succeed within a bound.
 func untilAccepted(t *testing.T, submit func() error) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	await.Within(t, 15*time.Second, "a retry with the same idempotency key accepted once NATS is back", func() bool {
 		err := submit()
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, jobs.ErrUnavailable) {
+		if err != nil && !errors.Is(err, jobs.ErrUnavailable) {
 			t.Fatalf("retry refused for another reason than NATS: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a retry with the same idempotency key is still refused once NATS is back: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 // queuedJobs reads every job message in RDEV_JOBS.

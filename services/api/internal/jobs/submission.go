@@ -188,26 +188,15 @@ func checkRetries(attempts int, codes []int) error {
 // anything else is dropped rather than refused: tracing must never fail a
 // submit.
 func traceContext(in map[string]string) map[string]string {
-	tp := in["traceparent"]
-	if !traceparentPattern.MatchString(tp) {
+	if contracts.TraceID(in) == "" {
 		return nil
 	}
-	out := map[string]string{"traceparent": tp}
+	out := map[string]string{"traceparent": in["traceparent"]}
 	if ts := in["tracestate"]; ts != "" && len(ts) <= 512 && strings.IndexFunc(ts, unicode.IsControl) < 0 {
 		out["tracestate"] = ts
 	}
 	return out
 }
-
-// traceID is the trace id of a W3C trace context kept by traceContext.
-func traceID(tc map[string]string) string {
-	if tp := tc["traceparent"]; len(tp) == 55 {
-		return tp[3:35]
-	}
-	return ""
-}
-
-var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
 func (l Limits) timeout(secs int) (time.Duration, error) {
 	if secs == 0 {

@@ -11,19 +11,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 )
 
 // DeadLetters reads and handles the dead-letter stream
 // (contracts.StreamDead); retries are recorded in the state bucket.
 type DeadLetters struct {
-	js    jetstream.JetStream
-	state jetstream.KeyValue
+	js      jetstream.JetStream
+	retries state.Records[contracts.DeadLetterRetry]
 }
 
 // NewDeadLetters returns the dead letters of js, with retries recorded
 // in the state bucket.
-func NewDeadLetters(js jetstream.JetStream, state jetstream.KeyValue) *DeadLetters {
-	return &DeadLetters{js: js, state: state}
+func NewDeadLetters(js jetstream.JetStream, kv jetstream.KeyValue) *DeadLetters {
+	return &DeadLetters{js: js, retries: state.New(kv).DeadRetries}
 }
 
 // List returns up to limit dead letters of project ("" for all) after the
@@ -52,16 +53,12 @@ func (d *DeadLetters) List(ctx context.Context, project string, after uint64, li
 
 // retried returns the retry record of dead letter id, or nil.
 func (d *DeadLetters) retried(ctx context.Context, id string) (*contracts.DeadLetterRetry, error) {
-	e, err := d.state.Get(ctx, contracts.DeadRetryKey(id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	r, _, err := d.retries.Get(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read dead letter retry: %w", err)
-	}
-	var r contracts.DeadLetterRetry
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, fmt.Errorf("decode dead letter retry: %w", err)
+		return nil, err
 	}
 	return &r, nil
 }
@@ -71,57 +68,38 @@ func (d *DeadLetters) retried(ctx context.Context, id string) (*contracts.DeadLe
 // concurrent retries cannot both win), and otherwise returns the earlier
 // record and false.
 func (d *DeadLetters) ClaimRetry(ctx context.Context, id, actor string, force bool) (*contracts.DeadLetterRetry, bool, error) {
-	key := contracts.DeadRetryKey(id)
 	for range 8 {
-		prev, err := d.retried(ctx, id)
-		if err != nil {
+		prev, rev, err := d.retries.Get(ctx, id)
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
 			return nil, false, err
 		}
-		if prev != nil && !force {
-			return prev, false, nil
+		if rev != 0 && !force {
+			return &prev, false, nil
 		}
-		next := contracts.DeadLetterRetry{V: contracts.Version, RetriedAt: time.Now().UTC(), Retries: 1, Actor: actor}
-		raw, _ := json.Marshal(next)
-		if prev == nil {
-			_, err = d.state.Create(ctx, key, raw)
-		} else {
-			next.Retries = prev.Retries + 1
-			raw, _ = json.Marshal(next)
-			var e jetstream.KeyValueEntry
-			if e, err = d.state.Get(ctx, key); err == nil {
-				_, err = d.state.Update(ctx, key, raw, e.Revision())
-			}
-		}
-		if err == nil {
+		next := contracts.DeadLetterRetry{V: contracts.Version, RetriedAt: time.Now().UTC(), Retries: prev.Retries + 1, Actor: actor}
+		// rev 0 creates: two concurrent first retries cannot both win.
+		if _, err = d.retries.Update(ctx, id, next, rev); err == nil {
 			return &next, true, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongSequence(err) {
+		if !errors.Is(err, state.ErrConflict) {
 			return nil, false, fmt.Errorf("record dead letter retry: %w", err)
 		}
 	}
 	return nil, false, fmt.Errorf("record dead letter retry %s: it kept changing", id)
 }
 
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
-
 // RetryQueued completes the retry record of id with the job it queued;
 // ReleaseRetry removes a claim whose job could not be queued.
 func (d *DeadLetters) RetryQueued(ctx context.Context, id string, r contracts.DeadLetterRetry) error {
-	raw, _ := json.Marshal(r)
-	if _, err := d.state.Put(ctx, contracts.DeadRetryKey(id), raw); err != nil {
-		return fmt.Errorf("record dead letter retry: %w", err)
-	}
-	return nil
+	_, err := d.retries.Put(ctx, id, r)
+	return err
 }
 
 // ReleaseRetry undoes a claim (see RetryQueued); first says whether it
 // was the dead letter's first retry, in which case the record goes.
 func (d *DeadLetters) ReleaseRetry(ctx context.Context, id string, r contracts.DeadLetterRetry) error {
 	if r.Retries <= 1 {
-		return d.state.Delete(ctx, contracts.DeadRetryKey(id))
+		return d.retries.Delete(ctx, id)
 	}
 	return nil
 }
@@ -150,8 +128,8 @@ func (d *DeadLetters) Delete(ctx context.Context, id string) (bool, error) {
 			return false, fmt.Errorf("delete dead letter: %w", err)
 		}
 	}
-	if err := d.state.Delete(ctx, contracts.DeadRetryKey(id)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return true, fmt.Errorf("delete dead letter retry: %w", err)
+	if err := d.retries.Delete(ctx, id); err != nil {
+		return true, err
 	}
 	return true, nil
 }
@@ -174,7 +152,7 @@ func (d *DeadLetters) Purge(ctx context.Context, project string) (int, error) {
 		return 0, fmt.Errorf("purge dead letters: %w", err)
 	}
 	for _, id := range ids {
-		_ = d.state.Delete(ctx, contracts.DeadRetryKey(id)) // an orphan record expires with state
+		_ = d.retries.Delete(ctx, id) // an orphan record expires with state
 	}
 	return len(ids), nil
 }

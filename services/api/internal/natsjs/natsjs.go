@@ -15,246 +15,138 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 )
 
-// Store keeps job state in a JetStream key-value bucket.
-type Store struct{ kv jetstream.KeyValue }
+// Store keeps job state in the state bucket.
+type Store struct{ st *state.Store }
 
 // NewStore returns a Store on the state bucket.
-func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+func NewStore(kv jetstream.KeyValue) *Store { return &Store{st: state.New(kv)} }
 
 // Create stores the job state and the stream reference. When the job's
 // state exists already (another submit completing the same job under an
 // idempotency key got there first) it returns jobs.ErrJobExists and
 // leaves nothing of its own behind.
-func (s *Store) Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) (uint64, error) {
-	sb, err := json.Marshal(state)
-	if err != nil {
-		return 0, err
-	}
-	rb, err := json.Marshal(ref)
-	if err != nil {
-		return 0, err
-	}
+func (s *Store) Create(ctx context.Context, st contracts.JobState, ref contracts.StreamRef) (uint64, error) {
 	// Two independent keys: write them concurrently to save a round trip.
 	errc := make(chan error, 1)
 	go func() {
-		_, err := s.kv.Create(ctx, contracts.StreamKey(ref.StreamID), rb)
+		_, err := s.st.Streams.Create(ctx, ref.StreamID, ref)
 		errc <- err
 	}()
-	rev, jerr := s.kv.Create(ctx, contracts.JobKey(state.JobID), sb)
+	rev, jerr := s.st.Jobs.Create(ctx, st.JobID, st)
 	serr := <-errc
-	if errors.Is(jerr, jetstream.ErrKeyExists) {
+	if errors.Is(jerr, state.ErrConflict) {
 		if serr == nil {
-			_ = s.kv.Purge(context.WithoutCancel(ctx), contracts.StreamKey(ref.StreamID))
+			_ = s.st.Streams.Purge(context.WithoutCancel(ctx), ref.StreamID)
 		}
 		return 0, jobs.ErrJobExists
 	}
 	if serr != nil {
-		return 0, fmt.Errorf("create stream ref: %w", serr)
+		return 0, serr
 	}
-	if jerr != nil {
-		return 0, fmt.Errorf("create job state: %w", jerr)
-	}
-	return rev, nil
+	return rev, jerr
 }
 
 // RestoreStreamRef stores ref unless its stream has a reference already.
 func (s *Store) RestoreStreamRef(ctx context.Context, ref contracts.StreamRef) error {
-	rb, err := json.Marshal(ref)
-	if err != nil {
+	if _, err := s.st.Streams.Create(ctx, ref.StreamID, ref); err != nil && !errors.Is(err, state.ErrConflict) {
 		return err
-	}
-	if _, err := s.kv.Create(ctx, contracts.StreamKey(ref.StreamID), rb); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("restore stream ref: %w", err)
 	}
 	return nil
 }
 
 // Job reads a job's state.
 func (s *Store) Job(ctx context.Context, id string) (contracts.JobState, error) {
-	st, _, err := s.job(ctx, id)
-	return st, err
+	st, _, err := s.st.Jobs.Get(ctx, id)
+	return st, notFound(err)
 }
 
-// job reads a job's state and its revision.
-func (s *Store) job(ctx context.Context, id string) (contracts.JobState, uint64, error) {
-	e, err := s.kv.Get(ctx, contracts.JobKey(id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return contracts.JobState{}, 0, jobs.ErrNotFound
+// notFound maps the store's not-found to the jobs service's.
+func notFound(err error) error {
+	if errors.Is(err, state.ErrNotFound) {
+		return jobs.ErrNotFound
 	}
-	if err != nil {
-		return contracts.JobState{}, 0, err
-	}
-	var st contracts.JobState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return contracts.JobState{}, 0, fmt.Errorf("decode job state %s: %w", id, err)
-	}
-	return st, e.Revision(), nil
+	return err
 }
 
 // ClaimIdempotencyKey maps the key to claim unless another job holds it.
 func (s *Store) ClaimIdempotencyKey(ctx context.Context, project, hashedKey string, claim jobs.KeyClaim) (jobs.KeyClaim, bool, error) {
-	key := contracts.IdempotencyKeyKey(project, hashedKey)
-	body, err := json.Marshal(claim)
-	if err != nil {
-		return jobs.KeyClaim{}, false, err
-	}
-	if _, err = s.kv.Create(ctx, key, body); err == nil {
+	keys := s.st.Idempotency(project)
+	_, err := keys.Create(ctx, hashedKey, state.IdempotencyClaim(claim))
+	if err == nil {
 		return claim, true, nil
 	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
+	if !errors.Is(err, state.ErrConflict) {
 		return jobs.KeyClaim{}, false, err
 	}
-	e, err := s.kv.Get(ctx, key)
-	if err != nil {
-		return jobs.KeyClaim{}, false, err
-	}
-	return decodeClaim(e.Value()), false, nil
-}
-
-// decodeClaim reads a key's claim; a value stored before claims were JSON
-// is the bare job id.
-func decodeClaim(b []byte) jobs.KeyClaim {
-	var c jobs.KeyClaim
-	if json.Unmarshal(b, &c) != nil || c.JobID == "" {
-		return jobs.KeyClaim{JobID: string(b)}
-	}
-	return c
+	holder, _, err := keys.Get(ctx, hashedKey)
+	return jobs.KeyClaim(holder), false, err
 }
 
 // ReplaceIdempotencyKey moves the key from job from to the claim to by
 // compare-and-set.
 func (s *Store) ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, from string, to jobs.KeyClaim) (jobs.KeyClaim, bool, error) {
-	key := contracts.IdempotencyKeyKey(project, hashedKey)
-	e, err := s.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+	replaced := false
+	holder, err := s.st.Idempotency(project).Modify(ctx, hashedKey, func(c *state.IdempotencyClaim) (bool, error) {
+		if c.JobID != from {
+			return false, nil
+		}
+		*c, replaced = state.IdempotencyClaim(to), true
+		return true, nil
+	})
+	if errors.Is(err, state.ErrNotFound) {
 		// Expired meanwhile: claim it afresh.
 		return s.ClaimIdempotencyKey(ctx, project, hashedKey, to)
 	}
 	if err != nil {
 		return jobs.KeyClaim{}, false, err
 	}
-	if holder := decodeClaim(e.Value()); holder.JobID != from {
-		return holder, false, nil
-	}
-	body, err := json.Marshal(to)
-	if err != nil {
-		return jobs.KeyClaim{}, false, err
-	}
-	if _, err := s.kv.Update(ctx, key, body, e.Revision()); err == nil {
-		return to, true, nil
-	} else if !isWrongRevision(err) {
-		return jobs.KeyClaim{}, false, err
-	}
-	// Someone else moved it first.
-	if e, err = s.kv.Get(ctx, key); err != nil {
-		return jobs.KeyClaim{}, false, err
-	}
-	return decodeClaim(e.Value()), false, nil
+	return jobs.KeyClaim(holder), replaced, nil
 }
 
 // Forget deletes a job that was never queued.
 func (s *Store) Forget(ctx context.Context, st contracts.JobState) error {
-	errs := []error{
-		s.kv.Purge(ctx, contracts.JobKey(st.JobID)),
-		s.kv.Purge(ctx, contracts.StreamKey(st.StreamID)),
-	}
-	return errors.Join(errs...)
+	return errors.Join(s.st.Jobs.Purge(ctx, st.JobID), s.st.Streams.Purge(ctx, st.StreamID))
 }
 
 // Update applies change to a job's state by compare-and-set. When change
 // refuses, the error comes back with the state as it is.
 func (s *Store) Update(ctx context.Context, id string, change func(*contracts.JobState) error) (contracts.JobState, error) {
-	for {
-		st, rev, err := s.job(ctx, id)
-		if err != nil {
-			return st, err
-		}
-		if err := change(&st); err != nil {
-			return st, err
-		}
-		b, err := json.Marshal(st)
-		if err != nil {
-			return st, err
-		}
-		if _, err := s.kv.Update(ctx, contracts.JobKey(id), b, rev); err == nil {
-			return st, nil
-		} else if !isWrongRevision(err) {
-			return st, fmt.Errorf("update job state %s: %w", id, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return st, err
-		}
-	}
-}
-
-func isWrongRevision(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+	st, err := s.st.Jobs.Modify(ctx, id, func(st *contracts.JobState) (bool, error) { return true, change(st) })
+	return st, notFound(err)
 }
 
 // CreateBatch stores a new batch record.
 func (s *Store) CreateBatch(ctx context.Context, b contracts.Batch) (uint64, error) {
-	body, err := json.Marshal(b)
-	if err != nil {
-		return 0, err
-	}
-	return s.kv.Create(ctx, contracts.BatchKey(b.ID), body)
+	return s.st.Batches.Create(ctx, b.ID, b)
 }
 
 // UpdateBatch replaces a batch record at revision rev.
 func (s *Store) UpdateBatch(ctx context.Context, b contracts.Batch, rev uint64) error {
-	body, err := json.Marshal(b)
-	if err != nil {
-		return err
-	}
-	_, err = s.kv.Update(ctx, contracts.BatchKey(b.ID), body, rev)
+	_, err := s.st.Batches.Update(ctx, b.ID, b, rev)
 	return err
 }
 
 // Batch reads a batch record.
 func (s *Store) Batch(ctx context.Context, id string) (contracts.Batch, error) {
-	b, _, err := s.batch(ctx, id)
-	return b, err
-}
-
-// batch reads a batch record and its revision.
-func (s *Store) batch(ctx context.Context, id string) (contracts.Batch, uint64, error) {
-	e, err := s.kv.Get(ctx, contracts.BatchKey(id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return contracts.Batch{}, 0, jobs.ErrNotFound
-	}
-	if err != nil {
-		return contracts.Batch{}, 0, err
-	}
-	var b contracts.Batch
-	if err := json.Unmarshal(e.Value(), &b); err != nil {
-		return contracts.Batch{}, 0, fmt.Errorf("decode batch %s: %w", id, err)
-	}
-	return b, e.Revision(), nil
+	b, _, err := s.st.Batches.Get(ctx, id)
+	return b, notFound(err)
 }
 
 // AbortBatch marks a pending batch aborted by compare-and-set, and
 // returns the record as it is then.
 func (s *Store) AbortBatch(ctx context.Context, id string) (contracts.Batch, error) {
-	for {
-		b, rev, err := s.batch(ctx, id)
-		if err != nil || b.State != contracts.BatchPending {
-			return b, err
+	b, err := s.st.Batches.Modify(ctx, id, func(b *contracts.Batch) (bool, error) {
+		if b.State != contracts.BatchPending {
+			return false, nil
 		}
 		b.State = contracts.BatchAborted
-		if err := s.UpdateBatch(ctx, b, rev); err == nil {
-			return b, nil
-		} else if !isWrongRevision(err) {
-			return b, fmt.Errorf("abort batch %s: %w", id, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return b, err
-		}
-	}
+		return true, nil
+	})
+	return b, notFound(err)
 }
 
 // Queue publishes jobs to the prioritized work-queue stream.
@@ -276,6 +168,8 @@ func NewQueue(js jetstream.JetStream, ackTimeout time.Duration) *Queue {
 // are stored. The event goes first on the same connection, so it is stored
 // before any event a worker publishes about the job.
 func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision uint64) error {
+	ctx, span := startPublish(ctx, &job)
+	defer span.End()
 	ev, err := json.Marshal(contracts.Event{
 		V: contracts.Version, Type: contracts.EventQueued, Status: contracts.StatusQueued,
 		JobID: job.ID, StreamID: job.StreamID, Project: job.Project, Attempt: job.Attempt, BatchID: job.BatchID,
@@ -294,8 +188,6 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision ui
 	jobMsg.Data = body
 	jobMsg.Header.Set(contracts.HeaderJobID, job.ID)
 	jobMsg.Header.Set(contracts.HeaderStateRevision, strconv.FormatUint(stateRevision, 10))
-	ctx, span := startPublish(ctx, job, evMsg.Header, jobMsg.Header)
-	defer span.End()
 
 	evAck, err := q.js.PublishMsgAsync(evMsg, jetstream.WithMsgID(job.ID+":queued"), jetstream.WithExpectStream(contracts.StreamOutput))
 	if err != nil {

@@ -3,7 +3,6 @@ package natsjs
 import (
 	"context"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -15,9 +14,9 @@ const tracerName = "github.com/rdev-dev/rdev/services/api/internal/natsjs"
 
 // startPublish starts the producer span of a job's publish, a child of
 // the request's span (with the request's tracer provider; none, no span),
-// and writes its context into the headers, so the worker's and the
-// queued event's readers continue the trace.
-func startPublish(ctx context.Context, job contracts.Job, headers ...nats.Header) (context.Context, trace.Span) {
+// and makes its context the job's trace context (contracts.Job.Trace, the
+// one carrier), so the worker's spans continue the trace under it.
+func startPublish(ctx context.Context, job *contracts.Job) (context.Context, trace.Span) {
 	tracer := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName)
 	ctx, span := tracer.Start(ctx, "publish "+contracts.StreamJobs, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
@@ -28,8 +27,8 @@ func startPublish(ctx context.Context, job contracts.Job, headers ...nats.Header
 			attribute.String("rdev.project", job.Project),
 			attribute.String("rdev.priority", string(job.Priority)),
 		))
-	for _, h := range headers {
-		propagate.Inject(ctx, h)
+	if tc := propagate.InjectMap(ctx); tc != nil {
+		job.Trace = tc
 	}
 	return ctx, span
 }

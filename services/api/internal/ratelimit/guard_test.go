@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit/ratelimittest"
 )
@@ -87,15 +88,10 @@ func TestGuardFailOpen(t *testing.T) {
 
 func waitLimited(t *testing.T, g *ratelimit.Guard, lim ratelimit.Limit) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	await.Within(t, 5*time.Second, "limits applied again after the backend's return", func() bool {
 		d, err := g.Allow(t.Context(), ratelimit.Check{Key: "k", Limit: lim})
-		if err == nil && !d.Allowed {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("limits did not apply again within 5s of the backend's return")
+		return err == nil && !d.Allowed
+	})
 }
 
 func TestGuardFailClosed(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/services/api/internal/cache"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
@@ -93,17 +94,10 @@ func TestGuardLimiterRedisOutage(t *testing.T) {
 			}
 			// Admitted while degraded, then by Redis until the limit of 2,
 			// then denied: bounded by the breaker cooldown.
-			deadline := time.Now().Add(5 * time.Second)
-			for {
+			await.Within(t, 5*time.Second, "limits applied after Redis came back", func() bool {
 				d, err := allow()
-				if err == nil && !d.Allowed {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("limits did not apply within 5s of Redis coming back: %+v, %v", d, err)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return err == nil && !d.Allowed
+			})
 		})
 	}
 }
@@ -175,13 +169,7 @@ func TestGuardCacheRedisPausedDeleteLost(t *testing.T) {
 	if _, ok, err := a.Get(ctx, "key:revoked"); ok || err != nil {
 		t.Fatalf("replica A served the stale entry after Resume: ok=%v err=%v", ok, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Pending() {
-		if time.Now().After(deadline) {
-			t.Fatal("replica A did not invalidate within 5s of Redis resuming")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.Within(t, 5*time.Second, "replica A's invalidation after Redis resumed", func() bool { return !a.Pending() })
 	t.Logf("invalidated %v after Resume (breaker cooldown %v)", time.Since(resumed), cooldown)
 	for _, k := range []string{"key:revoked", "key:other"} {
 		for name, c := range map[string]cache.Cache{"raw": raw, "replica A": a, "replica B": b} {

@@ -27,15 +27,15 @@ const (
 	// Complete is the terminal Event: nothing of the stream follows it.
 	Complete
 	// Gap is made by the streamer, not stored: lines of the stream are
-	// missing (Data is a contracts.SSEGapData, Seq the entry it follows).
+	// missing (Data is a contracts.SSEGapData, StreamSeq the entry it follows).
 	Gap
 )
 
 // Entry is one stored message of a stream.
 type Entry struct {
-	// Seq is the JetStream stream sequence of the message: the SSE event id
-	// and the resume position.
-	Seq uint64
+	// StreamSeq is the JetStream stream sequence of the message: the SSE
+	// event id and the resume position (not a line number: that is Line).
+	StreamSeq uint64
 	// Kind is what the message is.
 	Kind Kind
 	// Line is OutputLine.Seq for a line and Event.Lines for an event: the
@@ -64,7 +64,7 @@ type lineHeader struct {
 // JSON and picks out v and seq in one pass without decoding the rest;
 // events are rare and decoded in full.
 func Parse(streamID, subject string, seq uint64, data []byte) (Entry, error) {
-	e := Entry{Seq: seq, Data: data}
+	e := Entry{StreamSeq: seq, Data: data}
 	switch {
 	case isOutputOf(streamID, subject):
 		l, err := scanLine(data)

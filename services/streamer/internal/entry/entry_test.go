@@ -35,7 +35,7 @@ func TestParse(t *testing.T) {
 			if (err != nil) != tc.wantErr || errors.Is(err, entry.ErrForeign) != tc.wantForeign {
 				t.Fatalf("err %v", err)
 			}
-			if e.Seq != 42 || e.Line != tc.line || (err == nil && e.Kind != tc.kind) || string(e.Data) != tc.data {
+			if e.StreamSeq != 42 || e.Line != tc.line || (err == nil && e.Kind != tc.kind) || string(e.Data) != tc.data {
 				t.Fatalf("entry %+v", e)
 			}
 		})
@@ -107,7 +107,7 @@ func FuzzParse(f *testing.F) {
 		if (err != nil) != wantErr {
 			t.Fatalf("Parse(%q): err %v, json.Unmarshal: %v (v %d)", data, err, refErr, ref.V)
 		}
-		if e.Seq != 42 || len(e.Data) != len(data) || (len(data) > 0 && &e.Data[0] != &data[0]) {
+		if e.StreamSeq != 42 || len(e.Data) != len(data) || (len(data) > 0 && &e.Data[0] != &data[0]) {
 			t.Fatalf("Parse(%q): entry %+v does not carry the stored data", data, e)
 		}
 		if err == nil && (e.Kind != entry.Line || e.Line != ref.Seq) {

@@ -48,9 +48,10 @@ type Sink interface {
 
 // Cursor is how far a client got.
 type Cursor struct {
-	// Seq is the stream sequence of the last entry handled: sent, or
-	// skipped as a duplicate or undecodable. Everything after it is owed.
-	Seq uint64
+	// StreamSeq is the stream sequence of the last entry handled: sent,
+	// or skipped as a duplicate or undecodable. Everything after it is
+	// owed.
+	StreamSeq uint64
 	// Line is the highest output line number the client has.
 	Line uint64
 }
@@ -170,8 +171,8 @@ func (f *Follower) Run(ctx context.Context, streamID string, cur *Cursor, sink S
 		}
 		// A new run of failures once the client got an entry, or followed
 		// live for a while without a failure (an idle stream).
-		if failures == 0 || cur.Seq != at || (!joined.IsZero() && time.Since(joined) > f.Retry.healthy()) {
-			failures, since, at = 0, time.Now(), cur.Seq
+		if failures == 0 || cur.StreamSeq != at || (!joined.IsZero() && time.Since(joined) > f.Retry.healthy()) {
+			failures, since, at = 0, time.Now(), cur.StreamSeq
 		}
 		failures++
 		if time.Since(since) >= f.Retry.For {
@@ -230,10 +231,10 @@ func (f *Follower) join(ctx, quit context.Context, streamID string, prev *hub.Su
 
 // catchUp replays the entries between cur and boundary.
 func (f *Follower) catchUp(ctx context.Context, streamID string, boundary uint64, cur *Cursor, sink Sink) (bool, error) {
-	if cur.Seq >= boundary {
+	if cur.StreamSeq >= boundary {
 		return false, nil
 	}
-	for e, err := range f.History.Replay(ctx, streamID, cur.Seq, boundary) {
+	for e, err := range f.History.Replay(ctx, streamID, cur.StreamSeq, boundary) {
 		if err != nil {
 			return false, sourceError{fmt.Errorf("replay: %w", err)}
 		}
@@ -320,12 +321,12 @@ func live(ctx, quit context.Context, sub *hub.Sub, cur *Cursor, sink Sink, heart
 // deliver sends e unless the client has it already, and reports whether it
 // was the terminal entry.
 func deliver(e entry.Entry, cur *Cursor, sink Sink) (bool, error) {
-	if e.Seq <= cur.Seq {
+	if e.StreamSeq <= cur.StreamSeq {
 		return false, nil
 	}
 	if e.Kind == entry.Invalid || (e.Kind == entry.Line && e.Line <= cur.Line) {
 		// Undecodable, or a line a publisher retry stored twice.
-		cur.Seq = e.Seq
+		cur.StreamSeq = e.StreamSeq
 		return false, nil
 	}
 	if err := announceGap(e, cur, sink); err != nil {
@@ -334,7 +335,7 @@ func deliver(e entry.Entry, cur *Cursor, sink Sink) (bool, error) {
 	if err := sink.Send(e); err != nil {
 		return false, err
 	}
-	cur.Seq = e.Seq
+	cur.StreamSeq = e.StreamSeq
 	cur.Line = max(cur.Line, e.Line)
 	return e.Kind == entry.Complete, nil
 }
@@ -345,7 +346,7 @@ func deliver(e entry.Entry, cur *Cursor, sink Sink) (bool, error) {
 // (the job's terminal event says output_lost). Where the client's last
 // line is unknown (a resume after an expired event) nothing is claimed.
 func announceGap(e entry.Entry, cur *Cursor, sink Sink) error {
-	if cur.Line == 0 && cur.Seq > 0 {
+	if cur.Line == 0 && cur.StreamSeq > 0 {
 		return nil
 	}
 	var from, to uint64
@@ -364,5 +365,5 @@ func announceGap(e entry.Entry, cur *Cursor, sink Sink) error {
 	if err != nil {
 		return err
 	}
-	return sink.Send(entry.Entry{Seq: cur.Seq, Kind: entry.Gap, Line: to, Data: data})
+	return sink.Send(entry.Entry{StreamSeq: cur.StreamSeq, Kind: entry.Gap, Line: to, Data: data})
 }

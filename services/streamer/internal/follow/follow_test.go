@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
@@ -73,7 +74,7 @@ func (s *store) end() uint64 {
 	if len(s.entries) == 0 {
 		return 0
 	}
-	return s.entries[len(s.entries)-1].Seq
+	return s.entries[len(s.entries)-1].StreamSeq
 }
 
 func (s *store) Open(context.Context, string) (hub.Feed, uint64, error) {
@@ -119,7 +120,7 @@ func (s *store) Replay(_ context.Context, _ string, after, until uint64) iter.Se
 	}
 	var out []entry.Entry
 	for _, e := range s.entries {
-		if e.Seq > after {
+		if e.StreamSeq > after {
 			out = append(out, e)
 		}
 	}
@@ -130,7 +131,7 @@ func (s *store) Replay(_ context.Context, _ string, after, until uint64) iter.Se
 			return
 		}
 		for _, e := range out {
-			if !yield(e, nil) || e.Seq >= until {
+			if !yield(e, nil) || e.StreamSeq >= until {
 				return
 			}
 		}
@@ -180,21 +181,15 @@ func (k *sink) Ping() error {
 // eventually polls cond, under k's lock, until it holds.
 func (k *sink) eventually(t *testing.T, what string, cond func(*sink) bool) {
 	t.Helper()
-	for deadline := time.Now().Add(waitFor); ; time.Sleep(time.Millisecond) {
+	await.Within(t, waitFor, what, func() bool {
 		k.mu.Lock()
-		ok := cond(k)
-		k.mu.Unlock()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+		defer k.mu.Unlock()
+		return cond(k)
+	})
 }
 
 func line(streamSeq, lineSeq uint64) entry.Entry {
-	return entry.Entry{Seq: streamSeq, Kind: entry.Line, Line: lineSeq}
+	return entry.Entry{StreamSeq: streamSeq, Kind: entry.Line, Line: lineSeq}
 }
 
 func setup(t *testing.T, st *store, buffer int) (*follow.Follower, *hub.Hubs) {
@@ -236,7 +231,7 @@ func wait(t *testing.T, done <-chan error) {
 func seqs(es []entry.Entry) []uint64 {
 	out := make([]uint64, len(es))
 	for i, e := range es {
-		out[i] = e.Seq
+		out[i] = e.StreamSeq
 	}
 	return out
 }
@@ -267,11 +262,11 @@ func TestReplaysThenGoesLive(t *testing.T) {
 	cur := &follow.Cursor{}
 	done := run(t, f, cur, k)
 	st.append(t, line(4, 3), true)
-	st.append(t, entry.Entry{Seq: 5, Kind: entry.Invalid}, true)
-	st.append(t, entry.Entry{Seq: 6, Kind: entry.Complete, Line: 3}, true)
+	st.append(t, entry.Entry{StreamSeq: 5, Kind: entry.Invalid}, true)
+	st.append(t, entry.Entry{StreamSeq: 6, Kind: entry.Complete, Line: 3}, true)
 	wait(t, done)
 	check(t, k, 1, 2, 4, 6)
-	if *cur != (follow.Cursor{Seq: 6, Line: 3}) {
+	if *cur != (follow.Cursor{StreamSeq: 6, Line: 3}) {
 		t.Fatalf("cursor %+v", *cur)
 	}
 }
@@ -283,10 +278,10 @@ func TestResumeSkipsWhatTheClientHas(t *testing.T) {
 		st.append(t, line(i, i), false)
 	}
 	st.append(t, line(5, 4), false) // duplicate of the line the client resumes after
-	st.append(t, entry.Entry{Seq: 6, Kind: entry.Complete, Line: 4}, false)
+	st.append(t, entry.Entry{StreamSeq: 6, Kind: entry.Complete, Line: 4}, false)
 	f, _ := setup(t, st, 8)
 	k := &sink{}
-	wait(t, run(t, f, &follow.Cursor{Seq: 4, Line: 4}, k))
+	wait(t, run(t, f, &follow.Cursor{StreamSeq: 4, Line: 4}, k))
 	check(t, k, 6)
 }
 
@@ -309,7 +304,7 @@ func TestCutLooseClientCatchesUpFromHistory(t *testing.T) {
 	for i := uint64(2); i <= n; i++ {
 		st.append(t, line(i, i), true)
 	}
-	st.append(t, entry.Entry{Seq: n + 1, Kind: entry.Complete, Line: n}, true)
+	st.append(t, entry.Entry{StreamSeq: n + 1, Kind: entry.Complete, Line: n}, true)
 	if o := h.Stats().Overflows; o != 1 {
 		t.Fatalf("overflows %d, want 1", o)
 	}
@@ -331,11 +326,7 @@ func TestCutLooseClientCatchesUpFromHistory(t *testing.T) {
 // appended from then on arrives live.
 func hubStarted(t *testing.T, h *hub.Hubs) {
 	t.Helper()
-	for deadline := time.Now().Add(waitFor); h.Stats().Started == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("hub not started")
-		}
-	}
+	await.Within(t, waitFor, "the hub started", func() bool { return h.Stats().Started != 0 })
 }
 
 func TestBurstIsQueuedAndFlushedTogether(t *testing.T) {
@@ -365,7 +356,7 @@ func TestBurstIsQueuedAndFlushedTogether(t *testing.T) {
 	if flushes > 2 {
 		t.Errorf("%d flushes for one burst, want it flushed as one", flushes)
 	}
-	st.append(t, entry.Entry{Seq: n + 1, Kind: entry.Complete, Line: n}, true)
+	st.append(t, entry.Entry{StreamSeq: n + 1, Kind: entry.Complete, Line: n}, true)
 	wait(t, done)
 	if o := h.Stats().Overflows; o != 0 {
 		t.Errorf("overflows %d: the burst should have been queued", o)
@@ -404,7 +395,7 @@ func TestPingsWhileWaiting(t *testing.T) {
 	for _, k := range []*sink{a, b} {
 		k.eventually(t, "three pings", func(k *sink) bool { return k.pings >= 3 })
 	}
-	st.append(t, entry.Entry{Seq: 1, Kind: entry.Complete}, true)
+	st.append(t, entry.Entry{StreamSeq: 1, Kind: entry.Complete}, true)
 	wait(t, done)
 }
 
@@ -452,7 +443,7 @@ func TestRidesOutStorageFailures(t *testing.T) {
 	// Entries 4 and 5 are stored but never reach the feed, which then
 	// fails: the client must get them from history.
 	st.append(t, line(4, 4), false)
-	st.append(t, entry.Entry{Seq: 5, Kind: entry.Complete, Line: 4}, false)
+	st.append(t, entry.Entry{StreamSeq: 5, Kind: entry.Complete, Line: 4}, false)
 	st.failFeed(t)
 	wait(t, done)
 	check(t, k, 1, 2, 3, 4, 5)
@@ -519,7 +510,7 @@ func TestGapsAreAnnounced(t *testing.T) {
 	st.append(t, line(1, 1), false)
 	st.append(t, line(2, 2), false)
 	st.append(t, line(3, 5), false)
-	st.append(t, entry.Entry{Seq: 4, Kind: entry.Complete, Line: 7}, false)
+	st.append(t, entry.Entry{StreamSeq: 4, Kind: entry.Complete, Line: 7}, false)
 	f, _ := setup(t, st, 8)
 
 	k := &sink{}
@@ -536,6 +527,6 @@ func TestGapsAreAnnounced(t *testing.T) {
 	}
 
 	unknown := &sink{}
-	wait(t, run(t, f, &follow.Cursor{Seq: 2}, unknown))
+	wait(t, run(t, f, &follow.Cursor{StreamSeq: 2}, unknown))
 	check(t, unknown, 3, 3, 4) // line 5 is the first it knows; 6-7 are missing after it
 }

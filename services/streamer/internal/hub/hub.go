@@ -356,7 +356,7 @@ func (r *Hubs) run(h *hub) {
 func (r *Hubs) fanOut(h *hub, e entry.Entry) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.last = e.Seq
+	h.last = e.StreamSeq
 	var n uint64
 	for s := range h.subs {
 		if !s.push(e, &r.cfg) {

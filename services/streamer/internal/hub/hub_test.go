@@ -48,7 +48,7 @@ func (f *feed) push(t *testing.T, seq uint64) {
 func (f *feed) pushData(t *testing.T, seq uint64, data []byte) {
 	t.Helper()
 	select {
-	case f.c <- entry.Entry{Seq: seq, Kind: entry.Line, Line: seq, Data: data}:
+	case f.c <- entry.Entry{StreamSeq: seq, Kind: entry.Line, Line: seq, Data: data}:
 	case <-time.After(waitFor):
 		t.Fatal("hub did not take the entry")
 	}
@@ -118,7 +118,7 @@ func recv(t *testing.T, c *client) (uint64, bool) {
 	for {
 		if c.next < len(c.batch) {
 			c.next++
-			return c.batch[c.next-1].Seq, true
+			return c.batch[c.next-1].StreamSeq, true
 		}
 		batch, err := c.sub.Take(c.batch)
 		c.batch, c.next = batch, 0
@@ -272,8 +272,8 @@ func TestTakeReturnsEverythingQueuedInOrder(t *testing.T) {
 		t.Fatalf("took %d entries (%v), want at least 8..600 in one batch", len(batch), err)
 	}
 	for i, e := range batch {
-		if e.Seq != uint64(8+i) {
-			t.Fatalf("entry %d is %d, want %d", i, e.Seq, 8+i)
+		if e.StreamSeq != uint64(8+i) {
+			t.Fatalf("entry %d is %d, want %d", i, e.StreamSeq, 8+i)
 		}
 	}
 	if st := h.Stats(); st.Overflows != 0 {

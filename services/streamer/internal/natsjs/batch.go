@@ -3,7 +3,6 @@ package natsjs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"iter"
 	"time"
@@ -12,25 +11,6 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
-
-// ErrUnknownBatch is returned by Batch for a batch id with no record.
-var ErrUnknownBatch = errors.New("unknown batch")
-
-// Batch reads a batch record from the state bucket.
-func (s *Store) Batch(ctx context.Context, id string) (contracts.Batch, error) {
-	e, err := s.kv.Get(ctx, contracts.BatchKey(id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return contracts.Batch{}, ErrUnknownBatch
-	}
-	if err != nil {
-		return contracts.Batch{}, fmt.Errorf("read batch %s: %w", id, err)
-	}
-	var b contracts.Batch
-	if err := json.Unmarshal(e.Value(), &b); err != nil {
-		return contracts.Batch{}, fmt.Errorf("decode batch %s: %w", id, err)
-	}
-	return b, nil
-}
 
 // ProjectEvent is a lifecycle event with its stream sequence.
 type ProjectEvent struct {

@@ -5,7 +5,6 @@ package natsjs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -17,18 +16,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
 )
 
-var (
-	// ErrUnknownStream is returned by Ref when no StreamRef is stored for
-	// the stream.
-	ErrUnknownStream = errors.New("unknown stream")
-	// ErrNoMessage is returned by At when nothing is stored at the
-	// sequence: it was never written, or it expired.
-	ErrNoMessage = errors.New("no message at sequence")
-)
+// ErrNoMessage is returned by At when nothing is stored at the sequence:
+// it was never written, or it expired.
+var ErrNoMessage = errors.New("no message at sequence")
 
 // Config tunes the store.
 type Config struct {
@@ -52,10 +47,10 @@ type Config struct {
 
 // Store reads streams from JetStream. It is safe for concurrent use.
 type Store struct {
-	js  jetstream.JetStream
-	kv  jetstream.KeyValue
-	cfg Config
-	log *slog.Logger
+	js    jetstream.JetStream
+	state *state.Store
+	cfg   Config
+	log   *slog.Logger
 
 	mu     sync.Mutex
 	output jetstream.Stream // cached handle of contracts.StreamOutput
@@ -76,23 +71,19 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Lo
 	if cfg.StallCheck <= 0 {
 		cfg.StallCheck = 15 * time.Second
 	}
-	return &Store{js: js, kv: kv, cfg: cfg, log: log}
+	return &Store{js: js, state: state.New(kv), cfg: cfg, log: log}
 }
 
-// Ref returns the reference stored for streamID, or ErrUnknownStream.
+// Ref returns the reference stored for streamID, or state.ErrNotFound.
 func (s *Store) Ref(ctx context.Context, streamID string) (contracts.StreamRef, error) {
-	var ref contracts.StreamRef
-	kve, err := s.kv.Get(ctx, contracts.StreamKey(streamID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return ref, ErrUnknownStream
-	}
-	if err != nil {
-		return ref, fmt.Errorf("get stream ref %s: %w", streamID, err)
-	}
-	if err := json.Unmarshal(kve.Value(), &ref); err != nil {
-		return ref, fmt.Errorf("decode stream ref %s: %w", streamID, err)
-	}
-	return ref, nil
+	ref, _, err := s.state.Streams.Get(ctx, streamID)
+	return ref, err
+}
+
+// Batch returns a batch record, or state.ErrNotFound.
+func (s *Store) Batch(ctx context.Context, id string) (contracts.Batch, error) {
+	b, _, err := s.state.Batches.Get(ctx, id)
+	return b, err
 }
 
 // At returns the entry of streamID stored at seq. It returns ErrNoMessage
@@ -433,9 +424,9 @@ func (r *replay) drain(ctx context.Context, pending uint64, yield func(entry.Ent
 				r.s.log.Warn("undecodable message", "stream_id", r.streamID, "seq", md.Sequence.Stream, "err", err)
 				e.Kind = entry.Invalid
 			}
-			r.next = e.Seq + 1
+			r.next = e.StreamSeq + 1
 			pending = md.NumPending
-			if !yield(e, nil) || e.Seq >= r.until || pending == 0 {
+			if !yield(e, nil) || e.StreamSeq >= r.until || pending == 0 {
 				return errStop
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
@@ -103,7 +104,7 @@ func TestAtFindsTheStreamsMessagesOnly(t *testing.T) {
 	if _, err := s.At(ctx, "s1", theirs+10); !errors.Is(err, natsjs.ErrNoMessage) {
 		t.Fatalf("At(beyond): %v", err)
 	}
-	if _, err := s.Ref(ctx, "s1"); !errors.Is(err, natsjs.ErrUnknownStream) {
+	if _, err := s.Ref(ctx, "s1"); !errors.Is(err, state.ErrNotFound) {
 		t.Fatalf("Ref(unknown): %v", err)
 	}
 }
@@ -129,7 +130,7 @@ func TestFeedDeliversWhatFollowsOpenAndCloses(t *testing.T) {
 	}()
 	select {
 	case e := <-got:
-		if e.Seq != want || e.Line != 2 {
+		if e.StreamSeq != want || e.Line != 2 {
 			t.Fatalf("got %+v, want line 2 at %d", e, want)
 		}
 	case <-time.After(5 * time.Second):

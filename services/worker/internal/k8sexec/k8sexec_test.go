@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/services/worker/internal/executor"
 	"github.com/rdev-dev/rdev/services/worker/internal/executor/executortest"
 	"github.com/rdev-dev/rdev/services/worker/internal/k8sexec"
@@ -228,7 +229,7 @@ func TestWaitsForReady(t *testing.T) {
 		done <- err
 	}()
 	name := k8sexec.PodName("slow")
-	waitFor(t, "the pod to be created", func() bool { return len(b.api.Pods(t, namespace)) == 1 })
+	await.Until(t, "the pod to be created", func() bool { return len(b.api.Pods(t, namespace)) == 1 })
 	select {
 	case err := <-done:
 		t.Fatalf("Exec returned before the pod was Ready: %v", err)
@@ -351,7 +352,7 @@ func TestCancelAndTimeoutKillTheProcess(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, want)
 			}
 			for _, pid := range pids {
-				waitFor(t, fmt.Sprintf("process %d to be gone", pid), func() bool { return !running(pid) })
+				await.Until(t, fmt.Sprintf("process %d to be gone", pid), func() bool { return !running(pid) })
 			}
 		})
 	}
@@ -369,18 +370,6 @@ func running(pid int) bool {
 	s := string(stat)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
-}
-
-// waitFor polls cond for up to 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestBreakerOpensAndCloses fails calls against a down API until the
@@ -407,7 +396,7 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 		t.Fatalf("err = %v, want ErrUnavailable from the open breaker", err)
 	}
 	b.api.SetDown(false)
-	waitFor(t, "the breaker to let a call through", func() bool {
+	await.Until(t, "the breaker to let a call through", func() bool {
 		var out strings.Builder
 		code, err := b.ex.Exec(t.Context(), spec("flaky", "echo", "hi"), &out, io.Discard)
 		return err == nil && code == 0 && out.String() == "hi\n"

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/services/worker/internal/runner"
 )
 
 // Events publishes lifecycle events.
@@ -67,50 +66,6 @@ func eventMsg(ev contracts.Event) (*nats.Msg, string, error) {
 	msg := nats.NewMsg(contracts.SubjectEvent(ev.Project, ev.StreamID, ev.Type))
 	msg.Data = body
 	return msg, ev.JobID + ":" + strconv.Itoa(ev.Attempt) + ":" + string(ev.Type), nil
-}
-
-// States reads and writes job state with compare-and-set, so two
-// deliveries of one job cannot both start it.
-type States struct{ kv jetstream.KeyValue }
-
-// NewStates returns States on the state bucket.
-func NewStates(kv jetstream.KeyValue) *States { return &States{kv: kv} }
-
-// Get returns a job's state and its revision, or runner.ErrStateNotFound.
-func (s *States) Get(ctx context.Context, jobID string) (contracts.JobState, uint64, error) {
-	e, err := s.kv.Get(ctx, contracts.JobKey(jobID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return contracts.JobState{}, 0, runner.ErrStateNotFound
-	}
-	if err != nil {
-		return contracts.JobState{}, 0, err
-	}
-	var st contracts.JobState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return contracts.JobState{}, 0, fmt.Errorf("decode state of %s: %w", jobID, err)
-	}
-	return st, e.Revision(), nil
-}
-
-// Put writes st if its stored revision is still rev (0: not stored yet)
-// and returns the new revision.
-func (s *States) Put(ctx context.Context, st contracts.JobState, rev uint64) (uint64, error) {
-	body, err := json.Marshal(st)
-	if err != nil {
-		return 0, err
-	}
-	var n uint64
-	if rev == 0 {
-		n, err = s.kv.Create(ctx, contracts.JobKey(st.JobID), body)
-	} else {
-		n, err = s.kv.Update(ctx, contracts.JobKey(st.JobID), body, rev)
-	}
-	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)) {
-		return 0, runner.ErrStateConflict
-	}
-	return n, err
 }
 
 // Stored reports whether an event of ev's type is stored for ev's stream.

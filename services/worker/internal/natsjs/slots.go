@@ -2,14 +2,11 @@ package natsjs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 )
 
 // Slots keeps each project's running-job leases in the state bucket under
@@ -17,23 +14,21 @@ import (
 // expiry. Every change is a compare-and-set of the whole object, so
 // workers agree on who holds a slot; an expired lease counts for nobody.
 type Slots struct {
-	kv  jetstream.KeyValue
-	ttl time.Duration
-	now func() time.Time
+	leases state.Records[state.Leases]
+	ttl    time.Duration
+	now    func() time.Time
 }
 
-// NewSlots returns Slots whose leases last ttl unless renewed.
-func NewSlots(kv jetstream.KeyValue, ttl time.Duration) *Slots {
-	return &Slots{kv: kv, ttl: ttl, now: time.Now}
+// NewSlots returns Slots on the state store's leases, lasting ttl unless
+// renewed.
+func NewSlots(leases state.Records[state.Leases], ttl time.Duration) *Slots {
+	return &Slots{leases: leases, ttl: ttl, now: time.Now}
 }
-
-// leases is the stored document.
-type leases map[string]time.Time
 
 // Acquire leases a slot for jobID if fewer than limit live leases are held.
 func (s *Slots) Acquire(ctx context.Context, project, jobID string, limit int) (bool, error) {
 	got := false
-	err := s.change(ctx, project, func(l leases) bool {
+	err := s.change(ctx, project, func(l state.Leases) bool {
 		if _, mine := l[jobID]; !mine && len(l) >= limit {
 			got = false
 			return false
@@ -47,7 +42,7 @@ func (s *Slots) Acquire(ctx context.Context, project, jobID string, limit int) (
 
 // Renew extends jobID's lease, or takes it again if it expired.
 func (s *Slots) Renew(ctx context.Context, project, jobID string) error {
-	return s.change(ctx, project, func(l leases) bool {
+	return s.change(ctx, project, func(l state.Leases) bool {
 		l[jobID] = s.now().Add(s.ttl)
 		return true
 	})
@@ -55,7 +50,7 @@ func (s *Slots) Renew(ctx context.Context, project, jobID string) error {
 
 // Release removes jobID's lease.
 func (s *Slots) Release(ctx context.Context, project, jobID string) error {
-	return s.change(ctx, project, func(l leases) bool {
+	return s.change(ctx, project, func(l state.Leases) bool {
 		if _, ok := l[jobID]; !ok {
 			return false
 		}
@@ -66,21 +61,16 @@ func (s *Slots) Release(ctx context.Context, project, jobID string) error {
 
 // change applies fn to the live leases of project and stores the result
 // by compare-and-set when fn reports a change, retrying on conflicts.
-func (s *Slots) change(ctx context.Context, project string, fn func(leases) bool) error {
-	key := contracts.SlotsKey(project)
+func (s *Slots) change(ctx context.Context, project string, fn func(state.Leases) bool) error {
 	for range 50 {
-		l := leases{}
-		var rev uint64
-		e, err := s.kv.Get(ctx, key)
+		l, rev, err := s.leases.Get(ctx, project)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+		case errors.Is(err, state.ErrNotFound):
 		case err != nil:
-			return fmt.Errorf("read %s: %w", key, err)
-		default:
-			rev = e.Revision()
-			if err := json.Unmarshal(e.Value(), &l); err != nil {
-				return fmt.Errorf("decode %s: %w", key, err)
-			}
+			return err
+		}
+		if l == nil {
+			l = state.Leases{}
 		}
 		now := s.now()
 		expired := false
@@ -93,23 +83,11 @@ func (s *Slots) change(ctx context.Context, project string, fn func(leases) bool
 		if !fn(l) && !expired {
 			return nil
 		}
-		body, err := json.Marshal(l)
-		if err != nil {
-			return err
-		}
-		if rev == 0 {
-			_, err = s.kv.Create(ctx, key, body)
-		} else {
-			_, err = s.kv.Update(ctx, key, body, rev)
-		}
-		var apiErr *jetstream.APIError
-		if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+		_, err = s.leases.Update(ctx, project, l, rev)
+		if errors.Is(err, state.ErrConflict) {
 			continue // another worker changed the leases: look again
 		}
-		if err != nil {
-			return fmt.Errorf("store %s: %w", key, err)
-		}
-		return nil
+		return err
 	}
-	return fmt.Errorf("store %s: too many concurrent changes", key)
+	return fmt.Errorf("store slots of %s: too many concurrent changes", project)
 }

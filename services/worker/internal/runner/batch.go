@@ -7,15 +7,17 @@ import (
 	"sync"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 )
 
-// Batches reads and settles all-or-nothing batches (contracts.Batch).
+// Batches reads and settles all-or-nothing batches (contracts.Batch);
+// state.Store.Batches is one.
 type Batches interface {
-	// Batch returns a batch record and its revision, or ErrStateNotFound.
-	Batch(ctx context.Context, id string) (contracts.Batch, uint64, error)
-	// Abort marks a pending batch aborted if it is still at revision rev,
-	// else ErrStateConflict.
-	Abort(ctx context.Context, b contracts.Batch, rev uint64) error
+	// Get returns a batch record and its revision, or state.ErrNotFound.
+	Get(ctx context.Context, id string) (contracts.Batch, uint64, error)
+	// Update stores b as batch id if it is still at revision rev, else
+	// state.ErrConflict.
+	Update(ctx context.Context, id string, b contracts.Batch, rev uint64) (uint64, error)
 }
 
 // batchVerdict is what a job of an atomic batch may do now.
@@ -60,10 +62,10 @@ func (r *Runner) batchGate(ctx context.Context, job contracts.Job) (batchVerdict
 	if !job.BatchAtomic || r.batches == nil {
 		return batchRun, nil
 	}
-	state, ok := r.batchState.get(job.BatchID)
+	settled, ok := r.batchState.get(job.BatchID)
 	for !ok {
-		b, rev, err := r.batches.Batch(ctx, job.BatchID)
-		if errors.Is(err, ErrStateNotFound) {
+		b, rev, err := r.batches.Get(ctx, job.BatchID)
+		if errors.Is(err, state.ErrNotFound) {
 			// The record is written before any job is queued; gone means
 			// it expired with the state bucket's TTL: nothing to hold.
 			return batchRun, nil
@@ -72,19 +74,20 @@ func (r *Runner) batchGate(ctx context.Context, job contracts.Job) (batchVerdict
 			return 0, fmt.Errorf("read batch %s: %w", job.BatchID, err)
 		}
 		if b.State != contracts.BatchPending {
-			state = b.State
-			r.batchState.put(job.BatchID, state)
+			settled = b.State
+			r.batchState.put(job.BatchID, settled)
 			break
 		}
 		if r.now().Before(b.SubmittedAt.Add(contracts.AtomicBatchWindow)) {
 			return batchWait, nil
 		}
-		if err := r.batches.Abort(ctx, b, rev); err != nil && !errors.Is(err, ErrStateConflict) {
+		b.State = contracts.BatchAborted
+		if _, err := r.batches.Update(ctx, b.ID, b, rev); err != nil && !errors.Is(err, state.ErrConflict) {
 			return 0, fmt.Errorf("abort batch %s: %w", job.BatchID, err)
 		}
 		// Aborted by us or settled by someone else: read again.
 	}
-	if state == contracts.BatchAborted {
+	if settled == contracts.BatchAborted {
 		return batchAborted, nil
 	}
 	return batchRun, nil

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 )
 
 // Settling a job must ride through a NATS blip (a stream leader election,
@@ -47,7 +48,7 @@ func persist(ctx context.Context, budget time.Duration, op func() error) error {
 // connection never comes back: the worker is stopping (or was cut off),
 // and the job's message is delivered again to another.
 func answered(err error) bool {
-	return errors.Is(err, ErrStateConflict) || errors.Is(err, ErrStateNotFound) ||
+	return errors.Is(err, state.ErrConflict) || errors.Is(err, state.ErrNotFound) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrConnectionClosed)
 }
 
@@ -65,15 +66,15 @@ func (s persistentStates) Get(ctx context.Context, jobID string) (st contracts.J
 	return st, rev, err
 }
 
-// Put retries a compare-and-set whose outcome is unknown: a try that
+// Update retries a compare-and-set whose outcome is unknown: a try that
 // timed out may have been stored, and the next then conflicts with it; the
 // stored state is read, and if it is exactly st, the write succeeded.
-func (s persistentStates) Put(ctx context.Context, st contracts.JobState, rev uint64) (newRev uint64, err error) {
+func (s persistentStates) Update(ctx context.Context, jobID string, st contracts.JobState, rev uint64) (newRev uint64, err error) {
 	failed := false
 	err = persist(ctx, s.budget, func() error {
-		newRev, err = s.States.Put(ctx, st, rev)
-		if errors.Is(err, ErrStateConflict) && failed {
-			cur, curRev, gerr := s.States.Get(ctx, st.JobID)
+		newRev, err = s.States.Update(ctx, jobID, st, rev)
+		if errors.Is(err, state.ErrConflict) && failed {
+			cur, curRev, gerr := s.States.Get(ctx, jobID)
 			if gerr != nil {
 				return gerr
 			}
@@ -87,12 +88,8 @@ func (s persistentStates) Put(ctx context.Context, st contracts.JobState, rev ui
 	return newRev, err
 }
 
-// sameState reports whether stored is what wrote stores: equal, but for
-// the trace id, which the adapter fills in when the runner leaves it empty.
+// sameState reports whether stored is what wrote stores.
 func sameState(stored, wrote contracts.JobState) bool {
-	if wrote.TraceID == "" {
-		wrote.TraceID = stored.TraceID
-	}
 	ja, err1 := json.Marshal(stored)
 	jb, err2 := json.Marshal(wrote)
 	return err1 == nil && err2 == nil && string(ja) == string(jb)

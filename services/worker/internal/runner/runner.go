@@ -17,20 +17,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/services/worker/internal/executor"
 	"github.com/rdev-dev/rdev/services/worker/internal/lines"
 )
 
-// States reads and writes job state with compare-and-set.
+// States reads and writes job state with compare-and-set
+// (state.Store.Jobs is one).
 type States interface {
-	// Get returns the state and its revision, or ErrStateNotFound.
+	// Get returns the state and its revision, or state.ErrNotFound.
 	Get(ctx context.Context, jobID string) (contracts.JobState, uint64, error)
-	// Put stores st if the stored revision is rev (0: absent) and returns
-	// the new revision, or ErrStateConflict.
-	Put(ctx context.Context, st contracts.JobState, rev uint64) (uint64, error)
+	// Update stores st as jobID's state if the stored revision is rev (0:
+	// absent) and returns the new revision, or state.ErrConflict.
+	Update(ctx context.Context, jobID string, st contracts.JobState, rev uint64) (uint64, error)
 }
 
 // Events publishes lifecycle events durably; republishing the same event
@@ -96,6 +96,47 @@ type Holders interface {
 	Held(ctx context.Context, jobID string) (bool, error)
 }
 
+// Delivery is one delivery of a job message: what the runner reads of it,
+// and the outcomes it settles it with (the transport's acknowledgements,
+// kept behind this port so the runner's decisions are its own). One
+// goroutine settles a delivery; InProgress may be called meanwhile.
+type Delivery interface {
+	// Data is the message body, a contracts.Job.
+	Data() []byte
+	// Subject is where the job was published (contracts.SubjectJob).
+	Subject() string
+	// Info describes this delivery; an error means the transport cannot
+	// say, and the message is settled without it.
+	Info() (DeliveryInfo, error)
+	// Ack acknowledges the message and returns once the server confirmed
+	// it: the job leaves the queue. Acknowledging an acknowledged
+	// delivery is not an error.
+	Ack(ctx context.Context) error
+	// Nak hands the message back for another delivery at once.
+	Nak() error
+	// NakWithDelay hands the message back for another delivery after
+	// delay.
+	NakWithDelay(delay time.Duration) error
+	// Term drops the message for good; it is not delivered again.
+	Term() error
+	// InProgress tells the transport the job is still being worked on, so
+	// it is not delivered again meanwhile.
+	InProgress() error
+}
+
+// DeliveryInfo is what a delivery says about itself.
+type DeliveryInfo struct {
+	// Sequence is the message's position in the jobs stream; it names a
+	// dead letter of a message that is not a job.
+	Sequence uint64
+	// NumDelivered counts the deliveries of the message, this one
+	// included.
+	NumDelivered uint64
+	// StateRevision is the revision of the job's state when it was queued
+	// (contracts.HeaderStateRevision), 0 when the message does not say.
+	StateRevision uint64
+}
+
 // Output opens the line sink of one attempt.
 type Output interface {
 	// LastSeq is the Seq of the stream's last stored line, 0 if none.
@@ -112,12 +153,6 @@ type LineSink interface {
 	// error the Seq is that of the last line stored.
 	Close(ctx context.Context) (uint64, error)
 }
-
-// Sentinel errors of the States port.
-var (
-	ErrStateNotFound = errors.New("job state not found")
-	ErrStateConflict = errors.New("job state changed concurrently")
-)
 
 // errTimedOut is the cancel cause of a job that ran past its timeout.
 var errTimedOut = errors.New("job timed out")
@@ -251,7 +286,7 @@ func (r *Runner) Cancel(jobID string) bool { return r.cancels.cancel(jobID) }
 
 // delivery is one job message being handled.
 type delivery struct {
-	msg jetstream.Msg
+	msg Delivery
 	job contracts.Job
 	log *slog.Logger
 	// drain ends when the worker stops waiting for running jobs.
@@ -263,7 +298,7 @@ type delivery struct {
 // Handle runs the job in msg and settles msg. runCtx ends when the worker
 // stops waiting for running jobs; the job is then killed and handed back
 // to the queue for another worker.
-func (r *Runner) Handle(runCtx context.Context, msg jetstream.Msg) {
+func (r *Runner) Handle(runCtx context.Context, msg Delivery) {
 	// Settling must work even when runCtx has ended.
 	ctx := context.WithoutCancel(runCtx)
 	job, err := decodeJob(msg.Data())
@@ -306,8 +341,8 @@ func decodeJob(data []byte) (contracts.Job, error) {
 // undecodable gives up a message that is not a job this worker can run:
 // it goes to the dead letters (under its subject's project, else "_")
 // before it leaves the queue, so it is not lost.
-func (r *Runner) undecodable(ctx context.Context, msg jetstream.Msg, cause error) {
-	md, err := msg.Metadata()
+func (r *Runner) undecodable(ctx context.Context, msg Delivery, cause error) {
+	info, err := msg.Info()
 	if err != nil {
 		r.log.Error("undecodable job message without metadata; terminating it", "subject", msg.Subject(), "err", cause)
 		_ = msg.Term()
@@ -320,7 +355,7 @@ func (r *Runner) undecodable(ctx context.Context, msg jetstream.Msg, cause error
 		}
 	}
 	dl := contracts.DeadLetter{
-		V: contracts.Version, ID: strconv.FormatUint(md.Sequence.Stream, 10), Raw: msg.Data(),
+		V: contracts.Version, ID: strconv.FormatUint(info.Sequence, 10), Raw: msg.Data(),
 		Reason: contracts.ReasonUndecodable, Message: cause.Error(), Time: r.now().UTC(),
 	}
 	if err := r.dead.Publish(ctx, project, dl); err != nil {
@@ -339,18 +374,18 @@ func (r *Runner) undecodable(ctx context.Context, msg jetstream.Msg, cause error
 // jobCtx runs it.
 func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) error {
 	msg, job, log := d.msg, d.job, d.log
-	md, err := msg.Metadata()
+	md, err := msg.Info()
 	if err != nil {
 		return fmt.Errorf("message metadata: %w", err)
 	}
 	var st contracts.JobState
-	rev, _ := strconv.ParseUint(msg.Headers().Get(contracts.HeaderStateRevision), 10, 64)
+	rev := md.StateRevision
 	if fast && rev > 0 && md.NumDelivered == 1 {
 		st = contracts.QueuedState(job)
 	} else {
 		st, rev, err = r.states.Get(ctx, job.ID)
 		switch {
-		case errors.Is(err, ErrStateNotFound):
+		case errors.Is(err, state.ErrNotFound):
 			// The API's write may have been lost after the job was queued.
 			st, rev = contracts.QueuedState(job), 0
 		case err != nil:
@@ -403,8 +438,8 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 	attempt := st.Attempt + 1
 	started := r.now().UTC()
 	st.Status, st.Attempt, st.Worker, st.StartedAt, st.NextAttemptAt = contracts.StatusRunning, attempt, r.cfg.WorkerID, &started, nil
-	if rev, err = r.states.Put(ctx, st, rev); err != nil {
-		if errors.Is(err, ErrStateConflict) {
+	if rev, err = r.states.Update(ctx, st.JobID, st, rev); err != nil {
+		if errors.Is(err, state.ErrConflict) {
 			// The state changed since it was read (or queued): look again.
 			return r.handle(ctx, jobCtx, d, false)
 		}
@@ -464,7 +499,7 @@ func (r *Runner) lost(ctx context.Context, d *delivery, st contracts.JobState, r
 			// Back off per delivery: a short job is done soon, a long one
 			// is not asked about every second.
 			delay := 3 * r.cfg.Heartbeat
-			if md, err := d.msg.Metadata(); err == nil {
+			if md, err := d.msg.Info(); err == nil {
 				delay = min(r.cfg.SlotDelay<<min(md.NumDelivered, 10), delay)
 			}
 			d.log.Info("job delivered while a worker still holds it; leaving it to that worker", "worker", st.Worker, "delay", delay)
@@ -506,14 +541,8 @@ func (r *Runner) settle(ctx context.Context, d *delivery, st *contracts.JobState
 
 // ack acknowledges msg, retried like the writes: an acknowledgement lost
 // in a blip would have the settled job delivered again.
-func (r *Runner) ack(ctx context.Context, msg jetstream.Msg) error {
-	return persist(ctx, r.cfg.PersistBudget, func() error {
-		err := msg.DoubleAck(ctx)
-		if errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-			return nil
-		}
-		return err
-	})
+func (r *Runner) ack(ctx context.Context, msg Delivery) error {
+	return persist(ctx, r.cfg.PersistBudget, func() error { return msg.Ack(ctx) })
 }
 
 // exitCodeAttr logs an exit code, or -1 when the command did not exit.
@@ -625,18 +654,18 @@ func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq 
 // long as owner still runs attempt: when the state changed meanwhile
 // without taking the job from owner (someone asked to cancel it), change
 // is applied to the fresh state and stored again. It returns
-// ErrStateConflict when the job is no longer owner's.
+// state.ErrConflict when the job is no longer owner's.
 func (r *Runner) commit(ctx context.Context, st *contracts.JobState, rev uint64, owner string, attempt int,
 	change func(*contracts.JobState)) error {
 	for range 10 {
 		next := *st
 		change(&next)
-		_, err := r.states.Put(ctx, next, rev)
+		_, err := r.states.Update(ctx, next.JobID, next, rev)
 		if err == nil {
 			*st = next
 			return nil
 		}
-		if !errors.Is(err, ErrStateConflict) {
+		if !errors.Is(err, state.ErrConflict) {
 			return err
 		}
 		fresh, frev, err := r.states.Get(ctx, st.JobID)
@@ -644,11 +673,11 @@ func (r *Runner) commit(ctx context.Context, st *contracts.JobState, rev uint64,
 			return fmt.Errorf("read state after a conflict: %w", err)
 		}
 		if fresh.Status != contracts.StatusRunning || fresh.Worker != owner || fresh.Attempt != attempt {
-			return ErrStateConflict
+			return state.ErrConflict
 		}
 		*st, rev = fresh, frev
 	}
-	return ErrStateConflict
+	return state.ErrConflict
 }
 
 // ended records out as the final state of attempt.
@@ -673,7 +702,7 @@ func (r *Runner) ended(attempt int, out outcome) func(*contracts.JobState) {
 func (r *Runner) finish(ctx context.Context, d *delivery, st *contracts.JobState, rev uint64, owner string, attempt int,
 	out outcome) error {
 	if err := r.commit(ctx, st, rev, owner, attempt, r.ended(attempt, out)); err != nil {
-		if errors.Is(err, ErrStateConflict) {
+		if errors.Is(err, state.ErrConflict) {
 			d.log.Warn("job state changed while the job ran; its result is not reported", "status", contracts.StatusOf(out.event))
 			return nil
 		}
@@ -778,7 +807,7 @@ func (r *Runner) retry(ctx context.Context, d *delivery, st *contracts.JobState,
 		next.Status, next.Worker, next.Attempt, next.NextAttemptAt = contracts.StatusQueued, "", attempt, &at
 		next.ExitCode, next.Reason, next.Message, next.Lines = out.exitCode, out.reason, out.message, out.lines
 	})
-	if errors.Is(err, ErrStateConflict) {
+	if errors.Is(err, state.ErrConflict) {
 		d.log.Warn("job state changed while the job ran; it is not retried here")
 		return r.ack(ctx, d.msg)
 	}
@@ -814,7 +843,7 @@ func (r *Runner) handBack(ctx context.Context, d *delivery, st *contracts.JobSta
 		}
 		next.Status, next.Worker, next.Attempt = contracts.StatusQueued, "", attempt
 	})
-	if errors.Is(err, ErrStateConflict) {
+	if errors.Is(err, state.ErrConflict) {
 		d.log.Warn("job state changed while the job ran; not handed back")
 		return r.ack(ctx, d.msg)
 	}

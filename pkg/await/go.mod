@@ -1,0 +1,3 @@
+module github.com/rdev-dev/rdev/pkg/await
+
+go 1.26.0

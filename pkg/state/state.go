@@ -1,0 +1,211 @@
+// Package state is the typed store of the rdev_state key-value bucket
+// (contracts.BucketState), shared by the API, the workers and the
+// streamer: one record kind per key prefix (job states, stream refs,
+// batches, slot leases, idempotency claims, dead-letter retries), each
+// read, created and compare-and-set the same way, with one not-found and
+// one conflict error.
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+var (
+	// ErrNotFound is returned when a key holds no record: it was never
+	// written, or it was deleted, purged or expired with the bucket's TTL.
+	ErrNotFound = errors.New("state: record not found")
+	// ErrConflict is returned by a compare-and-set write that lost: Create
+	// found the record there already, Update found it at another revision
+	// than the one the writer read.
+	ErrConflict = errors.New("state: record changed concurrently")
+)
+
+// Store is the state bucket, one typed view per record kind.
+type Store struct {
+	kv jetstream.KeyValue
+	// Jobs holds job states under contracts.JobKey(job id).
+	Jobs Records[contracts.JobState]
+	// Streams holds stream references under contracts.StreamKey(stream id).
+	Streams Records[contracts.StreamRef]
+	// Batches holds batch records under contracts.BatchKey(batch id).
+	Batches Records[contracts.Batch]
+	// Slots holds each project's running-job leases under
+	// contracts.SlotsKey(project).
+	Slots Records[Leases]
+	// DeadRetries holds the retry record of a dead letter under
+	// contracts.DeadRetryKey(dead letter id).
+	DeadRetries Records[contracts.DeadLetterRetry]
+}
+
+// New returns the store on kv, the contracts.BucketState bucket.
+func New(kv jetstream.KeyValue) *Store {
+	return &Store{
+		kv:          kv,
+		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey},
+		Streams:     Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
+		Batches:     Records[contracts.Batch]{kv: kv, kind: "batch", key: contracts.BatchKey},
+		Slots:       Records[Leases]{kv: kv, kind: "slots", key: contracts.SlotsKey},
+		DeadRetries: Records[contracts.DeadLetterRetry]{kv: kv, kind: "dead letter retry", key: contracts.DeadRetryKey},
+	}
+}
+
+// Idempotency holds project's idempotency claims under
+// contracts.IdempotencyKeyKey(project, hashed key), by hashed key.
+func (s *Store) Idempotency(project string) Records[IdempotencyClaim] {
+	return Records[IdempotencyClaim]{kv: s.kv, kind: "idempotency key", decode: decodeClaim,
+		key: func(hashedKey string) string { return contracts.IdempotencyKeyKey(project, hashedKey) }}
+}
+
+// Leases maps the job ids holding a project's running-job slots to when
+// each lease expires.
+type Leases map[string]time.Time
+
+// IdempotencyClaim is what an idempotency key names: the job submitted
+// under it, and what identifies the request (so a reuse of the key for
+// another request is told apart).
+type IdempotencyClaim struct {
+	// JobID is the job the key names.
+	JobID string `json:"job_id"`
+	// Fingerprint identifies the request that claimed the key.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Actor is the API key that claimed it.
+	Actor string `json:"actor,omitempty"`
+}
+
+// decodeClaim reads a claim; a value stored before claims were JSON is
+// the bare job id.
+func decodeClaim(b []byte, c *IdempotencyClaim) error {
+	if json.Unmarshal(b, c) != nil || c.JobID == "" {
+		*c = IdempotencyClaim{JobID: string(b)}
+	}
+	return nil
+}
+
+// Records is one kind of record in the bucket, stored as JSON under
+// key(id). It is safe for concurrent use.
+type Records[T any] struct {
+	kv     jetstream.KeyValue
+	kind   string
+	key    func(id string) string
+	decode func([]byte, *T) error
+}
+
+// Get returns the record of id and its revision, or ErrNotFound.
+func (r Records[T]) Get(ctx context.Context, id string) (T, uint64, error) {
+	var v T
+	e, err := r.kv.Get(ctx, r.key(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return v, 0, ErrNotFound
+	}
+	if err != nil {
+		return v, 0, fmt.Errorf("read %s %s: %w", r.kind, id, err)
+	}
+	decode := r.decode
+	if decode == nil {
+		decode = func(b []byte, v *T) error { return json.Unmarshal(b, v) }
+	}
+	if err := decode(e.Value(), &v); err != nil {
+		return v, 0, fmt.Errorf("decode %s %s: %w", r.kind, id, err)
+	}
+	return v, e.Revision(), nil
+}
+
+// Create stores v as the record of id unless one exists (ErrConflict),
+// and returns its revision.
+func (r Records[T]) Create(ctx context.Context, id string, v T) (uint64, error) {
+	return r.Update(ctx, id, v, 0)
+}
+
+// Update stores v as the record of id if the stored one is still at
+// revision rev, 0 meaning absent, and returns the new revision; else
+// ErrConflict.
+func (r Records[T]) Update(ctx context.Context, id string, v T, rev uint64) (uint64, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s %s: %w", r.kind, id, err)
+	}
+	var n uint64
+	if rev == 0 {
+		n, err = r.kv.Create(ctx, r.key(id), body)
+	} else {
+		n, err = r.kv.Update(ctx, r.key(id), body, rev)
+	}
+	if conflict(err) {
+		return 0, ErrConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store %s %s: %w", r.kind, id, err)
+	}
+	return n, nil
+}
+
+// Put stores v as the record of id whatever is stored.
+func (r Records[T]) Put(ctx context.Context, id string, v T) (uint64, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s %s: %w", r.kind, id, err)
+	}
+	n, err := r.kv.Put(ctx, r.key(id), body)
+	if err != nil {
+		return 0, fmt.Errorf("store %s %s: %w", r.kind, id, err)
+	}
+	return n, nil
+}
+
+// Modify reads the record of id, applies change and stores the result by
+// compare-and-set, reading again after every conflict. When change
+// returns an error or false, nothing is stored and the record comes back
+// as change left it, with change's error. ErrNotFound when there is no
+// record.
+func (r Records[T]) Modify(ctx context.Context, id string, change func(*T) (bool, error)) (T, error) {
+	for {
+		v, rev, err := r.Get(ctx, id)
+		if err != nil {
+			return v, err
+		}
+		if write, err := change(&v); err != nil || !write {
+			return v, err
+		}
+		_, err = r.Update(ctx, id, v, rev)
+		if !errors.Is(err, ErrConflict) {
+			return v, err
+		}
+		if err := ctx.Err(); err != nil {
+			return v, err
+		}
+	}
+}
+
+// Delete removes the record of id (keeping a delete marker until it
+// expires); removing none is not an error.
+func (r Records[T]) Delete(ctx context.Context, id string) error {
+	if err := r.kv.Delete(ctx, r.key(id)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete %s %s: %w", r.kind, id, err)
+	}
+	return nil
+}
+
+// Purge removes the record of id and its history.
+func (r Records[T]) Purge(ctx context.Context, id string) error {
+	if err := r.kv.Purge(ctx, r.key(id)); err != nil {
+		return fmt.Errorf("purge %s %s: %w", r.kind, id, err)
+	}
+	return nil
+}
+
+// conflict reports a compare-and-set that lost: the key exists (create)
+// or is at another revision (update).
+func conflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
+}

@@ -1,0 +1,200 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// setup returns a store on the state bucket of a fresh embedded server,
+// and the raw bucket to look behind it.
+func setup(t *testing.T) (*state.Store, jetstream.KeyValue) {
+	t.Helper()
+	_, _, js := natstest.Provisioned(t)
+	kv, err := js.KeyValue(t.Context(), contracts.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return state.New(kv), kv
+}
+
+func TestGetMissingIsNotFound(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	if _, _, err := s.Jobs.Get(t.Context(), "nope"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("Get of a missing job: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Batches.Modify(t.Context(), "nope", func(*contracts.Batch) (bool, error) { return true, nil }); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("Modify of a missing batch: %v, want ErrNotFound", err)
+	}
+}
+
+func TestCreateGetUpdateUnderTheContractKey(t *testing.T) {
+	t.Parallel()
+	s, kv := setup(t)
+	ctx := t.Context()
+	st := contracts.JobState{V: contracts.Version, JobID: "j1", Project: "p", Status: contracts.StatusQueued, StreamID: "s1"}
+	rev, err := s.Jobs.Create(ctx, st.JobID, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(ctx, contracts.JobKey("j1")); err != nil {
+		t.Fatalf("record not under contracts.JobKey: %v", err)
+	}
+	got, grev, err := s.Jobs.Get(ctx, "j1")
+	if err != nil || grev != rev || got.Status != contracts.StatusQueued || got.StreamID != "s1" {
+		t.Fatalf("Get = %+v, %d, %v; want the created state at revision %d", got, grev, err, rev)
+	}
+	st.Status = contracts.StatusRunning
+	rev2, err := s.Jobs.Update(ctx, "j1", st, rev)
+	if err != nil || rev2 <= rev {
+		t.Fatalf("Update at the read revision = %d, %v", rev2, err)
+	}
+	if got, _, _ := s.Jobs.Get(ctx, "j1"); got.Status != contracts.StatusRunning {
+		t.Fatalf("status after Update = %s", got.Status)
+	}
+}
+
+func TestCompareAndSetConflicts(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	ctx := t.Context()
+	b := contracts.Batch{V: contracts.Version, ID: "b1", State: contracts.BatchPending}
+	rev, err := s.Batches.Create(ctx, b.ID, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Batches.Create(ctx, b.ID, b); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("second Create: %v, want ErrConflict", err)
+	}
+	b.State = contracts.BatchCommitted
+	if _, err := s.Batches.Update(ctx, b.ID, b, rev); err != nil {
+		t.Fatal(err)
+	}
+	b.State = contracts.BatchAborted
+	if _, err := s.Batches.Update(ctx, b.ID, b, rev); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("Update at a stale revision: %v, want ErrConflict", err)
+	}
+	if got, _, _ := s.Batches.Get(ctx, b.ID); got.State != contracts.BatchCommitted {
+		t.Fatalf("the losing write was stored: %s", got.State)
+	}
+}
+
+// A record deleted (a marker left behind) can be created again, and reads
+// as not found meanwhile.
+func TestDeleteThenCreate(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	ctx := t.Context()
+	ref := contracts.StreamRef{V: contracts.Version, StreamID: "s1", JobID: "j1", Project: "p"}
+	if _, err := s.Streams.Create(ctx, "s1", ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Streams.Delete(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Streams.Get(ctx, "s1"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("Get after Delete: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Streams.Create(ctx, "s1", ref); err != nil {
+		t.Fatalf("Create after Delete: %v", err)
+	}
+	if err := s.Streams.Purge(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Streams.Get(ctx, "s1"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("Get after Purge: %v, want ErrNotFound", err)
+	}
+}
+
+// Modify retries a lost compare-and-set on the fresh record, and stores
+// nothing when the change declines.
+func TestModifyRetriesOnConflict(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	ctx := t.Context()
+	if _, err := s.Slots.Create(ctx, "p", state.Leases{}); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	until := time.Now().Add(time.Minute).UTC()
+	got, err := s.Slots.Modify(ctx, "p", func(l *state.Leases) (bool, error) {
+		calls++
+		if calls == 1 {
+			// Another writer gets in between this read and its write.
+			if _, err := s.Slots.Put(ctx, "p", state.Leases{"other": until}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		(*l)["mine"] = until
+		return true, nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("Modify = %v after %d calls, want success on the second", err, calls)
+	}
+	if len(got) != 2 {
+		t.Fatalf("Modify kept %v, want both leases", got)
+	}
+	stored, _, _ := s.Slots.Get(ctx, "p")
+	if len(stored) != 2 {
+		t.Fatalf("stored leases %v, want both", stored)
+	}
+	refused := errors.New("refused")
+	if _, err := s.Slots.Modify(ctx, "p", func(l *state.Leases) (bool, error) {
+		clear(*l)
+		return false, refused
+	}); !errors.Is(err, refused) {
+		t.Fatalf("Modify with a refusing change: %v", err)
+	}
+	if stored, _, _ := s.Slots.Get(ctx, "p"); len(stored) != 2 {
+		t.Fatalf("a refused change was stored: %v", stored)
+	}
+}
+
+// Idempotency claims are kept per project, and a claim stored as a bare
+// job id (before claims were JSON) still reads.
+func TestIdempotencyClaims(t *testing.T) {
+	t.Parallel()
+	s, kv := setup(t)
+	ctx := t.Context()
+	claim := state.IdempotencyClaim{JobID: "j1", Fingerprint: "f", Actor: "k"}
+	if _, err := s.Idempotency("p1").Create(ctx, "h", claim); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Idempotency("p2").Get(ctx, "h"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("another project's claim: %v, want ErrNotFound", err)
+	}
+	if got, _, err := s.Idempotency("p1").Get(ctx, "h"); err != nil || got != claim {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	if _, err := kv.Put(ctx, contracts.IdempotencyKeyKey("p3", "h"), []byte("old-job")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := s.Idempotency("p3").Get(ctx, "h"); err != nil || got.JobID != "old-job" {
+		t.Fatalf("legacy claim = %+v, %v", got, err)
+	}
+}
+
+// A record that is not JSON of its kind is an error, not a zero value.
+func TestUndecodableRecord(t *testing.T) {
+	t.Parallel()
+	s, kv := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := kv.Put(ctx, contracts.BatchKey("b"), []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Batches.Get(ctx, "b"); err == nil || errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("Get of garbage = %v, want a decode error", err)
+	}
+}
