@@ -2,9 +2,8 @@ package deploy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +23,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/rdev-dev/rdev/pkg/await"
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -57,23 +57,32 @@ func TestComposeEndToEnd(t *testing.T) {
 	}
 
 	key := env(p.Services["api-1"])["RDEV_BOOTSTRAP_API_KEY"]
-	apis := []string{"http://" + st.addr["api-1:8080"], "http://" + st.addr["api-2:8080"]}
-	streamers := []string{"http://" + st.addr["streamer-1:8080"], "http://" + st.addr["streamer-2:8080"]}
-	if status, body := call(t, key, http.MethodPost, apis[0]+"/v1/projects", map[string]string{"id": "compose"}); status != http.StatusCreated {
-		t.Fatalf("create project: %d %s", status, body)
+	apis := []*client.Client{client.New("http://"+st.addr["api-1:8080"], client.WithAPIKey(key)), client.New("http://"+st.addr["api-2:8080"], client.WithAPIKey(key))}
+	streamers := []*client.Client{client.New("http://" + st.addr["streamer-1:8080"]), client.New("http://" + st.addr["streamer-2:8080"])}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := apis[0].CreateProject(ctx, contracts.ProjectRequest{ID: "compose"}); err != nil {
+		t.Fatalf("create project: %v", err)
 	}
 	const lines = 80
-	job := map[string]any{
-		"command":      []string{"sh", "-c", fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.05; done", lines)},
-		"max_attempts": 3,
+	job := contracts.CommandRequest{
+		Command:       []string{"sh", "-c", fmt.Sprintf("for i in $(seq 1 %d); do echo L$i; sleep 0.05; done", lines)},
+		SubmitOptions: contracts.SubmitOptions{MaxAttempts: 3},
+	}
+	submit := func(api *client.Client) contracts.SubmitResponse {
+		r, err := api.SubmitCommand(ctx, "compose", job)
+		if err != nil {
+			t.Fatalf("submit: %v", err)
+		}
+		return r
 	}
 	var watches []*watch
-	var jobs []submitted
+	var jobs []contracts.SubmitResponse
 	for i := range 6 {
-		j := submit(t, key, apis[i%2], job)
+		j := submit(apis[i%2])
 		jobs = append(jobs, j)
 		for _, s := range streamers {
-			watches = append(watches, startWatch(j, s, streamers[1]))
+			watches = append(watches, startWatch(ctx, j, s, streamers[1]))
 		}
 	}
 	// Kill one of each while every job is printing.
@@ -91,15 +100,15 @@ func TestComposeEndToEnd(t *testing.T) {
 	}
 	// The survivors take new work alone.
 	for range 2 {
-		j := submit(t, key, apis[1], job)
+		j := submit(apis[1])
 		jobs = append(jobs, j)
-		watches = append(watches, startWatch(j, streamers[1], streamers[1]))
+		watches = append(watches, startWatch(ctx, j, streamers[1], streamers[1]))
 	}
 	retried := 0
 	for _, w := range watches {
 		complete, seqs, err := w.result(60 * time.Second)
 		if err != nil {
-			t.Errorf("job %s via %s: %v", w.job.JobID, w.first, err)
+			t.Errorf("job %s: %v", w.job.JobID, err)
 			continue
 		}
 		if complete.Status != contracts.StatusSucceeded || complete.Lines < lines {
@@ -107,16 +116,16 @@ func TestComposeEndToEnd(t *testing.T) {
 		}
 		for i, s := range seqs {
 			if s != uint64(i+1) {
-				t.Errorf("job %s via %s: line %d has seq %d (gap or duplicate)", w.job.JobID, w.first, i, s)
+				t.Errorf("job %s: line %d has seq %d (gap or duplicate)", w.job.JobID, i, s)
 				break
 			}
 		}
 		if complete.Attempt > 1 {
 			retried++
 		}
-		t.Logf("job %s via %s: attempt %d, %d lines", w.job.JobID, w.first, complete.Attempt, complete.Lines)
+		t.Logf("job %s: attempt %d, %d lines", w.job.JobID, complete.Attempt, complete.Lines)
 		if uint64(len(seqs)) != complete.Lines {
-			t.Errorf("job %s via %s: %d lines, complete says %d", w.job.JobID, w.first, len(seqs), complete.Lines)
+			t.Errorf("job %s: %d lines, complete says %d", w.job.JobID, len(seqs), complete.Lines)
 		}
 	}
 	// More jobs ran at the kill than one worker has slots: the killed
@@ -130,10 +139,8 @@ func TestComposeEndToEnd(t *testing.T) {
 	}
 	t.Logf("%d jobs were running at the kill; %d watchers saw a second attempt", running, retried)
 	for _, j := range jobs {
-		status, body := call(t, key, http.MethodGet, apis[1]+j.JobURL, nil)
-		var state contracts.JobState
-		if err := json.Unmarshal(body, &state); err != nil || status != http.StatusOK || state.Status != contracts.StatusSucceeded {
-			t.Errorf("job %s: %d %s", j.JobID, status, body)
+		if r, err := apis[1].Job(ctx, j.JobID); err != nil || r.Status != contracts.StatusSucceeded {
+			t.Errorf("job %s: %+v %v", j.JobID, r.JobState, err)
 		}
 	}
 }
@@ -389,10 +396,10 @@ func (st *stack) waitHealthy(name string) {
 	for i, a := range test[2:] {
 		args[i] = st.rewrite(name, a)
 	}
-	var last []byte
+	var last []byte // the output of the last failed check
 	st.t.Cleanup(func() {
 		if st.t.Failed() && last != nil {
-			st.t.Logf("%s: last health check: %s", name, last)
+			st.t.Logf("%s: last failed health check: %s", name, last)
 		}
 	})
 	await.Within(st.t, 60*time.Second, name+" health check", func() bool {
@@ -402,7 +409,9 @@ func (st *stack) waitHealthy(name string) {
 		default:
 		}
 		out, err := exec.Command(st.bin, args...).CombinedOutput()
-		last = out
+		if err != nil {
+			last = append(out, err.Error()...)
+		}
 		return err == nil
 	})
 }
@@ -425,52 +434,11 @@ func (w *testLog) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-type submitted struct {
-	JobID     string `json:"job_id"`
-	EventsURL string `json:"events_url"`
-	JobURL    string `json:"job_url"`
-}
-
-func call(t *testing.T, key, method, url string, body any) (int, []byte) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
-}
-
-func submit(t *testing.T, key, api string, job any) submitted {
-	t.Helper()
-	status, body := call(t, key, http.MethodPost, api+"/v1/projects/compose/commands", job)
-	var s submitted
-	if err := json.Unmarshal(body, &s); err != nil || status != http.StatusAccepted || s.EventsURL == "" {
-		t.Fatalf("submit via %s: %d %s", api, status, body)
-	}
-	return s
-}
-
-// watch follows one job's SSE stream as a browser would: on a broken
-// connection it reconnects to the fallback streamer with Last-Event-ID.
+// watch follows one job's event stream as a browser would: when its
+// streamer goes away it resumes on the fallback streamer with
+// Last-Event-ID.
 type watch struct {
-	job      submitted
-	first    string
+	job      contracts.SubmitResponse
 	mu       sync.Mutex
 	seqs     []uint64
 	complete contracts.Event
@@ -478,84 +446,58 @@ type watch struct {
 	done     chan struct{}
 }
 
-func startWatch(j submitted, streamer, fallback string) *watch {
-	w := &watch{job: j, first: streamer, done: make(chan struct{})}
+func startWatch(ctx context.Context, j contracts.SubmitResponse, streamer, fallback *client.Client) *watch {
+	w := &watch{job: j, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		base, lastID := streamer, ""
-		for ctx.Err() == nil {
-			finished, id, err := w.follow(ctx, base+j.EventsURL, lastID)
-			if finished || err != nil {
-				w.err = err
-				return
-			}
-			base, lastID = fallback, id
-			time.Sleep(100 * time.Millisecond) // EventSource's retry delay
+		w.err = w.follow(ctx, streamer, "")
+		var lost *streamLost
+		if errors.As(w.err, &lost) {
+			w.err = w.follow(ctx, fallback, lost.lastID)
 		}
-		w.err = ctx.Err()
 	}()
 	return w
 }
 
-// follow reads one connection: finished at the complete event; a broken
-// connection returns the last event id to resume after.
-func (w *watch) follow(ctx context.Context, url, lastID string) (finished bool, id string, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// streamLost is a connection that broke before the complete event.
+type streamLost struct {
+	lastID string
+	err    error
+}
+
+func (e *streamLost) Error() string { return fmt.Sprintf("stream lost after %q: %v", e.lastID, e.err) }
+
+// follow reads one streamer to the complete event; a broken connection is
+// a *streamLost (no reconnect to the same streamer: it was killed).
+func (w *watch) follow(ctx context.Context, streamer *client.Client, lastID string) error {
+	s, err := streamer.Follow(ctx, w.job.EventsURL, client.FollowOptions{LastEventID: lastID, MaxReconnects: -1})
 	if err != nil {
-		return false, "", err
+		return &streamLost{lastID: lastID, err: err}
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false, lastID, nil // the streamer is gone: reconnect
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return false, "", fmt.Errorf("%s: %s %s", url, resp.Status, b)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	id = lastID
-	var name, evID string
-	var data []string
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if evID != "" {
-				id = evID
+	defer s.Close()
+	for {
+		ev, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return &streamLost{lastID: s.LastEventID(), err: err}
+		}
+		switch ev.Name {
+		case contracts.SSEOutput:
+			l, err := ev.Line()
+			if err != nil {
+				return err
 			}
-			switch name {
-			case contracts.SSEOutput:
-				var l contracts.OutputLine
-				if err := json.Unmarshal([]byte(strings.Join(data, "\n")), &l); err != nil {
-					return false, "", err
-				}
-				w.mu.Lock()
-				w.seqs = append(w.seqs, l.Seq)
-				w.mu.Unlock()
-			case contracts.SSEComplete:
-				if err := json.Unmarshal([]byte(strings.Join(data, "\n")), &w.complete); err != nil {
-					return false, "", err
-				}
-				return true, id, nil
+			w.mu.Lock()
+			w.seqs = append(w.seqs, l.Seq)
+			w.mu.Unlock()
+		case contracts.SSEComplete:
+			if w.complete, err = ev.Status(); err != nil {
+				return err
 			}
-			name, evID, data = "", "", nil
-		case strings.HasPrefix(line, "id:"):
-			evID = strings.TrimSpace(strings.TrimPrefix(line, "id:"))
-		case strings.HasPrefix(line, "event:"):
-			name = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
-		case strings.HasPrefix(line, "data:"):
-			data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
 		}
 	}
-	return false, id, nil
 }
 
 // ended says whether the watch has ended.
@@ -572,12 +514,14 @@ func (w *watch) ended() bool {
 func (w *watch) waitLines(t *testing.T, n int, within time.Duration) {
 	t.Helper()
 	await.Within(t, within, fmt.Sprintf("%d lines of job %s", n, w.job.JobID), func() bool {
-		if w.ended() {
-			t.Fatalf("the watch of job %s ended early: %v", w.job.JobID, w.err)
-		}
+		ended := w.ended() // before the count: lines come before the end
 		w.mu.Lock()
-		defer w.mu.Unlock()
-		return len(w.seqs) >= n
+		got := len(w.seqs)
+		w.mu.Unlock()
+		if got < n && ended {
+			t.Fatalf("the watch of job %s ended after %d lines: %v", w.job.JobID, got, w.err)
+		}
+		return got >= n
 	})
 }
 

@@ -110,6 +110,7 @@ require (
 	github.com/prometheus/common v0.71.0 // indirect
 	github.com/prometheus/procfs v0.21.1 // indirect
 	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/client v0.0.0-00010101000000-000000000000
 	github.com/rubenv/sql-migrate v1.8.1 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
@@ -161,3 +162,5 @@ replace github.com/rdev-dev/rdev/pkg/topology => ../pkg/topology
 replace github.com/rdev-dev/rdev/pkg/contracts => ../pkg/contracts
 
 replace github.com/rdev-dev/rdev/pkg/await => ../pkg/await
+
+replace github.com/rdev-dev/rdev/pkg/client => ../pkg/client
