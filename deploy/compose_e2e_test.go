@@ -396,9 +396,9 @@ func (st *stack) waitHealthy(name string) {
 	for i, a := range test[2:] {
 		args[i] = st.rewrite(name, a)
 	}
-	var last []byte // the output of the last failed check
+	var last string // the output of the last failed check
 	st.t.Cleanup(func() {
-		if st.t.Failed() && last != nil {
+		if st.t.Failed() && last != "" {
 			st.t.Logf("%s: last failed health check: %s", name, last)
 		}
 	})
@@ -410,7 +410,7 @@ func (st *stack) waitHealthy(name string) {
 		}
 		out, err := exec.Command(st.bin, args...).CombinedOutput()
 		if err != nil {
-			last = append(out, err.Error()...)
+			last = fmt.Sprintf("%v: %s", err, out)
 		}
 		return err == nil
 	})
