@@ -35,6 +35,10 @@ type cli struct {
 	Worker   workerCmd   `cmd:"" help:"Run a worker alone against an external NATS; start several to scale out."`
 	Streamer streamerCmd `cmd:"" help:"Run the SSE streamer alone against an external NATS."`
 	Schema   schemaCmd   `cmd:"" help:"Write the JSON Schemas of the wire contract (run from the repository root)."`
+	Settings settingsCmd `cmd:"" help:"Print every setting of every command: flag, environment variable, default."`
+	Version  versionCmd  `cmd:"" help:"Print the version, commit and build date."`
+	Probe    probeCmd    `cmd:"" help:"Exit 0 when a URL answers 2xx: the health check of images without a shell."`
+	Topology topologyCmd `cmd:"" name:"provision" help:"Create or update the NATS streams and buckets as the NATS admin, then exit."`
 }
 
 // defaults are the flags' defaults that the services own (kong.Vars,

@@ -1,0 +1,188 @@
+package deploy
+
+import (
+	"context"
+	"maps"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// loadCompose loads docker-compose.yml as `docker compose` would, with
+// .env.example standing in for .env, with the given profiles.
+func loadCompose(t *testing.T, profiles ...string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{repoPath("docker-compose.yml")},
+		cli.WithWorkingDirectory(repoRoot), cli.WithEnvFiles(repoPath(".env.example")), cli.WithDotEnv,
+		cli.WithName("rdev"), cli.WithProfiles(profiles))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("load docker-compose.yml: %v", err)
+	}
+	return p
+}
+
+// rdevCommand is the rdev command a service runs ("" for other images).
+func rdevCommand(s types.ServiceConfig) string {
+	if !strings.HasPrefix(s.Image, "rdev") || len(s.Command) == 0 {
+		return ""
+	}
+	return s.Command[0]
+}
+
+func env(s types.ServiceConfig) map[string]string {
+	out := map[string]string{}
+	for k, v := range s.Environment {
+		if v != nil {
+			out[k] = *v
+		}
+	}
+	return out
+}
+
+// natsMinor is the minor version of the nats-server this repository
+// embeds, as pkg/topology's go.mod requires it.
+func natsMinor(t *testing.T) string {
+	t.Helper()
+	for _, line := range strings.Split(string(mustRead(t, repoPath("pkg", "topology", "go.mod"))), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "github.com/nats-io/nats-server/v2 v"); ok {
+			parts := strings.SplitN(v, ".", 3)
+			return parts[0] + "." + parts[1]
+		}
+	}
+	t.Fatal("pkg/topology does not require nats-server")
+	return ""
+}
+
+// docker-compose.yml: the services the issue asks for, wired to each
+// other, with health checks, dependencies, volumes, and only environment
+// variables the binary reads.
+func TestCompose(t *testing.T) {
+	t.Parallel()
+	reads := envReadBy(t)
+	p := loadCompose(t)
+	want := []string{"api-1", "api-2", "nats-1", "nats-2", "nats-3", "provision", "redis", "streamer-1", "streamer-2", "worker-1", "worker-2"}
+	if got := slices.Sorted(maps.Keys(p.Services)); !slices.Equal(got, want) {
+		t.Fatalf("default services %v, want %v", got, want)
+	}
+	obs := loadCompose(t, "observability")
+	for _, s := range []string{"jaeger", "prometheus", "grafana"} {
+		if _, ok := obs.Services[s]; !ok {
+			t.Errorf("the observability profile has no %s", s)
+		}
+	}
+	checkObservability(t, obs)
+
+	minor := natsMinor(t)
+	var natsServices []string
+	for name, s := range p.Services {
+		if !strings.HasPrefix(name, "nats-") {
+			continue
+		}
+		natsServices = append(natsServices, name)
+		if img := strings.TrimPrefix(s.Image, "nats:"); !strings.HasPrefix(img, minor+".") {
+			t.Errorf("%s runs %s, want the official nats image at the embedded server's %s", name, s.Image, minor)
+		}
+		if env(s)["NATS_SERVER_NAME"] != name {
+			t.Errorf("%s: NATS_SERVER_NAME %q", name, env(s)["NATS_SERVER_NAME"])
+		}
+		if !hasVolumeAt(s, "/data") || s.HealthCheck == nil {
+			t.Errorf("%s: want a volume at /data (JetStream file storage) and a health check", name)
+		}
+	}
+	for name, s := range p.Services {
+		cmd := rdevCommand(s)
+		if cmd == "" {
+			continue
+		}
+		e := env(s)
+		checkEnv(t, "compose service "+name, cmd, slices.Collect(maps.Keys(e)), reads)
+		if e["RDEV_REPLICAS"] != "3" {
+			t.Errorf("%s: RDEV_REPLICAS %q, want 3", name, e["RDEV_REPLICAS"])
+		}
+		for _, n := range natsServices {
+			if !strings.Contains(e["RDEV_NATS_URL"], "nats://"+n+":4222") {
+				t.Errorf("%s: RDEV_NATS_URL %q lacks %s", name, e["RDEV_NATS_URL"], n)
+			}
+		}
+		role := map[string]string{"provision": "admin"}[cmd]
+		if role == "" {
+			role = cmd
+		}
+		if e["RDEV_NATS_USER"] != role || e["RDEV_NATS_PASSWORD"] == "" {
+			t.Errorf("%s signs in to NATS as %q, want %s with a password", name, e["RDEV_NATS_USER"], role)
+		}
+		if cmd == "provision" {
+			for _, n := range natsServices {
+				if s.DependsOn[n].Condition != types.ServiceConditionHealthy {
+					t.Errorf("provision does not wait for %s to be healthy", n)
+				}
+			}
+			continue
+		}
+		if s.DependsOn["provision"].Condition != types.ServiceConditionCompletedSuccessfully {
+			t.Errorf("%s does not wait for provision to complete", name)
+		}
+		if cmd == "api" {
+			if s.DependsOn["redis"].Condition != types.ServiceConditionHealthy || e["RDEV_REDIS_URL"] != "redis://redis:6379/0" {
+				t.Errorf("%s: Redis %q, dependency %+v", name, e["RDEV_REDIS_URL"], s.DependsOn["redis"])
+			}
+			if e["RDEV_BOOTSTRAP_API_KEY"] == "" {
+				t.Errorf("%s: no bootstrap key from .env", name)
+			}
+		}
+		checkProbe(t, name, s, e["RDEV_HTTP_ADDR"])
+	}
+}
+
+// checkProbe: the health check is `rdev probe` on /readyz of the port the
+// process listens on.
+func checkProbe(t *testing.T, name string, s types.ServiceConfig, addr string) {
+	t.Helper()
+	if s.HealthCheck == nil || len(s.HealthCheck.Test) != 4 || s.HealthCheck.Test[0] != "CMD" || s.HealthCheck.Test[1] != "rdev" || s.HealthCheck.Test[2] != "probe" {
+		t.Errorf("%s: health check %v, want CMD rdev probe URL", name, s.HealthCheck)
+		return
+	}
+	u, err := url.Parse(s.HealthCheck.Test[3])
+	_, port, _ := net.SplitHostPort(addr)
+	if err != nil || u.Path != "/readyz" || u.Port() != port {
+		t.Errorf("%s: probes %s, but listens on %s", name, s.HealthCheck.Test[3], addr)
+	}
+}
+
+func hasVolumeAt(s types.ServiceConfig, target string) bool {
+	return slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == target })
+}
+
+// checkObservability: Prometheus loads rdev's alerts, Grafana the
+// dashboard, and both only in their profile.
+func checkObservability(t *testing.T, p *types.Project) {
+	t.Helper()
+	mounts := map[string]string{}
+	for _, name := range []string{"prometheus", "grafana"} {
+		for _, c := range p.Services[name].Configs {
+			mounts[c.Target] = p.Configs[c.Source].File
+		}
+		if !slices.Contains(p.Services[name].Profiles, "observability") {
+			t.Errorf("%s is not in the observability profile", name)
+		}
+	}
+	for target, file := range map[string]string{
+		"/etc/prometheus/rdev-alerts.yaml":                "deploy/prometheus/rdev-alerts.yaml",
+		"/var/lib/grafana/dashboards/rdev-dashboard.json": "deploy/grafana/rdev-dashboard.json",
+		"/etc/grafana/provisioning/dashboards/rdev.yaml":  "deploy/compose/grafana/dashboards.yaml",
+		"/etc/grafana/provisioning/datasources/rdev.yaml": "deploy/compose/grafana/datasources.yaml",
+	} {
+		if !strings.HasSuffix(mounts[target], file) {
+			t.Errorf("%s is %q, want %s", target, mounts[target], file)
+		}
+	}
+}

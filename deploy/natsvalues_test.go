@@ -1,0 +1,78 @@
+package deploy
+
+import (
+	"flag"
+	"os"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
+)
+
+var update = flag.Bool("update", false, "rewrite deploy/helm/nats-values.yaml from natsserver.Permissions")
+
+var natsValuesFile = repoPath("deploy", "helm", "nats-values.yaml")
+
+const natsValuesHeader = `# Values of the official NATS Helm chart for rdev: a three-node JetStream
+# cluster on persistent volumes, monitoring on (KEDA reads consumer lag
+# there), and rdev's four users with the least privilege of each service.
+# The passwords come from the Secret rdev-secrets (keys nats-<user>-password),
+# the same one the rdev chart reads (secrets.existingSecret); create it in
+# both namespaces (docs/deployment.md).
+#
+# Generated from pkg/topology/natsserver (Permissions), which the embedded
+# server of rdev up uses. Regenerate: go test ./deploy -run TestNATSValues -update
+`
+
+// natsValues builds the NATS chart's values. The chart renders config.merge
+// into nats.conf; << $VAR >> stays unquoted, so NATS reads the variable.
+func natsValues() map[string]any {
+	var users []any
+	env := map[string]any{}
+	for _, r := range natsserver.Roles() {
+		p := natsserver.Permissions(r)
+		v := "RDEV_NATS_" + strings.ToUpper(string(r)) + "_PASSWORD"
+		perms := map[string]any{
+			"publish":   map[string]any{"allow": p.Publish.Allow},
+			"subscribe": map[string]any{"allow": p.Subscribe.Allow},
+		}
+		if p.Response != nil {
+			perms["allow_responses"] = map[string]any{"max": p.Response.MaxMsgs, "expires": p.Response.Expires.String()}
+		}
+		users = append(users, map[string]any{"user": string(r), "password": "<< $" + v + " >>", "permissions": perms})
+		env[v] = map[string]any{"valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "rdev-secrets", "key": "nats-" + string(r) + "-password"}}}
+	}
+	return map[string]any{
+		"config": map[string]any{
+			"cluster":   map[string]any{"enabled": true, "replicas": 3},
+			"jetstream": map[string]any{"enabled": true, "fileStore": map[string]any{"enabled": true, "pvc": map[string]any{"enabled": true, "size": "10Gi"}}},
+			"monitor":   map[string]any{"enabled": true},
+			"merge":     map[string]any{"authorization": map[string]any{"users": users}},
+		},
+		"container": map[string]any{"env": env},
+		"podTemplate": map[string]any{"topologySpreadConstraints": map[string]any{"kubernetes.io/hostname": map[string]any{
+			"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule",
+		}}},
+	}
+}
+
+// deploy/helm/nats-values.yaml gives rdev's users exactly the permissions
+// of the embedded server, on a cluster as the issue asks.
+func TestNATSValues(t *testing.T) {
+	t.Parallel()
+	b, err := yaml.Marshal(natsValues())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := natsValuesHeader + "\n" + string(b)
+	if *update {
+		if err := os.WriteFile(natsValuesFile, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := string(mustRead(t, natsValuesFile)); got != want {
+		t.Fatal("deploy/helm/nats-values.yaml is stale: go test ./deploy -run TestNATSValues -update")
+	}
+}
