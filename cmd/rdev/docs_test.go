@@ -11,11 +11,6 @@ import (
 	"unicode"
 )
 
-// docsExpectedElsewhere are pages other branches add (the generated flag
-// reference and the deployment guide): a link to one passes while it is
-// missing. Delete this list once both are merged.
-var docsExpectedElsewhere = []string{"docs/configuration.md", "docs/deployment.md"}
-
 // Every relative link in README.md and docs/*.md names a file or directory
 // that exists and, with a #fragment into a Markdown page, one of its
 // headings: a page moved or a heading renamed breaks the test, not the
@@ -36,7 +31,7 @@ func TestDocsLinksResolve(t *testing.T) {
 		}
 		for _, link := range markdownLinks(string(text)) {
 			checked++
-			if err := resolveDocLink(root, page, link); err != nil {
+			if err := resolveDocLink(page, link); err != nil {
 				rel, _ := filepath.Rel(root, page)
 				t.Errorf("%s: link %q: %v", rel, link, err)
 			}
@@ -49,7 +44,7 @@ func TestDocsLinksResolve(t *testing.T) {
 
 // resolveDocLink checks one link target of page; absolute URLs are not
 // followed.
-func resolveDocLink(root, page, link string) error {
+func resolveDocLink(page, link string) error {
 	if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
 		return nil
 	}
@@ -59,10 +54,6 @@ func resolveDocLink(root, page, link string) error {
 		target = filepath.Join(filepath.Dir(page), filepath.FromSlash(path))
 	}
 	if _, err := os.Stat(target); err != nil {
-		rel, relErr := filepath.Rel(root, target)
-		if relErr == nil && slices.Contains(docsExpectedElsewhere, filepath.ToSlash(rel)) {
-			return nil
-		}
 		return fmt.Errorf("no such file: %w", err)
 	}
 	if fragment == "" || !strings.HasSuffix(target, ".md") {
@@ -167,7 +158,7 @@ func TestDocsLinkChecker(t *testing.T) {
 		"a.md": true, "a.md#top-1": true, "#cancel-retries--and-dead-letters": true, "https://example.com/x": true,
 		"b.md": false, "a.md#nowhere": false, "#top-2": false,
 	} {
-		if err := resolveDocLink(dir, from, link); (err == nil) != ok {
+		if err := resolveDocLink(from, link); (err == nil) != ok {
 			t.Errorf("%q: err %v, want ok=%v", link, err, ok)
 		}
 	}
