@@ -19,6 +19,7 @@ import (
 	"github.com/google/shlex"
 
 	"github.com/rdev-dev/rdev/cmd/rdev/internal/natsconn"
+	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 	"github.com/rdev-dev/rdev/services/api"
 	"github.com/rdev-dev/rdev/services/streamer"
@@ -67,6 +68,8 @@ func defaults() kong.Vars {
 		"sse_heartbeat":         duration(streamer.DefaultHeartbeat),
 		"cors_origin":           streamer.DefaultAllowOrigin,
 		"sse_unavailable_after": duration(streamer.DefaultUnavailableAfter),
+		"output_max_age":        duration(contracts.DefaultOutputMaxAge),
+		"state_ttl":             duration(contracts.DefaultStateTTL),
 	}
 }
 
@@ -116,8 +119,8 @@ func (n natsFlags) auth() natsconn.Config {
 }
 
 type topologyFlags struct {
-	OutputMaxAge time.Duration `default:"24h" env:"RDEV_OUTPUT_MAX_AGE" help:"How long output and events stay replayable."`
-	StateTTL     time.Duration `name:"state-ttl" default:"168h" env:"RDEV_STATE_TTL" help:"How long job state stays readable after its last change."`
+	OutputMaxAge time.Duration `default:"${output_max_age}" env:"RDEV_OUTPUT_MAX_AGE" help:"How long output and events stay replayable."`
+	StateTTL     time.Duration `name:"state-ttl" default:"${state_ttl}" env:"RDEV_STATE_TTL" help:"How long job state stays readable after its last change."`
 	Replicas     int           `name:"replicas" default:"1" env:"RDEV_REPLICAS" help:"JetStream replicas of every stream and bucket (3 on a cluster: any one node may fail); applied to existing streams at start."`
 }
 

@@ -7,13 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api"
 	"github.com/rdev-dev/rdev/services/streamer"
 	"github.com/rdev-dev/rdev/services/worker"
 )
 
 // Without flags or environment, rdev up runs with the services' own
-// defaults: the flags take them from the services.
+// defaults (and the topology's, from pkg/contracts): the flags take them
+// from there.
 func TestFlagDefaultsAreTheServices(t *testing.T) {
 	var c cli
 	parser, err := newParser(&c, io.Discard, io.Discard)
@@ -58,6 +60,8 @@ func TestFlagDefaultsAreTheServices(t *testing.T) {
 		{"sse-heartbeat", s.SSEHeartbeat, streamer.DefaultHeartbeat},
 		{"cors-origin", s.CORSOrigins[0], streamer.DefaultAllowOrigin},
 		{"sse-unavailable-after", s.UnavailableAfter, streamer.DefaultUnavailableAfter},
+		{"output-max-age", c.Up.Topology.OutputMaxAge, contracts.DefaultOutputMaxAge},
+		{"state-ttl", c.Up.Topology.StateTTL, contracts.DefaultStateTTL},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("--%s defaults to %v, want the service's %v", tc.name, tc.got, tc.want)
