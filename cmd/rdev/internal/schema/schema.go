@@ -65,6 +65,8 @@ func Generate() (map[string][]byte, error) {
 		"secret_list":           contracts.SecretList{},
 		"audit_page":            contracts.AuditPage{},
 		"dead_letter_page":      contracts.DeadLetterPage{},
+		"job_summary":           contracts.JobSummary{},
+		"job_list":              contracts.JobList{},
 		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
 		"dead_letter_purge":     contracts.DeadLetterPurge{},
 	} {
