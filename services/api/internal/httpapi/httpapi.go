@@ -49,6 +49,8 @@ type Deps struct {
 	Audit    Auditor
 	Query    AuditQuerier
 	Dead     DeadLetters
+	// Index lists jobs.
+	Index JobIndex
 	// Secrets keeps project secrets; nil when no secrets key is
 	// configured (the secrets endpoints then answer 409 secrets_disabled).
 	Secrets Secrets
@@ -74,6 +76,7 @@ type Handlers struct {
 	audit         Auditor
 	query         AuditQuerier
 	dead          DeadLetters
+	index         JobIndex
 	secrets       Secrets
 	signer        *access.Signer
 	tokenTTL      time.Duration
@@ -87,7 +90,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -109,6 +112,8 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 	}{
 		{http.MethodPost, "/projects/:project/commands", h.submitCommand, access.RoleSubmit},
 		{http.MethodPost, "/projects/:project/claude", h.submitClaude, access.RoleSubmit},
+		{http.MethodGet, "/jobs", h.listJobs, ""},
+		{http.MethodGet, "/projects/:project/jobs", h.listProjectJobs, access.RoleRead},
 		{http.MethodGet, "/jobs/:id", h.getJob, ""},
 		{http.MethodPost, "/jobs/:id/cancel", h.cancelJob, ""},
 		{http.MethodPost, "/projects/:project/batches", h.submitBatch, access.RoleSubmit},

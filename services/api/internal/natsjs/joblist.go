@@ -1,0 +1,179 @@
+package natsjs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/api/internal/jobs"
+)
+
+// JobIndex answers job listings from the job index (the index.> keys of
+// the state bucket, see contracts.IndexKey), which every writer of a job
+// state keeps (pkg/state). It holds the index in memory, sorted by job id
+// per project, fed by a watch of those keys: a page is a walk back from
+// the cursor, without a round trip to NATS. Entries older than the
+// bucket's TTL are skipped as the bucket drops them (an expiry sends the
+// watch nothing).
+type JobIndex struct {
+	kv jetstream.KeyValue
+
+	mu       sync.RWMutex
+	ttl      time.Duration
+	projects map[string]*projectJobs
+	ready    chan struct{} // closed once the watch has replayed the index
+}
+
+// projectJobs is one project's part of the index.
+type projectJobs struct {
+	ids  []string // sorted ascending
+	jobs map[string]indexedJob
+}
+
+type indexedJob struct {
+	sum     contracts.JobSummary
+	written time.Time
+}
+
+// NewJobIndex returns the index of the state bucket kv; Run fills it.
+func NewJobIndex(kv jetstream.KeyValue) *JobIndex {
+	return &JobIndex{kv: kv, projects: map[string]*projectJobs{}, ready: make(chan struct{})}
+}
+
+// Run starts the watch that keeps the index until ctx ends, and returns
+// once it runs; List waits for the replay of what is stored.
+func (x *JobIndex) Run(ctx context.Context) error {
+	status, err := x.kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("job index: %w", err)
+	}
+	x.ttl = status.TTL()
+	w, err := x.kv.Watch(ctx, contracts.IndexKeyPrefix+".>")
+	if err != nil {
+		return fmt.Errorf("job index: %w", err)
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				x.apply(e)
+			}
+		}
+	}()
+	return nil
+}
+
+// apply takes one change of the index: nil marks the end of the replay.
+func (x *JobIndex) apply(e jetstream.KeyValueEntry) {
+	if e == nil {
+		close(x.ready)
+		return
+	}
+	project, id, ok := strings.Cut(strings.TrimPrefix(e.Key(), contracts.IndexKeyPrefix+"."), ".")
+	if !ok {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	p := x.projects[project]
+	if e.Operation() != jetstream.KeyValuePut {
+		if p != nil {
+			if _, had := p.jobs[id]; had {
+				delete(p.jobs, id)
+				i, _ := slices.BinarySearch(p.ids, id)
+				p.ids = slices.Delete(p.ids, i, i+1)
+			}
+		}
+		return
+	}
+	var sum contracts.JobSummary
+	if json.Unmarshal(e.Value(), &sum) != nil {
+		return
+	}
+	if p == nil {
+		p = &projectJobs{jobs: map[string]indexedJob{}}
+		x.projects[project] = p
+	}
+	if _, had := p.jobs[id]; !had {
+		// Ids are ULIDs: a new job mostly goes at the end.
+		if n := len(p.ids); n == 0 || p.ids[n-1] < id {
+			p.ids = append(p.ids, id)
+		} else {
+			i, _ := slices.BinarySearch(p.ids, id)
+			p.ids = slices.Insert(p.ids, i, id)
+		}
+	}
+	p.jobs[id] = indexedJob{sum: sum, written: e.Created()}
+}
+
+// ErrIndexLoading is returned by List when ctx ends before the index has
+// been read from the bucket (right after the API started).
+var ErrIndexLoading = errors.New("job index: still loading")
+
+// List returns the jobs q selects, newest first, at most q.Limit, and the
+// cursor of the next page ("" on the last).
+func (x *JobIndex) List(ctx context.Context, q jobs.ListQuery) ([]contracts.JobSummary, string, error) {
+	select {
+	case <-x.ready:
+	case <-ctx.Done():
+		return nil, "", fmt.Errorf("%w: %w", ErrIndexLoading, ctx.Err())
+	}
+	var out []contracts.JobSummary
+	x.mu.RLock()
+	for _, s := range q.Scopes {
+		out = append(out, x.page(s, q)...)
+	}
+	x.mu.RUnlock()
+	// Each project gave up to Limit+1 newest first; merge them.
+	slices.SortFunc(out, func(a, b contracts.JobSummary) int { return strings.Compare(b.JobID, a.JobID) })
+	if len(out) > q.Limit {
+		return out[:q.Limit], out[q.Limit-1].JobID, nil
+	}
+	return out, "", nil
+}
+
+// page walks one project's jobs back from the cursor and returns up to
+// Limit+1 that q selects (one more than a page tells whether another
+// follows).
+func (x *JobIndex) page(s jobs.ListScope, q jobs.ListQuery) []contracts.JobSummary {
+	p := x.projects[s.Project]
+	if p == nil {
+		return nil
+	}
+	i := len(p.ids)
+	if q.Cursor != "" {
+		i, _ = slices.BinarySearch(p.ids, q.Cursor)
+	}
+	expired := time.Now().Add(-x.ttl)
+	var out []contracts.JobSummary
+	for i--; i >= 0 && len(out) <= q.Limit; i-- {
+		j := p.jobs[p.ids[i]]
+		if !q.Since.IsZero() && j.sum.SubmittedAt.Before(q.Since.Add(-sinceSlack)) {
+			break // ids sort by submission time: nothing older matches
+		}
+		if x.ttl > 0 && j.written.Before(expired) || !q.Selects(s, j.sum) {
+			continue
+		}
+		out = append(out, j.sum)
+	}
+	return out
+}
+
+// sinceSlack is how far a job's submission time may precede the time in
+// its id (the id is made just before the submission is stamped), so the
+// walk stops only well past Since.
+const sinceSlack = time.Minute
