@@ -28,24 +28,27 @@ type JobIndex struct {
 
 	mu       sync.RWMutex
 	ttl      time.Duration
-	projects map[string]*projectJobs
+	projects map[string]projectJobs
 	ready    chan struct{} // closed once the watch has replayed the index
 }
 
-// projectJobs is one project's part of the index.
-type projectJobs struct {
-	ids  []string // sorted ascending
-	jobs map[string]indexedJob
-}
+// projectJobs is one project's part of the index, sorted by job id: a
+// walk reads it in order, without a lookup per job.
+type projectJobs []indexedJob
 
 type indexedJob struct {
 	sum     contracts.JobSummary
 	written time.Time
 }
 
+// find returns where id is or would go in p, and whether it is there.
+func (p projectJobs) find(id string) (int, bool) {
+	return slices.BinarySearchFunc(p, id, func(j indexedJob, id string) int { return strings.Compare(j.sum.JobID, id) })
+}
+
 // NewJobIndex returns the index of the state bucket kv; Run fills it.
 func NewJobIndex(kv jetstream.KeyValue) *JobIndex {
-	return &JobIndex{kv: kv, projects: map[string]*projectJobs{}, ready: make(chan struct{})}
+	return &JobIndex{kv: kv, projects: map[string]projectJobs{}, ready: make(chan struct{})}
 }
 
 // Run starts the watch that keeps the index until ctx ends, and returns
@@ -90,34 +93,26 @@ func (x *JobIndex) apply(e jetstream.KeyValueEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	p := x.projects[project]
+	i, had := p.find(id)
 	if e.Operation() != jetstream.KeyValuePut {
-		if p != nil {
-			if _, had := p.jobs[id]; had {
-				delete(p.jobs, id)
-				i, _ := slices.BinarySearch(p.ids, id)
-				p.ids = slices.Delete(p.ids, i, i+1)
-			}
+		if had {
+			x.projects[project] = slices.Delete(p, i, i+1)
 		}
 		return
 	}
 	var sum contracts.JobSummary
-	if json.Unmarshal(e.Value(), &sum) != nil {
+	if json.Unmarshal(e.Value(), &sum) != nil || sum.JobID != id {
 		return
 	}
-	if p == nil {
-		p = &projectJobs{jobs: map[string]indexedJob{}}
-		x.projects[project] = p
+	j := indexedJob{sum: sum, written: e.Created()}
+	switch {
+	case had:
+		p[i] = j
+	case i == len(p): // ids are ULIDs: a new job mostly goes at the end
+		x.projects[project] = append(p, j)
+	default:
+		x.projects[project] = slices.Insert(p, i, j)
 	}
-	if _, had := p.jobs[id]; !had {
-		// Ids are ULIDs: a new job mostly goes at the end.
-		if n := len(p.ids); n == 0 || p.ids[n-1] < id {
-			p.ids = append(p.ids, id)
-		} else {
-			i, _ := slices.BinarySearch(p.ids, id)
-			p.ids = slices.Insert(p.ids, i, id)
-		}
-	}
-	p.jobs[id] = indexedJob{sum: sum, written: e.Created()}
 }
 
 // ErrIndexLoading is returned by List when ctx ends before the index has
@@ -151,17 +146,14 @@ func (x *JobIndex) List(ctx context.Context, q jobs.ListQuery) ([]contracts.JobS
 // follows).
 func (x *JobIndex) page(s jobs.ListScope, q jobs.ListQuery) []contracts.JobSummary {
 	p := x.projects[s.Project]
-	if p == nil {
-		return nil
-	}
-	i := len(p.ids)
+	i := len(p)
 	if q.Cursor != "" {
-		i, _ = slices.BinarySearch(p.ids, q.Cursor)
+		i, _ = p.find(q.Cursor)
 	}
 	expired := time.Now().Add(-x.ttl)
 	var out []contracts.JobSummary
 	for i--; i >= 0 && len(out) <= q.Limit; i-- {
-		j := p.jobs[p.ids[i]]
+		j := &p[i]
 		if !q.Since.IsZero() && j.sum.SubmittedAt.Before(q.Since.Add(-sinceSlack)) {
 			break // ids sort by submission time: nothing older matches
 		}
