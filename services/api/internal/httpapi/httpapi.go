@@ -51,6 +51,8 @@ type Deps struct {
 	Dead     DeadLetters
 	// Index lists jobs.
 	Index JobIndex
+	// Output reads jobs' output.
+	Output Output
 	// Secrets keeps project secrets; nil when no secrets key is
 	// configured (the secrets endpoints then answer 409 secrets_disabled).
 	Secrets Secrets
@@ -77,6 +79,7 @@ type Handlers struct {
 	query         AuditQuerier
 	dead          DeadLetters
 	index         JobIndex
+	output        Output
 	secrets       Secrets
 	signer        *access.Signer
 	tokenTTL      time.Duration
@@ -90,7 +93,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -115,6 +118,7 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodGet, "/jobs", h.listJobs, ""},
 		{http.MethodGet, "/projects/:project/jobs", h.listProjectJobs, access.RoleRead},
 		{http.MethodGet, "/jobs/:id", h.getJob, ""},
+		{http.MethodGet, "/jobs/:id/logs", h.getLogs, ""},
 		{http.MethodPost, "/jobs/:id/cancel", h.cancelJob, ""},
 		{http.MethodPost, "/projects/:project/batches", h.submitBatch, access.RoleSubmit},
 		{http.MethodGet, "/batches/:id", h.getBatch, ""},
