@@ -105,3 +105,12 @@ func (c *Client) Logs(ctx context.Context, id string, o LogsOptions) (io.ReadClo
 	}
 	return resp.Body, nil
 }
+
+// Queues returns each priority level's waiting and running jobs, oldest
+// wait and dispatches in the last minute, highest first (GET /v1/queues,
+// admin).
+func (c *Client) Queues(ctx context.Context) (contracts.QueueList, error) {
+	var out contracts.QueueList
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/queues"}, &out)
+	return out, err
+}

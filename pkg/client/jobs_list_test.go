@@ -73,4 +73,8 @@ func TestListJobsAndLogs(t *testing.T) {
 	if _, err := c.Logs(ctx(t), "nope", client.LogsOptions{}); !client.IsCode(err, "job_not_found") {
 		t.Fatalf("logs of an unknown job: %v, want job_not_found", err)
 	}
+	qs, err := c.Queues(ctx(t))
+	if err != nil || len(qs.Queues) != 3 || qs.Queues[0].Priority != contracts.PriorityHigh || qs.Queues[1].DispatchedLastMinute < 1 {
+		t.Fatalf("Queues: %+v, %v; want three levels, high first, this test's job dispatched at normal", qs, err)
+	}
 }

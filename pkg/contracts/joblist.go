@@ -39,6 +39,8 @@ type JobSummary struct {
 	BatchID string `json:"batch_id,omitempty"`
 	// SubmittedAt is when the API accepted the job.
 	SubmittedAt time.Time `json:"submitted_at"`
+	// StartedAt is when the current attempt started.
+	StartedAt *time.Time `json:"started_at,omitempty"`
 	// FinishedAt is when the job ended.
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	// StateRevision is the revision of the JobState this summary was
@@ -55,7 +57,7 @@ func SummaryOf(st JobState, rev uint64) JobSummary {
 	return JobSummary{
 		V: Version, JobID: st.JobID, Project: st.Project, Kind: st.Kind, Priority: st.Priority,
 		Status: st.Status, Attempt: st.Attempt, ExitCode: st.ExitCode, Reason: st.Reason,
-		BatchID: st.BatchID, SubmittedAt: st.SubmittedAt, FinishedAt: st.FinishedAt,
+		BatchID: st.BatchID, SubmittedAt: st.SubmittedAt, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
 		StateRevision: rev, ProjectIncarnation: st.ProjectIncarnation,
 	}
 }

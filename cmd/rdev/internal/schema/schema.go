@@ -67,6 +67,7 @@ func Generate() (map[string][]byte, error) {
 		"dead_letter_page":      contracts.DeadLetterPage{},
 		"job_summary":           contracts.JobSummary{},
 		"job_list":              contracts.JobList{},
+		"queue_list":            contracts.QueueList{},
 		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
 		"dead_letter_purge":     contracts.DeadLetterPurge{},
 	} {

@@ -148,6 +148,7 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodGet, "/projects/:project/secrets", h.listSecrets, ""},
 		{http.MethodDelete, "/projects/:project/secrets/:name", h.deleteSecret, ""},
 
+		{http.MethodGet, "/queues", h.listQueues, ""},
 		{http.MethodGet, "/audit", h.auditLog, ""},
 		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog, access.RoleRead},
 	} {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -17,6 +18,22 @@ type JobIndex interface {
 	// List returns the jobs q selects, newest first, at most q.Limit, and
 	// the cursor of the next page ("" on the last).
 	List(ctx context.Context, q jobs.ListQuery) ([]contracts.JobSummary, string, error)
+	// Queues counts the jobs of each priority level, highest first, as of
+	// now.
+	Queues(ctx context.Context, now time.Time) ([]contracts.QueueStats, error)
+}
+
+// listQueues answers GET /v1/queues (admin): each priority level's
+// waiting and running jobs, oldest wait and dispatches in the last minute.
+func (h *Handlers) listQueues(c echo.Context) error {
+	if err := h.requireAdmin(c); err != nil {
+		return h.fail(c, err)
+	}
+	qs, err := h.index.Queues(c.Request().Context(), time.Now())
+	if err != nil {
+		return h.fail(c, err)
+	}
+	return c.JSON(http.StatusOK, contracts.QueueList{Queues: qs})
 }
 
 // listProjectJobs answers GET /v1/projects/{project}/jobs: the jobs of

@@ -119,13 +119,21 @@ func (x *JobIndex) apply(e jetstream.KeyValueEntry) {
 // been read from the bucket (right after the API started).
 var ErrIndexLoading = errors.New("job index: still loading")
 
+// loaded waits until the watch has replayed the index.
+func (x *JobIndex) loaded(ctx context.Context) error {
+	select {
+	case <-x.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrIndexLoading, ctx.Err())
+	}
+}
+
 // List returns the jobs q selects, newest first, at most q.Limit, and the
 // cursor of the next page ("" on the last).
 func (x *JobIndex) List(ctx context.Context, q jobs.ListQuery) ([]contracts.JobSummary, string, error) {
-	select {
-	case <-x.ready:
-	case <-ctx.Done():
-		return nil, "", fmt.Errorf("%w: %w", ErrIndexLoading, ctx.Err())
+	if err := x.loaded(ctx); err != nil {
+		return nil, "", err
 	}
 	var out []contracts.JobSummary
 	x.mu.RLock()
@@ -169,3 +177,41 @@ func (x *JobIndex) page(s jobs.ListScope, q jobs.ListQuery) []contracts.JobSumma
 // its id (the id is made just before the submission is stamped), so the
 // walk stops only well past Since.
 const sinceSlack = time.Minute
+
+// Queues counts the index's jobs per priority level, highest first, as
+// of now.
+func (x *JobIndex) Queues(ctx context.Context, now time.Time) ([]contracts.QueueStats, error) {
+	if err := x.loaded(ctx); err != nil {
+		return nil, err
+	}
+	levels := contracts.Priorities()
+	out := make([]contracts.QueueStats, len(levels))
+	at := map[contracts.Priority]*contracts.QueueStats{}
+	for i, p := range levels {
+		out[i].Priority = p
+		at[p] = &out[i]
+	}
+	expired, minute := now.Add(-x.ttl), now.Add(-time.Minute)
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, p := range x.projects {
+		for i := range p {
+			j := &p[i]
+			q := at[j.sum.Priority]
+			if q == nil || x.ttl > 0 && j.written.Before(expired) {
+				continue
+			}
+			switch j.sum.Status {
+			case contracts.StatusQueued:
+				q.Waiting++
+				q.OldestAgeSeconds = max(q.OldestAgeSeconds, now.Sub(j.sum.SubmittedAt).Seconds())
+			case contracts.StatusRunning:
+				q.Running++
+			}
+			if j.sum.StartedAt != nil && j.sum.StartedAt.After(minute) {
+				q.DispatchedLastMinute++
+			}
+		}
+	}
+	return out, nil
+}
