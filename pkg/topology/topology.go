@@ -106,7 +106,7 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 	}}
 }
 
-// Ensure creates the streams and the state and access buckets, or updates them to cfg
+// Ensure creates the streams and the state, access, secrets and queues buckets, or updates them to cfg
 // when they exist, and returns the state bucket. An update never deletes
 // messages: only limits change. A changed replica count is applied in
 // place: JetStream copies an R1 stream to two more nodes (or drops
@@ -126,6 +126,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 		return nil, err
 	}
 	if _, err := SecretsBucket(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	if err := queuesBucket(ctx, js, cfg); err != nil {
 		return nil, err
 	}
 	return stateBucket(ctx, js, cfg)
@@ -173,6 +176,27 @@ func SecretsBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jet
 		return nil, fmt.Errorf("provision bucket %s: %w", contracts.BucketSecrets, err)
 	}
 	return kv, nil
+}
+
+// queuesBucket creates or updates the bucket of queue settings (paused
+// priority levels). It keeps a short history, so an operator sees who
+// paused and resumed a level before.
+func queuesBucket(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      contracts.BucketQueues,
+		Description: "rdev queue settings: paused priority levels",
+		History:     5,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("provision bucket %s: %w", contracts.BucketQueues, err)
+	}
+	return nil
 }
 
 func stateBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {

@@ -68,6 +68,7 @@ func Generate() (map[string][]byte, error) {
 		"job_summary":           contracts.JobSummary{},
 		"job_list":              contracts.JobList{},
 		"queue_list":            contracts.QueueList{},
+		"queue_pause":           contracts.QueuePause{},
 		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
 		"dead_letter_purge":     contracts.DeadLetterPurge{},
 	} {
