@@ -239,7 +239,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
-		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
+		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})

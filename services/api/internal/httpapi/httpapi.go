@@ -53,6 +53,8 @@ type Deps struct {
 	Index JobIndex
 	// Output reads jobs' output.
 	Output Output
+	// Pauses keeps the paused priority levels.
+	Pauses Pauses
 	// Secrets keeps project secrets; nil when no secrets key is
 	// configured (the secrets endpoints then answer 409 secrets_disabled).
 	Secrets Secrets
@@ -80,6 +82,7 @@ type Handlers struct {
 	dead          DeadLetters
 	index         JobIndex
 	output        Output
+	pauses        Pauses
 	secrets       Secrets
 	signer        *access.Signer
 	tokenTTL      time.Duration
@@ -93,7 +96,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -149,6 +152,8 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodDelete, "/projects/:project/secrets/:name", h.deleteSecret, ""},
 
 		{http.MethodGet, "/queues", h.listQueues, ""},
+		{http.MethodPost, "/queues/:priority/pause", h.pauseQueue, ""},
+		{http.MethodPost, "/queues/:priority/resume", h.resumeQueue, ""},
 		{http.MethodGet, "/audit", h.auditLog, ""},
 		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog, access.RoleRead},
 	} {

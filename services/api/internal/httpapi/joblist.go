@@ -23,19 +23,6 @@ type JobIndex interface {
 	Queues(ctx context.Context, now time.Time) ([]contracts.QueueStats, error)
 }
 
-// listQueues answers GET /v1/queues (admin): each priority level's
-// waiting and running jobs, oldest wait and dispatches in the last minute.
-func (h *Handlers) listQueues(c echo.Context) error {
-	if err := h.requireAdmin(c); err != nil {
-		return h.fail(c, err)
-	}
-	qs, err := h.index.Queues(c.Request().Context(), time.Now())
-	if err != nil {
-		return h.fail(c, err)
-	}
-	return c.JSON(http.StatusOK, contracts.QueueList{Queues: qs})
-}
-
 // listProjectJobs answers GET /v1/projects/{project}/jobs: the jobs of
 // the project's current incarnation.
 func (h *Handlers) listProjectJobs(c echo.Context) error {
