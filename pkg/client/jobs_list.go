@@ -114,3 +114,22 @@ func (c *Client) Queues(ctx context.Context) (contracts.QueueList, error) {
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/queues"}, &out)
 	return out, err
 }
+
+// PauseQueue stops the workers dispatching a priority level; its jobs
+// wait, and the pause outlives restarts (POST /v1/queues/{priority}/pause,
+// admin).
+func (c *Client) PauseQueue(ctx context.Context, p contracts.Priority) (contracts.QueuePause, error) {
+	return c.setPause(ctx, p, "pause")
+}
+
+// ResumeQueue lets the workers dispatch a paused level again (POST
+// /v1/queues/{priority}/resume, admin).
+func (c *Client) ResumeQueue(ctx context.Context, p contracts.Priority) (contracts.QueuePause, error) {
+	return c.setPause(ctx, p, "resume")
+}
+
+func (c *Client) setPause(ctx context.Context, p contracts.Priority, verb string) (contracts.QueuePause, error) {
+	var out contracts.QueuePause
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/queues/" + esc(string(p)) + "/" + verb}, &out)
+	return out, err
+}

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"io"
 	"slices"
 	"strings"
@@ -76,5 +77,48 @@ func TestListJobsAndLogs(t *testing.T) {
 	qs, err := c.Queues(ctx(t))
 	if err != nil || len(qs.Queues) != 3 || qs.Queues[0].Priority != contracts.PriorityHigh || qs.Queues[1].DispatchedLastMinute < 1 {
 		t.Fatalf("Queues: %+v, %v; want three levels, high first, this test's job dispatched at normal", qs, err)
+	}
+}
+
+// A paused level holds its jobs on the real worker until resumed.
+func TestPauseAndResumeQueue(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, adminKey)
+	project(t, c, "client-pause")
+	// Low is paused by this test alone: the others submit at normal.
+	p, err := c.PauseQueue(ctx(t), contracts.PriorityLow)
+	if err != nil || !p.Paused || p.Priority != contracts.PriorityLow {
+		t.Fatalf("PauseQueue: %+v, %v", p, err)
+	}
+	t.Cleanup(func() { _, _ = c.ResumeQueue(context.Background(), contracts.PriorityLow) })
+	held, err := c.SubmitCommand(ctx(t), "client-pause", contracts.CommandRequest{Command: []string{"true"},
+		SubmitOptions: contracts.SubmitOptions{Priority: string(contracts.PriorityLow)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := c.SubmitCommand(ctx(t), "client-pause", contracts.CommandRequest{Command: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.Within(t, 30*time.Second, "the normal job to end", func() bool {
+		j, err := c.Job(ctx(t), probe.JobID)
+		return err == nil && j.Status.Final()
+	})
+	qs, err := c.Queues(ctx(t))
+	if err != nil || !qs.Queues[2].Paused || qs.Queues[2].Waiting < 1 {
+		t.Fatalf("queues while low is paused: %+v, %v", qs, err)
+	}
+	if j, err := c.Job(ctx(t), held.JobID); err != nil || j.Status != contracts.StatusQueued {
+		t.Fatalf("the low job while paused: %+v, %v; want queued", j, err)
+	}
+	if p, err := c.ResumeQueue(ctx(t), contracts.PriorityLow); err != nil || p.Paused {
+		t.Fatalf("ResumeQueue: %+v, %v", p, err)
+	}
+	await.Within(t, 30*time.Second, "the low job to succeed", func() bool {
+		j, err := c.Job(ctx(t), held.JobID)
+		return err == nil && j.Status == contracts.StatusSucceeded
+	})
+	if _, err := c.PauseQueue(ctx(t), "urgent"); !client.IsCode(err, "invalid_priority") {
+		t.Fatalf("pause of no level: %v, want invalid_priority", err)
 	}
 }
