@@ -63,8 +63,10 @@ func (x *JobIndex) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("job index: %w", err)
 	}
+	prune := time.NewTicker(max(x.ttl/10, time.Second))
 	go func() {
 		defer func() { _ = w.Stop() }()
+		defer prune.Stop()
 		for {
 			select {
 			case <-ctx.Done():
@@ -74,10 +76,31 @@ func (x *JobIndex) Run(ctx context.Context) error {
 					return
 				}
 				x.apply(e)
+			case now := <-prune.C:
+				x.prune(now)
 			}
 		}
 	}()
 	return nil
+}
+
+// prune drops the entries the bucket has expired by now, which the
+// listings skip already, so memory does not grow with every job ever run.
+func (x *JobIndex) prune(now time.Time) {
+	if x.ttl <= 0 {
+		return
+	}
+	expired := now.Add(-x.ttl)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for project, p := range x.projects {
+		p = slices.DeleteFunc(p, func(j indexedJob) bool { return j.written.Before(expired) })
+		if len(p) == 0 {
+			delete(x.projects, project)
+			continue
+		}
+		x.projects[project] = p
+	}
 }
 
 // apply takes one change of the index: nil marks the end of the replay.
