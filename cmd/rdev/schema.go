@@ -11,7 +11,9 @@ import (
 )
 
 type schemaCmd struct {
-	Out string `default:"pkg/contracts/schema" help:"Directory to write the schemas to."`
+	Out     string `default:"pkg/contracts/schema" help:"Directory to write the schemas to."`
+	OpenAPI string `default:"pkg/contracts/openapi" help:"Directory of openapi.yaml, whose schemas and JSON form are regenerated."`
+	Docs    string `default:"docs/http-api-reference.md" help:"Where to write the reference generated from openapi.yaml."`
 }
 
 func (c *schemaCmd) Run(stdout io.Writer) error {
@@ -32,6 +34,31 @@ func (c *schemaCmd) Run(stdout io.Writer) error {
 			return err
 		}
 		fmt.Fprintln(stdout, "wrote", filepath.Join(c.Out, n))
+	}
+	return c.openAPI(stdout)
+}
+
+// openAPI regenerates openapi.yaml's schemas, openapi.json and the
+// reference docs.
+func (c *schemaCmd) openAPI(stdout io.Writer) error {
+	specPath := filepath.Join(c.OpenAPI, "openapi.yaml")
+	spec, err := os.ReadFile(specPath)
+	if err != nil {
+		return err
+	}
+	specYAML, specJSON, err := schema.OpenAPI(spec)
+	if err != nil {
+		return err
+	}
+	ref, err := schema.Reference(specYAML)
+	if err != nil {
+		return err
+	}
+	for path, b := range map[string][]byte{specPath: specYAML, filepath.Join(c.OpenAPI, "openapi.json"): specJSON, c.Docs: ref} {
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "wrote", path)
 	}
 	return nil
 }
