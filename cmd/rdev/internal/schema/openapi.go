@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/invopop/jsonschema"
@@ -32,6 +33,11 @@ func OpenAPI(spec []byte) (specYAML, specJSON []byte, err error) {
 		for name, d := range r.Reflect(v).Definitions {
 			defs[name] = d
 		}
+	}
+	// {"requests":0} without window_seconds removes a rate limit: the one
+	// field a request may leave out that a reply always has.
+	if rl, ok := defs["RateLimit"]; ok {
+		rl.Required = slices.DeleteFunc(rl.Required, func(f string) bool { return f == "window_seconds" })
 	}
 	b, err := json.Marshal(defs) // map keys sorted: a stable file
 	if err != nil {
