@@ -99,4 +99,3 @@ func stringKeys(v any) any {
 	}
 	return v
 }
-

@@ -30,15 +30,23 @@ import (
 // Document returns the OpenAPI document, loaded and validated.
 func Document(t testing.TB) *openapi3.T {
 	t.Helper()
+	doc, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+func load() (*openapi3.T, error) {
 	doc, err := openapi3.NewLoader().LoadFromData(openapi.JSON())
 	if err != nil {
-		t.Fatalf("load openapi.json: %v", err)
+		return nil, fmt.Errorf("load openapi.json: %w", err)
 	}
 	if err := doc.Validate(context.Background()); err != nil {
-		t.Fatalf("openapi.json is not valid OpenAPI: %v", err)
+		return nil, fmt.Errorf("openapi.json is not valid OpenAPI: %w", err)
 	}
 	doc.Servers = nil // match whatever host a test server listens on
-	return doc
+	return doc, nil
 }
 
 // Operations returns every operation of the document as "METHOD /path",
@@ -70,12 +78,22 @@ func Transport(t testing.TB, base http.RoundTripper) http.RoundTripper {
 		base = http.DefaultTransport
 	}
 	registerNDJSON.Do(func() { openapi3filter.RegisterBodyDecoder("application/x-ndjson", decodeNDJSON) })
-	router, err := gorillamux.NewRouter(Document(t))
+	router, err := loadRouter()
 	if err != nil {
 		t.Fatalf("openapi router: %v", err)
 	}
 	return &transport{t: t, base: base, router: router}
 }
+
+// loadRouter loads the document once per test binary: it never changes,
+// and tests open many connections. FindRoute only reads the router.
+var loadRouter = sync.OnceValues(func() (routers.Router, error) {
+	doc, err := load()
+	if err != nil {
+		return nil, err
+	}
+	return gorillamux.NewRouter(doc)
+})
 
 // registerNDJSON guards openapi3filter's registry of body decoders, which
 // is the library's global.
