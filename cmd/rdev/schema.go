@@ -11,10 +11,15 @@ import (
 )
 
 type schemaCmd struct {
-	Out     string `default:"pkg/contracts/schema" help:"Directory to write the schemas to."`
-	OpenAPI string `default:"pkg/contracts/openapi" help:"Directory of openapi.yaml, whose schemas and JSON form are regenerated."`
-	Docs    string `default:"docs/http-api-reference.md" help:"Where to write the reference generated from openapi.yaml."`
+	Out string `default:"pkg/contracts/schema" help:"Directory to write the schemas to."`
 }
+
+// The OpenAPI document, whose schemas and JSON form are regenerated, and
+// the reference generated from it, relative to the repository root.
+const (
+	openAPIDir       = "pkg/contracts/openapi"
+	openAPIReference = "docs/http-api-reference.md"
+)
 
 func (c *schemaCmd) Run(stdout io.Writer) error {
 	files, err := schema.Generate()
@@ -35,13 +40,13 @@ func (c *schemaCmd) Run(stdout io.Writer) error {
 		}
 		fmt.Fprintln(stdout, "wrote", filepath.Join(c.Out, n))
 	}
-	return c.openAPI(stdout)
+	return writeOpenAPI(stdout)
 }
 
-// openAPI regenerates openapi.yaml's schemas, openapi.json and the
+// writeOpenAPI regenerates openapi.yaml's schemas, openapi.json and the
 // reference docs.
-func (c *schemaCmd) openAPI(stdout io.Writer) error {
-	specPath := filepath.Join(c.OpenAPI, "openapi.yaml")
+func writeOpenAPI(stdout io.Writer) error {
+	specPath := filepath.Join(openAPIDir, "openapi.yaml")
 	spec, err := os.ReadFile(specPath)
 	if err != nil {
 		return err
@@ -54,7 +59,7 @@ func (c *schemaCmd) openAPI(stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for path, b := range map[string][]byte{specPath: specYAML, filepath.Join(c.OpenAPI, "openapi.json"): specJSON, c.Docs: ref} {
+	for path, b := range map[string][]byte{specPath: specYAML, filepath.Join(openAPIDir, "openapi.json"): specJSON, openAPIReference: ref} {
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			return err
 		}

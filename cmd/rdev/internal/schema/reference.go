@@ -36,9 +36,10 @@ type (
 		In   string `yaml:"in"`
 	}
 	response struct {
-		Ref         string           `yaml:"$ref"`
-		Description string           `yaml:"description"`
-		Content     map[string]media `yaml:"content"`
+		Ref         string               `yaml:"$ref"`
+		Description string               `yaml:"description"`
+		Content     map[string]media     `yaml:"content"`
+		Events      map[string]schemaRef `yaml:"x-rdev-events"`
 	}
 	media struct {
 		Schema schemaRef `yaml:"schema"`
@@ -107,6 +108,13 @@ func Reference(spec []byte) ([]byte, error) {
 				reply := r.Description
 				if c := content(r.Content); c != "" {
 					reply += ": " + c
+				}
+				if len(r.Events) > 0 {
+					var evs []string
+					for _, name := range slices.Sorted(maps.Keys(r.Events)) {
+						evs = append(evs, fmt.Sprintf("`%s` %s", name, r.Events[name].name()))
+					}
+					reply += "; events: " + strings.Join(evs, ", ")
 				}
 				fmt.Fprintf(&b, "| %s | %s | %s |\n", status, reply, codes(r.Content))
 			}

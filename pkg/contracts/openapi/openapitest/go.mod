@@ -7,6 +7,7 @@ replace github.com/rdev-dev/rdev/pkg/contracts => ../..
 require (
 	github.com/getkin/kin-openapi v0.153.0
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
+	go.uber.org/goleak v1.3.0
 )
 
 require (
