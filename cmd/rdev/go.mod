@@ -26,6 +26,7 @@ require (
 	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/client v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/topology v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/services/api v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/services/streamer v0.0.0-00010101000000-000000000000
@@ -151,3 +152,5 @@ replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
 
 replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state
 replace github.com/rdev-dev/rdev/pkg/lifecycle => ../../pkg/lifecycle
+
+replace github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest => ../../pkg/contracts/openapi/openapitest
