@@ -40,6 +40,9 @@ type cli struct {
 	Version  versionCmd  `cmd:"" help:"Print the version, commit and build date."`
 	Probe    probeCmd    `cmd:"" help:"Exit 0 when a URL answers 2xx: the health check of images without a shell."`
 	Topology topologyCmd `cmd:"" name:"provision" help:"Create or update the NATS streams and buckets as the NATS admin, then exit."`
+
+	Run     runCmd     `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
+	Context contextCmd `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
 }
 
 // defaults are the flags' defaults that the services own (kong.Vars,

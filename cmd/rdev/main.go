@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -24,8 +23,7 @@ func main() {
 	err := runWith(ctx, forced, os.Args[1:], os.Stdout, os.Stderr, telemetry.Config{})
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "rdev:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err, os.Stderr))
 	}
 }
 
@@ -49,6 +47,7 @@ func runWith(ctx, forced context.Context, args []string, stdout, stderr io.Write
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	kctx.BindTo(forced, (*forcedStop)(nil))
 	kctx.BindTo(stdout, (*io.Writer)(nil))
+	kctx.Bind(stdio{in: os.Stdin, out: stdout, err: stderr})
 	tel := extra
 	tel.OTLPEndpoint, tel.OTLPProtocol = c.Telemetry.OTLPEndpoint, c.Telemetry.OTLPProtocol
 	tel.OTLPTracesEndpoint, tel.OTLPMetricsEndpoint = c.Telemetry.OTLPTracesEndpoint, c.Telemetry.OTLPMetricsEndpoint
