@@ -93,39 +93,62 @@ func (c *runCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
 	return followJob(ctx, forced, cl, srv, sub.JobID, sub.StreamID, std)
 }
 
+// jobWatch is how a stream is printed.
+type jobWatch struct {
+	cl    *client.Client
+	std   stdio
+	jobID string
+	url   string // the events URL, absolute
+	// cancel: the first interrupt cancels the job and the watch goes on
+	// to its end; the second detaches. Otherwise an interrupt stops.
+	cancel     bool
+	timestamps bool   // each line starts with the time it was read
+	stopAt     uint64 // stop after this Seq (0: at the job's end)
+}
+
 // followJob prints the job's output until it ends and returns its exit
-// code as an *exitError (nil for success). The first interrupt (ctx)
-// cancels the job and keeps following to its end; the second (forced)
-// detaches.
+// code as an *exitError (nil for success).
 func followJob(ctx context.Context, forced forcedStop, cl *client.Client, srv server, jobID, streamID string, std stdio) error {
-	s, err := cl.Follow(forced, srv.streamURL+client.StreamEventsURL(streamID), client.FollowOptions{})
+	return jobWatch{cl: cl, std: std, jobID: jobID, url: srv.streamURL + client.StreamEventsURL(streamID), cancel: true}.run(ctx, forced)
+}
+
+// run prints the stream; its error is the job's exit code as an
+// *exitError, nil for success (or when stopAt was reached).
+func (w jobWatch) run(ctx context.Context, forced forcedStop) error {
+	follow := ctx
+	if w.cancel {
+		follow = forced
+	}
+	s, err := w.cl.Follow(follow, w.url, client.FollowOptions{})
 	if err != nil {
 		return explain(err)
 	}
 	defer s.Close()
 	cancelled := make(chan error, 1)
-	stop := context.AfterFunc(ctx, func() {
-		fmt.Fprintf(std.err, "rdev: cancelling job %s (Ctrl-C again to detach)\n", jobID)
-		_, err := cl.Cancel(context.WithoutCancel(ctx), jobID)
-		if err != nil && !client.IsCode(err, "job_finished") {
-			cancelled <- err
-		}
-	})
-	defer stop()
+	if w.cancel {
+		stop := context.AfterFunc(ctx, func() {
+			fmt.Fprintf(w.std.err, "rdev: cancelling job %s (Ctrl-C again to detach)\n", w.jobID)
+			_, err := w.cl.Cancel(context.WithoutCancel(ctx), w.jobID)
+			if err != nil && !client.IsCode(err, "job_finished") {
+				cancelled <- err
+			}
+		})
+		defer stop()
+	}
 	var seen uint64
 	for {
 		ev, err := s.Next()
 		switch {
 		case errors.Is(err, io.EOF):
 			return &exitError{code: exitLost, msg: "the stream ended without the job's end"}
-		case err != nil && forced.Err() != nil:
-			return &exitError{code: exitCancelled, msg: fmt.Sprintf("detached; job %s goes on: rdev logs -f %s", jobID, jobID)}
+		case err != nil && follow.Err() != nil:
+			return &exitError{code: exitCancelled, msg: fmt.Sprintf("detached; job %s goes on: rdev logs -f %s", w.jobID, w.jobID)}
 		case err != nil:
 			return explain(err)
 		}
 		select {
 		case err := <-cancelled:
-			fmt.Fprintf(std.err, "rdev: cancel job %s: %v\n", jobID, explain(err))
+			fmt.Fprintf(w.std.err, "rdev: cancel job %s: %v\n", w.jobID, explain(err))
 		default:
 		}
 		switch ev.Name {
@@ -138,10 +161,13 @@ func followJob(ctx context.Context, forced forcedStop, cl *client.Client, srv se
 				continue
 			}
 			seen = l.Seq
-			writeLine(std, l)
+			w.writeLine(l)
+			if w.stopAt > 0 && seen >= w.stopAt {
+				return nil
+			}
 		case contracts.SSEGap:
 			if g, err := ev.Gap(); err == nil {
-				fmt.Fprintf(std.err, "rdev: output lines %d to %d of job %s were lost\n", g.From, g.To, jobID)
+				fmt.Fprintf(w.std.err, "rdev: output lines %d to %d of job %s were lost\n", g.From, g.To, w.jobID)
 			}
 		case contracts.SSEComplete:
 			end, err := ev.Status()
@@ -155,19 +181,25 @@ func followJob(ctx context.Context, forced forcedStop, cl *client.Client, srv se
 
 // writeLine writes an output line to the stream it was printed on, with
 // its exact bytes.
-func writeLine(std stdio, l contracts.OutputLine) {
-	w := std.out
+func (w jobWatch) writeLine(l contracts.OutputLine) {
+	out := w.std.out
 	if l.FD == contracts.Stderr {
-		w = std.err
+		out = w.std.err
 	}
-	b := l.Raw
-	if b == nil {
-		b = []byte(l.Text)
+	var b []byte
+	if w.timestamps {
+		b = l.Time.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, ' ')
+	}
+	if l.Raw != nil {
+		b = append(b, l.Raw...)
+	} else {
+		b = append(b, l.Text...)
 	}
 	if !l.Partial {
 		b = append(b, '\n')
 	}
-	_, _ = w.Write(b)
+	_, _ = out.Write(b)
 }
 
 // exitOf is the exit code of a job that ended with end.
