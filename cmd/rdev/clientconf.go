@@ -205,7 +205,9 @@ func (c *contextAddCmd) Run(std stdio) error {
 		if err != nil {
 			return fmt.Errorf("read the API key: %w", err)
 		}
-		key = strings.TrimSpace(string(b))
+		if key = strings.TrimSpace(string(b)); key == "" {
+			return errors.New("no API key on standard input")
+		}
 	}
 	ctx := configContext{Name: c.Name, URL: c.URL, StreamURL: c.StreamURL, APIKey: key, Project: c.Project}
 	cfg.Contexts = slices.DeleteFunc(cfg.Contexts, func(x configContext) bool { return x.Name == c.Name })

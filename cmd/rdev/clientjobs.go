@@ -49,11 +49,12 @@ func (o outputFlags) print(w io.Writer, v any, table func(w *tabwriter.Writer, p
 // painter colours a status when w is a terminal and NO_COLOR is unset.
 func (o outputFlags) painter(w io.Writer) func(contracts.Status) string {
 	f, ok := w.(*os.File)
-	colour := ok && o.NoColor == ""
-	if colour {
+	tty := false
+	if ok {
 		st, err := f.Stat()
-		colour = err == nil && st.Mode()&os.ModeCharDevice != 0
+		tty = err == nil && st.Mode()&os.ModeCharDevice != 0
 	}
+	colour := colourOn(tty, o.NoColor)
 	return func(s contracts.Status) string {
 		if !colour {
 			return string(s)
@@ -70,6 +71,9 @@ func (o outputFlags) painter(w io.Writer) func(contracts.Status) string {
 		return "\x1b[" + code + "m" + string(s) + "\x1b[0m"
 	}
 }
+
+// colourOn: colours only on a terminal, and never with NO_COLOR set.
+func colourOn(tty bool, noColor string) bool { return tty && noColor == "" }
 
 // jobsCmd reads and cancels jobs.
 type jobsCmd struct {
