@@ -44,6 +44,7 @@ type cli struct {
 	Run     runCmd     `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
 	Logs    logsCmd    `cmd:"" group:"client" help:"Print a job's output; -f follows it to the job's end."`
 	Jobs    jobsCmd    `cmd:"" group:"client" help:"Read and cancel jobs."`
+	Batch   batchCmd   `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`
 	Context contextCmd `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
 }
 
