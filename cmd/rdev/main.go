@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/willabides/kongplete"
 
 	"github.com/rdev-dev/rdev/pkg/lifecycle"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
@@ -40,6 +41,8 @@ func runWith(ctx, forced context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
+	// A shell asking for completions (COMP_LINE set) is answered here.
+	kongplete.Complete(parser)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		return err
