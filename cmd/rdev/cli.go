@@ -42,6 +42,7 @@ type cli struct {
 	Topology topologyCmd `cmd:"" name:"provision" help:"Create or update the NATS streams and buckets as the NATS admin, then exit."`
 
 	Run        runCmd        `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
+	Claude     claudeCmd     `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
 	Logs       logsCmd       `cmd:"" group:"client" help:"Print a job's output; -f follows it to the job's end."`
 	Jobs       jobsCmd       `cmd:"" group:"client" help:"Read and cancel jobs."`
 	Batch      batchCmd      `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`

@@ -79,18 +79,29 @@ func (c *runCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
 	cl := srv.client()
 	sub, err := cl.SubmitCommand(ctx, project, req)
 	if err != nil {
-		var ae *client.Error
-		if errors.As(err, &ae) && ae.Status != 401 {
-			return &exitError{code: exitRejected, msg: "submit refused: " + explain(err).Error()}
-		}
-		return explain(err)
+		return submitError(err)
 	}
 	if c.Detach {
-		fmt.Fprintf(std.out, "job:    %s\nstate:  %s\nevents: %s\nlogs:   rdev logs -f %s\n",
-			sub.JobID, srv.url+sub.JobURL, srv.streamURL+client.StreamEventsURL(sub.StreamID), sub.JobID)
+		printDetached(std, srv, sub)
 		return nil
 	}
 	return followJob(ctx, forced, cl, srv, sub.JobID, sub.StreamID, std)
+}
+
+// submitError is the exit of a failed submit: a refusal (but for a bad
+// key) is exitRejected.
+func submitError(err error) error {
+	var ae *client.Error
+	if errors.As(err, &ae) && ae.Status != 401 {
+		return &exitError{code: exitRejected, msg: "submit refused: " + explain(err).Error()}
+	}
+	return explain(err)
+}
+
+// printDetached prints a submitted job's id and URLs (no key).
+func printDetached(std stdio, srv server, sub contracts.SubmitResponse) {
+	fmt.Fprintf(std.out, "job:    %s\nstate:  %s\nevents: %s\nlogs:   rdev logs -f %s\n",
+		sub.JobID, srv.url+sub.JobURL, srv.streamURL+client.StreamEventsURL(sub.StreamID), sub.JobID)
 }
 
 // jobWatch is how a stream is printed.
@@ -104,6 +115,9 @@ type jobWatch struct {
 	cancel     bool
 	timestamps bool   // each line starts with the time it was read
 	stopAt     uint64 // stop after this Seq (0: at the job's end)
+	// render, when set, writes a stdout line its own way and reports
+	// whether it did (else the line is written as it is).
+	render func(stdio, contracts.OutputLine) bool
 }
 
 // followJob prints the job's output until it ends and returns its exit
@@ -182,6 +196,9 @@ func (w jobWatch) run(ctx context.Context, forced forcedStop) error {
 // writeLine writes an output line to the stream it was printed on, with
 // its exact bytes.
 func (w jobWatch) writeLine(l contracts.OutputLine) {
+	if w.render != nil && l.FD == contracts.Stdout && w.render(w.std, l) {
+		return
+	}
 	out := w.std.out
 	if l.FD == contracts.Stderr {
 		out = w.std.err
