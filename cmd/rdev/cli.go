@@ -47,7 +47,7 @@ type cli struct {
 	Jobs       jobsCmd       `cmd:"" group:"client" help:"Read and cancel jobs."`
 	Batch      batchCmd      `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`
 	Context    contextCmd    `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
-	Completion completionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`
+	Completion completionCmd `cmd:"" group:"client" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`
 }
 
 // defaults are the flags' defaults that the services own (kong.Vars,

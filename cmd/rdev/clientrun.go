@@ -13,6 +13,10 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
+// clientGroup is the kong group of the client commands (run, logs, ...),
+// apart from the services' in help and settings.
+const clientGroup = "client"
+
 // The exit codes of `rdev run` for ends that are not the command's own
 // exit status (documented in docs/cli.md).
 const (
