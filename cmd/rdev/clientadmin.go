@@ -120,7 +120,9 @@ type keysRevokeCmd struct {
 
 func (c *keysRevokeCmd) Run(ctx context.Context, std stdio) error {
 	return adminCall(ctx, c.adminFlags, std, func(cl *client.Client) (contracts.Key, error) { return cl.RevokeKey(ctx, c.ID) },
-		func(w *tabwriter.Writer, k contracts.Key) { fmt.Fprintf(w, "key %s revoked at %s\n", k.ID, when(k.RevokedAt)) })
+		func(w *tabwriter.Writer, k contracts.Key) {
+			fmt.Fprintf(w, "key %s revoked at %s\n", k.ID, when(k.RevokedAt))
+		})
 }
 
 // auditCmd reads the audit log.

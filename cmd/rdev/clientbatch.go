@@ -110,7 +110,7 @@ func followBatch(ctx context.Context, cl *client.Client, srv server, res contrac
 	if err != nil {
 		return contracts.BatchComplete{}, err
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	var bar *mpb.Bar
 	var running, ended atomic.Int64
 	status := map[string]contracts.Status{}

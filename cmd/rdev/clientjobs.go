@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -177,7 +178,8 @@ func (c *logsCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
 		w.stopAt = j.Lines // the lines stored when asked
 	}
 	err = w.run(ctx, forced)
-	if _, ok := err.(*exitError); ok && ctx.Err() == nil {
+	var ee *exitError
+	if errors.As(err, &ee) && ctx.Err() == nil {
 		return nil // the job's own end is no error of logs
 	}
 	return err

@@ -133,7 +133,7 @@ func followJob(ctx context.Context, forced forcedStop, cl *client.Client, srv se
 // run prints the stream; its error is the job's exit code as an
 // *exitError, nil for success (or when stopAt was reached).
 func (w jobWatch) run(ctx context.Context, forced forcedStop) error {
-	follow := ctx
+	follow := ctx //nolint:contextcheck // with cancel, forced: the stream outlives the first interrupt, the job's end is awaited
 	if w.cancel {
 		follow = forced
 	}
@@ -141,7 +141,7 @@ func (w jobWatch) run(ctx context.Context, forced forcedStop) error {
 	if err != nil {
 		return explain(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	cancelled := make(chan error, 1)
 	if w.cancel {
 		stop := context.AfterFunc(ctx, func() {
