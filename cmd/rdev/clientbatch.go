@@ -36,14 +36,11 @@ type batchSubmitCmd struct {
 }
 
 func (c *batchSubmitCmd) Run(ctx context.Context, std stdio) error {
-	srv, err := c.Server.resolve(c.Project)
+	srv, err := c.Server.resolveProject(c.Project)
 	if err != nil {
 		return err
 	}
-	project, err := srv.needProject()
-	if err != nil {
-		return err
-	}
+	project := srv.project
 	items, err := readBatchFile(c.File)
 	if err != nil {
 		return &exitError{code: exitRejected, msg: err.Error()}

@@ -26,14 +26,11 @@ type claudeCmd struct {
 }
 
 func (c *claudeCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
-	srv, err := c.Server.resolve(c.Project)
+	srv, err := c.Server.resolveProject(c.Project)
 	if err != nil {
 		return err
 	}
-	project, err := srv.needProject()
-	if err != nil {
-		return err
-	}
+	project := srv.project
 	req := contracts.ClaudeRequest{Prompt: c.Prompt}
 	req.Model, req.MaxTurns, req.AllowedTools, req.Resume = c.Model, c.MaxTurns, c.AllowedTools, c.Resume
 	req.Priority = c.Priority

@@ -80,12 +80,14 @@ func (s server) client() *client.Client {
 	return client.New(s.url, client.WithAPIKey(s.key), client.WithUserAgent("rdev-cli/"+version))
 }
 
-// needProject returns the project or says how to name one.
-func (s server) needProject() (string, error) {
-	if s.project == "" {
-		return "", errors.New("no project: pass -p PROJECT, set RDEV_PROJECT or a context's project (`rdev context add NAME --project P`)")
+// resolveProject is resolve for a command that needs a project, saying
+// how to name one when there is none.
+func (f serverFlags) resolveProject(project string) (server, error) {
+	s, err := f.resolve(project)
+	if err == nil && s.project == "" {
+		err = errors.New("no project: pass -p PROJECT, set RDEV_PROJECT or a context's project (`rdev context add NAME --project P`)")
 	}
-	return s.project, nil
+	return s, err
 }
 
 // explain adds what to do to the API refusals a user can fix.
@@ -174,6 +176,21 @@ func writeConfig(path string, c config) error {
 	return nil
 }
 
+// configFile is the --config flag of the context commands.
+type configFile struct {
+	Config string `name:"config" env:"RDEV_CONFIG" type:"path" help:"Config file (default: $XDG_CONFIG_HOME/rdev/config.yaml)."`
+}
+
+// load reads the config file, returning its path.
+func (f configFile) load() (string, config, error) {
+	path, err := serverFlags{Config: f.Config}.configPath()
+	if err != nil {
+		return "", config{}, err
+	}
+	cfg, err := readConfig(path)
+	return path, cfg, err
+}
+
 // contextCmd manages the config file's contexts.
 type contextCmd struct {
 	Add contextAddCmd `cmd:"" help:"Add or replace a context and make it current."`
@@ -182,20 +199,16 @@ type contextCmd struct {
 }
 
 type contextAddCmd struct {
-	Name      string `arg:"" help:"Name of the context."`
-	URL       string `name:"url" required:"" help:"Base URL of the rdev API."`
-	StreamURL string `name:"stream-url" help:"Base URL of the SSE streamer, if not the API's."`
-	APIKey    string `name:"api-key" help:"API key (or - to read it from standard input, which keeps it out of the shell history)."`
-	Project   string `name:"project" short:"p" help:"Default project."`
-	Config    string `name:"config" env:"RDEV_CONFIG" type:"path" help:"Config file (default: $XDG_CONFIG_HOME/rdev/config.yaml)."`
+	Name       string `arg:"" help:"Name of the context."`
+	URL        string `name:"url" required:"" help:"Base URL of the rdev API."`
+	StreamURL  string `name:"stream-url" help:"Base URL of the SSE streamer, if not the API's."`
+	APIKey     string `name:"api-key" help:"API key (or - to read it from standard input, which keeps it out of the shell history)."`
+	Project    string `name:"project" short:"p" help:"Default project."`
+	configFile `embed:""`
 }
 
 func (c *contextAddCmd) Run(std stdio) error {
-	path, err := serverFlags{Config: c.Config}.configPath()
-	if err != nil {
-		return err
-	}
-	cfg, err := readConfig(path)
+	path, cfg, err := c.load()
 	if err != nil {
 		return err
 	}
@@ -221,16 +234,12 @@ func (c *contextAddCmd) Run(std stdio) error {
 }
 
 type contextUseCmd struct {
-	Name   string `arg:"" help:"Name of the context."`
-	Config string `name:"config" env:"RDEV_CONFIG" type:"path" help:"Config file (default: $XDG_CONFIG_HOME/rdev/config.yaml)."`
+	Name       string `arg:"" help:"Name of the context."`
+	configFile `embed:""`
 }
 
 func (c *contextUseCmd) Run(std stdio) error {
-	path, err := serverFlags{Config: c.Config}.configPath()
-	if err != nil {
-		return err
-	}
-	cfg, err := readConfig(path)
+	path, cfg, err := c.load()
 	if err != nil {
 		return err
 	}
@@ -246,15 +255,11 @@ func (c *contextUseCmd) Run(std stdio) error {
 }
 
 type contextLsCmd struct {
-	Config string `name:"config" env:"RDEV_CONFIG" type:"path" help:"Config file (default: $XDG_CONFIG_HOME/rdev/config.yaml)."`
+	configFile `embed:""`
 }
 
 func (c *contextLsCmd) Run(std stdio) error {
-	path, err := serverFlags{Config: c.Config}.configPath()
-	if err != nil {
-		return err
-	}
-	cfg, err := readConfig(path)
+	_, cfg, err := c.load()
 	if err != nil {
 		return err
 	}

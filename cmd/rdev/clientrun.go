@@ -54,14 +54,11 @@ type runCmd struct {
 }
 
 func (c *runCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
-	srv, err := c.Server.resolve(c.Project)
+	srv, err := c.Server.resolveProject(c.Project)
 	if err != nil {
 		return err
 	}
-	project, err := srv.needProject()
-	if err != nil {
-		return err
-	}
+	project := srv.project
 	cmd := c.Command
 	if len(cmd) > 0 && cmd[0] == "--" { // kong passes the separator through
 		cmd = cmd[1:]
