@@ -72,12 +72,12 @@ func (c *batchSubmitCmd) Run(ctx context.Context, std stdio) error {
 		return explain(err)
 	}
 	if err := c.Out.print(std.out, done, func(w *tabwriter.Writer, paint func(contracts.Status) string) {
-		fmt.Fprintf(w, "BATCH\t%s\n", done.BatchID)
-		fmt.Fprintf(w, "STATUS\tJOBS\n")
+		// Counts first: a coloured status would upset the column widths.
+		fmt.Fprintf(w, "JOBS\tSTATUS (batch %s)\n", done.BatchID)
 		for _, s := range []contracts.Status{contracts.StatusSucceeded, contracts.StatusFailed, contracts.StatusTimedOut, contracts.StatusCancelled} {
-			fmt.Fprintf(w, "%s\t%d\n", paint(s), done.Counts[s])
+			fmt.Fprintf(w, "%d\t%s\n", done.Counts[s], paint(s))
 		}
-		fmt.Fprintf(w, "rejected\t%d\n", res.Rejected)
+		fmt.Fprintf(w, "%d\trejected\n", res.Rejected)
 	}); err != nil {
 		return err
 	}

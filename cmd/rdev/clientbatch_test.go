@@ -30,8 +30,8 @@ func TestBatchSubmitThousandJobs(t *testing.T) {
 	fields := strings.Fields(out)
 	count := func(status string) string {
 		for i, f := range fields {
-			if f == status && i+1 < len(fields) {
-				return fields[i+1]
+			if f == status && i > 0 {
+				return fields[i-1]
 			}
 		}
 		return ""
