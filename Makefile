@@ -24,7 +24,7 @@ lint: ## Run golangci-lint (downloaded on first use) over every module.
 bench: ## Run the benchmarks and print their figures.
 	go run ./bench/cmd/rdevbench
 
-schema: ## Regenerate pkg/contracts/schema from the Go types.
+schema: ## Regenerate pkg/contracts/schema, the OpenAPI schemas and JSON, and docs/http-api-reference.md from the Go types.
 	go run ./cmd/rdev schema --out pkg/contracts/schema
 
 tidy: ## go mod tidy in every module.

@@ -22,6 +22,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
 
@@ -67,13 +68,18 @@ func call(t testing.TB, method, url string, body any) (int, []byte) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: openapitest.Transport(t, nil)}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	rb, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, rb
+}
+
+// validated makes a client check its traffic against the OpenAPI document.
+func validated(t testing.TB) client.Option {
+	return client.WithHTTPClient(&http.Client{Transport: openapitest.Transport(t, nil)})
 }
 
 // node is a running rdev: in this process or a child process.
@@ -336,7 +342,7 @@ func openStream(t testing.TB, base, eventsURL, lastID string) *client.Stream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	s, err := client.New(base).Follow(ctx, eventsURL, client.FollowOptions{LastEventID: lastID, MaxReconnects: -1})
+	s, err := client.New(base, validated(t)).Follow(ctx, eventsURL, client.FollowOptions{LastEventID: lastID, MaxReconnects: -1})
 	must(t, err, "open %s", eventsURL)
 	return s
 }

@@ -5,13 +5,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/willabides/kongplete"
 
 	"github.com/rdev-dev/rdev/pkg/lifecycle"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
@@ -24,8 +24,7 @@ func main() {
 	err := runWith(ctx, forced, os.Args[1:], os.Stdout, os.Stderr, telemetry.Config{})
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "rdev:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err, os.Stderr))
 	}
 }
 
@@ -42,6 +41,8 @@ func runWith(ctx, forced context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
+	// A shell asking for completions (COMP_LINE set) is answered here.
+	kongplete.Complete(parser)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		return err
@@ -49,6 +50,7 @@ func runWith(ctx, forced context.Context, args []string, stdout, stderr io.Write
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	kctx.BindTo(forced, (*forcedStop)(nil))
 	kctx.BindTo(stdout, (*io.Writer)(nil))
+	kctx.Bind(stdio{in: os.Stdin, out: stdout, err: stderr})
 	tel := extra
 	tel.OTLPEndpoint, tel.OTLPProtocol = c.Telemetry.OTLPEndpoint, c.Telemetry.OTLPProtocol
 	tel.OTLPTracesEndpoint, tel.OTLPMetricsEndpoint = c.Telemetry.OTLPTracesEndpoint, c.Telemetry.OTLPMetricsEndpoint

@@ -47,6 +47,9 @@ func settings(app *kong.Application) []setting {
 	var walk func(n *kong.Node)
 	walk = func(n *kong.Node) {
 		for _, c := range n.Children {
+			if c.Group != nil && c.Group.Key == clientGroup {
+				continue // the client's flags are in docs/cli.md
+			}
 			if c.Type == kong.CommandNode && !c.Hidden {
 				if c.Leaf() {
 					cmds = append(cmds, c)

@@ -14,6 +14,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
 )
 
 // project creates a project named for the test.
@@ -162,7 +163,7 @@ func TestFollowResumesAcrossDisconnects(t *testing.T) {
 	}
 	cut := &cutTransport{n: 4000}
 	cut.cuts.Store(2)
-	s, err := newClient(t, adminKey, client.WithHTTPClient(&http.Client{Transport: cut})).Follow(ctx(t), sub.EventsURL, client.FollowOptions{})
+	s, err := newClient(t, adminKey, client.WithHTTPClient(&http.Client{Transport: openapitest.Transport(t, cut)})).Follow(ctx(t), sub.EventsURL, client.FollowOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +355,7 @@ func TestFollowWithoutReconnectsAndClose(t *testing.T) {
 	t.Cleanup(func() { _, _ = c.Cancel(context.WithoutCancel(ctx(t)), sub.JobID) })
 	cut := &cutTransport{n: 1}
 	cut.cuts.Store(1)
-	s, err := newClient(t, adminKey, client.WithHTTPClient(&http.Client{Transport: cut})).Follow(ctx(t), sub.EventsURL, client.FollowOptions{MaxReconnects: -1})
+	s, err := newClient(t, adminKey, client.WithHTTPClient(&http.Client{Transport: openapitest.Transport(t, cut)})).Follow(ctx(t), sub.EventsURL, client.FollowOptions{MaxReconnects: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rdev-dev/rdev/pkg/client"
+	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
 )
 
 // adminKey is the bootstrap admin key of the rdev node the tests share.
@@ -122,7 +123,7 @@ func run(m *testing.M) (int, error) {
 // newClient returns a client of the shared node with key.
 func newClient(t testing.TB, key string, opts ...client.Option) *client.Client {
 	t.Helper()
-	opts = append([]client.Option{client.WithAPIKey(key), client.WithHTTPClient(&http.Client{Transport: transport})}, opts...)
+	opts = append([]client.Option{client.WithAPIKey(key), client.WithHTTPClient(&http.Client{Transport: openapitest.Transport(t, transport)})}, opts...)
 	return client.New(node, opts...)
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
 )
@@ -29,6 +30,8 @@ type bundle struct {
 	kv  jetstream.KeyValue
 	// admin is the bootstrap admin key.
 	admin string
+	// http checks every request and reply against the OpenAPI document.
+	http *http.Client
 }
 
 // adminKey is the bootstrap key every test API starts with.
@@ -100,7 +103,7 @@ func setupWith(t *testing.T, cfg api.Config, js jetstream.JetStream) bundle {
 	a.Register(e)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	b := bundle{url: srv.URL, js: js, kv: kv, admin: adminKey}
+	b := bundle{url: srv.URL, js: js, kv: kv, admin: adminKey, http: &http.Client{Transport: openapitest.Transport(t, nil)}}
 	for _, p := range []string{"demo", "other"} {
 		if resp, body := b.post(t, "/v1/projects", "application/json", []byte(`{"id":"`+p+`"}`)); resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
 			t.Fatalf("create project %s: %d %s", p, resp.StatusCode, body)
@@ -139,7 +142,7 @@ func (b bundle) do(t *testing.T, method, path, contentType string, body []byte, 
 		}
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := b.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

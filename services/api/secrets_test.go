@@ -20,6 +20,7 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
 )
@@ -61,7 +62,7 @@ func setupSecrets(t *testing.T, key []byte, logs *syncBuffer) (b bundle, storeDi
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = bundle{url: hs.URL, js: js, kv: kv, admin: adminKey}
+	b = bundle{url: hs.URL, js: js, kv: kv, admin: adminKey, http: &http.Client{Transport: openapitest.Transport(t, nil)}}
 	if resp, body := b.post(t, "/v1/projects", "application/json", []byte(`{"id":"demo"}`)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create project: %d %s", resp.StatusCode, body)
 	}

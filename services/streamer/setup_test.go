@@ -28,6 +28,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
@@ -371,7 +372,7 @@ func (f *fixture) get(t *testing.T, streamID string, o dialOpts) *http.Response 
 		},
 	}
 	t.Cleanup(tr.CloseIdleConnections)
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	resp, err := (&http.Client{Transport: openapitest.Transport(t, tr)}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
 	"github.com/rdev-dev/rdev/services/streamer"
 )
 
@@ -440,7 +441,7 @@ func TestCORSPreflight(t *testing.T) {
 	req.Header.Set("Origin", "https://app.example")
 	req.Header.Set("Access-Control-Request-Method", "GET")
 	req.Header.Set("Access-Control-Request-Headers", "last-event-id")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: openapitest.Transport(t, nil)}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,17 +20,41 @@ const repoImport = "github.com/rdev-dev/rdev"
 // Generate returns each message's schema by file name. It must run in the
 // repository root: pkg/contracts is read from there for descriptions.
 func Generate() (map[string][]byte, error) {
+	r, err := reflector(true)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for name, v := range messages() {
+		s := r.Reflect(v)
+		s.ID = jsonschema.ID("https://rdev.dev/schema/v1/" + name + ".json")
+		b, err := json.MarshalIndent(s, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		out[name+".json"] = append(b, '\n')
+	}
+	return out, nil
+}
+
+// reflector reads the Go types and their doc comments; expanded puts a
+// type's own fields at the top of its schema instead of a $ref to $defs.
+func reflector(expanded bool) (*jsonschema.Reflector, error) {
 	r := &jsonschema.Reflector{
 		// Readers must ignore fields they do not know (see contracts.Version).
 		AllowAdditionalProperties: true,
-		ExpandedStruct:            true,
+		ExpandedStruct:            expanded,
 		Mapper:                    mapType,
 	}
 	if err := r.AddGoComments(repoImport, "pkg/contracts"); err != nil {
 		return nil, fmt.Errorf("read contracts comments: %w", err)
 	}
-	out := map[string][]byte{}
-	for name, v := range map[string]any{
+	return r, nil
+}
+
+// messages are the types with a schema, by file name without ".json".
+func messages() map[string]any {
+	return map[string]any{
 		"job":           contracts.Job{},
 		"output_line":   contracts.OutputLine{},
 		"event":         contracts.Event{},
@@ -71,16 +95,7 @@ func Generate() (map[string][]byte, error) {
 		"queue_pause":           contracts.QueuePause{},
 		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
 		"dead_letter_purge":     contracts.DeadLetterPurge{},
-	} {
-		s := r.Reflect(v)
-		s.ID = jsonschema.ID("https://rdev.dev/schema/v1/" + name + ".json")
-		b, err := json.MarshalIndent(s, "", "  ")
-		if err != nil {
-			return nil, err
-		}
-		out[name+".json"] = append(b, '\n')
 	}
-	return out, nil
 }
 
 // mapType gives the schema of types whose JSON is not their Go fields'.

@@ -59,3 +59,38 @@ func TestSchemasDescribeFields(t *testing.T) {
 		t.Error("output_line has no raw property")
 	}
 }
+
+// openapi.yaml's schemas, openapi.json and the reference docs are
+// generated: this fails when a Go type or the paths changed and `make
+// schema` was not run.
+func TestCommittedOpenAPIIsUpToDate(t *testing.T) {
+	t.Chdir(repoRoot)
+	spec, err := os.ReadFile("pkg/contracts/openapi/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	specYAML, specJSON, err := schema.OpenAPI(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := schema.Reference(specYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string][]byte{
+		"pkg/contracts/openapi/openapi.yaml": specYAML,
+		"pkg/contracts/openapi/openapi.json": specJSON,
+		"docs/http-api-reference.md":         ref,
+	} {
+		if have, err := os.ReadFile(path); err != nil || !bytes.Equal(have, want) {
+			t.Errorf("%s is out of date: run make schema", path)
+		}
+	}
+}
+
+func TestOpenAPINeedsTheMarker(t *testing.T) {
+	t.Chdir(repoRoot)
+	if _, _, err := schema.OpenAPI([]byte("openapi: 3.1.0\n")); err == nil {
+		t.Fatal("a spec without the generated part's marker was accepted")
+	}
+}

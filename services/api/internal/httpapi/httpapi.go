@@ -21,6 +21,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/openapi"
 	"github.com/rdev-dev/rdev/pkg/telemetry/propagate"
 	"github.com/rdev-dev/rdev/services/api/internal/admin"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
@@ -101,7 +102,7 @@ func New(d Deps) *Handlers {
 }
 
 // Register adds the routes to e, behind mw and then authentication. Every
-// route needs an API key. Unless the
+// route needs an API key but GET /v1/openapi.json. Unless the
 // server says otherwise, the client address is the TCP peer's: proxy
 // headers are not believed by default.
 func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
@@ -163,6 +164,10 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		}
 		e.Add(r.method, "/v1"+r.path, r.handler, chain...)
 	}
+	// Open: a client reads the contract before it has a key.
+	e.GET("/v1/openapi.json", func(c echo.Context) error {
+		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, openapi.JSON())
+	}, mw...)
 }
 
 // claudeFieldsHint lists what a Claude submit accepts, for the error that
