@@ -47,6 +47,10 @@ const (
 	// secret: its name, never its value.
 	AuditSecretSet     AuditKind = "secret_set"
 	AuditSecretDeleted AuditKind = "secret_deleted"
+	// AuditQueuePaused and AuditQueueResumed record who stopped or
+	// restarted the dispatch of a priority level.
+	AuditQueuePaused  AuditKind = "queue_paused"
+	AuditQueueResumed AuditKind = "queue_resumed"
 )
 
 // AuditKinds lists every kind, for validation of filters.
@@ -54,7 +58,7 @@ func AuditKinds() []AuditKind {
 	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditKeyCreated, AuditKeyRevoked,
 		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied,
 		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
-		AuditSecretSet, AuditSecretDeleted}
+		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed}
 }
 
 // SubjectAudit is where an audit record about project ("" for none) of the

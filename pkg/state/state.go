@@ -1,9 +1,10 @@
 // Package state is the typed store of the rdev_state key-value bucket
 // (contracts.BucketState), shared by the API, the workers and the
 // streamer: one record kind per key prefix (job states, stream refs,
-// batches, slot leases, idempotency claims, dead-letter retries), each
-// read, created and compare-and-set the same way, with one not-found and
-// one conflict error.
+// batches, slot leases, idempotency claims, dead-letter retries, the job
+// index), each read, created and compare-and-set the same way, with one
+// not-found and one conflict error. Every write of a job state also
+// writes the job's index entry, so whoever changes a job keeps the index.
 package state
 
 import (
@@ -31,8 +32,12 @@ var (
 // Store is the state bucket, one typed view per record kind.
 type Store struct {
 	kv jetstream.KeyValue
-	// Jobs holds job states under contracts.JobKey(job id).
+	// Jobs holds job states under contracts.JobKey(job id); each write
+	// also stores the job's summary in Index.
 	Jobs Records[contracts.JobState]
+	// Index holds the job index: each job's contracts.JobSummary under
+	// contracts.IndexKey(project, job id), by "<project>.<job id>".
+	Index Records[contracts.JobSummary]
 	// Streams holds stream references under contracts.StreamKey(stream id).
 	Streams Records[contracts.StreamRef]
 	// Batches holds batch records under contracts.BatchKey(batch id).
@@ -47,9 +52,12 @@ type Store struct {
 
 // New returns the store on kv, the contracts.BucketState bucket.
 func New(kv jetstream.KeyValue) *Store {
+	index := Records[contracts.JobSummary]{kv: kv, kind: "job index entry",
+		key: func(ref string) string { return contracts.IndexKeyPrefix + "." + ref }}
 	return &Store{
 		kv:          kv,
-		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey},
+		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: indexer(index)},
+		Index:       index,
 		Streams:     Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
 		Batches:     Records[contracts.Batch]{kv: kv, kind: "batch", key: contracts.BatchKey},
 		Slots:       Records[Leases]{kv: kv, kind: "slots", key: contracts.SlotsKey},
@@ -96,6 +104,8 @@ type Records[T any] struct {
 	kind   string
 	key    func(id string) string
 	decode func([]byte, *T) error
+	// stored, when set, is told of every record stored, with its revision.
+	stored func(ctx context.Context, v T, rev uint64)
 }
 
 // Get returns the record of id and its revision, or ErrNotFound.
@@ -144,6 +154,9 @@ func (r Records[T]) Update(ctx context.Context, id string, v T, rev uint64) (uin
 	if err != nil {
 		return 0, fmt.Errorf("store %s %s: %w", r.kind, id, err)
 	}
+	if r.stored != nil {
+		r.stored(ctx, v, n)
+	}
 	return n, nil
 }
 
@@ -156,6 +169,9 @@ func (r Records[T]) Put(ctx context.Context, id string, v T) (uint64, error) {
 	n, err := r.kv.Put(ctx, r.key(id), body)
 	if err != nil {
 		return 0, fmt.Errorf("store %s %s: %w", r.kind, id, err)
+	}
+	if r.stored != nil {
+		r.stored(ctx, v, n)
 	}
 	return n, nil
 }
@@ -208,4 +224,39 @@ func conflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
+}
+
+// IndexRef is the Index id of a job: "<project>.<job id>".
+func IndexRef(project, jobID string) string { return project + "." + jobID }
+
+// indexAttempts bounds the compare-and-set rounds of one index write.
+const indexAttempts = 5
+
+// indexer returns what stores a job state's summary in index, unless the
+// index holds one of the same or a later state revision: writers racing
+// on one job (the API cancelling, a worker settling) may reach the index
+// in any order, and the newest state wins. The job state is the record
+// of truth and is stored already, so a failed index write is not the
+// writer's failure: the job's next transition writes the entry again.
+func indexer(index Records[contracts.JobSummary]) func(context.Context, contracts.JobState, uint64) {
+	return func(ctx context.Context, st contracts.JobState, rev uint64) {
+		if st.Project == "" || st.JobID == "" {
+			return
+		}
+		ref, sum := IndexRef(st.Project, st.JobID), contracts.SummaryOf(st, rev)
+		for range indexAttempts {
+			cur, curRev, err := index.Get(ctx, ref)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				curRev = 0
+			case err != nil:
+				continue
+			case cur.StateRevision >= rev:
+				return
+			}
+			if _, err := index.Update(ctx, ref, sum, curRev); err == nil || ctx.Err() != nil {
+				return
+			}
+		}
+	}
 }

@@ -198,3 +198,62 @@ func TestUndecodableRecord(t *testing.T) {
 		t.Fatalf("Get of garbage = %v, want a decode error", err)
 	}
 }
+
+// Every job state write stores the job's summary in the index, and
+// writers racing on one job leave the summary of the newest state: an
+// index write never replaces a later state's summary.
+func TestIndexFollowsTheNewestJobState(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	ctx := t.Context()
+	st := contracts.JobState{V: contracts.Version, JobID: "01JOB", Project: "p", Status: contracts.StatusQueued}
+	if _, err := s.Jobs.Create(ctx, st.JobID, st); err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 8, 10
+	errc := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for range each {
+				_, err := s.Jobs.Modify(ctx, st.JobID, func(j *contracts.JobState) (bool, error) {
+					j.Attempt++
+					j.Worker = string(rune('a' + w))
+					return true, nil
+				})
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	final, rev, err := s.Jobs.Get(ctx, st.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, _, err := s.Index.Get(ctx, state.IndexRef("p", st.JobID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.StateRevision != rev || sum.Attempt != final.Attempt || final.Attempt != writers*each {
+		t.Fatalf("index holds revision %d attempt %d; the job is at revision %d attempt %d", sum.StateRevision, sum.Attempt, rev, final.Attempt)
+	}
+	// A summary of a later state is never replaced by an earlier one.
+	later := contracts.SummaryOf(final, rev+100)
+	if _, err := s.Index.Put(ctx, state.IndexRef("p", st.JobID), later); err != nil {
+		t.Fatal(err)
+	}
+	final.Status = contracts.StatusSucceeded
+	if _, err := s.Jobs.Update(ctx, st.JobID, final, rev); err != nil {
+		t.Fatal(err)
+	}
+	if sum, _, _ := s.Index.Get(ctx, state.IndexRef("p", st.JobID)); sum.StateRevision != rev+100 || sum.Status == contracts.StatusSucceeded {
+		t.Fatalf("an older state replaced the index entry: %+v", sum)
+	}
+}

@@ -31,7 +31,7 @@ func Current(ctx context.Context, js jetstream.JetStream, cfg Config) (bool, err
 	for _, b := range []struct {
 		bucket string
 		ttl    bool
-	}{{contracts.BucketAccess, false}, {contracts.BucketSecrets, false}, {contracts.BucketState, true}} {
+	}{{contracts.BucketAccess, false}, {contracts.BucketSecrets, false}, {contracts.BucketQueues, false}, {contracts.BucketState, true}} {
 		got, ok, err := streamConfig(ctx, js, "KV_"+b.bucket)
 		if !ok || err != nil {
 			return false, err

@@ -106,7 +106,7 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 	}}
 }
 
-// Ensure creates the streams and the state and access buckets, or updates them to cfg
+// Ensure creates the streams and the state, access, secrets and queues buckets, or updates them to cfg
 // when they exist, and returns the state bucket. An update never deletes
 // messages: only limits change. A changed replica count is applied in
 // place: JetStream copies an R1 stream to two more nodes (or drops
@@ -128,6 +128,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 	if _, err := SecretsBucket(ctx, js, cfg); err != nil {
 		return nil, err
 	}
+	if err := queuesBucket(ctx, js, cfg); err != nil {
+		return nil, err
+	}
 	return stateBucket(ctx, js, cfg)
 }
 
@@ -136,21 +139,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 // record was before its last changes.
 func AccessBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
 	cfg.setDefaults()
-	storage := jetstream.FileStorage
-	if cfg.Memory {
-		storage = jetstream.MemoryStorage
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return bucket(ctx, js, cfg, jetstream.KeyValueConfig{
 		Bucket:      contracts.BucketAccess,
 		Description: "rdev projects, API keys (hashes only) and the stream-token secret",
 		History:     5,
-		Storage:     storage,
-		Replicas:    cfg.Replicas,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("provision bucket %s: %w", contracts.BucketAccess, err)
-	}
-	return kv, nil
 }
 
 // SecretsBucket creates or updates the bucket of project secrets (values
@@ -158,38 +151,44 @@ func AccessBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 // a secret replaced or deleted is gone.
 func SecretsBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
 	cfg.setDefaults()
-	storage := jetstream.FileStorage
-	if cfg.Memory {
-		storage = jetstream.MemoryStorage
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return bucket(ctx, js, cfg, jetstream.KeyValueConfig{
 		Bucket:      contracts.BucketSecrets,
 		Description: "rdev project secrets, values sealed with the secrets key",
 		History:     1,
-		Storage:     storage,
-		Replicas:    cfg.Replicas,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("provision bucket %s: %w", contracts.BucketSecrets, err)
-	}
-	return kv, nil
+}
+
+// queuesBucket creates or updates the bucket of queue settings (paused
+// priority levels). It keeps a short history, so an operator sees who
+// paused and resumed a level before.
+func queuesBucket(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	_, err := bucket(ctx, js, cfg, jetstream.KeyValueConfig{
+		Bucket:      contracts.BucketQueues,
+		Description: "rdev queue settings: paused priority levels",
+		History:     5,
+	})
+	return err
 }
 
 func stateBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
-	storage := jetstream.FileStorage
-	if cfg.Memory {
-		storage = jetstream.MemoryStorage
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return bucket(ctx, js, cfg, jetstream.KeyValueConfig{
 		Bucket:      contracts.BucketState,
 		Description: "rdev job state, stream references and idempotency keys",
 		History:     1,
 		TTL:         cfg.StateTTL,
-		Storage:     storage,
-		Replicas:    cfg.Replicas,
 	})
+}
+
+// bucket creates or updates the bucket kvc describes with cfg's storage
+// and replicas, and returns it.
+func bucket(ctx context.Context, js jetstream.JetStream, cfg Config, kvc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kvc.Storage, kvc.Replicas = jetstream.FileStorage, cfg.Replicas
+	if cfg.Memory {
+		kvc.Storage = jetstream.MemoryStorage
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, kvc)
 	if err != nil {
-		return nil, fmt.Errorf("provision bucket %s: %w", contracts.BucketState, err)
+		return nil, fmt.Errorf("provision bucket %s: %w", kvc.Bucket, err)
 	}
 	return kv, nil
 }

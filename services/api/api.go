@@ -175,6 +175,7 @@ type Service struct {
 	store    *natskv.Store
 	cached   *cachedstore.Store
 	audit    *natsjs.AuditLog
+	index    *natsjs.JobIndex
 	closers  []func()
 	conn     *connWatch
 	nc       *nats.Conn
@@ -221,6 +222,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.cached = cachedstore.New(store, keyCache, cfg.CacheTTL, log)
 	s.audit = natsjs.NewAuditLog(js, cfg.PublishTimeout, log)
 	s.admin = admin.New(s.cached, s.audit, newID, k8spod.Check)
+	s.index = natsjs.NewJobIndex(state)
 	queue := natsjs.NewQueue(js, cfg.PublishTimeout)
 	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand,
@@ -237,7 +239,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
-		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
+		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})
@@ -306,8 +308,9 @@ func (s *Service) Bootstrap(ctx context.Context, secret string) (string, error) 
 
 // Start makes sure an admin key exists (Config.BootstrapKey; a generated
 // one goes to Deps.ShowKey) and starts the API's background work until
-// Shutdown: it drops cache entries other processes changed, and audits
-// finished jobs. It returns once both are running.
+// Shutdown: it drops cache entries other processes changed, audits
+// finished jobs and keeps the job index for listings. It returns once
+// all three are running.
 func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -328,6 +331,10 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	if err := s.audit.RecordFinished(life); err != nil {
+		stop()
+		return err
+	}
+	if err := s.index.Run(life); err != nil {
 		stop()
 		return err
 	}

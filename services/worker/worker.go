@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -448,6 +449,18 @@ func (w *Worker) Start(ctx context.Context) error {
 	d := dispatch.New(dispatch.Config{
 		Concurrency: w.cfg.Concurrency, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
 	}, consumers, w.log)
+	// Paused levels are not dispatched, from the first dispatch on.
+	err = natsjs.WatchPauses(life, w.js, func(p contracts.Priority, paused bool) {
+		if i := slices.Index(contracts.Priorities(), p); i >= 0 {
+			d.Pause(i, paused)
+		}
+	})
+	if err != nil {
+		unregister()
+		w.unsubscribe()
+		end()
+		return fmt.Errorf("worker: %w", err)
+	}
 	take, stopTaking := context.WithCancel(life)
 	runCtx, cancelRuns := context.WithCancel(life)
 	w.stopTaking, w.cancelRuns, w.done = stopTaking, cancelRuns, make(chan struct{})

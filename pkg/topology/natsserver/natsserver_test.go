@@ -183,11 +183,12 @@ func TestPermissions(t *testing.T) {
 	actions := actions()
 	allowed := map[natsserver.Role][]string{
 		natsserver.RoleAPI: {"put access", "get project", "get key", "get token secret", "watch projects", "watch access",
-			"put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line", "list jobs"},
+			"put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line", "list jobs",
+			"put queue pause", "get queue pause"},
 		// The worker reads project records (limits), never keys or the
 		// token secret: a stolen worker credential cannot forge tokens.
 		natsserver.RoleWorker: {"get project", "watch projects", "put state", "get state", "fetch jobs",
-			"publish output", "publish event", "publish dead letter", "last output line", "list jobs"},
+			"publish output", "publish event", "publish dead letter", "last output line", "list jobs", "watch queue pauses"},
 		natsserver.RoleStreamer: {"get project", "get key", "get token secret", "watch projects", "watch access", "get state", "read output", "last output line"},
 	}
 	for _, r := range []natsserver.Role{natsserver.RoleAPI, natsserver.RoleWorker, natsserver.RoleStreamer} {
@@ -349,6 +350,9 @@ func actions() []action {
 		{"watch access", kvWatch(contracts.BucketAccess, ">")},
 		{"put state", kvPut(contracts.BucketState)},
 		{"get state", kvGet(contracts.BucketState, "absent")},
+		{"put queue pause", kvPut(contracts.BucketQueues)},
+		{"get queue pause", kvGet(contracts.BucketQueues, contracts.PauseKey(contracts.PriorityHigh))},
+		{"watch queue pauses", kvWatch(contracts.BucketQueues, "pause.>")},
 		{"publish job", publish(contracts.SubjectJob(contracts.PriorityNormal, project))},
 		{"fetch jobs", fetchJobs},
 		{"list jobs", listJobs},

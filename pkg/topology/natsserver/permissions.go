@@ -44,11 +44,11 @@ const responseTTL = time.Minute
 // (PermissionsConf renders it; a test keeps the two equal).
 func Permissions(r Role) *server.Permissions {
 	kvState, kvAccess := "KV_"+contracts.BucketState, "KV_"+contracts.BucketAccess
-	kvSecrets := "KV_" + contracts.BucketSecrets
+	kvSecrets, kvQueues := "KV_"+contracts.BucketSecrets, "KV_"+contracts.BucketQueues
 	// Every service checks the topology at start (topology.Ensure) and
 	// answers readiness from stream info.
 	pub := []string{"$JS.API.INFO"}
-	for _, s := range []string{contracts.StreamJobs, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead, kvState, kvAccess, kvSecrets} {
+	for _, s := range []string{contracts.StreamJobs, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead, kvState, kvAccess, kvSecrets, kvQueues} {
 		pub = append(pub, "$JS.API.STREAM.INFO."+s)
 	}
 	sub := []string{"_INBOX.>"} // replies: requests, acks of publishes, consumer deliveries
@@ -74,6 +74,9 @@ func Permissions(r Role) *server.Permissions {
 		pub = append(pub, read(kvSecrets)...)
 		pub = append(pub, consume(kvSecrets)...)
 		pub = append(pub, "$KV."+contracts.BucketSecrets+".>")
+		// Queue pauses: set by admins, read for GET /v1/queues.
+		pub = append(pub, read(kvQueues)...)
+		pub = append(pub, "$KV."+contracts.BucketQueues+".>")
 	case RoleWorker:
 		pub = append(pub, read(kvState, contracts.StreamJobs, contracts.StreamOutput)...)
 		pub = append(pub, consume(kvState, contracts.StreamJobs)...)
@@ -87,6 +90,8 @@ func Permissions(r Role) *server.Permissions {
 		)
 		// Project secrets: read one by one when a job needs them, never written.
 		pub = append(pub, read(kvSecrets)...)
+		// Queue pauses: watched, never written.
+		pub = append(pub, consume(kvQueues)...)
 		sub = append(sub, contracts.SubjectCancelPrefix+".*", contracts.SubjectHoldsPrefix+".*")
 		// A worker answers another's holds request on its reply subject.
 		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL}

@@ -89,6 +89,10 @@ func messages() map[string]any {
 		"secret_list":           contracts.SecretList{},
 		"audit_page":            contracts.AuditPage{},
 		"dead_letter_page":      contracts.DeadLetterPage{},
+		"job_summary":           contracts.JobSummary{},
+		"job_list":              contracts.JobList{},
+		"queue_list":            contracts.QueueList{},
+		"queue_pause":           contracts.QueuePause{},
 		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
 		"dead_letter_purge":     contracts.DeadLetterPurge{},
 	}

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -257,14 +258,9 @@ func auditFilter(c echo.Context) (AuditFilter, error) {
 			return f, reqErr(http.StatusBadRequest, "invalid_kind", "kind must be one of the audit kinds, e.g. job_submitted, key_revoked, request_denied")
 		}
 	}
-	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
-		if v := c.QueryParam(name); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				return f, reqErr(http.StatusBadRequest, "invalid_"+name, name+" must be an RFC 3339 time, e.g. 2026-11-27T12:00:00Z")
-			}
-			*dst = t
-		}
+	var err error
+	if f.Since, f.Until, err = timeRange(c); err != nil {
+		return f, err
 	}
 	if v := c.QueryParam("cursor"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
@@ -273,12 +269,33 @@ func auditFilter(c echo.Context) (AuditFilter, error) {
 		}
 		f.After = n
 	}
-	if v := c.QueryParam("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return f, reqErr(http.StatusBadRequest, "invalid_limit", "limit must be between 1 and 1000")
+	f.Limit, err = pageLimit(c, f.Limit)
+	return f, err
+}
+
+// timeRange reads ?since and ?until, RFC 3339 times.
+func timeRange(c echo.Context) (since, until time.Time, err error) {
+	for name, dst := range map[string]*time.Time{"since": &since, "until": &until} {
+		if v := c.QueryParam(name); v != "" {
+			t, perr := time.Parse(time.RFC3339, v)
+			if perr != nil {
+				return since, until, reqErr(http.StatusBadRequest, "invalid_"+name, name+" must be an RFC 3339 time, e.g. 2026-11-27T12:00:00Z")
+			}
+			*dst = t
 		}
-		f.Limit = n
 	}
-	return f, nil
+	return since, until, nil
+}
+
+// pageLimit reads ?limit, 1 to 1000, def when absent.
+func pageLimit(c echo.Context, def int) (int, error) {
+	v := c.QueryParam("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > contracts.MaxListLimit {
+		return def, reqErr(http.StatusBadRequest, "invalid_limit", fmt.Sprintf("limit must be between 1 and %d", contracts.MaxListLimit))
+	}
+	return n, nil
 }

@@ -50,6 +50,12 @@ type Deps struct {
 	Audit    Auditor
 	Query    AuditQuerier
 	Dead     DeadLetters
+	// Index lists jobs.
+	Index JobIndex
+	// Output reads jobs' output.
+	Output Output
+	// Pauses keeps the paused priority levels.
+	Pauses Pauses
 	// Secrets keeps project secrets; nil when no secrets key is
 	// configured (the secrets endpoints then answer 409 secrets_disabled).
 	Secrets Secrets
@@ -75,6 +81,9 @@ type Handlers struct {
 	audit         Auditor
 	query         AuditQuerier
 	dead          DeadLetters
+	index         JobIndex
+	output        Output
+	pauses        Pauses
 	secrets       Secrets
 	signer        *access.Signer
 	tokenTTL      time.Duration
@@ -88,7 +97,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -110,7 +119,10 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 	}{
 		{http.MethodPost, "/projects/:project/commands", h.submitCommand, access.RoleSubmit},
 		{http.MethodPost, "/projects/:project/claude", h.submitClaude, access.RoleSubmit},
+		{http.MethodGet, "/jobs", h.listJobs, ""},
+		{http.MethodGet, "/projects/:project/jobs", h.listProjectJobs, access.RoleRead},
 		{http.MethodGet, "/jobs/:id", h.getJob, ""},
+		{http.MethodGet, "/jobs/:id/logs", h.getLogs, ""},
 		{http.MethodPost, "/jobs/:id/cancel", h.cancelJob, ""},
 		{http.MethodPost, "/projects/:project/batches", h.submitBatch, access.RoleSubmit},
 		{http.MethodGet, "/batches/:id", h.getBatch, ""},
@@ -140,6 +152,9 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodGet, "/projects/:project/secrets", h.listSecrets, ""},
 		{http.MethodDelete, "/projects/:project/secrets/:name", h.deleteSecret, ""},
 
+		{http.MethodGet, "/queues", h.listQueues, ""},
+		{http.MethodPost, "/queues/:priority/pause", h.pauseQueue, ""},
+		{http.MethodPost, "/queues/:priority/resume", h.resumeQueue, ""},
 		{http.MethodGet, "/audit", h.auditLog, ""},
 		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog, access.RoleRead},
 	} {
