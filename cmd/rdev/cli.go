@@ -44,11 +44,12 @@ type cli struct {
 	Run         runCmd         `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
 	Claude      claudeCmd      `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
 	Logs        logsCmd        `cmd:"" group:"client" help:"Print a job's output; -f follows it to the job's end."`
-	Jobs        jobsCmd        `cmd:"" group:"client" help:"Read and cancel jobs."`
+	Jobs        jobsCmd        `cmd:"" group:"client" help:"List, read and cancel jobs."`
 	Batch       batchCmd       `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`
 	Projects    projectsCmd    `cmd:"" group:"client" help:"List and create projects."`
 	Keys        keysCmd        `cmd:"" group:"client" help:"List, create and revoke API keys (admin)."`
 	Audit       auditCmd       `cmd:"" group:"client" help:"Read the audit log."`
+	Queues      queuesCmd      `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
 	DeadLetters deadLettersCmd `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
 	Context     contextCmd     `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
 	Completion  completionCmd  `cmd:"" group:"client" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`

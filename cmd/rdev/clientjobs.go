@@ -76,8 +76,9 @@ func (o outputFlags) painter(w io.Writer) func(contracts.Status) string {
 // colourOn: colours only on a terminal, and never with NO_COLOR set.
 func colourOn(tty bool, noColor string) bool { return tty && noColor == "" }
 
-// jobsCmd reads and cancels jobs.
+// jobsCmd lists, reads and cancels jobs.
 type jobsCmd struct {
+	Ls     jobsLsCmd     `cmd:"" help:"List jobs newest first: a project's, or without one every project the key may read."`
 	Get    jobsGetCmd    `cmd:"" help:"Print a job's state."`
 	Cancel jobsCancelCmd `cmd:"" help:"Cancel a job (queued: at once; running: its process is stopped)."`
 }
