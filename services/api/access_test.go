@@ -258,8 +258,10 @@ func TestRedisOutage(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("fail-open with Redis down: %d %s", resp.StatusCode, rb)
 		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Fatalf("fail-open request took %s", d)
+		// A request makes at most a cache and a limiter call, each bounded
+		// by RedisTimeout; a hang is anything far beyond that.
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("fail-open request took %s: a hang", d)
 		}
 		resp, rb = closed.get(t, "/v1/projects/demo", bearer(k.Key)...)
 		if resp.StatusCode != http.StatusServiceUnavailable || errCode(t, rb) != "unavailable" {
