@@ -340,10 +340,16 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	if err != nil {
 		return nil, err
 	}
-	var secrets jetstream.KeyValue
+	var secrets, hooks, deliveries jetstream.KeyValue
 	if secretsKey != nil {
 		if secrets, err = ajs.KeyValue(ctx, contracts.BucketSecrets); err != nil {
 			return nil, fmt.Errorf("secrets bucket: %w", err)
+		}
+		if hooks, err = ajs.KeyValue(ctx, contracts.BucketWebhooks); err != nil {
+			return nil, fmt.Errorf("webhooks bucket: %w", err)
+		}
+		if deliveries, err = ajs.KeyValue(ctx, contracts.BucketWebhookDeliveries); err != nil {
+			return nil, fmt.Errorf("webhook deliveries bucket: %w", err)
 		}
 	}
 	acfg, err := cfg.api.config(secretsKey)
@@ -351,7 +357,7 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 		return nil, err
 	}
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
-		JS: ajs, State: astate, Secrets: secrets, Access: store, Signer: signer,
+		JS: ajs, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),
 		Telemetry: api.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceAPI), MeterProvider: d.tel.MeterProvider(),
 			OnBreakerChange: func(dep, _, to string) { d.breakers.Set(dep, to) }},
