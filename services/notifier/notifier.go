@@ -35,6 +35,9 @@ import (
 	"github.com/rdev-dev/rdev/services/notifier/internal/send"
 )
 
+// priorityGroup is the notifiers' group of the pinned intake consumers.
+const priorityGroup = "notifiers"
+
 // Deps are what the process builds once and the notifier uses.
 type Deps struct {
 	// JS is the notifier's own connection's JetStream (the topology is
@@ -167,11 +170,17 @@ func (s *Service) Start(ctx context.Context) error {
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       30 * time.Second,
 			MaxAckPending: 1000,
+			// One replica at a time takes events up, in stream order, so
+			// a job's deliveries are created in lifecycle order; another
+			// takes over when it stops pulling.
+			PriorityPolicy: jetstream.PriorityPolicyPinned,
+			PriorityGroups: []string{priorityGroup},
+			PinnedTTL:      s.cfg.LeaseTTL,
 		})
 		if err != nil {
 			return fmt.Errorf("notifier consumer %s: %w", c.durable, err)
 		}
-		cc, err := cons.Consume(c.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		cc, err := cons.Consume(c.handle, jetstream.PullPriorityGroup(priorityGroup), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Debug("consume", "consumer", c.durable, "err", err)
 		}))
 		if err != nil {

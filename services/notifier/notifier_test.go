@@ -235,4 +235,3 @@ func TestFailingEndpointIsDisabled(t *testing.T) {
 		t.Errorf("deliveries %+v, %v", all, err)
 	}
 }
-

@@ -221,3 +221,6 @@ func jetstreamFilter(subject string) jetstream.OrderedConsumerConfig {
 }
 
 func jetstreamWait(d time.Duration) jetstream.FetchOpt { return jetstream.FetchMaxWait(d) }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+

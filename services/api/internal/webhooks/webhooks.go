@@ -333,7 +333,9 @@ func (s *Service) Deliveries(ctx context.Context, project, incarnation, id strin
 	if err != nil {
 		return contracts.WebhookDeliveryPage{}, err
 	}
-	slices.SortFunc(all, func(a, b contracts.WebhookDeliveryRecord) int { return -compareAge(a.WebhookDelivery, b.WebhookDelivery) })
+	slices.SortFunc(all, func(a, b contracts.WebhookDeliveryRecord) int {
+		return -compareAge(a.WebhookDelivery, b.WebhookDelivery)
+	})
 	page := contracts.WebhookDeliveryPage{Deliveries: []contracts.WebhookDelivery{}}
 	for _, d := range all {
 		if after != nil && compareAge(d.WebhookDelivery, *after) >= 0 {
