@@ -126,8 +126,8 @@ type Webhook struct {
 	Events []WebhookEventType `json:"events"`
 	// Description is for people.
 	Description string `json:"description,omitempty"`
-	// Active says deliveries are sent; an inactive endpoint's deliveries
-	// wait until it is active again.
+	// Active says deliveries are sent. An inactive endpoint is told of
+	// nothing new; its pending deliveries wait until it is active again.
 	Active bool `json:"active"`
 	// DisabledReason says why rdev set Active to false (WebhookDisabledGone
 	// or WebhookDisabledFailing); empty when a user did, or it is active.

@@ -46,6 +46,9 @@ const (
 	DefaultKeyRateWindow  = time.Minute
 	DefaultTokenTTL       = time.Hour
 	DefaultCacheTTL       = 5 * time.Minute
+	// DefaultWebhookSecretOverlap is how long a rotated-out webhook
+	// secret keeps signing.
+	DefaultWebhookSecretOverlap = webhooks.DefaultRotationOverlap
 )
 
 // Config tunes the API. Zero values take the defaults above.

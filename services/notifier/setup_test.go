@@ -223,4 +223,3 @@ func jetstreamFilter(subject string) jetstream.OrderedConsumerConfig {
 func jetstreamWait(d time.Duration) jetstream.FetchOpt { return jetstream.FetchMaxWait(d) }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
-

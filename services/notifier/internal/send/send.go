@@ -88,7 +88,12 @@ func New(cfg Config) *Sender {
 		}
 		var errs []error
 		for _, ip := range ips {
-			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(ip.Unmap().String(), port))
+			if ip.Is4In6() {
+				// An IPv4 address in IPv6 clothing hides what it reaches.
+				errs = append(errs, fmt.Errorf("%w: %s is an IPv4-mapped IPv6 address", ssrf.ErrProhibitedIP, ip))
+				continue
+			}
+			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), port))
 			if err == nil {
 				return c, nil
 			}

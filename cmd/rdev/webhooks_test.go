@@ -1,0 +1,76 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/rdev-dev/rdev/pkg/await"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+)
+
+// rdev up runs the notifier: a webhook created through the API is told
+// of a job's start and end, signed with the secret the API showed, and
+// the deliveries read back through the API; a ping goes out too.
+func TestWebhookThroughRdevUp(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got []contracts.WebhookPayload
+	var verifyErr error
+	var secret string
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		wh, err := standardwebhooks.NewWebhook(secret)
+		if err == nil {
+			err = wh.Verify(body, r.Header)
+		}
+		verifyErr = err
+		var p contracts.WebhookPayload
+		_ = json.Unmarshal(body, &p)
+		got = append(got, p)
+	}))
+	t.Cleanup(rc.Close)
+	n := startInProcess(t, "--webhook-allow-cidrs", "127.0.0.0/8")
+	if status, rb := call(t, http.MethodPost, n.http+"/v1/projects", map[string]string{"id": "hooks"}); status != http.StatusCreated {
+		t.Fatalf("create project: %d %s", status, rb)
+	}
+	status, rb := call(t, http.MethodPost, n.http+"/v1/projects/hooks/webhooks", map[string]any{
+		"url": rc.URL, "events": []string{"job.started", "job.failed"}})
+	if status != http.StatusCreated {
+		t.Fatalf("create webhook: %d %s", status, rb)
+	}
+	created := mustJSON[contracts.WebhookCreated](t, rb)
+	mu.Lock()
+	secret = created.Secret
+	mu.Unlock()
+	r := submit(t, n.http, "hooks", map[string]any{"command": []string{"sh", "-c", "exit 3"}})
+	waitFinal(t, n.http, r.JobID, 30*time.Second)
+	await.Within(t, 30*time.Second, "two deliveries", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 2 })
+	mu.Lock()
+	if verifyErr != nil || len(got) != 2 || got[0].Type != contracts.WebhookJobStarted || got[1].Type != contracts.WebhookJobFailed ||
+		got[1].Data.ExitCode == nil || *got[1].Data.ExitCode != 3 || got[1].Data.JobID != r.JobID {
+		t.Errorf("deliveries %+v (verify: %v)", got, verifyErr)
+	}
+	mu.Unlock()
+	base := n.http + "/v1/projects/hooks/webhooks/" + created.ID
+	await.Within(t, 30*time.Second, "the deliveries recorded as succeeded", func() bool {
+		status, rb := call(t, http.MethodGet, base+"/deliveries?status=succeeded", nil)
+		return status == http.StatusOK && len(mustJSON[contracts.WebhookDeliveryPage](t, rb).Deliveries) == 2
+	})
+	if status, rb := call(t, http.MethodPost, base+"/test", nil); status != http.StatusAccepted {
+		t.Fatalf("test: %d %s", status, rb)
+	}
+	await.Within(t, 30*time.Second, "the ping", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 3 && got[2].Type == contracts.WebhookPing && verifyErr == nil
+	})
+}
