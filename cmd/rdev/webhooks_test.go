@@ -17,11 +17,13 @@ import (
 
 // rdev up runs the notifier: a webhook created through the API is told
 // of a job's start and end, signed with the secret the API showed, and
-// the deliveries read back through the API; a ping goes out too.
+// the deliveries read back through the API; a ping and a redelivery go
+// out too.
 func TestWebhookThroughRdevUp(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var got []contracts.WebhookPayload
+	var ids []string
 	var verifyErr error
 	var secret string
 	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -36,6 +38,7 @@ func TestWebhookThroughRdevUp(t *testing.T) {
 		var p contracts.WebhookPayload
 		_ = json.Unmarshal(body, &p)
 		got = append(got, p)
+		ids = append(ids, r.Header.Get("webhook-id"))
 	}))
 	t.Cleanup(rc.Close)
 	n := startInProcess(t, "--webhook-allow-cidrs", "127.0.0.0/8")
@@ -73,4 +76,24 @@ func TestWebhookThroughRdevUp(t *testing.T) {
 		defer mu.Unlock()
 		return len(got) == 3 && got[2].Type == contracts.WebhookPing && verifyErr == nil
 	})
+	mu.Lock()
+	failedID := ids[1]
+	mu.Unlock()
+	if status, rb := call(t, http.MethodPost, base+"/deliveries/"+failedID+"/redeliver", nil); status != http.StatusAccepted {
+		t.Fatalf("redeliver: %d %s", status, rb)
+	}
+	await.Within(t, 30*time.Second, "the redelivery, same webhook-id", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 4 && ids[3] == failedID && got[3].Type == contracts.WebhookJobFailed && verifyErr == nil
+	})
+	var d contracts.WebhookDeliveryRecord
+	await.Within(t, 30*time.Second, "the redelivery recorded", func() bool {
+		status, rb := call(t, http.MethodGet, base+"/deliveries/"+failedID, nil)
+		d = mustJSON[contracts.WebhookDeliveryRecord](t, rb)
+		return status == http.StatusOK && d.Status == contracts.DeliverySucceeded && d.Attempts == 2
+	})
+	if len(d.AttemptLog) != 2 || d.AttemptLog[1].RequestHeaders["Webhook-Id"] != failedID {
+		t.Errorf("attempts %+v", d.AttemptLog)
+	}
 }

@@ -31,27 +31,40 @@ type batchProgress struct {
 
 // onEvent takes up a lifecycle event: a delivery for each endpoint that
 // subscribes to it, and, for the last job of a batch to end, the batch's
-// completion. Acked once stored; a failure is retried by JetStream.
+// completion.
 func (s *Service) onEvent(msg jetstream.Msg) {
+	s.take(msg, func(ctx context.Context, seq uint64) error {
+		var ev contracts.Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			return errUndecodable
+		}
+		return s.takeEvent(ctx, seq, ev)
+	})
+}
+
+// errUndecodable marks a message that no retry makes readable.
+var errUndecodable = errors.New("undecodable message")
+
+// take runs one message's intake: acked once stored, terminated when
+// undecodable, and otherwise taken up again a second later.
+func (s *Service) take(msg jetstream.Msg, intake func(ctx context.Context, seq uint64) error) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		_ = msg.Term()
 		return
 	}
-	var ev contracts.Event
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		s.log.Warn("undecodable lifecycle event", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
-		return
-	}
 	ctx, cancel := context.WithTimeout(s.life, intakeTimeout)
 	defer cancel()
-	if err := s.takeEvent(ctx, meta.Sequence.Stream, ev); err != nil {
-		s.log.Warn("webhook intake failed; retried", "job_id", ev.JobID, "err", err)
+	switch err := intake(ctx, meta.Sequence.Stream); {
+	case errors.Is(err, errUndecodable):
+		s.log.Warn("undecodable message; skipped", "subject", msg.Subject())
+		_ = msg.Term()
+	case err != nil:
+		s.log.Warn("webhook intake failed; retried", "subject", msg.Subject(), "err", err)
 		_ = msg.NakWithDelay(time.Second)
-		return
+	default:
+		_ = msg.Ack()
 	}
-	_ = msg.Ack()
 }
 
 func (s *Service) takeEvent(ctx context.Context, seq uint64, ev contracts.Event) error {
@@ -142,43 +155,28 @@ func (s *Service) batchEnded(ctx context.Context, ev contracts.Event, seq uint64
 }
 
 // onDeadLetter takes up a dead letter: job.dead_lettered for its
-// subscribers.
+// subscribers. An undecodable job names no project to tell.
 func (s *Service) onDeadLetter(msg jetstream.Msg) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		_ = msg.Term()
-		return
-	}
-	var dl contracts.DeadLetter
-	if err := json.Unmarshal(msg.Data(), &dl); err != nil || dl.Job == nil {
-		_ = msg.Ack() // undecodable jobs name no project to tell
-		return
-	}
-	ctx, cancel := context.WithTimeout(s.life, intakeTimeout)
-	defer cancel()
-	j := dl.Job
-	var err2 error
-	if targets := s.subscribers(j.Project, contracts.WebhookJobDeadLettered); len(targets) > 0 {
+	s.take(msg, func(ctx context.Context, seq uint64) error {
+		var dl contracts.DeadLetter
+		if err := json.Unmarshal(msg.Data(), &dl); err != nil || dl.Job == nil {
+			return nil
+		}
+		j := dl.Job
 		p := contracts.WebhookPayload{V: contracts.WebhookPayloadVersion, Type: contracts.WebhookJobDeadLettered, Timestamp: dl.Time,
 			Data: contracts.WebhookData{Project: j.Project, JobID: j.ID, StreamID: j.StreamID, BatchID: j.BatchID,
 				Status: contracts.StatusFailed, Attempt: dl.Attempts, ExitCode: dl.ExitCode, Reason: dl.Reason, Message: dl.Message,
 				TraceID: contracts.TraceID(j.Trace), Links: jobLinks(j.ID, j.StreamID)}}
-		for _, ep := range targets {
+		for _, ep := range s.subscribers(j.Project, contracts.WebhookJobDeadLettered) {
 			if j.ProjectIncarnation != "" && ep.ProjectIncarnation != j.ProjectIncarnation {
 				continue
 			}
-			seq := meta.Sequence.Stream
-			if err2 = s.deliver(ctx, ep, "msg_d"+strconv.FormatUint(seq, 10), j.ID, deadSource|seq, p, j.Trace); err2 != nil {
-				break
+			if err := s.deliver(ctx, ep, "msg_d"+strconv.FormatUint(seq, 10), j.ID, deadSource|seq, p, j.Trace); err != nil {
+				return err
 			}
 		}
-	}
-	if err2 != nil {
-		s.log.Warn("webhook intake failed; retried", "job_id", j.ID, "err", err2)
-		_ = msg.NakWithDelay(time.Second)
-		return
-	}
-	_ = msg.Ack()
+		return nil
+	})
 }
 
 // subscribers are project's active endpoints subscribed to t.

@@ -104,7 +104,7 @@ func (s *Service) leaseTick(ctx context.Context) {
 		if !mine {
 			counts[s.cfg.ID]++
 		}
-		s.own(id)
+		s.own(id) //nolint:contextcheck // the runner lives until the lease is lost or Shutdown, not for one tick
 	}
 }
 
@@ -127,10 +127,9 @@ func (s *Service) readLease(ctx context.Context, id string) (leaseEntry, error) 
 	if err != nil {
 		return leaseEntry{}, err
 	}
+	// An unreadable lease reads as expired (zero Until): it is taken over.
 	var l lease
-	if err := json.Unmarshal(e.Value(), &l); err != nil {
-		return leaseEntry{rev: e.Revision(), exists: true}, nil // unreadable: treat as expired
-	}
+	_ = json.Unmarshal(e.Value(), &l)
 	return leaseEntry{lease: l, rev: e.Revision(), exists: true}, nil
 }
 

@@ -374,3 +374,34 @@ func (s *Service) watchDeliveries(context.Context) error {
 	}()
 	return nil
 }
+
+// Stats is a snapshot of what this replica sends.
+type Stats struct {
+	// Endpoints is how many endpoints' leases it holds.
+	Endpoints int
+	// BreakersOpen is how many of them have their circuit breaker open.
+	BreakersOpen int
+	// Pending is how many deliveries of theirs are queued.
+	Pending int
+	// InFlight is how many attempts are under way.
+	InFlight int64
+}
+
+// Stats returns the current snapshot.
+func (s *Service) Stats() Stats {
+	s.mu.Lock()
+	runners := make([]*runner, 0, len(s.owned))
+	for _, r := range s.owned {
+		runners = append(runners, r)
+	}
+	s.mu.Unlock()
+	st := Stats{Endpoints: len(runners), InFlight: s.inflight.Load()}
+	now := time.Now()
+	for _, r := range runners {
+		if r.breakerOpen(now) {
+			st.BreakersOpen++
+		}
+		st.Pending += r.pending()
+	}
+	return st
+}

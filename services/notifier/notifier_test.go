@@ -155,7 +155,7 @@ func TestRetriesUntilAccepted(t *testing.T) {
 	if d.Status != contracts.DeliverySucceeded || d.Attempts != 4 || len(d.AttemptLog) != 4 || d.LastStatusCode != 200 {
 		t.Fatalf("delivery %+v", d.WebhookDelivery)
 	}
-	if d.AttemptLog[0].StatusCode != 503 || d.AttemptLog[0].ResponseBody != "busy" {
+	if d.AttemptLog[0].StatusCode != http.StatusServiceUnavailable || d.AttemptLog[0].ResponseBody != "busy" {
 		t.Errorf("first attempt %+v", d.AttemptLog[0])
 	}
 	ids := map[string]bool{}
@@ -233,5 +233,37 @@ func TestFailingEndpointIsDisabled(t *testing.T) {
 	all, err := f.store.ListDeliveries(context.Background(), ep.ID)
 	if err != nil || len(all) != 1 || all[0].Status != contracts.DeliveryPending {
 		t.Errorf("deliveries %+v, %v", all, err)
+	}
+}
+
+// After BreakerThreshold failures in a row the endpoint's breaker opens:
+// no more attempts while it is, and the deliveries wait, pending.
+func TestBreakerStopsHammering(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	ep, _ := f.endpoint(t, "demo", rc.URL, contracts.WebhookJobFailed)
+	cfg := fastConfig()
+	cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Concurrency = 3, time.Hour, 1
+	n := f.start(t, cfg)
+	const jobs = 10
+	for j := range jobs {
+		f.publish(t, contracts.Event{Type: contracts.EventFailed, JobID: "job" + itoa(j), Project: "demo", Status: contracts.StatusFailed, Attempt: 1})
+	}
+	await.Within(t, bound, "the breaker open with every delivery queued", func() bool {
+		st := n.svc.Stats()
+		return st.BreakersOpen == 1 && st.Pending == jobs && st.InFlight == 0
+	})
+	if got := len(rc.requests()); got != 3 {
+		t.Errorf("%d attempts reached the receiver, want the 3 that opened the breaker", got)
+	}
+	all, err := f.store.ListDeliveries(context.Background(), ep.ID)
+	if err != nil || len(all) != jobs {
+		t.Fatalf("deliveries %d, %v", len(all), err)
+	}
+	for _, d := range all {
+		if d.Status != contracts.DeliveryPending {
+			t.Errorf("delivery %s %s, want pending", d.ID, d.Status)
+		}
 	}
 }

@@ -73,7 +73,8 @@ func (r *runner) add(d contracts.WebhookDeliveryRecord) {
 	if d.NextAttemptAt != nil {
 		it.next = *d.NextAttemptAt
 	}
-	q := append(r.queues[d.OrderKey], it)
+	q := r.queues[d.OrderKey]
+	q = append(q, it)
 	slices.SortStableFunc(q, func(a, b *item) int {
 		switch {
 		case a.source < b.source:

@@ -189,7 +189,7 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
-		res.Err = fmt.Errorf("%w: %v", ErrRefused, err)
+		res.Err = fmt.Errorf("%w: %w", ErrRefused, err)
 		return res
 	}
 	req.Header = res.Sent.Clone()
@@ -197,7 +197,7 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	res.Latency = time.Since(start)
 	if err != nil {
 		if isRefusal(err) {
-			err = fmt.Errorf("%w: %v", ErrRefused, err)
+			err = fmt.Errorf("%w: %w", ErrRefused, err)
 		}
 		res.Err = err
 		return res
