@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -95,5 +96,67 @@ func TestWebhookThroughRdevUp(t *testing.T) {
 	})
 	if len(d.AttemptLog) != 2 || d.AttemptLog[1].RequestHeaders["Webhook-Id"] != failedID {
 		t.Errorf("attempts %+v", d.AttemptLog)
+	}
+}
+
+// A notifier process killed with SIGKILL while a delivery waits for its
+// retry: another notifier process takes the endpoint over once the lease
+// expires, and the delivery is accepted once, with the same webhook-id.
+func TestWebhookSurvivesNotifierKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts rdev processes")
+	}
+	t.Parallel()
+	var mu sync.Mutex
+	var ids []string
+	accepted := 0
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		ids = append(ids, r.Header.Get("webhook-id"))
+		if len(ids) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable) // retried after 5 s
+			return
+		}
+		accepted++
+	}))
+	t.Cleanup(rc.Close)
+	n := startInProcess(t, "--without", "notifier")
+	notifier := func() *node {
+		return startProcess(t, "notifier", "--nats-url", n.nats, "--nats-nkey", n.seed("notifier"),
+			"--secrets-key-file", filepath.Join(n.dataDir, "secrets.key"), "--webhook-allow-cidrs", "127.0.0.0/8",
+			"--webhook-lease-ttl", "1s")
+	}
+	first := notifier()
+	if status, rb := call(t, http.MethodPost, n.http+"/v1/projects", map[string]string{"id": "hooks"}); status != http.StatusCreated {
+		t.Fatalf("create project: %d %s", status, rb)
+	}
+	status, rb := call(t, http.MethodPost, n.http+"/v1/projects/hooks/webhooks", map[string]any{"url": rc.URL, "events": []string{"job.succeeded"}})
+	if status != http.StatusCreated {
+		t.Fatalf("create webhook: %d %s", status, rb)
+	}
+	base := n.http + "/v1/projects/hooks/webhooks/" + mustJSON[contracts.WebhookCreated](t, rb).ID
+	r := submit(t, n.http, "hooks", map[string]any{"command": []string{"true"}})
+	waitFinal(t, n.http, r.JobID, 30*time.Second)
+	var d contracts.WebhookDelivery
+	await.Within(t, 30*time.Second, "the first attempt recorded", func() bool {
+		_, rb := call(t, http.MethodGet, base+"/deliveries", nil)
+		p := mustJSON[contracts.WebhookDeliveryPage](t, rb)
+		if len(p.Deliveries) == 1 {
+			d = p.Deliveries[0]
+		}
+		return d.Attempts == 1 && d.Status == contracts.DeliveryPending
+	})
+	first.kill()
+	notifier()
+	await.Within(t, 60*time.Second, "the delivery accepted", func() bool {
+		_, rb := call(t, http.MethodGet, base+"/deliveries/"+d.ID, nil)
+		got := mustJSON[contracts.WebhookDeliveryRecord](t, rb)
+		return got.Status == contracts.DeliverySucceeded && got.Attempts == 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if accepted != 1 || len(ids) != 2 || ids[0] != d.ID || ids[1] != d.ID {
+		t.Errorf("%d accepted, webhook-ids %v, want 1 accepted and %s twice", accepted, ids, d.ID)
 	}
 }
