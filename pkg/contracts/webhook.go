@@ -140,8 +140,9 @@ type Webhook struct {
 	// PreviousSecretExpiresAt is, after a rotation, when the previous
 	// secret stops signing beside the current one.
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
-	// CreatedAt and UpdatedAt are when it was created and last changed.
+	// CreatedAt is when it was created.
 	CreatedAt time.Time `json:"created_at"`
+	// UpdatedAt is when it last changed.
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
@@ -182,10 +183,14 @@ type WebhookRequest struct {
 // fields present replace the endpoint's. Setting active true clears a
 // disable by rdev.
 type WebhookPatch struct {
-	URL         *string             `json:"url,omitempty"`
-	Events      *[]WebhookEventType `json:"events,omitempty"`
-	Description *string             `json:"description,omitempty"`
-	Active      *bool               `json:"active,omitempty"`
+	// URL replaces the endpoint's URL.
+	URL *string `json:"url,omitempty"`
+	// Events replaces the subscribed event types (at least one).
+	Events *[]WebhookEventType `json:"events,omitempty"`
+	// Description replaces the description.
+	Description *string `json:"description,omitempty"`
+	// Active turns deliveries on or off.
+	Active *bool `json:"active,omitempty"`
 }
 
 // WebhookCreated answers a create: the endpoint, and its signing secret,
@@ -207,6 +212,7 @@ type WebhookRotated struct {
 
 // WebhookList answers GET /v1/projects/{p}/webhooks.
 type WebhookList struct {
+	// Webhooks are the project's endpoints, oldest first, never null.
 	Webhooks []Webhook `json:"webhooks"`
 }
 
@@ -240,8 +246,9 @@ type WebhookDelivery struct {
 	Project string `json:"project"`
 	// Type is the event type delivered.
 	Type WebhookEventType `json:"type"`
-	// JobID and BatchID name what the event is about.
-	JobID   string `json:"job_id,omitempty"`
+	// JobID is the job the event is about (job.* events).
+	JobID string `json:"job_id,omitempty"`
+	// BatchID is the batch of batch.completed, or the job's.
 	BatchID string `json:"batch_id,omitempty"`
 	// Status is pending, succeeded, failed or exhausted.
 	Status DeliveryStatus `json:"status"`
@@ -307,6 +314,7 @@ type WebhookDeliveryRecord struct {
 
 // WebhookDeliveryPage answers GET .../deliveries, newest first.
 type WebhookDeliveryPage struct {
+	// Deliveries are the page's deliveries, never null.
 	Deliveries []WebhookDelivery `json:"deliveries"`
 	// NextCursor, when set, is the cursor of the next page.
 	NextCursor string `json:"next_cursor,omitempty"`
@@ -356,9 +364,9 @@ type WebhookData struct {
 	RetryInSeconds int `json:"retry_in_seconds,omitempty"`
 	// TraceID is the job's W3C trace id.
 	TraceID string `json:"trace_id,omitempty"`
-	// Jobs and Counts are, on batch.completed, the batch's job count and
-	// how many ended in each status.
-	Jobs   int            `json:"jobs,omitempty"`
+	// Jobs is, on batch.completed, how many jobs the batch has.
+	Jobs int `json:"jobs,omitempty"`
+	// Counts is, on batch.completed, how many ended in each status.
 	Counts map[Status]int `json:"counts,omitempty"`
 	// Links point at the API's resources.
 	Links WebhookLinks `json:"links"`
