@@ -261,7 +261,9 @@ func actions() []action {
 			return err
 		}
 	}
-	kvPut := func(bucket string) func(context.Context, jetstream.JetStream) error { return kvPutKey(bucket, "key.test") }
+	kvPut := func(bucket string) func(context.Context, jetstream.JetStream) error {
+		return kvPutKey(bucket, "key.test")
+	}
 	kvGet := func(bucket, key string) func(context.Context, jetstream.JetStream) error {
 		return func(ctx context.Context, js jetstream.JetStream) error {
 			kv, err := js.KeyValue(ctx, bucket)
