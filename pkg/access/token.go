@@ -104,3 +104,7 @@ func (s *Signer) mac(payload string) []byte {
 
 // BatchResource names a batch's event stream for Sign and Verify.
 func BatchResource(batchID string) string { return "batch:" + batchID }
+
+// ProjectResource names a project's lifecycle event stream for Sign and
+// Verify.
+func ProjectResource(project string) string { return "project:" + project }

@@ -115,7 +115,7 @@ func (s *Service) batchEvents(c echo.Context) error {
 		if err != nil {
 			s.log.Warn("batch events failed", "batch_id", b.ID, "err", err)
 			if open() == nil {
-				s.sendBatchError(w, resume, codeUnavailable, "the batch's events are unavailable; reconnect with Last-Event-ID")
+				s.sendFeedError(w, resume, codeUnavailable, "the batch's events are unavailable; reconnect with Last-Event-ID")
 			}
 			return nil
 		}
@@ -151,14 +151,16 @@ func (s *Service) batchEvents(c echo.Context) error {
 	}
 	switch ae := revokedCause(held); {
 	case ae != nil && open() == nil:
-		s.sendBatchError(w, resume, codeAccessRevoked, ae.Message)
+		s.sendFeedError(w, resume, codeAccessRevoked, ae.Message)
 	case s.quit.Err() != nil && open() == nil:
-		s.sendBatchError(w, resume, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
+		s.sendFeedError(w, resume, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
 	}
 	return nil
 }
 
-func (s *Service) sendBatchError(w *sse.Writer, id uint64, code, msg string) {
+// sendFeedError ends a batch's or a project's event feed with an error
+// event.
+func (s *Service) sendFeedError(w *sse.Writer, id uint64, code, msg string) {
 	data, _ := json.Marshal(contracts.ErrorDetail{Code: code, Message: msg})
 	if w.Event(id, contracts.SSEError, data) == nil {
 		_ = w.Flush()
