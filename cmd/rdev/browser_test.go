@@ -200,7 +200,11 @@ const lineTexts = `[...document.querySelectorAll('.log .l')].map(l => l.textCont
 func TestBrowserDashboard(t *testing.T) {
 	b := newBrowser(t)
 	t.Parallel()
-	n := startInProcess(t)
+	session, err := filepath.Abs("../../pkg/contracts/claudestream/testdata/session.jsonl")
+	must(t, err, "find the recorded Claude session")
+	// Claude Code's stand-in prints a recorded stream-json session.
+	claude, _ := json.Marshal([]string{"sh", "-c", "cat " + session, "claude", "{prompt}"})
+	n := startInProcess(t, "--claude-command", string(claude))
 	ui := n.http + "/ui/"
 	createProject(t, n, "web")
 	createProject(t, n, "etl")
@@ -235,7 +239,36 @@ func TestBrowserDashboard(t *testing.T) {
 	if colour != "rgb(255, 123, 114)" || green != "rgb(126, 231, 135)" || bold != "700" {
 		t.Errorf("ANSI styles: red %q, green %q, bold %q", colour, green, bold)
 	}
+	if cmd := eval[string](t, ctx, `document.querySelector('#command').textContent`); !strings.HasPrefix(cmd, "sh -c 'printf ") {
+		t.Errorf("command shown as %q", cmd)
+	}
+	do(t, ctx, "search the output", chromedp.SendKeys(chromedp.CSS(`input[type=search]`), "line"),
+		until(`document.querySelectorAll('.log .l.hit').length === 1`))
+	if found := eval[string](t, ctx, `document.querySelector('.logbar [aria-live=polite]').textContent`); found != "1 of 6" {
+		t.Errorf("search found %q, want 1 of 6", found)
+	}
 	b.shot(t, ctx, "job")
+
+	// A Claude job's stream-json reads as a conversation.
+	status, rb := call(t, http.MethodPost, n.http+"/v1/projects/web/claude", map[string]any{"prompt": "Why does the build fail?"})
+	if status != http.StatusAccepted {
+		t.Fatalf("submit prompt: %d %s", status, rb)
+	}
+	cj := mustJSON[contracts.SubmitResponse](t, rb)
+	do(t, ctx, "the conversation", chromedp.Navigate(ui+"#/jobs/"+cj.JobID),
+		until(`document.querySelectorAll('.claude .turn').length >= 3 && document.querySelector('.claude .result') !== null`),
+		until(`document.querySelector('#job-status [data-status=succeeded]') !== null`))
+	turns := eval[[]string](t, ctx, `[...document.querySelectorAll('.claude > .chunk > .turn')].map(e => e.textContent)`)
+	tools := eval[[]string](t, ctx, `[...document.querySelectorAll('.claude details:not([open]) summary')].map(e => e.textContent)`)
+	result := eval[string](t, ctx, `document.querySelector('.claude .result').textContent`)
+	if strings.Join(turns, "|") != "I'll look at the build.|The build runs go test." || strings.Join(tools, "|") != "tool: Bash — Read the Makefile|tool result" ||
+		!strings.Contains(result, "3 turns · $0.0123") {
+		t.Errorf("conversation: turns %q, folded tools %q, result %q", turns, tools, result)
+	}
+	if prompt := eval[string](t, ctx, `document.querySelector('#command').textContent`); prompt != "Why does the build fail?" {
+		t.Errorf("prompt shown as %q", prompt)
+	}
+	b.shot(t, ctx, "claude")
 
 	// Cancel from the page ends the process.
 	c := submit(t, n.http, "web", map[string]any{"command": []string{"sh", "-c",
@@ -264,7 +297,7 @@ func TestBrowserDashboard(t *testing.T) {
 		items = append(items, map[string]any{"command": []string{"sh", "-c",
 			fmt.Sprintf(`while [ ! -e gate-batch ]; do sleep 0.02; done; echo item %d; exit %d`, i, map[bool]int{true: 3}[i == 5])}})
 	}
-	status, rb := call(t, http.MethodPost, n.http+"/v1/projects/etl/batches", items)
+	status, rb = call(t, http.MethodPost, n.http+"/v1/projects/etl/batches", items)
 	if status != http.StatusAccepted {
 		t.Fatalf("submit batch: %d %s", status, rb)
 	}

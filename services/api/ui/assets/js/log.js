@@ -11,8 +11,9 @@ const chunkLines = 500;
 const frameBudgetMS = 10;
 
 export class LogView {
-  constructor({ download }) {
-    this.lines = []; // {n, fd, text (without escapes), el}
+  constructor({ download, title = 'Output' }) {
+    this.lines = []; // what search looks through: {text (without escapes), el}
+    this.numbered = 0; // output lines among them
     this.pending = [];
     this.lastSeq = 0;
     this.chunk = null;
@@ -32,9 +33,9 @@ export class LogView {
       const atEnd = this.body.scrollHeight - this.body.scrollTop - this.body.clientHeight < 24;
       if (atEnd !== this.following) this.setFollow(atEnd, false);
     });
-    this.el = h('section', { class: 'card flush', 'aria-label': 'Output' },
+    this.el = h('section', { class: 'card flush', 'aria-label': title },
       h('div', { class: 'logbar' },
-        h('strong', {}, 'Output'), this.count, this.followBtn, this.search,
+        h('strong', {}, title), this.count, this.followBtn, this.search,
         h('button', { type: 'button', 'aria-label': 'Previous match', onclick: () => this.step(-1) }, '↑'),
         h('button', { type: 'button', 'aria-label': 'Next match', onclick: () => this.step(1) }, '↓'),
         this.found,
@@ -82,8 +83,8 @@ export class LogView {
         frag.append(chunk);
       }
       if (p.note !== undefined) { chunk.append(h('div', { class: 'note' }, p.note)); continue; }
-      if (p.block) { chunk.append(p.block); continue; }
-      const n = this.lines.length + 1;
+      if (p.block) { chunk.append(p.block); this.lines.push({ text: p.block.textContent, el: p.block }); continue; }
+      const n = ++this.numbered;
       const el = document.createElement('div');
       el.className = p.fd === 'stderr' ? 'l err' : 'l';
       el.dataset.n = n;
@@ -95,10 +96,11 @@ export class LogView {
     this.pending = i >= this.pending.length ? [] : this.pending.slice(i);
     this.chunk = chunk;
     this.body.append(frag);
-    this.count.textContent = `${this.lines.length.toLocaleString()} lines`;
-    this.body.dataset.lines = this.lines.length;
+    this.count.textContent = `${this.numbered.toLocaleString()} line${this.numbered === 1 ? '' : 's'}`;
+    this.count.hidden = this.numbered === 0 && this.lines.length > 0;
+    this.body.dataset.lines = this.numbered;
     this.body.dataset.renderedAt = Math.round(performance.now());
-    if (!this.body.dataset.firstPaint && this.lines.length) this.body.dataset.firstPaint = this.body.dataset.renderedAt;
+    if (!this.body.dataset.firstPaint && this.numbered) this.body.dataset.firstPaint = this.body.dataset.renderedAt;
     if (this.following) this.toEnd();
     if (this.search.value && !this.pending.length) this.find(true);
     if (this.pending.length) this.schedule();
