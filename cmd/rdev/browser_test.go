@@ -347,6 +347,15 @@ func TestBrowserDashboard(t *testing.T) {
 		t.Errorf("a read-only key sees %q", admin)
 	}
 	do(t, ro, "admin view refused", chromedp.Navigate(ui+"#/keys"), until(`document.querySelector('main').textContent.includes('needs an admin key')`))
+	// Nor may it cancel: the job page of a running job offers no button.
+	running := submit(t, n.http, "web", map[string]any{"command": []string{"sh", "-c", "echo waiting; while [ ! -e gate-ro ]; do sleep 0.02; done"}})
+	do(t, ro, "a running job, read only", chromedp.Navigate(ui+"#/jobs/"+running.JobID),
+		until(`document.querySelector('#job-status [data-status=running]') !== null && document.querySelectorAll('.log .l').length === 1`))
+	if visible := eval[bool](t, ro, `document.querySelector('#cancel').offsetParent !== null`); visible {
+		t.Error("a read-only key is offered Cancel")
+	}
+	touch(t, n.dataDir, "web", "gate-ro")
+	do(t, ro, "it ends", until(`document.querySelector('#job-status [data-status=succeeded]') !== null`))
 
 	// Phone width and the dark theme.
 	do(t, ctx, "phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),

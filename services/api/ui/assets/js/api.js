@@ -18,6 +18,13 @@ export const session = {
   set key(v) { v ? sessionStorage.setItem(keyName, v) : sessionStorage.removeItem(keyName); },
   admin: false,
   projects: [],
+  scopes: [],
+  // can says whether the key may act in role (read, submit) on project,
+  // as the API decides it from the scopes.
+  can(project, role) {
+    return this.scopes.includes('admin') || (role === 'read' && this.scopes.includes('read')) ||
+      this.scopes.includes(`project:${project}:${role}`);
+  },
 };
 
 // APIError is a refusal with the API's code.

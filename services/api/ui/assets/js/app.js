@@ -45,21 +45,22 @@ async function route() {
     await r.view(main, { id: m[1], params, signal: current.signal });
   } catch (e) {
     if (current.signal.aborted) return;
+    if (!(e instanceof APIError)) console.error('view failed:', e); // a bug, not a refusal
     replace(main, errorBox(e));
   }
 }
 
-// load learns what the key may see: its projects, and whether it is an
-// admin (GET /v1/keys answers admins only). Views follow from that.
+// load learns what the key may do (its scopes) and see (its projects);
+// the views follow from that.
 async function load(key) {
-  const { projects } = await get('/v1/projects', { key });
-  let admin = false;
-  try { await get('/v1/keys', { key }); admin = true; } catch (e) { if (!(e instanceof APIError) || e.status >= 500) throw e; }
+  const [self, { projects }] = await Promise.all([get('/v1/keys/self', { key }), get('/v1/projects', { key })]);
+  const admin = self.scopes.includes('admin');
   session.projects = projects.map((p) => p.id);
+  session.scopes = self.scopes;
   session.admin = admin;
   document.getElementById('nav').hidden = false;
   document.getElementById('who').hidden = false;
-  document.getElementById('who-role').textContent = admin ? 'admin' : `${projects.length} project${projects.length === 1 ? '' : 's'}`;
+  document.getElementById('who-role').textContent = `${self.name || self.id} · ${admin ? 'admin' : self.scopes.join(' ')}`;
   document.body.classList.toggle('admin', admin);
   for (const a of document.querySelectorAll('#nav a[data-admin]')) a.hidden = !admin;
 }

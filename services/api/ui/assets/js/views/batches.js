@@ -1,7 +1,7 @@
 // Batches: the ones of recent jobs, and one batch's live progress.
 
-import { get, enc } from '../api.js';
-import { h, replace, statusBadge, when } from '../dom.js';
+import { get, post, enc, session } from '../api.js';
+import { h, replace, statusBadge, when, toast, confirmAction, errorBox } from '../dom.js';
 import { follow } from '../sse.js';
 
 const final = ['succeeded', 'failed', 'cancelled', 'timed_out'];
@@ -38,9 +38,18 @@ export async function batchView(main, { id, signal }) {
   const pct = h('strong', { id: 'batch-percent' });
   const counts = h('div', { class: 'stats', id: 'counts' });
   const failed = h('tbody');
+  const message = h('div');
+  const cancelBtn = h('button', { type: 'button', class: 'danger', id: 'cancel-batch', hidden: !session.can(b.project, 'submit'), onclick: async () => {
+    if (!await confirmAction('Cancel this batch?', 'Every job of the batch that has not ended is cancelled.', 'Cancel batch')) return;
+    try {
+      const r = await post(`/v1/batches/${enc(id)}/cancel`);
+      toast(`${r.jobs.cancelled + r.jobs.stopping} jobs cancelled`);
+    } catch (e) { replace(message, errorBox(e)); }
+  } }, 'Cancel batch');
   replace(main,
     h('nav', { 'aria-label': 'Breadcrumb', class: 'muted' }, h('a', { href: '#/batches' }, 'Batches'), ' / ', b.project),
-    h('div', { class: 'head' }, h('h1', { class: 'mono' }, b.id), live),
+    h('div', { class: 'head' }, h('h1', { class: 'mono' }, b.id), live, h('span', { class: 'grow' }), cancelBtn),
+    message,
     h('div', { class: 'card' }, h('div', { class: 'head' }, h('span', {}, 'Progress'), pct), bar),
     counts,
     h('div', { class: 'card flush table-wrap' }, h('h2', { class: 'logbar' }, 'Failed jobs'), h('table', { id: 'failed' }, failed)));
@@ -84,6 +93,7 @@ export async function batchView(main, { id, signal }) {
     },
   });
   clearTimeout(pending);
+  cancelBtn.hidden = true;
   if (!signal.aborted) { b = await get(`/v1/batches/${enc(id)}?limit=1000`, { signal }); show(); }
   live.classList.remove('on');
   live.textContent = 'complete';

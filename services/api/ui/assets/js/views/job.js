@@ -30,7 +30,7 @@ export async function jobView(main, { id, signal }) {
 
   function show() {
     replace(badge, statusBadge(job.status));
-    cancelBtn.hidden = final.has(job.status);
+    cancelBtn.hidden = final.has(job.status) || !session.can(job.project, 'submit');
     cancelBtn.disabled = !!job.cancel_requested;
     if (job.cancel_requested && !final.has(job.status)) cancelBtn.textContent = 'Cancelling…';
     const took = job.started_at ? ((job.finished_at ? new Date(job.finished_at) : new Date()) - new Date(job.started_at)) / 1000 : null;
@@ -125,7 +125,7 @@ export async function jobView(main, { id, signal }) {
       const d = JSON.parse(data);
       switch (name) {
         case 'connected': if (connectedOnce && d.resume_after) log.note('reconnected; resuming'); connectedOnce = true; break;
-        case 'output': if (!(claude && session(d))) log.add(d); break;
+        case 'output': if (!(claude && sessionStart(d))) log.add(d); break;
         case 'status': onStatus(d); break;
         case 'gap': log.note(`lines ${d.from}–${d.to} were lost`); break;
         case 'complete': onStatus(d); get(`/v1/jobs/${enc(job.job_id)}`, { signal }).then((j) => { job = j; show(); findDeadLetter(); }).catch(() => {}); break;
@@ -143,9 +143,9 @@ export async function jobView(main, { id, signal }) {
   live.textContent = 'ended';
   if (err && !signal.aborted) replace(message, errorBox(err));
 
-  // session shows the stream-json line that opens a Claude session as a
+  // sessionStart shows the stream-json line that opens a Claude session as a
   // note rather than raw JSON; it says whether it took the line.
-  function session(line) {
+  function sessionStart(line) {
     if (!line.text.startsWith('{"type":"system"')) return false;
     try {
       const m = JSON.parse(line.text);
