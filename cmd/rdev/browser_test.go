@@ -357,6 +357,9 @@ func TestBrowserDashboard(t *testing.T) {
 	touch(t, n.dataDir, "web", "gate-ro")
 	do(t, ro, "it ends", until(`document.querySelector('#job-status [data-status=succeeded]') !== null`))
 
+	do(t, ctx, "every job", chromedp.Navigate(ui+"#/jobs"), until(`document.querySelectorAll('#jobs tbody tr[data-job]').length >= 10`))
+	b.shot(t, ctx, "jobs-all")
+
 	// Phone width and the dark theme.
 	do(t, ctx, "phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),
 		darkTheme(),
