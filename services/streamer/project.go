@@ -1,7 +1,6 @@
 package streamer
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -73,18 +72,11 @@ func (s *Service) projectEvents(c echo.Context) error {
 	if raw == "" {
 		resume = last
 	}
-	if !s.enter() {
-		return accesshttp.WriteError(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
+	f, err := s.openFeed(c, reader, project, p.Incarnation)
+	if f == nil {
+		return err
 	}
-	defer s.active.Done()
-	s.clients.Add(1)
-	defer s.clients.Add(-1)
-	held, release := s.gate.Hold(ctx, reader, project, p.Incarnation, accesshttp.ClientIP(c))
-	defer release()
-	streamCtx, cancel := context.WithCancel(held)
-	defer cancel()
-	stop := context.AfterFunc(s.quit, cancel)
-	defer stop()
+	defer f.close()
 
 	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
 	connected, _ := json.Marshal(contracts.SSEProjectConnectedData{Project: project, StreamID: streamID, ResumeAfter: raw})
@@ -92,16 +84,16 @@ func (s *Service) projectEvents(c echo.Context) error {
 		return nil
 	}
 	pending := false // events written but not flushed
-	for pe, err := range s.store.ProjectEventsAfter(streamCtx, project, streamID, resume, s.cfg.Heartbeat) {
+	for pe, err := range s.store.ProjectEventsAfter(f.ctx, project, streamID, resume, s.cfg.Heartbeat) {
 		if err != nil {
-			if revokedCause(held) == nil {
+			if revokedCause(f.held) == nil {
 				s.log.Warn("project events failed", "project", project, "err", err)
 				s.sendFeedError(w, resume, codeUnavailable, "the project's events are unavailable; reconnect with Last-Event-ID")
 			}
 			break
 		}
 		if pe.Seq == 0 { // idle
-			if w.Comment("ping") != nil || w.Flush() != nil {
+			if ping(w) != nil {
 				return nil
 			}
 			continue
@@ -119,13 +111,9 @@ func (s *Service) projectEvents(c echo.Context) error {
 			pending = false
 		}
 	}
-	switch ae := revokedCause(held); {
-	case ae != nil:
-		s.sendFeedError(w, resume, codeAccessRevoked, ae.Message)
-	case s.quit.Err() != nil:
-		s.sendFeedError(w, resume, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
-	case pending:
+	if pending {
 		_ = w.Flush()
 	}
+	s.ended(f, w, resume, func() error { return nil })
 	return nil
 }

@@ -1,7 +1,6 @@
 package streamer_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -20,15 +19,10 @@ import (
 func TestProjectEvents(t *testing.T) {
 	t.Parallel()
 	f := setup(t, options{})
-	ctx := context.Background()
+	a := accessFixture{f, t}
 	project := uniqueID(t, "p")
-	if err := f.access.CreateProject(ctx, access.Project{ID: project}); err != nil {
-		t.Fatal(err)
-	}
-	reader := access.NewSecret("PREADER")
-	if err := f.access.CreateKey(ctx, access.Key{ID: "PREADER", Hash: access.HashSecret(reader), Scopes: []string{"project:" + project + ":read"}}); err != nil {
-		t.Fatal(err)
-	}
+	a.project(project, "")
+	reader := a.key("PREADER", "project:"+project+":read")
 	j1, j2, stranger := f.newJobIn(t, project), f.newJobIn(t, project), f.newJob(t)
 	j1.event(t, contracts.EventQueued, 0) // before the connection: not sent
 
@@ -68,6 +62,12 @@ func TestProjectEvents(t *testing.T) {
 	if got := strings.Join(statusEvents(t, one, 2).describe(), ","); got != j1.jobID+" started,"+j1.jobID+" succeeded" {
 		t.Fatalf("one stream: %s", got)
 	}
+
+	// The open feeds end once the key is revoked.
+	a.revoke("PREADER")
+	if ev, ok := c.next(t); !ok || ev.Name != contracts.SSEError || mustData[contracts.ErrorDetail](t, ev.Data).Code != access.CodeAccessRevoked {
+		t.Fatalf("after the revoke: %+v (open %v)", ev, ok)
+	}
 }
 
 // Refusals of the project's event stream happen before a byte of it is
@@ -76,21 +76,12 @@ func TestProjectEvents(t *testing.T) {
 func TestProjectEventsRefused(t *testing.T) {
 	t.Parallel()
 	f := setup(t, options{})
-	ctx := context.Background()
+	a := accessFixture{f, t}
 	project := uniqueID(t, "p")
-	if err := f.access.CreateProject(ctx, access.Project{ID: project}); err != nil {
-		t.Fatal(err)
-	}
-	key := func(id string, scopes ...string) string {
-		secret := access.NewSecret(id)
-		if err := f.access.CreateKey(ctx, access.Key{ID: id, Hash: access.HashSecret(secret), Scopes: scopes}); err != nil {
-			t.Fatal(err)
-		}
-		return secret
-	}
-	reader := key("RREADER", "project:"+project+":read")
-	stranger := key("RSTRANGER", "project:elsewhere:read")
-	admin := key("RADMIN", access.ScopeAdmin)
+	a.project(project, "")
+	reader := a.key("RREADER", "project:"+project+":read")
+	stranger := a.key("RSTRANGER", "project:elsewhere:read")
+	admin := a.key("RADMIN", access.ScopeAdmin)
 	streamTok := f.signer.Sign(access.StreamResource("s1"), time.Now().Add(time.Hour))
 	for _, tc := range []struct {
 		name   string
