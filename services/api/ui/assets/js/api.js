@@ -19,6 +19,7 @@ export const session = {
   admin: false,
   projects: [],
   scopes: [],
+  keyID: '',
   // can says whether the key may act in role (read, submit) on project,
   // as the API decides it from the scopes.
   can(project, role) {

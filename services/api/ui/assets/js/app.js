@@ -57,6 +57,7 @@ async function load(key) {
   const admin = self.scopes.includes('admin');
   session.projects = projects.map((p) => p.id);
   session.scopes = self.scopes;
+  session.keyID = self.id;
   session.admin = admin;
   document.getElementById('nav').hidden = false;
   document.getElementById('who').hidden = false;

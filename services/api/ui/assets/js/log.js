@@ -8,7 +8,7 @@ import { h } from './dom.js';
 import * as ansi from './ansi.js';
 
 const chunkLines = 500;
-const frameBudgetMS = 10;
+const frameBudgetMS = 8;
 
 export class LogView {
   constructor({ download, title = 'Output' }) {
@@ -76,7 +76,7 @@ export class LogView {
     let chunk = this.chunk;
     let i = 0;
     for (; i < this.pending.length; i++) {
-      if ((i & 255) === 255 && performance.now() - start > frameBudgetMS) break;
+      if ((i & 63) === 63 && performance.now() - start > frameBudgetMS) break;
       const p = this.pending[i];
       if (!chunk || chunk.childElementCount >= chunkLines) {
         chunk = h('div', { class: 'chunk' });
@@ -101,7 +101,9 @@ export class LogView {
     this.body.dataset.lines = this.numbered;
     this.body.dataset.renderedAt = Math.round(performance.now());
     if (!this.body.dataset.firstPaint && this.numbered) this.body.dataset.firstPaint = this.body.dataset.renderedAt;
-    if (this.following) this.toEnd();
+    // While a backlog drains, scroll (and so repaint the view) a few times a
+    // second rather than every frame.
+    if (this.following && (!this.pending.length || start - (this.scrolledAt ?? 0) > 250)) { this.toEnd(); this.scrolledAt = start; }
     if (this.search.value && !this.pending.length) this.find(true);
     if (this.pending.length) this.schedule();
   }

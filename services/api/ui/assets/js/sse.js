@@ -59,15 +59,17 @@ async function* events(body, signal) {
   signal?.addEventListener('abort', abort, { once: true });
   let buf = '';
   let ev = { data: [] };
+  let slice = performance.now();
   try {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
-      buf += value;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        let line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
+      const lines = (buf + value).split('\n');
+      buf = lines.pop();
+      for (let line of lines) {
+        // A backlog arrives in large reads: hand the page back every few
+        // milliseconds so it keeps painting and answering input.
+        if (performance.now() - slice > sliceMS) { await yieldToPage(); slice = performance.now(); }
         if (line.endsWith('\r')) line = line.slice(0, -1);
         if (line === '') {
           if (ev.data.length || ev.event || ev.retry) {
@@ -90,6 +92,14 @@ async function* events(body, signal) {
   } finally {
     signal?.removeEventListener('abort', abort);
   }
+}
+
+const sliceMS = 6;
+
+// yieldToPage lets the browser render and handle input before going on.
+function yieldToPage() {
+  if (globalThis.scheduler?.yield) return globalThis.scheduler.yield();
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 function sleep(ms, signal) {

@@ -1,6 +1,6 @@
 // Projects and keys, for admin keys.
 
-import { get, post, patch, del, enc } from '../api.js';
+import { get, post, patch, del, enc, session } from '../api.js';
 import { h, replace, when, toast, confirmAction, errorBox } from '../dom.js';
 
 const list = (s) => s.split(/[\s,]+/).filter(Boolean);
@@ -96,7 +96,8 @@ export async function keysView(main, { signal }) {
       h('td', { class: 'opt mono' }, (k.allowed_ips ?? []).join(', ') || 'any'),
       h('td', { class: 'opt' }, when(k.last_used_at)),
       h('td', {}, k.revoked_at ? h('span', { class: 'status s-cancelled' }, 'revoked') : h('span', { class: 'status s-succeeded' }, 'active')),
-      h('td', { class: 'num' }, k.revoked_at ? null : h('button', { type: 'button', class: 'danger', onclick: () => revoke(k) }, 'Revoke')))));
+      h('td', { class: 'num' }, k.revoked_at ? null : k.id === session.keyID ? h('span', { class: 'muted' }, 'signed in with it')
+        : h('button', { type: 'button', class: 'danger', onclick: () => revoke(k) }, 'Revoke')))));
   };
   const revoke = async (k) => {
     if (!await confirmAction(`Revoke ${k.name || k.id}?`, 'Requests with this key are refused from now on, and its open streams end.', 'Revoke')) return;
