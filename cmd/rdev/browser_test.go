@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
@@ -258,6 +259,23 @@ func TestBrowserDashboard(t *testing.T) {
 		t.Errorf("search found %q, want 1 of 6", found)
 	}
 	b.shot(t, ctx, "job")
+
+	// Download saves the output as text, without escape sequences.
+	downloads := t.TempDir()
+	_, err = chromedp.CallBrowser(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads})
+	must(t, err, "allow downloads")
+	do(t, ctx, "download", chromedp.Click(chromedp.ID("download")))
+	saved := filepath.Join(downloads, r.JobID+".log")
+	var text []byte
+	within, cancelDL := context.WithTimeout(t.Context(), browserWait)
+	defer cancelDL()
+	if await.Poll(within, func() bool { text, err = os.ReadFile(saved); return err == nil && strings.HasSuffix(string(text), "line8\n") }) != nil {
+		t.Fatalf("no download at %s: %v", saved, err)
+	}
+	if !strings.HasPrefix(string(text), "error: red and green\n") && !strings.HasPrefix(string(text), "to-stderr\n") || strings.Contains(string(text), "\x1b") {
+		t.Fatalf("downloaded %q", text)
+	}
 
 	// A Claude job's stream-json reads as a conversation.
 	status, rb := call(t, http.MethodPost, n.http+"/v1/projects/web/claude", map[string]any{"prompt": "Why does the build fail?"})

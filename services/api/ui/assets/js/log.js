@@ -39,7 +39,7 @@ export class LogView {
         h('button', { type: 'button', 'aria-label': 'Previous match', onclick: () => this.step(-1) }, '↑'),
         h('button', { type: 'button', 'aria-label': 'Next match', onclick: () => this.step(1) }, '↓'),
         this.found,
-        h('button', { type: 'button', onclick: download }, 'Download')),
+        h('button', { type: 'button', id: 'download', onclick: download }, 'Download')),
       this.body);
   }
 
