@@ -28,7 +28,7 @@ export async function jobsView(main, { params, signal }) {
   const table = h('div', { class: 'card flush table-wrap' }, h('table', { id: 'jobs' },
     h('thead', {}, h('tr', {}, h('th', {}, 'Job'), h('th', {}, 'Project'), h('th', {}, 'Status'), h('th', { class: 'opt' }, 'Priority'),
       h('th', { class: 'opt' }, 'Kind'), h('th', { class: 'num opt' }, 'Attempt'), h('th', { class: 'num' }, 'Exit'),
-      h('th', {}, 'Submitted'), h('th', { class: 'num opt' }, 'Took'))),
+      h('th', { class: 'opt' }, 'Batch'), h('th', {}, 'Submitted'), h('th', { class: 'num opt' }, 'Took'))),
     tbody));
   replace(main,
     h('div', { class: 'head' }, h('h1', {}, 'Jobs'), live, h('span', { class: 'grow' })),
@@ -43,7 +43,7 @@ export async function jobsView(main, { params, signal }) {
     const list = await get(`/v1/jobs${query({ ...f, limit: 100 })}`, { signal });
     rows.clear();
     replace(tbody, list.jobs.length ? list.jobs.map((j) => { const r = row(j); rows.set(j.job_id, r); return r.tr; })
-      : h('tr', {}, h('td', { colspan: 9, class: 'empty' }, 'No jobs match. Submit one with rdev run or POST /v1/projects/{project}/commands.')));
+      : h('tr', {}, h('td', { colspan: 10, class: 'empty' }, 'No jobs match. Submit one with rdev run or POST /v1/projects/{project}/commands.')));
   };
   // A job the list does not show yet: load the page again, once per burst.
   const reload = () => {
@@ -68,11 +68,13 @@ function row(j) {
   const status = h('td', {}, statusBadge(j.status));
   const attempt = h('td', { class: 'num opt' }, j.attempt || '');
   const exit = h('td', { class: 'num mono' }, j.exit_code ?? '');
-  const took = h('td', { class: 'num opt' }, took_(j));
+  const took = h('td', { class: 'num opt' }, tookOf(j));
   const tr = h('tr', { 'data-job': j.job_id },
     h('td', {}, h('a', { class: 'mono', href: `#/jobs/${j.job_id}` }, j.job_id)),
     h('td', {}, j.project), status, h('td', { class: 'opt' }, j.priority), h('td', { class: 'opt' }, j.kind),
-    attempt, exit, h('td', {}, when(j.submitted_at)), took);
+    attempt, exit,
+    h('td', { class: 'opt' }, j.batch_id ? h('a', { class: 'mono', href: `#/batches/${j.batch_id}`, title: j.batch_id }, `${j.batch_id.slice(-6)}`) : ''),
+    h('td', {}, when(j.submitted_at)), took);
   return {
     tr,
     update(ev) {
@@ -87,7 +89,7 @@ function row(j) {
   };
 }
 
-function took_(j) {
+function tookOf(j) {
   if (!j.started_at || !j.finished_at) return '';
   return duration((new Date(j.finished_at) - new Date(j.started_at)) / 1000);
 }
