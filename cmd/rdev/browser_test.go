@@ -270,7 +270,10 @@ func TestBrowserDashboard(t *testing.T) {
 	var text []byte
 	within, cancelDL := context.WithTimeout(t.Context(), browserWait)
 	defer cancelDL()
-	if await.Poll(within, func() bool { text, err = os.ReadFile(saved); return err == nil && strings.HasSuffix(string(text), "line8\n") }) != nil {
+	if await.Poll(within, func() bool {
+		text, err = os.ReadFile(saved)
+		return err == nil && strings.HasSuffix(string(text), "line8\n")
+	}) != nil {
 		t.Fatalf("no download at %s: %v", saved, err)
 	}
 	if !strings.HasPrefix(string(text), "error: red and green\n") && !strings.HasPrefix(string(text), "to-stderr\n") || strings.Contains(string(text), "\x1b") {

@@ -18,11 +18,7 @@ import (
 // after an event; ?stream_id= keeps one stream's events.
 func TestProjectEvents(t *testing.T) {
 	t.Parallel()
-	f := setup(t, options{})
-	a := accessFixture{f, t}
-	project := uniqueID(t, "p")
-	a.project(project, "")
-	reader := a.key("PREADER", "project:"+project+":read")
+	f, a, project, reader := projectSetup(t, "PREADER")
 	j1, j2, stranger := f.newJobIn(t, project), f.newJobIn(t, project), f.newJob(t)
 	j1.event(t, contracts.EventQueued, 0) // before the connection: not sent
 
@@ -75,11 +71,7 @@ func TestProjectEvents(t *testing.T) {
 // exists.
 func TestProjectEventsRefused(t *testing.T) {
 	t.Parallel()
-	f := setup(t, options{})
-	a := accessFixture{f, t}
-	project := uniqueID(t, "p")
-	a.project(project, "")
-	reader := a.key("RREADER", "project:"+project+":read")
+	f, a, project, reader := projectSetup(t, "RREADER")
 	stranger := a.key("RSTRANGER", "project:elsewhere:read")
 	admin := a.key("RADMIN", access.ScopeAdmin)
 	streamTok := f.signer.Sign(access.StreamResource("s1"), time.Now().Add(time.Hour))
@@ -103,6 +95,17 @@ func TestProjectEventsRefused(t *testing.T) {
 			checkError(t, f.get(t, "", tc.o), tc.status, tc.code)
 		})
 	}
+}
+
+// projectSetup is a streamer with a project of the test's own and the
+// secret of a key, readerID, that reads it.
+func projectSetup(t *testing.T, readerID string) (f *fixture, a accessFixture, project, reader string) {
+	t.Helper()
+	f = setup(t, options{})
+	a = accessFixture{f, t}
+	project = uniqueID(t, "p")
+	a.project(project, "")
+	return f, a, project, a.key(readerID, "project:"+project+":read")
 }
 
 // statusList is a run of status events.
