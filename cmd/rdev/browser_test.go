@@ -390,6 +390,11 @@ func TestBrowserDashboard(t *testing.T) {
 
 	do(t, ctx, "every job", chromedp.Navigate(ui+"#/jobs"), until(`document.querySelectorAll('#jobs tbody tr[data-job]').length >= 10`))
 	b.shot(t, ctx, "jobs-all")
+	// A filter goes to the URL and narrows the list.
+	do(t, ctx, "filter failed jobs", chromedp.SetValue(chromedp.ID("f-status"), "failed"),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#f-status').dispatchEvent(new Event('change'))`),
+		until(`location.hash === '#/jobs?status=failed' && document.querySelectorAll('#jobs tbody tr[data-job]').length === 2 &&
+			document.querySelectorAll('#jobs tbody [data-status=failed]').length === 2`))
 
 	// Phone width and the dark theme.
 	do(t, ctx, "phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),

@@ -1,17 +1,17 @@
 // The job list: filters in the URL, rows that change as the jobs do.
 
 import { get, query, session } from '../api.js';
-import { h, replace, statusBadge, when, duration } from '../dom.js';
+import { h, replace, statusBadge, when, duration, toast } from '../dom.js';
 import { watchProjects } from './live.js';
 
 const statuses = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'];
 const priorities = ['high', 'normal', 'low'];
 
 export async function jobsView(main, { params, signal }) {
-  const f = Object.fromEntries(['project', 'status', 'priority', 'batch', 'since'].map((k) => [k, params.get(k) ?? '']));
+  const f = Object.fromEntries(['project', 'status', 'priority', 'batch', 'since', 'until'].map((k) => [k, params.get(k) ?? '']));
   const apply = () => {
     const q = new URLSearchParams();
-    for (const [k, el] of Object.entries(inputs)) if (el.value) q.set(k, k === 'since' ? new Date(el.value).toISOString() : el.value);
+    for (const [k, el] of Object.entries(inputs)) if (el.value) q.set(k, el.type === 'datetime-local' ? new Date(el.value).toISOString() : el.value);
     location.hash = `#/jobs${q.size ? `?${q}` : ''}`;
   };
   const select = (name, values) => h('select', { id: `f-${name}`, name, onchange: apply },
@@ -22,6 +22,7 @@ export async function jobsView(main, { params, signal }) {
     priority: select('priority', priorities),
     batch: h('input', { id: 'f-batch', name: 'batch', value: f.batch, placeholder: 'batch id', size: 14, onchange: apply }),
     since: h('input', { id: 'f-since', name: 'since', type: 'datetime-local', value: f.since ? local(f.since) : '', onchange: apply }),
+    until: h('input', { id: 'f-until', name: 'until', type: 'datetime-local', value: f.until ? local(f.until) : '', onchange: apply }),
   };
   const live = h('span', { class: 'live', id: 'live' }, 'connecting');
   const tbody = h('tbody');
@@ -30,20 +31,33 @@ export async function jobsView(main, { params, signal }) {
       h('th', { class: 'opt' }, 'Kind'), h('th', { class: 'num opt' }, 'Attempt'), h('th', { class: 'num' }, 'Exit'),
       h('th', { class: 'opt' }, 'Batch'), h('th', {}, 'Submitted'), h('th', { class: 'num opt' }, 'Took'))),
     tbody));
+  const more = h('button', { type: 'button', id: 'older', hidden: true, onclick: () => older().catch((e) => toast(e.message)) }, 'Older jobs');
   replace(main,
     h('div', { class: 'head' }, h('h1', {}, 'Jobs'), live, h('span', { class: 'grow' })),
     h('div', { class: 'card' }, h('div', { class: 'filters', role: 'search' },
       Object.entries(inputs).map(([k, el]) => h('label', { for: el.id }, k, el)),
       h('button', { type: 'button', class: 'ghost', onclick: () => { location.hash = '#/jobs'; } }, 'Clear'))),
-    table);
+    table, h('div', { class: 'actions' }, more));
 
   const rows = new Map(); // job id -> row
   let reloading = null;
+  let next = '';
+  const add = (jobs) => jobs.map((j) => { const r = row(j); rows.set(j.job_id, r); return r.tr; });
+  // load reads the newest jobs again, as many as are shown (older pages
+  // included), so a reload keeps what the user paged to.
   const load = async () => {
-    const list = await get(`/v1/jobs${query({ ...f, limit: 100 })}`, { signal });
+    const list = await get(`/v1/jobs${query({ ...f, limit: Math.min(1000, Math.max(100, rows.size)) })}`, { signal });
     rows.clear();
-    replace(tbody, list.jobs.length ? list.jobs.map((j) => { const r = row(j); rows.set(j.job_id, r); return r.tr; })
+    replace(tbody, list.jobs.length ? add(list.jobs)
       : h('tr', {}, h('td', { colspan: 10, class: 'empty' }, 'No jobs match. Submit one with rdev run or POST /v1/projects/{project}/commands.')));
+    next = list.next_cursor ?? '';
+    more.hidden = !next;
+  };
+  const older = async () => {
+    const list = await get(`/v1/jobs${query({ ...f, cursor: next, limit: 100 })}`, { signal });
+    tbody.append(...add(list.jobs.filter((j) => !rows.has(j.job_id))));
+    next = list.next_cursor ?? '';
+    more.hidden = !next;
   };
   // A job the list does not show yet: load the page again, once per burst.
   const reload = () => {
