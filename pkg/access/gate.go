@@ -46,8 +46,9 @@ type Reader struct {
 }
 
 // Admit checks the credentials before the resource (StreamResource,
-// BatchResource or ProjectResource) is looked up, so an anonymous caller learns nothing
-// about which exist. A token wins over a key when both are sent.
+// BatchResource or ProjectResource) is looked up, so an anonymous caller
+// learns nothing about which exist. A token wins over a key when both are
+// sent.
 func (g *StreamGate) Admit(ctx context.Context, token, secret string, client netip.Addr, resource string) (Reader, error) {
 	now := g.now()
 	if token != "" {

@@ -106,5 +106,6 @@ func (s *Signer) mac(payload string) []byte {
 func BatchResource(batchID string) string { return "batch:" + batchID }
 
 // ProjectResource names a project's lifecycle event stream for Sign and
-// Verify.
+// Verify. The API issues no token for it (its readers send a key), so a
+// token for a stream or a batch never opens it.
 func ProjectResource(project string) string { return "project:" + project }
