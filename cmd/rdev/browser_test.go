@@ -209,8 +209,8 @@ const lineTexts = `[...document.querySelectorAll('.log .l')].map(l => l.textCont
 // ANSI colours, cancel, a batch to 100 %, queues, dead letters, an admin
 // creating a key and that key, read only, seeing no admin controls.
 func TestBrowserDashboard(t *testing.T) {
-	b := newBrowser(t)
 	t.Parallel()
+	b := newBrowser(t)
 	session, err := filepath.Abs("../../pkg/contracts/claudestream/testdata/session.jsonl")
 	must(t, err, "find the recorded Claude session")
 	// Claude Code's stand-in prints a recorded stream-json session.
@@ -411,8 +411,8 @@ func TestBrowserDashboard(t *testing.T) {
 // prefix by a proxy in front of separate api and streamer processes, as
 // an ingress would.
 func TestBrowserStreamerRestart(t *testing.T) {
-	b := newBrowser(t)
 	t.Parallel()
+	b := newBrowser(t)
 	dataDir := t.TempDir()
 	up := startProcess(t, upArgs(dataDir, "--without", "streamer")...)
 	streamer := func() *node {
@@ -462,8 +462,8 @@ func TestBrowserStreamerRestart(t *testing.T) {
 // tail, measured in the browser and reported (docs/performance.md), not
 // asserted: CI machines vary too much for a bound to mean anything.
 func TestBrowserLargeOutput(t *testing.T) {
-	b := newBrowser(t)
 	t.Parallel()
+	b := newBrowser(t)
 	n := startInProcess(t)
 	createProject(t, n, "big")
 	const lines = 100_000
