@@ -153,11 +153,13 @@ func (s *Service) writeLease(ctx context.Context, id string, old leaseEntry) boo
 	return true
 }
 
-// holds reports whether this replica's lease on endpoint id is current.
+// holds reports whether this replica's lease on endpoint id is current
+// with a third of LeaseTTL to spare: a replica whose renewals fall behind
+// stops starting attempts well before another may take the endpoint.
 func (s *Service) holds(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return time.Now().Before(s.leaseTill[id])
+	return time.Until(s.leaseTill[id]) > s.cfg.LeaseTTL/3
 }
 
 // own starts the runner of an endpoint just claimed.

@@ -68,7 +68,12 @@ func TestTwoReplicasShareWithoutDoubleSends(t *testing.T) {
 		receivers = append(receivers, rc)
 		f.endpoint(t, "demo", rc.URL, contracts.WebhookJobStarted, contracts.WebhookJobSucceeded)
 	}
-	a, b := f.newNotifier(t, fastConfig()), f.newNotifier(t, fastConfig())
+	// Leases long enough that no renewal, however late under load, hands
+	// an endpoint over while these replicas live: handing over is the
+	// crash tests' business.
+	cfg := fastConfig()
+	cfg.LeaseTTL = 10 * time.Second
+	a, b := f.newNotifier(t, cfg), f.newNotifier(t, cfg)
 	var wg sync.WaitGroup
 	for _, r := range []running{a, b} {
 		wg.Go(func() {
