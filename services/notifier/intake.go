@@ -159,8 +159,11 @@ func (s *Service) batchEnded(ctx context.Context, ev contracts.Event, seq uint64
 func (s *Service) onDeadLetter(msg jetstream.Msg) {
 	s.take(msg, func(ctx context.Context, seq uint64) error {
 		var dl contracts.DeadLetter
-		if err := json.Unmarshal(msg.Data(), &dl); err != nil || dl.Job == nil {
-			return nil
+		if err := json.Unmarshal(msg.Data(), &dl); err != nil {
+			return errUndecodable
+		}
+		if dl.Job == nil {
+			return nil // its job was undecodable: no project to tell
 		}
 		j := dl.Job
 		p := contracts.WebhookPayload{V: contracts.WebhookPayloadVersion, Type: contracts.WebhookJobDeadLettered, Timestamp: dl.Time,
