@@ -268,8 +268,13 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 		cancel()
 	}
+	// A consumer whose connection is gone may never say it closed.
 	for _, cc := range consumers {
-		<-cc.Closed()
+		select {
+		case <-cc.Closed():
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
 	}
 	s.sender.Close()
 	return err
