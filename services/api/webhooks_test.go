@@ -23,16 +23,7 @@ func TestWebhookEndpoints(t *testing.T) {
 	b, _, stop := setupSecrets(t, bytes.Repeat([]byte{0x42}, 32), &syncBuffer{})
 	t.Cleanup(stop)
 	var answers []string
-	do := func(method, path, body string, header ...string) (int, []byte) {
-		t.Helper()
-		ctype := ""
-		if body != "" {
-			ctype = "application/json"
-		}
-		resp, rb := b.do(t, method, path, ctype, []byte(body), header...)
-		answers = append(answers, string(rb))
-		return resp.StatusCode, rb
-	}
+	do := b.recorder(t, &answers)
 	code := func(rb []byte) string {
 		var eb contracts.ErrorBody
 		_ = json.Unmarshal(rb, &eb)
