@@ -82,6 +82,7 @@ type jobsCmd struct {
 	Ls     jobsLsCmd     `cmd:"" help:"List jobs newest first: a project's, or without one every project the key may read."`
 	Get    jobsGetCmd    `cmd:"" help:"Print a job's state."`
 	Cancel jobsCancelCmd `cmd:"" help:"Cancel a job (queued: at once; running: its process is stopped)."`
+	Retry  jobsRetryCmd  `cmd:"" help:"Submit a job that failed, timed out or was cancelled again, as a new job."`
 }
 
 type jobsGetCmd struct {
@@ -151,6 +152,29 @@ func (c *jobsCancelCmd) Run(ctx context.Context, std stdio) error {
 	return c.Out.print(std.out, j, func(w *tabwriter.Writer, paint func(contracts.Status) string) {
 		jobTable(w, paint, j.JobState)
 	})
+}
+
+type jobsRetryCmd struct {
+	Server serverFlags `embed:""`
+	Follow bool        `short:"f" help:"Follow the new job like rdev run: its output, its exit code; Ctrl-C cancels it."`
+	ID     string      `arg:"" name:"job" help:"Id of the job to run again."`
+}
+
+func (c *jobsRetryCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
+	srv, err := c.Server.resolve("")
+	if err != nil {
+		return err
+	}
+	cl := srv.client()
+	sub, err := cl.Retry(ctx, c.ID)
+	if err != nil {
+		return explain(err)
+	}
+	if !c.Follow {
+		printDetached(std, srv, sub)
+		return nil
+	}
+	return followJob(ctx, forced, cl, srv, sub.JobID, sub.StreamID, std)
 }
 
 // logsCmd prints a job's output: what is stored, or (-f) replayed and

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -96,5 +98,93 @@ func TestSinceTime(t *testing.T) {
 		if _, err := sinceTime(bad, now); err == nil {
 			t.Errorf("sinceTime(%q): no error", bad)
 		}
+	}
+}
+
+// `rdev jobs retry` runs an ended job again (following it with -f), and
+// refuses one still running; `rdev dead-letters retry` queues the job of
+// a real dead letter (its retries spent) again, once unless --force.
+func TestJobsRetryAndDeadLetters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	t.Parallel()
+	n := startInProcess(t, "--retry-base", "10ms", "--retry-cap", "20ms")
+	env := serverEnv(n)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, stderr, code := runCLI(t, env, args...)
+		if code != 0 {
+			t.Fatalf("rdev %v: exit %d, %s", args, code, stderr)
+		}
+		return out
+	}
+	// detachedID reads the job id of a run -d style reply.
+	detachedID := func(out string) string {
+		t.Helper()
+		f := strings.Fields(strings.SplitN(out, "\n", 2)[0])
+		if len(f) != 2 || f[0] != "job:" {
+			t.Fatalf("printed %q: want job: <id> first", out)
+		}
+		return f[1]
+	}
+	dead := submit(t, n.http, "retry", map[string]any{"command": []string{"sh", "-c", "echo try; exit 3"},
+		"max_attempts": 2, "retry_on_exit_codes": []int{3}})
+	if st := waitFinal(t, n.http, dead.JobID, 30*time.Second); st.Status != contracts.StatusFailed {
+		t.Fatalf("job %s, want failed", st.Status)
+	}
+	out, stderr, code := runCLI(t, env, "jobs", "retry", "-f", dead.JobID)
+	if code != 3 || !strings.HasPrefix(out, "try\n") {
+		t.Fatalf("jobs retry -f: exit %d, stdout %q, stderr %s; want the job's output and its exit code 3", code, out, stderr)
+	}
+	again := detachedID(cli("jobs", "retry", dead.JobID))
+	if again == dead.JobID {
+		t.Fatal("jobs retry printed the old job's id")
+	}
+	if st := waitFinal(t, n.http, again, 30*time.Second); st.Status != contracts.StatusFailed || st.ExitCode == nil || *st.ExitCode != 3 {
+		t.Fatalf("retried job: %+v", st)
+	}
+
+	running := submit(t, n.http, "retry", map[string]any{"command": []string{"sleep", "60"}})
+	if _, stderr, code := runCLI(t, env, "jobs", "retry", running.JobID); code != 1 || !strings.Contains(stderr, "job_not_finished") {
+		t.Fatalf("jobs retry of a job not ended: exit %d, %s", code, stderr)
+	}
+	cli("jobs", "cancel", running.JobID)
+	waitFinal(t, n.http, running.JobID, 30*time.Second)
+	if again := detachedID(cli("jobs", "retry", running.JobID)); again == running.JobID {
+		t.Fatal("jobs retry of the cancelled job printed its own id")
+	} else {
+		cli("jobs", "cancel", again)
+	}
+
+	var letter contracts.DeadLetter
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if await.Poll(ctx, func() bool {
+		for _, d := range mustJSON[contracts.DeadLetterPage](t, cli("dead-letters", "ls", "-p", "retry", "-o", "json")).DeadLetters {
+			if d.Job != nil && d.Job.ID == dead.JobID {
+				letter = d
+			}
+		}
+		return letter.ID != ""
+	}) != nil {
+		t.Fatalf("no dead letter of job %s", dead.JobID)
+	}
+	if table := cli("dead-letters", "ls", "-p", "retry"); !strings.Contains(table, letter.ID) || !strings.Contains(table, "ATTEMPTS") {
+		t.Fatalf("dead-letters ls: %q", table)
+	}
+	out = cli("dead-letters", "retry", letter.ID)
+	f := strings.Fields(out)
+	if len(f) < 2 || f[0] != "job" || f[1] == dead.JobID {
+		t.Fatalf("dead-letters retry printed %q", out)
+	}
+	if st := waitFinal(t, n.http, f[1], 30*time.Second); st.Status != contracts.StatusFailed || st.ExitCode == nil || *st.ExitCode != 3 {
+		t.Fatalf("the dead letter's job run again: %+v", st)
+	}
+	if _, stderr, code := runCLI(t, env, "dead-letters", "retry", letter.ID); code != 1 || !strings.Contains(stderr, "dead_letter_retried") {
+		t.Fatalf("second dead-letters retry: exit %d, %s", code, stderr)
+	}
+	if forced := cli("dead-letters", "retry", "--force", letter.ID); !strings.Contains(forced, "queued again") {
+		t.Fatalf("dead-letters retry --force: %q", forced)
 	}
 }
