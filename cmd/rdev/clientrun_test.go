@@ -132,6 +132,8 @@ func TestRunExitCodes(t *testing.T) {
 		{"bad key", []string{"RDEV_URL=" + n.http, "RDEV_API_KEY=wrong"}, []string{"run", "-p", "cli", "--", "true"}, "",
 			"set RDEV_API_KEY or run `rdev context add`", 1},
 		{"no server", nil, []string{"run", "-p", "cli", "--", "true"}, "", "set RDEV_URL", 1},
+		{"server down", []string{fmt.Sprintf("RDEV_URL=http://127.0.0.1:%d", freePort(t)), "RDEV_API_KEY=k"}, []string{"run", "-p", "cli", "--", "true"}, "",
+			"no rdev server answers there", 1},
 		{"detach", env, []string{"run", "-p", "cli", "--detach", "--", "true"}, "job:", "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
