@@ -24,11 +24,7 @@ func TestLogsOfARunningJob(t *testing.T) {
 	env := serverEnv(n)
 	cli := func(args ...string) string {
 		t.Helper()
-		out, stderr, code := runCLI(t, env, args...)
-		if code != 0 {
-			t.Fatalf("rdev %v: exit %d, %s", args, code, stderr)
-		}
-		return out
+		return runOK(t, env, args...)
 	}
 	lines := strings.Split(strings.TrimSuffix(cli("logs", job.JobID), "\n"), "\n")
 	if len(lines) < 5 {
@@ -113,20 +109,7 @@ func TestJobsRetryAndDeadLetters(t *testing.T) {
 	env := serverEnv(n)
 	cli := func(args ...string) string {
 		t.Helper()
-		out, stderr, code := runCLI(t, env, args...)
-		if code != 0 {
-			t.Fatalf("rdev %v: exit %d, %s", args, code, stderr)
-		}
-		return out
-	}
-	// detachedID reads the job id of a run -d style reply.
-	detachedID := func(out string) string {
-		t.Helper()
-		f := strings.Fields(strings.SplitN(out, "\n", 2)[0])
-		if len(f) != 2 || f[0] != "job:" {
-			t.Fatalf("printed %q: want job: <id> first", out)
-		}
-		return f[1]
+		return runOK(t, env, args...)
 	}
 	dead := submit(t, n.http, "retry", map[string]any{"command": []string{"sh", "-c", "echo try; exit 3"},
 		"max_attempts": 2, "retry_on_exit_codes": []int{3}})
@@ -137,7 +120,7 @@ func TestJobsRetryAndDeadLetters(t *testing.T) {
 	if code != 3 || !strings.HasPrefix(out, "try\n") {
 		t.Fatalf("jobs retry -f: exit %d, stdout %q, stderr %s; want the job's output and its exit code 3", code, out, stderr)
 	}
-	again := detachedID(cli("jobs", "retry", dead.JobID))
+	again := detachedID(t, cli("jobs", "retry", dead.JobID))
 	if again == dead.JobID {
 		t.Fatal("jobs retry printed the old job's id")
 	}
@@ -151,7 +134,7 @@ func TestJobsRetryAndDeadLetters(t *testing.T) {
 	}
 	cli("jobs", "cancel", running.JobID)
 	waitFinal(t, n.http, running.JobID, 30*time.Second)
-	if again := detachedID(cli("jobs", "retry", running.JobID)); again == running.JobID {
+	if again := detachedID(t, cli("jobs", "retry", running.JobID)); again == running.JobID {
 		t.Fatal("jobs retry of the cancelled job printed its own id")
 	} else {
 		cli("jobs", "cancel", again)

@@ -90,6 +90,27 @@ func runCLI(t *testing.T, env []string, args ...string) (stdout, stderr string, 
 	return stdout, p.errText, code
 }
 
+// runOK runs rdev args to its end and returns its stdout; any exit but 0
+// fails the test.
+func runOK(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	out, stderr, code := runCLI(t, env, args...)
+	if code != 0 {
+		t.Fatalf("rdev %v: exit %d, %s", args, code, stderr)
+	}
+	return out
+}
+
+// detachedID is the job id a `run -d` style reply starts with.
+func detachedID(t *testing.T, out string) string {
+	t.Helper()
+	f := strings.Fields(strings.SplitN(out, "\n", 2)[0])
+	if len(f) != 2 || f[0] != "job:" {
+		t.Fatalf("printed %q: want job: <id> first", out)
+	}
+	return f[1]
+}
+
 // serverEnv points the client at n with the admin key.
 func serverEnv(n *node) []string {
 	return []string{"RDEV_URL=" + n.http, "RDEV_API_KEY=" + adminKey}
