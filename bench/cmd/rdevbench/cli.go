@@ -108,8 +108,11 @@ func timed(ctx context.Context, env []string, want, name string, args ...string)
 	t0 := time.Now()
 	err := cmd.Run()
 	d := time.Since(t0)
-	if err != nil || (want != "" && out.String() != want) {
-		return 0, fmt.Errorf("%s: %v, stdout %q, stderr %q", name, err, out.String(), stderr.String())
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w, stderr %q", name, err, stderr.String())
+	}
+	if want != "" && out.String() != want {
+		return 0, fmt.Errorf("%s printed %q, want %q (stderr %q)", name, out.String(), want, stderr.String())
 	}
 	return d, nil
 }
@@ -216,8 +219,11 @@ func countLines(ctx context.Context, env []string, bin string, args []string, n 
 			break
 		}
 	}
-	if err := cmd.Wait(); err != nil || lines != n || stderr.Len() > 0 {
-		return fmt.Errorf("rdev %v: %v, %d lines (want %d), stderr %q", args, err, lines, n, stderr.String())
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("rdev %v: %w, stderr %q", args, err, stderr.String())
+	}
+	if lines != n || stderr.Len() > 0 {
+		return fmt.Errorf("rdev %v printed %d lines (want %d), stderr %q", args, lines, n, stderr.String())
 	}
 	return nil
 }
