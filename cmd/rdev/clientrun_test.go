@@ -149,6 +149,7 @@ func TestRunExitCodes(t *testing.T) {
 		{"env and workdir", env, []string{"run", "-p", "cli", "-e", "A=1", "--env", "B=2", "--workdir", "sub", "--", "sh", "-c", "echo $A$B ${PWD##*/}"},
 			"12 sub\n", "", 0},
 		{"timed out", env, []string{"run", "-p", "cli", "--timeout", "1s", "--", "sleep", "30"}, "", "timed out", exitTimedOut},
+		{"could not start", env, []string{"run", "-p", "cli", "--", "/no/such/command"}, "", "failed", exitLost},
 		{"rejected", env, []string{"run", "-p", "nosuchproject", "--", "true"}, "", "project_not_found", exitRejected},
 		{"bad key", []string{"RDEV_URL=" + n.http, "RDEV_API_KEY=wrong"}, []string{"run", "-p", "cli", "--", "true"}, "",
 			"set RDEV_API_KEY or run `rdev context add`", 1},
