@@ -156,7 +156,8 @@ func (c *jobsCancelCmd) Run(ctx context.Context, std stdio) error {
 
 type jobsRetryCmd struct {
 	Server serverFlags `embed:""`
-	Follow bool        `short:"f" help:"Follow the new job like rdev run: its output, its exit code; Ctrl-C cancels it."`
+	Out    outputFlags `embed:""`
+	Follow bool        `short:"f" help:"Follow the new job like rdev run: its output, its exit code; Ctrl-C cancels it (-o is then ignored)."`
 	ID     string      `arg:"" name:"job" help:"Id of the job to run again."`
 }
 
@@ -171,8 +172,9 @@ func (c *jobsRetryCmd) Run(ctx context.Context, forced forcedStop, std stdio) er
 		return explain(err)
 	}
 	if !c.Follow {
-		printDetached(std, srv, sub)
-		return nil
+		return c.Out.print(std.out, sub, func(w *tabwriter.Writer, _ func(contracts.Status) string) {
+			printDetached(stdio{out: w}, srv, sub)
+		})
 	}
 	return followJob(ctx, forced, cl, srv, sub.JobID, sub.StreamID, std)
 }

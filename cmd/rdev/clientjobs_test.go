@@ -134,10 +134,10 @@ func TestJobsRetryAndDeadLetters(t *testing.T) {
 	}
 	cli("jobs", "cancel", running.JobID)
 	waitFinal(t, n.http, running.JobID, 30*time.Second)
-	if again := detachedID(t, cli("jobs", "retry", running.JobID)); again == running.JobID {
-		t.Fatal("jobs retry of the cancelled job printed its own id")
+	if again := mustJSON[contracts.SubmitResponse](t, cli("jobs", "retry", "-o", "json", running.JobID)); again.JobID == "" || again.JobID == running.JobID {
+		t.Fatalf("jobs retry -o json of the cancelled job: %+v", again)
 	} else {
-		cli("jobs", "cancel", again)
+		cli("jobs", "cancel", again.JobID)
 	}
 
 	var letter contracts.DeadLetter
