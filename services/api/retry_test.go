@@ -22,7 +22,14 @@ func (b bundle) endAs(t *testing.T, id string, status contracts.Status) {
 	}
 }
 
+// retry posts a retry of job id; header as post's.
 func (b bundle) retry(t *testing.T, id string, header ...string) (int, contracts.SubmitResponse, []byte) {
+	t.Helper()
+	resp, r, body := b.retryResp(t, id, header...)
+	return resp.StatusCode, r, body
+}
+
+func (b bundle) retryResp(t *testing.T, id string, header ...string) (*http.Response, contracts.SubmitResponse, []byte) {
 	t.Helper()
 	resp, body := b.post(t, "/v1/jobs/"+id+"/retry", "", nil, header...)
 	var r contracts.SubmitResponse
@@ -31,7 +38,7 @@ func (b bundle) retry(t *testing.T, id string, header ...string) (int, contracts
 			t.Fatal(err)
 		}
 	}
-	return resp.StatusCode, r, body
+	return resp, r, body
 }
 
 // A job that failed, timed out or was cancelled runs again as a new job
@@ -56,7 +63,18 @@ func TestRetryJob(t *testing.T) {
 			t.Fatalf("retried job %+v: want the same request as a new job, first attempt, no idempotency key", job)
 		}
 	}
-	recs := b.waitAudit(t, "kind=job_retried&project=demo", 3)
+	// A retry repeated with its idempotency key returns the first one's
+	// job, and queues nothing more.
+	key := []string{"Idempotency-Key", "retry-once"}
+	resp, first, body := b.retryResp(t, r.JobID, key...)
+	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("keyed retry: %d %s", resp.StatusCode, body)
+	}
+	resp, again, body := b.retryResp(t, r.JobID, key...)
+	if resp.StatusCode != http.StatusAccepted || again.JobID != first.JobID || resp.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("keyed retry repeated: %d %s, want job %s replayed", resp.StatusCode, body, first.JobID)
+	}
+	recs := b.waitAudit(t, "kind=job_retried&project=demo", 4)
 	if recs[0].Actor != "bootstrap" || recs[0].Detail["retry_of"] != r.JobID || recs[0].JobID == r.JobID {
 		t.Fatalf("audit record %+v: want the key, the new job and retry_of the old one", recs[0])
 	}
@@ -95,6 +113,7 @@ func TestRetryJobRefusals(t *testing.T) {
 		{"bad id", "a.b", nil, http.StatusBadRequest, "invalid_job_id"},
 		{"env values not kept", withEnv.JobID, nil, http.StatusConflict, "job_env_redacted"},
 		{"request not stored", expired.JobID, nil, http.StatusConflict, "job_not_retriable"},
+		{"bad idempotency key", r.JobID, []string{"Idempotency-Key", strings.Repeat("k", 257)}, http.StatusBadRequest, "invalid_idempotency_key"},
 	} {
 		code, _, body := b.retry(t, c.id, c.header...)
 		if code != c.status || errCode(t, body) != c.code {

@@ -37,7 +37,7 @@ type Jobs interface {
 	Batch(ctx context.Context, id string) (contracts.Batch, error)
 	States(ctx context.Context, ids []string) ([]contracts.JobState, error)
 	Resubmit(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error)
-	Retry(ctx context.Context, st contracts.JobState, incarnation, actor, clientIP string, trace map[string]string) (contracts.JobState, error)
+	Retry(ctx context.Context, st contracts.JobState, by jobs.Retrier) (contracts.JobState, bool, error)
 	CancelProject(ctx context.Context, project string) (int, error)
 }
 

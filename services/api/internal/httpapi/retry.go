@@ -14,6 +14,8 @@ import (
 // or was cancelled runs again as a new job of its project, submitted by
 // the caller (who needs the submit role there), and the new job's submit
 // reply is the answer (202). A job still running is 409 job_not_finished.
+// With an Idempotency-Key header a repeated retry returns the first one's
+// job, marked Idempotent-Replayed, as a repeated submit does.
 func (h *Handlers) retryJob(c echo.Context) error {
 	ctx := c.Request().Context()
 	st, err := h.jobs.Job(ctx, c.Param("id"))
@@ -33,12 +35,17 @@ func (h *Handlers) retryJob(c echo.Context) error {
 		return h.fail(c, err)
 	}
 	sub := submission(c, proj, jobs.Submission{}, contracts.SubmitOptions{})
-	again, err := h.jobs.Retry(ctx, st, proj.Incarnation, sub.Actor, sub.ClientIP, sub.Trace)
+	again, replayed, err := h.jobs.Retry(ctx, st, jobs.Retrier{Actor: sub.Actor, ClientIP: sub.ClientIP, CanRead: sub.CanRead,
+		Incarnation: proj.Incarnation, Trace: sub.Trace, IdempotencyKey: c.Request().Header.Get("Idempotency-Key")})
 	if err != nil {
 		return h.fail(c, err)
 	}
-	h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditJobRetried, Actor: sub.Actor, Project: st.Project,
-		ClientIP: sub.ClientIP, JobID: again.JobID, Detail: map[string]any{"retry_of": st.JobID}, ProjectIncarnation: proj.Incarnation})
-	h.observeSubmitted(c, again, false)
+	if replayed {
+		c.Response().Header().Set("Idempotent-Replayed", "true")
+	} else {
+		h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditJobRetried, Actor: sub.Actor, Project: st.Project,
+			ClientIP: sub.ClientIP, JobID: again.JobID, Detail: map[string]any{"retry_of": st.JobID}, ProjectIncarnation: proj.Incarnation})
+	}
+	h.observeSubmitted(c, again, replayed)
 	return h.accepted(c, again)
 }
