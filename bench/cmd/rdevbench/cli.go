@@ -28,7 +28,8 @@ import (
 //   - `rdev logs` of a finished job of N lines, as plain text and with -f
 //     (replayed over SSE, each line decoded and written to its stream),
 //     against reading the same job's raw SSE stream over HTTP, counting
-//     its output events without decoding them.
+//     its output events without decoding them; logsRounds rounds of the
+//     three, back to back, and the median of the rounds.
 func cliCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	dir, err := e.dataDir("cli")
 	if err != nil {
@@ -117,8 +118,13 @@ func timed(ctx context.Context, env []string, want, name string, args ...string)
 	return d, nil
 }
 
+// logsRounds is how many times each way of reading the logs runs: the
+// machine is shared, so a round's three run back to back and the figures
+// are the rounds' medians.
+const logsRounds = 3
+
 // logsThroughput prints n lines in a job, waits for its end, then reads
-// its output three ways and returns the rates.
+// its output three ways, logsRounds times, and returns the rates.
 func logsThroughput(ctx context.Context, bin string, env []string, base string, n int) ([]figure, error) {
 	a, err := submit(ctx, base, "bench", []string{"seq", "1", strconv.Itoa(n)}, time.Hour)
 	if err != nil {
@@ -133,27 +139,34 @@ func logsThroughput(ctx context.Context, bin string, env []string, base string, 
 	if err != nil {
 		return nil, err
 	}
-	t0 := time.Now()
-	if err := rawSSE(ctx, base+client.StreamEventsURL(a.StreamID), n); err != nil {
-		return nil, fmt.Errorf("raw SSE baseline: %w", err)
-	}
-	raw := float64(n) / time.Since(t0).Seconds()
-	rates := map[string]float64{}
-	for _, mode := range [][]string{{"logs", a.JobID}, {"logs", "-f", a.JobID}} {
+	var raw, plain, followed, plainRatio, followRatio []float64
+	rate := func(t0 time.Time) float64 { return float64(n) / time.Since(t0).Seconds() }
+	for range logsRounds {
 		t0 := time.Now()
-		if err := countLines(ctx, env, bin, mode, n); err != nil {
+		if err := rawSSE(ctx, base+client.StreamEventsURL(a.StreamID), n); err != nil {
+			return nil, fmt.Errorf("raw SSE baseline: %w", err)
+		}
+		raw = append(raw, rate(t0))
+		t0 = time.Now()
+		if err := countLines(ctx, env, bin, []string{"logs", a.JobID}, n); err != nil {
 			return nil, err
 		}
-		rates[mode[1]] = float64(n) / time.Since(t0).Seconds()
+		plain = append(plain, rate(t0))
+		t0 = time.Now()
+		if err := countLines(ctx, env, bin, []string{"logs", "-f", a.JobID}, n); err != nil {
+			return nil, err
+		}
+		followed = append(followed, rate(t0))
+		plainRatio, followRatio = append(plainRatio, plain[len(plain)-1]/raw[len(raw)-1]), append(followRatio, followed[len(followed)-1]/raw[len(raw)-1])
 	}
-	plain, followed := rates[a.JobID], rates["-f"]
 	return []figure{
-		fig("rdev logs JOB (plain text)", plain, "lines/s"),
-		fig("rdev logs -f JOB (SSE, decoded)", followed, "lines/s"),
-		fig("baseline raw SSE stream read", raw, "lines/s"),
-		fig("ratio rdev logs / raw SSE", plain/raw, "x"),
-		fig("ratio rdev logs -f / raw SSE", followed/raw, "x"),
+		fig("rdev logs JOB (plain text, median round)", median(plain), "lines/s"),
+		fig("rdev logs -f JOB (SSE, decoded, median round)", median(followed), "lines/s"),
+		fig("baseline raw SSE stream read (median round)", median(raw), "lines/s"),
+		fig("ratio rdev logs / raw SSE (median of rounds)", median(plainRatio), "x"),
+		fig("ratio rdev logs -f / raw SSE (median of rounds)", median(followRatio), "x"),
 		fig("logs: lines", float64(n), "count"),
+		fig("logs: rounds", logsRounds, "count"),
 	}, nil
 }
 
