@@ -641,7 +641,9 @@ func checkIngress(t *testing.T, m *manifests) {
 	for _, p := range in.Spec.Rules[0].HTTP.Paths {
 		backend[p.Path] = p.Backend.Service.Name
 	}
-	if backend["/v1/streams/"] != m.component("streamer").Name || backend["/"] != m.component("api").Name {
+	streamer := m.component("streamer").Name
+	if backend["/v1/streams/"] != streamer || backend["/v1/batches/[^/]+/events"] != streamer ||
+		backend["/v1/projects/[^/]+/events"] != streamer || backend["/"] != m.component("api").Name {
 		t.Errorf("Ingress paths %v", backend)
 	}
 }

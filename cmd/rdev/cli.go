@@ -157,6 +157,7 @@ type apiFlags struct {
 	KeyRateLimit        int           `name:"key-rate-limit" default:"0" env:"RDEV_KEY_RATE_LIMIT" help:"Requests a key without its own limit may make per --key-rate-window (0: unlimited)."`
 	KeyRateWindow       time.Duration `name:"key-rate-window" default:"${key_rate_window}" env:"RDEV_KEY_RATE_WINDOW" help:"Window of --key-rate-limit."`
 	StreamTokenTTL      time.Duration `name:"stream-token-ttl" default:"${stream_token_ttl}" env:"RDEV_STREAM_TOKEN_TTL" help:"How long the token in a submit reply's events_url opens the stream."`
+	UITraceURL          string        `name:"ui-trace-url" env:"RDEV_UI_TRACE_URL" help:"Link of a trace in your tracing UI, {trace_id} marking the id (e.g. https://jaeger.example/trace/{trace_id}): the dashboard links a job's trace id to it."`
 }
 
 type workerFlags struct {

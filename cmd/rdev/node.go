@@ -25,6 +25,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/services/api"
+	"github.com/rdev-dev/rdev/services/api/ui"
 	"github.com/rdev-dev/rdev/services/streamer"
 	"github.com/rdev-dev/rdev/services/worker"
 )
@@ -272,6 +273,7 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 			return nil, hs, err
 		}
 		a.Register(hs.Echo) //nolint:contextcheck // registers routes; handlers use their request's context
+		ui.Register(hs.Echo, ui.Config{TraceURL: cfg.api.UITraceURL})
 		add("api", a, 0)
 	}
 	g.Add("http", hs, cfg.http.ShutdownTimeout)

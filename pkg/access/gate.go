@@ -45,9 +45,10 @@ type Reader struct {
 	Bound bool
 }
 
-// Admit checks the credentials before the resource (StreamResource or
-// BatchResource) is looked up, so an anonymous caller learns nothing
-// about which exist. A token wins over a key when both are sent.
+// Admit checks the credentials before the resource (StreamResource,
+// BatchResource or ProjectResource) is looked up, so an anonymous caller
+// learns nothing about which exist. A token wins over a key when both are
+// sent.
 func (g *StreamGate) Admit(ctx context.Context, token, secret string, client netip.Addr, resource string) (Reader, error) {
 	now := g.now()
 	if token != "" {
@@ -110,6 +111,12 @@ func (g *StreamGate) allow(ctx context.Context, projects ProjectLookup, r Reader
 		return errorf(KindForbidden, "ip_not_allowed", "project %q may not be used from %s", project, client)
 	}
 	return nil
+}
+
+// Project looks a project up, for a stream that is the project's own
+// (its lifecycle events) and so is made in its current incarnation.
+func (g *StreamGate) Project(ctx context.Context, id string) (Project, error) {
+	return g.Projects.Project(ctx, id)
 }
 
 // StreamNotFound is the refusal for a stream that does not exist and for

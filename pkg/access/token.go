@@ -104,3 +104,8 @@ func (s *Signer) mac(payload string) []byte {
 
 // BatchResource names a batch's event stream for Sign and Verify.
 func BatchResource(batchID string) string { return "batch:" + batchID }
+
+// ProjectResource names a project's lifecycle event stream for Sign and
+// Verify. The API issues no token for it (its readers send a key), so a
+// token for a stream or a batch never opens it.
+func ProjectResource(project string) string { return "project:" + project }

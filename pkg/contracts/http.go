@@ -53,6 +53,18 @@ type SSEConnectedData struct {
 	ResumeAfter string `json:"resume_after,omitempty"`
 }
 
+// SSEProjectConnectedData is the data of the connected event that opens
+// a project's event stream (GET /v1/projects/{project}/events); its id is
+// the position the stream starts after.
+type SSEProjectConnectedData struct {
+	// Project is the project being watched.
+	Project string `json:"project"`
+	// StreamID is the one stream watched, when the request named one.
+	StreamID string `json:"stream_id,omitempty"`
+	// ResumeAfter is the Last-Event-ID the connection resumes after, or "".
+	ResumeAfter string `json:"resume_after,omitempty"`
+}
+
 // BatchComplete is the data of the complete event that ends a batch's
 // event stream (GET /v1/batches/{id}/events), once every job has ended.
 type BatchComplete struct {

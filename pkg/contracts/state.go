@@ -64,6 +64,9 @@ type JobState struct {
 	Kind Kind `json:"kind"`
 	// Priority is the queue level.
 	Priority Priority `json:"priority"`
+	// Command is the argv the job runs (Job.Command): the caller's, or for
+	// a Claude job the one the API built, the prompt last.
+	Command []string `json:"command,omitempty"`
 	// Status is where the job is now.
 	Status Status `json:"status"`
 	// StreamID is the job's output stream.
@@ -144,7 +147,7 @@ type StreamRef struct {
 func QueuedState(job Job) JobState {
 	return JobState{
 		V: Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
-		Priority: job.Priority, Status: StatusQueued, StreamID: job.StreamID,
+		Priority: job.Priority, Command: job.Command, Status: StatusQueued, StreamID: job.StreamID,
 		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
 		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID, TraceID: TraceID(job.Trace),
 		ProjectIncarnation: job.ProjectIncarnation,

@@ -95,6 +95,16 @@ func TestProjectLifecycle(t *testing.T) {
 	if resp, _ := b.get(t, "/v1/projects/demo", bearer(mixed.Key)...); resp.StatusCode != http.StatusOK {
 		t.Fatalf("mixed key keeps its other project: %d", resp.StatusCode)
 	}
+	// Any key reads itself, without its secret: what its scopes allow.
+	resp, rb = b.get(t, "/v1/keys/self", bearer(mixed.Key)...)
+	var self contracts.Key
+	if err := json.Unmarshal(rb, &self); err != nil || resp.StatusCode != http.StatusOK || self.ID != mixed.ID || self.Key != "" ||
+		strings.Join(self.Scopes, ",") != "project:demo:read" || strings.Contains(string(rb), mixed.Key) {
+		t.Fatalf("key self: %d %s", resp.StatusCode, rb)
+	}
+	if resp, rb := b.get(t, "/v1/keys/self", bearer("rdev_nope_nope")...); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("key self without a valid key: %d %s", resp.StatusCode, rb)
+	}
 	// Keys are listed without secrets or hashes.
 	_, kb := b.get(t, "/v1/keys")
 	if strings.Contains(string(kb), k.Key) || strings.Contains(string(kb), `"hash"`) || strings.Contains(string(kb), `"key":`) {

@@ -24,6 +24,10 @@ type Gate interface {
 	// an *access.Error cause of code access.CodeAccessRevoked, once r
 	// may no longer read it; cancel releases it.
 	Hold(ctx context.Context, r access.Reader, project, incarnation string, client netip.Addr) (context.Context, context.CancelFunc)
+	// Project looks a project up (an error wrapping access.ErrNotFound
+	// when there is none): a project's own feed belongs to its current
+	// incarnation.
+	Project(ctx context.Context, id string) (access.Project, error)
 	// Watch follows changes to keys and projects for Hold until ctx ends.
 	// An error means it only polls (still within seconds).
 	Watch(ctx context.Context) error

@@ -1,7 +1,6 @@
 package streamer
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -51,18 +50,11 @@ func (s *Service) batchEvents(c echo.Context) error {
 		}
 		return s.refuse(c, err)
 	}
-	if !s.enter() {
-		return accesshttp.WriteError(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
+	f, err := s.openFeed(c, reader, b.Project, b.ProjectIncarnation)
+	if f == nil {
+		return err
 	}
-	defer s.active.Done()
-	s.clients.Add(1)
-	defer s.clients.Add(-1)
-	held, release := s.gate.Hold(ctx, reader, b.Project, b.ProjectIncarnation, accesshttp.ClientIP(c))
-	defer release()
-	streamCtx, cancel := context.WithCancel(held)
-	defer cancel()
-	stop := context.AfterFunc(s.quit, cancel)
-	defer stop()
+	defer f.close()
 
 	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
 	// The response opens with its first event, so that a client resuming
@@ -108,19 +100,19 @@ func (s *Service) batchEvents(c echo.Context) error {
 	}
 	since := b.SubmittedAt.Add(-contracts.DuplicateWindow) // clock skew between API and NATS
 	pending := false                                       // events written but not flushed
-	for pe, err := range s.store.ProjectEvents(streamCtx, b.Project, since, s.cfg.Heartbeat) {
-		if err != nil && revokedCause(held) != nil {
+	for pe, err := range s.store.ProjectEvents(f.ctx, b.Project, since, s.cfg.Heartbeat) {
+		if err != nil && revokedCause(f.held) != nil {
 			break // said below
 		}
 		if err != nil {
 			s.log.Warn("batch events failed", "batch_id", b.ID, "err", err)
 			if open() == nil {
-				s.sendBatchError(w, resume, codeUnavailable, "the batch's events are unavailable; reconnect with Last-Event-ID")
+				s.sendFeedError(w, resume, codeUnavailable, "the batch's events are unavailable; reconnect with Last-Event-ID")
 			}
 			return nil
 		}
 		if pe.Seq == 0 { // idle
-			if open() != nil || w.Comment("ping") != nil || w.Flush() != nil {
+			if open() != nil || ping(w) != nil {
 				return nil
 			}
 			continue
@@ -149,18 +141,6 @@ func (s *Service) batchEvents(c echo.Context) error {
 			return nil
 		}
 	}
-	switch ae := revokedCause(held); {
-	case ae != nil && open() == nil:
-		s.sendBatchError(w, resume, codeAccessRevoked, ae.Message)
-	case s.quit.Err() != nil && open() == nil:
-		s.sendBatchError(w, resume, codeShuttingDown, "the streamer is shutting down; reconnect with Last-Event-ID")
-	}
+	s.ended(f, w, resume, open)
 	return nil
-}
-
-func (s *Service) sendBatchError(w *sse.Writer, id uint64, code, msg string) {
-	data, _ := json.Marshal(contracts.ErrorDetail{Code: code, Message: msg})
-	if w.Event(id, contracts.SSEError, data) == nil {
-		_ = w.Flush()
-	}
 }

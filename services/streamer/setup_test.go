@@ -327,6 +327,8 @@ type dialOpts struct {
 	anonymous bool
 	// batchID, when set, opens the batch's event stream instead.
 	batchID string
+	// project, when set, opens the project's event stream instead.
+	project string
 	// smallReceiveBuffer shrinks the client's socket receive buffer.
 	smallReceiveBuffer bool
 }
@@ -339,6 +341,9 @@ func (f *fixture) get(t *testing.T, streamID string, o dialOpts) *http.Response 
 	resource, base := access.StreamResource(streamID), f.eventsURL(streamID)
 	if o.batchID != "" {
 		resource, base = access.BatchResource(o.batchID), f.base+"/v1/batches/"+o.batchID+"/events"
+	}
+	if o.project != "" {
+		resource, base = access.ProjectResource(o.project), f.base+"/v1/projects/"+o.project+"/events"
 	}
 	switch {
 	case o.apiKey != "", o.anonymous:

@@ -158,7 +158,8 @@ const (
 	retryMax = 5 * time.Second
 )
 
-// Register adds GET EventsPath, and the CORS preflight for it, to e.
+// Register adds GET EventsPath, BatchEventsPath and ProjectEventsPath,
+// and the CORS preflights for them, to e.
 func (s *Service) Register(e *echo.Echo) {
 	if e.IPExtractor == nil {
 		e.IPExtractor = echo.ExtractIPDirect() // proxy headers are not believed by default
@@ -168,7 +169,7 @@ func (s *Service) Register(e *echo.Echo) {
 		AllowMethods: []string{http.MethodGet, http.MethodOptions},
 		AllowHeaders: []string{"Last-Event-ID", "Cache-Control", "Accept", "Authorization"},
 	})
-	for path, h := range map[string]echo.HandlerFunc{EventsPath: s.events, BatchEventsPath: s.batchEvents} {
+	for path, h := range map[string]echo.HandlerFunc{EventsPath: s.events, BatchEventsPath: s.batchEvents, ProjectEventsPath: s.projectEvents} {
 		e.GET(path, h, cors)
 		e.OPTIONS(path, func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }, cors)
 	}

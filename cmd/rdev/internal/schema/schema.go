@@ -78,6 +78,7 @@ func messages() map[string]any {
 		"batch_cancel_response": contracts.BatchCancelResponse{},
 		"batch_complete":        contracts.BatchComplete{},
 		"sse_gap":               contracts.SSEGapData{},
+		"sse_project_connected": contracts.SSEProjectConnectedData{},
 		"project":               contracts.Project{},
 		"project_request":       contracts.ProjectRequest{},
 		"project_patch":         contracts.ProjectPatch{},

@@ -168,6 +168,12 @@ func (h *Handlers) listKeys(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
+// selfKey answers GET /v1/keys/self, for any key: the calling key as
+// stored, so a client (the dashboard) offers what its scopes allow.
+func (h *Handlers) selfKey(c echo.Context) error {
+	return c.JSON(http.StatusOK, keyResponse(principal(c).Key, ""))
+}
+
 func (h *Handlers) getKey(c echo.Context) error {
 	if err := h.requireAdmin(c); err != nil {
 		return h.fail(c, err)

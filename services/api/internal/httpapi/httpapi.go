@@ -145,6 +145,7 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 
 		{http.MethodPost, "/keys", h.createKey, ""},
 		{http.MethodGet, "/keys", h.listKeys, ""},
+		{http.MethodGet, "/keys/self", h.selfKey, ""},
 		{http.MethodGet, "/keys/:id", h.getKey, ""},
 		{http.MethodDelete, "/keys/:id", h.revokeKey, ""},
 

@@ -27,12 +27,33 @@ type ProjectEvent struct {
 // yields a zero ProjectEvent every idle interval so the caller can ping
 // its client.
 func (s *Store) ProjectEvents(ctx context.Context, project string, since time.Time, idle time.Duration) iter.Seq2[ProjectEvent, error] {
+	return s.events(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{contracts.SubjectEventsPrefix + "." + project + ".>"},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	}, idle)
+}
+
+// ProjectEventsAfter is ProjectEvents from the first event stored after
+// stream sequence after, of one stream of the project when streamID is
+// set: a resumable feed, since stream sequences say exactly what a client
+// has seen.
+func (s *Store) ProjectEventsAfter(ctx context.Context, project, streamID string, after uint64, idle time.Duration) iter.Seq2[ProjectEvent, error] {
+	filter := contracts.SubjectEventsPrefix + "." + project + ".>"
+	if streamID != "" {
+		filter = contracts.SubjectEventsPrefix + "." + project + "." + streamID + ".*"
+	}
+	return s.events(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    after + 1,
+	}, idle)
+}
+
+// events yields the lifecycle events an ordered consumer of cfg delivers.
+func (s *Store) events(ctx context.Context, cfg jetstream.OrderedConsumerConfig, idle time.Duration) iter.Seq2[ProjectEvent, error] {
 	return func(yield func(ProjectEvent, error) bool) {
-		cons, err := s.js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{contracts.SubjectEventsPrefix + "." + project + ".>"},
-			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-			OptStartTime:   &since,
-		})
+		cons, err := s.js.OrderedConsumer(ctx, contracts.StreamOutput, cfg)
 		if err != nil {
 			yield(ProjectEvent{}, fmt.Errorf("open project events: %w", err))
 			return
