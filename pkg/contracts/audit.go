@@ -58,9 +58,9 @@ const (
 
 // AuditKinds lists every kind, for validation of filters.
 func AuditKinds() []AuditKind {
-	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditKeyCreated, AuditKeyRevoked,
+	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditJobRetried, AuditKeyCreated, AuditKeyRevoked,
 		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied,
-		AuditJobCancelRequested, AuditBatchCancelRequested, AuditJobRetried, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
+		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
 		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed}
 }
 
