@@ -48,7 +48,7 @@ type cli struct {
 	Run         runCmd         `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
 	Claude      claudeCmd      `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
 	Logs        logsCmd        `cmd:"" group:"client" help:"Print a job's output; -f follows it to the job's end."`
-	Jobs        jobsCmd        `cmd:"" group:"client" help:"List, read and cancel jobs."`
+	Jobs        jobsCmd        `cmd:"" group:"client" help:"List, read, cancel and retry jobs."`
 	Batch       batchCmd       `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`
 	Projects    projectsCmd    `cmd:"" group:"client" help:"List and create projects."`
 	Keys        keysCmd        `cmd:"" group:"client" help:"List, create and revoke API keys (admin)."`

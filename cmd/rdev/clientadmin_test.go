@@ -18,11 +18,7 @@ func TestAdminCommands(t *testing.T) {
 	env := serverEnv(n)
 	cli := func(args ...string) string {
 		t.Helper()
-		out, stderr, code := runCLI(t, env, args...)
-		if code != 0 {
-			t.Fatalf("rdev %v: exit %d, %s", args, code, stderr)
-		}
-		return out
+		return runOK(t, env, args...)
 	}
 	cli("projects", "create", "adm", "--max-concurrent-jobs", "2")
 	if ps := mustJSON[[]contracts.Project](t, cli("projects", "ls", "-o", "json")); len(ps) != 1 || ps[0].ID != "adm" || ps[0].MaxConcurrentJobs != 2 {

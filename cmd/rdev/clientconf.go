@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,8 +91,13 @@ func (f serverFlags) resolveProject(project string) (server, error) {
 	return s, err
 }
 
-// explain adds what to do to the API refusals a user can fix.
+// explain adds what to do to the errors a user can fix: a server that
+// does not answer, and some API refusals.
 func explain(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return fmt.Errorf("%w (no rdev server answers there: start one with `rdev up`, or point RDEV_URL or the context at one: `rdev context ls`)", err)
+	}
 	var ae *client.Error
 	if !errors.As(err, &ae) {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
@@ -81,6 +82,7 @@ type jobsCmd struct {
 	Ls     jobsLsCmd     `cmd:"" help:"List jobs newest first: a project's, or without one every project the key may read."`
 	Get    jobsGetCmd    `cmd:"" help:"Print a job's state."`
 	Cancel jobsCancelCmd `cmd:"" help:"Cancel a job (queued: at once; running: its process is stopped)."`
+	Retry  jobsRetryCmd  `cmd:"" help:"Submit a job that failed, timed out or was cancelled again, as a new job."`
 }
 
 type jobsGetCmd struct {
@@ -152,36 +154,89 @@ func (c *jobsCancelCmd) Run(ctx context.Context, std stdio) error {
 	})
 }
 
-// logsCmd prints a job's output: replayed from the start, then (-f)
-// followed to the job's end.
-type logsCmd struct {
-	Server     serverFlags `embed:""`
-	Follow     bool        `short:"f" help:"Follow the output until the job ends."`
-	Timestamps bool        `help:"Start each line with the time it was read (RFC 3339)."`
-	ID         string      `arg:"" name:"job" help:"Job id."`
+type jobsRetryCmd struct {
+	Server serverFlags `embed:""`
+	Out    outputFlags `embed:""`
+	Follow bool        `short:"f" help:"Follow the new job like rdev run: its output, its exit code; Ctrl-C cancels it (-o is then ignored)."`
+	ID     string      `arg:"" name:"job" help:"Id of the job to run again."`
 }
 
-func (c *logsCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
+func (c *jobsRetryCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
 	srv, err := c.Server.resolve("")
 	if err != nil {
 		return err
 	}
 	cl := srv.client()
+	sub, err := cl.Retry(ctx, c.ID)
+	if err != nil {
+		return explain(err)
+	}
+	if !c.Follow {
+		return c.Out.print(std.out, sub, func(w *tabwriter.Writer, _ func(contracts.Status) string) {
+			printDetached(stdio{out: w}, srv, sub)
+		})
+	}
+	return followJob(ctx, forced, cl, srv, sub.JobID, sub.StreamID, std)
+}
+
+// logsCmd prints a job's output: what is stored, or (-f) replayed and
+// followed to the job's end.
+type logsCmd struct {
+	Server     serverFlags `embed:""`
+	Follow     bool        `short:"f" help:"Follow the output until the job ends (stdout lines to stdout, stderr lines to stderr)."`
+	Since      string      `help:"Only lines read at or after this: a duration back from now (10m, 1h30m) or an RFC 3339 time."`
+	Timestamps bool        `help:"Start each line with the time it was read (RFC 3339)."`
+	ID         string      `arg:"" name:"job" help:"Job id."`
+}
+
+func (c *logsCmd) Run(ctx context.Context, forced forcedStop, std stdio) error {
+	since, err := sinceTime(c.Since, time.Now())
+	if err != nil {
+		return err
+	}
+	srv, err := c.Server.resolve("")
+	if err != nil {
+		return err
+	}
+	cl := srv.client()
+	if !c.Follow {
+		// What is stored now, as the API's plain text: no stream to
+		// open, and a running job's lines so far.
+		r, err := cl.Logs(ctx, c.ID, client.LogsOptions{Since: since, Timestamps: c.Timestamps})
+		if err != nil {
+			return explain(err)
+		}
+		defer func() { _ = r.Close() }()
+		if _, err := io.Copy(std.out, r); err != nil {
+			return fmt.Errorf("read the logs of job %s: %w", c.ID, err)
+		}
+		return nil
+	}
 	j, err := cl.Job(ctx, c.ID)
 	if err != nil {
 		return explain(err)
 	}
-	w := jobWatch{cl: cl, std: std, jobID: c.ID, url: srv.streamURL + j.EventsURL, timestamps: c.Timestamps}
-	if !c.Follow && !j.Status.Final() {
-		if j.Lines == 0 {
-			return nil
-		}
-		w.stopAt = j.Lines // the lines stored when asked
-	}
+	w := jobWatch{cl: cl, std: std, jobID: c.ID, url: srv.streamURL + j.EventsURL, timestamps: c.Timestamps, since: since}
 	err = w.run(ctx, forced)
 	var ee *exitError
 	if errors.As(err, &ee) && ctx.Err() == nil {
 		return nil // the job's own end is no error of logs
 	}
 	return err
+}
+
+// sinceTime reads --since: a duration back from now, or an RFC 3339
+// time; "" is the zero time (every line).
+func sinceTime(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--since %q: want a duration like 10m or an RFC 3339 time like 2026-12-05T01:00:00Z", s)
+	}
+	return t, nil
 }

@@ -24,20 +24,11 @@ func TestJobsLsAndQueues(t *testing.T) {
 	env := serverEnv(n)
 	cli := func(args ...string) string {
 		t.Helper()
-		out, stderr, code := runCLI(t, env, args...)
-		if code != 0 {
-			t.Fatalf("rdev %v: exit %d, %s", args, code, stderr)
-		}
-		return out
+		return runOK(t, env, args...)
 	}
 	submit := func(priority string) string {
 		t.Helper()
-		out := cli("run", "-p", "lsq", "-d", "--priority", priority, "--", "true")
-		f := strings.Fields(strings.SplitN(out, "\n", 2)[0])
-		if len(f) != 2 || f[0] != "job:" {
-			t.Fatalf("run -d printed %q", out)
-		}
-		return f[1]
+		return detachedID(t, cli("run", "-p", "lsq", "-d", "--priority", priority, "--", "true"))
 	}
 	// listed polls jobs ls until it holds want jobs (the index is written
 	// after the submit replies).

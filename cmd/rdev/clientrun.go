@@ -114,8 +114,8 @@ type jobWatch struct {
 	// cancel: the first interrupt cancels the job and the watch goes on
 	// to its end; the second detaches. Otherwise an interrupt stops.
 	cancel     bool
-	timestamps bool   // each line starts with the time it was read
-	stopAt     uint64 // stop after this Seq (0: at the job's end)
+	timestamps bool      // each line starts with the time it was read
+	since      time.Time // lines read before it are skipped
 	// render, when set, writes a stdout line its own way and reports
 	// whether it did (else the line is written as it is).
 	render func(stdio, contracts.OutputLine) bool
@@ -128,7 +128,7 @@ func followJob(ctx context.Context, forced forcedStop, cl *client.Client, srv se
 }
 
 // run prints the stream; its error is the job's exit code as an
-// *exitError, nil for success (or when stopAt was reached).
+// *exitError, nil for success.
 func (w jobWatch) run(ctx context.Context, forced forcedStop) error {
 	follow := ctx //nolint:contextcheck // with cancel, forced: the stream outlives the first interrupt, the job's end is awaited
 	if w.cancel {
@@ -176,9 +176,8 @@ func (w jobWatch) run(ctx context.Context, forced forcedStop) error {
 				continue
 			}
 			seen = l.Seq
-			w.writeLine(l)
-			if w.stopAt > 0 && seen >= w.stopAt {
-				return nil
+			if !l.Time.Before(w.since) {
+				w.writeLine(l)
 			}
 		case contracts.SSEGap:
 			if g, err := ev.Gap(); err == nil {
@@ -206,7 +205,7 @@ func (w jobWatch) writeLine(l contracts.OutputLine) {
 	}
 	var b []byte
 	if w.timestamps {
-		b = l.Time.AppendFormat(b, time.RFC3339Nano)
+		b = l.Time.UTC().AppendFormat(b, time.RFC3339Nano) // as the API's plain-text logs
 		b = append(b, ' ')
 	}
 	if l.Raw != nil {

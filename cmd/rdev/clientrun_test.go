@@ -90,6 +90,27 @@ func runCLI(t *testing.T, env []string, args ...string) (stdout, stderr string, 
 	return stdout, p.errText, code
 }
 
+// runOK runs rdev args to its end and returns its stdout; any exit but 0
+// fails the test.
+func runOK(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	out, stderr, code := runCLI(t, env, args...)
+	if code != 0 {
+		t.Fatalf("rdev %v: exit %d, %s", args, code, stderr)
+	}
+	return out
+}
+
+// detachedID is the job id a `run -d` style reply starts with.
+func detachedID(t *testing.T, out string) string {
+	t.Helper()
+	f := strings.Fields(strings.SplitN(out, "\n", 2)[0])
+	if len(f) != 2 || f[0] != "job:" {
+		t.Fatalf("printed %q: want job: <id> first", out)
+	}
+	return f[1]
+}
+
 // serverEnv points the client at n with the admin key.
 func serverEnv(n *node) []string {
 	return []string{"RDEV_URL=" + n.http, "RDEV_API_KEY=" + adminKey}
@@ -128,10 +149,13 @@ func TestRunExitCodes(t *testing.T) {
 		{"env and workdir", env, []string{"run", "-p", "cli", "-e", "A=1", "--env", "B=2", "--workdir", "sub", "--", "sh", "-c", "echo $A$B ${PWD##*/}"},
 			"12 sub\n", "", 0},
 		{"timed out", env, []string{"run", "-p", "cli", "--timeout", "1s", "--", "sleep", "30"}, "", "timed out", exitTimedOut},
+		{"could not start", env, []string{"run", "-p", "cli", "--", "/no/such/command"}, "", "failed", exitLost},
 		{"rejected", env, []string{"run", "-p", "nosuchproject", "--", "true"}, "", "project_not_found", exitRejected},
 		{"bad key", []string{"RDEV_URL=" + n.http, "RDEV_API_KEY=wrong"}, []string{"run", "-p", "cli", "--", "true"}, "",
 			"set RDEV_API_KEY or run `rdev context add`", 1},
 		{"no server", nil, []string{"run", "-p", "cli", "--", "true"}, "", "set RDEV_URL", 1},
+		{"server down", []string{fmt.Sprintf("RDEV_URL=http://127.0.0.1:%d", freePort(t)), "RDEV_API_KEY=k"}, []string{"run", "-p", "cli", "--", "true"}, "",
+			"no rdev server answers there", 1},
 		{"detach", env, []string{"run", "-p", "cli", "--detach", "--", "true"}, "job:", "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -111,7 +111,7 @@ func clusterFault(t *testing.T, stream string, partition bool) {
 		}
 	}
 	waitBatch(t, api.http, batch.BatchID, size.batch, 90*time.Second)
-	ends := terminalEvents(t, js)
+	ends := terminalEvents(t, js, size.jobs+size.batch)
 	for _, j := range jobs {
 		if ends[j.JobID] != 1 {
 			t.Errorf("job %s has %d terminal events, want 1", j.JobID, ends[j.JobID])
@@ -197,8 +197,10 @@ func waitBatch(t *testing.T, base, id string, jobs int, within time.Duration) {
 
 // terminalEvents counts the terminal events stored per job, reading
 // again while the cluster still settles (a new consumer may answer "no
-// responders" at first).
-func terminalEvents(t *testing.T, js jetstream.JetStream) map[string]int {
+// responders" at first) and until jobs have one: a worker stores a job's
+// final state before its terminal event, so the batch can read finished
+// while its last events are still being published.
+func terminalEvents(t *testing.T, js jetstream.JetStream, jobs int) map[string]int {
 	t.Helper()
 	wait, cancelWait := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancelWait()
@@ -212,8 +214,8 @@ func terminalEvents(t *testing.T, js jetstream.JetStream) map[string]int {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		ends, err = readTerminalEvents(ctx, js)
-		return err == nil
-	}) != nil {
+		return err == nil && len(ends) >= jobs
+	}) != nil && err != nil {
 		t.Fatalf("read terminal events: %v", err)
 	}
 	return ends

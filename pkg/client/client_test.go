@@ -313,6 +313,12 @@ func TestDeadLetters(t *testing.T) {
 	if _, _, end := follow(t, s); end.Status != contracts.StatusFailed {
 		t.Fatalf("job ended %s", end.Status)
 	}
+	if rerun, err := c.Retry(ctx(t), sub.JobID); err != nil || rerun.JobID == "" || rerun.JobID == sub.JobID {
+		t.Fatalf("retry of the failed job: %+v, %v", rerun, err)
+	}
+	if _, err := c.Retry(ctx(t), "nope"); !client.IsCode(err, "job_not_found") {
+		t.Fatalf("retry of an unknown job: %v, want job_not_found", err)
+	}
 	var dl contracts.DeadLetter
 	await.Within(t, 10*time.Second, "a dead letter of job "+sub.JobID, func() bool {
 		page, err := c.DeadLetters(ctx(t), "dead", client.Page{})

@@ -58,6 +58,16 @@ func (c *Client) Cancel(ctx context.Context, id string) (contracts.JobResponse, 
 	return out, err
 }
 
+// Retry submits a job that failed, timed out or was cancelled again, as a
+// new job running the same request (POST /v1/jobs/{id}/retry), and
+// returns the new job's submit reply. A job that has not ended is an
+// *Error with code job_not_finished.
+func (c *Client) Retry(ctx context.Context, id string) (contracts.SubmitResponse, error) {
+	var out contracts.SubmitResponse
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/jobs/" + esc(id) + "/retry", ok: []int{http.StatusAccepted}}, &out)
+	return out, err
+}
+
 // Page selects one page of a listing: Cursor is the NextCursor of the
 // page before ("" for the first), Limit 1 to 1000 (0: the server's 100).
 type Page struct {

@@ -65,6 +65,8 @@ type LogsOptions struct {
 	FD contracts.FD
 	// Attempt keeps one attempt's lines (from 1); 0 keeps all.
 	Attempt int
+	// Since keeps the lines read at or after it; zero keeps all.
+	Since time.Time
 	// Timestamps prefixes each line with the time it was read (RFC 3339).
 	Timestamps bool
 	// Follow keeps the body open until the job ends, carrying each line
@@ -84,6 +86,9 @@ func (c *Client) Logs(ctx context.Context, id string, o LogsOptions) (io.ReadClo
 	}
 	if o.Attempt > 0 {
 		q.Set("attempt", strconv.Itoa(o.Attempt))
+	}
+	if !o.Since.IsZero() {
+		q.Set("since", o.Since.UTC().Format(time.RFC3339Nano))
 	}
 	for k, on := range map[string]bool{"timestamps": o.Timestamps, "follow": o.Follow, "strip_ansi": o.StripANSI} {
 		if on {

@@ -44,6 +44,8 @@ func TestListJobsAndLogs(t *testing.T) {
 		{client.LogsOptions{FD: contracts.Stdout}, "\x1b[32mgreen\x1b[0m\ndone\n"},
 		{client.LogsOptions{FD: contracts.Stderr, Attempt: 1}, "to-stderr\n"},
 		{client.LogsOptions{Attempt: 2}, ""},
+		{client.LogsOptions{Since: time.Now().Add(time.Hour)}, ""},
+		{client.LogsOptions{FD: contracts.Stdout, Since: time.Now().Add(-time.Hour), StripANSI: true}, "green\ndone\n"},
 	} {
 		r, err := c.Logs(ctx(t), sub.JobID, c2.o)
 		if err != nil {

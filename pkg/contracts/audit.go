@@ -38,6 +38,9 @@ const (
 	// asked to cancel (the job_finished record that follows says system).
 	AuditJobCancelRequested   AuditKind = "job_cancel_requested"
 	AuditBatchCancelRequested AuditKind = "batch_cancel_requested"
+	// AuditJobRetried records who submitted a finished job again, and as
+	// which job (the new job has its own job_submitted record too).
+	AuditJobRetried AuditKind = "job_retried"
 	// AuditDeadLetterRetried, AuditDeadLetterDeleted and
 	// AuditDeadLettersPurged record the handling of dead letters.
 	AuditDeadLetterRetried AuditKind = "dead_letter_retried"
@@ -63,7 +66,7 @@ const (
 
 // AuditKinds lists every kind, for validation of filters.
 func AuditKinds() []AuditKind {
-	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditKeyCreated, AuditKeyRevoked,
+	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditJobRetried, AuditKeyCreated, AuditKeyRevoked,
 		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied,
 		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
 		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed,

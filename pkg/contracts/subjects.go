@@ -98,6 +98,10 @@ func ConsumerJobs(p Priority) string { return "rdev-jobs-" + string(p) }
 // JobKey is the BucketState key of a job's JobState.
 func JobKey(jobID string) string { return "job." + jobID }
 
+// JobSpecKey is the BucketState key of the Job a job was submitted as
+// (env values redacted), kept so it can be retried as a new job.
+func JobSpecKey(jobID string) string { return "spec." + jobID }
+
 // StreamKey is the BucketState key of a stream's StreamRef.
 func StreamKey(streamID string) string { return "stream." + streamID }
 

@@ -1,6 +1,6 @@
 // Package state is the typed store of the rdev_state key-value bucket
 // (contracts.BucketState), shared by the API, the workers and the
-// streamer: one record kind per key prefix (job states, stream refs,
+// streamer: one record kind per key prefix (job states, job specs, stream refs,
 // batches, slot leases, idempotency claims, dead-letter retries, the job
 // index), each read, created and compare-and-set the same way, with one
 // not-found and one conflict error. Every write of a job state also
@@ -38,6 +38,9 @@ type Store struct {
 	// Index holds the job index: each job's contracts.JobSummary under
 	// contracts.IndexKey(project, job id), by "<project>.<job id>".
 	Index Records[contracts.JobSummary]
+	// Specs holds the job each job was submitted as under
+	// contracts.JobSpecKey(job id), for retries.
+	Specs Records[contracts.Job]
 	// Streams holds stream references under contracts.StreamKey(stream id).
 	Streams Records[contracts.StreamRef]
 	// Batches holds batch records under contracts.BatchKey(batch id).
@@ -58,6 +61,7 @@ func New(kv jetstream.KeyValue) *Store {
 		kv:          kv,
 		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: indexer(index)},
 		Index:       index,
+		Specs:       Records[contracts.Job]{kv: kv, kind: "job spec", key: contracts.JobSpecKey},
 		Streams:     Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
 		Batches:     Records[contracts.Batch]{kv: kv, kind: "batch", key: contracts.BatchKey},
 		Slots:       Records[Leases]{kv: kv, kind: "slots", key: contracts.SlotsKey},

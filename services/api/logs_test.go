@@ -80,6 +80,9 @@ func TestLogsArePlainTextInStoredOrder(t *testing.T) {
 		{"?attempt=3", ""},
 		{"?attempt=1&fd=stdout&timestamps=true", "2026-12-05T01:00:00.000000001Z first try\n"},
 		{"?follow=true&attempt=2&fd=stderr", "two\n"}, // ended: follow returns at once
+		{"?since=2026-12-05T01:00:00.000000004Z&strip_ansi=true", "two\nthree\n"},
+		{"?since=2026-12-05T02:00:00%2B01:00&fd=stdout", "first try\none\n\x1b[1mthree\x1b[0m\n"}, // 01:00Z: every line
+		{"?since=2026-12-05T01:00:01Z", ""},
 	} {
 		code, ct, body := b.logs(t, r.JobID, c.query)
 		if code != http.StatusOK || !strings.HasPrefix(ct, "text/plain") || body != c.want {
@@ -138,6 +141,7 @@ func TestLogsRefusals(t *testing.T) {
 		"?fd=stdin":        "invalid_fd",
 		"?attempt=0":       "invalid_attempt",
 		"?attempt=x":       "invalid_attempt",
+		"?since=10m":       "invalid_since",
 		"?timestamps=yes":  "invalid_timestamps",
 		"?follow=maybe":    "invalid_follow",
 		"?strip_ansi=nope": "invalid_strip_ansi",

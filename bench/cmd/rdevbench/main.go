@@ -1,9 +1,10 @@
 // Command rdevbench measures rdev against the targets of its performance
 // issue: submit-to-first-line latency, output throughput, worker and
-// streamer memory under 1 GiB of output, and the memory cost of idle SSE
-// connections. It builds the rdev binary, runs real rdev processes on free
-// ports with temporary data directories, prints a table of figures with
-// their targets and writes the same as JSON (bench/results/latest.json).
+// streamer memory under 1 GiB of output, the memory cost of idle SSE
+// connections, and the cost of the command-line client. It builds the
+// rdev binary, runs real rdev processes on free ports with temporary data
+// directories, prints a table of figures with their targets and writes
+// the same as JSON (bench/results/latest.json).
 //
 // Every figure is measured in the run that reports it, and every ratio or
 // overhead uses a baseline measured in the same run.
@@ -45,6 +46,8 @@ type config struct {
 	latencyRuns     int
 	latencyWarmup   int
 	lines           int
+	cliRuns         int
+	cliWarmup       int
 	memBytes        int64
 	idleConns       int
 	idleStreams     int
@@ -62,11 +65,13 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
-	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority,webhooks", "scenarios to run, comma separated")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority,cli,webhooks", "scenarios to run, comma separated")
 	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
 	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
 	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
-	fs.IntVar(&c.lines, "lines", 1_000_000, "throughput: lines printed by the command (-quick 100000)")
+	fs.IntVar(&c.lines, "lines", 1_000_000, "throughput and cli (rdev logs): lines printed by the command (-quick 100000)")
+	fs.IntVar(&c.cliRuns, "cli-runs", 200, "cli: measured `rdev run -- echo hi` processes (-quick 30)")
+	fs.IntVar(&c.cliWarmup, "cli-warmup", 10, "cli: warm-up runs, not measured (-quick 3)")
 	fs.Int64Var(&c.memBytes, "mem-bytes", 1<<30, "memory: bytes of output (-quick 64 MiB)")
 	fs.IntVar(&c.idleConns, "idle-conns", 1000, "idle: SSE connections to open (-quick 200)")
 	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
@@ -86,6 +91,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"latency-runs":    func() { c.latencyRuns = 50 },
 			"latency-warmup":  func() { c.latencyWarmup = 5 },
 			"lines":           func() { c.lines = 100_000 },
+			"cli-runs":        func() { c.cliRuns = 30 },
+			"cli-warmup":      func() { c.cliWarmup = 3 },
 			"mem-bytes":       func() { c.memBytes = 64 << 20 },
 			"idle-conns":      func() { c.idleConns = 200 },
 			"auth-requests":   func() { c.authRequests = 3000 },
@@ -104,6 +111,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("-only: unknown scenario %q (want some of %s)", s, strings.Join(scenarioNames, ","))
 		}
 	}
+	if c.cliRuns < 1 || c.cliWarmup < 0 {
+		return c, errors.New("-cli-runs must be positive, -cli-warmup not negative")
+	}
 	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 || c.queueJobs < 1 ||
 		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.webhookEvents < 1 || c.webhookRate < 1 {
 		return c, errors.New("sizes must be positive")
@@ -111,7 +121,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "webhooks"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks"}
 
 // env is what every scenario shares.
 type env struct {
@@ -193,6 +203,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	rep := newReport(cfg, root)
 	fmt.Fprintf(stdout, "%s\nmachine: %s\nprocess logs: %s\n\n", rep.Command, rep.Machine, e.logs)
 	scenarios := map[string]func(context.Context, *env, config) ([]figure, error){
+		"cli":     cliCost,
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks,
 	}

@@ -78,6 +78,7 @@ func newReport(cfg config, root string) *report {
 		Params: map[string]any{
 			"latency_runs": cfg.latencyRuns, "latency_warmup": cfg.latencyWarmup, "lines": cfg.lines,
 			"mem_bytes": cfg.memBytes, "idle_conns": cfg.idleConns, "idle_streams": cfg.idleStreams, "rdev": cfg.rdev,
+			"cli_runs": cfg.cliRuns, "cli_warmup": cfg.cliWarmup,
 		},
 		Errors: map[string]string{},
 	}

@@ -149,11 +149,6 @@ func tracingCost(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	}
 	// The machine is shared: each round's on/off pair ran back to back, so
 	// the cost is the median of the rounds' ratios.
-	median := func(v []float64) float64 {
-		v = slices.Clone(v)
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
 	costs := func(get func(*side) []float64) float64 {
 		var r []float64
 		for i := range rounds {
@@ -193,4 +188,11 @@ func discardingCollector(e *env) (string, *atomic.Int64, error) {
 	go func() { _ = srv.Serve(ln) }()
 	e.cleanup = append(e.cleanup, func() { srv.Close() })
 	return "http://" + ln.Addr().String(), &traces, nil
+}
+
+// median is the middle value of v (the upper one of an even count).
+func median(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
 }

@@ -93,12 +93,7 @@ func (h *Handlers) retryDeadLetter(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
-	jobURL := "/v1/jobs/" + st.JobID
-	c.Response().Header().Set(echo.HeaderLocation, jobURL)
-	return c.JSON(http.StatusAccepted, contracts.SubmitResponse{
-		JobID: st.JobID, StreamID: st.StreamID, Status: st.Status, EventsURL: h.eventsURL(c, st.StreamID, st.ProjectIncarnation), JobURL: jobURL,
-		SubmittedAt: st.SubmittedAt.Format("2006-01-02T15:04:05.000000000Z07:00"), TraceID: st.TraceID,
-	})
+	return h.accepted(c, st)
 }
 
 // retryOne claims dl's retry, queues its job again and records it.

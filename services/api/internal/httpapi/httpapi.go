@@ -37,6 +37,7 @@ type Jobs interface {
 	Batch(ctx context.Context, id string) (contracts.Batch, error)
 	States(ctx context.Context, ids []string) ([]contracts.JobState, error)
 	Resubmit(ctx context.Context, job contracts.Job, actor, clientIP string) (contracts.JobState, error)
+	Retry(ctx context.Context, st contracts.JobState, by jobs.Retrier) (contracts.JobState, bool, error)
 	CancelProject(ctx context.Context, project string) (int, error)
 }
 
@@ -128,6 +129,7 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodGet, "/jobs/:id", h.getJob, ""},
 		{http.MethodGet, "/jobs/:id/logs", h.getLogs, ""},
 		{http.MethodPost, "/jobs/:id/cancel", h.cancelJob, ""},
+		{http.MethodPost, "/jobs/:id/retry", h.retryJob, ""},
 		{http.MethodPost, "/projects/:project/batches", h.submitBatch, access.RoleSubmit},
 		{http.MethodGet, "/batches/:id", h.getBatch, ""},
 		{http.MethodPost, "/batches/:id/cancel", h.cancelBatch, ""},
@@ -249,6 +251,12 @@ func (h *Handlers) submit(c echo.Context, proj access.Project, sub jobs.Submissi
 		c.Response().Header().Set("Idempotent-Replayed", "true")
 	}
 	h.observeSubmitted(c, st, replayed)
+	return h.accepted(c, st)
+}
+
+// accepted answers a request that queued job st: 202, its submit reply,
+// and its URL in Location.
+func (h *Handlers) accepted(c echo.Context, st contracts.JobState) error {
 	jobURL := "/v1/jobs/" + st.JobID
 	c.Response().Header().Set(echo.HeaderLocation, jobURL)
 	return c.JSON(http.StatusAccepted, contracts.SubmitResponse{

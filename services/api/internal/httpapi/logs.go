@@ -26,6 +26,7 @@ type Output interface {
 type logsOptions struct {
 	fd                          contracts.FD
 	attempt                     int
+	since                       time.Time // zero: every line
 	timestamps, follow, noColor bool
 }
 
@@ -68,7 +69,7 @@ func (h *Handlers) getLogs(c echo.Context) error {
 		return err
 	}
 	err = h.output.Lines(ctx, st.StreamID, follow, func(l contracts.OutputLine, more bool) error {
-		if (opts.fd == "" || l.FD == opts.fd) && (opts.attempt == 0 || l.Attempt == opts.attempt) {
+		if (opts.fd == "" || l.FD == opts.fd) && (opts.attempt == 0 || l.Attempt == opts.attempt) && !l.Time.Before(opts.since) {
 			buf = appendLine(buf, l, opts)
 		}
 		if more && len(buf) < 32<<10 {
@@ -113,8 +114,8 @@ func appendLine(buf []byte, l contracts.OutputLine, opts logsOptions) []byte {
 	return buf
 }
 
-// logsQuery reads ?fd (stdout or stderr), attempt (from 1), and the
-// switches timestamps, follow and strip_ansi.
+// logsQuery reads ?fd (stdout or stderr), attempt (from 1), since (RFC
+// 3339), and the switches timestamps, follow and strip_ansi.
 func logsQuery(c echo.Context) (logsOptions, error) {
 	var o logsOptions
 	switch fd := contracts.FD(c.QueryParam("fd")); fd {
@@ -129,6 +130,13 @@ func logsQuery(c echo.Context) (logsOptions, error) {
 			return o, reqErr(http.StatusBadRequest, "invalid_attempt", "attempt must be a number from 1")
 		}
 		o.attempt = n
+	}
+	if v := c.QueryParam("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return o, reqErr(http.StatusBadRequest, "invalid_since", "since must be an RFC 3339 time, e.g. 2026-12-05T01:00:00Z")
+		}
+		o.since = t
 	}
 	for name, dst := range map[string]*bool{"timestamps": &o.timestamps, "follow": &o.follow, "strip_ansi": &o.noColor} {
 		if v := c.QueryParam(name); v != "" {

@@ -18,10 +18,13 @@ import (
 
 // Store keeps job state readable by id.
 type Store interface {
-	// Create stores a new job's state and its stream reference, and returns
-	// the state's revision. It returns ErrJobExists if the job's state
-	// exists, and fails if the stream reference does.
-	Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef) (revision uint64, err error)
+	// Create stores a new job's state, its stream reference and the spec
+	// it may be retried from, and returns the state's revision. It returns
+	// ErrJobExists if the job's state exists, and fails if the stream
+	// reference does.
+	Create(ctx context.Context, state contracts.JobState, ref contracts.StreamRef, spec contracts.Job) (revision uint64, err error)
+	// Spec returns the spec Create stored for a job, or ErrNotFound.
+	Spec(ctx context.Context, id string) (contracts.Job, error)
 	// RestoreStreamRef stores ref unless its stream has a reference.
 	RestoreStreamRef(ctx context.Context, ref contracts.StreamRef) error
 	// Job returns a job's state, or ErrNotFound.
@@ -353,7 +356,7 @@ func (s *Service) create(ctx context.Context, job contracts.Job, actor, clientIP
 	// save a round trip.
 	audited := make(chan error, 1)
 	go func() { audited <- s.audit.Submitted(ctx, job, actor, clientIP) }()
-	rev, err := s.store.Create(ctx, state, streamRef(job))
+	rev, err := s.store.Create(ctx, state, streamRef(job), spec(job))
 	aerr := <-audited
 	if errors.Is(err, ErrJobExists) {
 		return contracts.JobState{}, err
@@ -372,6 +375,14 @@ func (s *Service) create(ctx context.Context, job contracts.Job, actor, clientIP
 		return contracts.JobState{}, fmt.Errorf("enqueue job: %w: %w", ErrUnavailable, err)
 	}
 	return state, nil
+}
+
+// spec is what a job is retried from: the job as submitted, but for its
+// env values, which are not kept at rest beyond the queue (as in dead
+// letters and audit records); secret references are kept.
+func spec(job contracts.Job) contracts.Job {
+	job.Env = contracts.RedactEnv(job.Env)
+	return job
 }
 
 func streamRef(job contracts.Job) contracts.StreamRef {

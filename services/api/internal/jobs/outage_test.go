@@ -192,8 +192,8 @@ func (s faultyStore) ClaimIdempotencyKey(ctx context.Context, project, hashedKey
 	return holder, claimed, err
 }
 
-func (s faultyStore) Create(ctx context.Context, st contracts.JobState, ref contracts.StreamRef) (uint64, error) {
-	rev, err := s.Store.Create(ctx, st, ref)
+func (s faultyStore) Create(ctx context.Context, st contracts.JobState, ref contracts.StreamRef, spec contracts.Job) (uint64, error) {
+	rev, err := s.Store.Create(ctx, st, ref, spec)
 	if err == nil {
 		s.env.at(ctx, afterCreate)
 	}

@@ -142,8 +142,8 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 	if err := checkWorkDir(sub.WorkDir); err != nil {
 		return contracts.Job{}, err
 	}
-	if len(sub.IdempotencyKey) > 256 || strings.IndexFunc(sub.IdempotencyKey, unicode.IsControl) >= 0 {
-		return contracts.Job{}, invalid("invalid_idempotency_key", "idempotency_key must be at most 256 bytes without control characters")
+	if err := checkIdempotencyKey(sub.IdempotencyKey); err != nil {
+		return contracts.Job{}, err
 	}
 	if err := checkRetries(sub.MaxAttempts, sub.RetryOnExitCodes); err != nil {
 		return contracts.Job{}, err
@@ -164,6 +164,13 @@ func (l Limits) build(sub Submission) (contracts.Job, error) {
 		MaxAttempts: sub.MaxAttempts, RetryOnExitCodes: sub.RetryOnExitCodes,
 		BatchID: sub.BatchID, BatchAtomic: sub.BatchAtomic, ProjectIncarnation: sub.ProjectIncarnation,
 	}, nil
+}
+
+func checkIdempotencyKey(k string) error {
+	if len(k) > 256 || strings.IndexFunc(k, unicode.IsControl) >= 0 {
+		return invalid("invalid_idempotency_key", "idempotency_key must be at most 256 bytes without control characters")
+	}
+	return nil
 }
 
 func checkRetries(attempts int, codes []int) error {

@@ -29,25 +29,40 @@ func NewStore(kv jetstream.KeyValue) *Store { return &Store{st: state.New(kv)} }
 // state exists already (another submit completing the same job under an
 // idempotency key got there first) it returns jobs.ErrJobExists and
 // leaves nothing of its own behind.
-func (s *Store) Create(ctx context.Context, st contracts.JobState, ref contracts.StreamRef) (uint64, error) {
-	// Two independent keys: write them concurrently to save a round trip.
-	errc := make(chan error, 1)
+func (s *Store) Create(ctx context.Context, st contracts.JobState, ref contracts.StreamRef, spec contracts.Job) (uint64, error) {
+	// Independent keys: write them concurrently to save round trips. A
+	// spec there already is this job's, from a submit retried with its
+	// idempotency key.
+	errc, specc := make(chan error, 1), make(chan error, 1)
 	go func() {
 		_, err := s.st.Streams.Create(ctx, ref.StreamID, ref)
 		errc <- err
 	}()
+	go func() {
+		if _, err := s.st.Specs.Create(ctx, spec.ID, spec); err != nil && !errors.Is(err, state.ErrConflict) {
+			specc <- err
+			return
+		}
+		specc <- nil
+	}()
 	rev, jerr := s.st.Jobs.Create(ctx, st.JobID, st)
-	serr := <-errc
+	serr, perr := <-errc, <-specc
 	if errors.Is(jerr, state.ErrConflict) {
 		if serr == nil {
 			_ = s.st.Streams.Purge(context.WithoutCancel(ctx), ref.StreamID)
 		}
 		return 0, jobs.ErrJobExists
 	}
-	if serr != nil {
-		return 0, serr
+	if err := errors.Join(serr, perr); err != nil {
+		return 0, err
 	}
 	return rev, jerr
+}
+
+// Spec reads the spec a job was created with.
+func (s *Store) Spec(ctx context.Context, id string) (contracts.Job, error) {
+	spec, _, err := s.st.Specs.Get(ctx, id)
+	return spec, notFound(err)
 }
 
 // RestoreStreamRef stores ref unless its stream has a reference already.
@@ -110,7 +125,7 @@ func (s *Store) ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, f
 // Forget deletes a job that was never queued.
 func (s *Store) Forget(ctx context.Context, st contracts.JobState) error {
 	return errors.Join(s.st.Jobs.Purge(ctx, st.JobID), s.st.Streams.Purge(ctx, st.StreamID),
-		s.st.Index.Purge(ctx, state.IndexRef(st.Project, st.JobID)))
+		s.st.Specs.Purge(ctx, st.JobID), s.st.Index.Purge(ctx, state.IndexRef(st.Project, st.JobID)))
 }
 
 // Update applies change to a job's state by compare-and-set. When change
