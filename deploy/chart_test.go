@@ -44,7 +44,7 @@ var clusterVersion = &common.KubeVersion{Version: "v1.30.0", Major: "1", Minor: 
 func installValues() map[string]any {
 	return map[string]any{"secrets": map[string]any{
 		"bootstrapAPIKey": "an-admin-key-of-at-least-32-characters",
-		"natsPasswords":   map[string]any{"admin": "a", "api": "b", "worker": "c", "streamer": "d"},
+		"natsPasswords":   map[string]any{"admin": "a", "api": "b", "worker": "c", "streamer": "d", "notifier": "e"},
 	}}
 }
 
@@ -256,8 +256,14 @@ func TestChart(t *testing.T) {
 
 func checkChart(t *testing.T, m *manifests, vals map[string]any, reads map[string][]string) {
 	t.Helper()
-	if len(m.deployments) != 3 {
-		t.Fatalf("%d Deployments, want api, streamer and worker", len(m.deployments))
+	// The notifier opens webhook secrets with the secrets key: without
+	// one there are no webhooks and no notifier.
+	want := 3
+	if lookup(vals, "secrets.secretsKey", "").(string) != "" {
+		want = 4
+	}
+	if len(m.deployments) != want {
+		t.Fatalf("%d Deployments, want api, streamer, worker (and the notifier with a secrets key)", len(m.deployments))
 	}
 	netpol := lookup(vals, "networkPolicy.enabled", true).(bool)
 	executor := lookup(vals, "worker.executor", "kubernetes").(string)
@@ -560,6 +566,7 @@ func checkPolicies(t *testing.T, m *manifests, executor string) {
 		"api":       {4222, 53, 6379},
 		"streamer":  {4222, 53},
 		"worker":    {4222, 53, 6379, 443},
+		"notifier":  {4222, 53, 80, 443},
 		"provision": {4222, 53},
 	}
 	seen := map[string]bool{}

@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 	"github.com/rdev-dev/rdev/services/api"
+	"github.com/rdev-dev/rdev/services/notifier"
 	"github.com/rdev-dev/rdev/services/streamer"
 	"github.com/rdev-dev/rdev/services/worker"
 )
@@ -31,10 +34,11 @@ type cli struct {
 	Log       logFlags       `embed:"" prefix:"log-"`
 	Telemetry telemetryFlags `embed:""`
 
-	Up       upCmd       `cmd:"" help:"Run api, worker and streamer in one process on an embedded NATS server."`
+	Up       upCmd       `cmd:"" help:"Run api, worker, streamer and notifier in one process on an embedded NATS server."`
 	API      apiCmd      `cmd:"" name:"api" help:"Run the API alone against an external NATS."`
 	Worker   workerCmd   `cmd:"" help:"Run a worker alone against an external NATS; start several to scale out."`
 	Streamer streamerCmd `cmd:"" help:"Run the SSE streamer alone against an external NATS."`
+	Notifier notifierCmd `cmd:"" help:"Run the webhook notifier alone against an external NATS; start several to share the endpoints."`
 	Schema   schemaCmd   `cmd:"" help:"Write the JSON Schemas of the wire contract (run from the repository root)."`
 	Settings settingsCmd `cmd:"" help:"Print every setting of every command: flag, environment variable, default."`
 	Version  versionCmd  `cmd:"" help:"Print the version, commit and build date."`
@@ -59,30 +63,36 @@ type cli struct {
 // ${name} in a default tag), so they are written once.
 func defaults() kong.Vars {
 	return kong.Vars{
-		"max_body_bytes":        strconv.Itoa(api.DefaultMaxBodyBytes),
-		"default_job_timeout":   duration(api.DefaultJobTimeout),
-		"max_job_timeout":       duration(api.DefaultMaxJobTimeout),
-		"redis_timeout":         duration(api.DefaultRedisTimeout),
-		"key_rate_window":       duration(api.DefaultKeyRateWindow),
-		"stream_token_ttl":      duration(api.DefaultTokenTTL),
-		"concurrency":           strconv.Itoa(worker.DefaultConcurrency),
-		"fair_every":            strconv.Itoa(worker.DefaultFairEvery),
-		"ack_wait":              duration(worker.DefaultAckWait),
-		"drain_timeout":         duration(worker.DefaultDrainTimeout),
-		"kill_grace":            duration(worker.DefaultKillGrace),
-		"executor":              worker.DefaultExecutor,
-		"retry_base":            duration(worker.DefaultRetryBase),
-		"retry_cap":             duration(worker.DefaultRetryCap),
-		"slot_delay":            duration(worker.DefaultSlotDelay),
-		"kube_qps":              strconv.Itoa(worker.DefaultKubeQPS),
-		"kube_burst":            strconv.Itoa(worker.DefaultKubeBurst),
-		"pod_ready_timeout":     duration(worker.DefaultPodReadyTimeout),
-		"unavailable_delay":     duration(worker.DefaultUnavailableDelay),
-		"sse_heartbeat":         duration(streamer.DefaultHeartbeat),
-		"cors_origin":           streamer.DefaultAllowOrigin,
-		"sse_unavailable_after": duration(streamer.DefaultUnavailableAfter),
-		"output_max_age":        duration(contracts.DefaultOutputMaxAge),
-		"state_ttl":             duration(contracts.DefaultStateTTL),
+		"max_body_bytes":         strconv.Itoa(api.DefaultMaxBodyBytes),
+		"default_job_timeout":    duration(api.DefaultJobTimeout),
+		"max_job_timeout":        duration(api.DefaultMaxJobTimeout),
+		"redis_timeout":          duration(api.DefaultRedisTimeout),
+		"key_rate_window":        duration(api.DefaultKeyRateWindow),
+		"stream_token_ttl":       duration(api.DefaultTokenTTL),
+		"concurrency":            strconv.Itoa(worker.DefaultConcurrency),
+		"fair_every":             strconv.Itoa(worker.DefaultFairEvery),
+		"ack_wait":               duration(worker.DefaultAckWait),
+		"drain_timeout":          duration(worker.DefaultDrainTimeout),
+		"kill_grace":             duration(worker.DefaultKillGrace),
+		"executor":               worker.DefaultExecutor,
+		"retry_base":             duration(worker.DefaultRetryBase),
+		"retry_cap":              duration(worker.DefaultRetryCap),
+		"slot_delay":             duration(worker.DefaultSlotDelay),
+		"kube_qps":               strconv.Itoa(worker.DefaultKubeQPS),
+		"kube_burst":             strconv.Itoa(worker.DefaultKubeBurst),
+		"pod_ready_timeout":      duration(worker.DefaultPodReadyTimeout),
+		"unavailable_delay":      duration(worker.DefaultUnavailableDelay),
+		"sse_heartbeat":          duration(streamer.DefaultHeartbeat),
+		"cors_origin":            streamer.DefaultAllowOrigin,
+		"sse_unavailable_after":  duration(streamer.DefaultUnavailableAfter),
+		"output_max_age":         duration(contracts.DefaultOutputMaxAge),
+		"state_ttl":              duration(contracts.DefaultStateTTL),
+		"webhook_secret_overlap": duration(api.DefaultWebhookSecretOverlap),
+		"webhook_timeout":        duration(notifier.DefaultTimeout),
+		"webhook_retry_for":      duration(notifier.DefaultRetryFor),
+		"webhook_disable_after":  duration(notifier.DefaultDisableAfter),
+		"webhook_lease_ttl":      duration(notifier.DefaultLeaseTTL),
+		"webhook_concurrency":    strconv.Itoa(notifier.DefaultConcurrency),
 	}
 }
 
@@ -149,15 +159,16 @@ type apiFlags struct {
 	MaxTimeout     time.Duration `name:"max-job-timeout" default:"${max_job_timeout}" env:"RDEV_MAX_JOB_TIMEOUT" help:"Longest timeout a job may ask for."`
 	ClaudeCommand  string        `name:"claude-command" env:"RDEV_CLAUDE_COMMAND" help:"Command line for prompts: one string split as a shell would (quotes, no expansion) or a JSON array; {prompt} marks where the Claude options, -- and the prompt go (default: claude -p --verbose {prompt})."`
 	// BootstrapKey is a secret: never logged.
-	BootstrapKey        string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
-	ReinstallBootstrap  bool          `name:"reinstall-bootstrap-key" env:"RDEV_REINSTALL_BOOTSTRAP_KEY" help:"Install --bootstrap-api-key again even if it was revoked (a revoked bootstrap key otherwise stays revoked across restarts)."`
-	RedisURL            string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty."`
-	RedisTimeout        time.Duration `name:"redis-timeout" default:"${redis_timeout}" env:"RDEV_REDIS_TIMEOUT" help:"Longest a Redis call may take before it counts as a failure."`
-	RateLimitFailClosed bool          `name:"rate-limit-fail-closed" env:"RDEV_RATE_LIMIT_FAIL_CLOSED" help:"Refuse requests (503) while Redis is down, instead of serving them unlimited."`
-	KeyRateLimit        int           `name:"key-rate-limit" default:"0" env:"RDEV_KEY_RATE_LIMIT" help:"Requests a key without its own limit may make per --key-rate-window (0: unlimited)."`
-	KeyRateWindow       time.Duration `name:"key-rate-window" default:"${key_rate_window}" env:"RDEV_KEY_RATE_WINDOW" help:"Window of --key-rate-limit."`
-	StreamTokenTTL      time.Duration `name:"stream-token-ttl" default:"${stream_token_ttl}" env:"RDEV_STREAM_TOKEN_TTL" help:"How long the token in a submit reply's events_url opens the stream."`
-	UITraceURL          string        `name:"ui-trace-url" env:"RDEV_UI_TRACE_URL" help:"Link of a trace in your tracing UI, {trace_id} marking the id (e.g. https://jaeger.example/trace/{trace_id}): the dashboard links a job's trace id to it."`
+	BootstrapKey         string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
+	ReinstallBootstrap   bool          `name:"reinstall-bootstrap-key" env:"RDEV_REINSTALL_BOOTSTRAP_KEY" help:"Install --bootstrap-api-key again even if it was revoked (a revoked bootstrap key otherwise stays revoked across restarts)."`
+	RedisURL             string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty."`
+	RedisTimeout         time.Duration `name:"redis-timeout" default:"${redis_timeout}" env:"RDEV_REDIS_TIMEOUT" help:"Longest a Redis call may take before it counts as a failure."`
+	RateLimitFailClosed  bool          `name:"rate-limit-fail-closed" env:"RDEV_RATE_LIMIT_FAIL_CLOSED" help:"Refuse requests (503) while Redis is down, instead of serving them unlimited."`
+	KeyRateLimit         int           `name:"key-rate-limit" default:"0" env:"RDEV_KEY_RATE_LIMIT" help:"Requests a key without its own limit may make per --key-rate-window (0: unlimited)."`
+	KeyRateWindow        time.Duration `name:"key-rate-window" default:"${key_rate_window}" env:"RDEV_KEY_RATE_WINDOW" help:"Window of --key-rate-limit."`
+	StreamTokenTTL       time.Duration `name:"stream-token-ttl" default:"${stream_token_ttl}" env:"RDEV_STREAM_TOKEN_TTL" help:"How long the token in a submit reply's events_url opens the stream."`
+	UITraceURL           string        `name:"ui-trace-url" env:"RDEV_UI_TRACE_URL" help:"Link of a trace in your tracing UI, {trace_id} marking the id (e.g. https://jaeger.example/trace/{trace_id}): the dashboard links a job's trace id to it."`
+	WebhookSecretOverlap time.Duration `name:"webhook-secret-overlap" default:"${webhook_secret_overlap}" env:"RDEV_WEBHOOK_SECRET_OVERLAP" help:"How long a webhook's previous signing secret keeps signing beside the new one after a rotation."`
 }
 
 type workerFlags struct {
@@ -199,23 +210,46 @@ type streamerFlags struct {
 	UnavailableAfter time.Duration `name:"sse-unavailable-after" default:"${sse_unavailable_after}" env:"RDEV_SSE_UNAVAILABLE_AFTER" help:"How long a stream rides out failing NATS storage (clients kept and pinged) before it sends error unavailable."`
 }
 
+// notifierFlags configure webhook deliveries (docs/webhooks.md).
+type notifierFlags struct {
+	AllowCIDRs   []string      `name:"webhook-allow-cidrs" env:"RDEV_WEBHOOK_ALLOW_CIDRS" help:"Networks webhooks may be delivered to although not public (e.g. 10.1.2.0/24 for an internal receiver); by default loopback, private, link-local, CGNAT, multicast and metadata addresses are refused."`
+	Timeout      time.Duration `name:"webhook-timeout" default:"${webhook_timeout}" env:"RDEV_WEBHOOK_TIMEOUT" help:"Longest one webhook attempt may take."`
+	RetryFor     time.Duration `name:"webhook-retry-for" default:"${webhook_retry_for}" env:"RDEV_WEBHOOK_RETRY_FOR" help:"How long a webhook delivery is retried (5s, 5m, 30m, 2h, 5h, then every 10h) before it is exhausted."`
+	DisableAfter time.Duration `name:"webhook-disable-after" default:"${webhook_disable_after}" env:"RDEV_WEBHOOK_DISABLE_AFTER" help:"How long a webhook endpoint may fail without a success before it is disabled."`
+	LeaseTTL     time.Duration `name:"webhook-lease-ttl" default:"${webhook_lease_ttl}" env:"RDEV_WEBHOOK_LEASE_TTL" help:"How soon another notifier takes over the endpoints of one that died."`
+	Concurrency  int           `name:"webhook-concurrency" default:"${webhook_concurrency}" env:"RDEV_WEBHOOK_CONCURRENCY" help:"Webhook attempts in flight to one endpoint (one per job at a time)."`
+}
+
+func (n notifierFlags) config() (notifier.Config, error) {
+	cfg := notifier.Config{Timeout: n.Timeout, RetryFor: n.RetryFor, DisableAfter: n.DisableAfter, LeaseTTL: n.LeaseTTL, Concurrency: n.Concurrency}
+	for _, c := range n.AllowCIDRs {
+		p, err := netip.ParsePrefix(strings.TrimSpace(c))
+		if err != nil {
+			return cfg, fmt.Errorf("--webhook-allow-cidrs %q: %w", c, err)
+		}
+		cfg.AllowCIDRs = append(cfg.AllowCIDRs, p.Masked())
+	}
+	return cfg, nil
+}
+
 type upCmd struct {
 	HTTP     httpFlags     `embed:""`
 	Topology topologyFlags `embed:""`
 	API      apiFlags      `embed:""`
 	Worker   workerFlags   `embed:""`
 	Streamer streamerFlags `embed:""`
+	Notifier notifierFlags `embed:""`
 	Secrets  secretsFlags  `embed:""`
 	NatsAddr string        `name:"nats-addr" default:"127.0.0.1:4222" env:"RDEV_NATS_ADDR" help:"Where the embedded NATS server listens for other rdev processes."`
 	DataDir  string        `name:"data-dir" default:"./data" env:"RDEV_DATA_DIR" help:"JetStream storage and project workspaces."`
-	Without  []string      `enum:"worker,streamer" env:"RDEV_WITHOUT" help:"Services to leave out (worker, streamer), e.g. to run them as separate processes."`
+	Without  []string      `enum:"worker,streamer,notifier" env:"RDEV_WITHOUT" help:"Services to leave out (worker, streamer, notifier), e.g. to run them as separate processes."`
 }
 
 func (c *upCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
 	cfg := nodeConfig{telemetry: tel, forced: forced,
 		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
 		credsDir: filepath.Join(c.DataDir, "nats"),
-		http:     c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer,
+		http:     c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer, notifier: &c.Notifier,
 		secretsKeyFile: cmp.Or(c.Secrets.SecretsKeyFile, filepath.Join(c.DataDir, "secrets.key")), generateSecretsKey: c.Secrets.SecretsKeyFile == "",
 	}
 	for _, s := range c.Without {
@@ -224,6 +258,8 @@ func (c *upCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, st
 			cfg.worker = nil
 		case "streamer":
 			cfg.streamer = nil
+		case "notifier":
+			cfg.notifier = nil
 		}
 	}
 	return runNode(ctx, cfg, log, stdout)
@@ -253,7 +289,7 @@ type workerCmd struct {
 
 func (c *workerCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
 	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology, worker: &c.Worker,
-		http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, workerHTTP: c.HTTPAddr != "",
+		http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, probeHTTP: c.HTTPAddr != "",
 		workspaces: filepath.Join(c.DataDir, "workspaces"), secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
 }
 
@@ -270,6 +306,23 @@ func (c *streamerCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logg
 }
 
 // config is the API's configuration from the flags, with the secrets key.
+type notifierCmd struct {
+	NATS     natsFlags     `embed:""`
+	Topology topologyFlags `embed:""`
+	Notifier notifierFlags `embed:""`
+	Secrets  secretsFlags  `embed:""`
+	HTTPAddr string        `name:"http-addr" env:"RDEV_HTTP_ADDR" help:"Serve /metrics, /healthz and /readyz on this address (default: no HTTP server)."`
+}
+
+func (c *notifierCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
+	if c.Secrets.SecretsKeyFile == "" {
+		return errors.New("rdev notifier needs --secrets-key-file (RDEV_SECRETS_KEY_FILE), the API's: it opens the webhooks' signing secrets")
+	}
+	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology,
+		notifier: &c.Notifier, http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, probeHTTP: c.HTTPAddr != "",
+		secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
+}
+
 func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 	claudeArgv, err := a.claudeArgv()
 	if err != nil {
@@ -279,6 +332,7 @@ func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 		MaxTimeout: a.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
 		RateLimitFailClosed: a.RateLimitFailClosed, KeyRateLimit: a.KeyRateLimit, KeyRateWindow: a.KeyRateWindow,
 		TokenTTL: a.StreamTokenTTL, ReinstallBootstrapKey: a.ReinstallBootstrap, BootstrapKey: a.BootstrapKey, SecretsKey: secretsKey,
+		WebhookSecretOverlap: a.WebhookSecretOverlap,
 	}, nil
 }
 

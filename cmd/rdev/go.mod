@@ -16,6 +16,8 @@ replace github.com/rdev-dev/rdev/services/worker => ../../services/worker
 
 replace github.com/rdev-dev/rdev/services/streamer => ../../services/streamer
 
+replace github.com/rdev-dev/rdev/services/notifier => ../../services/notifier
+
 require (
 	github.com/alecthomas/kong v1.17.0
 	github.com/chromedp/cdproto v0.160.1
@@ -33,6 +35,7 @@ require (
 	github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/topology v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/services/api v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/services/notifier v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/services/streamer v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/services/worker v0.0.0-00010101000000-000000000000
 	github.com/vbauerster/mpb/v8 v8.16.2

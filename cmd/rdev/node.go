@@ -26,6 +26,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/services/api"
 	"github.com/rdev-dev/rdev/services/api/ui"
+	"github.com/rdev-dev/rdev/services/notifier"
 	"github.com/rdev-dev/rdev/services/streamer"
 	"github.com/rdev-dev/rdev/services/worker"
 )
@@ -47,8 +48,10 @@ type nodeConfig struct {
 	worker     *workerFlags
 	streamer   *streamerFlags
 	telemetry  telemetry.Config
-	// workerHTTP serves /metrics, /healthz and /readyz for a worker alone.
-	workerHTTP bool
+	notifier   *notifierFlags
+	// probeHTTP serves /metrics, /healthz and /readyz for a worker or a
+	// notifier alone.
+	probeHTTP bool
 	// secretsKeyFile holds the project secrets key ("": secrets disabled);
 	// generateSecretsKey creates it when absent (rdev up).
 	secretsKeyFile     string
@@ -228,12 +231,12 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 	}()
 	g = lifecycle.NewGroup(d.log)
 	var secretsKeyBytes []byte
-	if cfg.api != nil || cfg.worker != nil {
+	if cfg.api != nil || cfg.worker != nil || cfg.notifier != nil {
 		if secretsKeyBytes, err = secretsKey(cfg.secretsKeyFile, cfg.generateSecretsKey, d.log); err != nil {
 			return nil, hs, err
 		}
 	}
-	if cfg.api != nil || cfg.streamer != nil || cfg.workerHTTP {
+	if cfg.api != nil || cfg.streamer != nil || cfg.probeHTTP {
 		if hs, err = newHTTPServer(ctx, cfg, d); err != nil {
 			return nil, hs, err
 		}
@@ -251,6 +254,13 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 			return nil, hs, err
 		}
 		add("worker", w, 0)
+	}
+	if cfg.notifier != nil {
+		n, err := newNotifier(ctx, cfg, d, secretsKeyBytes)
+		if err != nil {
+			return nil, hs, err
+		}
+		add("notifier", n, 0)
 	}
 	if hs == nil {
 		return g, nil, nil
@@ -309,6 +319,8 @@ func newHTTPServer(ctx context.Context, cfg nodeConfig, d deps) (*httpserver.Ser
 		ht.TracerProvider = d.tracing(ctx, telemetry.ServiceAPI)
 	case cfg.streamer != nil:
 		ht.TracerProvider = d.tracing(ctx, telemetry.ServiceStreamer)
+	case cfg.worker == nil && cfg.notifier != nil:
+		ht.TracerProvider = d.tracing(ctx, telemetry.ServiceNotifier)
 	default:
 		ht.TracerProvider = d.tracing(ctx, telemetry.ServiceWorker)
 	}
@@ -342,10 +354,16 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	if err != nil {
 		return nil, err
 	}
-	var secrets jetstream.KeyValue
+	var secrets, hooks, deliveries jetstream.KeyValue
 	if secretsKey != nil {
 		if secrets, err = ajs.KeyValue(ctx, contracts.BucketSecrets); err != nil {
 			return nil, fmt.Errorf("secrets bucket: %w", err)
+		}
+		if hooks, err = ajs.KeyValue(ctx, contracts.BucketWebhooks); err != nil {
+			return nil, fmt.Errorf("webhooks bucket: %w", err)
+		}
+		if deliveries, err = ajs.KeyValue(ctx, contracts.BucketWebhookDeliveries); err != nil {
+			return nil, fmt.Errorf("webhook deliveries bucket: %w", err)
 		}
 	}
 	acfg, err := cfg.api.config(secretsKey)
@@ -353,7 +371,7 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 		return nil, err
 	}
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
-		JS: ajs, State: astate, Secrets: secrets, Access: store, Signer: signer,
+		JS: ajs, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),
 		Telemetry: api.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceAPI), MeterProvider: d.tel.MeterProvider(),
 			OnBreakerChange: func(dep, _, to string) { d.breakers.Set(dep, to) }},
@@ -384,6 +402,29 @@ func newWorker(ctx context.Context, cfg nodeConfig, d deps, secretsKey []byte) (
 		Telemetry: worker.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceWorker), MeterProvider: d.tel.MeterProvider()}})
 }
 
+func newNotifier(ctx context.Context, cfg nodeConfig, d deps, secretsKey []byte) (*notifier.Service, error) {
+	if secretsKey == nil {
+		return nil, errors.New("the notifier needs the secrets key (--secrets-key-file): it opens the webhooks' signing secrets")
+	}
+	njs, err := dialJS(ctx, d, "notifier", natsserver.RoleNotifier)
+	if err != nil {
+		return nil, err
+	}
+	kvs := make([]jetstream.KeyValue, 3)
+	for i, name := range []string{contracts.BucketState, contracts.BucketWebhooks, contracts.BucketWebhookDeliveries} {
+		if kvs[i], err = njs.KeyValue(ctx, name); err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", name, err)
+		}
+	}
+	ncfg, err := cfg.notifier.config()
+	if err != nil {
+		return nil, err
+	}
+	return notifier.New(ncfg, notifier.Deps{JS: njs, State: kvs[0], Webhooks: kvs[1], WebhookDeliveries: kvs[2], SecretsKey: secretsKey,
+		Log:       d.log.With("service", "notifier"),
+		Telemetry: notifier.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceNotifier), MeterProvider: d.tel.MeterProvider()}})
+}
+
 // dialJS connects a service's own connection.
 func dialJS(ctx context.Context, d deps, name string, role natsserver.Role, opts ...nats.Option) (jetstream.JetStream, error) {
 	nc, err := d.nats.Dial(ctx, name, role, opts...)
@@ -403,6 +444,8 @@ func controlRole(cfg nodeConfig) natsserver.Role {
 		return natsserver.RoleAPI
 	case cfg.worker != nil:
 		return natsserver.RoleWorker
+	case cfg.notifier != nil:
+		return natsserver.RoleNotifier
 	default:
 		return natsserver.RoleStreamer
 	}
@@ -420,6 +463,9 @@ func processName(cfg nodeConfig) string {
 	}
 	if cfg.streamer != nil {
 		names = append(names, telemetry.ServiceStreamer)
+	}
+	if cfg.notifier != nil {
+		names = append(names, telemetry.ServiceNotifier)
 	}
 	if len(names) == 1 {
 		return names[0]

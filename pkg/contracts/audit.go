@@ -54,6 +54,14 @@ const (
 	// restarted the dispatch of a priority level.
 	AuditQueuePaused  AuditKind = "queue_paused"
 	AuditQueueResumed AuditKind = "queue_resumed"
+	// The webhook kinds record changes of a project's webhook endpoints;
+	// AuditWebhookDisabled is rdev's own (actor "system"): a 410 answer
+	// or a failing period disabled the endpoint.
+	AuditWebhookCreated       AuditKind = "webhook_created"
+	AuditWebhookUpdated       AuditKind = "webhook_updated"
+	AuditWebhookDeleted       AuditKind = "webhook_deleted"
+	AuditWebhookDisabled      AuditKind = "webhook_disabled"
+	AuditWebhookSecretRotated AuditKind = "webhook_secret_rotated"
 )
 
 // AuditKinds lists every kind, for validation of filters.
@@ -61,7 +69,8 @@ func AuditKinds() []AuditKind {
 	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditJobRetried, AuditKeyCreated, AuditKeyRevoked,
 		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied,
 		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
-		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed}
+		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed,
+		AuditWebhookCreated, AuditWebhookUpdated, AuditWebhookDeleted, AuditWebhookDisabled, AuditWebhookSecretRotated}
 }
 
 // SubjectAudit is where an audit record about project ("" for none) of the

@@ -112,6 +112,13 @@ type Records[T any] struct {
 	stored func(ctx context.Context, v T, rev uint64)
 }
 
+// NewRecords returns records of one kind (named kind in errors) stored
+// as JSON under key(id) in kv, another bucket than the state's: the same
+// reads and compare-and-set writes.
+func NewRecords[T any](kv jetstream.KeyValue, kind string, key func(id string) string) Records[T] {
+	return Records[T]{kv: kv, kind: kind, key: key}
+}
+
 // Get returns the record of id and its revision, or ErrNotFound.
 func (r Records[T]) Get(ctx context.Context, id string) (T, uint64, error) {
 	var v T

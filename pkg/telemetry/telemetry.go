@@ -40,6 +40,7 @@ const (
 	ServiceAPI      = "rdev-api"
 	ServiceWorker   = "rdev-worker"
 	ServiceStreamer = "rdev-streamer"
+	ServiceNotifier = "rdev-notifier"
 )
 
 // Config says where telemetry goes. The zero value exports nothing and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -30,13 +31,14 @@ func Current(ctx context.Context, js jetstream.JetStream, cfg Config) (bool, err
 	}
 	for _, b := range []struct {
 		bucket string
-		ttl    bool
-	}{{contracts.BucketAccess, false}, {contracts.BucketSecrets, false}, {contracts.BucketQueues, false}, {contracts.BucketState, true}} {
+		ttl    time.Duration
+	}{{contracts.BucketAccess, 0}, {contracts.BucketSecrets, 0}, {contracts.BucketQueues, 0}, {contracts.BucketState, cfg.StateTTL},
+		{contracts.BucketWebhooks, 0}, {contracts.BucketWebhookDeliveries, contracts.DefaultWebhookDeliveryTTL}} {
 		got, ok, err := streamConfig(ctx, js, "KV_"+b.bucket)
 		if !ok || err != nil {
 			return false, err
 		}
-		if got.Replicas != cfg.Replicas || (b.ttl && got.MaxAge != cfg.StateTTL) {
+		if got.Replicas != cfg.Replicas || (b.ttl != 0 && got.MaxAge != b.ttl) {
 			return false, nil
 		}
 	}

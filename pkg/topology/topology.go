@@ -106,7 +106,7 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 	}}
 }
 
-// Ensure creates the streams and the state, access, secrets and queues buckets, or updates them to cfg
+// Ensure creates the streams and the state, access, secrets, queues and webhook buckets, or updates them to cfg
 // when they exist, and returns the state bucket. An update never deletes
 // messages: only limits change. A changed replica count is applied in
 // place: JetStream copies an R1 stream to two more nodes (or drops
@@ -129,6 +129,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 		return nil, err
 	}
 	if err := queuesBucket(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	if _, _, err := WebhookBuckets(ctx, js, cfg); err != nil {
 		return nil, err
 	}
 	return stateBucket(ctx, js, cfg)
@@ -168,6 +171,33 @@ func queuesBucket(ctx context.Context, js jetstream.JetStream, cfg Config) error
 		History:     5,
 	})
 	return err
+}
+
+// WebhookBuckets creates or updates the bucket of webhook endpoints
+// (secrets sealed, a short history like the access bucket's) and the
+// bucket of their deliveries and the notifier's leases (no history; a
+// delivery expires DefaultWebhookDeliveryTTL after its last change), and
+// returns both.
+func WebhookBuckets(ctx context.Context, js jetstream.JetStream, cfg Config) (endpoints, deliveries jetstream.KeyValue, err error) {
+	cfg.setDefaults()
+	endpoints, err = bucket(ctx, js, cfg, jetstream.KeyValueConfig{
+		Bucket:      contracts.BucketWebhooks,
+		Description: "rdev webhook endpoints, signing secrets sealed with the secrets key",
+		History:     5,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	deliveries, err = bucket(ctx, js, cfg, jetstream.KeyValueConfig{
+		Bucket:      contracts.BucketWebhookDeliveries,
+		Description: "rdev webhook deliveries and the notifiers' endpoint leases",
+		History:     1,
+		TTL:         contracts.DefaultWebhookDeliveryTTL,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return endpoints, deliveries, nil
 }
 
 func stateBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {

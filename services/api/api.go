@@ -21,6 +21,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access/natskv"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/contracts/seal"
+	"github.com/rdev-dev/rdev/pkg/state/webhookstore"
 	"github.com/rdev-dev/rdev/services/api/internal/admin"
 	"github.com/rdev-dev/rdev/services/api/internal/cache"
 	"github.com/rdev-dev/rdev/services/api/internal/cachedstore"
@@ -30,6 +31,7 @@ import (
 	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
+	"github.com/rdev-dev/rdev/services/api/internal/webhooks"
 )
 
 // Defaults of Config: what a zero field means, and the defaults of
@@ -44,6 +46,9 @@ const (
 	DefaultKeyRateWindow  = time.Minute
 	DefaultTokenTTL       = time.Hour
 	DefaultCacheTTL       = 5 * time.Minute
+	// DefaultWebhookSecretOverlap is how long a rotated-out webhook
+	// secret keeps signing.
+	DefaultWebhookSecretOverlap = webhooks.DefaultRotationOverlap
 )
 
 // Config tunes the API. Zero values take the defaults above.
@@ -87,6 +92,9 @@ type Config struct {
 	// package seal); without one the secrets endpoints, and jobs that
 	// reference a secret, are refused with 409 secrets_disabled.
 	SecretsKey []byte
+	// WebhookSecretOverlap is how long a rotated-out webhook signing
+	// secret keeps signing beside the new one. Default 24h.
+	WebhookSecretOverlap time.Duration
 	// ReinstallBootstrapKey puts the configured bootstrap key back even
 	// when an admin revoked it (rdev up --reinstall-bootstrap-key); by
 	// default a revoked bootstrap key stays revoked across restarts.
@@ -155,6 +163,12 @@ type Deps struct {
 	// Secrets is the contracts.BucketSecrets bucket; required with
 	// Config.SecretsKey.
 	Secrets jetstream.KeyValue
+	// Webhooks and WebhookDeliveries are the webhook buckets
+	// (contracts.BucketWebhooks, BucketWebhookDeliveries); with
+	// Config.SecretsKey they enable the webhook endpoints (their secrets
+	// are sealed with it).
+	Webhooks          jetstream.KeyValue
+	WebhookDeliveries jetstream.KeyValue
 	// Access is the access store (projects, keys); Signer signs stream
 	// tokens with its token secret.
 	Access *natskv.Store
@@ -228,6 +242,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand,
 	}, newID)
 	var secrets httpapi.Secrets
+	var hooks httpapi.Webhooks
 	if cfg.SecretsKey != nil {
 		box, err := seal.New(cfg.SecretsKey)
 		if err != nil {
@@ -236,9 +251,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		store := natsjs.NewSecrets(deps.Secrets, box)
 		svc.UseSecrets(store)
 		secrets = store
+		if deps.Webhooks != nil && deps.WebhookDeliveries != nil {
+			hooks = webhooks.New(webhookstore.New(deps.Webhooks, deps.WebhookDeliveries, box), cfg.WebhookSecretOverlap, newID)
+		}
 	}
 	s.handlers = httpapi.New(httpapi.Deps{
-		Secrets: secrets, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
+		Secrets: secrets, Webhooks: hooks, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
 		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,

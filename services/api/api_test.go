@@ -74,6 +74,12 @@ func newAPI(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Logg
 		if deps.Secrets, err = js.KeyValue(ctx, contracts.BucketSecrets); err != nil {
 			t.Fatal(err)
 		}
+		if deps.Webhooks, err = js.KeyValue(ctx, contracts.BucketWebhooks); err != nil {
+			t.Fatal(err)
+		}
+		if deps.WebhookDeliveries, err = js.KeyValue(ctx, contracts.BucketWebhookDeliveries); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a, err := api.New(cfg, deps)
 	if err != nil {

@@ -29,6 +29,7 @@ require (
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/redis/go-redis/extra/rediscmd/v9 v9.23.0 // indirect
+	github.com/standard-webhooks/standard-webhooks/libraries v1.3.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	k8s.io/apimachinery v0.37.2 // indirect
@@ -49,8 +50,8 @@ require (
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
-	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/lifecycle v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect
@@ -69,6 +70,7 @@ replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
 replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state
 
 replace github.com/rdev-dev/rdev/pkg/await => ../../pkg/await
+
 replace github.com/rdev-dev/rdev/pkg/lifecycle => ../../pkg/lifecycle
 
 replace github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest => ../../pkg/contracts/openapi/openapitest

@@ -69,22 +69,29 @@ func setupSecrets(t *testing.T, key []byte, logs *syncBuffer) (b bundle, storeDi
 	return b, srv.StoreDir(), func() { hs.Close(); _ = a.Shutdown(context.Background()); srv.Shutdown(); srv.WaitForShutdown() }
 }
 
-func TestProjectSecrets(t *testing.T) {
-	t.Parallel()
-	const value = "sk-test-9f8e7d6c5b4a-never-shown"
-	logs := &syncBuffer{}
-	b, storeDir, stop := setupSecrets(t, bytes.Repeat([]byte{0x42}, 32), logs)
-	var answers []string // every response body, checked for the value at the end
-	do := func(method, path, body string, header ...string) (int, []byte) {
+// recorder returns a request function that sends a JSON body (if any)
+// with the admin key and keeps every answer's body in answers, for tests
+// that check no answer shows a secret.
+func (b bundle) recorder(t *testing.T, answers *[]string) func(method, path, body string, header ...string) (int, []byte) {
+	return func(method, path, body string, header ...string) (int, []byte) {
 		t.Helper()
 		ctype := ""
 		if body != "" {
 			ctype = "application/json"
 		}
 		resp, rb := b.do(t, method, path, ctype, []byte(body), header...)
-		answers = append(answers, string(rb))
+		*answers = append(*answers, string(rb))
 		return resp.StatusCode, rb
 	}
+}
+
+func TestProjectSecrets(t *testing.T) {
+	t.Parallel()
+	const value = "sk-test-9f8e7d6c5b4a-never-shown"
+	logs := &syncBuffer{}
+	b, storeDir, stop := setupSecrets(t, bytes.Repeat([]byte{0x42}, 32), logs)
+	var answers []string // every response body, checked for the value at the end
+	do := b.recorder(t, &answers)
 	put := `{"value":"` + value + `"}`
 
 	if st, rb := do("PUT", "/v1/projects/demo/secrets/anthropic", put); st != http.StatusCreated {

@@ -184,14 +184,19 @@ func TestPermissions(t *testing.T) {
 	allowed := map[natsserver.Role][]string{
 		natsserver.RoleAPI: {"put access", "get project", "get key", "get token secret", "watch projects", "watch access",
 			"put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line", "list jobs",
-			"put queue pause", "get queue pause"},
+			"put queue pause", "get queue pause", "put webhook", "get webhook", "watch webhooks", "put delivery", "get delivery",
+			"publish webhook audit"},
 		// The worker reads project records (limits), never keys or the
 		// token secret: a stolen worker credential cannot forge tokens.
 		natsserver.RoleWorker: {"get project", "watch projects", "put state", "get state", "fetch jobs",
 			"publish output", "publish event", "publish dead letter", "last output line", "list jobs", "watch queue pauses"},
 		natsserver.RoleStreamer: {"get project", "get key", "get token secret", "watch projects", "watch access", "get state", "read output", "last output line"},
+		// The notifier keeps deliveries and leases and endpoint health,
+		// reads stream references and batches, and audits only disables.
+		natsserver.RoleNotifier: {"get state", "read output", "put webhook", "get webhook", "watch webhooks",
+			"put delivery", "get delivery", "put lease", "publish webhook audit"},
 	}
-	for _, r := range []natsserver.Role{natsserver.RoleAPI, natsserver.RoleWorker, natsserver.RoleStreamer} {
+	for _, r := range []natsserver.Role{natsserver.RoleAPI, natsserver.RoleWorker, natsserver.RoleStreamer, natsserver.RoleNotifier} {
 		for _, a := range actions {
 			want := slices.Contains(allowed[r], a.name)
 			t.Run(string(r)+"/"+a.name, func(t *testing.T) {
@@ -246,15 +251,18 @@ type action struct {
 func actions() []action {
 	const project = "p1"
 	jobsSubject := contracts.SubjectJobsAt(contracts.PriorityNormal)
-	kvPut := func(bucket string) func(context.Context, jetstream.JetStream) error {
+	kvPutKey := func(bucket, key string) func(context.Context, jetstream.JetStream) error {
 		return func(ctx context.Context, js jetstream.JetStream) error {
 			kv, err := js.KeyValue(ctx, bucket)
 			if err != nil {
 				return err
 			}
-			_, err = kv.Put(ctx, "key.test", []byte("x"))
+			_, err = kv.Put(ctx, key, []byte("x"))
 			return err
 		}
+	}
+	kvPut := func(bucket string) func(context.Context, jetstream.JetStream) error {
+		return kvPutKey(bucket, "key.test")
 	}
 	kvGet := func(bucket, key string) func(context.Context, jetstream.JetStream) error {
 		return func(ctx context.Context, js jetstream.JetStream) error {
@@ -362,6 +370,13 @@ func actions() []action {
 		{"publish dead letter", publish(contracts.SubjectDead(project))},
 		{"read output", readOutput},
 		{"last output line", lastOutput},
+		{"put webhook", kvPutKey(contracts.BucketWebhooks, contracts.WebhookKey(project, "wh_1"))},
+		{"get webhook", kvGet(contracts.BucketWebhooks, contracts.WebhookKey(project, "wh_1"))},
+		{"watch webhooks", kvWatch(contracts.BucketWebhooks, "endpoint.>")},
+		{"put delivery", kvPutKey(contracts.BucketWebhookDeliveries, contracts.WebhookDeliveryKey("wh_1", "msg_1"))},
+		{"get delivery", kvGet(contracts.BucketWebhookDeliveries, contracts.WebhookDeliveryKey("wh_1", "msg_1"))},
+		{"put lease", kvPutKey(contracts.BucketWebhookDeliveries, contracts.WebhookLeaseKey("wh_1"))},
+		{"publish webhook audit", publish(contracts.SubjectAudit(project, contracts.AuditWebhookDisabled))},
 		{"update streams", updateStream},
 		{"delete stream", deleteStream},
 	}

@@ -30,10 +30,16 @@ const (
 	// RoleStreamer only reads output, job state and access records; never
 	// project secrets.
 	RoleStreamer Role = "streamer"
+	// RoleNotifier consumes lifecycle events and dead letters (durable
+	// consumers it shares with the other notifiers), reads stream
+	// references and batches, keeps webhook deliveries and endpoint
+	// health, and records endpoint disables in the audit log; never
+	// jobs, keys or project secrets.
+	RoleNotifier Role = "notifier"
 )
 
 // Roles lists every role, admin first.
-func Roles() []Role { return []Role{RoleAdmin, RoleAPI, RoleWorker, RoleStreamer} }
+func Roles() []Role { return []Role{RoleAdmin, RoleAPI, RoleWorker, RoleStreamer, RoleNotifier} }
 
 // responseTTL bounds how long a worker may answer a holds request.
 const responseTTL = time.Minute
@@ -45,10 +51,11 @@ const responseTTL = time.Minute
 func Permissions(r Role) *server.Permissions {
 	kvState, kvAccess := "KV_"+contracts.BucketState, "KV_"+contracts.BucketAccess
 	kvSecrets, kvQueues := "KV_"+contracts.BucketSecrets, "KV_"+contracts.BucketQueues
+	kvHooks, kvDeliveries := "KV_"+contracts.BucketWebhooks, "KV_"+contracts.BucketWebhookDeliveries
 	// Every service checks the topology at start (topology.Ensure) and
 	// answers readiness from stream info.
 	pub := []string{"$JS.API.INFO"}
-	for _, s := range []string{contracts.StreamJobs, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead, kvState, kvAccess, kvSecrets, kvQueues} {
+	for _, s := range []string{contracts.StreamJobs, contracts.StreamOutput, contracts.StreamAudit, contracts.StreamDead, kvState, kvAccess, kvSecrets, kvQueues, kvHooks, kvDeliveries} {
 		pub = append(pub, "$JS.API.STREAM.INFO."+s)
 	}
 	sub := []string{"_INBOX.>"} // replies: requests, acks of publishes, consumer deliveries
@@ -77,6 +84,11 @@ func Permissions(r Role) *server.Permissions {
 		// Queue pauses: set by admins, read for GET /v1/queues.
 		pub = append(pub, read(kvQueues)...)
 		pub = append(pub, "$KV."+contracts.BucketQueues+".>")
+		// Webhook endpoints: managed; their deliveries: listed, read,
+		// redelivered, and pings created.
+		pub = append(pub, read(kvHooks, kvDeliveries)...)
+		pub = append(pub, consume(kvHooks, kvDeliveries)...)
+		pub = append(pub, "$KV."+contracts.BucketWebhooks+".>", "$KV."+contracts.BucketWebhookDeliveries+".delivery.>")
 	case RoleWorker:
 		pub = append(pub, read(kvState, contracts.StreamJobs, contracts.StreamOutput)...)
 		pub = append(pub, consume(kvState, contracts.StreamJobs)...)
@@ -100,6 +112,17 @@ func Permissions(r Role) *server.Permissions {
 		// The access bucket is watched so that open streams end within
 		// seconds of their key's revocation or their project's deletion.
 		pub = append(pub, consume(contracts.StreamOutput, kvAccess)...)
+	case RoleNotifier:
+		// Stream references (the job's trace) and batches of the state
+		// bucket; endpoints watched and their health written; deliveries
+		// and leases kept.
+		pub = append(pub, read(kvState, kvHooks, kvDeliveries)...)
+		pub = append(pub, consume(contracts.StreamOutput, contracts.StreamDead, kvHooks, kvDeliveries)...)
+		pub = append(pub, ack(contracts.StreamOutput, contracts.StreamDead)...)
+		pub = append(pub,
+			"$KV."+contracts.BucketWebhooks+".>", "$KV."+contracts.BucketWebhookDeliveries+".>",
+			contracts.SubjectAuditPrefix+".*."+string(contracts.AuditWebhookDisabled),
+		)
 	default:
 		panic(fmt.Sprintf("natsserver: unknown role %q", r))
 	}

@@ -96,6 +96,19 @@ func messages() map[string]any {
 		"queue_pause":           contracts.QueuePause{},
 		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
 		"dead_letter_purge":     contracts.DeadLetterPurge{},
+		// Webhooks: the endpoints' API bodies, the stored records and the
+		// body of every delivery.
+		"webhook_request":         contracts.WebhookRequest{},
+		"webhook_patch":           contracts.WebhookPatch{},
+		"webhook":                 contracts.Webhook{},
+		"webhook_created":         contracts.WebhookCreated{},
+		"webhook_rotated":         contracts.WebhookRotated{},
+		"webhook_list":            contracts.WebhookList{},
+		"webhook_record":          contracts.WebhookRecord{},
+		"webhook_delivery":        contracts.WebhookDelivery{},
+		"webhook_delivery_record": contracts.WebhookDeliveryRecord{},
+		"webhook_delivery_page":   contracts.WebhookDeliveryPage{},
+		"webhook_payload":         contracts.WebhookPayload{},
 	}
 }
 

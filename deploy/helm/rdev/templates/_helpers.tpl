@@ -87,3 +87,10 @@ app.kubernetes.io/component: {{ .component }}
   ports:
     - {protocol: TCP, port: {{ .Values.redis.port }}}
 {{- end -}}
+
+{{/* rdev.components: the Deployments of the release, space separated; the
+     notifier needs the secrets key its signing secrets are sealed with. */}}
+{{- define "rdev.components" -}}
+api streamer worker
+{{- if and .Values.notifier.enabled .Values.secrets.secretsKey }} notifier{{ end }}
+{{- end -}}

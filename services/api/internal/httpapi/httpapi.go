@@ -60,6 +60,9 @@ type Deps struct {
 	// Secrets keeps project secrets; nil when no secrets key is
 	// configured (the secrets endpoints then answer 409 secrets_disabled).
 	Secrets Secrets
+	// Webhooks manages webhook endpoints; nil when no secrets key is
+	// configured (their endpoints then answer 409 webhooks_disabled).
+	Webhooks Webhooks
 	// Signer signs the stream tokens of events_url, valid for TokenTTL.
 	Signer   *access.Signer
 	TokenTTL time.Duration
@@ -86,6 +89,7 @@ type Handlers struct {
 	output        Output
 	pauses        Pauses
 	secrets       Secrets
+	webhooks      Webhooks
 	signer        *access.Signer
 	tokenTTL      time.Duration
 	keyLimit      ratelimit.Limit
@@ -98,7 +102,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, secrets: d.Secrets, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, secrets: d.Secrets, webhooks: d.Webhooks, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -154,6 +158,18 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodPut, "/projects/:project/secrets/:name", h.putSecret, ""},
 		{http.MethodGet, "/projects/:project/secrets", h.listSecrets, ""},
 		{http.MethodDelete, "/projects/:project/secrets/:name", h.deleteSecret, ""},
+
+		// Admin only (see webhookProject).
+		{http.MethodPost, "/projects/:project/webhooks", h.createWebhook, ""},
+		{http.MethodGet, "/projects/:project/webhooks", h.listWebhooks, ""},
+		{http.MethodGet, "/projects/:project/webhooks/:id", h.getWebhook, ""},
+		{http.MethodPatch, "/projects/:project/webhooks/:id", h.patchWebhook, ""},
+		{http.MethodDelete, "/projects/:project/webhooks/:id", h.deleteWebhook, ""},
+		{http.MethodPost, "/projects/:project/webhooks/:id/rotate-secret", h.rotateWebhookSecret, ""},
+		{http.MethodPost, "/projects/:project/webhooks/:id/test", h.testWebhook, ""},
+		{http.MethodGet, "/projects/:project/webhooks/:id/deliveries", h.listDeliveries, ""},
+		{http.MethodGet, "/projects/:project/webhooks/:id/deliveries/:delivery", h.getDelivery, ""},
+		{http.MethodPost, "/projects/:project/webhooks/:id/deliveries/:delivery/redeliver", h.redeliver, ""},
 
 		{http.MethodGet, "/queues", h.listQueues, ""},
 		{http.MethodPost, "/queues/:priority/pause", h.pauseQueue, ""},
