@@ -396,6 +396,17 @@ func TestBrowserDashboard(t *testing.T) {
 		until(`location.hash === '#/jobs?status=failed' && document.querySelectorAll('#jobs tbody tr[data-job]').length === 2 &&
 			document.querySelectorAll('#jobs tbody [data-status=failed]').length === 2`))
 
+	// A failed job retried from its page runs again as a new job.
+	do(t, ctx, "retry a failed job", chromedp.Navigate(ui+"#/jobs/"+dl.JobID),
+		until(`document.querySelector('#retry') !== null && document.querySelector('#retry').offsetParent !== null`),
+		chromedp.Click(chromedp.ID("retry")), chromedp.WaitVisible(chromedp.ID("#confirm-ok")),
+		chromedp.Click(chromedp.ID("#confirm-ok")),
+		until(fmt.Sprintf(`location.hash.startsWith('#/jobs/') && location.hash !== '#/jobs/%s' && document.querySelector('#job-status [data-status]') !== null`, dl.JobID)))
+	again := strings.TrimPrefix(eval[string](t, ctx, `location.hash`), "#/jobs/")
+	if st := waitFinal(t, n.http, again, browserWait); st.Status != contracts.StatusFailed || st.ExitCode == nil || *st.ExitCode != 3 {
+		t.Errorf("the retried job %s: %+v, want it failed with exit code 3 like the original", again, st)
+	}
+
 	// Phone width and the dark theme.
 	do(t, ctx, "phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),
 		darkTheme(),

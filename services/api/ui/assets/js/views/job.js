@@ -67,24 +67,32 @@ export async function jobView(main, { id, signal }) {
     }
   }
 
-  // Retry runs a dead letter's job again as it was queued: the only way to
-  // run a job again with everything it had (environment, secrets,
-  // directory), which the job record does not keep.
+  // Retry submits the job's stored request again as a new job (POST
+  // /v1/jobs/{id}/retry). A job whose request is not kept whole (env values
+  // are redacted in storage) can still be run again from its dead letter,
+  // which admins may retry.
   let dead = null;
+  const retriable = () => final.has(job.status) && job.status !== 'succeeded' && session.can(job.project, 'submit');
   async function findDeadLetter() {
-    if (!session.admin || !final.has(job.status) || job.status === 'succeeded') return;
+    retryBtn.hidden = !retriable();
+    if (!session.admin || retryBtn.hidden) return;
     try {
       const page = await get(`/v1/dead-letters${query({ project: job.project, limit: 1000 })}`, { signal });
       dead = page.dead_letters.find((d) => d.id === job.job_id) ?? null;
-      retryBtn.hidden = !dead;
-    } catch { /* no retry offered */ }
+    } catch { /* the job's own retry is still offered */ }
   }
   findDeadLetter();
 
   async function retry() {
-    if (!await confirmAction('Retry this job?', `Job ${job.job_id} is in the dead letters; it is submitted again as a new job, as it was queued.`, 'Retry')) return;
+    if (!await confirmAction('Retry this job?', `Job ${job.job_id} is submitted again as a new job, with the same request.`, 'Retry')) return;
     try {
-      const r = await post(`/v1/dead-letters/${enc(dead.id)}/retry${dead.retried ? '?force=true' : ''}`);
+      let r;
+      try {
+        r = await post(`/v1/jobs/${enc(job.job_id)}/retry`);
+      } catch (e) {
+        if (!dead || !['job_env_redacted', 'job_not_retriable'].includes(e.code)) throw e;
+        r = await post(`/v1/dead-letters/${enc(dead.id)}/retry${dead.retried ? '?force=true' : ''}`);
+      }
       toast(`Queued as ${r.job_id}`);
       location.hash = `#/jobs/${r.job_id}`;
     } catch (e) {
