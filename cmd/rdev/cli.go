@@ -83,6 +83,7 @@ func defaults() kong.Vars {
 		"sse_unavailable_after": duration(streamer.DefaultUnavailableAfter),
 		"output_max_age":        duration(contracts.DefaultOutputMaxAge),
 		"state_ttl":             duration(contracts.DefaultStateTTL),
+		"max_job_delay":         duration(api.DefaultMaxJobDelay),
 	}
 }
 
@@ -147,6 +148,7 @@ type apiFlags struct {
 	MaxBodyBytes   int64         `default:"${max_body_bytes}" env:"RDEV_MAX_BODY_BYTES" help:"Largest accepted request body."`
 	DefaultTimeout time.Duration `name:"default-job-timeout" default:"${default_job_timeout}" env:"RDEV_DEFAULT_JOB_TIMEOUT" help:"Timeout of jobs that set none."`
 	MaxTimeout     time.Duration `name:"max-job-timeout" default:"${max_job_timeout}" env:"RDEV_MAX_JOB_TIMEOUT" help:"Longest timeout a job may ask for."`
+	MaxDelay       time.Duration `name:"max-job-delay" default:"${max_job_delay}" env:"RDEV_MAX_JOB_DELAY" help:"How far ahead a job's run_at may be; bounded by --state-ttl and the jobs stream's max age (a scheduled job must outlive its wait)."`
 	ClaudeCommand  string        `name:"claude-command" env:"RDEV_CLAUDE_COMMAND" help:"Command line for prompts: one string split as a shell would (quotes, no expansion) or a JSON array; {prompt} marks where the Claude options, -- and the prompt go (default: claude -p --verbose {prompt})."`
 	// BootstrapKey is a secret: never logged.
 	BootstrapKey        string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
@@ -276,7 +278,7 @@ func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 		return api.Config{}, err
 	}
 	return api.Config{MaxBodyBytes: a.MaxBodyBytes, DefaultTimeout: a.DefaultTimeout,
-		MaxTimeout: a.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
+		MaxTimeout: a.MaxTimeout, MaxDelay: a.MaxDelay, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
 		RateLimitFailClosed: a.RateLimitFailClosed, KeyRateLimit: a.KeyRateLimit, KeyRateWindow: a.KeyRateWindow,
 		TokenTTL: a.StreamTokenTTL, ReinstallBootstrapKey: a.ReinstallBootstrap, BootstrapKey: a.BootstrapKey, SecretsKey: secretsKey,
 	}, nil

@@ -352,6 +352,7 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	if err != nil {
 		return nil, err
 	}
+	acfg.MaxDelay = maxDelay(acfg.MaxDelay, cfg.topology.StateTTL, d.log)
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
 		JS: ajs, State: astate, Secrets: secrets, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),

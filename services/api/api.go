@@ -35,10 +35,12 @@ import (
 // Defaults of Config: what a zero field means, and the defaults of
 // rdev's flags.
 const (
-	DefaultMaxBodyBytes   = 1 << 20
-	DefaultMaxBatchBytes  = 32 << 20
-	DefaultJobTimeout     = 10 * time.Minute
-	DefaultMaxJobTimeout  = 24 * time.Hour
+	DefaultMaxBodyBytes  = 1 << 20
+	DefaultMaxBatchBytes = 32 << 20
+	DefaultJobTimeout    = 10 * time.Minute
+	DefaultMaxJobTimeout = 24 * time.Hour
+	// DefaultMaxJobDelay is how far ahead run_at may be by default.
+	DefaultMaxJobDelay    = jobs.DefaultMaxDelay
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultRedisTimeout   = 100 * time.Millisecond
 	DefaultKeyRateWindow  = time.Minute
@@ -56,6 +58,10 @@ type Config struct {
 	DefaultTimeout time.Duration
 	// MaxTimeout is the longest timeout a job may ask for; default 24h.
 	MaxTimeout time.Duration
+	// MaxDelay is how far ahead a job's run_at may be; default
+	// DefaultMaxJobDelay. It must not exceed the state TTL or the jobs
+	// stream's max age, or a scheduled job would be lost before it runs.
+	MaxDelay time.Duration
 	// ClaudeCommand is the argv for prompts, with "{prompt}" where the
 	// job's options, "--" and the prompt go; default claude -p --verbose
 	// {prompt}.
@@ -225,7 +231,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.index = natsjs.NewJobIndex(state)
 	queue := natsjs.NewQueue(js, cfg.PublishTimeout)
 	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
-		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand,
+		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand, MaxDelay: cfg.MaxDelay,
 	}, newID)
 	var secrets httpapi.Secrets
 	if cfg.SecretsKey != nil {

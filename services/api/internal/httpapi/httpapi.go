@@ -211,6 +211,7 @@ func submission(c echo.Context, proj access.Project, sub jobs.Submission, f cont
 	sub.IdempotencyKey = f.IdempotencyKey
 	sub.MaxAttempts, sub.RetryOnExitCodes = f.MaxAttempts, f.RetryOnExitCodes
 	sub.Stderr = f.Stderr
+	sub.RunAt, sub.RunInSeconds, sub.Deadline = f.RunAt, f.RunInSeconds, f.Deadline
 	if tp := c.Request().Header.Get("traceparent"); tp != "" {
 		sub.Trace = map[string]string{"traceparent": tp, "tracestate": c.Request().Header.Get("tracestate")}
 	}

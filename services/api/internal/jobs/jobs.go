@@ -139,6 +139,9 @@ func (s *Service) UseSecrets(secrets Secrets) { s.secrets = secrets }
 // build validates sub and checks that the secrets it references exist.
 func (s *Service) build(ctx context.Context, sub Submission) (contracts.Job, error) {
 	job, err := s.limits.build(sub)
+	if err == nil {
+		err = s.limits.timing(sub, &job, s.now())
+	}
 	if err != nil || len(job.SecretEnv) == 0 {
 		return job, err
 	}
@@ -260,7 +263,8 @@ func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clie
 		// or be one that never runs because its atomic batch was aborted
 		// (which cancels it); any other is the answer.
 		unclaimed := st.Attempt == 0 && st.StartedAt == nil
-		if !unclaimed || (st.Status != contracts.StatusQueued && (st.Status != contracts.StatusCancelled || st.BatchID == "")) {
+		waiting := st.Status == contracts.StatusQueued || st.Status == contracts.StatusScheduled
+		if !unclaimed || (!waiting && (st.Status != contracts.StatusCancelled || st.BatchID == "")) {
 			return st, true, nil
 		}
 		atomic, doomed, err := s.batchOf(ctx, st, job)
@@ -268,7 +272,7 @@ func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clie
 			return contracts.JobState{}, false, err
 		}
 		if doomed {
-			if st.Status == contracts.StatusQueued {
+			if waiting {
 				// Workers would end it when its message comes, if it ever
 				// does; say so now.
 				_, _ = s.Cancel(ctx, st.JobID)
@@ -280,7 +284,7 @@ func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clie
 			}
 			continue
 		}
-		if st.Status != contracts.StatusQueued {
+		if !waiting {
 			return st, true, nil
 		}
 		if err := s.requeue(ctx, job, st, atomic, actor, clientIP); err != nil {
@@ -320,6 +324,7 @@ func (s *Service) batchOf(ctx context.Context, st contracts.JobState, job contra
 func (s *Service) requeue(ctx context.Context, job contracts.Job, st contracts.JobState, atomic bool, actor, clientIP string) error {
 	job.ID, job.StreamID, job.SubmittedAt, job.Priority = st.JobID, st.StreamID, st.SubmittedAt, st.Priority
 	job.BatchID, job.BatchAtomic = st.BatchID, atomic
+	job.RunAt, job.Deadline = st.RunAt, st.Deadline
 	// The first submit may have failed before its audit record or its
 	// stream reference was stored; both are no-ops if they were.
 	audited := make(chan error, 1)
