@@ -275,6 +275,9 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 		a.Register(hs.Echo) //nolint:contextcheck // registers routes; handlers use their request's context
 		ui.Register(hs.Echo, ui.Config{TraceURL: cfg.api.UITraceURL})
 		add("api", a, 0)
+		// Every API replica sweeps the cron schedules; stopped before the
+		// API it submits through.
+		add("scheduler", a.Scheduler(0), 0)
 	}
 	g.Add("http", hs, cfg.http.ShutdownTimeout)
 	if cfg.streamer != nil {

@@ -51,6 +51,13 @@ const (
 	// restarted the dispatch of a priority level.
 	AuditQueuePaused  AuditKind = "queue_paused"
 	AuditQueueResumed AuditKind = "queue_resumed"
+	// AuditScheduleCreated, AuditScheduleUpdated (paused and resumed
+	// too), AuditScheduleDeleted and AuditScheduleTriggered record the
+	// handling of cron schedules.
+	AuditScheduleCreated   AuditKind = "schedule_created"
+	AuditScheduleUpdated   AuditKind = "schedule_updated"
+	AuditScheduleDeleted   AuditKind = "schedule_deleted"
+	AuditScheduleTriggered AuditKind = "schedule_triggered"
 )
 
 // AuditKinds lists every kind, for validation of filters.
@@ -58,7 +65,8 @@ func AuditKinds() []AuditKind {
 	return []AuditKind{AuditJobSubmitted, AuditJobFinished, AuditKeyCreated, AuditKeyRevoked,
 		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied,
 		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
-		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed}
+		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed,
+		AuditScheduleCreated, AuditScheduleUpdated, AuditScheduleDeleted, AuditScheduleTriggered}
 }
 
 // SubjectAudit is where an audit record about project ("" for none) of the

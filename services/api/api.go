@@ -30,6 +30,7 @@ import (
 	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
+	"github.com/rdev-dev/rdev/services/api/internal/schedules"
 )
 
 // Defaults of Config: what a zero field means, and the defaults of
@@ -171,6 +172,8 @@ type Deps struct {
 	// ShowKey is given the admin key the first Start generates, to be
 	// shown once (only its hash is stored); nil discards it.
 	ShowKey func(key string)
+	// Clock is the scheduler's time (time.Now when nil; tests move it).
+	Clock func() time.Time
 }
 
 // Service is the API: register its routes on an Echo instance, then
@@ -187,7 +190,9 @@ type Service struct {
 	nc       *nats.Conn
 	log      *slog.Logger
 	metrics  *metrics
-	redis    pinger
+	// schedules fires cron schedules (see Scheduler).
+	schedules *schedules.Service
+	redis     pinger
 	// failClosed: requests are refused while Redis is down.
 	failClosed bool
 	// reinstallBootstrap: see Config.ReinstallBootstrapKey.
@@ -233,6 +238,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand, MaxDelay: cfg.MaxDelay,
 	}, newID)
+	smetrics, err := newScheduleMetrics(deps.Telemetry.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
+	clock := deps.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	s.schedules = schedules.New(natsjs.NewSchedules(js), svc, s.cached, s.audit, smetrics, newID, clock)
 	var secrets httpapi.Secrets
 	if cfg.SecretsKey != nil {
 		box, err := seal.New(cfg.SecretsKey)
@@ -245,7 +259,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
-		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
+		Audit: s.audit, Query: auditQuery{s.audit}, Schedules: s.schedules, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})

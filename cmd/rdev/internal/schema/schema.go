@@ -96,6 +96,12 @@ func messages() map[string]any {
 		"queue_pause":           contracts.QueuePause{},
 		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
 		"dead_letter_purge":     contracts.DeadLetterPurge{},
+		"schedule_request":      contracts.ScheduleRequest{},
+		"schedule_patch":        contracts.SchedulePatch{},
+		"schedule":              contracts.Schedule{},
+		"schedule_response":     contracts.ScheduleResponse{},
+		"schedule_list":         contracts.ScheduleList{},
+		"schedule_run":          contracts.ScheduleRun{},
 	}
 }
 

@@ -178,7 +178,43 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 	if err != nil {
 		return contracts.JobState{}, false, err
 	}
+	if sub.JobID != "" {
+		return s.queueAs(ctx, job, sub.JobID, sub.Actor, sub.ClientIP)
+	}
 	return s.queueNew(ctx, job, sub.Actor, sub.ClientIP, sub.CanRead)
+}
+
+// Check validates sub as Submit would, without queuing anything: for
+// a job stored to be submitted later (a schedule's).
+func (s *Service) Check(ctx context.Context, sub Submission) error {
+	if err := s.continued(ctx, &sub); err != nil {
+		return err
+	}
+	_, err := s.build(ctx, sub)
+	return err
+}
+
+// queueAs queues job under the id given, once: a job already stored
+// under it is the answer, put in the queue again if no worker ever
+// claimed it (its first submit may have stopped before the queue; the
+// message id makes a repeat within the duplicate window a no-op).
+func (s *Service) queueAs(ctx context.Context, job contracts.Job, id, actor, clientIP string) (contracts.JobState, bool, error) {
+	job.ID, job.StreamID = id, s.newID()
+	job.SubmittedAt = s.now().UTC()
+	st, err := s.create(ctx, job, actor, clientIP)
+	if !errors.Is(err, ErrJobExists) {
+		return st, false, err
+	}
+	if st, err = s.store.Job(ctx, id); err != nil {
+		return contracts.JobState{}, false, fmt.Errorf("load job %s: %w: %w", id, ErrUnavailable, err)
+	}
+	waiting := st.Status == contracts.StatusQueued || st.Status == contracts.StatusScheduled
+	if waiting && st.Attempt == 0 && st.StartedAt == nil {
+		if err := s.requeue(ctx, job, st, false, actor, clientIP); err != nil {
+			return contracts.JobState{}, false, err
+		}
+	}
+	return st, true, nil
 }
 
 // Resubmit queues a job again as a new job (new ids, first attempt, a

@@ -50,6 +50,10 @@ type Submission struct {
 	Claude contracts.ClaudeOptions
 	// Stderr is "", contracts.StderrSeparate or contracts.StderrMerge.
 	Stderr string
+	// JobID, set only by the scheduler, is the job's id, derived from
+	// the run it is (contracts.ScheduleJobID): a second submit with it
+	// returns the first one's job.
+	JobID string
 	// RunAt (RFC 3339) or RunInSeconds delay the job; Deadline (RFC 3339)
 	// expires it if it has not started by then.
 	RunAt        string
