@@ -50,6 +50,7 @@ type cli struct {
 	Keys        keysCmd        `cmd:"" group:"client" help:"List, create and revoke API keys (admin)."`
 	Audit       auditCmd       `cmd:"" group:"client" help:"Read the audit log."`
 	Queues      queuesCmd      `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
+	Schedules   schedulesCmd   `cmd:"" group:"client" help:"List, create, trigger, pause and delete cron schedules."`
 	DeadLetters deadLettersCmd `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
 	Context     contextCmd     `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
 	Completion  completionCmd  `cmd:"" group:"client" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`

@@ -2,6 +2,8 @@ package main
 
 import (
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,5 +40,58 @@ func TestScheduleTriggerRunsUnderUp(t *testing.T) {
 	if status != http.StatusOK || len(l.Schedules) != 1 || len(l.Schedules[0].Runs) != 1 ||
 		l.Schedules[0].Runs[0].Status != contracts.StatusSucceeded {
 		t.Fatalf("list: %d %s", status, rb)
+	}
+}
+
+// The schedules commands: create, ls, get, trigger, pause, resume,
+// delete; and a delayed job shows its run_at in jobs get.
+func TestSchedulesCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	t.Parallel()
+	n := startInProcess(t)
+	createProject(t, n, "cronc")
+	env := serverEnv(n)
+	cli := func(args ...string) string {
+		t.Helper()
+		// -p before the arguments: what follows -- is the command.
+		out, stderr, code := runCLI(t, env, append(append(args[:2:2], "-p", "cronc"), args[2:]...)...)
+		if code != 0 {
+			t.Fatalf("rdev %v: exit %d, %s", args, code, stderr)
+		}
+		return out
+	}
+	sc := mustJSON[contracts.ScheduleResponse](t, cli("schedules", "create", "-o", "json", "--tz", "Europe/Berlin", "--overlap", "skip",
+		"nightly", "30 2 * * *", "--", "echo", "hi"))
+	if sc.Cron != "30 2 * * *" || sc.Overlap != "skip" || len(sc.NextRuns) != 5 || !slices.Equal(sc.Job.Command, []string{"echo", "hi"}) {
+		t.Fatalf("created %+v", sc)
+	}
+	if out := cli("schedules", "ls"); !strings.Contains(out, sc.ID) || !strings.Contains(out, "Europe/Berlin") {
+		t.Fatalf("ls:\n%s", out)
+	}
+	run := mustJSON[contracts.ScheduleRun](t, cli("schedules", "trigger", "-o", "json", sc.ID))
+	if st := waitFinal(t, n.http, run.JobID, 30*time.Second); st.Status != contracts.StatusSucceeded {
+		t.Fatalf("triggered job %+v", st)
+	}
+	if out := cli("schedules", "get", sc.ID); !strings.Contains(out, run.JobID) || !strings.Contains(out, "succeeded") ||
+		!strings.Contains(out, "next runs:") {
+		t.Fatalf("get:\n%s", out)
+	}
+	if p := mustJSON[contracts.ScheduleResponse](t, cli("schedules", "pause", "-o", "json", sc.ID)); !p.Paused {
+		t.Fatalf("pause: %+v", p)
+	}
+	if p := mustJSON[contracts.ScheduleResponse](t, cli("schedules", "resume", "-o", "json", sc.ID)); p.Paused {
+		t.Fatalf("resume: %+v", p)
+	}
+	cli("schedules", "delete", sc.ID)
+	if _, stderr, code := runCLI(t, env, "schedules", "get", sc.ID, "-p", "cronc"); code == 0 || !strings.Contains(stderr, "schedule_not_found") {
+		t.Fatalf("get after delete: exit %d, %s", code, stderr)
+	}
+
+	r := submit(t, n.http, "cronc", map[string]any{"command": []string{"true"}, "run_in_seconds": 3600})
+	out, stderr, code := runCLI(t, env, "jobs", "get", r.JobID)
+	if code != 0 || !strings.Contains(out, "RUN AT") || !strings.Contains(out, "scheduled") {
+		t.Fatalf("jobs get of a delayed job: exit %d\n%s%s", code, out, stderr)
 	}
 }
