@@ -1,6 +1,7 @@
 package schedules
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -58,7 +59,8 @@ func TestParseRefuses(t *testing.T) {
 		{"* * * * *", "Local", "invalid_timezone"},
 	} {
 		_, err := Parse(c.cron, c.zone)
-		if e, ok := err.(*Error); !ok || e.Code != c.code {
+		var e *Error
+		if !errors.As(err, &e) || e.Code != c.code {
 			t.Errorf("Parse(%q, %q) = %v, want %s", c.cron, c.zone, err, c.code)
 		}
 	}

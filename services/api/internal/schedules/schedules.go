@@ -226,7 +226,7 @@ func (s *Service) List(ctx context.Context, project access.Project) (contracts.S
 
 // Update applies patch to a schedule of project.
 func (s *Service) Update(ctx context.Context, by Actor, project access.Project, id string, patch contracts.SchedulePatch) (contracts.ScheduleResponse, error) {
-	for {
+	for range casRounds {
 		sc, rev, err := s.load(ctx, project, id)
 		if err != nil {
 			return contracts.ScheduleResponse{}, err
@@ -254,6 +254,7 @@ func (s *Service) Update(ctx context.Context, by Actor, project access.Project, 
 		s.record(contracts.AuditScheduleUpdated, by, sc, patchDetail(patch))
 		return s.response(ctx, sc, spec), nil
 	}
+	return contracts.ScheduleResponse{}, fmt.Errorf("schedule %s kept changing: %w", id, jobs.ErrUnavailable)
 }
 
 func apply(sc *contracts.Schedule, p contracts.SchedulePatch) {
@@ -322,18 +323,28 @@ func (s *Service) Trigger(ctx context.Context, by Actor, project access.Project,
 	if err != nil {
 		return contracts.ScheduleRun{}, err
 	}
-	for {
-		cur, rev, err := s.load(ctx, project, id)
-		if err != nil {
-			return run, nil // deleted meanwhile: the job is queued all the same
-		}
-		cur.Runs = remember(cur.Runs, run)
-		if err = s.store.Update(ctx, cur, rev); !errors.Is(err, ErrConflict) {
-			break
-		}
-	}
+	s.rememberRun(ctx, project, id, run)
 	s.record(contracts.AuditScheduleTriggered, by, sc, map[string]any{"job_id": run.JobID})
 	return run, nil
+}
+
+// casRounds bounds the compare-and-set retries of one change.
+const casRounds = 8
+
+// rememberRun adds a manual run to the schedule's runs, as far as it can:
+// the run's job is queued whatever becomes of the record (a schedule
+// deleted meanwhile has no runs to keep).
+func (s *Service) rememberRun(ctx context.Context, project access.Project, id string, run contracts.ScheduleRun) {
+	for range casRounds {
+		cur, rev, err := s.load(ctx, project, id)
+		if err != nil {
+			return
+		}
+		cur.Runs = remember(cur.Runs, run)
+		if err := s.store.Update(ctx, cur, rev); !errors.Is(err, ErrConflict) {
+			return
+		}
+	}
 }
 
 // load reads a schedule of project's incarnation (one of a project
