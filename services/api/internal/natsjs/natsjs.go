@@ -44,7 +44,10 @@ func (s *Store) Create(ctx context.Context, st contracts.JobState, ref contracts
 		}
 		return 0, jobs.ErrJobExists
 	}
-	if serr != nil {
+	// A stream id is this job's alone: a reference found there was
+	// restored by a concurrent submit of the same job (RestoreStreamRef
+	// after it saw the state just created), and is this one.
+	if serr != nil && !errors.Is(serr, state.ErrConflict) {
 		return 0, serr
 	}
 	return rev, jerr

@@ -21,11 +21,7 @@ type Schedules struct{ js jetstream.JetStream }
 func NewSchedules(js jetstream.JetStream) *Schedules { return &Schedules{js: js} }
 
 func (s *Schedules) kv(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := s.js.KeyValue(ctx, contracts.BucketQueues)
-	if err != nil {
-		return nil, fmt.Errorf("queues bucket: %w", err)
-	}
-	return kv, nil
+	return queuesBucket(ctx, s.js)
 }
 
 // Create stores a new schedule.
