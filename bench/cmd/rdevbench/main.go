@@ -52,6 +52,8 @@ type config struct {
 	queueJobs       int
 	priorityProbes  int
 	priorityBacklog int
+	delayedJobs     int
+	delayedWaiting  int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -60,7 +62,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
-	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority", "scenarios to run, comma separated")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority,delayed", "scenarios to run, comma separated")
 	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
 	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
 	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
@@ -72,6 +74,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.queueJobs, "queue-jobs", 10_000, "e2e: no-op jobs per run, rdev and asynq (-quick 1000)")
 	fs.IntVar(&c.priorityProbes, "priority-probes", 100, "priority: high-priority jobs timed idle and busy (-quick 30)")
 	fs.IntVar(&c.priorityBacklog, "priority-backlog", 10_000, "priority: low-priority jobs queued ahead (multiple of 1000)")
+	fs.IntVar(&c.delayedJobs, "delayed-jobs", 10_000, "delayed: jobs due in the same second (-quick 1000)")
+	fs.IntVar(&c.delayedWaiting, "delayed-waiting", 100_000, "delayed: delayed jobs waiting while the CPU is measured (-quick 10000)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -87,6 +91,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"auth-requests":   func() { c.authRequests = 3000 },
 			"queue-jobs":      func() { c.queueJobs = 1000 },
 			"priority-probes": func() { c.priorityProbes = 30 },
+			"delayed-jobs":    func() { c.delayedJobs = 1000 },
+			"delayed-waiting": func() { c.delayedWaiting = 10_000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -100,13 +106,13 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 || c.queueJobs < 1 ||
-		c.priorityProbes < 1 || c.priorityBacklog < 1000 {
+		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "delayed"}
 
 // env is what every scenario shares.
 type env struct {
@@ -189,7 +195,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "%s\nmachine: %s\nprocess logs: %s\n\n", rep.Command, rep.Machine, e.logs)
 	scenarios := map[string]func(context.Context, *env, config) ([]figure, error){
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
-		"e2e": throughputE2E, "priority": priorityLatency,
+		"e2e": throughputE2E, "priority": priorityLatency, "delayed": delayedJobs,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {
