@@ -62,7 +62,9 @@ func replicas(t *testing.T, n int, clk *clock) (bundle, []*api.Scheduler, []*api
 	apis[0].Register(e)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	b := bundle{url: srv.URL, js: js, admin: adminKey, http: &http.Client{Transport: openapitest.Transport(t, nil)}}
+	kv, err := js.KeyValue(t.Context(), contracts.BucketState)
+	must(t, err)
+	b := bundle{url: srv.URL, js: js, kv: kv, admin: adminKey, http: &http.Client{Transport: openapitest.Transport(t, nil)}}
 	if resp, body := b.post(t, "/v1/projects", "application/json", []byte(`{"id":"demo"}`)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create project: %d %s", resp.StatusCode, body)
 	}
@@ -312,4 +314,24 @@ func audited(t *testing.T, b bundle, kind contracts.AuditKind) bool {
 		_, rb := b.get(t, "/v1/projects/demo/audit?kind="+string(kind))
 		return len(decodeJSON[contracts.AuditPage](t, rb).Records) > 0
 	}) == nil
+}
+
+// A delayed job is one of its project's pending jobs: deleting the
+// project cancels it while it is scheduled.
+func TestDeletingProjectCancelsDelayedJob(t *testing.T) {
+	t.Parallel()
+	b, _, _ := replicas(t, 1, &clock{now: time.Now()})
+	resp, rb := b.post(t, "/v1/projects/demo/commands", "application/json", []byte(`{"command":["true"],"run_in_seconds":3600}`))
+	r := decodeJSON[contracts.SubmitResponse](t, rb)
+	if resp.StatusCode != http.StatusAccepted || r.Status != contracts.StatusScheduled {
+		t.Fatalf("submit: %d %s", resp.StatusCode, rb)
+	}
+	if resp, rb := b.do(t, http.MethodDelete, "/v1/projects/demo", "", nil); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete project: %d %s", resp.StatusCode, rb)
+	}
+	st, err := b.kv.Get(t.Context(), contracts.JobKey(r.JobID))
+	must(t, err)
+	if got := decodeJSON[contracts.JobState](t, st.Value()); got.Status != contracts.StatusCancelled {
+		t.Fatalf("delayed job of the deleted project: %s", got.Status)
+	}
 }

@@ -197,7 +197,7 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision ui
 	jobMsg.Header.Set(contracts.HeaderJobID, job.ID)
 	jobMsg.Header.Set(contracts.HeaderStateRevision, strconv.FormatUint(stateRevision, 10))
 	if job.RunAt != nil {
-		schedule(jobMsg, *job.RunAt)
+		schedule(jobMsg, job.Project, *job.RunAt)
 	}
 
 	evAck, err := q.js.PublishMsgAsync(evMsg, jetstream.WithMsgID(job.ID+":"+string(kind)), jetstream.WithExpectStream(contracts.StreamOutput))
@@ -234,10 +234,10 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision ui
 // The schedule is stored and replicated like any message before the
 // publish is acknowledged, so it survives restarts of every process; no
 // rdev process keeps a timer.
-func schedule(msg *nats.Msg, runAt time.Time) {
+func schedule(msg *nats.Msg, project string, runAt time.Time) {
 	msg.Header.Set("Nats-Schedule-Target", msg.Subject)
 	msg.Header.Set("Nats-Schedule", "@at "+runAt.UTC().Format(time.RFC3339Nano))
-	msg.Subject = contracts.SubjectScheduledJob(msg.Header.Get(contracts.HeaderJobID))
+	msg.Subject = contracts.SubjectScheduledJob(project, msg.Header.Get(contracts.HeaderJobID))
 }
 
 // Announce stores a lifecycle event with the message id the workers use
@@ -278,19 +278,22 @@ func (q *Queue) Pending(ctx context.Context, project string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	subject := contracts.SubjectJobsPrefix + ".*." + project
+	// Queued at a priority, or delayed (scheduled).
 	var ids []string
-	for seq := uint64(1); ; {
-		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return ids, nil
+	for _, subject := range []string{contracts.SubjectJobsPrefix + ".*." + project, contracts.SubjectScheduledJob(project, "*")} {
+		for seq := uint64(1); ; {
+			m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+			if id := m.Header.Get(contracts.HeaderJobID); id != "" {
+				ids = append(ids, id)
+			}
+			seq = m.Sequence + 1
 		}
-		if err != nil {
-			return nil, err
-		}
-		if id := m.Header.Get(contracts.HeaderJobID); id != "" {
-			ids = append(ids, id)
-		}
-		seq = m.Sequence + 1
 	}
+	return ids, nil
 }
