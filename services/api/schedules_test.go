@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -333,5 +334,41 @@ func TestDeletingProjectCancelsDelayedJob(t *testing.T) {
 	must(t, err)
 	if got := decodeJSON[contracts.JobState](t, st.Value()); got.Status != contracts.StatusCancelled {
 		t.Fatalf("delayed job of the deleted project: %s", got.Status)
+	}
+}
+
+// A schedule acts for the key that created it: once that key is revoked
+// its runs are refused (recorded, not queued); once its project is
+// deleted, the schedule goes.
+func TestScheduleFollowsItsKeyAndProject(t *testing.T) {
+	t.Parallel()
+	clk := &clock{now: t0}
+	b, scheds, _ := replicas(t, 1, clk)
+	k := b.newKey(t, `{"name":"ci","scopes":["project:demo:submit","project:demo:read"]}`)
+	resp, rb := b.post(t, "/v1/projects/demo/schedules", "application/json",
+		[]byte(`{"name":"ci","cron":"* * * * *","job":{"command":["true"]}}`), "Authorization", "Bearer "+k.Key)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create as ci key: %d %s", resp.StatusCode, rb)
+	}
+	sc := decodeJSON[contracts.ScheduleResponse](t, rb)
+	if resp, rb := b.do(t, http.MethodDelete, "/v1/keys/"+k.ID, "", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("revoke: %d %s", resp.StatusCode, rb)
+	}
+	clk.Set(t0.Add(time.Minute))
+	sweep(t, scheds...)
+	got := getSchedule(t, b, sc.ID)
+	if len(got.Runs) != 1 || got.Runs[0].Outcome != contracts.RunRefused || got.Runs[0].JobID != "" {
+		t.Fatalf("runs after the key was revoked: %+v", got.Runs)
+	}
+
+	if resp, rb := b.do(t, http.MethodDelete, "/v1/projects/demo", "", nil); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete project: %d %s", resp.StatusCode, rb)
+	}
+	clk.Set(t0.Add(2 * time.Minute))
+	sweep(t, scheds...)
+	kv, err := b.js.KeyValue(t.Context(), contracts.BucketQueues)
+	must(t, err)
+	if _, err := kv.Get(t.Context(), contracts.ScheduleKey("demo", sc.ID)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("schedule of the deleted project: %v, want it deleted", err)
 	}
 }

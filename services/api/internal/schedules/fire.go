@@ -89,9 +89,8 @@ func (s *Service) fire(ctx context.Context, sc contracts.Schedule, rev uint64) e
 // projectGone reports whether sc's project was deleted (or created
 // again) since sc was created.
 func (s *Service) projectGone(ctx context.Context, sc contracts.Schedule) (bool, error) {
-	p, err := s.projects.Project(ctx, sc.Project)
-	var ae *access.Error
-	if errors.As(err, &ae) && ae.Kind == access.KindNotFound {
+	p, err := s.access.Project(ctx, sc.Project)
+	if errors.Is(err, access.ErrNotFound) {
 		return true, nil
 	}
 	if err != nil {
@@ -126,6 +125,16 @@ func (s *Service) run(ctx context.Context, sc contracts.Schedule, t time.Time, m
 			}
 		}
 	}
+	if !manual {
+		// A manual run's caller was authorized; a scheduled one acts for
+		// the key that created the schedule, which must still be allowed.
+		if ok, err := s.mayStillSubmit(ctx, sc, t); err != nil || !ok {
+			if !ok && err == nil {
+				run.Outcome, run.Message = contracts.RunRefused, "the API key "+sc.Actor+" that created the schedule was revoked, expired or lost the submit role on the project"
+			}
+			return run, err
+		}
+	}
 	sub, err := submission(sc)
 	if err != nil {
 		return run, err
@@ -145,6 +154,20 @@ func (s *Service) run(ctx context.Context, sc contracts.Schedule, t time.Time, m
 		s.observer.Fired(ctx, st.SubmittedAt.Sub(t))
 	}
 	return run, nil
+}
+
+// mayStillSubmit reports whether the key that created sc may submit in
+// its project at t.
+func (s *Service) mayStillSubmit(ctx context.Context, sc contracts.Schedule, t time.Time) (bool, error) {
+	k, err := s.access.Key(ctx, sc.Actor)
+	if errors.Is(err, access.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	live := k.RevokedAt == nil && (k.ExpiresAt == nil || t.Before(*k.ExpiresAt))
+	return live && access.NewPrincipal(k).Can(sc.Project, access.RoleSubmit), nil
 }
 
 // previous is the job of the latest run before the one whose job is id.

@@ -57,10 +57,12 @@ type Jobs interface {
 	Cancel(ctx context.Context, id string) (contracts.JobState, error)
 }
 
-// Projects tells whether a schedule's project still exists (a deleted
-// project's schedules are deleted when next due).
-type Projects interface {
+// Access tells whether a schedule's project still exists (a deleted
+// project's schedules are deleted when next due) and whether the key that
+// created it may still submit there (its runs are refused otherwise).
+type Access interface {
 	Project(ctx context.Context, id string) (access.Project, error)
+	Key(ctx context.Context, id string) (access.Key, error)
 }
 
 // Audit records the acts on schedules.
@@ -88,7 +90,7 @@ const nextRuns = 5
 type Service struct {
 	store    Store
 	jobs     Jobs
-	projects Projects
+	access   Access
 	audit    Audit
 	observer Observer
 	newID    func() string
@@ -96,8 +98,8 @@ type Service struct {
 }
 
 // New returns a Service; now is its clock (time.Now but in tests).
-func New(store Store, j Jobs, projects Projects, audit Audit, observer Observer, newID func() string, now func() time.Time) *Service {
-	return &Service{store: store, jobs: j, projects: projects, audit: audit, observer: observer, newID: newID, now: now}
+func New(store Store, j Jobs, acc Access, audit Audit, observer Observer, newID func() string, now func() time.Time) *Service {
+	return &Service{store: store, jobs: j, access: acc, audit: audit, observer: observer, newID: newID, now: now}
 }
 
 // Actor is who acts on a schedule: an API key id and its address.
