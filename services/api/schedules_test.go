@@ -372,3 +372,22 @@ func TestScheduleFollowsItsKeyAndProject(t *testing.T) {
 		t.Fatalf("schedule of the deleted project: %v, want it deleted", err)
 	}
 }
+
+// One pass moves a schedule past an outage of any length: catch_up one
+// fires the latest missed time once, not once per ScheduleMaxCatchUp.
+func TestScheduleCatchUpOneAfterLongOutage(t *testing.T) {
+	t.Parallel()
+	clk := &clock{now: t0}
+	b, scheds, _ := replicas(t, 1, clk)
+	sc := createSchedule(t, b, `{"name":"hourly","cron":"0 * * * *","catch_up":"one","job":{"command":["true"]}}`)
+	clk.Advance(300*time.Hour + 30*time.Minute)
+	sweep(t, scheds...)
+	got := getSchedule(t, b, sc.ID)
+	last := got.Runs[len(got.Runs)-1]
+	if !got.Next.Equal(t0.Add(301*time.Hour)) || last.Outcome != contracts.RunQueued || !last.ScheduledAt.Equal(t0.Add(300*time.Hour)) {
+		t.Fatalf("next %s, last run %+v; want next %s and the run of %s queued", got.Next, last, t0.Add(301*time.Hour), t0.Add(300*time.Hour))
+	}
+	if n := queuedJobs(t, b.js); n != 1 {
+		t.Fatalf("%d jobs queued, want 1", n)
+	}
+}

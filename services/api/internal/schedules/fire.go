@@ -51,27 +51,30 @@ func (s *Service) fire(ctx context.Context, sc contracts.Schedule, rev uint64) e
 	if err != nil {
 		return err
 	}
+	// Times more than ScheduleLateAfter late were missed: catch_up says
+	// which of them still run. However long the outage, one pass moves the
+	// schedule past it (only on-time times, or catch_up all, are capped).
 	var due []time.Time
+	var latest time.Time // the latest missed time, for catch_up one
 	next := sc.Next
 	for ; !next.IsZero() && !next.After(now) && len(due) < contracts.ScheduleMaxCatchUp; next = spec.Next(next) {
-		due = append(due, next)
-	}
-	fire := make(map[time.Time]bool, len(due))
-	for _, t := range due {
-		switch late := now.Sub(t) > contracts.ScheduleLateAfter; {
-		case !late, sc.CatchUp == contracts.CatchUpAll:
-			fire[t] = true
-		}
-	}
-	if sc.CatchUp == contracts.CatchUpOne && len(fire) == 0 {
-		fire[due[len(due)-1]] = true
-	}
-	for _, t := range due {
-		if !fire[t] {
-			sc.Runs = remember(sc.Runs, contracts.ScheduleRun{ScheduledAt: t, Outcome: contracts.RunMissed})
-			s.observer.Skipped(ctx, contracts.RunMissed)
+		if now.Sub(next) <= contracts.ScheduleLateAfter || sc.CatchUp == contracts.CatchUpAll {
+			due = append(due, next)
 			continue
 		}
+		if !latest.IsZero() {
+			s.missed(ctx, &sc, latest)
+		}
+		latest = next
+	}
+	if !latest.IsZero() {
+		if sc.CatchUp == contracts.CatchUpOne && len(due) == 0 {
+			due = append(due, latest)
+		} else {
+			s.missed(ctx, &sc, latest)
+		}
+	}
+	for _, t := range due {
 		run, err := s.run(ctx, sc, t, false)
 		if err != nil {
 			// Not advanced: the next sweep tries this time again.
@@ -84,6 +87,12 @@ func (s *Service) fire(ctx context.Context, sc contracts.Schedule, rev uint64) e
 		return fmt.Errorf("advance: %w", err)
 	}
 	return nil
+}
+
+// missed records that sc's time t passed while no scheduler ran.
+func (s *Service) missed(ctx context.Context, sc *contracts.Schedule, t time.Time) {
+	sc.Runs = remember(sc.Runs, contracts.ScheduleRun{ScheduledAt: t, Outcome: contracts.RunMissed})
+	s.observer.Skipped(ctx, contracts.RunMissed)
 }
 
 // projectGone reports whether sc's project was deleted (or created
