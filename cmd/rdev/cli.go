@@ -54,6 +54,7 @@ type cli struct {
 	Keys        keysCmd        `cmd:"" group:"client" help:"List, create and revoke API keys (admin)."`
 	Audit       auditCmd       `cmd:"" group:"client" help:"Read the audit log."`
 	Queues      queuesCmd      `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
+	Schedules   schedulesCmd   `cmd:"" group:"client" help:"List, create, trigger, pause and delete cron schedules."`
 	DeadLetters deadLettersCmd `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
 	Context     contextCmd     `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
 	Completion  completionCmd  `cmd:"" group:"client" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`
@@ -93,6 +94,7 @@ func defaults() kong.Vars {
 		"webhook_disable_after":  duration(notifier.DefaultDisableAfter),
 		"webhook_lease_ttl":      duration(notifier.DefaultLeaseTTL),
 		"webhook_concurrency":    strconv.Itoa(notifier.DefaultConcurrency),
+		"max_job_delay":          duration(api.DefaultMaxJobDelay),
 	}
 }
 
@@ -157,6 +159,7 @@ type apiFlags struct {
 	MaxBodyBytes   int64         `default:"${max_body_bytes}" env:"RDEV_MAX_BODY_BYTES" help:"Largest accepted request body."`
 	DefaultTimeout time.Duration `name:"default-job-timeout" default:"${default_job_timeout}" env:"RDEV_DEFAULT_JOB_TIMEOUT" help:"Timeout of jobs that set none."`
 	MaxTimeout     time.Duration `name:"max-job-timeout" default:"${max_job_timeout}" env:"RDEV_MAX_JOB_TIMEOUT" help:"Longest timeout a job may ask for."`
+	MaxDelay       time.Duration `name:"max-job-delay" default:"${max_job_delay}" env:"RDEV_MAX_JOB_DELAY" help:"How far ahead a job's run_at may be; bounded by --state-ttl and the jobs stream's max age (a scheduled job must outlive its wait)."`
 	ClaudeCommand  string        `name:"claude-command" env:"RDEV_CLAUDE_COMMAND" help:"Command line for prompts: one string split as a shell would (quotes, no expansion) or a JSON array; {prompt} marks where the Claude options, -- and the prompt go (default: claude -p --verbose {prompt})."`
 	// BootstrapKey is a secret: never logged.
 	BootstrapKey         string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
@@ -329,7 +332,7 @@ func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 		return api.Config{}, err
 	}
 	return api.Config{MaxBodyBytes: a.MaxBodyBytes, DefaultTimeout: a.DefaultTimeout,
-		MaxTimeout: a.MaxTimeout, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
+		MaxTimeout: a.MaxTimeout, MaxDelay: a.MaxDelay, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
 		RateLimitFailClosed: a.RateLimitFailClosed, KeyRateLimit: a.KeyRateLimit, KeyRateWindow: a.KeyRateWindow,
 		TokenTTL: a.StreamTokenTTL, ReinstallBootstrapKey: a.ReinstallBootstrap, BootstrapKey: a.BootstrapKey, SecretsKey: secretsKey,
 		WebhookSecretOverlap: a.WebhookSecretOverlap,

@@ -61,13 +61,13 @@ func (o outputFlags) painter(w io.Writer) func(contracts.Status) string {
 		if !colour {
 			return string(s)
 		}
-		code := "33" // yellow: queued, running
+		code := "33" // yellow: scheduled, queued, running
 		switch s {
 		case contracts.StatusSucceeded:
 			code = "32"
 		case contracts.StatusFailed, contracts.StatusTimedOut:
 			code = "31"
-		case contracts.StatusCancelled:
+		case contracts.StatusCancelled, contracts.StatusExpired:
 			code = "90"
 		}
 		return "\x1b[" + code + "m" + string(s) + "\x1b[0m"
@@ -124,6 +124,12 @@ func jobTable(w io.Writer, paint func(contracts.Status) string, j contracts.JobS
 	row("REASON", strings.TrimSpace(j.Reason+" "+j.Message))
 	row("LINES", fmt.Sprint(j.Lines))
 	row("SUBMITTED", j.SubmittedAt.Format(time.RFC3339))
+	if j.RunAt != nil {
+		row("RUN AT", j.RunAt.Format(time.RFC3339))
+	}
+	if j.Deadline != nil {
+		row("DEADLINE", j.Deadline.Format(time.RFC3339))
+	}
 	if j.StartedAt != nil {
 		row("STARTED", j.StartedAt.Format(time.RFC3339))
 	}

@@ -17,7 +17,7 @@ type jobsLsCmd struct {
 	Server   serverFlags `embed:""`
 	Out      outputFlags `embed:""`
 	Project  string      `short:"p" env:"RDEV_PROJECT" help:"Project whose jobs to list (default: the context's; without one, every project the key may read)."`
-	Status   string      `enum:",queued,running,succeeded,failed,timed_out,cancelled" default:"" help:"Jobs of one status: queued, running, succeeded, failed, timed_out or cancelled."`
+	Status   string      `enum:",scheduled,queued,running,succeeded,failed,timed_out,cancelled,expired" default:"" help:"Jobs of one status: scheduled, queued, running, succeeded, failed, timed_out, cancelled or expired."`
 	Priority string      `enum:",high,normal,low" default:"" help:"Jobs of one priority: high, normal or low."`
 	Kind     string      `enum:",exec,claude" default:"" help:"Jobs of one kind: exec or claude."`
 	Batch    string      `help:"Jobs of one batch (its id)."`
@@ -51,7 +51,11 @@ func (c *jobsLsCmd) Run(ctx context.Context, std stdio) error {
 			if j.ExitCode != nil {
 				exit = fmt.Sprint(*j.ExitCode)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", j.JobID, j.Project, j.Kind, j.Priority, paint(j.Status),
+			status := paint(j.Status)
+			if j.Status == contracts.StatusScheduled && j.RunAt != nil {
+				status += " " + j.RunAt.Format(time.RFC3339) // when it runs
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", j.JobID, j.Project, j.Kind, j.Priority, status,
 				j.Attempt, exit, j.SubmittedAt.Format(time.RFC3339), when(j.FinishedAt))
 		}
 		if l.NextCursor != "" {

@@ -285,6 +285,9 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 		a.Register(hs.Echo) //nolint:contextcheck // registers routes; handlers use their request's context
 		ui.Register(hs.Echo, ui.Config{TraceURL: cfg.api.UITraceURL})
 		add("api", a, 0)
+		// Every API replica sweeps the cron schedules; stopped before the
+		// API it submits through.
+		add("scheduler", a.Scheduler(0), 0)
 	}
 	g.Add("http", hs, cfg.http.ShutdownTimeout)
 	if cfg.streamer != nil {
@@ -370,6 +373,7 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	if err != nil {
 		return nil, err
 	}
+	acfg.MaxDelay = maxDelay(acfg.MaxDelay, cfg.topology.StateTTL, d.log)
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
 		JS: ajs, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),

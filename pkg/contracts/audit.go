@@ -62,6 +62,13 @@ const (
 	AuditWebhookDeleted       AuditKind = "webhook_deleted"
 	AuditWebhookDisabled      AuditKind = "webhook_disabled"
 	AuditWebhookSecretRotated AuditKind = "webhook_secret_rotated"
+	// AuditScheduleCreated, AuditScheduleUpdated (paused and resumed
+	// too), AuditScheduleDeleted and AuditScheduleTriggered record the
+	// handling of cron schedules.
+	AuditScheduleCreated   AuditKind = "schedule_created"
+	AuditScheduleUpdated   AuditKind = "schedule_updated"
+	AuditScheduleDeleted   AuditKind = "schedule_deleted"
+	AuditScheduleTriggered AuditKind = "schedule_triggered"
 )
 
 // AuditKinds lists every kind, for validation of filters.
@@ -70,7 +77,8 @@ func AuditKinds() []AuditKind {
 		AuditProjectCreated, AuditProjectUpdated, AuditProjectDeleted, AuditRequestDenied,
 		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
 		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed,
-		AuditWebhookCreated, AuditWebhookUpdated, AuditWebhookDeleted, AuditWebhookDisabled, AuditWebhookSecretRotated}
+		AuditWebhookCreated, AuditWebhookUpdated, AuditWebhookDeleted, AuditWebhookDisabled, AuditWebhookSecretRotated,
+		AuditScheduleCreated, AuditScheduleUpdated, AuditScheduleDeleted, AuditScheduleTriggered}
 }
 
 // SubjectAudit is where an audit record about project ("" for none) of the

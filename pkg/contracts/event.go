@@ -5,9 +5,12 @@ import "time"
 // EventType names a step in a job's life.
 type EventType string
 
-// The lifecycle events. Succeeded, Failed, Cancelled and TimedOut are
-// terminal: exactly one of them ends every job.
+// The lifecycle events. Succeeded, Failed, Cancelled, TimedOut and Expired
+// are terminal: exactly one of them ends every job.
 const (
+	// EventScheduled: the job was accepted with a run_at in the future; it
+	// is queued then (no queued event follows: the next is started).
+	EventScheduled EventType = "scheduled"
 	EventQueued    EventType = "queued"
 	EventStarted   EventType = "started"
 	EventSucceeded EventType = "succeeded"
@@ -18,12 +21,14 @@ const (
 	// for the next one after a backoff; Reason says why, Attempt is the
 	// attempt that failed and RetryInSeconds the delay.
 	EventRetrying EventType = "retrying"
+	// EventExpired: the job's deadline passed before it started.
+	EventExpired EventType = "expired"
 )
 
 // Terminal reports whether t ends the job.
 func (t EventType) Terminal() bool {
 	switch t {
-	case EventSucceeded, EventFailed, EventCancelled, EventTimedOut:
+	case EventSucceeded, EventFailed, EventCancelled, EventTimedOut, EventExpired:
 		return true
 	}
 	return false
@@ -55,6 +60,8 @@ const (
 	ReasonOutputLost = "output_lost"
 	// ReasonCancelled: someone cancelled the job (POST .../cancel).
 	ReasonCancelled = "cancelled"
+	// ReasonDeadline: the job's deadline passed before it could start.
+	ReasonDeadline = "deadline"
 	// ReasonUndecodable: the job message could not be decoded (dead
 	// letters only).
 	ReasonUndecodable = "undecodable"

@@ -114,6 +114,12 @@ type Job struct {
 	// not see the old one's jobs. Empty on records written before
 	// incarnations.
 	ProjectIncarnation string `json:"project_incarnation,omitempty"`
+	// RunAt is set on a delayed job: JetStream holds its message until
+	// then (see docs/scheduling.md). A worker never starts it earlier.
+	RunAt *time.Time `json:"run_at,omitempty"`
+	// Deadline, if set, is when a job that has not started yet ends
+	// expired (reason deadline) instead of running late.
+	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
 // The values of Job.Stderr.

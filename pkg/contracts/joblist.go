@@ -50,6 +50,8 @@ type JobSummary struct {
 	// ProjectIncarnation is the incarnation of Project the job belongs to
 	// (see JobState.ProjectIncarnation).
 	ProjectIncarnation string `json:"project_incarnation,omitempty"`
+	// RunAt is when a delayed job becomes queued (JobState.RunAt).
+	RunAt *time.Time `json:"run_at,omitempty"`
 }
 
 // SummaryOf returns the index entry of st, stored at revision rev.
@@ -58,7 +60,7 @@ func SummaryOf(st JobState, rev uint64) JobSummary {
 		V: Version, JobID: st.JobID, Project: st.Project, Kind: st.Kind, Priority: st.Priority,
 		Status: st.Status, Attempt: st.Attempt, ExitCode: st.ExitCode, Reason: st.Reason,
 		BatchID: st.BatchID, SubmittedAt: st.SubmittedAt, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
-		StateRevision: rev, ProjectIncarnation: st.ProjectIncarnation,
+		StateRevision: rev, ProjectIncarnation: st.ProjectIncarnation, RunAt: st.RunAt,
 	}
 }
 

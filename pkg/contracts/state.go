@@ -5,22 +5,31 @@ import "time"
 // Status is a job's state as GET /v1/jobs/{id} reports it.
 type Status string
 
-// The job statuses. Queued and Running are the only non-final ones.
+// The job statuses. Scheduled, Queued and Running are the only non-final
+// ones.
 const (
+	// StatusScheduled: the job waits for its run_at time, then is queued.
+	StatusScheduled Status = "scheduled"
 	StatusQueued    Status = "queued"
 	StatusRunning   Status = "running"
 	StatusSucceeded Status = "succeeded"
 	StatusFailed    Status = "failed"
 	StatusCancelled Status = "cancelled"
 	StatusTimedOut  Status = "timed_out"
+	// StatusExpired: the job's deadline passed before it started.
+	StatusExpired Status = "expired"
 )
 
 // Final reports whether the job has ended.
-func (s Status) Final() bool { return s != StatusQueued && s != StatusRunning && s != "" }
+func (s Status) Final() bool {
+	return s != StatusScheduled && s != StatusQueued && s != StatusRunning && s != ""
+}
 
 // StatusOf returns the status a terminal event leaves the job in.
 func StatusOf(t EventType) Status {
 	switch t {
+	case EventScheduled:
+		return StatusScheduled
 	case EventQueued:
 		return StatusQueued
 	case EventStarted:
@@ -33,6 +42,8 @@ func StatusOf(t EventType) Status {
 		return StatusCancelled
 	case EventTimedOut:
 		return StatusTimedOut
+	case EventExpired:
+		return StatusExpired
 	}
 	return StatusFailed
 }
@@ -47,6 +58,8 @@ func EndOf(s Status) EventType {
 		return EventCancelled
 	case StatusTimedOut:
 		return EventTimedOut
+	case StatusExpired:
+		return EventExpired
 	}
 	return EventFailed
 }
@@ -115,6 +128,10 @@ type JobState struct {
 	// not see the old one's jobs. Empty on records written before
 	// incarnations.
 	ProjectIncarnation string `json:"project_incarnation,omitempty"`
+	// RunAt is when a delayed job becomes queued (Job.RunAt).
+	RunAt *time.Time `json:"run_at,omitempty"`
+	// Deadline is when a job not started yet expires (Job.Deadline).
+	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
 // StreamRef is stored in BucketState under StreamKey(id) so a reader of a
@@ -140,16 +157,21 @@ type StreamRef struct {
 	ProjectIncarnation string `json:"project_incarnation,omitempty"`
 }
 
-// QueuedState is the state of a job just queued, built from its message:
+// QueuedState is the state of a job just queued (or scheduled, when it
+// has a RunAt), built from its message:
 // what the API stores at submit, and what a worker that claims the job
 // straight from its message writes over (one definition, so neither drops
 // a field the other keeps).
 func QueuedState(job Job) JobState {
-	return JobState{
+	st := JobState{
 		V: Version, JobID: job.ID, Project: job.Project, Kind: job.Kind,
 		Priority: job.Priority, Command: job.Command, Status: StatusQueued, StreamID: job.StreamID,
 		SubmittedAt: job.SubmittedAt, IdempotencyKey: job.IdempotencyKey,
 		MaxAttempts: job.MaxAttempts, BatchID: job.BatchID, TraceID: TraceID(job.Trace),
-		ProjectIncarnation: job.ProjectIncarnation,
+		ProjectIncarnation: job.ProjectIncarnation, RunAt: job.RunAt, Deadline: job.Deadline,
 	}
+	if job.RunAt != nil {
+		st.Status = StatusScheduled
+	}
+	return st
 }

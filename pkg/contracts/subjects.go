@@ -44,6 +44,13 @@ func SubjectJob(p Priority, project string) string {
 	return SubjectJobsPrefix + "." + string(p) + "." + project
 }
 
+// SubjectScheduledJob is where a delayed job's message waits, as a
+// JetStream message schedule, until it is due and published to its
+// SubjectJob; no consumer reads it. rdev.jobs.scheduled.<project>.<job id>.
+func SubjectScheduledJob(project, jobID string) string {
+	return SubjectJobsPrefix + ".scheduled." + project + "." + jobID
+}
+
 // SubjectJobsAt matches every job of one priority, whatever the project.
 func SubjectJobsAt(p Priority) string { return SubjectJobsPrefix + "." + string(p) + ".>" }
 

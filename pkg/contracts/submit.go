@@ -27,6 +27,13 @@ type SubmitOptions struct {
 	RetryOnExitCodes []int `json:"retry_on_exit_codes,omitempty"`
 	// Stderr is "separate" (default) or "merge" (2>&1: one ordered stream).
 	Stderr string `json:"stderr,omitempty"`
+	// RunAt (RFC 3339) delays the job: it is scheduled until then, then
+	// queued at its priority. A time not in the future queues it now.
+	RunAt string `json:"run_at,omitempty"`
+	// RunInSeconds delays the job by this many seconds (not with RunAt).
+	RunInSeconds int `json:"run_in_seconds,omitempty"`
+	// Deadline (RFC 3339): a job not started by then ends expired.
+	Deadline string `json:"deadline,omitempty"`
 }
 
 // CommandRequest is the body of POST /v1/projects/{project}/commands.
@@ -117,7 +124,8 @@ type SubmitResponse struct {
 	JobID string `json:"job_id"`
 	// StreamID is the job's output stream.
 	StreamID string `json:"stream_id"`
-	// Status is the job's status, queued unless the submit was replayed.
+	// Status is the job's status: queued (scheduled with a run_at in the
+	// future) unless the submit was replayed.
 	Status Status `json:"status"`
 	// EventsURL is the stream's SSE URL with a short-lived token for it.
 	EventsURL string `json:"events_url"`

@@ -25,7 +25,8 @@ func Current(ctx context.Context, js jetstream.JetStream, cfg Config) (bool, err
 		if !slices.Equal(got.Subjects, want.Subjects) || got.Retention != want.Retention || got.Storage != want.Storage ||
 			got.Replicas != want.Replicas || got.MaxAge != want.MaxAge || got.Duplicates != want.Duplicates ||
 			got.Discard != want.Discard || got.AllowBatchPublish != want.AllowBatchPublish ||
-			got.AllowAtomicPublish != want.AllowAtomicPublish || got.DenyDelete != want.DenyDelete || got.DenyPurge != want.DenyPurge {
+			got.AllowAtomicPublish != want.AllowAtomicPublish || got.DenyDelete != want.DenyDelete || got.DenyPurge != want.DenyPurge ||
+			got.AllowMsgSchedules != want.AllowMsgSchedules {
 			return false, nil
 		}
 	}

@@ -64,6 +64,11 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 		MaxAge:      cfg.JobsMaxAge,
 		Duplicates:  contracts.DuplicateWindow,
 		Discard:     jetstream.DiscardOld,
+		// Delayed jobs are JetStream message schedules: the stream's
+		// leader publishes each to its priority subject when due (the
+		// schedule subject is rolled up, which schedules require).
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
 	}, {
 		Name:        contracts.StreamOutput,
 		Description: "rdev output lines and lifecycle events, replayable from the start of each stream",

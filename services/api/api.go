@@ -31,16 +31,19 @@ import (
 	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
+	"github.com/rdev-dev/rdev/services/api/internal/schedules"
 	"github.com/rdev-dev/rdev/services/api/internal/webhooks"
 )
 
 // Defaults of Config: what a zero field means, and the defaults of
 // rdev's flags.
 const (
-	DefaultMaxBodyBytes   = 1 << 20
-	DefaultMaxBatchBytes  = 32 << 20
-	DefaultJobTimeout     = 10 * time.Minute
-	DefaultMaxJobTimeout  = 24 * time.Hour
+	DefaultMaxBodyBytes  = 1 << 20
+	DefaultMaxBatchBytes = 32 << 20
+	DefaultJobTimeout    = 10 * time.Minute
+	DefaultMaxJobTimeout = 24 * time.Hour
+	// DefaultMaxJobDelay is how far ahead run_at may be by default.
+	DefaultMaxJobDelay    = jobs.DefaultMaxDelay
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultRedisTimeout   = 100 * time.Millisecond
 	DefaultKeyRateWindow  = time.Minute
@@ -61,6 +64,10 @@ type Config struct {
 	DefaultTimeout time.Duration
 	// MaxTimeout is the longest timeout a job may ask for; default 24h.
 	MaxTimeout time.Duration
+	// MaxDelay is how far ahead a job's run_at may be; default
+	// DefaultMaxJobDelay. It must not exceed the state TTL or the jobs
+	// stream's max age, or a scheduled job would be lost before it runs.
+	MaxDelay time.Duration
 	// ClaudeCommand is the argv for prompts, with "{prompt}" where the
 	// job's options, "--" and the prompt go; default claude -p --verbose
 	// {prompt}.
@@ -179,6 +186,8 @@ type Deps struct {
 	// ShowKey is given the admin key the first Start generates, to be
 	// shown once (only its hash is stored); nil discards it.
 	ShowKey func(key string)
+	// Clock is the scheduler's time (time.Now when nil; tests move it).
+	Clock func() time.Time
 }
 
 // Service is the API: register its routes on an Echo instance, then
@@ -195,7 +204,9 @@ type Service struct {
 	nc       *nats.Conn
 	log      *slog.Logger
 	metrics  *metrics
-	redis    pinger
+	// schedules fires cron schedules (see Scheduler).
+	schedules *schedules.Service
+	redis     pinger
 	// failClosed: requests are refused while Redis is down.
 	failClosed bool
 	// reinstallBootstrap: see Config.ReinstallBootstrapKey.
@@ -239,8 +250,17 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.index = natsjs.NewJobIndex(state)
 	queue := natsjs.NewQueue(js, cfg.PublishTimeout)
 	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
-		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand,
+		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand, MaxDelay: cfg.MaxDelay,
 	}, newID)
+	smetrics, err := newScheduleMetrics(deps.Telemetry.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
+	clock := deps.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	s.schedules = schedules.New(natsjs.NewSchedules(js), svc, s.cached, s.audit, smetrics, newID, clock)
 	var secrets httpapi.Secrets
 	var hooks httpapi.Webhooks
 	if cfg.SecretsKey != nil {
@@ -257,7 +277,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Webhooks: hooks, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
-		Audit: s.audit, Query: auditQuery{s.audit}, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
+		Audit: s.audit, Query: auditQuery{s.audit}, Schedules: s.schedules, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})

@@ -49,6 +49,21 @@ func setup(t *testing.T) bundle {
 // Deps.ShowKey; it is shut down at cleanup.
 func newAPI(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Logger, showKey ...func(string)) *api.Service {
 	t.Helper()
+	deps := apiDeps(t, cfg, js, log)
+	for _, f := range showKey {
+		deps.ShowKey = f
+	}
+	a, err := api.New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
+	return a
+}
+
+// apiDeps are the dependencies newAPI gives the API.
+func apiDeps(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Logger) api.Deps {
+	t.Helper()
 	ctx := context.Background()
 	kv, err := js.KeyValue(ctx, contracts.BucketState)
 	if err != nil {
@@ -67,9 +82,6 @@ func newAPI(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Logg
 		t.Fatal(err)
 	}
 	deps := api.Deps{JS: js, State: kv, Access: store, Signer: access.NewSigner(secret), Log: log}
-	for _, f := range showKey {
-		deps.ShowKey = f
-	}
 	if cfg.SecretsKey != nil {
 		if deps.Secrets, err = js.KeyValue(ctx, contracts.BucketSecrets); err != nil {
 			t.Fatal(err)
@@ -81,12 +93,7 @@ func newAPI(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Logg
 			t.Fatal(err)
 		}
 	}
-	a, err := api.New(cfg, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
-	return a
+	return deps
 }
 
 func setupWith(t *testing.T, cfg api.Config, js jetstream.JetStream) bundle {

@@ -57,6 +57,8 @@ type config struct {
 	priorityBacklog int
 	webhookEvents   int
 	webhookRate     int
+	delayedJobs     int
+	delayedWaiting  int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -65,7 +67,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
-	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority,cli,webhooks", "scenarios to run, comma separated")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority,cli,webhooks,delayed", "scenarios to run, comma separated")
 	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
 	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
 	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
@@ -81,6 +83,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.priorityBacklog, "priority-backlog", 10_000, "priority: low-priority jobs queued ahead (multiple of 1000)")
 	fs.IntVar(&c.webhookEvents, "webhook-events", 10_000, "webhooks: terminal events per run, paced and burst (-quick 2000)")
 	fs.IntVar(&c.webhookRate, "webhook-rate", 1000, "webhooks: events a second of the paced run")
+	fs.IntVar(&c.delayedJobs, "delayed-jobs", 10_000, "delayed: jobs due in the same second (-quick 1000)")
+	fs.IntVar(&c.delayedWaiting, "delayed-waiting", 100_000, "delayed: delayed jobs waiting while the CPU is measured (-quick 10000)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -99,6 +103,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"queue-jobs":      func() { c.queueJobs = 1000 },
 			"priority-probes": func() { c.priorityProbes = 30 },
 			"webhook-events":  func() { c.webhookEvents = 2000 },
+			"delayed-jobs":    func() { c.delayedJobs = 1000 },
+			"delayed-waiting": func() { c.delayedWaiting = 10_000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -115,13 +121,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-cli-runs must be positive, -cli-warmup not negative")
 	}
 	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 || c.queueJobs < 1 ||
-		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.webhookEvents < 1 || c.webhookRate < 1 {
+		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.webhookEvents < 1 || c.webhookRate < 1 ||
+		c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed"}
 
 // env is what every scenario shares.
 type env struct {
@@ -205,7 +212,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	scenarios := map[string]func(context.Context, *env, config) ([]figure, error){
 		"cli":     cliCost,
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
-		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks,
+		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

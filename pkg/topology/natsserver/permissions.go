@@ -81,8 +81,10 @@ func Permissions(r Role) *server.Permissions {
 		pub = append(pub, read(kvSecrets)...)
 		pub = append(pub, consume(kvSecrets)...)
 		pub = append(pub, "$KV."+contracts.BucketSecrets+".>")
-		// Queue pauses: set by admins, read for GET /v1/queues.
+		// Queue pauses: set by admins, read for GET /v1/queues. Cron
+		// schedules: written by compare-and-set, listed with a watch.
 		pub = append(pub, read(kvQueues)...)
+		pub = append(pub, consume(kvQueues)...)
 		pub = append(pub, "$KV."+contracts.BucketQueues+".>")
 		// Webhook endpoints: managed; their deliveries: listed, read,
 		// redelivered, and pings created.

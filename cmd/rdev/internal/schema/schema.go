@@ -109,6 +109,12 @@ func messages() map[string]any {
 		"webhook_delivery_record": contracts.WebhookDeliveryRecord{},
 		"webhook_delivery_page":   contracts.WebhookDeliveryPage{},
 		"webhook_payload":         contracts.WebhookPayload{},
+		"schedule_request":        contracts.ScheduleRequest{},
+		"schedule_patch":          contracts.SchedulePatch{},
+		"schedule":                contracts.Schedule{},
+		"schedule_response":       contracts.ScheduleResponse{},
+		"schedule_list":           contracts.ScheduleList{},
+		"schedule_run":            contracts.ScheduleRun{},
 	}
 }
 

@@ -57,6 +57,8 @@ type Deps struct {
 	Output Output
 	// Pauses keeps the paused priority levels.
 	Pauses Pauses
+	// Schedules keeps projects' cron schedules.
+	Schedules Schedules
 	// Secrets keeps project secrets; nil when no secrets key is
 	// configured (the secrets endpoints then answer 409 secrets_disabled).
 	Secrets Secrets
@@ -88,6 +90,7 @@ type Handlers struct {
 	index         JobIndex
 	output        Output
 	pauses        Pauses
+	schedules     Schedules
 	secrets       Secrets
 	webhooks      Webhooks
 	signer        *access.Signer
@@ -102,7 +105,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, secrets: d.Secrets, webhooks: d.Webhooks, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, schedules: d.Schedules, secrets: d.Secrets, webhooks: d.Webhooks, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -176,6 +179,15 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodPost, "/queues/:priority/resume", h.resumeQueue, ""},
 		{http.MethodGet, "/audit", h.auditLog, ""},
 		{http.MethodGet, "/projects/:project/audit", h.projectAuditLog, access.RoleRead},
+
+		{http.MethodPost, "/projects/:project/schedules", h.createSchedule, access.RoleSubmit},
+		{http.MethodGet, "/projects/:project/schedules", h.listSchedules, access.RoleRead},
+		{http.MethodGet, "/projects/:project/schedules/:schedule", h.getSchedule, access.RoleRead},
+		{http.MethodPatch, "/projects/:project/schedules/:schedule", h.updateSchedule, access.RoleSubmit},
+		{http.MethodDelete, "/projects/:project/schedules/:schedule", h.deleteSchedule, access.RoleSubmit},
+		{http.MethodPost, "/projects/:project/schedules/:schedule/trigger", h.triggerSchedule, access.RoleSubmit},
+		{http.MethodPost, "/projects/:project/schedules/:schedule/pause", h.pauseSchedule, access.RoleSubmit},
+		{http.MethodPost, "/projects/:project/schedules/:schedule/resume", h.resumeSchedule, access.RoleSubmit},
 	} {
 		chain := append(append([]echo.MiddlewareFunc{}, mw...), h.authenticate(r.role == ""))
 		if r.role != "" {
@@ -229,6 +241,7 @@ func submission(c echo.Context, proj access.Project, sub jobs.Submission, f cont
 	sub.IdempotencyKey = f.IdempotencyKey
 	sub.MaxAttempts, sub.RetryOnExitCodes = f.MaxAttempts, f.RetryOnExitCodes
 	sub.Stderr = f.Stderr
+	sub.RunAt, sub.RunInSeconds, sub.Deadline = f.RunAt, f.RunInSeconds, f.Deadline
 	if tp := c.Request().Header.Get("traceparent"); tp != "" {
 		sub.Trace = map[string]string{"traceparent": tp, "tracestate": c.Request().Header.Get("tracestate")}
 	}

@@ -84,10 +84,10 @@ func listQuery(c echo.Context) (jobs.ListQuery, error) {
 		Kind: contracts.Kind(c.QueryParam("kind")), BatchID: c.QueryParam("batch"), Cursor: c.QueryParam("cursor"),
 	}
 	switch q.Status {
-	case "", contracts.StatusQueued, contracts.StatusRunning, contracts.StatusSucceeded,
-		contracts.StatusFailed, contracts.StatusCancelled, contracts.StatusTimedOut:
+	case "", contracts.StatusScheduled, contracts.StatusQueued, contracts.StatusRunning, contracts.StatusSucceeded,
+		contracts.StatusFailed, contracts.StatusCancelled, contracts.StatusTimedOut, contracts.StatusExpired:
 	default:
-		return q, reqErr(http.StatusBadRequest, "invalid_status", "status must be one of queued, running, succeeded, failed, cancelled, timed_out")
+		return q, reqErr(http.StatusBadRequest, "invalid_status", "status must be one of scheduled, queued, running, succeeded, failed, cancelled, timed_out, expired")
 	}
 	if q.Priority != "" {
 		if _, err := contracts.ParsePriority(string(q.Priority)); err != nil {

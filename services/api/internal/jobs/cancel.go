@@ -11,7 +11,7 @@ import (
 // errEnded stops a state change of a job that has already ended.
 var errEnded = errors.New("job ended")
 
-// Cancel stops a job. A queued job is ended at once (status cancelled,
+// Cancel stops a job. A queued or scheduled job is ended at once (status cancelled,
 // reason cancelled) and never starts: its worker finds it final and drops
 // it. For a running job the state records the request and every worker
 // hears it on the cancel subject; the one running the job kills it and
@@ -25,9 +25,9 @@ func (s *Service) Cancel(ctx context.Context, id string) (contracts.JobState, er
 	st, err := s.store.Update(ctx, id, func(st *contracts.JobState) error {
 		was = st.Status
 		switch st.Status {
-		case contracts.StatusQueued:
+		case contracts.StatusQueued, contracts.StatusScheduled:
 			now := s.now().UTC()
-			st.Status, st.Reason, st.Message, st.FinishedAt = contracts.StatusCancelled, contracts.ReasonCancelled, "cancelled while queued", &now
+			st.Status, st.Reason, st.Message, st.FinishedAt = contracts.StatusCancelled, contracts.ReasonCancelled, "cancelled while "+string(st.Status), &now
 			st.NextAttemptAt = nil
 		case contracts.StatusRunning:
 			st.CancelRequested = true
@@ -44,14 +44,15 @@ func (s *Service) Cancel(ctx context.Context, id string) (contracts.JobState, er
 	case err != nil:
 		return st, fmt.Errorf("cancel job %s: %w: %w", id, ErrUnavailable, err)
 	}
-	if was == contracts.StatusQueued {
+	if was == contracts.StatusQueued || was == contracts.StatusScheduled {
 		ev := contracts.Event{
 			V: contracts.Version, Type: contracts.EventCancelled, Status: contracts.StatusCancelled, JobID: st.JobID,
 			StreamID: st.StreamID, Project: st.Project, Attempt: st.Attempt, Reason: st.Reason, Message: st.Message,
 			BatchID: st.BatchID, Time: *st.FinishedAt,
 		}
 		// Should this fail, the worker that receives the job finds it
-		// final and announces the end itself.
+		// final and announces the end itself. A scheduled job's message
+		// stays in JetStream until due; the worker drops it the same way.
 		if err := s.control.Announce(ctx, ev); err != nil {
 			return st, fmt.Errorf("announce cancel of %s: %w: %w", id, ErrUnavailable, err)
 		}

@@ -142,6 +142,9 @@ func (s *Service) UseSecrets(secrets Secrets) { s.secrets = secrets }
 // build validates sub and checks that the secrets it references exist.
 func (s *Service) build(ctx context.Context, sub Submission) (contracts.Job, error) {
 	job, err := s.limits.build(sub)
+	if err == nil {
+		err = s.limits.timing(sub, &job, s.now())
+	}
 	if err != nil || len(job.SecretEnv) == 0 {
 		return job, err
 	}
@@ -178,7 +181,43 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (contracts.JobStat
 	if err != nil {
 		return contracts.JobState{}, false, err
 	}
+	if sub.JobID != "" {
+		return s.queueAs(ctx, job, sub.JobID, sub.Actor, sub.ClientIP)
+	}
 	return s.queueNew(ctx, job, sub.Actor, sub.ClientIP, sub.CanRead)
+}
+
+// Check validates sub as Submit would, without queuing anything: for
+// a job stored to be submitted later (a schedule's).
+func (s *Service) Check(ctx context.Context, sub Submission) error {
+	if err := s.continued(ctx, &sub); err != nil {
+		return err
+	}
+	_, err := s.build(ctx, sub)
+	return err
+}
+
+// queueAs queues job under the id given, once: a job already stored
+// under it is the answer, put in the queue again if no worker ever
+// claimed it (its first submit may have stopped before the queue; the
+// message id makes a repeat within the duplicate window a no-op).
+func (s *Service) queueAs(ctx context.Context, job contracts.Job, id, actor, clientIP string) (contracts.JobState, bool, error) {
+	job.ID, job.StreamID = id, s.newID()
+	job.SubmittedAt = s.now().UTC()
+	st, err := s.create(ctx, job, actor, clientIP)
+	if !errors.Is(err, ErrJobExists) {
+		return st, false, err
+	}
+	if st, err = s.store.Job(ctx, id); err != nil {
+		return contracts.JobState{}, false, fmt.Errorf("load job %s: %w: %w", id, ErrUnavailable, err)
+	}
+	waiting := st.Status == contracts.StatusQueued || st.Status == contracts.StatusScheduled
+	if waiting && st.Attempt == 0 && st.StartedAt == nil {
+		if err := s.requeue(ctx, job, st, false, actor, clientIP); err != nil {
+			return contracts.JobState{}, false, err
+		}
+	}
+	return st, true, nil
 }
 
 // Resubmit queues a job again as a new job (new ids, first attempt, a
@@ -263,7 +302,8 @@ func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clie
 		// or be one that never runs because its atomic batch was aborted
 		// (which cancels it); any other is the answer.
 		unclaimed := st.Attempt == 0 && st.StartedAt == nil
-		if !unclaimed || (st.Status != contracts.StatusQueued && (st.Status != contracts.StatusCancelled || st.BatchID == "")) {
+		waiting := st.Status == contracts.StatusQueued || st.Status == contracts.StatusScheduled
+		if !unclaimed || (!waiting && (st.Status != contracts.StatusCancelled || st.BatchID == "")) {
 			return st, true, nil
 		}
 		atomic, doomed, err := s.batchOf(ctx, st, job)
@@ -271,7 +311,7 @@ func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clie
 			return contracts.JobState{}, false, err
 		}
 		if doomed {
-			if st.Status == contracts.StatusQueued {
+			if waiting {
 				// Workers would end it when its message comes, if it ever
 				// does; say so now.
 				_, _ = s.Cancel(ctx, st.JobID)
@@ -283,7 +323,7 @@ func (s *Service) queueKeyed(ctx context.Context, job contracts.Job, actor, clie
 			}
 			continue
 		}
-		if st.Status != contracts.StatusQueued {
+		if !waiting {
 			return st, true, nil
 		}
 		if err := s.requeue(ctx, job, st, atomic, actor, clientIP); err != nil {
@@ -323,6 +363,7 @@ func (s *Service) batchOf(ctx context.Context, st contracts.JobState, job contra
 func (s *Service) requeue(ctx context.Context, job contracts.Job, st contracts.JobState, atomic bool, actor, clientIP string) error {
 	job.ID, job.StreamID, job.SubmittedAt, job.Priority = st.JobID, st.StreamID, st.SubmittedAt, st.Priority
 	job.BatchID, job.BatchAtomic = st.BatchID, atomic
+	job.RunAt, job.Deadline = st.RunAt, st.Deadline
 	// The first submit may have failed before its audit record or its
 	// stream reference was stored; both are no-ops if they were.
 	audited := make(chan error, 1)

@@ -50,6 +50,15 @@ type Submission struct {
 	Claude contracts.ClaudeOptions
 	// Stderr is "", contracts.StderrSeparate or contracts.StderrMerge.
 	Stderr string
+	// JobID, set only by the scheduler, is the job's id, derived from
+	// the run it is (contracts.ScheduleJobID): a second submit with it
+	// returns the first one's job.
+	JobID string
+	// RunAt (RFC 3339) or RunInSeconds delay the job; Deadline (RFC 3339)
+	// expires it if it has not started by then.
+	RunAt        string
+	RunInSeconds int
+	Deadline     string
 }
 
 // MaxAttempts is the most attempts a job may ask for.
@@ -64,6 +73,9 @@ type Limits struct {
 	MaxPromptBytes  int           // prompt bytes after sanitising; default 100 KiB
 	DefaultTimeout  time.Duration // when the caller gives none; default 10m
 	MaxTimeout      time.Duration // upper bound; default 24h
+	// MaxDelay bounds how far ahead run_at may be; default
+	// DefaultMaxDelay.
+	MaxDelay time.Duration
 	// ClaudeCommand is the argv run for a prompt; the element equal to
 	// PromptPlaceholder is replaced by the job's options, "--" and the
 	// prompt, and elements after it go before the options. Default:
@@ -102,6 +114,9 @@ func (l *Limits) setDefaults() {
 	}
 	if len(l.ClaudeCommand) == 0 {
 		l.ClaudeCommand = defaultClaudeCommand
+	}
+	if l.MaxDelay <= 0 {
+		l.MaxDelay = DefaultMaxDelay
 	}
 }
 

@@ -53,6 +53,12 @@ func (s *Store) Create(ctx context.Context, st contracts.JobState, ref contracts
 		}
 		return 0, jobs.ErrJobExists
 	}
+	// A stream id is this job's alone: a reference found there was
+	// restored by a concurrent submit of the same job (RestoreStreamRef
+	// after it saw the state just created), and is this one.
+	if serr != nil && errors.Is(serr, state.ErrConflict) {
+		serr = nil
+	}
 	if err := errors.Join(serr, perr); err != nil {
 		return 0, err
 	}
@@ -186,8 +192,12 @@ func NewQueue(js jetstream.JetStream, ackTimeout time.Duration) *Queue {
 func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision uint64) error {
 	ctx, span := startPublish(ctx, &job)
 	defer span.End()
+	kind := contracts.EventQueued
+	if job.RunAt != nil {
+		kind = contracts.EventScheduled
+	}
 	ev, err := json.Marshal(contracts.Event{
-		V: contracts.Version, Type: contracts.EventQueued, Status: contracts.StatusQueued,
+		V: contracts.Version, Type: kind, Status: contracts.StatusOf(kind),
 		JobID: job.ID, StreamID: job.StreamID, Project: job.Project, Attempt: job.Attempt, BatchID: job.BatchID,
 		Time: job.SubmittedAt,
 	})
@@ -198,14 +208,17 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision ui
 	if err != nil {
 		return err
 	}
-	evMsg := nats.NewMsg(contracts.SubjectEvent(job.Project, job.StreamID, contracts.EventQueued))
+	evMsg := nats.NewMsg(contracts.SubjectEvent(job.Project, job.StreamID, kind))
 	evMsg.Data = ev
 	jobMsg := nats.NewMsg(contracts.SubjectJob(job.Priority, job.Project))
 	jobMsg.Data = body
 	jobMsg.Header.Set(contracts.HeaderJobID, job.ID)
 	jobMsg.Header.Set(contracts.HeaderStateRevision, strconv.FormatUint(stateRevision, 10))
+	if job.RunAt != nil {
+		schedule(jobMsg, job.Project, *job.RunAt)
+	}
 
-	evAck, err := q.js.PublishMsgAsync(evMsg, jetstream.WithMsgID(job.ID+":queued"), jetstream.WithExpectStream(contracts.StreamOutput))
+	evAck, err := q.js.PublishMsgAsync(evMsg, jetstream.WithMsgID(job.ID+":"+string(kind)), jetstream.WithExpectStream(contracts.StreamOutput))
 	if err != nil {
 		return fmt.Errorf("publish queued event: %w", err)
 	}
@@ -230,6 +243,19 @@ func (q *Queue) Enqueue(ctx context.Context, job contracts.Job, stateRevision ui
 		}
 	}
 	return nil
+}
+
+// schedule turns a job message into a JetStream message schedule: it
+// waits under the job's own subject, which no consumer reads, and the
+// stream's leader publishes it to its priority subject at runAt (headers
+// and body as they are, the schedule headers and message id replaced).
+// The schedule is stored and replicated like any message before the
+// publish is acknowledged, so it survives restarts of every process; no
+// rdev process keeps a timer.
+func schedule(msg *nats.Msg, project string, runAt time.Time) {
+	msg.Header.Set("Nats-Schedule-Target", msg.Subject)
+	msg.Header.Set("Nats-Schedule", "@at "+runAt.UTC().Format(time.RFC3339Nano))
+	msg.Subject = contracts.SubjectScheduledJob(project, msg.Header.Get(contracts.HeaderJobID))
 }
 
 // Announce stores a lifecycle event with the message id the workers use
@@ -270,19 +296,22 @@ func (q *Queue) Pending(ctx context.Context, project string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	subject := contracts.SubjectJobsPrefix + ".*." + project
+	// Queued at a priority, or delayed (scheduled).
 	var ids []string
-	for seq := uint64(1); ; {
-		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return ids, nil
+	for _, subject := range []string{contracts.SubjectJobsPrefix + ".*." + project, contracts.SubjectScheduledJob(project, "*")} {
+		for seq := uint64(1); ; {
+			m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+			if id := m.Header.Get(contracts.HeaderJobID); id != "" {
+				ids = append(ids, id)
+			}
+			seq = m.Sequence + 1
 		}
-		if err != nil {
-			return nil, err
-		}
-		if id := m.Header.Get(contracts.HeaderJobID); id != "" {
-			ids = append(ids, id)
-		}
-		seq = m.Sequence + 1
 	}
+	return ids, nil
 }

@@ -11,6 +11,16 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
+// queuesBucket opens contracts.BucketQueues, where pauses and schedules
+// are kept.
+func queuesBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, contracts.BucketQueues)
+	if err != nil {
+		return nil, fmt.Errorf("queues bucket: %w", err)
+	}
+	return kv, nil
+}
+
 // Pauses keeps which priority levels are paused in the queues bucket
 // (contracts.BucketQueues), where the workers watch them.
 type Pauses struct{ js jetstream.JetStream }
@@ -20,9 +30,9 @@ func NewPauses(js jetstream.JetStream) *Pauses { return &Pauses{js: js} }
 
 // Set stores p as its level's pause.
 func (s *Pauses) Set(ctx context.Context, p contracts.QueuePause) error {
-	kv, err := s.js.KeyValue(ctx, contracts.BucketQueues)
+	kv, err := queuesBucket(ctx, s.js)
 	if err != nil {
-		return fmt.Errorf("queues bucket: %w", err)
+		return err
 	}
 	body, err := json.Marshal(p)
 	if err != nil {
@@ -36,9 +46,9 @@ func (s *Pauses) Set(ctx context.Context, p contracts.QueuePause) error {
 
 // Paused returns the paused levels.
 func (s *Pauses) Paused(ctx context.Context) (map[contracts.Priority]bool, error) {
-	kv, err := s.js.KeyValue(ctx, contracts.BucketQueues)
+	kv, err := queuesBucket(ctx, s.js)
 	if err != nil {
-		return nil, fmt.Errorf("queues bucket: %w", err)
+		return nil, err
 	}
 	paused := map[contracts.Priority]bool{}
 	for _, lvl := range contracts.Priorities() {

@@ -410,6 +410,14 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 		return r.settle(ctx, d, &st, rev, "", st.Attempt, cancelledOutcome("cancelled before it started", st.Lines))
 	}
 
+	switch wait, expired := r.timing(job, st); {
+	case expired != nil:
+		return r.settle(ctx, d, &st, rev, "", st.Attempt, *expired)
+	case wait > 0:
+		log.Debug("delayed job delivered before its run_at; it waits in the queue", "wait", wait)
+		return msg.NakWithDelay(wait)
+	}
+
 	// A job of an all-or-nothing batch runs only once the batch commits.
 	switch verdict, err := r.batchGate(ctx, job); {
 	case err != nil:

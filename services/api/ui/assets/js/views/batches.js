@@ -4,7 +4,7 @@ import { get, post, enc, session } from '../api.js';
 import { h, replace, statusBadge, when, toast, confirmAction, errorBox } from '../dom.js';
 import { follow } from '../sse.js';
 
-const final = ['succeeded', 'failed', 'cancelled', 'timed_out'];
+const final = ['succeeded', 'failed', 'cancelled', 'timed_out', 'expired'];
 
 export async function batchesView(main, { signal }) {
   const open = h('input', { id: 'batch-id', placeholder: 'batch id', 'aria-label': 'Batch id' });

@@ -6,7 +6,7 @@ import { follow } from '../sse.js';
 import { LogView } from '../log.js';
 import { config } from '../config.js';
 
-const final = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
+const final = new Set(['succeeded', 'failed', 'cancelled', 'timed_out', 'expired']);
 
 export async function jobView(main, { id, signal }) {
   const opened = Math.round(performance.now());

@@ -4,7 +4,7 @@ import { get, query, session } from '../api.js';
 import { h, replace, statusBadge, when, duration, toast } from '../dom.js';
 import { watchProjects } from './live.js';
 
-const statuses = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'];
+const statuses = ['scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out', 'expired'];
 const priorities = ['high', 'normal', 'low'];
 
 export async function jobsView(main, { params, signal }) {
