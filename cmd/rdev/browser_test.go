@@ -687,4 +687,5 @@ func TestBrowserSchedules(t *testing.T) {
 	if rel := eval[string](t, ctx, `document.querySelector('#run-at time').firstChild.textContent`); !strings.HasPrefix(rel, "in ") {
 		t.Errorf("run_at reads %q", rel)
 	}
+	b.shot(t, ctx, "job-delayed")
 }

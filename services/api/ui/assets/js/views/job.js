@@ -47,7 +47,7 @@ export async function jobView(main, { id, signal }) {
       job.run_at ? fact('Run at', h('span', { id: 'run-at' }, at(job.run_at))) : null,
       job.deadline ? fact('Deadline', h('span', { id: 'deadline' }, at(job.deadline))) : null,
       fact('Started', when(job.started_at)),
-      fact(final.has(job.status) ? 'Ran for' : 'Running for', took === null ? '—' : duration(took)),
+      fact(job.status === 'running' ? 'Running for' : 'Ran for', took === null ? '—' : duration(took)),
       fact('Attempt', job.attempt ? `${job.attempt} of ${job.max_attempts || 1}` : '—'),
       fact('Worker', job.worker ? h('span', { class: 'mono' }, job.worker) : '—'),
       fact('Exit code', job.exit_code ?? '—'),
