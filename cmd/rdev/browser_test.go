@@ -674,6 +674,26 @@ func TestBrowserSchedules(t *testing.T) {
 		t.Fatalf("the deleted schedule: %d", status)
 	}
 
+	// A run the scheduler fires appears on the open page by itself: the
+	// page follows the project's events. An every-minute schedule fires
+	// within a minute; the bound allows that and a loaded machine.
+	status, rb := call(t, http.MethodPost, n.http+"/v1/projects/cron/schedules", map[string]any{
+		"name": "every-minute", "cron": "* * * * *", "job": map[string]any{"command": []string{"echo", "tick"}}})
+	if status != http.StatusCreated {
+		t.Fatalf("create every-minute: %d %s", status, rb)
+	}
+	minutely := mustJSON[contracts.ScheduleResponse](t, rb)
+	do(t, ctx, "a fired run appears", chromedp.Navigate(ui+"#/schedules/cron/"+minutely.ID),
+		until(`document.querySelectorAll('#next-runs time').length === 5 && document.querySelector('#runs .empty') !== null`),
+		untilWithin(`document.querySelector('#runs tr[data-outcome=queued] [data-status=succeeded]') !== null`, 3*time.Minute))
+	fired := eval[string](t, ctx, `document.querySelector('#runs tr[data-outcome=queued]').dataset.run`)
+	if at, err := time.Parse(time.RFC3339, fired); err != nil || !at.Equal(minutely.NextRuns[0]) {
+		t.Errorf("the fired run is for %q, the schedule's next run was %s", fired, minutely.NextRuns[0])
+	}
+	if manual := eval[bool](t, ctx, `document.querySelector('#runs tr[data-outcome=queued] .pill') !== null`); manual {
+		t.Error("the scheduler's run is marked triggered")
+	}
+
 	// A delayed job's page: scheduled, with when it runs and its deadline.
 	runAt := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	d := submit(t, n.http, "cron", map[string]any{"command": []string{"true"}, "run_at": runAt.Format(time.RFC3339),
