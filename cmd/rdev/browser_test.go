@@ -374,7 +374,7 @@ func TestBrowserDashboard(t *testing.T) {
 	ro := b.tab(t)
 	signIn(t, ro, ui, secret)
 	do(t, ro, "read-only job list", until(fmt.Sprintf(`document.querySelector('tr[data-job=%q]') !== null`, r.JobID)))
-	if admin := eval[[]string](t, ro, `[...document.querySelectorAll('#nav a')].filter(a => a.offsetParent !== null).map(a => a.textContent)`); strings.Join(admin, ",") != "Jobs,Batches" {
+	if admin := eval[[]string](t, ro, `[...document.querySelectorAll('#nav a')].filter(a => a.offsetParent !== null).map(a => a.textContent)`); strings.Join(admin, ",") != "Jobs,Batches,Schedules" {
 		t.Errorf("a read-only key sees %q", admin)
 	}
 	do(t, ro, "admin view refused", chromedp.Navigate(ui+"#/keys"), until(`document.querySelector('main').textContent.includes('needs an admin key')`))
@@ -524,4 +524,188 @@ func TestBrowserLargeOutput(t *testing.T) {
 	out, _ := json.Marshal(map[string]any{"first_paint_ms": m.First - opened, "tail_ms": m.Tail - opened, "longest_frame_ms": m.WorstFrame,
 		"wall": wall.String(), "report": report})
 	must(t, os.WriteFile(filepath.Join(b.artifacts, "large-output.json"), out, 0o644), "save the measurement")
+}
+
+// Cron schedules in the dashboard, for a key that may submit to the
+// project: the create form refuses an invalid cron with the API's code,
+// a created schedule shows the API's next runs in its zone, Trigger now
+// runs a job that the page links to, Pause and Resume, Delete; a
+// read-only key sees the schedules and no controls. A delayed job's page
+// shows its run_at and deadline.
+func TestBrowserSchedules(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	n := startInProcess(t)
+	ui := n.http + "/ui/"
+	createProject(t, n, "cron")
+	keyAs := func(name string, scopes ...string) string {
+		status, rb := call(t, http.MethodPost, n.http+"/v1/keys", map[string]any{"name": name, "scopes": scopes})
+		if status != http.StatusCreated {
+			t.Fatalf("create key %s: %d %s", name, status, rb)
+		}
+		return mustJSON[contracts.Key](t, rb).Key
+	}
+	ops := keyAs("cron-ops", "project:cron:submit", "project:cron:read")
+	viewer := keyAs("cron-viewer", "project:cron:read")
+	getSchedule := func(id string) (int, contracts.ScheduleResponse) {
+		status, rb := call(t, http.MethodGet, n.http+"/v1/projects/cron/schedules/"+id, nil)
+		var sc contracts.ScheduleResponse
+		if status == http.StatusOK {
+			sc = mustJSON[contracts.ScheduleResponse](t, rb)
+		}
+		return status, sc
+	}
+
+	ctx := b.tab(t)
+	signIn(t, ctx, ui, ops)
+	do(t, ctx, "the schedules view", chromedp.Click(chromedp.CSS(`#nav a[data-view=schedules]`)),
+		until(`location.hash === '#/schedules' && document.querySelector('#create-schedule') !== null`),
+		until(`document.querySelector('#schedules .empty') !== null`))
+
+	// The form sends what the API validates; its refusal shows its code.
+	do(t, ctx, "an invalid cron",
+		chromedp.SendKeys(chromedp.ID("s-name"), "nightly-build"),
+		chromedp.SendKeys(chromedp.ID("s-cron"), "61 25 * * *"),
+		chromedp.SetValue(chromedp.ID("s-timezone"), "Europe/Berlin"),
+		chromedp.SetValue(chromedp.ID("s-overlap"), "skip"),
+		chromedp.SetValue(chromedp.ID("s-command"), "sh\n-c\necho from-schedule; echo \"it's $((6*7))\"\n"),
+		chromedp.Click(chromedp.ID("create")),
+		until(`document.querySelector('#create-error [data-code=invalid_cron]') !== null`))
+	if msg := eval[string](t, ctx, `document.querySelector('#create-error .error').firstChild.textContent`); !strings.Contains(msg, "cron") {
+		t.Errorf("the refusal reads %q", msg)
+	}
+
+	// 03:00 on 1 January in Berlin is 02:00 UTC: the page shows the API's
+	// next runs, five of them, each in the schedule's zone.
+	do(t, ctx, "create it", chromedp.SetValue(chromedp.ID("s-cron"), "0 3 1 1 *"), chromedp.Click(chromedp.ID("create")),
+		until(`/^#\/schedules\/cron\/\w+$/.test(location.hash) && document.querySelectorAll('#next-runs time').length === 5`))
+	id := strings.TrimPrefix(eval[string](t, ctx, `location.hash`), "#/schedules/cron/")
+	status, sc := getSchedule(id)
+	if status != http.StatusOK || sc.Name != "nightly-build" || sc.Timezone != "Europe/Berlin" || sc.Overlap != contracts.OverlapSkip ||
+		strings.Join(sc.Job.Command, "|") != `sh|-c|echo from-schedule; echo "it's $((6*7))"` {
+		t.Fatalf("created %d %+v", status, sc)
+	}
+	shown := eval[[]string](t, ctx, `[...document.querySelectorAll('#next-runs time')].map(t => t.getAttribute('datetime'))`)
+	for i, s := range shown {
+		at, err := time.Parse(time.RFC3339, s)
+		if err != nil || !at.Equal(sc.NextRuns[i]) || at.UTC().Format("01-02 15:04") != "01-01 02:00" {
+			t.Errorf("next run %d shown as %q, the API says %s", i, s, sc.NextRuns[i])
+		}
+	}
+	if abs := eval[string](t, ctx, `document.querySelector('#next-runs time .abs').textContent`); !strings.Contains(abs, "-01-01 03:00:00") {
+		t.Errorf("the next run in Berlin reads %q", abs)
+	}
+	if cmd := eval[string](t, ctx, `document.querySelector('#schedule-command').textContent`); cmd != `sh -c 'echo from-schedule; echo "it'\''s $((6*7))"'` {
+		t.Errorf("the job shown as %q", cmd)
+	}
+
+	// Trigger now: the run appears with its job, which runs and succeeds;
+	// the link leads to the job, whose page leads back.
+	do(t, ctx, "trigger", chromedp.Click(chromedp.ID("trigger")),
+		until(`document.querySelector('#runs tr[data-outcome=queued] a') !== null`),
+		until(`document.querySelector('#runs tr[data-outcome=queued] [data-status=succeeded]') !== null`))
+	jobID := eval[string](t, ctx, `document.querySelector('#runs tr[data-outcome=queued] a').textContent`)
+	if !strings.HasPrefix(jobID, "sch-"+id+"-m") {
+		t.Fatalf("the run's job is %q", jobID)
+	}
+	b.shot(t, ctx, "schedule")
+	do(t, ctx, "follow the run's job", chromedp.Click(chromedp.CSS(`#runs tr[data-outcome=queued] a`)),
+		until(fmt.Sprintf(`location.hash === '#/jobs/%s' && document.querySelector('#job-status [data-status=succeeded]') !== null`, jobID)),
+		until(`document.querySelectorAll('.log .l').length === 2`))
+	if lines := eval[[]string](t, ctx, lineTexts); strings.Join(lines, "|") != "from-schedule|it's 42" {
+		t.Errorf("the run printed %q", lines)
+	}
+	do(t, ctx, "back to its schedule", chromedp.Click(chromedp.ID("schedule-link")),
+		until(fmt.Sprintf(`location.hash === '#/schedules/cron/%s' && document.querySelectorAll('#next-runs time').length === 5`, id)))
+
+	// Pause and Resume change the schedule and the page.
+	do(t, ctx, "pause", chromedp.Click(chromedp.ID("pause")),
+		until(`document.querySelector('#schedule-state [data-state=paused]') !== null && document.querySelectorAll('#next-runs time').length === 0`))
+	if _, sc := getSchedule(id); !sc.Paused {
+		t.Fatal("paused on the page, not in the API")
+	}
+	do(t, ctx, "resume", chromedp.Click(chromedp.ID("pause")),
+		until(`document.querySelector('#schedule-state [data-state=active]') !== null && document.querySelectorAll('#next-runs time').length === 5`))
+	if _, sc := getSchedule(id); sc.Paused {
+		t.Fatal("resumed on the page, not in the API")
+	}
+
+	// The list: each schedule with its settings, next run and last run.
+	for _, s := range []map[string]any{
+		{"name": "hourly-sync", "cron": "@hourly", "overlap": "skip", "catch_up": "one", "job": map[string]any{"command": []string{"true"}, "priority": "low"}},
+		{"name": "weekly-report", "cron": "30 6 * * 1", "timezone": "America/New_York", "paused": true, "job": map[string]any{"command": []string{"true"}}},
+	} {
+		if status, rb := call(t, http.MethodPost, n.http+"/v1/projects/cron/schedules", s); status != http.StatusCreated {
+			t.Fatalf("create %s: %d %s", s["name"], status, rb)
+		}
+	}
+	row := fmt.Sprintf(`document.querySelector('tr[data-schedule=%q]')`, id)
+	do(t, ctx, "the list", chromedp.Navigate(ui+"#/schedules/cron"), until(`document.querySelectorAll('#schedules tr[data-schedule]').length === 3`))
+	cells := eval[[]string](t, ctx, `[...`+row+`.querySelectorAll('td')].map(td => td.textContent)`)
+	if len(cells) != 8 || !strings.HasPrefix(cells[0], "nightly-build") || cells[1] != "0 3 1 1 *" || cells[2] != "Europe/Berlin" || cells[3] != "active" ||
+		cells[4] != "skip" || cells[5] != "none" || !strings.HasPrefix(cells[6], "in ") || !strings.Contains(cells[7], "succeeded") {
+		t.Errorf("the row reads %q", cells)
+	}
+	if link := eval[string](t, ctx, row+`.querySelector('.last a').getAttribute('href')`); link != "#/jobs/"+jobID {
+		t.Errorf("the last run links to %q", link)
+	}
+	if paused := eval[string](t, ctx, `document.querySelector('tr[data-name=weekly-report] [data-state]').dataset.state`); paused != "paused" {
+		t.Errorf("weekly-report shown %s", paused)
+	}
+	b.shot(t, ctx, "schedules")
+
+	// A read-only key sees the schedules and none of the controls.
+	ro := b.tab(t)
+	signIn(t, ro, ui, viewer)
+	do(t, ro, "read only", chromedp.Navigate(ui+"#/schedules/cron"), until(`document.querySelectorAll('#schedules tr[data-schedule]').length === 3`))
+	if eval[bool](t, ro, `document.querySelector('#create-schedule') !== null`) {
+		t.Error("a read-only key is offered the create form")
+	}
+	do(t, ro, "a schedule, read only", chromedp.Navigate(ui+"#/schedules/cron/"+id), until(`document.querySelectorAll('#next-runs time').length === 5`))
+	if buttons := eval[[]string](t, ro, `[...document.querySelectorAll('main button')].map(b => b.textContent)`); len(buttons) != 0 {
+		t.Errorf("a read-only key is offered %q", buttons)
+	}
+
+	// Delete asks, then the schedule is gone.
+	do(t, ctx, "delete", chromedp.Navigate(ui+"#/schedules/cron/"+id), chromedp.WaitVisible(chromedp.ID("delete")),
+		chromedp.Click(chromedp.ID("delete")), chromedp.WaitVisible(chromedp.ID("confirm-ok")), chromedp.Click(chromedp.ID("confirm-ok")),
+		until(`location.hash === '#/schedules/cron' && document.querySelectorAll('#schedules tr[data-schedule]').length === 2`))
+	if status, _ := getSchedule(id); status != http.StatusNotFound {
+		t.Fatalf("the deleted schedule: %d", status)
+	}
+
+	// A run the scheduler fires appears on the open page by itself: the
+	// page follows the project's events. An every-minute schedule fires
+	// within a minute; the bound allows that and a loaded machine.
+	status, rb := call(t, http.MethodPost, n.http+"/v1/projects/cron/schedules", map[string]any{
+		"name": "every-minute", "cron": "* * * * *", "job": map[string]any{"command": []string{"echo", "tick"}}})
+	if status != http.StatusCreated {
+		t.Fatalf("create every-minute: %d %s", status, rb)
+	}
+	minutely := mustJSON[contracts.ScheduleResponse](t, rb)
+	do(t, ctx, "a fired run appears", chromedp.Navigate(ui+"#/schedules/cron/"+minutely.ID),
+		until(`document.querySelectorAll('#next-runs time').length === 5 && document.querySelector('#runs .empty') !== null`),
+		untilWithin(`document.querySelector('#runs tr[data-outcome=queued] [data-status=succeeded]') !== null`, 3*time.Minute))
+	fired := eval[string](t, ctx, `document.querySelector('#runs tr[data-outcome=queued]').dataset.run`)
+	if at, err := time.Parse(time.RFC3339, fired); err != nil || !at.Equal(minutely.NextRuns[0]) {
+		t.Errorf("the fired run is for %q, the schedule's next run was %s", fired, minutely.NextRuns[0])
+	}
+	if manual := eval[bool](t, ctx, `document.querySelector('#runs tr[data-outcome=queued] .pill') !== null`); manual {
+		t.Error("the scheduler's run is marked triggered")
+	}
+
+	// A delayed job's page: scheduled, with when it runs and its deadline.
+	runAt := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	d := submit(t, n.http, "cron", map[string]any{"command": []string{"true"}, "run_at": runAt.Format(time.RFC3339),
+		"deadline": runAt.Add(time.Hour).Format(time.RFC3339)})
+	do(t, ctx, "a delayed job", chromedp.Navigate(ui+"#/jobs/"+d.JobID),
+		until(`document.querySelector('#job-status [data-status=scheduled]') !== null && document.querySelector('#deadline time') !== null`))
+	shownAt := eval[string](t, ctx, `document.querySelector('#run-at time').getAttribute('datetime')`)
+	if at, err := time.Parse(time.RFC3339, shownAt); err != nil || !at.Equal(runAt) {
+		t.Errorf("run_at %s shown as %q", runAt, shownAt)
+	}
+	if rel := eval[string](t, ctx, `document.querySelector('#run-at time').firstChild.textContent`); !strings.HasPrefix(rel, "in ") {
+		t.Errorf("run_at reads %q", rel)
+	}
+	b.shot(t, ctx, "job-delayed")
 }

@@ -8,6 +8,7 @@ import { jobView } from './views/job.js';
 import { queuesView } from './views/queues.js';
 import { batchesView, batchView } from './views/batches.js';
 import { deadLettersView } from './views/dead.js';
+import { schedulesView, scheduleView } from './views/schedules.js';
 import { projectsView, keysView } from './views/admin.js';
 
 const main = document.getElementById('main');
@@ -19,6 +20,8 @@ const routes = [
   { re: /^#\/jobs$/, view: jobsView, nav: 'jobs' },
   { re: /^#\/batches\/([\w-]+)$/, view: batchView, nav: 'batches' },
   { re: /^#\/batches$/, view: batchesView, nav: 'batches' },
+  { re: /^#\/schedules\/([\w-]+)\/([\w-]+)$/, view: scheduleView, nav: 'schedules' },
+  { re: /^#\/schedules(?:\/([\w-]+))?$/, view: schedulesView, nav: 'schedules' },
   { re: /^#\/queues$/, view: queuesView, nav: 'queues', admin: true },
   { re: /^#\/dead-letters$/, view: deadLettersView, nav: 'dead-letters', admin: true },
   { re: /^#\/projects$/, view: projectsView, nav: 'projects', admin: true },
@@ -42,7 +45,7 @@ async function route() {
   const params = new URLSearchParams(qs ?? '');
   const m = path.match(r.re) ?? [];
   try {
-    await r.view(main, { id: m[1], params, signal: current.signal });
+    await r.view(main, { id: m[1], sub: m[2], params, signal: current.signal });
   } catch (e) {
     if (current.signal.aborted) return;
     if (!(e instanceof APIError)) console.error('view failed:', e); // a bug, not a refusal

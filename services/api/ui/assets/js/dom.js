@@ -57,6 +57,31 @@ export function when(t) {
   return h('time', { datetime: d.toISOString(), title: d.toLocaleString() }, ago(t));
 }
 
+// fromNow says how far t is from now, either way: "in 3m 4s", "12s ago".
+export function fromNow(t) {
+  const s = (new Date(t).getTime() - Date.now()) / 1000;
+  return s >= 0 ? `in ${duration(s)}` : `${duration(-s)} ago`;
+}
+
+// at writes a time relative to now and, beside it, the wall time in zone
+// (an IANA name; the browser's own when empty), with the browser's local
+// time as a tooltip: a schedule's times read in the zone its cron is in.
+export function at(t, zone = '') {
+  if (!t) return h('span', { class: 'muted' }, '—');
+  const d = new Date(t);
+  let wall;
+  try {
+    wall = new Intl.DateTimeFormat('en-CA', { timeZone: zone || undefined, year: 'numeric', month: '2-digit', day: '2-digit',
+      hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZoneName: 'short' }).format(d).replace(',', '');
+  } catch { wall = d.toISOString(); } // a zone this browser does not know
+  return h('time', { datetime: d.toISOString(), title: d.toLocaleString() }, fromNow(t), h('span', { class: 'muted abs' }, wall));
+}
+
+// shellQuote writes an argument as a POSIX shell would need it.
+export function shellQuote(arg) {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
 // toast shows a short message that goes away.
 export function toast(msg) {
   const el = h('div', {}, msg);
@@ -75,7 +100,9 @@ export function confirmAction(title, text, verb = 'Confirm') {
   return new Promise((resolve) => dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true }));
 }
 
-// errorBox shows an API error.
+// errorBox shows an API error, with the API's machine-readable code when
+// it gave one (e.g. invalid_cron).
 export function errorBox(err) {
-  return h('div', { class: 'error', role: 'alert' }, err?.message ?? String(err));
+  return h('div', { class: 'error', role: 'alert' }, err?.message ?? String(err),
+    err?.code ? h('code', { class: 'code', 'data-code': err.code }, err.code) : null);
 }

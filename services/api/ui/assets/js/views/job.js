@@ -1,7 +1,7 @@
 // A job: its state, live output, cancel.
 
 import { get, post, enc, query, apiURL, session } from '../api.js';
-import { h, replace, statusBadge, when, duration, toast, confirmAction, errorBox } from '../dom.js';
+import { h, replace, statusBadge, when, at, duration, toast, confirmAction, errorBox, shellQuote } from '../dom.js';
 import { follow } from '../sse.js';
 import { LogView } from '../log.js';
 import { config } from '../config.js';
@@ -19,6 +19,8 @@ export async function jobView(main, { id, signal }) {
   const facts = h('div', { class: 'stats', id: 'facts' });
   const message = h('div');
   const claude = job.kind === 'claude';
+  // A schedule's run has the id sch-<schedule id>-[m]<time> (ScheduleJobID).
+  const schedule = job.job_id.match(/^sch-([\w-]+?)-m?\d{8}T\d{6}Z$/)?.[1];
   const log = new LogView({ download, title: claude ? 'Conversation' : 'Output' });
   if (claude) log.body.classList.add('claude');
   log.body.dataset.openedAt = opened; // for the benchmark: times count from here
@@ -42,11 +44,14 @@ export async function jobView(main, { id, signal }) {
       fact('Project', job.project),
       fact('Kind · priority', `${job.kind} · ${job.priority}`),
       fact('Submitted', when(job.submitted_at)),
+      job.run_at ? fact('Run at', h('span', { id: 'run-at' }, at(job.run_at))) : null,
+      job.deadline ? fact('Deadline', h('span', { id: 'deadline' }, at(job.deadline))) : null,
       fact('Started', when(job.started_at)),
-      fact(final.has(job.status) ? 'Ran for' : 'Running for', took === null ? '—' : duration(took)),
+      fact(job.status === 'running' ? 'Running for' : 'Ran for', took === null ? '—' : duration(took)),
       fact('Attempt', job.attempt ? `${job.attempt} of ${job.max_attempts || 1}` : '—'),
       fact('Worker', job.worker ? h('span', { class: 'mono' }, job.worker) : '—'),
       fact('Exit code', job.exit_code ?? '—'),
+      schedule ? fact('Schedule', h('a', { href: `#/schedules/${job.project}/${schedule}`, class: 'mono', id: 'schedule-link' }, schedule)) : null,
       job.batch_id ? fact('Batch', h('a', { href: `#/batches/${job.batch_id}`, class: 'mono' }, job.batch_id)) : null,
       fact('Trace', trace),
       job.claude ? fact('Session', `${job.claude.num_turns} turns · $${job.claude.cost_usd.toFixed(4)}`) : null,
@@ -175,11 +180,7 @@ function command(job) {
       h('pre', { class: 'cmd prompt', id: 'command' }, job.command.at(-1)));
   }
   return h('section', { class: 'card', 'aria-label': 'Command' }, h('h2', {}, 'Command'),
-    h('pre', { class: 'cmd', id: 'command' }, job.command.map(quote).join(' ')));
-}
-
-function quote(arg) {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+    h('pre', { class: 'cmd', id: 'command' }, job.command.map(shellQuote).join(' ')));
 }
 
 // gist is the telling part of a tool call's input, for its folded line.
