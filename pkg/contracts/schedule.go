@@ -112,7 +112,9 @@ type Schedule struct {
 	Cron string `json:"cron"`
 	// Timezone is the IANA zone of Cron; "" is UTC.
 	Timezone string `json:"timezone,omitempty"`
-	// Job is what each run submits.
+	// Job is what each run submits. Answers of the API show its plain env
+	// values as Redacted (secret references as they are); the stored
+	// schedule keeps them for its runs.
 	Job BatchItem `json:"job"`
 	// Overlap is the overlap policy (Overlap constants).
 	Overlap string `json:"overlap"`

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -389,5 +390,51 @@ func TestScheduleCatchUpOneAfterLongOutage(t *testing.T) {
 	}
 	if n := queuedJobs(t, b.js); n != 1 {
 		t.Fatalf("%d jobs queued, want 1", n)
+	}
+}
+
+// A schedule keeps its job's env values so its runs can submit them, but
+// no answer shows them: a key that may read the project is not thereby
+// shown values its submitter set (they appear as contracts.Redacted, as
+// in dead letters and audit records). The run's job still carries them.
+func TestScheduleAnswersRedactEnvValues(t *testing.T) {
+	t.Parallel()
+	clk := &clock{now: t0}
+	b, _, _ := replicas(t, 1, clk)
+	const value = "env-value-7f3a9c"
+	sc := createSchedule(t, b, `{"name":"env","cron":"@daily","job":{"command":["true"],"env":{"TOKEN":"`+value+`"}}}`)
+	base := "/v1/projects/demo/schedules/"
+	answers := map[string][]byte{}
+	_, answers["list"] = b.get(t, "/v1/projects/demo/schedules")
+	_, answers["get"] = b.get(t, base+sc.ID)
+	_, answers["patch"] = b.do(t, http.MethodPatch, base+sc.ID, "application/json", []byte(`{"name":"env2"}`))
+	_, answers["pause"] = b.post(t, base+sc.ID+"/pause", "", nil)
+	_, answers["resume"] = b.post(t, base+sc.ID+"/resume", "", nil)
+	if sc.Job.Env["TOKEN"].Value != contracts.Redacted {
+		t.Errorf("create answered env %v, want TOKEN redacted", sc.Job.Env)
+	}
+	for name, body := range answers {
+		if bytes.Contains(body, []byte(value)) {
+			t.Errorf("%s answer shows the env value: %s", name, body)
+		}
+		if !bytes.Contains(body, []byte(`"TOKEN":"`+contracts.Redacted+`"`)) {
+			t.Errorf("%s answer lost the env name: %s", name, body)
+		}
+	}
+	resp, rb := b.post(t, base+sc.ID+"/trigger", "", nil)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("trigger: %d %s", resp.StatusCode, rb)
+	}
+	s, err := b.js.Stream(t.Context(), contracts.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetLastMsgForSubject(t.Context(), contracts.SubjectJob(contracts.PriorityNormal, "demo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var job contracts.Job
+	if err := json.Unmarshal(msg.Data, &job); err != nil || job.Env["TOKEN"] != value {
+		t.Fatalf("the run's job carries env %v (%v), want the value set", job.Env, err)
 	}
 }

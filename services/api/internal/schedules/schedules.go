@@ -365,8 +365,11 @@ func (s *Service) load(ctx context.Context, project access.Project, id string) (
 	return sc, rev, nil
 }
 
-// response adds the next times and the runs' job statuses to sc.
+// response adds the next times and the runs' job statuses to sc, with
+// its job's plain env values redacted: they are kept for the runs, but a
+// key that may read the project is not shown what the submitter set.
 func (s *Service) response(ctx context.Context, sc contracts.Schedule, spec Spec) contracts.ScheduleResponse {
+	sc.Job.Env = redactEnv(sc.Job.Env)
 	r := contracts.ScheduleResponse{Schedule: sc, NextRuns: []time.Time{}}
 	if !sc.Paused {
 		for t, i := sc.Next, 0; i < nextRuns && !t.IsZero(); t, i = spec.Next(t), i+1 {
@@ -383,6 +386,22 @@ func (s *Service) response(ctx context.Context, sc contracts.Schedule, spec Spec
 		}
 	}
 	return r
+}
+
+// redactEnv returns env with every plain value replaced by
+// contracts.Redacted; a secret reference is a name and stays.
+func redactEnv(env map[string]contracts.EnvValue) map[string]contracts.EnvValue {
+	if env == nil {
+		return nil
+	}
+	out := make(map[string]contracts.EnvValue, len(env))
+	for k, v := range env {
+		if v.Secret == "" {
+			v.Value = contracts.Redacted
+		}
+		out[k] = v
+	}
+	return out
 }
 
 func (s *Service) record(kind contracts.AuditKind, by Actor, sc contracts.Schedule, detail map[string]any) {
