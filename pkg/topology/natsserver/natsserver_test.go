@@ -184,7 +184,7 @@ func TestPermissions(t *testing.T) {
 	allowed := map[natsserver.Role][]string{
 		natsserver.RoleAPI: {"put access", "get project", "get key", "get token secret", "watch projects", "watch access",
 			"put state", "get state", "publish job", "publish event", "publish audit", "read output", "last output line", "list jobs",
-			"put queue pause", "get queue pause", "put webhook", "get webhook", "watch webhooks", "put delivery", "get delivery",
+			"put queue pause", "get queue pause", "watch queue pauses", "put webhook", "get webhook", "watch webhooks", "put delivery", "get delivery",
 			"publish webhook audit"},
 		// The worker reads project records (limits), never keys or the
 		// token secret: a stolen worker credential cannot forge tokens.
