@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
