@@ -185,6 +185,10 @@ func scaleOut(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return figs, err
 	}
+	apiBefore, err := proc.ReadCPU(apiP.PID())
+	if err != nil {
+		return figs, err
+	}
 	total, err := runBatchVia(ctx, apiP.HTTP, streamer.HTTP, cfg.queueJobs)
 	if err != nil {
 		return figs, err
@@ -193,8 +197,13 @@ func scaleOut(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return figs, err
 	}
+	apiAfter, err := proc.ReadCPU(apiP.PID())
+	if err != nil {
+		return figs, err
+	}
 	n := float64(cfg.queueJobs)
 	figs = append(figs,
+		fig("api: CPU per job submitted in a batch (own)", ms(apiAfter.Own-apiBefore.Own)/n, "ms"),
 		fig("baseline: fork+exec+wait of `true` from one process, 16 at once", forks, "execs/s"),
 		fig(fmt.Sprintf("worker: no-op jobs/s, batch of %d, submit to all complete", cfg.queueJobs), n/total.Seconds(), "jobs/s"),
 		fig("worker: CPU per job (own)", ms(after.Own-before.Own)/n, "ms"),
