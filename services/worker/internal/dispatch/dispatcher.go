@@ -211,7 +211,9 @@ func (d *Dispatcher) settle(i int) {
 }
 
 // fetchNoWait returns the level's next message if one is available now,
-// or nil at once when none is.
+// or nil at once when none is. nats.go ends a no-wait fetch the server
+// does not answer within a second (a lost consumer leader), so a level is
+// Coming, and lower levels wait for it, for at most about that long.
 func (d *Dispatcher) fetchNoWait(i int) (jetstream.Msg, error) {
 	batch, err := d.levels[i].FetchNoWait(1)
 	if err != nil {
