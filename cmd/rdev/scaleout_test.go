@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -172,7 +173,7 @@ func TestScaleOutProcesses(t *testing.T) {
 	}
 
 	// Every accepted job ends exactly once, succeeded.
-	all := append(accepted, printing...)
+	all := slices.Concat(accepted, printing)
 	ends := terminalEvents(t, js, len(all))
 	byWorker := map[string]int{}
 	retried := 0
