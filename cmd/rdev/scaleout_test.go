@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +21,6 @@ import (
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
-	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
 
 // Scale-out as processes: 3 api, 3 streamer and 4 worker processes
@@ -28,8 +28,8 @@ import (
 // streamers through a round-robin in the test that skips a process it
 // cannot connect to, as a load balancer does. Under load — a few thousand
 // jobs across the three priorities, a dozen of them printing to watchers —
-// one api, one streamer and one worker are killed with SIGKILL, and one
-// NATS node is shut down and started again. Every accepted job ends
+// one api, one streamer, one worker and one of the three nats-server
+// processes are killed with SIGKILL; the node is started again 3 s later. Every accepted job ends
 // exactly once, succeeded; every watcher sees every line of its job
 // exactly once, in order, whichever streamer it resumed on; each process's
 // share of the work is logged and kept within bounds.
@@ -39,10 +39,15 @@ func TestScaleOutProcesses(t *testing.T) {
 	}
 	// Not parallel: ten processes and a cluster load a 2-core machine.
 	size := scaleOutSize()
-	c := natstest.NewCluster(t, 3)
-	js := c.Provision(3)
+	nodes := startNATSClusterProcesses(t)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, n.url())
+	}
+	url := strings.Join(urls, ",")
+	js := provisionCluster(t, url, 3)
 	args := func(cmd string, extra ...string) []string {
-		return append([]string{cmd, "--nats-url", c.URL(), "--replicas", "3"}, extra...)
+		return append([]string{cmd, "--nats-url", url, "--replicas", "3"}, extra...)
 	}
 	var (
 		apis, streamers, workers []*node
@@ -138,12 +143,12 @@ func TestScaleOutProcesses(t *testing.T) {
 	apis[0].kill()
 	streamers[0].kill()
 	workers[0].kill()
-	c.Stop(victim)
+	nodes[victim].kill()
 	killedAt := time.Now()
-	t.Logf("killed api 0, streamer 0 and worker w0 (SIGKILL) and stopped NATS node n%d after %s, %d of %d jobs sent",
+	t.Logf("killed api 0, streamer 0, worker w0 and NATS node n%d (SIGKILL) after %s, %d of %d jobs sent",
 		victim, time.Since(began).Round(time.Millisecond), min(next.Load(), int64(size.jobs)), size.jobs)
 	time.Sleep(3 * time.Second) // the node stays away while the load goes on
-	c.Start(victim)
+	nodes[victim].start()
 	for _, dir := range workerDirs {
 		touch(t, dir, project, "gate")
 	}
