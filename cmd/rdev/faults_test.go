@@ -31,22 +31,28 @@ type watcher struct {
 	complete   contracts.Event
 	reconnects int
 	err        error
+	// bases are the base URLs of the connections opened, in order.
+	bases []string
+	// perAttempt counts the lines of each attempt.
+	perAttempt map[int]int
 }
 
 func follow(base func() string, eventsURL string, deadline time.Time) *watcher {
-	w := &watcher{}
+	w := &watcher{perAttempt: map[int]int{}}
 	lastID := ""
 	for time.Now().Before(deadline) {
 		// A connection silent for 30 s is dropped and resumed.
 		ctx, cancel := context.WithCancel(context.Background())
 		stall := time.AfterFunc(30*time.Second, cancel)
-		s, err := client.New(base()).Follow(ctx, eventsURL, client.FollowOptions{LastEventID: lastID, MaxReconnects: -1})
+		b := base()
+		s, err := client.New(b).Follow(ctx, eventsURL, client.FollowOptions{LastEventID: lastID, MaxReconnects: -1})
 		if err != nil {
 			stall.Stop()
 			cancel()
 			time.Sleep(50 * time.Millisecond) // the server is restarting
 			continue
 		}
+		w.bases = append(w.bases, b)
 		for {
 			ev, err := s.Next()
 			if err != nil {
@@ -64,6 +70,7 @@ func follow(base func() string, eventsURL string, deadline time.Time) *watcher {
 					return w
 				}
 				w.seqs = append(w.seqs, l.Seq)
+				w.perAttempt[l.Attempt]++
 			case contracts.SSEComplete:
 				w.complete, _ = ev.Status()
 				stall.Stop()
@@ -100,10 +107,15 @@ func (w *watcher) check() error {
 // waits for them all.
 func watchMany(t *testing.T, base func() string, jobs []contracts.SubmitResponse, clients int) (wait func() []*watcher) {
 	t.Helper()
+	return watchManyUntil(t, base, jobs, clients, time.Now().Add(90*time.Second))
+}
+
+// watchManyUntil is watchMany with the watchers' deadline given.
+func watchManyUntil(t *testing.T, base func() string, jobs []contracts.SubmitResponse, clients int, deadline time.Time) (wait func() []*watcher) {
+	t.Helper()
 	var mu sync.Mutex
 	var ws []*watcher
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(90 * time.Second)
 	for _, j := range jobs {
 		for range clients {
 			wg.Go(func() {

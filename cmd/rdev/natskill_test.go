@@ -249,21 +249,9 @@ func natsNodeKilled(t *testing.T, replicas int) {
 		urls = append(urls, n.url())
 	}
 	url := strings.Join(urls, ",")
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	must(t, err, "connect")
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	must(t, err, "jetstream")
+	js := provisionCluster(t, url, replicas)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if await.Poll(ctx, func() bool {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second) // a request sent before the meta leader is elected is never answered
-		defer acancel()
-		_, err = topology.Ensure(actx, js, topology.Config{Replicas: replicas})
-		return err == nil
-	}) != nil {
-		t.Fatalf("provision: %v", err)
-	}
 	flags := func(cmd string, extra ...string) []string {
 		return append([]string{cmd, "--nats-url", url, "--replicas", strconv.Itoa(replicas)}, extra...)
 	}
@@ -312,4 +300,27 @@ func natsNodeKilled(t *testing.T, replicas int) {
 		}
 	}
 	t.Logf("R%d: every job ended %s after the kill", replicas, time.Since(killedAt).Round(time.Millisecond))
+}
+
+// provisionCluster connects to the cluster at url (closed at cleanup) and
+// provisions the topology with replicas replicas, retrying while the
+// cluster elects its meta leader.
+func provisionCluster(t *testing.T, url string, replicas int) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	must(t, err, "connect")
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	must(t, err, "jetstream")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if await.Poll(ctx, func() bool {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second) // a request sent before the meta leader is elected is never answered
+		defer acancel()
+		_, err = topology.Ensure(actx, js, topology.Config{Replicas: replicas})
+		return err == nil
+	}) != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	return js
 }

@@ -329,3 +329,16 @@ func TestFinalStateWithoutEventIsAnnounced(t *testing.T) {
 		t.Fatalf("the ended job started again %d times", n)
 	}
 }
+
+// started returns the first n started events seen, in order.
+func (h *history) started(n int) []contracts.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []contracts.Event
+	for _, ev := range h.events {
+		if ev.Type == contracts.EventStarted && len(out) < n {
+			out = append(out, ev)
+		}
+	}
+	return out
+}

@@ -59,6 +59,10 @@ type config struct {
 	webhookRate     int
 	delayedJobs     int
 	delayedWaiting  int
+	fairnessJobs    int
+	scaleLines      int
+	scaleClients    int
+	scaleFanLines   int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -85,6 +89,10 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.webhookRate, "webhook-rate", 1000, "webhooks: events a second of the paced run")
 	fs.IntVar(&c.delayedJobs, "delayed-jobs", 10_000, "delayed: jobs due in the same second (-quick 1000)")
 	fs.IntVar(&c.delayedWaiting, "delayed-waiting", 100_000, "delayed: delayed jobs waiting while the CPU is measured (-quick 10000)")
+	fs.IntVar(&c.fairnessJobs, "fairness-jobs", 2000, "fairness: high-priority jobs queued (and half as many low) (-quick 600)")
+	fs.IntVar(&c.scaleLines, "scale-lines", 200_000, "scaleout: messages per publish run and lines of the printing job (-quick 50000)")
+	fs.IntVar(&c.scaleClients, "scale-clients", 200, "scaleout: SSE clients following one job (-quick 50)")
+	fs.IntVar(&c.scaleFanLines, "scale-fan-lines", 5000, "scaleout: lines of the job the SSE clients follow (-quick 2000)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -105,6 +113,10 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"webhook-events":  func() { c.webhookEvents = 2000 },
 			"delayed-jobs":    func() { c.delayedJobs = 1000 },
 			"delayed-waiting": func() { c.delayedWaiting = 10_000 },
+			"fairness-jobs":   func() { c.fairnessJobs = 600 },
+			"scale-lines":     func() { c.scaleLines = 50_000 },
+			"scale-clients":   func() { c.scaleClients = 50 },
+			"scale-fan-lines": func() { c.scaleFanLines = 2000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -122,13 +134,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 || c.queueJobs < 1 ||
 		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.webhookEvents < 1 || c.webhookRate < 1 ||
-		c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 {
+		c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 ||
+		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout"}
 
 // env is what every scenario shares.
 type env struct {
@@ -213,6 +226,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"cli":     cliCost,
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
+		"fairness": fairness, "scaleout": scaleOut,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

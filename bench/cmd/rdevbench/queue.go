@@ -82,6 +82,17 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 // runBatch submits n no-op jobs in one batch and waits for the batch's
 // complete event; it returns how long the submit took and the total.
 func runBatch(ctx context.Context, base string, n int) (submit, total time.Duration, err error) {
+	return runBatchOn(ctx, base, base, n)
+}
+
+// runBatchVia is runBatch through an api and a streamer of their own; it
+// returns the total.
+func runBatchVia(ctx context.Context, apiBase, streamBase string, n int) (time.Duration, error) {
+	_, total, err := runBatchOn(ctx, apiBase, streamBase, n)
+	return total, err
+}
+
+func runBatchOn(ctx context.Context, base, streamBase string, n int) (submit, total time.Duration, err error) {
 	items := make([]contracts.BatchItem, n)
 	for i := range items {
 		items[i] = contracts.BatchItem{Command: []string{"true"}}
@@ -95,7 +106,7 @@ func runBatch(ctx context.Context, base string, n int) (submit, total time.Durat
 	if r.Accepted != n {
 		return 0, 0, fmt.Errorf("batch accepted %d of %d jobs: %+v", r.Accepted, n, r.Items[:min(len(r.Items), 3)])
 	}
-	s, err := follow(ctx, base, r.EventsURL)
+	s, err := follow(ctx, streamBase, r.EventsURL)
 	if err != nil {
 		return 0, 0, err
 	}

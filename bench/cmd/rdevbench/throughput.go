@@ -110,7 +110,13 @@ func rawPublish(ctx context.Context, url, seedFile string, n int, payload []byte
 	if err != nil {
 		return 0, err
 	}
-	nc, err := nats.Connect(url, nats.Name("rdevbench-raw"), nkey)
+	return publishRate(ctx, url, []nats.Option{nkey}, 1, n, payload)
+}
+
+// publishRate is rawPublish to a stream of replicas replicas, connecting
+// with opts.
+func publishRate(ctx context.Context, url string, opts []nats.Option, replicas, n int, payload []byte) (float64, error) {
+	nc, err := nats.Connect(url, append(opts, nats.Name("rdevbench-raw"))...)
 	if err != nil {
 		return 0, err
 	}
@@ -122,7 +128,7 @@ func rawPublish(ctx context.Context, url, seedFile string, n int, payload []byte
 		return 0, err
 	}
 	const name = "RDEVBENCH_RAW"
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bench.raw"}, Storage: jetstream.FileStorage})
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bench.raw"}, Storage: jetstream.FileStorage, Replicas: replicas})
 	if err != nil {
 		return 0, err
 	}

@@ -167,3 +167,38 @@ func ReadMem(pid int) (Mem, error) {
 	}
 	return m, nil
 }
+
+// CPU is the processor time a process used since it started.
+type CPU struct {
+	// Own is its user and system time (utime+stime).
+	Own time.Duration
+	// Children is that of its children it waited for (cutime+cstime).
+	Children time.Duration
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// ReadCPU reads the processor time of process pid from /proc/<pid>/stat.
+func ReadCPU(pid int) (CPU, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return CPU{}, err
+	}
+	// The command name (field 2) may hold spaces; fields count from its
+	// closing parenthesis: utime is field 14 of the line.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 15 {
+		return CPU{}, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, b)
+	}
+	var ticks [4]int64
+	for i := range ticks {
+		if ticks[i], err = strconv.ParseInt(f[11+i], 10, 64); err != nil {
+			return CPU{}, fmt.Errorf("/proc/%d/stat field %d: %w", pid, 14+i, err)
+		}
+	}
+	tick := time.Second / clockTicks
+	return CPU{Own: time.Duration(ticks[0]+ticks[1]) * tick, Children: time.Duration(ticks[2]+ticks[3]) * tick}, nil
+}

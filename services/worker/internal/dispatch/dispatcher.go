@@ -51,6 +51,7 @@ type Dispatcher struct {
 
 	mu     sync.Mutex
 	held   []jetstream.Msg
+	coming []bool
 	paused []bool
 	taken  []chan struct{}
 	picker *Picker
@@ -63,6 +64,7 @@ func New(cfg Config, consumers []jetstream.Consumer, log *slog.Logger) *Dispatch
 	d := &Dispatcher{
 		cfg: cfg, levels: consumers, log: log,
 		held:   make([]jetstream.Msg, len(consumers)),
+		coming: make([]bool, len(consumers)),
 		paused: make([]bool, len(consumers)),
 		taken:  make([]chan struct{}, len(consumers)),
 		picker: NewPicker(len(consumers), cfg.FairEvery),
@@ -118,15 +120,27 @@ func (d *Dispatcher) Run(ctx, runCtx context.Context, handle Handler) {
 
 // next waits for a held message and takes the one the Picker chooses.
 func (d *Dispatcher) next(ctx context.Context) jetstream.Msg {
-	ready := make([]bool, len(d.levels))
+	supply := make([]Supply, len(d.levels))
 	for ctx.Err() == nil {
 		d.mu.Lock()
 		for i, m := range d.held {
-			ready[i] = m != nil && !d.paused[i]
+			switch {
+			case d.paused[i]:
+				supply[i] = Empty
+			case m != nil:
+				supply[i] = Held
+			case d.coming[i]:
+				supply[i] = Coming
+			default:
+				supply[i] = Empty
+			}
 		}
-		if lvl := d.picker.Pick(ready); lvl >= 0 {
+		if lvl := d.picker.Pick(supply); lvl >= 0 {
 			msg := d.held[lvl]
 			d.held[lvl] = nil
+			// Its fetcher now asks for the next one without waiting:
+			// until it answers, the level still has work.
+			d.coming[lvl] = true
 			d.mu.Unlock()
 			d.taken[lvl] <- struct{}{}
 			return msg
@@ -141,10 +155,26 @@ func (d *Dispatcher) next(ctx context.Context) jetstream.Msg {
 }
 
 // fetchLoop keeps at most one message of level i held for the dispatcher.
+// After a message is taken it asks for the next without waiting, so the
+// level counts as Coming for one round trip only; when that finds nothing
+// the level is Empty and the next pull waits for work.
 func (d *Dispatcher) fetchLoop(ctx context.Context, i int) {
 	backoff := 100 * time.Millisecond
+	more := false // the last message was taken: fetch the next without waiting
 	for ctx.Err() == nil {
-		msg, err := d.fetchOne(ctx, i)
+		var (
+			msg jetstream.Msg
+			err error
+		)
+		if more {
+			msg, err = d.fetchNoWait(i)
+		} else {
+			msg, err = d.fetchOne(ctx, i)
+		}
+		more = false
+		if msg == nil {
+			d.settle(i)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -160,9 +190,43 @@ func (d *Dispatcher) fetchLoop(ctx context.Context, i int) {
 		}
 		backoff = 100 * time.Millisecond
 		if msg != nil {
-			d.hold(ctx, i, msg)
+			more = d.hold(ctx, i, msg)
 		}
 	}
+}
+
+// settle marks level i Empty after a fetch found nothing, so that the
+// Picker stops waiting for it.
+func (d *Dispatcher) settle(i int) {
+	d.mu.Lock()
+	was := d.coming[i]
+	d.coming[i] = false
+	d.mu.Unlock()
+	if was {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// fetchNoWait returns the level's next message if one is available now,
+// or nil at once when none is. nats.go ends a no-wait fetch the server
+// does not answer within a second (a lost consumer leader), so a level is
+// Coming, and lower levels wait for it, for at most about that long.
+func (d *Dispatcher) fetchNoWait(i int) (jetstream.Msg, error) {
+	batch, err := d.levels[i].FetchNoWait(1)
+	if err != nil {
+		return nil, err
+	}
+	var got jetstream.Msg
+	for m := range batch.Messages() {
+		got = m
+	}
+	if err := batch.Error(); err != nil && got == nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		return nil, err
+	}
+	return got, nil
 }
 
 func (d *Dispatcher) fetchOne(ctx context.Context, i int) (jetstream.Msg, error) {
@@ -185,11 +249,13 @@ func (d *Dispatcher) fetchOne(ctx context.Context, i int) (jetstream.Msg, error)
 	return got, nil
 }
 
-// hold offers msg to the dispatcher and keeps it alive until taken. When
-// ctx ends first the message goes back to the queue for another worker.
-func (d *Dispatcher) hold(ctx context.Context, i int, msg jetstream.Msg) {
+// hold offers msg to the dispatcher and keeps it alive until taken; it
+// reports whether it was taken. When ctx ends first the message goes back
+// to the queue for another worker.
+func (d *Dispatcher) hold(ctx context.Context, i int, msg jetstream.Msg) bool {
 	d.mu.Lock()
 	d.held[i] = msg
+	d.coming[i] = false
 	d.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:
@@ -200,7 +266,7 @@ func (d *Dispatcher) hold(ctx context.Context, i int, msg jetstream.Msg) {
 	for {
 		select {
 		case <-d.taken[i]:
-			return
+			return true
 		case <-tick.C:
 			_ = msg.InProgress()
 		case <-ctx.Done():
@@ -212,10 +278,10 @@ func (d *Dispatcher) hold(ctx context.Context, i int, msg jetstream.Msg) {
 			d.mu.Unlock()
 			if mine {
 				_ = msg.Nak()
-				return
+				return false
 			}
 			<-d.taken[i]
-			return
+			return true
 		}
 	}
 }

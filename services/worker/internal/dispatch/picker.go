@@ -3,16 +3,39 @@
 // lower levels.
 //
 // JetStream does not reorder a stream by priority, so each level has its own
-// durable consumer. Each level prefetches at most one message (kept alive
-// with InProgress while it waits); when a run slot frees, the Picker
-// chooses among the levels holding a message.
+// durable consumer, shared by every worker. Each level prefetches at most one
+// message (kept alive with InProgress while it waits); when a run slot frees,
+// the Picker chooses among the levels.
+//
+// The share a lower level gets holds across workers because each worker's
+// decisions follow the rule exactly while a level has work: a level whose
+// last fetch found a message counts as having work while its next message
+// is being fetched (Coming), and the Picker waits for that message rather
+// than dispatching a lower level in its place. Each worker then dispatches
+// exactly one lower job in every FairEvery under a saturated higher level,
+// so any number of workers together do too.
 package dispatch
+
+// Supply is what a level has to offer the Picker at one decision.
+type Supply int
+
+const (
+	// Empty: no message held, and the level's last fetch found none (or it
+	// is paused). The level does not count as having work.
+	Empty Supply = iota
+	// Coming: no message held yet, but the last fetch found one and the
+	// next is being fetched without waiting; the level has work, and the
+	// Picker waits for it rather than give its turn to a lower level.
+	Coming
+	// Held: a message is held, ready to dispatch.
+	Held
+)
 
 // Picker chooses the level of each dispatch: the highest level that has
 // work, unless a lower level with work has been passed over fairEvery-1
 // times in a row; then the most passed-over level goes (ties to the higher
 // level). Under a saturated high level, each lower level with work still
-// gets at least one dispatch in every fairEvery.
+// gets exactly one dispatch in every fairEvery.
 //
 // A Picker is not safe for concurrent use.
 type Picker struct {
@@ -26,29 +49,31 @@ func NewPicker(levels, fairEvery int) *Picker {
 	return &Picker{fairEvery: max(fairEvery, 1), skipped: make([]int, levels)}
 }
 
-// Pick returns the level to dispatch from, given which levels have work,
-// or -1 when none has. It records the decision.
-func (p *Picker) Pick(ready []bool) int {
+// Pick returns the level to dispatch from, given each level's supply, or
+// -1 when there is nothing to take now: no level has work, or the level
+// whose turn it is has its message still Coming (ask again when a supply
+// changes). It records the decision only when it returns a level.
+func (p *Picker) Pick(supply []Supply) int {
 	chosen := -1
-	for i, r := range ready {
-		if r && p.skipped[i] >= p.fairEvery-1 && (chosen < 0 || p.skipped[i] > p.skipped[chosen]) {
+	for i, s := range supply {
+		if s != Empty && p.skipped[i] >= p.fairEvery-1 && (chosen < 0 || p.skipped[i] > p.skipped[chosen]) {
 			chosen = i
 		}
 	}
 	if chosen < 0 {
-		for i, r := range ready {
-			if r {
+		for i, s := range supply {
+			if s != Empty {
 				chosen = i
 				break
 			}
 		}
 	}
-	if chosen < 0 {
+	if chosen < 0 || supply[chosen] != Held {
 		return -1
 	}
-	for i, r := range ready {
+	for i, s := range supply {
 		switch {
-		case i == chosen || !r:
+		case i == chosen || s == Empty:
 			// A level without work is not being starved.
 			p.skipped[i] = 0
 		default:

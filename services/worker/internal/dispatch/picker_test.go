@@ -6,7 +6,7 @@ func TestPickerHighestFirstWhenNotStarving(t *testing.T) {
 	t.Parallel()
 	p := NewPicker(3, 10)
 	for i := range 9 {
-		if got := p.Pick([]bool{true, true, true}); got != 0 {
+		if got := p.Pick([]Supply{Held, Held, Held}); got != 0 {
 			t.Fatalf("dispatch %d: got level %d, want 0", i+1, got)
 		}
 	}
@@ -21,7 +21,7 @@ func TestPickerGuaranteesShareUnderSaturation(t *testing.T) {
 		run := 0
 		const n = 1000
 		for range n {
-			lvl := p.Pick([]bool{true, false, true})
+			lvl := p.Pick([]Supply{Held, Empty, Held})
 			counts[lvl]++
 			if lvl == 0 {
 				run++
@@ -44,7 +44,7 @@ func TestPickerEveryLowerLevelProgresses(t *testing.T) {
 	p := NewPicker(3, 10)
 	counts := make([]int, 3)
 	for range 1000 {
-		counts[p.Pick([]bool{true, true, true})]++
+		counts[p.Pick([]Supply{Held, Held, Held})]++
 	}
 	for lvl, c := range counts {
 		if c < 1000/20 {
@@ -59,10 +59,43 @@ func TestPickerEveryLowerLevelProgresses(t *testing.T) {
 func TestPickerNoWork(t *testing.T) {
 	t.Parallel()
 	p := NewPicker(3, 10)
-	if got := p.Pick([]bool{false, false, false}); got != -1 {
+	if got := p.Pick([]Supply{Empty, Empty, Empty}); got != -1 {
 		t.Fatalf("got %d, want -1", got)
 	}
-	if got := p.Pick([]bool{false, true, false}); got != 1 {
+	if got := p.Pick([]Supply{Empty, Held, Empty}); got != 1 {
 		t.Fatalf("got %d, want 1", got)
+	}
+}
+
+// A level whose message is still being fetched keeps its turn: the Picker
+// waits for it instead of dispatching a lower level, and the lower level's
+// count of passes is kept, so its share is exact per decision.
+func TestPickerWaitsForAComingLevel(t *testing.T) {
+	t.Parallel()
+	p := NewPicker(2, 4)
+	var got []int
+	for i := range 12 {
+		// Every other decision finds the high message still on its way.
+		if i%2 == 1 {
+			if lvl := p.Pick([]Supply{Coming, Held}); lvl != -1 && lvl != 1 {
+				t.Fatalf("decision %d: got level %d while high was coming", i, lvl)
+			} else if lvl == 1 {
+				got = append(got, lvl)
+			}
+			continue
+		}
+		got = append(got, p.Pick([]Supply{Held, Held}))
+	}
+	want := []int{0, 0, 0, 1, 0, 0}
+	if len(got) < len(want) {
+		t.Fatalf("dispatches %v, want at least %v", got, want)
+	}
+	for i, w := range want {
+		if got[i] != w {
+			t.Fatalf("dispatches %v, want %v first: low goes once in every 4, never in a coming high's place", got, want)
+		}
+	}
+	if lvl := p.Pick([]Supply{Coming, Empty}); lvl != -1 {
+		t.Fatalf("got %d with only a coming level, want -1 (wait)", lvl)
 	}
 }
