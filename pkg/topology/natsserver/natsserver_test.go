@@ -312,7 +312,7 @@ func actions() []action {
 		return batch.Error()
 	}
 	readOutput := func(ctx context.Context, js jetstream.JetStream) error {
-		c, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectOutput("s1")}})
+		c, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectStreamOutput("s1")}})
 		if err != nil {
 			return err
 		}
@@ -324,7 +324,7 @@ func actions() []action {
 		if err != nil {
 			return err
 		}
-		_, err = s.GetLastMsgForSubject(ctx, contracts.SubjectOutput("s1"))
+		_, err = s.GetLastMsgForSubject(ctx, contracts.SubjectOutput("p1", "s1"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
 		}
@@ -364,7 +364,7 @@ func actions() []action {
 		{"publish job", publish(contracts.SubjectJob(contracts.PriorityNormal, project))},
 		{"fetch jobs", fetchJobs},
 		{"list jobs", listJobs},
-		{"publish output", publish(contracts.SubjectOutput("s1"))},
+		{"publish output", publish(contracts.SubjectOutput(project, "s1"))},
 		{"publish event", publish(contracts.SubjectEvent(project, "s1", contracts.EventQueued))},
 		{"publish audit", publish(contracts.SubjectAuditPrefix + "." + project + ".test")},
 		{"publish dead letter", publish(contracts.SubjectDead(project))},
