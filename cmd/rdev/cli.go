@@ -70,6 +70,7 @@ func defaults() kong.Vars {
 		"redis_timeout":          duration(api.DefaultRedisTimeout),
 		"key_rate_window":        duration(api.DefaultKeyRateWindow),
 		"stream_token_ttl":       duration(api.DefaultTokenTTL),
+		"nats_credential_ttl":    duration(api.DefaultNATSCredentialTTL),
 		"concurrency":            strconv.Itoa(worker.DefaultConcurrency),
 		"fair_every":             strconv.Itoa(worker.DefaultFairEvery),
 		"ack_wait":               duration(worker.DefaultAckWait),
@@ -172,6 +173,8 @@ type apiFlags struct {
 	StreamTokenTTL       time.Duration `name:"stream-token-ttl" default:"${stream_token_ttl}" env:"RDEV_STREAM_TOKEN_TTL" help:"How long the token in a submit reply's events_url opens the stream."`
 	UITraceURL           string        `name:"ui-trace-url" env:"RDEV_UI_TRACE_URL" help:"Link of a trace in your tracing UI, {trace_id} marking the id (e.g. https://jaeger.example/trace/{trace_id}): the dashboard links a job's trace id to it."`
 	WebhookSecretOverlap time.Duration `name:"webhook-secret-overlap" default:"${webhook_secret_overlap}" env:"RDEV_WEBHOOK_SECRET_OVERLAP" help:"How long a webhook's previous signing secret keeps signing beside the new one after a rotation."`
+	NATSCalloutKeyFile   string        `name:"nats-callout-key-file" env:"RDEV_NATS_CALLOUT_KEY_FILE" help:"File with the account nkey seed (SA…) whose public key is the NATS server's auth_callout issuer: the API then serves the auth callout and mints NATS credentials for direct subscribers (POST /v1/projects/{p}/nats-credentials). rdev up uses <data-dir>/nats/callout.nk."`
+	NATSCredentialTTL    time.Duration `name:"nats-credential-ttl" default:"${nats_credential_ttl}" env:"RDEV_NATS_CREDENTIAL_TTL" help:"How long a minted NATS credential is admitted; the server closes its connections when it expires."`
 }
 
 type workerFlags struct {
@@ -335,7 +338,7 @@ func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 		MaxTimeout: a.MaxTimeout, MaxDelay: a.MaxDelay, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
 		RateLimitFailClosed: a.RateLimitFailClosed, KeyRateLimit: a.KeyRateLimit, KeyRateWindow: a.KeyRateWindow,
 		TokenTTL: a.StreamTokenTTL, ReinstallBootstrapKey: a.ReinstallBootstrap, BootstrapKey: a.BootstrapKey, SecretsKey: secretsKey,
-		WebhookSecretOverlap: a.WebhookSecretOverlap,
+		WebhookSecretOverlap: a.WebhookSecretOverlap, NATSCredentialTTL: a.NATSCredentialTTL,
 	}, nil
 }
 

@@ -18,6 +18,7 @@ func TestSubjectsUseOnlySafeTokens(t *testing.T) {
 		{contracts.SubjectStreamOutput("s1"), "rdev.output.*.s1"},
 		{contracts.SubjectProjectOutput("demo"), "rdev.output.demo.>"},
 		{contracts.SubjectProjectEvents("demo"), "rdev.events.demo.>"},
+		{contracts.SubjectProjectStreams("demo"), "rdev.*.demo.>"},
 		{contracts.SubjectEvent("demo", "s1", contracts.EventStarted), "rdev.events.demo.s1.started"},
 		{contracts.SubjectStreamEvents("s1"), "rdev.events.*.s1.*"},
 	} {

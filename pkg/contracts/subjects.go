@@ -88,6 +88,13 @@ func SubjectProjectEvents(project string) string {
 	return SubjectEventsPrefix + "." + project + ".>"
 }
 
+// SubjectProjectStreams is the one filter subject of a consumer on
+// StreamOutput that reads a project's lines and events together, in
+// stored order: rdev.*.<project>.>. In that stream it matches only the
+// project's SubjectOutput and SubjectEvent subjects (a
+// SubjectOutputLegacy subject has one token too few).
+func SubjectProjectStreams(project string) string { return "rdev.*." + project + ".>" }
+
 // StreamFilters are the filter subjects of a consumer that replays one
 // stream from StreamOutput, lines and events in one order: its lines,
 // its lines stored before OutputLineVersion 2 (SubjectOutputLegacy), and
