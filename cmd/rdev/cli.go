@@ -174,7 +174,9 @@ type apiFlags struct {
 	UITraceURL           string        `name:"ui-trace-url" env:"RDEV_UI_TRACE_URL" help:"Link of a trace in your tracing UI, {trace_id} marking the id (e.g. https://jaeger.example/trace/{trace_id}): the dashboard links a job's trace id to it."`
 	WebhookSecretOverlap time.Duration `name:"webhook-secret-overlap" default:"${webhook_secret_overlap}" env:"RDEV_WEBHOOK_SECRET_OVERLAP" help:"How long a webhook's previous signing secret keeps signing beside the new one after a rotation."`
 	NATSCalloutKeyFile   string        `name:"nats-callout-key-file" env:"RDEV_NATS_CALLOUT_KEY_FILE" help:"File with the account nkey seed (SA…) whose public key is the NATS server's auth_callout issuer: the API then serves the auth callout and mints NATS credentials for direct subscribers (POST /v1/projects/{p}/nats-credentials). rdev up uses <data-dir>/nats/callout.nk."`
-	NATSCredentialTTL    time.Duration `name:"nats-credential-ttl" default:"${nats_credential_ttl}" env:"RDEV_NATS_CREDENTIAL_TTL" help:"How long a minted NATS credential is admitted; the server closes its connections when it expires."`
+	// NATSCalloutKey is a secret: never logged.
+	NATSCalloutKey    string        `name:"nats-callout-key" env:"RDEV_NATS_CALLOUT_KEY" help:"The seed of --nats-callout-key-file given directly (for an environment variable from a secret); the file wins when both are set."`
+	NATSCredentialTTL time.Duration `name:"nats-credential-ttl" default:"${nats_credential_ttl}" env:"RDEV_NATS_CREDENTIAL_TTL" help:"How long a minted NATS credential is admitted; the server closes its connections when it expires."`
 }
 
 type workerFlags struct {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -380,12 +381,15 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	if seedFile == "" && cfg.embedNATS != "" {
 		seedFile = natsserver.Credentials{Dir: cfg.credsDir}.CalloutSeedFile()
 	}
-	if seedFile != "" {
+	switch {
+	case seedFile != "":
 		seed, err := os.ReadFile(seedFile)
 		if err != nil {
 			return nil, fmt.Errorf("NATS auth callout key: %w", err)
 		}
 		acfg.NATSCalloutSeed = bytes.TrimSpace(seed)
+	case cfg.api.NATSCalloutKey != "":
+		acfg.NATSCalloutSeed = []byte(strings.TrimSpace(cfg.api.NATSCalloutKey))
 	}
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
 		JS: ajs, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
