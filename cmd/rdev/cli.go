@@ -45,19 +45,20 @@ type cli struct {
 	Probe    probeCmd    `cmd:"" help:"Exit 0 when a URL answers 2xx: the health check of images without a shell."`
 	Topology topologyCmd `cmd:"" name:"provision" help:"Create or update the NATS streams and buckets as the NATS admin, then exit."`
 
-	Run         runCmd         `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
-	Claude      claudeCmd      `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
-	Logs        logsCmd        `cmd:"" group:"client" help:"Print a job's output; -f follows it to the job's end."`
-	Jobs        jobsCmd        `cmd:"" group:"client" help:"List, read, cancel and retry jobs."`
-	Batch       batchCmd       `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`
-	Projects    projectsCmd    `cmd:"" group:"client" help:"List and create projects."`
-	Keys        keysCmd        `cmd:"" group:"client" help:"List, create and revoke API keys (admin)."`
-	Audit       auditCmd       `cmd:"" group:"client" help:"Read the audit log."`
-	Queues      queuesCmd      `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
-	Schedules   schedulesCmd   `cmd:"" group:"client" help:"List, create, trigger, pause and delete cron schedules."`
-	DeadLetters deadLettersCmd `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
-	Context     contextCmd     `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
-	Completion  completionCmd  `cmd:"" group:"client" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`
+	Run         runCmd             `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
+	Claude      claudeCmd          `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
+	Logs        logsCmd            `cmd:"" group:"client" help:"Print a job's output; -f follows it to the job's end."`
+	Jobs        jobsCmd            `cmd:"" group:"client" help:"List, read, cancel and retry jobs."`
+	Batch       batchCmd           `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`
+	Projects    projectsCmd        `cmd:"" group:"client" help:"List and create projects."`
+	Keys        keysCmd            `cmd:"" group:"client" help:"List, create and revoke API keys (admin)."`
+	Audit       auditCmd           `cmd:"" group:"client" help:"Read the audit log."`
+	Queues      queuesCmd          `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
+	Schedules   schedulesCmd       `cmd:"" group:"client" help:"List, create, trigger, pause and delete cron schedules."`
+	DeadLetters deadLettersCmd     `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
+	NATSCreds   natsCredentialsCmd `cmd:"" name:"nats-credentials" group:"client" help:"Get a short-lived NATS credential to read a project's output and events straight from NATS (docs/nats.md)."`
+	Context     contextCmd         `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
+	Completion  completionCmd      `cmd:"" group:"client" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`
 }
 
 // defaults are the flags' defaults that the services own (kong.Vars,
