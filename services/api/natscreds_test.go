@@ -20,6 +20,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/services/api"
+	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
 )
 
 // calloutBundle is an API serving the auth callout of a real embedded NATS
@@ -260,7 +261,7 @@ func TestNATSCredentialsAreRefusedEverythingElse(t *testing.T) {
 		"$JS.API.CONSUMER.CREATE." + contracts.StreamOutput + ".c1.rdev.output.>",
 		"$JS.API.CONSUMER.CREATE." + contracts.StreamOutput + ".c1." + contracts.SubjectProjectStreams("other"),
 		"$JS.API.CONSUMER.DURABLE.CREATE." + contracts.StreamOutput + ".c1",
-		"$JS.API.CONSUMER.MSG.NEXT." + contracts.StreamOutput + ".rdev-audit-finished",
+		"$JS.API.CONSUMER.MSG.NEXT." + contracts.StreamOutput + "." + natsjs.ConsumerAuditFinished,
 		"$JS.API.CONSUMER.MSG.NEXT." + contracts.StreamOutput + "." + contracts.ConsumerNotifierEvents,
 		"$JS.API.CONSUMER.DELETE." + contracts.StreamOutput + "." + contracts.ConsumerNotifierEvents,
 		"$JS.API.CONSUMER.CREATE." + contracts.StreamJobs + ".c1.rdev.jobs.>",
