@@ -53,8 +53,23 @@ func TestServerConf(t *testing.T) {
 		keys[pub] = r
 	}
 	t.Setenv("NATS_SERVER_NAME", "n1")
+	issuer, err := nkeys.CreateAccount()
+	must(t, err)
+	issuerPub, err := issuer.PublicKey()
+	must(t, err)
+	t.Setenv("RDEV_NATS_CALLOUT_ISSUER", issuerPub)
 	opts, err := server.ProcessConfigFile(filepath.Join(deployDir, "server.conf"))
 	must(t, err)
+	// Direct subscribers go through the auth callout; rdev's users bypass it.
+	if ac := opts.AuthCallout; ac == nil || ac.Issuer != issuerPub || len(ac.AuthUsers) != len(keys) {
+		t.Fatalf("server.conf auth_callout %+v: want issuer %s and every rdev user", ac, issuerPub)
+	} else {
+		for _, u := range ac.AuthUsers {
+			if _, ok := keys[u]; !ok {
+				t.Fatalf("auth_users has %s, none of rdev's users", u)
+			}
+		}
+	}
 	if len(opts.Nkeys) != len(keys) {
 		t.Fatalf("server.conf has %d nkey users, want %d", len(opts.Nkeys), len(keys))
 	}
