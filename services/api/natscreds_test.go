@@ -172,6 +172,12 @@ func TestNATSCredentialsFollowAndReplayTheirProject(t *testing.T) {
 	if !strings.HasPrefix(c.InboxPrefix, "_INBOX_") || c.Stream != contracts.StreamOutput || time.Until(c.ExpiresAt) > api.DefaultNATSCredentialTTL {
 		t.Fatalf("credential %+v", c)
 	}
+	if !audited(t, b.bundle, contracts.AuditNATSCredentialsIssued) {
+		t.Fatal("no nats_credentials_issued audit record")
+	}
+	if _, rb := b.get(t, "/v1/projects/demo/audit?kind="+string(contracts.AuditNATSCredentialsIssued)); bytes.Contains(rb, []byte(c.Token)) {
+		t.Fatal("the audit record holds the token")
+	}
 	b.event(t, "demo", "s1", contracts.EventStarted)
 	b.line(t, "demo", "s1", 1)
 	b.line(t, "other", "o1", 1)

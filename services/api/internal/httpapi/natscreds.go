@@ -6,6 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/rdev-dev/rdev/pkg/access/accesshttp"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 )
@@ -33,5 +34,8 @@ func (h *Handlers) createNATSCredentials(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
+	h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditNATSCredentialsIssued, Actor: principal(c).Key.ID, Project: p.ID,
+		ProjectIncarnation: p.Incarnation, ClientIP: accesshttp.ClientIP(c).String(),
+		Detail: map[string]any{"expires_at": cred.ExpiresAt, "inbox_prefix": cred.InboxPrefix}})
 	return c.JSON(http.StatusCreated, cred)
 }
