@@ -19,6 +19,7 @@ const natsValuesHeader = `# Values of the official NATS Helm chart for rdev: a t
 # cluster on persistent volumes, monitoring on (KEDA reads consumer lag
 # there), and rdev's four users with the least privilege of each service.
 # The passwords come from the Secret rdev-secrets (keys nats-<user>-password),
+# and the auth callout issuer's public key (nats-callout-issuer) too,
 # the same one the rdev chart reads (secrets.existingSecret); create it in
 # both namespaces (docs/deployment.md).
 #
@@ -29,9 +30,10 @@ const natsValuesHeader = `# Values of the official NATS Helm chart for rdev: a t
 // natsValues builds the NATS chart's values. The chart renders config.merge
 // into nats.conf; << $VAR >> stays unquoted, so NATS reads the variable.
 func natsValues() map[string]any {
-	var users []any
+	var users, authUsers []any
 	env := map[string]any{}
 	for _, r := range natsserver.Roles() {
+		authUsers = append(authUsers, string(r))
 		p := natsserver.Permissions(r)
 		v := "RDEV_NATS_" + strings.ToUpper(string(r)) + "_PASSWORD"
 		perms := map[string]any{
@@ -44,12 +46,18 @@ func natsValues() map[string]any {
 		users = append(users, map[string]any{"user": string(r), "password": "<< $" + v + " >>", "permissions": perms})
 		env[v] = map[string]any{"valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "rdev-secrets", "key": "nats-" + string(r) + "-password"}}}
 	}
+	env["RDEV_NATS_CALLOUT_ISSUER"] = map[string]any{"valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "rdev-secrets", "key": "nats-callout-issuer"}}}
 	return map[string]any{
 		"config": map[string]any{
 			"cluster":   map[string]any{"enabled": true, "replicas": 3},
 			"jetstream": map[string]any{"enabled": true, "fileStore": map[string]any{"enabled": true, "pvc": map[string]any{"enabled": true, "size": "10Gi"}}},
 			"monitor":   map[string]any{"enabled": true},
-			"merge":     map[string]any{"authorization": map[string]any{"users": users}},
+			// Direct subscribers: any other client is admitted only when
+			// the API (the auth callout) answers with a user JWT signed
+			// by the issuer account key (docs/nats.md).
+			"merge": map[string]any{"authorization": map[string]any{"users": users, "auth_callout": map[string]any{
+				"issuer": "<< $RDEV_NATS_CALLOUT_ISSUER >>", "auth_users": authUsers,
+			}}},
 		},
 		"container": map[string]any{"env": env},
 		"podTemplate": map[string]any{"topologySpreadConstraints": map[string]any{"kubernetes.io/hostname": map[string]any{

@@ -45,19 +45,20 @@ type cli struct {
 	Probe    probeCmd    `cmd:"" help:"Exit 0 when a URL answers 2xx: the health check of images without a shell."`
 	Topology topologyCmd `cmd:"" name:"provision" help:"Create or update the NATS streams and buckets as the NATS admin, then exit."`
 
-	Run         runCmd         `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
-	Claude      claudeCmd      `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
-	Logs        logsCmd        `cmd:"" group:"client" help:"Print a job's output; -f follows it to the job's end."`
-	Jobs        jobsCmd        `cmd:"" group:"client" help:"List, read, cancel and retry jobs."`
-	Batch       batchCmd       `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`
-	Projects    projectsCmd    `cmd:"" group:"client" help:"List and create projects."`
-	Keys        keysCmd        `cmd:"" group:"client" help:"List, create and revoke API keys (admin)."`
-	Audit       auditCmd       `cmd:"" group:"client" help:"Read the audit log."`
-	Queues      queuesCmd      `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
-	Schedules   schedulesCmd   `cmd:"" group:"client" help:"List, create, trigger, pause and delete cron schedules."`
-	DeadLetters deadLettersCmd `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
-	Context     contextCmd     `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
-	Completion  completionCmd  `cmd:"" group:"client" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`
+	Run         runCmd             `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
+	Claude      claudeCmd          `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
+	Logs        logsCmd            `cmd:"" group:"client" help:"Print a job's output; -f follows it to the job's end."`
+	Jobs        jobsCmd            `cmd:"" group:"client" help:"List, read, cancel and retry jobs."`
+	Batch       batchCmd           `cmd:"" group:"client" help:"Submit a file of jobs as one batch and follow it."`
+	Projects    projectsCmd        `cmd:"" group:"client" help:"List and create projects."`
+	Keys        keysCmd            `cmd:"" group:"client" help:"List, create and revoke API keys (admin)."`
+	Audit       auditCmd           `cmd:"" group:"client" help:"Read the audit log."`
+	Queues      queuesCmd          `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
+	Schedules   schedulesCmd       `cmd:"" group:"client" help:"List, create, trigger, pause and delete cron schedules."`
+	DeadLetters deadLettersCmd     `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
+	NATSCreds   natsCredentialsCmd `cmd:"" name:"nats-credentials" group:"client" help:"Get a short-lived NATS credential to read a project's output and events straight from NATS (docs/nats.md)."`
+	Context     contextCmd         `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
+	Completion  completionCmd      `cmd:"" group:"client" help:"Print the shell completion script for bash, zsh or fish (e.g. source <(rdev completion bash))."`
 }
 
 // defaults are the flags' defaults that the services own (kong.Vars,
@@ -70,6 +71,7 @@ func defaults() kong.Vars {
 		"redis_timeout":          duration(api.DefaultRedisTimeout),
 		"key_rate_window":        duration(api.DefaultKeyRateWindow),
 		"stream_token_ttl":       duration(api.DefaultTokenTTL),
+		"nats_credential_ttl":    duration(api.DefaultNATSCredentialTTL),
 		"concurrency":            strconv.Itoa(worker.DefaultConcurrency),
 		"fair_every":             strconv.Itoa(worker.DefaultFairEvery),
 		"ack_wait":               duration(worker.DefaultAckWait),
@@ -172,6 +174,10 @@ type apiFlags struct {
 	StreamTokenTTL       time.Duration `name:"stream-token-ttl" default:"${stream_token_ttl}" env:"RDEV_STREAM_TOKEN_TTL" help:"How long the token in a submit reply's events_url opens the stream."`
 	UITraceURL           string        `name:"ui-trace-url" env:"RDEV_UI_TRACE_URL" help:"Link of a trace in your tracing UI, {trace_id} marking the id (e.g. https://jaeger.example/trace/{trace_id}): the dashboard links a job's trace id to it."`
 	WebhookSecretOverlap time.Duration `name:"webhook-secret-overlap" default:"${webhook_secret_overlap}" env:"RDEV_WEBHOOK_SECRET_OVERLAP" help:"How long a webhook's previous signing secret keeps signing beside the new one after a rotation."`
+	NATSCalloutKeyFile   string        `name:"nats-callout-key-file" env:"RDEV_NATS_CALLOUT_KEY_FILE" help:"File with the account nkey seed (SA…) whose public key is the NATS server's auth_callout issuer: the API then serves the auth callout and mints NATS credentials for direct subscribers (POST /v1/projects/{p}/nats-credentials). rdev up uses <data-dir>/nats/callout.nk."`
+	// NATSCalloutKey is a secret: never logged.
+	NATSCalloutKey    string        `name:"nats-callout-key" env:"RDEV_NATS_CALLOUT_KEY" help:"The seed of --nats-callout-key-file given directly (for an environment variable from a secret); the file wins when both are set."`
+	NATSCredentialTTL time.Duration `name:"nats-credential-ttl" default:"${nats_credential_ttl}" env:"RDEV_NATS_CREDENTIAL_TTL" help:"How long a minted NATS credential is admitted; the server closes its connections when it expires."`
 }
 
 type workerFlags struct {
@@ -335,7 +341,7 @@ func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 		MaxTimeout: a.MaxTimeout, MaxDelay: a.MaxDelay, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
 		RateLimitFailClosed: a.RateLimitFailClosed, KeyRateLimit: a.KeyRateLimit, KeyRateWindow: a.KeyRateWindow,
 		TokenTTL: a.StreamTokenTTL, ReinstallBootstrapKey: a.ReinstallBootstrap, BootstrapKey: a.BootstrapKey, SecretsKey: secretsKey,
-		WebhookSecretOverlap: a.WebhookSecretOverlap,
+		WebhookSecretOverlap: a.WebhookSecretOverlap, NATSCredentialTTL: a.NATSCredentialTTL,
 	}, nil
 }
 

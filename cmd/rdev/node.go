@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -204,7 +206,8 @@ func embedNATS(cfg nodeConfig, dialer *natsconn.Dialer, log *slog.Logger, stdout
 	if err != nil {
 		return nil, err
 	}
-	srv, err := natsserver.Start(natsserver.Config{Addr: cfg.embedNATS, StoreDir: cfg.storeDir, Users: creds.Users()})
+	srv, err := natsserver.Start(natsserver.Config{Addr: cfg.embedNATS, StoreDir: cfg.storeDir, Users: creds.Users(),
+		CalloutIssuer: creds.CalloutIssuer})
 	if err != nil {
 		return nil, err
 	}
@@ -374,6 +377,20 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 		return nil, err
 	}
 	acfg.MaxDelay = maxDelay(acfg.MaxDelay, cfg.topology.StateTTL, d.log)
+	seedFile := cfg.api.NATSCalloutKeyFile
+	if seedFile == "" && cfg.embedNATS != "" {
+		seedFile = natsserver.Credentials{Dir: cfg.credsDir}.CalloutSeedFile()
+	}
+	switch {
+	case seedFile != "":
+		seed, err := os.ReadFile(seedFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS auth callout key: %w", err)
+		}
+		acfg.NATSCalloutSeed = bytes.TrimSpace(seed)
+	case cfg.api.NATSCalloutKey != "":
+		acfg.NATSCalloutSeed = []byte(strings.TrimSpace(cfg.api.NATSCalloutKey))
+	}
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
 		JS: ajs, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),

@@ -127,7 +127,7 @@ func jobOutput(t *testing.T, js jetstream.JetStream, streamID string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectOutput(streamID)}})
+	cons, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectStreamOutput(streamID)}})
 	must(t, err, "consumer")
 	var out strings.Builder
 	for {

@@ -109,3 +109,43 @@ func BatchResource(batchID string) string { return "batch:" + batchID }
 // Verify. The API issues no token for it (its readers send a key), so a
 // token for a stream or a batch never opens it.
 func ProjectResource(project string) string { return "project:" + project }
+
+// NATSResource names a NATS credential of a project for SignFor: the
+// project's output and events, read straight from NATS (see
+// NATSCredential). nonce makes each credential's resource its own, and
+// names its private inbox.
+func NATSResource(project, nonce string) string { return "nats:" + project + ":" + nonce }
+
+// NATSCredential is what a NATS credential token claims, read without
+// checking its MAC: the caller then checks it with StreamGate.Admit
+// against NATSResource(Project, Nonce), which verifies MAC, expiry and
+// key.
+type NATSCredential struct {
+	Project string
+	Nonce   string
+	Expires time.Time
+}
+
+// ParseNATSCredential reads what a bound NATS credential token claims; ok
+// is false when token is not one. It does not verify the token.
+func ParseNATSCredential(token string) (c NATSCredential, ok bool) {
+	p64, _, found := strings.Cut(token, ".")
+	if !found || len(token) > 1024 {
+		return c, false
+	}
+	payload, err := strict.DecodeString(p64)
+	if err != nil {
+		return c, false
+	}
+	parts := strings.Split(string(payload), "|")
+	if len(parts) != 5 || parts[0] != "v2" {
+		return c, false
+	}
+	kind, rest, _ := strings.Cut(parts[1], ":")
+	project, nonce, found := strings.Cut(rest, ":")
+	exp, err := strconv.ParseInt(parts[2], 10, 64)
+	if kind != "nats" || !found || project == "" || nonce == "" || err != nil {
+		return c, false
+	}
+	return NATSCredential{Project: project, Nonce: nonce, Expires: time.Unix(exp, 0)}, true
+}

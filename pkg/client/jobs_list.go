@@ -138,3 +138,13 @@ func (c *Client) setPause(ctx context.Context, p contracts.Priority, verb string
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/queues/" + esc(string(p)) + "/" + verb}, &out)
 	return out, err
 }
+
+// NATSCredentials asks for a short-lived NATS credential of a project
+// (POST /v1/projects/{project}/nats-credentials): a token to connect with
+// and the inbox prefix to use, allowed to read the project's output and
+// events straight from NATS until it expires.
+func (c *Client) NATSCredentials(ctx context.Context, project string) (contracts.NATSCredentials, error) {
+	var out contracts.NATSCredentials
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/projects/" + url.PathEscape(project) + "/nats-credentials", ok: []int{http.StatusCreated}}, &out)
+	return out, err
+}

@@ -69,6 +69,10 @@ const (
 	AuditScheduleUpdated   AuditKind = "schedule_updated"
 	AuditScheduleDeleted   AuditKind = "schedule_deleted"
 	AuditScheduleTriggered AuditKind = "schedule_triggered"
+	// AuditNATSCredentialsIssued records who got a NATS credential of a
+	// project (POST /v1/projects/{p}/nats-credentials): its expiry and
+	// inbox prefix, never its token.
+	AuditNATSCredentialsIssued AuditKind = "nats_credentials_issued"
 )
 
 // AuditKinds lists every kind, for validation of filters.
@@ -78,7 +82,7 @@ func AuditKinds() []AuditKind {
 		AuditJobCancelRequested, AuditBatchCancelRequested, AuditDeadLetterRetried, AuditDeadLetterDeleted, AuditDeadLettersPurged,
 		AuditSecretSet, AuditSecretDeleted, AuditQueuePaused, AuditQueueResumed,
 		AuditWebhookCreated, AuditWebhookUpdated, AuditWebhookDeleted, AuditWebhookDisabled, AuditWebhookSecretRotated,
-		AuditScheduleCreated, AuditScheduleUpdated, AuditScheduleDeleted, AuditScheduleTriggered}
+		AuditScheduleCreated, AuditScheduleUpdated, AuditScheduleDeleted, AuditScheduleTriggered, AuditNATSCredentialsIssued}
 }
 
 // SubjectAudit is where an audit record about project ("" for none) of the

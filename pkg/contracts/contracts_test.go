@@ -13,7 +13,12 @@ func TestSubjectsUseOnlySafeTokens(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
 		{contracts.SubjectJob(contracts.PriorityHigh, "demo"), "rdev.jobs.high.demo"},
 		{contracts.SubjectJobsAt(contracts.PriorityLow), "rdev.jobs.low.>"},
-		{contracts.SubjectOutput("s1"), "rdev.output.s1"},
+		{contracts.SubjectOutput("demo", "s1"), "rdev.output.demo.s1"},
+		{contracts.SubjectOutputLegacy("s1"), "rdev.output.s1"},
+		{contracts.SubjectStreamOutput("s1"), "rdev.output.*.s1"},
+		{contracts.SubjectProjectOutput("demo"), "rdev.output.demo.>"},
+		{contracts.SubjectProjectEvents("demo"), "rdev.events.demo.>"},
+		{contracts.SubjectProjectStreams("demo"), "rdev.*.demo.>"},
 		{contracts.SubjectEvent("demo", "s1", contracts.EventStarted), "rdev.events.demo.s1.started"},
 		{contracts.SubjectStreamEvents("s1"), "rdev.events.*.s1.*"},
 	} {

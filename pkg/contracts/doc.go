@@ -26,3 +26,9 @@ package contracts
 // Version is the version of every message defined here. It changes only when
 // a field changes meaning or disappears; adding an optional field keeps it.
 const Version = 1
+
+// OutputLineVersion is the version of OutputLine. It is 2 since lines are
+// published to SubjectOutput, which carries the project (version 1 lines
+// are on SubjectOutputLegacy); the line's fields are those of version 1.
+// Readers accept both.
+const OutputLineVersion = 2

@@ -16,8 +16,8 @@ const (
 // last has Partial set.
 const MaxLineBytes = 16 * 1024
 
-// OutputLine is one line a job printed, published to SubjectOutput(StreamID)
-// in the order it was read.
+// OutputLine is one line a job printed, published to
+// SubjectOutput(project, StreamID) in the order it was read.
 //
 // Seq is the identity of a line within its stream: it starts at 1 and grows
 // by one per line, across stdout and stderr and across attempts. Workers
@@ -28,7 +28,8 @@ const MaxLineBytes = 16 * 1024
 // Streams written before this rule may hold a line twice: readers drop
 // any Seq they have already seen.
 type OutputLine struct {
-	// V is the message version (Version).
+	// V is the message version (OutputLineVersion; 1 on lines stored
+	// before the subject carried the project).
 	V int `json:"v"`
 	// StreamID is the stream the line belongs to.
 	StreamID string `json:"stream_id"`

@@ -11,7 +11,10 @@ import (
 const (
 	// SubjectJobsPrefix prefixes job subjects: rdev.jobs.<priority>.<project>.
 	SubjectJobsPrefix = "rdev.jobs"
-	// SubjectOutputPrefix prefixes output subjects: rdev.output.<stream_id>.
+	// SubjectOutputPrefix prefixes output subjects:
+	// rdev.output.<project>.<stream_id> (OutputLineVersion 2; lines of
+	// version 1 were published to rdev.output.<stream_id>, see
+	// SubjectOutputLegacy).
 	SubjectOutputPrefix = "rdev.output"
 	// SubjectEventsPrefix prefixes lifecycle event subjects:
 	// rdev.events.<project>.<stream_id>.<type>.
@@ -54,9 +57,51 @@ func SubjectScheduledJob(project, jobID string) string {
 // SubjectJobsAt matches every job of one priority, whatever the project.
 func SubjectJobsAt(p Priority) string { return SubjectJobsPrefix + "." + string(p) + ".>" }
 
-// SubjectOutput is where every line of a stream is published, as an
-// OutputLine.
-func SubjectOutput(streamID string) string { return SubjectOutputPrefix + "." + streamID }
+// SubjectOutput is where every line of a project's stream is published,
+// as an OutputLine. The project is in the subject so that a NATS
+// subscriber can be allowed one project's output and no other's.
+func SubjectOutput(project, streamID string) string {
+	return SubjectOutputPrefix + "." + project + "." + streamID
+}
+
+// SubjectOutputLegacy is where workers before OutputLineVersion 2
+// published a stream's lines: rdev.output.<stream_id>, without the
+// project. Nothing publishes there any more; readers still read it, so
+// that lines stored before an upgrade stay readable until they age out
+// of StreamOutput (OutputMaxAge). It has one token fewer than
+// SubjectOutput, so the two never match each other's filters.
+func SubjectOutputLegacy(streamID string) string { return SubjectOutputPrefix + "." + streamID }
+
+// SubjectStreamOutput matches every line of one stream, whatever its
+// project: rdev.output.*.<stream_id>.
+func SubjectStreamOutput(streamID string) string {
+	return SubjectOutputPrefix + ".*." + streamID
+}
+
+// SubjectProjectOutput matches every line of every stream of a project.
+func SubjectProjectOutput(project string) string {
+	return SubjectOutputPrefix + "." + project + ".>"
+}
+
+// SubjectProjectEvents matches every event of every stream of a project.
+func SubjectProjectEvents(project string) string {
+	return SubjectEventsPrefix + "." + project + ".>"
+}
+
+// SubjectProjectStreams is the one filter subject of a consumer on
+// StreamOutput that reads a project's lines and events together, in
+// stored order: rdev.*.<project>.>. In that stream it matches only the
+// project's SubjectOutput and SubjectEvent subjects (a
+// SubjectOutputLegacy subject has one token too few).
+func SubjectProjectStreams(project string) string { return "rdev.*." + project + ".>" }
+
+// StreamFilters are the filter subjects of a consumer that replays one
+// stream from StreamOutput, lines and events in one order: its lines,
+// its lines stored before OutputLineVersion 2 (SubjectOutputLegacy), and
+// its events. None of the three overlaps another, as JetStream requires.
+func StreamFilters(streamID string) []string {
+	return []string{SubjectStreamOutput(streamID), SubjectOutputLegacy(streamID), SubjectStreamEvents(streamID)}
+}
 
 // SubjectEvent is where an Event of type t about a stream is published.
 func SubjectEvent(project, streamID string, t EventType) string {

@@ -21,7 +21,7 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	if _, err := js.Publish(ctx, contracts.SubjectOutput("s1"), []byte(`{"v":1}`)); err != nil {
+	if _, err := js.Publish(ctx, contracts.SubjectOutput("p1", "s1"), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.Publish(ctx, contracts.SubjectJob(contracts.PriorityLow, "demo"), []byte(`{"v":1}`)); err != nil {
@@ -75,7 +75,7 @@ func TestEnsureScalesReplicasInPlace(t *testing.T) {
 			t.Fatalf("Ensure with %d replicas: %v", replicas, err)
 		}
 	}
-	if _, err := js.Publish(ctx, contracts.SubjectOutput("s1"), []byte(`{"v":1}`)); err != nil {
+	if _, err := js.Publish(ctx, contracts.SubjectOutput("p1", "s1"), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	ensure(3)

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/rdev-dev/rdev/services/api/internal/httpapi"
 	"github.com/rdev-dev/rdev/services/api/internal/jobs"
 	"github.com/rdev-dev/rdev/services/api/internal/k8spod"
+	"github.com/rdev-dev/rdev/services/api/internal/natsauth"
 	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
 	"github.com/rdev-dev/rdev/services/api/internal/ratelimit"
 	"github.com/rdev-dev/rdev/services/api/internal/redisstore"
@@ -48,7 +50,9 @@ const (
 	DefaultRedisTimeout   = 100 * time.Millisecond
 	DefaultKeyRateWindow  = time.Minute
 	DefaultTokenTTL       = time.Hour
-	DefaultCacheTTL       = 5 * time.Minute
+	// DefaultNATSCredentialTTL is Config.NATSCredentialTTL's default.
+	DefaultNATSCredentialTTL = 15 * time.Minute
+	DefaultCacheTTL          = 5 * time.Minute
 	// DefaultWebhookSecretOverlap is how long a rotated-out webhook
 	// secret keeps signing.
 	DefaultWebhookSecretOverlap = webhooks.DefaultRotationOverlap
@@ -109,6 +113,16 @@ type Config struct {
 	// BootstrapKey is the admin key Start installs (see Bootstrap); ""
 	// generates one on the first start. A secret: never logged.
 	BootstrapKey string
+	// NATSCalloutSeed is the seed of the account nkey (S A…) whose public
+	// key is the NATS server's auth_callout issuer. With it the API
+	// serves the server's auth callout and mints NATS credentials (POST
+	// /v1/projects/{p}/nats-credentials); without it that endpoint
+	// answers 409 nats_credentials_disabled. A secret: never logged.
+	NATSCalloutSeed []byte
+	// NATSCredentialTTL is how long a NATS credential is admitted, and
+	// bounds how long a connection made with it lasts (the server closes
+	// it when the credential's user JWT expires). Default 15m.
+	NATSCredentialTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -132,6 +146,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeyRateWindow <= 0 {
 		c.KeyRateWindow = DefaultKeyRateWindow
+	}
+	if c.NATSCredentialTTL <= 0 {
+		c.NATSCredentialTTL = DefaultNATSCredentialTTL
 	}
 	if c.TokenTTL <= 0 {
 		c.TokenTTL = DefaultTokenTTL
@@ -206,7 +223,10 @@ type Service struct {
 	metrics  *metrics
 	// schedules fires cron schedules (see Scheduler).
 	schedules *schedules.Service
-	redis     pinger
+	// callout answers the NATS server's auth callout; nil without
+	// Config.NATSCalloutSeed.
+	callout *natsauth.Callout
+	redis   pinger
 	// failClosed: requests are refused while Redis is down.
 	failClosed bool
 	// reinstallBootstrap: see Config.ReinstallBootstrapKey.
@@ -261,6 +281,19 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		clock = time.Now
 	}
 	s.schedules = schedules.New(natsjs.NewSchedules(js), svc, s.cached, s.audit, smetrics, newID, clock)
+	var natsCreds httpapi.NATSCredentials
+	if len(cfg.NATSCalloutSeed) > 0 {
+		issuer, err := nkeys.FromSeed(cfg.NATSCalloutSeed)
+		if err != nil {
+			return nil, errors.New("api: the NATS auth callout seed is not an nkey seed")
+		}
+		if pub, err := issuer.PublicKey(); err != nil || !nkeys.IsValidPublicAccountKey(pub) {
+			return nil, errors.New("api: the NATS auth callout seed must be an account seed (SA…)")
+		}
+		s.callout = &natsauth.Callout{Gate: &access.StreamGate{Signer: deps.Signer, Keys: store, Projects: store},
+			Issuer: issuer, Timeout: cfg.PublishTimeout, Log: log.With("component", "nats-auth-callout")}
+		natsCreds = natsauth.Minter{Signer: deps.Signer, TTL: cfg.NATSCredentialTTL}
+	}
 	var secrets httpapi.Secrets
 	var hooks httpapi.Webhooks
 	if cfg.SecretsKey != nil {
@@ -276,7 +309,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	s.handlers = httpapi.New(httpapi.Deps{
-		Secrets: secrets, Webhooks: hooks, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
+		Secrets: secrets, Webhooks: hooks, NATSCredentials: natsCreds, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
 		Audit: s.audit, Query: auditQuery{s.audit}, Schedules: s.schedules, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
@@ -375,6 +408,14 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.index.Run(life); err != nil {
 		stop()
 		return err
+	}
+	if s.callout != nil {
+		sub, err := s.callout.Subscribe(s.nc)
+		if err != nil {
+			stop()
+			return err
+		}
+		s.closers = append(s.closers, func() { _ = sub.Unsubscribe() })
 	}
 	s.started, s.stop = true, stop
 	return nil

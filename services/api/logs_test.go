@@ -20,14 +20,26 @@ import (
 // from seq.
 func (b bundle) printed(t *testing.T, r contracts.SubmitResponse, seq uint64, attempt int, lines ...string) uint64 {
 	t.Helper()
+	return b.store(t, contracts.SubjectOutput("demo", r.StreamID), contracts.OutputLineVersion, r, seq, attempt, lines...)
+}
+
+// printedLegacy stores lines as a worker before OutputLineVersion 2 did:
+// on the subject without the project.
+func (b bundle) printedLegacy(t *testing.T, r contracts.SubmitResponse, seq uint64, attempt int, lines ...string) uint64 {
+	t.Helper()
+	return b.store(t, contracts.SubjectOutputLegacy(r.StreamID), 1, r, seq, attempt, lines...)
+}
+
+func (b bundle) store(t *testing.T, subject string, v int, r contracts.SubmitResponse, seq uint64, attempt int, lines ...string) uint64 {
+	t.Helper()
 	for _, l := range lines {
 		fd, text, _ := strings.Cut(l, ":")
-		body, err := json.Marshal(contracts.OutputLine{V: contracts.Version, StreamID: r.StreamID, JobID: r.JobID,
+		body, err := json.Marshal(contracts.OutputLine{V: v, StreamID: r.StreamID, JobID: r.JobID,
 			Attempt: attempt, Seq: seq, FD: contracts.FD(fd), Text: text, Time: time.Date(2026, 12, 5, 1, 0, 0, int(seq), time.UTC)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.js.Publish(t.Context(), contracts.SubjectOutput(r.StreamID), body); err != nil {
+		if _, err := b.js.Publish(t.Context(), subject, body); err != nil {
 			t.Fatal(err)
 		}
 		seq++
@@ -57,6 +69,21 @@ func (b bundle) logs(t *testing.T, jobID, query string, header ...string) (int, 
 	t.Helper()
 	resp, rb := b.get(t, "/v1/jobs/"+jobID+"/logs"+query, header...)
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(rb)
+}
+
+// A job whose first attempt printed before lines carried the project
+// (OutputLineVersion 1, still in RDEV_OUTPUT after an upgrade) has all its
+// lines in its logs, in stored order.
+func TestLogsReadLinesStoredBeforeProjectSubjects(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, r, _ := b.submit(t, "/v1/projects/demo/commands", `{"command":["true"]}`)
+	seq := b.printedLegacy(t, r, 1, 1, "stdout:old one", "stdout:old two")
+	b.printed(t, r, seq, 2, "stdout:new three")
+	b.ended(t, r)
+	if code, _, body := b.logs(t, r.JobID, ""); code != http.StatusOK || body != "old one\nold two\nnew three\n" {
+		t.Fatalf("logs: %d %q", code, body)
+	}
 }
 
 // The logs of a job are its lines as plain text, in stored order, with

@@ -23,9 +23,9 @@ func TestClaudeFormat(t *testing.T) {
 		`{"type":"user","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"Makefile","is_error":false}]},"session_id":"s1"}`,
 		`{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"hi","session_id":"s1","total_cost_usd":0.01}`,
 	} {
-		b, _ := json.Marshal(contracts.OutputLine{V: contracts.Version, StreamID: j.streamID, JobID: j.jobID, Attempt: 1,
+		b, _ := json.Marshal(contracts.OutputLine{V: contracts.OutputLineVersion, StreamID: j.streamID, JobID: j.jobID, Attempt: 1,
 			Seq: uint64(i + 1), FD: contracts.Stdout, Text: text, Time: time.Now().UTC()})
-		if _, err := f.js.Publish(context.Background(), contracts.SubjectOutput(j.streamID), b); err != nil {
+		if _, err := f.js.Publish(context.Background(), contracts.SubjectOutput(j.project, j.streamID), b); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -243,7 +243,7 @@ func (f *fixture) newJobIn(t *testing.T, project string) *job {
 
 func (j *job) lineData(seq uint64) []byte {
 	b, _ := json.Marshal(contracts.OutputLine{
-		V: contracts.Version, StreamID: j.streamID, JobID: j.jobID, Attempt: 1, Seq: seq,
+		V: contracts.OutputLineVersion, StreamID: j.streamID, JobID: j.jobID, Attempt: 1, Seq: seq,
 		FD: contracts.Stdout, Text: fmt.Sprintf("line %d%s", seq, strings.Repeat("x", j.pad)), Time: time.Now().UTC(),
 	})
 	return b
@@ -252,11 +252,26 @@ func (j *job) lineData(seq uint64) []byte {
 // line publishes output line seq and returns its stream sequence.
 func (j *job) line(t *testing.T, seq uint64) uint64 {
 	t.Helper()
-	ack, err := j.f.js.Publish(context.Background(), contracts.SubjectOutput(j.streamID), j.lineData(seq))
+	ack, err := j.f.js.Publish(context.Background(), contracts.SubjectOutput(j.project, j.streamID), j.lineData(seq))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ack.Sequence
+}
+
+// legacyLine stores line seq as a worker before OutputLineVersion 2 did:
+// version 1, on the subject without the project.
+func (j *job) legacyLine(t *testing.T, seq uint64) {
+	t.Helper()
+	var l contracts.OutputLine
+	if err := json.Unmarshal(j.lineData(seq), &l); err != nil {
+		t.Fatal(err)
+	}
+	l.V = 1
+	b, _ := json.Marshal(l)
+	if _, err := j.f.js.Publish(context.Background(), contracts.SubjectOutputLegacy(j.streamID), b); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (j *job) lines(t *testing.T, from, to uint64) {
@@ -270,7 +285,7 @@ func (j *job) lines(t *testing.T, from, to uint64) {
 func (j *job) manyLines(t *testing.T, from, to uint64) {
 	t.Helper()
 	for s := from; s <= to; s++ {
-		if _, err := j.f.js.PublishAsync(contracts.SubjectOutput(j.streamID), j.lineData(s)); err != nil {
+		if _, err := j.f.js.PublishAsync(contracts.SubjectOutput(j.project, j.streamID), j.lineData(s)); err != nil {
 			t.Fatal(err)
 		}
 		if s%1000 == 0 || s == to { // stay below the client's limit of outstanding publishes

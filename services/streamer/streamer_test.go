@@ -69,6 +69,37 @@ func TestLateJoinerGetsFullReplayThenComplete(t *testing.T) {
 	checkIDs(t, 0, evs)
 }
 
+// TestStreamBegunBeforeProjectSubjectsReadsBoth: a stream whose first
+// lines were stored on rdev.output.<stream_id> by a worker of
+// OutputLineVersion 1, and whose later lines are on the project's subject
+// (a job retried across the upgrade), is replayed whole, in order, and
+// followed live.
+func TestStreamBegunBeforeProjectSubjectsReadsBoth(t *testing.T) {
+	t.Parallel()
+	f := setup(t, options{})
+	j := f.newJob(t)
+	j.event(t, contracts.EventStarted, 0)
+	for s := uint64(1); s <= 5; s++ {
+		j.legacyLine(t, s)
+	}
+	j.lines(t, 6, 8)
+
+	c := f.connect(t, j.streamID, dialOpts{})
+	c.handshake(t)
+	c.until(t, func(ev sseEvent) bool { return ev.Name == contracts.SSEOutput && lineSeq(t, ev) == 8 })
+	j.legacyLine(t, 9) // an old worker still running during a rolling upgrade
+	j.line(t, 10)
+	j.event(t, contracts.EventSucceeded, 10)
+	rest := c.rest(t)
+	equal(t, describe(t, rest), want(nil, 9, 10, succeeded))
+
+	again := f.connect(t, j.streamID, dialOpts{})
+	again.handshake(t)
+	evs := again.rest(t)
+	equal(t, describe(t, evs), want(started, 1, 10, succeeded))
+	checkIDs(t, 0, evs)
+}
+
 func TestWaitsForJobThatHasNotStarted(t *testing.T) {
 	t.Parallel()
 	f := setup(t, options{})
@@ -370,7 +401,7 @@ func TestStreamsRideOutNATSRestart(t *testing.T) {
 	await.Within(t, waitFor, "a publish after the restart", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := f.js.Publish(ctx, contracts.SubjectOutput(j.streamID), j.lineData(6))
+		_, err := f.js.Publish(ctx, contracts.SubjectOutput(j.project, j.streamID), j.lineData(6))
 		return err == nil // a line stored twice by this retry is sent once
 	})
 	j.lines(t, 7, 10)

@@ -148,7 +148,7 @@ spec:
 func (b bundle) storedLines(t *testing.T, stream string, n int) []contracts.OutputLine {
 	t.Helper()
 	c, err := b.js.OrderedConsumer(context.Background(), contracts.StreamOutput,
-		jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectOutput(stream)}})
+		jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectStreamOutput(stream)}})
 	if err != nil {
 		t.Fatal(err)
 	}

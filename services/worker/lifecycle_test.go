@@ -417,7 +417,7 @@ func TestLostWorkerIsRetriedElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	await.Until(t, "a line of attempt 1", func() bool {
-		_, err := out.GetLastMsgForSubject(context.Background(), contracts.SubjectOutput(job.StreamID))
+		_, err := out.GetLastMsgForSubject(context.Background(), contracts.SubjectOutput(job.Project, job.StreamID))
 		return err == nil
 	})
 	cut()

@@ -95,7 +95,7 @@ func throughput(ctx context.Context, e *env, cfg config) ([]figure, error) {
 // of `seq 1 n`, to size the baseline's messages.
 func sampleLine(n int) []byte {
 	b, _ := json.Marshal(contracts.OutputLine{
-		V: contracts.Version, StreamID: "01M8EHXFWDNM0KGVR1F0JQPHHF", JobID: "01M8EHXFWDNM0KGVR1EZYXASN1", Attempt: 1,
+		V: contracts.OutputLineVersion, StreamID: "01M8EHXFWDNM0KGVR1F0JQPHHF", JobID: "01M8EHXFWDNM0KGVR1EZYXASN1", Attempt: 1,
 		Seq: uint64(n / 2), FD: contracts.Stdout, Text: strconv.Itoa(n / 2), Time: time.Now().UTC(),
 	})
 	return b

@@ -20,7 +20,14 @@ type Credentials struct {
 	Dir string
 	// Public is each role's public nkey (U…).
 	Public map[Role]string
+	// CalloutIssuer is the public key (A…) of the account nkey whose seed
+	// (CalloutSeedFile) the API signs direct subscribers' user JWTs with:
+	// the server's auth callout issuer.
+	CalloutIssuer string
 }
+
+// CalloutSeedFile is the path of the auth callout issuer's seed.
+func (c Credentials) CalloutSeedFile() string { return filepath.Join(c.Dir, "callout.nk") }
 
 // SeedFile is the path of role's seed file.
 func (c Credentials) SeedFile(r Role) string { return filepath.Join(c.Dir, string(r)+".nk") }
@@ -48,30 +55,40 @@ func EnsureCredentials(dir string) (Credentials, error) {
 	}
 	c := Credentials{Dir: dir, Public: map[Role]string{}}
 	for _, r := range Roles() {
-		path := c.SeedFile(r)
-		seed, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			seed, err = newSeed(path)
-		}
-		if err != nil {
+		var err error
+		if c.Public[r], err = ensureSeed(c.SeedFile(r), nkeys.CreateUser); err != nil {
 			return Credentials{}, fmt.Errorf("natsserver: %s credentials: %w", r, err)
 		}
-		if err := os.Chmod(path, 0o600); err != nil {
-			return Credentials{}, fmt.Errorf("natsserver: %s credentials: %w", r, err)
-		}
-		kp, err := nkeys.FromSeed(bytes.TrimSpace(seed))
-		if err != nil {
-			return Credentials{}, fmt.Errorf("natsserver: %s credentials %s: %w", r, path, err)
-		}
-		if c.Public[r], err = kp.PublicKey(); err != nil {
-			return Credentials{}, err
-		}
+	}
+	var err error
+	if c.CalloutIssuer, err = ensureSeed(c.CalloutSeedFile(), nkeys.CreateAccount); err != nil {
+		return Credentials{}, fmt.Errorf("natsserver: auth callout issuer: %w", err)
 	}
 	return c, nil
 }
 
-func newSeed(path string) ([]byte, error) {
-	kp, err := nkeys.CreateUser()
+// ensureSeed reads the seed at path, writing one made by create when there
+// is none, and returns its public key.
+func ensureSeed(path string, create func() (nkeys.KeyPair, error)) (string, error) {
+	seed, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		seed, err = newSeed(path, create)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return "", err
+	}
+	kp, err := nkeys.FromSeed(bytes.TrimSpace(seed))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return kp.PublicKey()
+}
+
+func newSeed(path string, create func() (nkeys.KeyPair, error)) ([]byte, error) {
+	kp, err := create()
 	if err != nil {
 		return nil, err
 	}

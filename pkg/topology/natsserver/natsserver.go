@@ -31,6 +31,13 @@ type Config struct {
 
 	// Cluster, when set, makes the server one node of a JetStream cluster.
 	Cluster *Cluster
+
+	// CalloutIssuer, when set with Users, turns on the auth callout: a
+	// client that is none of the Users is admitted only if the API,
+	// serving $SYS.REQ.USER.AUTH, answers with a user JWT signed by this
+	// account public key (A…) — a direct subscriber's NATS credential.
+	// The Users bypass the callout.
+	CalloutIssuer string
 }
 
 // User is one client the server admits: a public nkey signing in with
@@ -97,6 +104,15 @@ func Start(cfg Config) (*server.Server, error) {
 			return nil, fmt.Errorf("natsserver: user %s has no key", u.Role)
 		}
 		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.NKey, Permissions: Permissions(u.Role)})
+	}
+	if cfg.CalloutIssuer != "" {
+		if len(cfg.Users) == 0 {
+			return nil, errors.New("natsserver: an auth callout needs users (the API's among them)")
+		}
+		opts.AuthCallout = &server.AuthCallout{Issuer: cfg.CalloutIssuer, Account: server.DEFAULT_GLOBAL_ACCOUNT}
+		for _, u := range cfg.Users {
+			opts.AuthCallout.AuthUsers = append(opts.AuthCallout.AuthUsers, u.NKey)
+		}
 	}
 	if c := cfg.Cluster; c != nil {
 		if err := cluster(opts, c); err != nil {

@@ -53,8 +53,23 @@ func TestServerConf(t *testing.T) {
 		keys[pub] = r
 	}
 	t.Setenv("NATS_SERVER_NAME", "n1")
+	issuer, err := nkeys.CreateAccount()
+	must(t, err)
+	issuerPub, err := issuer.PublicKey()
+	must(t, err)
+	t.Setenv("RDEV_NATS_CALLOUT_ISSUER", issuerPub)
 	opts, err := server.ProcessConfigFile(filepath.Join(deployDir, "server.conf"))
 	must(t, err)
+	// Direct subscribers go through the auth callout; rdev's users bypass it.
+	if ac := opts.AuthCallout; ac == nil || ac.Issuer != issuerPub || len(ac.AuthUsers) != len(keys) {
+		t.Fatalf("server.conf auth_callout %+v: want issuer %s and every rdev user", ac, issuerPub)
+	} else {
+		for _, u := range ac.AuthUsers {
+			if _, ok := keys[u]; !ok {
+				t.Fatalf("auth_users has %s, none of rdev's users", u)
+			}
+		}
+	}
 	if len(opts.Nkeys) != len(keys) {
 		t.Fatalf("server.conf has %d nkey users, want %d", len(opts.Nkeys), len(keys))
 	}
@@ -312,7 +327,7 @@ func actions() []action {
 		return batch.Error()
 	}
 	readOutput := func(ctx context.Context, js jetstream.JetStream) error {
-		c, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectOutput("s1")}})
+		c, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectStreamOutput("s1")}})
 		if err != nil {
 			return err
 		}
@@ -324,7 +339,7 @@ func actions() []action {
 		if err != nil {
 			return err
 		}
-		_, err = s.GetLastMsgForSubject(ctx, contracts.SubjectOutput("s1"))
+		_, err = s.GetLastMsgForSubject(ctx, contracts.SubjectOutput("p1", "s1"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
 		}
@@ -364,7 +379,7 @@ func actions() []action {
 		{"publish job", publish(contracts.SubjectJob(contracts.PriorityNormal, project))},
 		{"fetch jobs", fetchJobs},
 		{"list jobs", listJobs},
-		{"publish output", publish(contracts.SubjectOutput("s1"))},
+		{"publish output", publish(contracts.SubjectOutput(project, "s1"))},
 		{"publish event", publish(contracts.SubjectEvent(project, "s1", contracts.EventQueued))},
 		{"publish audit", publish(contracts.SubjectAuditPrefix + "." + project + ".test")},
 		{"publish dead letter", publish(contracts.SubjectDead(project))},

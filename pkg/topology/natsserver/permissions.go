@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -41,7 +42,12 @@ const (
 // Roles lists every role, admin first.
 func Roles() []Role { return []Role{RoleAdmin, RoleAPI, RoleWorker, RoleStreamer, RoleNotifier} }
 
-// responseTTL bounds how long a worker may answer a holds request.
+// AuthCalloutSubject is where the server asks the auth callout (the API)
+// whether to admit a client that is none of rdev's role users.
+const AuthCalloutSubject = server.AuthCalloutSubject
+
+// responseTTL bounds how long a worker may answer a holds request, and
+// the API an auth callout request.
 const responseTTL = time.Minute
 
 // Permissions returns the least privilege of role: what its service
@@ -91,6 +97,10 @@ func Permissions(r Role) *server.Permissions {
 		pub = append(pub, read(kvHooks, kvDeliveries)...)
 		pub = append(pub, consume(kvHooks, kvDeliveries)...)
 		pub = append(pub, "$KV."+contracts.BucketWebhooks+".>", "$KV."+contracts.BucketWebhookDeliveries+".delivery.>")
+		// The auth callout: the server asks, the API answers once on the
+		// request's reply subject (direct subscribers' credentials).
+		sub = append(sub, AuthCalloutSubject)
+		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL}
 	case RoleWorker:
 		pub = append(pub, read(kvState, contracts.StreamJobs, contracts.StreamOutput)...)
 		pub = append(pub, consume(kvState, contracts.StreamJobs)...)
@@ -218,4 +228,55 @@ func PermissionsConf() string {
 // PermissionsVar is the configuration variable holding role's permissions.
 func PermissionsVar(r Role) string {
 	return "RDEV_" + strings.ToUpper(string(r)) + "_PERMISSIONS"
+}
+
+// durableOutputConsumers are the durable consumers rdev's services share
+// on contracts.StreamOutput: the API's audit of finished jobs and the
+// notifier's events. A reader (ReaderPermissions) may pull from and
+// delete consumers by name, so these are denied by name: pulling from
+// one would take other projects' events from the service.
+var durableOutputConsumers = []string{"rdev-audit-finished", contracts.ConsumerNotifierEvents}
+
+// ReaderPermissions is what a direct NATS subscriber of one project may
+// do with a credential the API minted (POST
+// /v1/projects/{p}/nats-credentials), and nothing else:
+//   - subscribe to the project's events and output
+//     (contracts.SubjectProjectEvents, contracts.SubjectProjectOutput)
+//     and to its own inbox, inboxPrefix.> (never _INBOX.>, where the
+//     services' replies travel);
+//   - create consumers on contracts.StreamOutput only in the
+//     filtered-create form ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>)
+//     with a filter inside the project: rdev.output.<p>.…,
+//     rdev.events.<p>.… or rdev.*.<p>.… for both in one consumer (the
+//     server refuses a body whose filter differs from the subject's, and
+//     a body with several filters);
+//   - pull from, look at and delete consumers of that stream by name,
+//     except the services' durable ones; read the stream's info.
+//
+// No other publish: no jobs, no KV bucket (so not rdev_access), no other
+// stream, no other project's subjects.
+func ReaderPermissions(project, inboxPrefix string) jwt.Permissions {
+	api := "$JS.API.CONSUMER."
+	s := contracts.StreamOutput
+	var deny []string
+	for _, d := range durableOutputConsumers {
+		deny = append(deny, api+"MSG.NEXT."+s+"."+d, api+"INFO."+s+"."+d, api+"DELETE."+s+"."+d)
+	}
+	return jwt.Permissions{
+		Pub: jwt.Permission{
+			Allow: []string{
+				"$JS.API.STREAM.INFO." + s,
+				api + "CREATE." + s + ".*." + contracts.SubjectProjectOutput(project),
+				api + "CREATE." + s + ".*." + contracts.SubjectProjectEvents(project),
+				api + "CREATE." + s + ".*." + contracts.SubjectProjectStreams(project),
+				api + "MSG.NEXT." + s + ".*",
+				api + "INFO." + s + ".*",
+				api + "DELETE." + s + ".*",
+			},
+			Deny: deny,
+		},
+		Sub: jwt.Permission{
+			Allow: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project), inboxPrefix + ".>"},
+		},
+	}
 }

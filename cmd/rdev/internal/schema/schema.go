@@ -93,6 +93,7 @@ func messages() map[string]any {
 		"job_summary":           contracts.JobSummary{},
 		"job_list":              contracts.JobList{},
 		"queue_list":            contracts.QueueList{},
+		"nats_credentials":      contracts.NATSCredentials{},
 		"queue_pause":           contracts.QueuePause{},
 		"dead_letter_retry_all": contracts.DeadLetterRetryAll{},
 		"dead_letter_purge":     contracts.DeadLetterPurge{},

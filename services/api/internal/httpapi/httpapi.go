@@ -65,6 +65,10 @@ type Deps struct {
 	// Webhooks manages webhook endpoints; nil when no secrets key is
 	// configured (their endpoints then answer 409 webhooks_disabled).
 	Webhooks Webhooks
+	// NATSCredentials mints NATS credentials; nil when the API serves no
+	// auth callout (the endpoint then answers 409
+	// nats_credentials_disabled).
+	NATSCredentials NATSCredentials
 	// Signer signs the stream tokens of events_url, valid for TokenTTL.
 	Signer   *access.Signer
 	TokenTTL time.Duration
@@ -93,6 +97,7 @@ type Handlers struct {
 	schedules     Schedules
 	secrets       Secrets
 	webhooks      Webhooks
+	natsCreds     NATSCredentials
 	signer        *access.Signer
 	tokenTTL      time.Duration
 	keyLimit      ratelimit.Limit
@@ -105,7 +110,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, schedules: d.Schedules, secrets: d.Secrets, webhooks: d.Webhooks, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, schedules: d.Schedules, secrets: d.Secrets, webhooks: d.Webhooks, natsCreds: d.NATSCredentials, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 
@@ -129,6 +134,7 @@ func (h *Handlers) Register(e *echo.Echo, mw ...echo.MiddlewareFunc) {
 		{http.MethodPost, "/projects/:project/claude", h.submitClaude, access.RoleSubmit},
 		{http.MethodGet, "/jobs", h.listJobs, ""},
 		{http.MethodGet, "/projects/:project/jobs", h.listProjectJobs, access.RoleRead},
+		{http.MethodPost, "/projects/:project/nats-credentials", h.createNATSCredentials, access.RoleRead},
 		{http.MethodGet, "/jobs/:id", h.getJob, ""},
 		{http.MethodGet, "/jobs/:id/logs", h.getLogs, ""},
 		{http.MethodPost, "/jobs/:id/cancel", h.cancelJob, ""},

@@ -23,7 +23,7 @@ func NewOutput(js jetstream.JetStream) *Output { return &Output{js: js} }
 // stored now is read; and with fn's first error or ctx's end.
 func (o *Output) Lines(ctx context.Context, streamID string, follow bool, fn func(l contracts.OutputLine, more bool) error) error {
 	cons, err := o.js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contracts.SubjectOutput(streamID), contracts.SubjectStreamEvents(streamID)},
+		FilterSubjects: contracts.StreamFilters(streamID),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {

@@ -76,8 +76,8 @@ func Parse(streamID, subject string, seq uint64, data []byte) (Entry, error) {
 		if err != nil {
 			return e, fmt.Errorf("output line at %d: %w", seq, err)
 		}
-		if err := checkVersion(l.V); err != nil {
-			return e, fmt.Errorf("output line at %d: %w", seq, err)
+		if l.V > contracts.OutputLineVersion {
+			return e, fmt.Errorf("output line at %d: message version %d is newer than %d", seq, l.V, contracts.OutputLineVersion)
 		}
 		e.Kind, e.Line = Line, l.Seq
 	case isEventOf(streamID, subject):
@@ -111,11 +111,18 @@ func checkVersion(v int) error {
 	return nil
 }
 
-// isOutputOf reports whether subject is contracts.SubjectOutput(streamID),
-// without building that string for every message.
+// isOutputOf reports whether subject is contracts.SubjectOutput(<any
+// project>, streamID) or contracts.SubjectOutputLegacy(streamID), without
+// building those strings for every message.
 func isOutputOf(streamID, subject string) bool {
 	rest, ok := strings.CutPrefix(subject, contracts.SubjectOutputPrefix+".")
-	return ok && rest == streamID
+	if !ok {
+		return false
+	}
+	if _, id, scoped := strings.Cut(rest, "."); scoped {
+		rest = id // past the project
+	}
+	return rest == streamID
 }
 
 // isEventOf reports whether subject is rdev.events.<project>.<streamID>.<type>.

@@ -21,13 +21,16 @@ func TestParse(t *testing.T) {
 		wantErr     bool
 		wantForeign bool
 	}{
-		{"line", contracts.SubjectOutput("s1"), `{"v":1,"seq":7,"text":"x"}`, entry.Line, 7, false, false},
+		{"line", contracts.SubjectOutput("p", "s1"), `{"v":2,"seq":7,"text":"x"}`, entry.Line, 7, false, false},
+		{"line before the project was in the subject", contracts.SubjectOutputLegacy("s1"), `{"v":1,"seq":7,"text":"x"}`, entry.Line, 7, false, false},
+		{"legacy subject of another stream", contracts.SubjectOutputLegacy("s2"), `{"v":1,"seq":1}`, entry.Invalid, 0, true, true},
+		{"too many tokens", "rdev.output.p.s1.x", `{"v":2,"seq":1}`, entry.Invalid, 0, true, true},
 		{"status", contracts.SubjectEvent("p", "s1", contracts.EventStarted), `{"v":1,"type":"started","lines":0}`, entry.Status, 0, false, false},
 		{"complete", contracts.SubjectEvent("p", "s1", contracts.EventTimedOut), `{"v":1,"type":"timed_out","lines":9}`, entry.Complete, 9, false, false},
-		{"other stream's line", contracts.SubjectOutput("s2"), `{"v":1,"seq":1}`, entry.Invalid, 0, true, true},
+		{"other stream's line", contracts.SubjectOutput("p", "s2"), `{"v":1,"seq":1}`, entry.Invalid, 0, true, true},
 		{"other stream's event", contracts.SubjectEvent("p", "s2", contracts.EventStarted), `{"v":1}`, entry.Invalid, 0, true, true},
-		{"bad json", contracts.SubjectOutput("s1"), `{`, entry.Invalid, 0, true, false},
-		{"newer version", contracts.SubjectOutput("s1"), `{"v":99,"seq":1}`, entry.Invalid, 0, true, false},
+		{"bad json", contracts.SubjectOutput("p", "s1"), `{`, entry.Invalid, 0, true, false},
+		{"newer version", contracts.SubjectOutput("p", "s1"), `{"v":99,"seq":1}`, entry.Invalid, 0, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -94,14 +97,14 @@ func FuzzParse(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	subject := contracts.SubjectOutput("s1")
+	subject := contracts.SubjectOutput("p", "s1")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var ref struct {
 			V   int    `json:"v"`
 			Seq uint64 `json:"seq"`
 		}
 		refErr := json.Unmarshal(data, &ref)
-		wantErr := refErr != nil || ref.V > contracts.Version
+		wantErr := refErr != nil || ref.V > contracts.OutputLineVersion
 
 		e, err := entry.Parse("s1", subject, 42, data)
 		if (err != nil) != wantErr {
@@ -121,7 +124,7 @@ func BenchmarkParseLine(b *testing.B) {
 		V: contracts.Version, StreamID: "01M8EHXFWDNM0KGVR1F0JQPHHF", JobID: "01M8EHXFWDNM0KGVR1EZYXASN1", Attempt: 1,
 		Seq: 500000, FD: contracts.Stdout, Text: "500000", Time: time.Now().UTC(),
 	})
-	subject := contracts.SubjectOutput("01M8EHXFWDNM0KGVR1F0JQPHHF")
+	subject := contracts.SubjectOutput("demo", "01M8EHXFWDNM0KGVR1F0JQPHHF")
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {

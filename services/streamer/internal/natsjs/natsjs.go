@@ -140,9 +140,7 @@ func (s *Store) stream(ctx context.Context) (jetstream.Stream, error) {
 	return st, nil
 }
 
-func filters(streamID string) []string {
-	return []string{contracts.SubjectOutput(streamID), contracts.SubjectStreamEvents(streamID)}
-}
+func filters(streamID string) []string { return contracts.StreamFilters(streamID) }
 
 // Open starts a live feed of streamID through one ordered consumer that
 // begins right after the current end of the output stream. It implements

@@ -33,7 +33,7 @@ func setup(t *testing.T) (*natsjs.Store, jetstream.JetStream) {
 func publish(t *testing.T, js jetstream.JetStream, streamID string, seq uint64) uint64 {
 	t.Helper()
 	b, _ := json.Marshal(contracts.OutputLine{V: contracts.Version, StreamID: streamID, Seq: seq, Text: "x"})
-	ack, err := js.Publish(context.Background(), contracts.SubjectOutput(streamID), b)
+	ack, err := js.Publish(context.Background(), contracts.SubjectOutput("p", streamID), b)
 	if err != nil {
 		t.Fatal(err)
 	}

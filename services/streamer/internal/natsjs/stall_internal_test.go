@@ -48,7 +48,7 @@ func TestStalledFeedReopensWithoutLoss(t *testing.T) {
 	// takes its place.
 	f.it.Stop()
 	silent, err := js.OrderedConsumer(context.Background(), contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contracts.SubjectOutput("silent")},
+		FilterSubjects: []string{contracts.SubjectStreamOutput("silent")},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func TestLaggingFeedIsNotReopened(t *testing.T) {
 func publishLine(t *testing.T, js jetstream.JetStream, streamID string, seq uint64) {
 	t.Helper()
 	b, _ := json.Marshal(contracts.OutputLine{V: contracts.Version, StreamID: streamID, Seq: seq, Text: "x"})
-	if _, err := js.Publish(context.Background(), contracts.SubjectOutput(streamID), b); err != nil {
+	if _, err := js.Publish(context.Background(), contracts.SubjectOutput("p", streamID), b); err != nil {
 		t.Fatal(err)
 	}
 }

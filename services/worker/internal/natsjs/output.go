@@ -79,28 +79,42 @@ func (o *Output) isReplicated() bool {
 // stream sequence (0, 0 when none is stored).
 type position struct{ line, stored uint64 }
 
-func (o *Output) last(ctx context.Context, streamID string) (position, error) {
+func (o *Output) last(ctx context.Context, project, streamID string) (position, error) {
 	s, err := o.outputStream(ctx)
 	if err != nil {
 		return position{}, fmt.Errorf("output stream: %w", err)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, contracts.SubjectOutput(streamID))
+	p, err := lastOn(ctx, s, contracts.SubjectOutput(project, streamID))
+	if err != nil || p.line > 0 {
+		return p, err
+	}
+	// A stream begun before lines carried the project (a job retried
+	// across the upgrade) continues its numbering; the compare-and-set
+	// is on the new subject, which holds nothing yet (stored stays 0).
+	p, err = lastOn(ctx, s, contracts.SubjectOutputLegacy(streamID))
+	return position{line: p.line}, err
+}
+
+// lastOn returns the last line stored on subject, or the zero position.
+func lastOn(ctx context.Context, s jetstream.Stream, subject string) (position, error) {
+	m, err := s.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return position{}, nil
 	}
 	if err != nil {
-		return position{}, fmt.Errorf("last line of %s: %w", streamID, err)
+		return position{}, fmt.Errorf("last line on %s: %w", subject, err)
 	}
 	var l contracts.OutputLine
 	if err := json.Unmarshal(m.Data, &l); err != nil {
-		return position{}, fmt.Errorf("decode last line of %s: %w", streamID, err)
+		return position{}, fmt.Errorf("decode last line on %s: %w", subject, err)
 	}
 	return position{line: l.Seq, stored: m.Sequence}, nil
 }
 
-// LastSeq returns the Seq of the last line stored for a stream, 0 if none.
-func (o *Output) LastSeq(ctx context.Context, streamID string) (uint64, error) {
-	p, err := o.last(ctx, streamID)
+// LastSeq returns the Seq of the last line stored for a project's
+// stream, 0 if none.
+func (o *Output) LastSeq(ctx context.Context, project, streamID string) (uint64, error) {
+	p, err := o.last(ctx, project, streamID)
 	return p.line, err
 }
 
@@ -111,8 +125,9 @@ func (o *Output) Open(job contracts.Job, attempt int, firstSeq uint64) *LineWrit
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &LineWriter{
 		o:       o,
-		subj:    contracts.SubjectOutput(job.StreamID),
-		base:    contracts.OutputLine{V: contracts.Version, StreamID: job.StreamID, JobID: job.ID, Attempt: attempt},
+		subj:    contracts.SubjectOutput(job.Project, job.StreamID),
+		project: job.Project,
+		base:    contracts.OutputLine{V: contracts.OutputLineVersion, StreamID: job.StreamID, JobID: job.ID, Attempt: attempt},
 		seq:     firstSeq - 1,
 		stored:  firstSeq - 1,
 		known:   firstSeq <= 1,
@@ -136,9 +151,10 @@ var ErrOutputLost = errors.New("output lines lost by the server")
 // stored line and sends again from the one after it. Safe for concurrent
 // use (stdout and stderr).
 type LineWriter struct {
-	o    *Output
-	subj string
-	base contracts.OutputLine
+	o       *Output
+	subj    string
+	project string
+	base    contracts.OutputLine
 
 	mu      sync.Mutex
 	seq     uint64        // last Seq assigned
@@ -451,7 +467,7 @@ func (w *LineWriter) keepSent(batch []*nats.Msg) {
 func (w *LineWriter) resync(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, w.o.timeout)
 	defer cancel()
-	p, err := w.o.last(pctx, w.base.StreamID)
+	p, err := w.o.last(pctx, w.project, w.base.StreamID)
 	if err != nil {
 		return err
 	}

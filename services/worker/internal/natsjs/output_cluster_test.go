@@ -45,7 +45,7 @@ func readSeqs(ctx context.Context, js jetstream.JetStream, streamID string) ([]u
 	}
 	var seqs []uint64
 	for next := uint64(1); ; {
-		m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(contracts.SubjectOutput(streamID)))
+		m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(contracts.SubjectStreamOutput(streamID)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return seqs, nil
 		}
@@ -226,7 +226,7 @@ func TestLineWriterResendsLinesTheServerLost(t *testing.T) {
 				t.Fatal("the first 50 lines were not stored")
 			}
 			for range tc.drop {
-				m, err := s.GetLastMsgForSubject(ctx, contracts.SubjectOutput(job.StreamID))
+				m, err := s.GetLastMsgForSubject(ctx, contracts.SubjectOutput(job.Project, job.StreamID))
 				if err != nil {
 					t.Fatal(err)
 				}

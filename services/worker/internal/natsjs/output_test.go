@@ -45,7 +45,7 @@ func storedSeqs(t *testing.T, js jetstream.JetStream, streamID string) (seqs []u
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contracts.SubjectOutput(streamID)},
+		FilterSubjects: []string{contracts.SubjectStreamOutput(streamID)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -145,4 +145,64 @@ func TestLineWriterSurvivesServerRestart(t *testing.T) {
 		}
 	}
 	t.Logf("%d lines stored across a server restart, %d duplicates dropped by seq", n, dups)
+}
+
+// A job retried across the upgrade to project subjects: its first
+// attempt's lines are on rdev.output.<stream_id> (version 1). The next
+// attempt finds them (LastSeq), numbers its lines after them, and stores
+// them on the project's subject, with version 2.
+func TestLineWriterContinuesStreamBegunOnLegacySubject(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "", t.TempDir())
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	job := contracts.Job{ID: "job-legacy", StreamID: "legacy1", Project: "demo"}
+	for seq := uint64(1); seq <= 3; seq++ {
+		b, _ := json.Marshal(contracts.OutputLine{V: 1, StreamID: job.StreamID, JobID: job.ID, Attempt: 1, Seq: seq, Text: "old"})
+		if _, err := js.Publish(ctx, contracts.SubjectOutputLegacy(job.StreamID), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := natsjs.NewOutput(nc, js, 16)
+	first, err := out.LastSeq(ctx, job.Project, job.StreamID)
+	if err != nil || first != 3 {
+		t.Fatalf("LastSeq = %d, %v; want the legacy subject's 3", first, err)
+	}
+	w := out.Open(job, 2, first+1)
+	for i := range 2 {
+		if err := w.Line(ctx, contracts.Stdout, fmt.Appendf(nil, "new %d", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if last, err := w.Close(ctx); err != nil || last != 5 {
+		t.Fatalf("Close = %d, %v; want 5", last, err)
+	}
+	s, err := js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, contracts.SubjectOutput(job.Project, job.StreamID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l contracts.OutputLine
+	if err := json.Unmarshal(m.Data, &l); err != nil || l.Seq != 5 || l.V != contracts.OutputLineVersion {
+		t.Fatalf("last line on the project subject: %+v, %v", l, err)
+	}
+	if n, err := out.LastSeq(ctx, job.Project, job.StreamID); err != nil || n != 5 {
+		t.Fatalf("LastSeq after the new lines = %d, %v; want 5", n, err)
+	}
 }

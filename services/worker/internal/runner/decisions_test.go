@@ -465,8 +465,8 @@ func (h *fakeHolders) Held(context.Context, string) (bool, error) { return h.hel
 // fakeOutput keeps nothing: the decisions do not depend on the lines.
 type fakeOutput struct{}
 
-func (fakeOutput) LastSeq(context.Context, string) (uint64, error) { return 0, nil }
-func (fakeOutput) Open(contracts.Job, int, uint64) runner.LineSink { return &countSink{} }
+func (fakeOutput) LastSeq(context.Context, string, string) (uint64, error) { return 0, nil }
+func (fakeOutput) Open(contracts.Job, int, uint64) runner.LineSink         { return &countSink{} }
 
 type countSink struct {
 	mu sync.Mutex

@@ -140,7 +140,7 @@ type DeliveryInfo struct {
 // Output opens the line sink of one attempt.
 type Output interface {
 	// LastSeq is the Seq of the stream's last stored line, 0 if none.
-	LastSeq(ctx context.Context, streamID string) (uint64, error)
+	LastSeq(ctx context.Context, project, streamID string) (uint64, error)
 	// Open returns the sink for an attempt whose first line is firstSeq.
 	Open(job contracts.Job, attempt int, firstSeq uint64) LineSink
 }
@@ -459,7 +459,7 @@ func (r *Runner) handle(ctx, jobCtx context.Context, d *delivery, fast bool) err
 	// A first attempt has no lines yet: skip the round trip.
 	var first uint64
 	if attempt > 1 {
-		if first, err = r.output.LastSeq(ctx, job.StreamID); err != nil {
+		if first, err = r.output.LastSeq(ctx, job.Project, job.StreamID); err != nil {
 			return r.handBack(ctx, d, &st, rev, attempt, attempt, err, 0)
 		}
 	}
@@ -514,7 +514,7 @@ func (r *Runner) lost(ctx context.Context, d *delivery, st contracts.JobState, r
 			return d.msg.NakWithDelay(delay)
 		}
 	}
-	lines, err := r.output.LastSeq(ctx, d.job.StreamID)
+	lines, err := r.output.LastSeq(ctx, d.job.Project, d.job.StreamID)
 	if err != nil {
 		return err
 	}
@@ -859,7 +859,7 @@ func (r *Runner) handBack(ctx context.Context, d *delivery, st *contracts.JobSta
 		return fmt.Errorf("hand back after %w: %w", cause, err)
 	}
 	if st.Status == contracts.StatusCancelled {
-		if n, err := r.output.LastSeq(ctx, d.job.StreamID); err == nil {
+		if n, err := r.output.LastSeq(ctx, d.job.Project, d.job.StreamID); err == nil {
 			st.Lines = n
 		}
 		return r.announceCancel(ctx, d, st, running)
