@@ -28,8 +28,7 @@ func (c *natsCredentialsCmd) Run(ctx context.Context, std stdio) error {
 	}
 	return c.Out.print(std.out, cred, func(w *tabwriter.Writer, _ func(contracts.Status) string) {
 		fmt.Fprintf(w, "token:\t%s\n", cred.Token)
-		fmt.Fprintf(w, "inbox prefix:\t%s\n", cred.InboxPrefix)
 		fmt.Fprintf(w, "expires at:\t%s (in %s)\n", cred.ExpiresAt.Local().Format(time.RFC3339), time.Until(cred.ExpiresAt).Round(time.Second))
-		fmt.Fprintf(w, "follow:\tnats --server <nats-url> --token %s --inbox-prefix %s sub %q\n", cred.Token, cred.InboxPrefix, contracts.SubjectProjectOutput(srv.project))
+		fmt.Fprintf(w, "follow:\tnats --server <nats-url> --token %s sub %q\n", cred.Token, contracts.SubjectProjectOutput(srv.project))
 	})
 }

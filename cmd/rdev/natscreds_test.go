@@ -31,7 +31,7 @@ func TestUpAdmitsNATSCredentials(t *testing.T) {
 	}
 	c := mustJSON[contracts.NATSCredentials](t, b)
 	errs := make(chan error, 8)
-	nc, err := nats.Connect(n.nats, nats.Token(c.Token), nats.CustomInboxPrefix(c.InboxPrefix),
+	nc, err := nats.Connect(n.nats, nats.Token(c.Token),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
 	must(t, err, "connect with the credential")
 	defer nc.Close()

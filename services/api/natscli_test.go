@@ -40,7 +40,7 @@ func TestNATSCLIWithCredentials(t *testing.T) {
 	bin := natsCLI(t)
 	b := setupCallout(t, 0)
 	c := b.credential(t, "demo", b.admin2(t))
-	conn := []string{"--server", b.nurl, "--token", c.Token, "--inbox-prefix", c.InboxPrefix}
+	conn := []string{"--server", b.nurl, "--token", c.Token}
 
 	// Generous: the CLI's start and the server's callout on a loaded machine.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -99,7 +99,7 @@ type reader struct {
 
 func (b calloutBundle) connect(c contracts.NATSCredentials, opts ...nats.Option) (*reader, error) {
 	r := &reader{errs: make(chan error, 64)}
-	opts = append([]nats.Option{nats.Token(c.Token), nats.CustomInboxPrefix(c.InboxPrefix), nats.MaxReconnects(0),
+	opts = append([]nats.Option{nats.Token(c.Token), nats.MaxReconnects(0),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			select {
 			case r.errs <- err:
@@ -162,14 +162,15 @@ func (b calloutBundle) event(t *testing.T, project, stream string, typ contracts
 }
 
 // A credential of demo follows demo's streams live with a plain
-// subscription and replays them from JetStream with an ordered consumer
-// filtered to the project; it sees nothing of the project "other".
-func TestNATSCredentialsFollowAndReplayTheirProject(t *testing.T) {
+// subscription and sees nothing of the project "other"; replay is the
+// HTTP API's (TestNATSCredentialsCannotMakeTheServerWriteElsewhere says
+// why a credential sends no JetStream request).
+func TestNATSCredentialsFollowTheirProject(t *testing.T) {
 	t.Parallel()
 	b := setupCallout(t, 0)
 	key := b.newKey(t, `{"name":"reader","scopes":["project:demo:read"]}`)
 	c := b.credential(t, "demo", key.Key)
-	if !strings.HasPrefix(c.InboxPrefix, "_INBOX_") || c.Stream != contracts.StreamOutput || time.Until(c.ExpiresAt) > api.DefaultNATSCredentialTTL {
+	if len(c.Subscribe) != 2 || time.Until(c.ExpiresAt) > api.DefaultNATSCredentialTTL {
 		t.Fatalf("credential %+v", c)
 	}
 	if !audited(t, b.bundle, contracts.AuditNATSCredentialsIssued) {
@@ -198,37 +199,20 @@ func TestNATSCredentialsFollowAndReplayTheirProject(t *testing.T) {
 		t.Fatalf("live line: %v %v", m, err)
 	}
 	b.event(t, "demo", "s1", contracts.EventSucceeded)
-
-	// Replay: one ordered consumer, lines and events in stored order.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cons, err := r.js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contracts.SubjectProjectStreams("demo")},
-	})
+	events, err := r.nc.SubscribeSync(contracts.SubjectProjectEvents("demo"))
 	if err != nil {
-		t.Fatalf("ordered consumer filtered to the project: %v", err)
+		t.Fatal(err)
 	}
-	var got []string
-	for len(got) < 5 {
-		msg, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
-		if err != nil {
-			t.Fatalf("replay after %v: %v", got, err)
-		}
-		got = append(got, msg.Subject())
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
 	}
-	want := []string{
-		contracts.SubjectEvent("demo", "s1", contracts.EventStarted),
-		contracts.SubjectOutput("demo", "s1"), contracts.SubjectOutput("demo", "s1"), contracts.SubjectOutput("demo", "s1"),
-		contracts.SubjectEvent("demo", "s1", contracts.EventSucceeded),
+	b.event(t, "other", "o1", contracts.EventStarted)
+	b.event(t, "demo", "s2", contracts.EventStarted)
+	if m, err := events.NextMsg(20 * time.Second); err != nil || m.Subject != contracts.SubjectEvent("demo", "s2", contracts.EventStarted) {
+		t.Fatalf("live event: %v %v", m, err)
 	}
-	if strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Fatalf("replayed %v\nwant %v", got, want)
-	}
-	// A consumer on the project's output alone, the one-filter form too.
-	if _, err := r.js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contracts.SubjectOutput("demo", "s1")},
-	}); err != nil {
-		t.Fatalf("ordered consumer of one stream: %v", err)
+	if m, err := live.NextMsg(time.Second); err == nil {
+		t.Fatalf("a line after the last: %s", m.Subject)
 	}
 }
 
@@ -277,32 +261,18 @@ func TestNATSCredentialsAreRefusedEverythingElse(t *testing.T) {
 		}
 		r.refused(t, "publish "+subj, subj)
 	}
-	// Through the client library: the access bucket, an unfiltered
-	// consumer (two filters take the unfiltered create subject), another
-	// project's stream.
+	// Through the client library: the access bucket, and ordered
+	// consumers even of the project's own output (replay is the HTTP
+	// API's).
 	if _, err := r.js.KeyValue(bounded(), contracts.BucketAccess); err == nil {
 		t.Fatal("opened the access bucket")
 	}
-	if _, err := r.js.OrderedConsumer(bounded(), contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contracts.SubjectProjectOutput("demo"), contracts.SubjectProjectEvents("demo")},
-	}); err == nil {
-		t.Fatal("created a consumer without the filter in its subject")
-	}
-	if _, err := r.js.OrderedConsumer(bounded(), contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contracts.SubjectProjectOutput("other")},
-	}); err == nil {
-		t.Fatal("created a consumer of another project's output")
-	}
-	// The filter in the subject and the body must agree: the server
-	// refuses a body that filters more than the subject names.
-	req, _ := json.Marshal(map[string]any{"stream_name": contracts.StreamOutput,
-		"config": map[string]any{"name": "sneak", "filter_subject": "rdev.output.>", "ack_policy": "none"}})
-	resp, err := r.nc.RequestWithContext(bounded(), "$JS.API.CONSUMER.CREATE."+contracts.StreamOutput+".sneak."+contracts.SubjectProjectOutput("demo"), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(resp.Data, []byte(`"error"`)) {
-		t.Fatalf("a body filtering every project was accepted: %s", resp.Data)
+	for _, filter := range []string{contracts.SubjectProjectOutput("demo"), contracts.SubjectProjectOutput("other")} {
+		if _, err := r.js.OrderedConsumer(bounded(), contracts.StreamOutput, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{filter},
+		}); err == nil {
+			t.Fatalf("created a consumer of %s", filter)
+		}
 	}
 }
 
@@ -345,7 +315,7 @@ func TestNATSCredentialsOfRevokedKeyDeletedProjectOrExpiredAreRefused(t *testing
 	// Expired and forged, signed as the API would with the token secret.
 	other := b.credential(t, "demo", b.admin)
 	signer := b.signer(t)
-	nonce := strings.TrimPrefix(other.InboxPrefix, "_INBOX_")
+	nonce := "forged-nonce"
 	adminID := b.adminKeyID(t)
 	expired := other
 	expired.Token = signer.SignFor(access.NATSResource("demo", nonce), access.Grant{KeyID: adminID, Incarnation: b.incarnation(t, "demo")}, time.Now().Add(-time.Second))
@@ -452,4 +422,53 @@ func (b calloutBundle) adminKeyID(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return k.ID
+}
+
+// A credential cannot make the server write into rdev's subjects: NATS
+// permissions check neither a request's reply subject nor a consumer's
+// deliver subject, so a credential that could publish anything at all
+// (a JetStream pull request, a push consumer) could have the server
+// deliver its project's stored messages to a job subject or a KV key.
+// Credentials therefore publish nothing; every publish is refused and
+// nothing lands in the jobs stream or the state bucket.
+func TestNATSCredentialsCannotMakeTheServerWriteElsewhere(t *testing.T) {
+	t.Parallel()
+	b := setupCallout(t, 0)
+	b.line(t, "demo", "s1", 1)
+	r := b.mustConnect(t, b.credential(t, "demo", b.admin2(t)))
+	jobs := contracts.SubjectJob(contracts.PriorityNormal, "demo")
+	kvKey := "$KV." + contracts.BucketState + "." + contracts.JobKey("victim")
+	create := "$JS.API.CONSUMER.CREATE." + contracts.StreamOutput + ".c1." + contracts.SubjectProjectOutput("demo")
+	push, _ := json.Marshal(map[string]any{"stream_name": contracts.StreamOutput, "config": map[string]any{
+		"name": "c1", "filter_subject": contracts.SubjectProjectOutput("demo"), "deliver_subject": jobs, "ack_policy": "none"}})
+	if err := r.nc.Publish(create, push); err != nil {
+		t.Fatal(err)
+	}
+	r.refused(t, "create a push consumer delivering to a job subject", create)
+	next := "$JS.API.CONSUMER.MSG.NEXT." + contracts.StreamOutput + ".c1"
+	if err := r.nc.PublishRequest(next, kvKey, []byte(`{"batch":10}`)); err != nil {
+		t.Fatal(err)
+	}
+	r.refused(t, "a pull request answered into the state bucket", next)
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.writer.Stream(t.Context(), contracts.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(jobs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[jobs]; n != 0 {
+		t.Fatalf("%d messages landed on %s", n, jobs)
+	}
+	kv, err := b.writer.KeyValue(t.Context(), contracts.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(t.Context(), contracts.JobKey("victim")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the state bucket holds %s: %v", contracts.JobKey("victim"), err)
+	}
 }

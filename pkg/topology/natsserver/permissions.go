@@ -230,53 +230,19 @@ func PermissionsVar(r Role) string {
 	return "RDEV_" + strings.ToUpper(string(r)) + "_PERMISSIONS"
 }
 
-// durableOutputConsumers are the durable consumers rdev's services share
-// on contracts.StreamOutput: the API's audit of finished jobs and the
-// notifier's events. A reader (ReaderPermissions) may pull from and
-// delete consumers by name, so these are denied by name: pulling from
-// one would take other projects' events from the service.
-var durableOutputConsumers = []string{"rdev-audit-finished", contracts.ConsumerNotifierEvents}
-
 // ReaderPermissions is what a direct NATS subscriber of one project may
 // do with a credential the API minted (POST
-// /v1/projects/{p}/nats-credentials), and nothing else:
-//   - subscribe to the project's events and output
-//     (contracts.SubjectProjectEvents, contracts.SubjectProjectOutput)
-//     and to its own inbox, inboxPrefix.> (never _INBOX.>, where the
-//     services' replies travel);
-//   - create consumers on contracts.StreamOutput only in the
-//     filtered-create form ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>)
-//     with a filter inside the project: rdev.output.<p>.…,
-//     rdev.events.<p>.… or rdev.*.<p>.… for both in one consumer (the
-//     server refuses a body whose filter differs from the subject's, and
-//     a body with several filters);
-//   - pull from, look at and delete consumers of that stream by name,
-//     except the services' durable ones; read the stream's info.
-//
-// No other publish: no jobs, no KV bucket (so not rdev_access), no other
-// stream, no other project's subjects.
-func ReaderPermissions(project, inboxPrefix string) jwt.Permissions {
-	api := "$JS.API.CONSUMER."
-	s := contracts.StreamOutput
-	var deny []string
-	for _, d := range durableOutputConsumers {
-		deny = append(deny, api+"MSG.NEXT."+s+"."+d, api+"INFO."+s+"."+d, api+"DELETE."+s+"."+d)
-	}
+// /v1/projects/{p}/nats-credentials): subscribe to the project's events
+// and output (contracts.SubjectProjectEvents,
+// contracts.SubjectProjectOutput), live, and nothing else. It publishes
+// nothing, not even to the JetStream API: the server checks neither a
+// request's reply subject nor a consumer's deliver subject against
+// permissions, so a pull request or a push consumer would let the holder
+// have the server write the project's stored messages into any subject
+// of rdev's account (a job subject, a KV key).
+func ReaderPermissions(project string) jwt.Permissions {
 	return jwt.Permissions{
-		Pub: jwt.Permission{
-			Allow: []string{
-				"$JS.API.STREAM.INFO." + s,
-				api + "CREATE." + s + ".*." + contracts.SubjectProjectOutput(project),
-				api + "CREATE." + s + ".*." + contracts.SubjectProjectEvents(project),
-				api + "CREATE." + s + ".*." + contracts.SubjectProjectStreams(project),
-				api + "MSG.NEXT." + s + ".*",
-				api + "INFO." + s + ".*",
-				api + "DELETE." + s + ".*",
-			},
-			Deny: deny,
-		},
-		Sub: jwt.Permission{
-			Allow: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project), inboxPrefix + ".>"},
-		},
+		Pub: jwt.Permission{Deny: []string{">"}},
+		Sub: jwt.Permission{Allow: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project)}},
 	}
 }

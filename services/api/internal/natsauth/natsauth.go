@@ -34,11 +34,6 @@ const Subject = natsserver.AuthCalloutSubject
 // queue shares the requests among API replicas: one answers each.
 const queue = "rdev-api-auth"
 
-// InboxPrefix is the inbox prefix a credential's client must use
-// (nats.CustomInboxPrefix, the nats CLI's --inbox-prefix): the only
-// inbox its user may subscribe to, apart from every other client's.
-func InboxPrefix(nonce string) string { return "_INBOX_" + nonce }
-
 // Minter makes credential tokens.
 type Minter struct {
 	Signer *access.Signer
@@ -55,14 +50,10 @@ func (m Minter) Mint(project, incarnation, keyID string, now time.Time) (contrac
 	}
 	nonce := hex.EncodeToString(b[:])
 	exp := now.Add(m.TTL).Truncate(time.Second)
-	both := contracts.SubjectProjectStreams(project)
 	return contracts.NATSCredentials{
-		Token:           m.Signer.SignFor(access.NATSResource(project, nonce), access.Grant{KeyID: keyID, Incarnation: incarnation}, exp),
-		InboxPrefix:     InboxPrefix(nonce),
-		ExpiresAt:       exp.UTC(),
-		Subscribe:       []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project)},
-		ConsumerFilters: []string{both, contracts.SubjectProjectOutput(project), contracts.SubjectProjectEvents(project)},
-		Stream:          contracts.StreamOutput,
+		Token:     m.Signer.SignFor(access.NATSResource(project, nonce), access.Grant{KeyID: keyID, Incarnation: incarnation}, exp),
+		ExpiresAt: exp.UTC(),
+		Subscribe: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project)},
 	}, nil
 }
 
@@ -150,7 +141,7 @@ func (c *Callout) authorize(ctx context.Context, req *jwt.AuthorizationRequestCl
 	uc.Name = "rdev-reader:" + cred.Project
 	uc.Audience = c.Account
 	uc.Expires = cred.Expires.Unix()
-	uc.Permissions = natsserver.ReaderPermissions(cred.Project, InboxPrefix(cred.Nonce))
+	uc.Permissions = natsserver.ReaderPermissions(cred.Project)
 	out, err := uc.Encode(c.Issuer)
 	if err != nil {
 		return "", "encode user: " + err.Error()
