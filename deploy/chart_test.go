@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -302,9 +303,17 @@ func checkChart(t *testing.T, m *manifests, vals map[string]any, reads map[strin
 		if j.Annotations["helm.sh/hook"] != "pre-install,pre-upgrade" {
 			t.Errorf("Job %s runs at %q, want before install and upgrade", j.Name, j.Annotations["helm.sh/hook"])
 		}
+		checkHookInputs(t, m, j)
 	}
 	if len(m.jobs) != 1 || m.jobs[0].Spec.Template.Spec.Containers[0].Args[0] != "provision" {
 		t.Error("no provision Job")
+	}
+	for _, p := range m.pdbs {
+		// KEDA may scale the workers to one: a budget keeping one up
+		// would make that pod unevictable and block node drains.
+		if strings.HasSuffix(p.Name, "-worker") && (p.Spec.MaxUnavailable == nil || p.Spec.MinAvailable != nil) {
+			t.Errorf("PodDisruptionBudget %s: minAvailable %v, maxUnavailable %v; want maxUnavailable only", p.Name, p.Spec.MinAvailable, p.Spec.MaxUnavailable)
+		}
 	}
 	checkRBAC(t, m, executor)
 	checkScaling(t, m, vals)
@@ -322,6 +331,35 @@ func checkChart(t *testing.T, m *manifests, vals map[string]any, reads map[strin
 	}
 	if lookup(vals, "serviceMonitor.enabled", false).(bool) && len(m.monitors) != 1 {
 		t.Error("serviceMonitor.enabled rendered no ServiceMonitor")
+	}
+}
+
+// checkHookInputs checks that every Secret a hook Job reads and the
+// chart renders exists when the Job runs: Helm runs pre-install hooks
+// before it creates the release's resources, so such a Secret must be a
+// hook of the same phases with a lower weight (a Secret the chart does
+// not render, secrets.existingSecret, is the operator's).
+func checkHookInputs(t *testing.T, m *manifests, j *batchv1.Job) {
+	t.Helper()
+	weight := func(a map[string]string) int {
+		w, _ := strconv.Atoi(a["helm.sh/hook-weight"])
+		return w
+	}
+	for _, c := range j.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+				continue
+			}
+			for _, sec := range m.secrets {
+				if sec.Name != e.ValueFrom.SecretKeyRef.Name {
+					continue
+				}
+				if sec.Annotations["helm.sh/hook"] != j.Annotations["helm.sh/hook"] || weight(sec.Annotations) >= weight(j.Annotations) {
+					t.Errorf("Job %s reads Secret %s (%s), which a first install creates after the Job runs: hook %q weight %d, the Job's %q weight %d",
+						j.Name, sec.Name, e.Name, sec.Annotations["helm.sh/hook"], weight(sec.Annotations), j.Annotations["helm.sh/hook"], weight(j.Annotations))
+				}
+			}
+		}
 	}
 }
 
