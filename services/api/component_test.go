@@ -24,6 +24,19 @@ func TestLifecycle(t *testing.T) {
 	})
 }
 
+// The schedule sweep loop every API replica runs is a component of its
+// own; a sweep in flight is its work, which Shutdown cancels (what it did
+// not finish stays due), so the suite has no Busy for it.
+func TestSchedulerLifecycle(t *testing.T) {
+	t.Parallel()
+	lifecycletest.Run(t, lifecycletest.Harness{
+		New: func(t *testing.T) lifecycle.Component {
+			_, _, js := natstest.Provisioned(t)
+			return newAPI(t, api.Config{BootstrapKey: adminKey}, js, slog.New(slog.DiscardHandler)).Scheduler(0)
+		},
+	})
+}
+
 // Start generates an admin key on the first start and hands it to
 // ShowKey once; a later start shows nothing.
 func TestStartShowsAGeneratedKeyOnce(t *testing.T) {
