@@ -81,11 +81,27 @@ func TestNATSCLIWithCredentials(t *testing.T) {
 			t.Fatalf("nats sub never subscribed: output %q", out)
 		}
 	}
-	b.line(t, "other", "o1", 1)
-	b.line(t, "demo", "s1", 1)
-	b.line(t, "demo", "s1", 2)
-	for l := range lines {
-		out = append(out, l)
+	// The CLI says it subscribes before the server has the subscription,
+	// and a plain subscription replays nothing: publish a round (another
+	// project's line first) until the CLI has had its two and exits.
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	seq := uint64(1)
+read:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				break read
+			}
+			out = append(out, l)
+		case <-tick.C:
+			b.line(t, "other", "o1", seq)
+			b.line(t, "demo", "s1", seq)
+			seq++
+		case <-ctx.Done():
+			t.Fatalf("nats sub got no two lines: output %q", out)
+		}
 	}
 	if err := sub.Wait(); err != nil {
 		t.Fatalf("nats sub: %v\noutput %q", err, out)
