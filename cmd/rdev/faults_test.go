@@ -148,7 +148,7 @@ func TestStreamerRestartWith100Watchers(t *testing.T) {
 	current.Store(first.http)
 	var jobs []contracts.SubmitResponse
 	for range 20 {
-		jobs = append(jobs, submit(t, up.http, "watched", map[string]any{"command": gatedCommand}))
+		jobs = append(jobs, submit(t, up.http, "watched", map[string]any{"command": watchedCommand}))
 	}
 	wait := watchMany(t, func() string { return current.Load().(string) }, jobs, 5)
 	waitForLines(t, first.http, jobs, 5)
@@ -178,7 +178,7 @@ func TestNodeRestartWith100Watchers(t *testing.T) {
 	current.Store(first.http)
 	var jobs []contracts.SubmitResponse
 	for range 20 {
-		jobs = append(jobs, submit(t, first.http, "watched", map[string]any{"command": gatedCommand}))
+		jobs = append(jobs, submit(t, first.http, "watched", map[string]any{"command": watchedCommand}))
 	}
 	wait := watchMany(t, func() string { return current.Load().(string) }, jobs, 5)
 	waitForLines(t, first.http, jobs, 5)
@@ -200,6 +200,14 @@ func TestNodeRestartWith100Watchers(t *testing.T) {
 // its workspace, then five more: a restart before the gate opens always
 // happens while it runs and prints.
 var gatedCommand = []string{"sh", "-c", "i=0; while [ ! -e gate ]; do i=$((i+1)); echo line$i; sleep 0.02; done; " +
+	"for j in 1 2 3 4 5; do echo tail$j; done"}
+
+// watchedCommand is gatedCommand at a line every 100 ms, for the tests
+// that run 20 of them under 100 watchers: at every 20 ms those 20 shells
+// alone started 1,000 sleep processes a second, which on a 2-core CI
+// machine starved NATS and the streamer until the watchers' deadline
+// passed (the restart is what those tests are about, not the line rate).
+var watchedCommand = []string{"sh", "-c", "i=0; while [ ! -e gate ]; do i=$((i+1)); echo line$i; sleep 0.1; done; " +
 	"for j in 1 2 3 4 5; do echo tail$j; done"}
 
 // waitForLines waits until every job has printed at least n lines, so
