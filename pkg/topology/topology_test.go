@@ -69,16 +69,22 @@ func TestEnsureScalesReplicasInPlace(t *testing.T) {
 	js := c.Provision(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ensure := func(replicas int) {
-		t.Helper()
-		if _, err := topology.Ensure(ctx, js, topology.Config{Replicas: replicas}); err != nil {
-			t.Fatalf("Ensure with %d replicas: %v", replicas, err)
-		}
-	}
 	if _, err := js.Publish(ctx, contracts.SubjectOutput("p1", "s1"), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	ensure(3)
+	// Right after the cluster forms, its meta leader may not count every
+	// peer as current yet and refuses R3 placement; an operator's retry
+	// (or the services' start-up retries) gets past it, and so does this.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := topology.Ensure(ctx, js, topology.Config{Replicas: 3})
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "no suitable peers") || time.Now().After(deadline) {
+			t.Fatalf("Ensure with 3 replicas: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, name := range []string{contracts.StreamOutput, contracts.StreamJobs, contracts.StreamAudit, contracts.StreamDead,
 		"KV_" + contracts.BucketState, "KV_" + contracts.BucketAccess} {
 		s, err := js.Stream(ctx, name)
