@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -48,7 +49,8 @@ func (s *Service) events(c echo.Context) error {
 		return accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidLastEventID,
 			"Last-Event-ID must be a decimal event id received from this stream")
 	}
-	if err := checkFormat(c); err != nil {
+	if ok, err := checkFormat(c); !ok {
+		// Answered: going on would stream after the 400's body.
 		return err
 	}
 	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), accesshttp.Bearer(c.Request()), accesshttp.ClientIP(c), access.StreamResource(streamID))
@@ -58,7 +60,12 @@ func (s *Service) events(c echo.Context) error {
 	if !s.enter() {
 		return accesshttp.WriteError(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
 	}
-	defer s.active.Done()
+	detached := false
+	defer func() {
+		if !detached {
+			s.active.Done()
+		}
+	}()
 	// The request goroutine lives as long as the stream; opening the
 	// stream needs a deep stack, so it runs on a fresh one.
 	var st *opened
@@ -66,7 +73,27 @@ func (s *Service) events(c echo.Context) error {
 	if st == nil {
 		return err
 	}
-	s.stream(c, st)
+	ip, k := accesshttp.ClientIP(c), sinkFor(c, sink{st.w})
+	conn := st.w.Conn()
+	if conn == nil { // net/http still serves the response
+		s.stream(c.Request().Context(), ip, st, k)
+		return nil
+	}
+	// The connection was taken over: the stream goes on without the
+	// request, its handler, its goroutine or net/http's buffers. It ends
+	// when the client hangs up, as the request's context would.
+	ctx, hungUp := context.WithCancel(context.WithoutCancel(c.Request().Context()))
+	stopWatch := s.hangups.Watch(conn, hungUp)
+	detached = true
+	go func() {
+		defer s.active.Done()
+		s.stream(ctx, ip, st, k)
+		stopWatch()
+		hungUp()
+		if err := st.w.Close(); err != nil && ctx.Err() == nil {
+			s.writeFailed(st.ref, err)
+		}
+	}()
 	return nil
 }
 
@@ -140,7 +167,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		s.streamLog(ref).Error("encode connected event", "err", err)
 		return nil, nil
 	}
-	err = w.Open(s.cfg.Retry)
+	err = w.Take(c.Request(), s.cfg.Retry)
 	if err == nil {
 		err = w.Event(cur.StreamSeq, contracts.SSEConnected, connected)
 	}
@@ -197,14 +224,15 @@ func lastEventID(r *http.Request) (seq uint64, raw string, ok bool) {
 	return seq, raw, err == nil
 }
 
-// stream follows an opened stream until it ends.
-func (s *Service) stream(c echo.Context, st *opened) {
+// stream follows an opened stream until it ends or ctx, the client's
+// connection, does.
+func (s *Service) stream(ctx context.Context, ip netip.Addr, st *opened, k follow.Sink) {
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
-	held, release := s.gate.Hold(c.Request().Context(), st.reader, st.ref.Project, st.ref.ProjectIncarnation, accesshttp.ClientIP(c))
+	held, release := s.gate.Hold(ctx, st.reader, st.ref.Project, st.ref.ProjectIncarnation, ip)
 	defer release()
 	reqCtx, end := s.in.startDelivery(held, st)
-	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, sinkFor(c, sink{st.w})))
+	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, k))
 	defer func() { end(err) }()
 	var werr writeError
 	switch {
