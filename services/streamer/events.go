@@ -83,18 +83,53 @@ func (s *Service) events(c echo.Context) error {
 	// request, its handler, its goroutine or net/http's buffers. It ends
 	// when the client hangs up, as the request's context would.
 	ctx, hungUp := context.WithCancel(context.WithoutCancel(c.Request().Context()))
-	stopWatch := s.hangups.Watch(conn, hungUp)
+	t := &taken{s: s, ctx: ctx, hungUp: hungUp, ip: ip, st: st, k: k}
+	t.stopWatch = s.hangups.Watch(conn, hungUp)
 	detached = true
-	go func() {
-		defer s.active.Done()
-		s.stream(ctx, ip, st, k)
-		stopWatch()
-		hungUp()
-		if err := st.w.Close(); err != nil && ctx.Err() == nil {
-			s.writeFailed(st.ref, err)
-		}
-	}()
+	go t.run()
 	return nil
+}
+
+// taken is a stream whose connection was taken over from net/http,
+// served by run on a goroutine of its own.
+type taken struct {
+	s                 *Service
+	ctx               context.Context // ends when the client hangs up
+	hungUp, stopWatch func()
+	ip                netip.Addr
+	st                *opened
+	k                 follow.Sink
+}
+
+// run serves the stream and closes the connection at its end.
+//
+// This goroutine waits out the stream's idle hours, so what is on its
+// stack meanwhile (run's frame, the follower's, the select's) is kept
+// small: the runtime halves a stack at garbage collection while less than
+// a quarter of it is in use (counting 800 bytes of guard), so under about
+// 1,200 bytes deep its 8 KiB become 4 KiB for the rest of the stream.
+// Whatever happens before and after the wait is in functions of its own.
+func (t *taken) run() {
+	s := t.s
+	defer s.active.Done()
+	s.clients.Add(1)
+	held, release, reqCtx, end := s.startStream(t.ctx, t.ip, t.st)
+	err := s.follower.Run(reqCtx, t.st.ref.StreamID, &t.st.cur, s.in.sink(reqCtx, t.k))
+	t.end(err, held, release, reqCtx, end)
+}
+
+//go:noinline
+func (t *taken) end(err error, held context.Context, release func(), reqCtx context.Context, end func(error)) {
+	s := t.s
+	s.streamEnded(err, held, reqCtx, t.st)
+	end(err)
+	release()
+	s.clients.Add(-1)
+	t.stopWatch()
+	t.hungUp()
+	if err := t.st.w.Close(); err != nil && t.ctx.Err() == nil {
+		s.writeFailed(t.st.ref, err)
+	}
 }
 
 // opened is an event stream opened and ready to follow.
@@ -225,15 +260,32 @@ func lastEventID(r *http.Request) (seq uint64, raw string, ok bool) {
 }
 
 // stream follows an opened stream until it ends or ctx, the client's
-// connection, does.
+// request, does.
 func (s *Service) stream(ctx context.Context, ip netip.Addr, st *opened, k follow.Sink) {
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
-	held, release := s.gate.Hold(ctx, st.reader, st.ref.Project, st.ref.ProjectIncarnation, ip)
+	held, release, reqCtx, end := s.startStream(ctx, ip, st)
 	defer release()
-	reqCtx, end := s.in.startDelivery(held, st)
 	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, k))
-	defer func() { end(err) }()
+	s.streamEnded(err, held, reqCtx, st)
+	end(err)
+}
+
+// startStream holds the reader's access for the stream (held ends when
+// it is lost; call release at the end) and starts the delivery's span
+// (reqCtx; call end with the outcome).
+//
+//go:noinline
+func (s *Service) startStream(ctx context.Context, ip netip.Addr, st *opened) (held context.Context, release func(), reqCtx context.Context, end func(error)) {
+	held, release = s.gate.Hold(ctx, st.reader, st.ref.Project, st.ref.ProjectIncarnation, ip)
+	reqCtx, end = s.in.startDelivery(held, st)
+	return held, release, reqCtx, end
+}
+
+// streamEnded tells the client why its stream ended, when it may hear it.
+//
+//go:noinline
+func (s *Service) streamEnded(err error, held, reqCtx context.Context, st *opened) {
 	var werr writeError
 	switch {
 	case err == nil: // complete sent
