@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,6 +73,7 @@ type fanResult struct {
 	rate          float64 // deliveries a second, first line to last
 	cpuPer        float64 // server CPU per delivery, µs
 	deliveries    uint64
+	lagged        float64 // times a slow client was sent back to storage (rdev)
 }
 
 func (r fanResult) figures(name string) []figure {
@@ -79,6 +82,7 @@ func (r fanResult) figures(name string) []figure {
 		fig(name+": p99 line latency", r.p99, "ms"),
 		fig(name+": deliveries/s", r.rate, "1/s"),
 		fig(name+": server CPU per delivery", r.cpuPer, "µs"),
+		fig(name+": slow clients sent back to storage", r.lagged, "count"),
 	}
 }
 
@@ -158,8 +162,45 @@ func fanRdev(ctx context.Context, e *env, cfg config, streams, rate int, lines u
 		}
 		urls[i] = onServer(streamer.HTTP, a.EventsURL)
 	}
-	return fanClients(ctx, cfg.fanClients, streamer, func() error { return os.WriteFile(gate, nil, 0o600) }, lines,
+	r, err := fanClients(ctx, cfg.fanClients, streamer, func() error { return os.WriteFile(gate, nil, 0o600) }, lines,
 		"-urls", strings.Join(urls, ","), "-key", adminKey, "-ready", `"type":"started"`)
+	if err == nil {
+		r.lagged, err = metric(ctx, streamer.HTTP, "rdev_sse_clients_lagged")
+	}
+	return r, err
+}
+
+// metric returns the sum of the samples of the Prometheus metric name
+// (and name_total) at base/metrics.
+func metric(ctx context.Context, base, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		m, _, _ := strings.Cut(f[0], "{")
+		if m == name || m == name+"_total" {
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum, nil
 }
 
 // fanBroadcaster runs the baseline with the same clients, rate and lines.
