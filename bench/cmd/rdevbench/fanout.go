@@ -74,16 +74,16 @@ type fanResult struct {
 	cpuPer        float64 // server CPU per delivery, µs
 	deliveries    uint64
 	lagged        float64 // times a slow client was sent back to storage (rdev)
+	extra         []figure
 }
 
 func (r fanResult) figures(name string) []figure {
-	return []figure{
+	return append(r.extra,
 		fig(name+": p50 line latency", r.p50, "ms"),
 		fig(name+": p99 line latency", r.p99, "ms"),
 		fig(name+": deliveries/s", r.rate, "1/s"),
 		fig(name+": server CPU per delivery", r.cpuPer, "µs"),
-		fig(name+": slow clients sent back to storage", r.lagged, "count"),
-	}
+	)
 }
 
 // fanClients runs the clients of one fan-out measurement: it starts them,
@@ -166,6 +166,9 @@ func fanRdev(ctx context.Context, e *env, cfg config, streams, rate int, lines u
 		"-urls", strings.Join(urls, ","), "-key", adminKey, "-ready", `"type":"started"`)
 	if err == nil {
 		r.lagged, err = metric(ctx, streamer.HTTP, "rdev_sse_clients_lagged")
+	}
+	if err == nil {
+		r.extra = []figure{fig(fmt.Sprintf("rdev %d stream(s), %d lines/s: slow clients sent back to storage (rdev_sse_clients_lagged)", streams, rate), r.lagged, "count")}
 	}
 	return r, err
 }

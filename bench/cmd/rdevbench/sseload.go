@@ -285,10 +285,13 @@ func timedLine(line []byte) (at int64, seq uint64, ok bool) {
 	return at, seq, err1 == nil && err2 == nil
 }
 
-// timedText is the text of timed line seq: its time, its number and
-// padding to size bytes.
-func timedText(seq uint64, size int) []byte {
-	b := strconv.AppendInt(nil, time.Now().UnixNano(), 10)
+// timedText is the text of timed line seq: the time it was due, its
+// number and padding to size bytes. The time is when the line was due,
+// not when it was made: a printer that falls behind its rate (starved of
+// CPU, or a broadcaster whose fan-out holds its generator up) counts its
+// lateness in the latency, as the rate was offered.
+func timedText(seq uint64, size int, due time.Time) []byte {
+	b := strconv.AppendInt(nil, due.UnixNano(), 10)
 	b = append(b, ' ')
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, ' ')
@@ -298,20 +301,20 @@ func timedText(seq uint64, size int) []byte {
 	return b
 }
 
-// pace calls f(i) for i = 1..n at rate a second, on schedule: a late
-// call is not made up for by sleeping less than zero, but the schedule
-// does not drift.
-func pace(ctx context.Context, n uint64, rate int, f func(uint64) error) error {
+// pace calls f(i, due) for i = 1..n at rate a second, each at its due
+// time or, when late, at once: the schedule does not drift.
+func pace(ctx context.Context, n uint64, rate int, f func(uint64, time.Time) error) error {
 	start := time.Now()
 	for i := uint64(1); i <= n; i++ {
-		if d := time.Until(start.Add(time.Duration(float64(i-1) / float64(rate) * float64(time.Second)))); d > 0 {
+		due := start.Add(time.Duration(float64(i-1) / float64(rate) * float64(time.Second)))
+		if d := time.Until(due); d > 0 {
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
-		if err := f(i); err != nil {
+		if err := f(i, due); err != nil {
 			return err
 		}
 	}
@@ -339,8 +342,8 @@ func printer(ctx context.Context, args []string, stdout io.Writer) error {
 			return ctx.Err()
 		}
 	}
-	return pace(ctx, *lines, *rate, func(i uint64) error {
-		_, err := stdout.Write(append(timedText(i, *size), '\n'))
+	return pace(ctx, *lines, *rate, func(i uint64, due time.Time) error {
+		_, err := stdout.Write(append(timedText(i, *size, due), '\n'))
 		return err
 	})
 }
@@ -388,9 +391,9 @@ func broadcaster(ctx context.Context, args []string, stdout io.Writer) error {
 		rate, _ := strconv.Atoi(r.URL.Query().Get("rate"))
 		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
 		go func() {
-			_ = pace(ctx, n, max(rate, 1), func(i uint64) error {
+			_ = pace(ctx, n, max(rate, 1), func(i uint64, due time.Time) error {
 				data, err := json.Marshal(contracts.OutputLine{V: contracts.Version, StreamID: "bench", JobID: "bench",
-					Attempt: 1, Seq: i, FD: contracts.Stdout, Text: string(timedText(i, size))})
+					Attempt: 1, Seq: i, FD: contracts.Stdout, Text: string(timedText(i, size, due))})
 				if err != nil {
 					return err
 				}
