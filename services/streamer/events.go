@@ -115,13 +115,13 @@ func (t *taken) run() {
 	s.clients.Add(1)
 	held, release, reqCtx, end := s.startStream(t.ctx, t.ip, t.st)
 	err := s.follower.Run(reqCtx, t.st.ref.StreamID, &t.st.cur, s.in.sink(reqCtx, t.k))
-	t.end(err, held, release, reqCtx, end)
+	t.end(held, reqCtx, err, release, end)
 }
 
 //go:noinline
-func (t *taken) end(err error, held context.Context, release func(), reqCtx context.Context, end func(error)) {
+func (t *taken) end(held, reqCtx context.Context, err error, release func(), end func(error)) {
 	s := t.s
-	s.streamEnded(err, held, reqCtx, t.st)
+	s.streamEnded(held, reqCtx, err, t.st)
 	end(err)
 	release()
 	s.clients.Add(-1)
@@ -267,7 +267,7 @@ func (s *Service) stream(ctx context.Context, ip netip.Addr, st *opened, k follo
 	held, release, reqCtx, end := s.startStream(ctx, ip, st)
 	defer release()
 	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, k))
-	s.streamEnded(err, held, reqCtx, st)
+	s.streamEnded(held, reqCtx, err, st)
 	end(err)
 }
 
@@ -285,7 +285,7 @@ func (s *Service) startStream(ctx context.Context, ip netip.Addr, st *opened) (h
 // streamEnded tells the client why its stream ended, when it may hear it.
 //
 //go:noinline
-func (s *Service) streamEnded(err error, held, reqCtx context.Context, st *opened) {
+func (s *Service) streamEnded(held, reqCtx context.Context, err error, st *opened) {
 	var werr writeError
 	switch {
 	case err == nil: // complete sent

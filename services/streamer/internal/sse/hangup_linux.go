@@ -35,7 +35,7 @@ func newPoller() (*poller, error) {
 	}
 	p := &poller{epfd: epfd, closed: make(chan struct{}), watched: map[uint64]func(){}, next: wakeToken + 1}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
-		syscall.Close(epfd)
+		_ = syscall.Close(epfd)
 		return nil, err
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
@@ -153,7 +153,7 @@ func (p *poller) close() {
 }
 
 func (p *poller) release() {
-	syscall.Close(p.wake[0])
-	syscall.Close(p.wake[1])
-	syscall.Close(p.epfd)
+	_ = syscall.Close(p.wake[0])
+	_ = syscall.Close(p.wake[1])
+	_ = syscall.Close(p.epfd)
 }

@@ -115,16 +115,16 @@ func (w *Writer) Take(r *http.Request, retry time.Duration) error {
 	h.Set("Connection", "keep-alive") // as net/http would say; the stream's end closes it
 	buf := bytes.NewBuffer(b)
 	if err := h.Write(buf); err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return err
 	}
 	buf.WriteString("\r\n")
 	if err := w.deadline(); err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return err
 	}
 	if _, err := conn.Write(buf.Bytes()); err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return err
 	}
 	p := w.buffer()

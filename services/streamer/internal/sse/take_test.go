@@ -68,7 +68,7 @@ func readTaken(t *testing.T, resp *http.Response, release chan<- struct{}) {
 		t.Fatalf("transfer encoding %v, want chunked", resp.TransferEncoding)
 	}
 	br := bufio.NewReader(resp.Body)
-	first := takenBody[:strings.Index(takenBody, "id: 4")]
+	first, _, _ := strings.Cut(takenBody, "id: 4")
 	got := make([]byte, len(first))
 	if _, err := io.ReadFull(br, got); err != nil || string(got) != first {
 		t.Fatalf("before release: %q, %v", got, err)
