@@ -211,6 +211,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 	}
 	if err != nil {
 		s.writeFailed(ref, err)
+		_ = w.Close() // a connection taken over is the streamer's to close
 		return nil, nil
 	}
 	return &opened{ref: ref, w: w, cur: cur, reader: reader}, nil
