@@ -37,6 +37,9 @@ const maxPooled = 2 * writeChunk
 
 var buffers = sync.Pool{New: func() any { b := make([]byte, 0, writeChunk+4<<10); return &b }}
 
+// errBroken fails writes to a taken-over connection after one failed.
+var errBroken = errors.New("sse: an earlier write to the connection failed")
+
 // chunkHead is the room kept at the start of a taken-over connection's
 // buffer for the chunk's size line: up to 16 hex digits and CRLF.
 const chunkHead = 18
@@ -46,6 +49,7 @@ type Writer struct {
 	w       http.ResponseWriter // nil once the connection was taken over
 	rc      *http.ResponseController
 	conn    net.Conn // the connection taken over by Take, written in chunks
+	broken  bool     // a write to conn failed: nothing more is written
 	timeout time.Duration
 	buf     *[]byte // events not yet written; nil when there are none
 }
@@ -143,6 +147,10 @@ func (w *Writer) Conn() net.Conn { return w.conn }
 func (w *Writer) Close() error {
 	if w.conn == nil {
 		return nil
+	}
+	if w.broken { // a stalled client is not waited for twice
+		w.discard()
+		return w.conn.Close()
 	}
 	err := w.deadline()
 	if err == nil {
@@ -260,9 +268,14 @@ func (w *Writer) writeBuffer() error {
 	}
 	w.buf = nil
 	var err error
-	if w.conn == nil {
+	switch n := len(*b) - chunkHead; {
+	case w.conn == nil:
 		_, err = w.w.Write(*b)
-	} else if n := len(*b) - chunkHead; n > 0 {
+	case w.broken:
+		// A write failed, maybe halfway through a chunk: what follows
+		// would not parse.
+		err = errBroken
+	case n > 0:
 		// One chunk: its size line in the room kept before the data.
 		var head [chunkHead]byte
 		h := strconv.AppendUint(head[:0], uint64(n), 16)
@@ -271,12 +284,22 @@ func (w *Writer) writeBuffer() error {
 		copy((*b)[start:], h)
 		*b = append(*b, "\r\n"...)
 		_, err = w.conn.Write((*b)[start:])
+		w.broken = err != nil
 	}
 	if cap(*b) <= maxPooled {
 		*b = (*b)[:0]
 		buffers.Put(b)
 	}
 	return err
+}
+
+// discard returns the pending buffer, unwritten, to the pool.
+func (w *Writer) discard() {
+	if b := w.buf; b != nil && cap(*b) <= maxPooled {
+		*b = (*b)[:0]
+		buffers.Put(b)
+	}
+	w.buf = nil
 }
 
 // deadline replaces the server's write deadline, which covers the whole
