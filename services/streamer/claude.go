@@ -19,13 +19,14 @@ const (
 	formatClaude = "claude"
 )
 
-// checkFormat refuses a ?format= the streamer does not know.
-func checkFormat(c echo.Context) error {
+// checkFormat refuses a ?format= the streamer does not know: it answers
+// the request and reports false.
+func checkFormat(c echo.Context) (bool, error) {
 	switch c.QueryParam("format") {
 	case formatRaw, "raw", formatClaude:
-		return nil
+		return true, nil
 	}
-	return accesshttp.WriteError(c, http.StatusBadRequest, "invalid_format", `format must be "raw" (the default) or "claude"`)
+	return false, accesshttp.WriteError(c, http.StatusBadRequest, "invalid_format", `format must be "raw" (the default) or "claude"`)
 }
 
 // sinkFor is the sink of the format the request asked for.

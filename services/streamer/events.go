@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -48,7 +49,8 @@ func (s *Service) events(c echo.Context) error {
 		return accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidLastEventID,
 			"Last-Event-ID must be a decimal event id received from this stream")
 	}
-	if err := checkFormat(c); err != nil {
+	if ok, err := checkFormat(c); !ok {
+		// Answered: going on would stream after the 400's body.
 		return err
 	}
 	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), accesshttp.Bearer(c.Request()), accesshttp.ClientIP(c), access.StreamResource(streamID))
@@ -58,7 +60,12 @@ func (s *Service) events(c echo.Context) error {
 	if !s.enter() {
 		return accesshttp.WriteError(c, http.StatusServiceUnavailable, codeShuttingDown, "the streamer is shutting down; retry")
 	}
-	defer s.active.Done()
+	detached := false
+	defer func() {
+		if !detached {
+			s.active.Done()
+		}
+	}()
 	// The request goroutine lives as long as the stream; opening the
 	// stream needs a deep stack, so it runs on a fresh one.
 	var st *opened
@@ -66,8 +73,63 @@ func (s *Service) events(c echo.Context) error {
 	if st == nil {
 		return err
 	}
-	s.stream(c, st)
+	ip, k := accesshttp.ClientIP(c), sinkFor(c, sink{st.w})
+	conn := st.w.Conn()
+	if conn == nil { // net/http still serves the response
+		s.stream(c.Request().Context(), ip, st, k)
+		return nil
+	}
+	// The connection was taken over: the stream goes on without the
+	// request, its handler, its goroutine or net/http's buffers. It ends
+	// when the client hangs up, as the request's context would.
+	ctx, hungUp := context.WithCancel(context.WithoutCancel(c.Request().Context()))
+	t := &taken{s: s, ctx: ctx, hungUp: hungUp, ip: ip, st: st, k: k}
+	t.stopWatch = s.hangups.Watch(conn, hungUp)
+	detached = true
+	go t.run()
 	return nil
+}
+
+// taken is a stream whose connection was taken over from net/http,
+// served by run on a goroutine of its own.
+type taken struct {
+	s                 *Service
+	ctx               context.Context // ends when the client hangs up
+	hungUp, stopWatch func()
+	ip                netip.Addr
+	st                *opened
+	k                 follow.Sink
+}
+
+// run serves the stream and closes the connection at its end.
+//
+// This goroutine waits out the stream's idle hours, so what is on its
+// stack meanwhile (run's frame, the follower's, the select's) is kept
+// small: the runtime halves a stack at garbage collection while less than
+// a quarter of it is in use (counting 800 bytes of guard), so under about
+// 1,200 bytes deep its 8 KiB become 4 KiB for the rest of the stream.
+// Whatever happens before and after the wait is in functions of its own.
+func (t *taken) run() {
+	s := t.s
+	defer s.active.Done()
+	s.clients.Add(1)
+	held, release, reqCtx, end := s.startStream(t.ctx, t.ip, t.st)
+	err := s.follower.Run(reqCtx, t.st.ref.StreamID, &t.st.cur, s.in.sink(reqCtx, t.k))
+	t.end(held, reqCtx, err, release, end)
+}
+
+//go:noinline
+func (t *taken) end(held, reqCtx context.Context, err error, release func(), end func(error)) {
+	s := t.s
+	s.streamEnded(held, reqCtx, err, t.st)
+	end(err)
+	release()
+	s.clients.Add(-1)
+	t.stopWatch()
+	t.hungUp()
+	if err := t.st.w.Close(); err != nil && t.ctx.Err() == nil {
+		s.writeFailed(t.st.ref, err)
+	}
 }
 
 // opened is an event stream opened and ready to follow.
@@ -140,7 +202,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		s.streamLog(ref).Error("encode connected event", "err", err)
 		return nil, nil
 	}
-	err = w.Open(s.cfg.Retry)
+	err = w.Take(c.Request(), s.cfg.Retry)
 	if err == nil {
 		err = w.Event(cur.StreamSeq, contracts.SSEConnected, connected)
 	}
@@ -149,6 +211,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 	}
 	if err != nil {
 		s.writeFailed(ref, err)
+		_ = w.Close() // a connection taken over is the streamer's to close
 		return nil, nil
 	}
 	return &opened{ref: ref, w: w, cur: cur, reader: reader}, nil
@@ -197,15 +260,33 @@ func lastEventID(r *http.Request) (seq uint64, raw string, ok bool) {
 	return seq, raw, err == nil
 }
 
-// stream follows an opened stream until it ends.
-func (s *Service) stream(c echo.Context, st *opened) {
+// stream follows an opened stream until it ends or ctx, the client's
+// request, does.
+func (s *Service) stream(ctx context.Context, ip netip.Addr, st *opened, k follow.Sink) {
 	s.clients.Add(1)
 	defer s.clients.Add(-1)
-	held, release := s.gate.Hold(c.Request().Context(), st.reader, st.ref.Project, st.ref.ProjectIncarnation, accesshttp.ClientIP(c))
+	held, release, reqCtx, end := s.startStream(ctx, ip, st)
 	defer release()
-	reqCtx, end := s.in.startDelivery(held, st)
-	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, sinkFor(c, sink{st.w})))
-	defer func() { end(err) }()
+	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, k))
+	s.streamEnded(held, reqCtx, err, st)
+	end(err)
+}
+
+// startStream holds the reader's access for the stream (held ends when
+// it is lost; call release at the end) and starts the delivery's span
+// (reqCtx; call end with the outcome).
+//
+//go:noinline
+func (s *Service) startStream(ctx context.Context, ip netip.Addr, st *opened) (held context.Context, release func(), reqCtx context.Context, end func(error)) {
+	held, release = s.gate.Hold(ctx, st.reader, st.ref.Project, st.ref.ProjectIncarnation, ip)
+	reqCtx, end = s.in.startDelivery(held, st)
+	return held, release, reqCtx, end
+}
+
+// streamEnded tells the client why its stream ended, when it may hear it.
+//
+//go:noinline
+func (s *Service) streamEnded(held, reqCtx context.Context, err error, st *opened) {
 	var werr writeError
 	switch {
 	case err == nil: // complete sent

@@ -26,6 +26,7 @@ import (
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
 	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
 	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
+	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
 )
 
 // EventsPath is the route Register adds.
@@ -39,6 +40,7 @@ type Service struct {
 	hubs     *hub.Hubs
 	follower *follow.Follower
 	gate     Gate
+	hangups  sse.Hangups // of the connections streams took over
 
 	quit context.Context // cancelled by Shutdown: open streams end
 	stop context.CancelFunc
@@ -199,6 +201,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("streamer shutdown: %w", ctx.Err())
 	}
 	s.hubs.Close()
+	if err == nil {
+		s.hangups.Close() // no stream is left to watch
+	}
 	return err
 }
 

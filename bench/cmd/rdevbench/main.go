@@ -31,6 +31,14 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The SSE scenarios run copies of rdevbench as clients and baselines.
+	if ok, err := child(ctx, os.Args[1:]); ok {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "rdevbench", os.Args[1]+":", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "rdevbench:", err)
 		os.Exit(1)
@@ -63,6 +71,10 @@ type config struct {
 	scaleLines      int
 	scaleClients    int
 	scaleFanLines   int
+	fanClients      int
+	fanRate         int
+	fanSatRate      int
+	fanSeconds      int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -93,6 +105,10 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.scaleLines, "scale-lines", 200_000, "scaleout: messages per publish run and lines of the printing job (-quick 50000)")
 	fs.IntVar(&c.scaleClients, "scale-clients", 200, "scaleout: SSE clients following one job (-quick 50)")
 	fs.IntVar(&c.scaleFanLines, "scale-fan-lines", 5000, "scaleout: lines of the job the SSE clients follow (-quick 2000)")
+	fs.IntVar(&c.fanClients, "fan-clients", 1000, "fanout: SSE clients of one stream, and of 10 streams together (multiple of 10; -quick 200)")
+	fs.IntVar(&c.fanRate, "fan-rate", 1000, "fanout: lines a second of the latency run")
+	fs.IntVar(&c.fanSatRate, "fan-sat-rate", 3000, "fanout: lines a second of the saturation run")
+	fs.IntVar(&c.fanSeconds, "fan-seconds", 15, "fanout: seconds each run prints (-quick 5)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -117,6 +133,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"scale-lines":     func() { c.scaleLines = 50_000 },
 			"scale-clients":   func() { c.scaleClients = 50 },
 			"scale-fan-lines": func() { c.scaleFanLines = 2000 },
+			"fan-clients":     func() { c.fanClients = 200 },
+			"fan-seconds":     func() { c.fanSeconds = 5 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -135,13 +153,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 || c.queueJobs < 1 ||
 		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.webhookEvents < 1 || c.webhookRate < 1 ||
 		c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 ||
-		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 {
+		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 ||
+		c.fanClients < 10 || c.fanClients%10 != 0 || c.fanRate < 1 || c.fanSatRate < 1 || c.fanSeconds < 1 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout"}
 
 // env is what every scenario shares.
 type env struct {
@@ -226,7 +245,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"cli":     cliCost,
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
-		"fairness": fairness, "scaleout": scaleOut,
+		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

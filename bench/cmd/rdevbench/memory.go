@@ -5,10 +5,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -154,20 +155,28 @@ func roleOf(p *proc.Process) string {
 }
 
 // idle opens cfg.idleConns SSE connections spread over cfg.idleStreams
-// running jobs that print nothing, and reports the streamer's resident
-// memory per connection.
+// running jobs that print nothing, from client processes of their own
+// (perChild connections each: a process here holds at most 20,000
+// files), and reports the streamer's resident memory per connection;
+// then every connection must get a heartbeat and, once the jobs are
+// cancelled, its final event. The baseline is the minimal Go SSE
+// broadcaster (rdevbench sse-broadcaster) with as many connections from
+// the same clients, measured the same way in the same run.
 func idle(ctx context.Context, e *env, cfg config) ([]figure, error) {
+	const perChild = 5000
+	figs := []figure{loadFigure("load average (1 min) at start"), fig("connections", float64(cfg.idleConns), "count")}
 	up, _, streamer, err := split(ctx, e, "idle", cfg.idleStreams)
 	if err != nil {
 		return nil, err
 	}
+	jobs := make([]string, cfg.idleStreams)
 	urls := make([]string, cfg.idleStreams)
 	for i := range urls {
-		a, err := submit(ctx, up.HTTP, "bench", []string{"sleep", "600"}, 15*time.Minute)
+		a, err := submit(ctx, up.HTTP, "bench", []string{"sleep", "3600"}, 2*time.Hour)
 		if err != nil {
 			return nil, err
 		}
-		urls[i] = a.EventsURL
+		jobs[i], urls[i] = a.JobID, onServer(streamer.HTTP, a.EventsURL)
 	}
 	// One connection per stream first, until its job runs: the jobs are
 	// live and the streamer's code paths warm before the baseline.
@@ -180,53 +189,120 @@ func idle(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		}
 		s.Close()
 	}
-	before, err := settle(ctx, streamer)
-	if err != nil {
-		return nil, err
-	}
-
-	var ended atomic.Int64
-	var wg sync.WaitGroup
-	streams := make([]*client.Stream, 0, cfg.idleConns)
-	defer func() {
-		for _, s := range streams {
-			s.Close()
-		}
-		wg.Wait()
-	}()
-	for i := range cfg.idleConns {
-		s, err := openStarted(ctx, c, urls[i%len(urls)])
-		if err != nil {
-			return nil, fmt.Errorf("connection %d: %w", i+1, err)
-		}
-		streams = append(streams, s)
-		wg.Go(func() { // reads heartbeats until closed
-			for {
-				if _, err := s.Next(); err != nil {
-					break
-				}
+	end := func() error {
+		for _, id := range jobs {
+			if _, err := api(up.HTTP, adminKey).Cancel(ctx, id); err != nil {
+				return fmt.Errorf("cancel job %s: %w", id, err)
 			}
-			ended.Add(1)
-		})
+		}
+		return nil
 	}
-	after, err := settle(ctx, streamer)
+	rdev, err := idleConns(ctx, cfg.idleConns, perChild, 1, streamer, end,
+		"-urls", strings.Join(urls, ","), "-key", adminKey, "-ready", `"type":"started"`, "-final", contracts.SSEComplete)
 	if err != nil {
-		return nil, err
+		return figs, fmt.Errorf("rdev: %w", err)
 	}
-	if n := ended.Load(); n > 0 {
-		return nil, fmt.Errorf("%d of %d idle connections ended before the measurement", n, cfg.idleConns)
+	e.stopAll()
+
+	self, err := os.Executable()
+	if err != nil {
+		return figs, err
 	}
-	if err := streamer.Alive(); err != nil {
-		return nil, err
+	bc, err := proc.Start(ctx, "idle-broadcaster", self, filepath.Join(e.logs, "idle-broadcaster.log"), "sse-broadcaster")
+	if err != nil {
+		return figs, err
 	}
-	per := float64(after.RSS-before.RSS) / float64(cfg.idleConns) / 1024
-	return []figure{
-		fig("streamer VmRSS before", float64(before.RSS)/mib, "MiB"),
-		fig("streamer VmRSS after", float64(after.RSS)/mib, "MiB"),
-		fig("streamer VmHWM after", float64(after.HWM)/mib, "MiB"),
-		fig("connections", float64(cfg.idleConns), "count"),
-		target("RSS per idle connection", per, "KiB", "<=", 20),
-	}, nil
+	defer bc.Stop()
+	base, err := idleConns(ctx, cfg.idleConns, perChild, 2, bc, func() error { return post(ctx, bc.HTTP+"/end") },
+		"-urls", bc.HTTP+"/events", "-ready", "event: connected", "-final", contracts.SSEComplete)
+	if err != nil {
+		return figs, fmt.Errorf("baseline broadcaster: %w", err)
+	}
+	return append(figs,
+		fig("streamer VmRSS before", float64(rdev.before.RSS)/mib, "MiB"),
+		fig("streamer VmRSS with the connections", float64(rdev.after.RSS)/mib, "MiB"),
+		fig("streamer VmHWM", float64(rdev.after.HWM)/mib, "MiB"),
+		target("streamer RSS per idle connection", rdev.perConn(cfg.idleConns), "KiB", "<=", 20),
+		fig("streamer VmRSS with the connections / connections (all of it, context)", float64(rdev.after.RSS)/float64(cfg.idleConns)/1024, "KiB"),
+		fig("broadcaster VmRSS before", float64(base.before.RSS)/mib, "MiB"),
+		fig("broadcaster VmRSS with the connections", float64(base.after.RSS)/mib, "MiB"),
+		fig("broadcaster RSS per idle connection (baseline)", base.perConn(cfg.idleConns), "KiB"),
+		fig("streamer / broadcaster per connection", rdev.perConn(cfg.idleConns)/base.perConn(cfg.idleConns), "ratio"),
+		loadFigure("load average (1 min) at end"),
+	), nil
+}
+
+// idleMem is a server's memory before and with the idle connections.
+type idleMem struct{ before, after proc.Mem }
+
+func (m idleMem) perConn(n int) float64 { return float64(m.after.RSS-m.before.RSS) / float64(n) / 1024 }
+
+// idleConns opens conns connections to srv from client children, measures
+// srv's memory once they are open, checks that each gets a heartbeat,
+// calls end and checks that each gets its final event.
+func idleConns(ctx context.Context, conns, perChild, net3 int, srv *proc.Process, end func() error, args ...string) (idleMem, error) {
+	var m idleMem
+	var err error
+	if m.before, err = settle(ctx, srv); err != nil {
+		return m, err
+	}
+	g, err := startClients(ctx, conns, perChild, net3, args...)
+	if err != nil {
+		return m, err
+	}
+	defer g.stop()
+	// Opening 18,000 streams on a loaded 2-core machine takes minutes.
+	if err := g.wait(ctx, "ready", 15*time.Minute); err != nil {
+		return m, err
+	}
+	if m.after, err = settle(ctx, srv); err != nil {
+		return m, err
+	}
+	if err := srv.Alive(); err != nil {
+		return m, err
+	}
+	// A heartbeat is due every 15 s; a loaded machine may be late.
+	if err := g.wait(ctx, "beat", 2*time.Minute); err != nil {
+		return m, err
+	}
+	if err := end(); err != nil {
+		return m, err
+	}
+	if err := g.wait(ctx, "result", 5*time.Minute); err != nil {
+		return m, err
+	}
+	if r := g.res; r.Final != conns || r.Failed > 0 {
+		return m, fmt.Errorf("%d of %d connections got their final event, %d failed (first error: %s)", r.Final, conns, r.Failed, r.Err)
+	}
+	return m, nil
+}
+
+// onServer returns the events URL u (relative, or on the API's address)
+// on the server at base.
+func onServer(base, u string) string {
+	if _, rest, ok := strings.Cut(u, "://"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			return base + rest[i:]
+		}
+	}
+	return base + u
+}
+
+// post sends an empty POST to url and expects a 2xx.
+func post(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: status %d", url, resp.StatusCode)
+	}
+	return nil
 }
 
 // openStarted opens an event stream and reads it until its job's started

@@ -127,65 +127,99 @@ func (e sourceError) Unwrap() error { return e.err }
 //
 // Run's goroutine spends the stream waiting in live, shallow; joining and
 // replaying, which need a deep stack, run on a fresh one (see freshstack).
+// Run's own frame is small too (its state is in a run, the work between
+// waits in functions of their own): an idle client's goroutine is a few
+// frames deep, so the runtime shrinks its stack to 4 KiB.
 func (f *Follower) Run(ctx context.Context, streamID string, cur *Cursor, sink Sink) error {
 	quit := f.Quit
 	if quit == nil {
 		quit = context.Background()
 	}
 	f.beatOnce.Do(func() { f.beat = &beat{period: f.Heartbeat} })
-	var sub *hub.Sub
-	defer func() {
-		if sub != nil {
-			sub.Leave()
-		}
-	}()
-	var (
-		failures int       // in a row, without the client getting an entry
-		since    time.Time // when the first of them happened
-		at       uint64    // the cursor then
-	)
+	r := &run{f: f, ctx: ctx, quit: quit, streamID: streamID, cur: cur, sink: sink}
+	defer r.leave()
 	for {
-		var (
-			done   bool
-			err    error
-			joined time.Time // when live following began
-		)
-		freshstack.Run(func() { sub, done, err = f.join(ctx, quit, streamID, sub, cur, sink) })
+		done, err := r.join()
 		if err == nil && !done {
-			joined = time.Now()
-			done, err = live(ctx, quit, sub, cur, sink, f.beat)
+			done, err = live(ctx, quit, r.sub, cur, sink, f.beat)
 		}
 		if err == nil && !done {
 			continue // cut loose by the hub: join again, then replay what was missed
 		}
-		var serr sourceError
-		if done || !errors.As(err, &serr) || ctx.Err() != nil || quit.Err() != nil || errors.Is(err, hub.ErrClosed) {
-			return err
-		}
-		// The hub or the history failed: wait, then join again from the
-		// cursor, unless it has failed for too long without the client
-		// getting anything.
-		if sub != nil {
-			sub.Leave()
-			sub = nil
-		}
-		// A new run of failures once the client got an entry, or followed
-		// live for a while without a failure (an idle stream).
-		if failures == 0 || cur.StreamSeq != at || (!joined.IsZero() && time.Since(joined) > f.Retry.healthy()) {
-			failures, since, at = 0, time.Now(), cur.StreamSeq
-		}
-		failures++
-		if time.Since(since) >= f.Retry.For {
-			return err
-		}
-		wait := f.Retry.wait(failures)
-		if failures == 1 && f.Log != nil {
-			f.Log.Warn("stream storage failed; retrying", "stream_id", streamID, "after", wait, "err", err)
-		}
-		if err := pause(ctx, quit, wait, sink, f.beat); err != nil {
+		if err := r.failed(done, err); err != nil || done {
 			return err
 		}
 	}
+}
+
+// run is the state of one Run.
+type run struct {
+	f        *Follower
+	ctx      context.Context
+	quit     context.Context
+	streamID string
+	cur      *Cursor
+	sink     Sink
+
+	sub      *hub.Sub
+	joined   time.Time // when live following last began
+	failures int       // in a row, without the client getting an entry
+	since    time.Time // when the first of them happened
+	at       uint64    // the cursor then
+}
+
+// join joins the hub, on a fresh stack, and replays what the client
+// lacks; it reports whether the terminal entry was sent.
+//
+//go:noinline
+func (r *run) join() (done bool, err error) {
+	r.joined = time.Time{}
+	freshstack.Run(func() { r.sub, done, err = r.f.join(r.ctx, r.quit, r.streamID, r.sub, r.cur, r.sink) })
+	if err == nil && !done {
+		r.joined = time.Now()
+	}
+	return done, err
+}
+
+//go:noinline
+func (r *run) leave() {
+	if r.sub != nil {
+		r.sub.Leave()
+	}
+}
+
+// failed decides what follows the end of a join or a live run: nil to
+// join again after a wait (the hub or the history failed, within
+// Retry), or the error Run returns.
+//
+//go:noinline
+func (r *run) failed(done bool, err error) error {
+	var serr sourceError
+	if done || !errors.As(err, &serr) || r.ctx.Err() != nil || r.quit.Err() != nil || errors.Is(err, hub.ErrClosed) {
+		return err
+	}
+	// The hub or the history failed: wait, then join again from the
+	// cursor, unless it has failed for too long without the client
+	// getting anything.
+	if r.sub != nil {
+		r.sub.Leave()
+		r.sub = nil
+	}
+	// A new run of failures once the client got an entry, or followed
+	// live for a while without a failure (an idle stream).
+	f := r.f
+	if r.failures == 0 || r.cur.StreamSeq != r.at || (!r.joined.IsZero() && time.Since(r.joined) > f.Retry.healthy()) {
+		r.failures, r.since, r.at = 0, time.Now(), r.cur.StreamSeq
+	}
+	r.failures++
+	if time.Since(r.since) >= f.Retry.For {
+		return err
+	}
+	wait := f.Retry.wait(r.failures)
+	if r.failures == 1 && f.Log != nil {
+		f.Log.Warn("stream storage failed; retrying", "stream_id", r.streamID, "after", wait, "err", err)
+	}
+	return pause(r.ctx, r.quit, wait, r.sink, f.beat)
 }
 
 // pause waits d, pinging the client at each heartbeat.
@@ -262,48 +296,19 @@ func (f *Follower) catchUp(ctx context.Context, streamID string, boundary uint64
 // it returns at once, and nothing sent is left unflushed while live waits
 // for entries.
 func live(ctx, quit context.Context, sub *hub.Sub, cur *Cursor, sink Sink, heartbeat *beat) (bool, error) {
-	var (
-		batch     []entry.Entry
-		err       error
-		unflushed bool // entries sent since the last flush
-		yielded   bool // yielded since the last batch
-		burst     bool // the last batch held more than one entry
-	)
+	l := &liveState{sub: sub, cur: cur, sink: sink}
 	for {
-		batch, err = sub.Take(batch)
-		if len(batch) > 0 {
-			for _, e := range batch {
-				done, err := deliver(e, cur, sink)
-				if err != nil {
-					return false, err
-				}
-				if done {
-					return true, sink.Flush()
-				}
+		wait, done, err := l.step()
+		if !wait {
+			if err != nil || done {
+				return done, err
 			}
-			unflushed, yielded, burst = true, false, len(batch) > 1
-			continue
-		}
-		// Yield only inside a burst: a lone line (a command printing now and
-		// then) is flushed at once, as a yield would queue this goroutine
-		// behind every runnable one and delay it.
-		if unflushed && !yielded && burst && err == nil {
-			runtime.Gosched()
-			yielded = true
-			continue
-		}
-		if unflushed {
-			if err := sink.Flush(); err != nil {
-				return false, err
-			}
-			unflushed = false
-		}
-		if err != nil {
-			if errors.Is(err, hub.ErrOverflow) {
+			if l.cutLoose {
 				return false, nil
 			}
-			return false, sourceError{err}
+			continue
 		}
+		// The wait, on as shallow a stack as the select allows.
 		select {
 		case <-sub.Ready():
 		case <-heartbeat.C():
@@ -316,6 +321,64 @@ func live(ctx, quit context.Context, sub *hub.Sub, cur *Cursor, sink Sink, heart
 			return false, quit.Err()
 		}
 	}
+}
+
+// liveState is live's between two waits.
+type liveState struct {
+	sub       *hub.Sub
+	cur       *Cursor
+	sink      Sink
+	batch     []entry.Entry
+	unflushed bool // entries sent since the last flush
+	yielded   bool // yielded since the last batch
+	burst     bool // the last batch held more than one entry
+	cutLoose  bool // the hub cut the subscription loose
+}
+
+// step does what live does between two waits: it reports wait when there
+// is nothing to do but wait for the subscription; otherwise live returns
+// done and err if either is set, or ends with the subscription cut loose,
+// or steps again.
+//
+//go:noinline
+func (l *liveState) step() (wait, done bool, err error) {
+	var terr error
+	l.batch, terr = l.sub.Take(l.batch)
+	if len(l.batch) > 0 {
+		for _, e := range l.batch {
+			done, err := deliver(e, l.cur, l.sink)
+			if err != nil {
+				return false, false, err
+			}
+			if done {
+				return false, true, l.sink.Flush()
+			}
+		}
+		l.unflushed, l.yielded, l.burst = true, false, len(l.batch) > 1
+		return false, false, nil
+	}
+	// Yield only inside a burst: a lone line (a command printing now and
+	// then) is flushed at once, as a yield would queue this goroutine
+	// behind every runnable one and delay it.
+	if l.unflushed && !l.yielded && l.burst && terr == nil {
+		runtime.Gosched()
+		l.yielded = true
+		return false, false, nil
+	}
+	if l.unflushed {
+		if err := l.sink.Flush(); err != nil {
+			return false, false, err
+		}
+		l.unflushed = false
+	}
+	if terr != nil {
+		if errors.Is(terr, hub.ErrOverflow) {
+			l.cutLoose = true
+			return false, false, nil
+		}
+		return false, false, sourceError{terr}
+	}
+	return true, false, nil
 }
 
 // deliver sends e unless the client has it already, and reports whether it

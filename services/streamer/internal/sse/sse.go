@@ -1,6 +1,14 @@
 // Package sse writes Server-Sent Events to an HTTP response, bounding how
 // long any one write may block so a stalled client cannot hold a goroutine.
 //
+// A stream that lasts hours should not keep what net/http holds for every
+// connection it serves: two 4 KiB buffers, the request, a goroutine
+// reading in the background and the handler's. Take therefore takes the
+// connection over once the headers are decided and writes the stream on
+// it as HTTP/1.1 chunks; the handler can then return and net/http
+// forgets the connection. Hangups tells when the peer of such a
+// connection hangs up, for all of them at once.
+//
 // Events are gathered in a buffer and reach the connection in one write
 // per Flush (or per writeChunk bytes, whichever comes first), so a burst
 // of events costs one system call rather than one per event. The buffer is
@@ -11,6 +19,7 @@ package sse
 import (
 	"bytes"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -28,10 +37,19 @@ const maxPooled = 2 * writeChunk
 
 var buffers = sync.Pool{New: func() any { b := make([]byte, 0, writeChunk+4<<10); return &b }}
 
+// errBroken fails writes to a taken-over connection after one failed.
+var errBroken = errors.New("sse: an earlier write to the connection failed")
+
+// chunkHead is the room kept at the start of a taken-over connection's
+// buffer for the chunk's size line: up to 16 hex digits and CRLF.
+const chunkHead = 18
+
 // Writer writes one event stream. It is not safe for concurrent use.
 type Writer struct {
-	w       http.ResponseWriter
+	w       http.ResponseWriter // nil once the connection was taken over
 	rc      *http.ResponseController
+	conn    net.Conn // the connection taken over by Take, written in chunks
+	broken  bool     // a write to conn failed: nothing more is written
 	timeout time.Duration
 	buf     *[]byte // events not yet written; nil when there are none
 }
@@ -69,6 +87,82 @@ func (w *Writer) Open(retry time.Duration) error {
 	*b = strconv.AppendInt(*b, retry.Milliseconds(), 10)
 	*b = append(*b, "\n\n"...)
 	return w.Flush()
+}
+
+// Take sends the event-stream headers and the client's reconnection delay
+// like Open, but on the connection taken over from net/http: the stream is
+// written on it as HTTP/1.1 chunks from then on, and the handler may return
+// while the stream goes on (call Close when it ends). Where the connection
+// cannot be taken over (HTTP/2, HTTP/1.0, a test recorder) Take calls Open
+// and the stream stays the handler's: Conn then returns nil.
+func (w *Writer) Take(r *http.Request, retry time.Duration) error {
+	if !r.ProtoAtLeast(1, 1) || r.ProtoMajor != 1 {
+		return w.Open(retry)
+	}
+	conn, brw, err := w.rc.Hijack()
+	if err != nil {
+		return w.Open(retry)
+	}
+	h := w.w.Header()
+	w.w, w.rc, w.conn = nil, nil, conn
+	// What the client may have sent after the request (it should send
+	// nothing) stays unread: the stream only writes.
+	_ = brw
+	b := make([]byte, 0, 512)
+	b = append(b, "HTTP/1.1 200 OK\r\n"...)
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set("Transfer-Encoding", "chunked")
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	h.Del("Content-Length")
+	h.Set("Connection", "keep-alive") // as net/http would say; the stream's end closes it
+	buf := bytes.NewBuffer(b)
+	if err := h.Write(buf); err != nil {
+		_ = conn.Close()
+		return err
+	}
+	buf.WriteString("\r\n")
+	if err := w.deadline(); err != nil {
+		_ = conn.Close()
+		return err
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		_ = conn.Close()
+		return err
+	}
+	p := w.buffer()
+	*p = append(*p, "retry: "...)
+	*p = strconv.AppendInt(*p, retry.Milliseconds(), 10)
+	*p = append(*p, "\n\n"...)
+	return w.Flush()
+}
+
+// Conn returns the connection Take took over, or nil.
+func (w *Writer) Conn() net.Conn { return w.conn }
+
+// Close ends a stream on a taken-over connection with the last chunk and
+// closes the connection. It does nothing for a stream net/http still
+// serves: returning from the handler ends that.
+func (w *Writer) Close() error {
+	if w.conn == nil {
+		return nil
+	}
+	if w.broken { // a stalled client is not waited for twice
+		w.discard()
+		return w.conn.Close()
+	}
+	err := w.deadline()
+	if err == nil {
+		err = w.writeBuffer()
+	}
+	if err == nil {
+		_, err = w.conn.Write([]byte("0\r\n\r\n"))
+	}
+	if cerr := w.conn.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Event buffers one event with id as its id; it reaches the client at the
@@ -139,6 +233,9 @@ func (w *Writer) Flush() error {
 	if err := w.writeBuffer(); err != nil {
 		return err
 	}
+	if w.conn != nil {
+		return nil // written: nothing is buffered behind it
+	}
 	return w.rc.Flush()
 }
 
@@ -146,6 +243,9 @@ func (w *Writer) Flush() error {
 func (w *Writer) buffer() *[]byte {
 	if w.buf == nil {
 		w.buf = buffers.Get().(*[]byte)
+		if w.conn != nil {
+			*w.buf = append(*w.buf, make([]byte, chunkHead)...)
+		}
 	}
 	return w.buf
 }
@@ -167,7 +267,25 @@ func (w *Writer) writeBuffer() error {
 		return nil
 	}
 	w.buf = nil
-	_, err := w.w.Write(*b)
+	var err error
+	switch n := len(*b) - chunkHead; {
+	case w.conn == nil:
+		_, err = w.w.Write(*b)
+	case w.broken:
+		// A write failed, maybe halfway through a chunk: what follows
+		// would not parse.
+		err = errBroken
+	case n > 0:
+		// One chunk: its size line in the room kept before the data.
+		var head [chunkHead]byte
+		h := strconv.AppendUint(head[:0], uint64(n), 16)
+		h = append(h, "\r\n"...)
+		start := chunkHead - len(h)
+		copy((*b)[start:], h)
+		*b = append(*b, "\r\n"...)
+		_, err = w.conn.Write((*b)[start:])
+		w.broken = err != nil
+	}
 	if cap(*b) <= maxPooled {
 		*b = (*b)[:0]
 		buffers.Put(b)
@@ -175,9 +293,21 @@ func (w *Writer) writeBuffer() error {
 	return err
 }
 
+// discard returns the pending buffer, unwritten, to the pool.
+func (w *Writer) discard() {
+	if b := w.buf; b != nil && cap(*b) <= maxPooled {
+		*b = (*b)[:0]
+		buffers.Put(b)
+	}
+	w.buf = nil
+}
+
 // deadline replaces the server's write deadline, which covers the whole
 // response, with one for the next write only.
 func (w *Writer) deadline() error {
+	if w.conn != nil {
+		return w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
 	err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
 	if errors.Is(err, http.ErrNotSupported) {
 		return nil // e.g. httptest.ResponseRecorder: nothing to bound
