@@ -310,7 +310,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Webhooks: hooks, NATSCredentials: natsCreds, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
-		Audit: s.audit, Query: auditQuery{s.audit}, Schedules: s.schedules, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
+		Audit: s.audit, Query: auditQuery{s.audit}, Schedules: s.schedules, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), BatchCounts: natsjs.NewBatchProgress(js, state, 0), Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,
 		KeyLimit:     ratelimit.Limit{Requests: cfg.KeyRateLimit, Window: cfg.KeyRateWindow},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, Log: log,
 	})
