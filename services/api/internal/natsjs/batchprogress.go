@@ -28,6 +28,8 @@ const (
 	// progressMaxTail bounds the events read to bring a record up to
 	// date; past it, reading the unended jobs' states costs less.
 	progressMaxTail = 50_000
+	// progressFetch is the most events asked for at once.
+	progressFetch = 1024
 	// progressParallelism bounds the state reads in flight.
 	progressParallelism = 64
 )
@@ -36,10 +38,12 @@ const (
 // job's state: it keeps, per batch, one letter per job
 // (contracts.BatchProgress) and the output stream sequence up to which
 // the project's lifecycle events were applied. A read applies the events
-// since then (one message get when there are none) and stores the record
-// back. Counts are as exact as the events: every status change of a job
-// is followed by its event. A terminal letter never changes again, so an
-// ending announced twice (a redelivered job) counts once.
+// stored since (through a consumer it keeps for the batch between reads:
+// one round trip when there are none) and stores the record for other
+// API replicas and restarts. Counts are as exact as the events: every
+// status change of a job is followed by its event. A terminal letter
+// never changes again, so an ending announced twice (a redelivered job)
+// counts once.
 type BatchProgress struct {
 	js      jetstream.JetStream
 	records state.Records[contracts.BatchProgress]
@@ -47,8 +51,64 @@ type BatchProgress struct {
 	recheck time.Duration
 	now     func() time.Time
 
-	mu     sync.Mutex
-	stream jetstream.Stream // the output stream's handle, once read
+	mu sync.Mutex
+	// busy serialises the reads of one batch in this process: the
+	// second reader of a batch starts from where the first ended instead
+	// of reading the same events again. A reader never shares a read
+	// begun before it arrived, so it sees every event stored before its
+	// call.
+	busy map[string]*batchTurn
+	// followed are the batches read lately, at most progressFollowed.
+	followed map[string]*followed
+}
+
+// followed is a batch read lately: its record as this process knows it
+// and the consumer that goes on from its Seq.
+type followed struct {
+	rec     contracts.BatchProgress
+	cons    jetstream.Consumer // nil until created, or after a failure
+	savedAt time.Time          // when rec was last stored
+	usedAt  time.Time
+}
+
+const (
+	// progressFollowed bounds the batches whose consumer this process
+	// keeps: a stream allows a bounded number of consumers, and the
+	// streamer needs them.
+	progressFollowed = 64
+	// progressSaveEvery is how often a followed batch's record is stored
+	// at most; the record only spares another reader the events.
+	progressSaveEvery = time.Second
+	// progressIdle is how long the server keeps a batch's consumer
+	// unused.
+	progressIdle = 2 * time.Minute
+)
+
+// batchTurn is one batch's lock and how many readers hold or want it.
+type batchTurn struct {
+	sync.Mutex
+	n int
+}
+
+// turn waits for the batch's turn; release gives it up.
+func (p *BatchProgress) turn(id string) (release func()) {
+	p.mu.Lock()
+	t := p.busy[id]
+	if t == nil {
+		t = &batchTurn{}
+		p.busy[id] = t
+	}
+	t.n++
+	p.mu.Unlock()
+	t.Lock()
+	return func() {
+		t.Unlock()
+		p.mu.Lock()
+		if t.n--; t.n == 0 {
+			delete(p.busy, id)
+		}
+		p.mu.Unlock()
+	}
 }
 
 // NewBatchProgress returns the batch counter on the state bucket and the
@@ -58,27 +118,25 @@ func NewBatchProgress(js jetstream.JetStream, kv jetstream.KeyValue, recheck tim
 	if recheck <= 0 {
 		recheck = DefaultProgressRecheck
 	}
-	return &BatchProgress{js: js, records: st.BatchProgress, jobs: st.Jobs, recheck: recheck, now: time.Now}
+	return &BatchProgress{js: js, records: st.BatchProgress, jobs: st.Jobs, recheck: recheck, now: time.Now,
+		busy: map[string]*batchTurn{}, followed: map[string]*followed{}}
 }
 
 // Counts returns b's jobs by status. Jobs whose state expired are left
 // out.
 func (p *BatchProgress) Counts(ctx context.Context, b contracts.Batch) (map[contracts.Status]int, error) {
-	rec, rev, err := p.records.Get(ctx, b.ID)
-	if err != nil && !errors.Is(err, state.ErrNotFound) {
-		return nil, err
-	}
-	if len(rec.Statuses) != len(b.JobIDs) {
-		// New: the events since the batch's submission tell every job.
-		rec = contracts.BatchProgress{V: contracts.Version, CheckedAt: p.now(),
-			Statuses: strings.Repeat(string(rune(contracts.BatchProgressUnknown)), len(b.JobIDs))}
-	}
-	letters := []byte(rec.Statuses)
-	changed, err := p.tail(ctx, b, letters, &rec)
+	defer p.turn(b.ID)()
+	f, err := p.follow(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	stale := p.now().Sub(rec.CheckedAt) > p.recheck
+	letters := []byte(f.rec.Statuses)
+	changed, err := p.tail(ctx, b, f, letters)
+	if err != nil {
+		p.forget(ctx, b.ID) // start again from the stored record
+		return nil, err
+	}
+	stale := p.now().Sub(f.rec.CheckedAt) > p.recheck
 	check := make([]int, 0)
 	for i, l := range letters {
 		if l == contracts.BatchProgressUnknown || (stale && !terminalLetter(l)) {
@@ -92,88 +150,150 @@ func (p *BatchProgress) Counts(ctx context.Context, b contracts.Batch) (map[cont
 		changed = true
 	}
 	if stale {
-		rec.CheckedAt = p.now()
+		f.rec.CheckedAt = p.now()
 	}
 	if changed {
-		rec.Statuses = string(letters)
-		// A cache write: another reader storing its own view first is
-		// fine (both are right), and a failed write only means the next
-		// read does this one's work again.
-		_, _ = p.records.Update(ctx, b.ID, rec, rev)
+		f.rec.Statuses = string(letters)
+	}
+	if changed && p.now().Sub(f.savedAt) >= progressSaveEvery {
+		// A cache write, without compare-and-set: a replica storing an
+		// older record over this one only makes the next reader apply
+		// more events again (letters of ended jobs are right in both).
+		// A failed write costs the same.
+		if _, err := p.records.Put(ctx, b.ID, f.rec); err == nil {
+			f.savedAt = p.now()
+		}
 	}
 	return countLetters(letters), nil
 }
 
-// tail applies the project's events after rec.Seq (or, for a new
+// follow returns the batch's followed entry, from the stored record (or
+// a new one) when this process does not follow it yet.
+func (p *BatchProgress) follow(ctx context.Context, b contracts.Batch) (*followed, error) {
+	p.mu.Lock()
+	f := p.followed[b.ID]
+	if f != nil {
+		f.usedAt = p.now()
+	}
+	p.mu.Unlock()
+	if f != nil && len(f.rec.Statuses) == len(b.JobIDs) {
+		return f, nil
+	}
+	rec, _, err := p.records.Get(ctx, b.ID)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return nil, err
+	}
+	if len(rec.Statuses) != len(b.JobIDs) {
+		// New: the events since the batch's submission tell every job.
+		rec = contracts.BatchProgress{V: contracts.Version, CheckedAt: p.now(),
+			Statuses: strings.Repeat(string(rune(contracts.BatchProgressUnknown)), len(b.JobIDs))}
+	}
+	f = &followed{rec: rec, usedAt: p.now()}
+	var evict *followed
+	p.mu.Lock()
+	if len(p.followed) >= progressFollowed {
+		var oldest string
+		for id, o := range p.followed {
+			if oldest == "" || o.usedAt.Before(p.followed[oldest].usedAt) {
+				oldest = id
+			}
+		}
+		evict = p.followed[oldest]
+		delete(p.followed, oldest)
+	}
+	p.followed[b.ID] = f
+	p.mu.Unlock()
+	if evict != nil {
+		p.drop(ctx, evict)
+	}
+	return f, nil
+}
+
+// forget stops following a batch.
+func (p *BatchProgress) forget(ctx context.Context, id string) {
+	p.mu.Lock()
+	f := p.followed[id]
+	delete(p.followed, id)
+	p.mu.Unlock()
+	if f != nil {
+		p.drop(ctx, f)
+	}
+}
+
+// drop deletes a followed batch's consumer rather than leave it for the
+// server's inactivity timeout.
+func (p *BatchProgress) drop(ctx context.Context, f *followed) {
+	if f.cons == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = p.js.DeleteConsumer(dctx, contracts.StreamOutput, f.cons.CachedInfo().Name)
+	f.cons = nil
+}
+
+// Close deletes the consumers of the batches followed, within ctx.
+func (p *BatchProgress) Close(ctx context.Context) {
+	p.mu.Lock()
+	all := p.followed
+	p.followed = map[string]*followed{}
+	p.mu.Unlock()
+	for _, f := range all {
+		if f.cons != nil && ctx.Err() == nil {
+			_ = p.js.DeleteConsumer(ctx, contracts.StreamOutput, f.cons.CachedInfo().Name)
+		}
+	}
+}
+
+// tail applies the project's events after f.rec.Seq (or, for a new
 // record, since the batch was submitted) to letters, and reports whether
 // anything changed. Past progressMaxTail events it skips them and marks
 // the unended jobs to be read from their states instead.
-func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, letters []byte, rec *contracts.BatchProgress) (bool, error) {
-	filter := contracts.SubjectProjectEvents(b.Project)
-	cfg := jetstream.ConsumerConfig{
-		FilterSubject:     filter,
-		AckPolicy:         jetstream.AckNonePolicy,
-		MemoryStorage:     true,
-		InactiveThreshold: time.Minute,
-	}
-	if rec.Seq > 0 {
-		// Nothing new is the common case: one get says so, without a
-		// consumer.
-		stream, err := p.outputStream(ctx)
-		if err != nil {
-			return false, err
+func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, f *followed, letters []byte) (bool, error) {
+	if f.cons == nil {
+		cfg := jetstream.ConsumerConfig{
+			FilterSubject:     contracts.SubjectProjectEvents(b.Project),
+			AckPolicy:         jetstream.AckNonePolicy,
+			MemoryStorage:     true,
+			InactiveThreshold: progressIdle,
 		}
-		m, err := stream.GetMsg(ctx, rec.Seq+1, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
+		if f.rec.Seq > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.rec.Seq+1
+		} else {
+			// The API stores the batch after queueing its jobs; a clock
+			// skew between API and NATS is covered by the duplicate
+			// window.
+			since := b.SubmittedAt.Add(-contracts.DuplicateWindow)
+			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 		}
+		cons, err := p.js.CreateConsumer(ctx, contracts.StreamOutput, cfg)
 		if err != nil {
 			return false, fmt.Errorf("read batch events: %w", err)
 		}
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, m.Sequence
-	} else {
-		// The API stores the batch after queueing its jobs; a clock
-		// skew between API and NATS is covered by the duplicate window.
-		since := b.SubmittedAt.Add(-contracts.DuplicateWindow)
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
-	cons, err := p.js.CreateConsumer(ctx, contracts.StreamOutput, cfg)
-	if err != nil {
-		return false, fmt.Errorf("read batch events: %w", err)
-	}
-	defer func() {
-		// Not left for the inactivity timeout: a stream allows a bounded
-		// number of consumers, and the streamer needs them.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = p.js.DeleteConsumer(dctx, contracts.StreamOutput, cons.CachedInfo().Name)
-	}()
-	pending := cons.CachedInfo().NumPending
-	if pending == 0 {
-		return false, nil
-	}
-	if pending > progressMaxTail {
-		// Cheaper to read the unended jobs' states; start after the last
-		// event now stored.
-		last, err := p.lastSeq(ctx)
-		if err != nil {
-			return false, err
-		}
-		for i, l := range letters {
-			if !terminalLetter(l) {
-				letters[i] = contracts.BatchProgressUnknown
+		f.cons = cons
+		if pending := cons.CachedInfo().NumPending; pending > progressMaxTail {
+			// Cheaper to read the unended jobs' states; go on after the
+			// last event now stored.
+			last, err := p.lastSeq(ctx)
+			if err != nil {
+				return false, err
 			}
+			p.drop(ctx, f)
+			for i, l := range letters {
+				if !terminalLetter(l) {
+					letters[i] = contracts.BatchProgressUnknown
+				}
+			}
+			f.rec.Seq = last
+			return true, nil
 		}
-		rec.Seq = last
-		return true, nil
 	}
-	index := make(map[string]int, len(b.JobIDs))
-	for i, id := range b.JobIDs {
-		index[id] = i
-	}
+	var index map[string]int
 	id := []byte(b.ID)
-	for pending > 0 {
-		batch, err := cons.Fetch(int(min(pending, 1024)), jetstream.FetchMaxWait(5*time.Second))
+	changed := false
+	for {
+		// What is stored now, without waiting for more.
+		batch, err := f.cons.FetchNoWait(progressFetch)
 		if err != nil {
 			return false, fmt.Errorf("read batch events: %w", err)
 		}
@@ -184,7 +304,7 @@ func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, letters []b
 			if err != nil {
 				continue
 			}
-			rec.Seq, pending = md.Sequence.Stream, md.NumPending
+			f.rec.Seq, changed = md.Sequence.Stream, true
 			// Most of a busy project's events are other batches': decode
 			// only those naming this one.
 			if !bytes.Contains(m.Data(), id) {
@@ -193,6 +313,12 @@ func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, letters []b
 			var ev contracts.Event
 			if json.Unmarshal(m.Data(), &ev) != nil || ev.BatchID != b.ID {
 				continue
+			}
+			if index == nil {
+				index = make(map[string]int, len(b.JobIDs))
+				for i, id := range b.JobIDs {
+					index[id] = i
+				}
 			}
 			i, ok := index[ev.JobID]
 			if !ok {
@@ -205,11 +331,10 @@ func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, letters []b
 		if err := batch.Error(); err != nil {
 			return false, fmt.Errorf("read batch events: %w", err)
 		}
-		if got == 0 {
-			break // the rest aged out meanwhile
+		if got < progressFetch {
+			return changed, nil
 		}
 	}
-	return true, nil
 }
 
 // readStates sets the letters at idx from the jobs' states.
@@ -238,20 +363,6 @@ func (p *BatchProgress) readStates(ctx context.Context, b contracts.Batch, lette
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// outputStream returns the output stream's handle, read once.
-func (p *BatchProgress) outputStream(ctx context.Context) (jetstream.Stream, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stream == nil {
-		s, err := p.js.Stream(ctx, contracts.StreamOutput)
-		if err != nil {
-			return nil, fmt.Errorf("read batch events: %w", err)
-		}
-		p.stream = s
-	}
-	return p.stream, nil
 }
 
 // lastSeq is the output stream's last sequence now.

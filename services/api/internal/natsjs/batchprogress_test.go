@@ -115,7 +115,8 @@ func TestBatchProgressFollowsEvents(t *testing.T) {
 	p.want(t, bp, want)
 
 	rec, _, err := p.st.BatchProgress.Get(p.ctx, p.b.ID)
-	if err != nil || rec.Statuses != "rsfcqq" || rec.Seq == 0 {
+	// Stored at most once a second: the first read's at least.
+	if err != nil || len(rec.Statuses) != 6 || rec.Seq == 0 {
 		t.Fatalf("stored progress %+v, %v", rec, err)
 	}
 	// A late event of an ended job (a started published before a crash
