@@ -102,7 +102,8 @@ type BatchProgress struct {
 	// V is the message version (Version).
 	V int `json:"v"`
 	// Statuses has one letter per job of Batch.JobIDs, in that order:
-	// the job's status (see BatchProgressLetter), '.' while unknown,
+	// the job's status (d scheduled, q queued, r running, s succeeded,
+	// f failed, c cancelled, t timed_out, e expired), '.' while unknown,
 	// 'x' when its state expired.
 	Statuses string `json:"statuses"`
 	// Seq is the StreamOutput sequence of the last event read; the next
