@@ -132,8 +132,19 @@ func (p *BatchProgress) Counts(ctx context.Context, b contracts.Batch) (map[cont
 	}
 	letters := []byte(f.rec.Statuses)
 	changed, err := p.tail(ctx, b, f, letters)
+	if err != nil && ctx.Err() == nil {
+		// The server may have dropped the consumer (idle, or a leader
+		// change lost it), or a fetch failed midway: start again, once,
+		// from the stored record with a new consumer.
+		p.forget(ctx, b.ID)
+		if f, err = p.follow(ctx, b); err != nil {
+			return nil, err
+		}
+		letters = []byte(f.rec.Statuses)
+		changed, err = p.tail(ctx, b, f, letters)
+	}
 	if err != nil {
-		p.forget(ctx, b.ID) // start again from the stored record
+		p.forget(ctx, b.ID)
 		return nil, err
 	}
 	stale := p.now().Sub(f.rec.CheckedAt) > p.recheck
@@ -172,11 +183,18 @@ func (p *BatchProgress) Counts(ctx context.Context, b contracts.Batch) (map[cont
 func (p *BatchProgress) follow(ctx context.Context, b contracts.Batch) (*followed, error) {
 	p.mu.Lock()
 	f := p.followed[b.ID]
+	idle := false
 	if f != nil {
+		idle = p.now().Sub(f.usedAt) > progressIdle/2
 		f.usedAt = p.now()
 	}
 	p.mu.Unlock()
 	if f != nil && len(f.rec.Statuses) == len(b.JobIDs) {
+		if idle {
+			// The server drops a consumer unused for progressIdle: make
+			// a new one from where this one was.
+			p.drop(ctx, f)
+		}
 		return f, nil
 	}
 	rec, _, err := p.records.Get(ctx, b.ID)

@@ -154,3 +154,34 @@ func TestBatchProgressRechecksStates(t *testing.T) {
 	// Events tell J0 and J1; a recheck finds J2's state gone.
 	p.want(t, rechecking, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
 }
+
+// A batch's consumer the server dropped (idle, or lost with a leader)
+// costs a new one, not an error.
+func TestBatchProgressSurvivesALostConsumer(t *testing.T) {
+	t.Parallel()
+	p := progressSetup(t, 2)
+	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
+	out, err := p.js.Stream(p.ctx, contracts.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := out.ConsumerNames(p.ctx)
+	n := 0
+	for name := range names.Name() {
+		if err := p.js.DeleteConsumer(p.ctx, contracts.StreamOutput, name); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("%d consumers on the output stream, want the batch's one", n)
+	}
+	p.set(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
+	bp.Close(p.ctx)
+	names = out.ConsumerNames(p.ctx)
+	for name := range names.Name() {
+		t.Fatalf("consumer %s left after Close", name)
+	}
+}
