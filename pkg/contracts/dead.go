@@ -92,3 +92,70 @@ type Batch struct {
 	// incarnations.
 	ProjectIncarnation string `json:"project_incarnation,omitempty"`
 }
+
+// BatchProgress is what a batch's jobs' lifecycle events said of them,
+// kept in BucketState under BatchProgressKey(id) by the API so that the
+// batch's counts are read in one get rather than one per job. It is a
+// cache: a missing or stale record is rebuilt from the events and, for
+// jobs the events no longer tell, from the jobs' states.
+type BatchProgress struct {
+	// V is the message version (Version).
+	V int `json:"v"`
+	// Statuses has one letter per job of Batch.JobIDs, in that order:
+	// the job's status (d scheduled, q queued, r running, s succeeded,
+	// f failed, c cancelled, t timed_out, e expired), '.' while unknown,
+	// 'x' when its state expired.
+	Statuses string `json:"statuses"`
+	// Seq is the StreamOutput sequence of the last event read; the next
+	// read starts after it. 0: none read yet.
+	Seq uint64 `json:"seq"`
+	// CheckedAt is when the jobs not ended were last read from their
+	// states.
+	CheckedAt time.Time `json:"checked_at"`
+}
+
+// Letters of BatchProgress.Statuses that are not a status.
+const (
+	// BatchProgressUnknown: neither an event nor a state was read yet.
+	BatchProgressUnknown = '.'
+	// BatchProgressGone: the job's state expired.
+	BatchProgressGone = 'x'
+)
+
+// batchProgressLetters are the statuses' letters in
+// BatchProgress.Statuses.
+var batchProgressLetters = map[Status]byte{
+	StatusScheduled: 'd', StatusQueued: 'q', StatusRunning: 'r', StatusSucceeded: 's',
+	StatusFailed: 'f', StatusCancelled: 'c', StatusTimedOut: 't', StatusExpired: 'e',
+}
+
+// BatchProgressLetter is status's letter in BatchProgress.Statuses, and
+// false for a status that has none.
+func BatchProgressLetter(s Status) (byte, bool) {
+	l, ok := batchProgressLetters[s]
+	return l, ok
+}
+
+// BatchProgressStatus is the status of a BatchProgress letter, and false
+// for BatchProgressUnknown, BatchProgressGone or any other letter.
+func BatchProgressStatus(l byte) (Status, bool) {
+	switch l {
+	case 'd':
+		return StatusScheduled, true
+	case 'q':
+		return StatusQueued, true
+	case 'r':
+		return StatusRunning, true
+	case 's':
+		return StatusSucceeded, true
+	case 'f':
+		return StatusFailed, true
+	case 'c':
+		return StatusCancelled, true
+	case 't':
+		return StatusTimedOut, true
+	case 'e':
+		return StatusExpired, true
+	}
+	return "", false
+}

@@ -163,6 +163,9 @@ func DeadRetryKey(id string) string { return "deadretry." + id }
 // BatchKey is the BucketState key of a batch's Batch record.
 func BatchKey(batchID string) string { return "batch." + batchID }
 
+// BatchProgressKey is the BucketState key of a batch's BatchProgress.
+func BatchProgressKey(batchID string) string { return "batchprogress." + batchID }
+
 // SlotsKey is the BucketState key holding a project's running-job slots
 // (its per-project concurrency leases).
 func SlotsKey(project string) string { return "slots." + project }

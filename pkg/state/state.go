@@ -45,6 +45,9 @@ type Store struct {
 	Streams Records[contracts.StreamRef]
 	// Batches holds batch records under contracts.BatchKey(batch id).
 	Batches Records[contracts.Batch]
+	// BatchProgress holds what each batch's events said of its jobs
+	// under contracts.BatchProgressKey(batch id).
+	BatchProgress Records[contracts.BatchProgress]
 	// Slots holds each project's running-job leases under
 	// contracts.SlotsKey(project).
 	Slots Records[Leases]
@@ -58,14 +61,15 @@ func New(kv jetstream.KeyValue) *Store {
 	index := Records[contracts.JobSummary]{kv: kv, kind: "job index entry",
 		key: func(ref string) string { return contracts.IndexKeyPrefix + "." + ref }}
 	return &Store{
-		kv:          kv,
-		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: indexer(index)},
-		Index:       index,
-		Specs:       Records[contracts.Job]{kv: kv, kind: "job spec", key: contracts.JobSpecKey},
-		Streams:     Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
-		Batches:     Records[contracts.Batch]{kv: kv, kind: "batch", key: contracts.BatchKey},
-		Slots:       Records[Leases]{kv: kv, kind: "slots", key: contracts.SlotsKey},
-		DeadRetries: Records[contracts.DeadLetterRetry]{kv: kv, kind: "dead letter retry", key: contracts.DeadRetryKey},
+		kv:            kv,
+		Jobs:          Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: indexer(index)},
+		Index:         index,
+		Specs:         Records[contracts.Job]{kv: kv, kind: "job spec", key: contracts.JobSpecKey},
+		Streams:       Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
+		Batches:       Records[contracts.Batch]{kv: kv, kind: "batch", key: contracts.BatchKey},
+		BatchProgress: Records[contracts.BatchProgress]{kv: kv, kind: "batch progress", key: contracts.BatchProgressKey},
+		Slots:         Records[Leases]{kv: kv, kind: "slots", key: contracts.SlotsKey},
+		DeadRetries:   Records[contracts.DeadLetterRetry]{kv: kv, kind: "dead letter retry", key: contracts.DeadRetryKey},
 	}
 }
 

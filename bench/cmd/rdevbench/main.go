@@ -83,7 +83,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rdev, "rdev", "", "use this rdev binary instead of building ./cmd/rdev")
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: smaller defaults for every scenario (flags set explicitly win)")
-	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority,cli,webhooks,delayed", "scenarios to run, comma separated")
+	fs.StringVar(&c.only, "only", "latency,throughput,memory,idle,auth,tracing,e2e,priority,cli,webhooks,delayed,batchget", "scenarios to run, comma separated")
 	fs.StringVar(&c.out, "out", "", "JSON results file (default <repo>/bench/results/latest.json)")
 	fs.IntVar(&c.latencyRuns, "latency-runs", 300, "latency: measured runs (-quick 50)")
 	fs.IntVar(&c.latencyWarmup, "latency-warmup", 20, "latency: warm-up runs, not measured (-quick 5)")
@@ -94,7 +94,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.idleConns, "idle-conns", 1000, "idle: SSE connections to open (-quick 200)")
 	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
 	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth and tracing: submits per configuration and round (tracing: half; -quick 3000)")
-	fs.IntVar(&c.queueJobs, "queue-jobs", 10_000, "e2e: no-op jobs per run, rdev and asynq (-quick 1000)")
+	fs.IntVar(&c.queueJobs, "queue-jobs", 10_000, "e2e and batchget: no-op jobs per run, rdev and asynq (-quick 1000)")
 	fs.IntVar(&c.priorityProbes, "priority-probes", 100, "priority: high-priority jobs timed idle and busy (-quick 30)")
 	fs.IntVar(&c.priorityBacklog, "priority-backlog", 10_000, "priority: low-priority jobs queued ahead (multiple of 1000)")
 	fs.IntVar(&c.webhookEvents, "webhook-events", 10_000, "webhooks: terminal events per run, paced and burst (-quick 2000)")
@@ -160,7 +160,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget"}
 
 // env is what every scenario shares.
 type env struct {
@@ -245,7 +245,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"cli":     cliCost,
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
-		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout,
+		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

@@ -55,6 +55,8 @@ type Deps struct {
 	Index JobIndex
 	// Output reads jobs' output.
 	Output Output
+	// BatchCounts counts batches' jobs by status.
+	BatchCounts BatchCounter
 	// Pauses keeps the paused priority levels.
 	Pauses Pauses
 	// Schedules keeps projects' cron schedules.
@@ -93,6 +95,7 @@ type Handlers struct {
 	dead          DeadLetters
 	index         JobIndex
 	output        Output
+	batchCounts   BatchCounter
 	pauses        Pauses
 	schedules     Schedules
 	secrets       Secrets
@@ -110,7 +113,7 @@ type Handlers struct {
 // New returns the handlers.
 func New(d Deps) *Handlers {
 	return &Handlers{jobs: d.Jobs, admin: d.Admin, keys: d.Keys, projects: d.Projects, limiter: d.Limiter,
-		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, pauses: d.Pauses, schedules: d.Schedules, secrets: d.Secrets, webhooks: d.Webhooks, natsCreds: d.NATSCredentials, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
+		audit: d.Audit, query: d.Query, dead: d.Dead, index: d.Index, output: d.Output, batchCounts: d.BatchCounts, pauses: d.Pauses, schedules: d.Schedules, secrets: d.Secrets, webhooks: d.Webhooks, natsCreds: d.NATSCredentials, signer: d.Signer, maxBatchBytes: d.MaxBatchBytes, tokenTTL: d.TokenTTL, keyLimit: d.KeyLimit,
 		maxBodyBytes: d.MaxBodyBytes, log: d.Log}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,10 +21,33 @@ import (
 )
 
 // Store keeps job state in the state bucket.
-type Store struct{ st *state.Store }
+type Store struct {
+	st *state.Store
+	// batches keeps settled batch records (committed or aborted, which
+	// never change again) read lately: a 10,000-job batch's record is
+	// ≈ 300 KB, read on every GET of the batch while clients poll it.
+	mu      sync.Mutex
+	batches map[string]heldBatch
+}
+
+// heldBatch is a batch record kept in memory, and when it was read.
+type heldBatch struct {
+	b  contracts.Batch
+	at time.Time
+}
+
+const (
+	// batchesHeld bounds the batch records kept in memory.
+	batchesHeld = 32
+	// batchHeldFor is how long one is kept: the stored record expires
+	// with the state TTL, and a kept one must not outlive it by much.
+	batchHeldFor = time.Minute
+)
 
 // NewStore returns a Store on the state bucket.
-func NewStore(kv jetstream.KeyValue) *Store { return &Store{st: state.New(kv)} }
+func NewStore(kv jetstream.KeyValue) *Store {
+	return &Store{st: state.New(kv), batches: map[string]heldBatch{}}
+}
 
 // Create stores the job state and the stream reference. When the job's
 // state exists already (another submit completing the same job under an
@@ -154,7 +178,25 @@ func (s *Store) UpdateBatch(ctx context.Context, b contracts.Batch, rev uint64) 
 
 // Batch reads a batch record.
 func (s *Store) Batch(ctx context.Context, id string) (contracts.Batch, error) {
+	s.mu.Lock()
+	h, ok := s.batches[id]
+	s.mu.Unlock()
+	if ok && time.Since(h.at) < batchHeldFor {
+		return h.b, nil
+	}
 	b, _, err := s.st.Batches.Get(ctx, id)
+	if err == nil && b.State != contracts.BatchPending {
+		s.mu.Lock()
+		if len(s.batches) >= batchesHeld {
+			for old, h := range s.batches {
+				if time.Since(h.at) >= batchHeldFor || len(s.batches) >= batchesHeld {
+					delete(s.batches, old)
+				}
+			}
+		}
+		s.batches[id] = heldBatch{b: b, at: time.Now()}
+		s.mu.Unlock()
+	}
 	return b, notFound(err)
 }
 

@@ -1,0 +1,414 @@
+package natsjs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
+)
+
+// Defaults of BatchProgress.
+const (
+	// DefaultProgressRecheck is how old a batch's record of its jobs may
+	// get before the jobs it shows not ended are read from their states
+	// again. Events say everything in time; the states catch what events
+	// cannot: an ending whose event is still unpublished (its worker died
+	// in between, and the next one publishes it), or events aged out of
+	// the output stream while nobody asked.
+	DefaultProgressRecheck = time.Hour
+	// progressMaxTail bounds the events read to bring a record up to
+	// date; past it, reading the unended jobs' states costs less.
+	progressMaxTail = 50_000
+	// progressFetch is the most events asked for at once.
+	progressFetch = 1024
+	// progressParallelism bounds the state reads in flight.
+	progressParallelism = 64
+)
+
+// BatchProgress counts a batch's jobs by status without reading every
+// job's state: it keeps, per batch, one letter per job
+// (contracts.BatchProgress) and the output stream sequence up to which
+// the project's lifecycle events were applied. A read applies the events
+// stored since (through a consumer it keeps for the batch between reads:
+// one round trip when there are none) and stores the record for other
+// API replicas and restarts. Counts are as exact as the events: every
+// status change of a job is followed by its event. A terminal letter
+// never changes again, so an ending announced twice (a redelivered job)
+// counts once.
+type BatchProgress struct {
+	js      jetstream.JetStream
+	records state.Records[contracts.BatchProgress]
+	jobs    state.Records[contracts.JobState]
+	recheck time.Duration
+	now     func() time.Time
+
+	mu sync.Mutex
+	// busy serialises the reads of one batch in this process: the
+	// second reader of a batch starts from where the first ended instead
+	// of reading the same events again. A reader never shares a read
+	// begun before it arrived, so it sees every event stored before its
+	// call.
+	busy map[string]*batchTurn
+	// followed are the batches read lately, at most progressFollowed.
+	followed map[string]*followed
+}
+
+// followed is a batch read lately: its record as this process knows it
+// and the consumer that goes on from its Seq.
+type followed struct {
+	rec     contracts.BatchProgress
+	cons    jetstream.Consumer // nil until created, or after a failure
+	savedAt time.Time          // when rec was last stored
+	usedAt  time.Time
+}
+
+const (
+	// progressFollowed bounds the batches whose consumer this process
+	// keeps: a stream allows a bounded number of consumers, and the
+	// streamer needs them.
+	progressFollowed = 64
+	// progressSaveEvery is how often a followed batch's record is stored
+	// at most; the record only spares another reader the events.
+	progressSaveEvery = time.Second
+	// progressIdle is how long the server keeps a batch's consumer
+	// unused.
+	progressIdle = 2 * time.Minute
+)
+
+// batchTurn is one batch's lock and how many readers hold or want it.
+type batchTurn struct {
+	sync.Mutex
+	n int
+}
+
+// turn waits for the batch's turn; release gives it up.
+func (p *BatchProgress) turn(id string) (release func()) {
+	p.mu.Lock()
+	t := p.busy[id]
+	if t == nil {
+		t = &batchTurn{}
+		p.busy[id] = t
+	}
+	t.n++
+	p.mu.Unlock()
+	t.Lock()
+	return func() {
+		t.Unlock()
+		p.mu.Lock()
+		if t.n--; t.n == 0 {
+			delete(p.busy, id)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// NewBatchProgress returns the batch counter on the state bucket and the
+// output stream; recheck 0 means DefaultProgressRecheck.
+func NewBatchProgress(js jetstream.JetStream, kv jetstream.KeyValue, recheck time.Duration) *BatchProgress {
+	st := state.New(kv)
+	if recheck <= 0 {
+		recheck = DefaultProgressRecheck
+	}
+	return &BatchProgress{js: js, records: st.BatchProgress, jobs: st.Jobs, recheck: recheck, now: time.Now,
+		busy: map[string]*batchTurn{}, followed: map[string]*followed{}}
+}
+
+// Counts returns b's jobs by status. Jobs whose state expired are left
+// out.
+func (p *BatchProgress) Counts(ctx context.Context, b contracts.Batch) (map[contracts.Status]int, error) {
+	defer p.turn(b.ID)()
+	f, err := p.follow(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	letters := []byte(f.rec.Statuses)
+	changed, err := p.tail(ctx, b, f, letters)
+	if err != nil && ctx.Err() == nil {
+		// The server may have dropped the consumer (idle, or a leader
+		// change lost it), or a fetch failed midway: start again, once,
+		// from the stored record with a new consumer.
+		p.forget(ctx, b.ID)
+		if f, err = p.follow(ctx, b); err != nil {
+			return nil, err
+		}
+		letters = []byte(f.rec.Statuses)
+		changed, err = p.tail(ctx, b, f, letters)
+	}
+	if err != nil {
+		p.forget(ctx, b.ID)
+		return nil, err
+	}
+	stale := p.now().Sub(f.rec.CheckedAt) > p.recheck
+	check := make([]int, 0)
+	for i, l := range letters {
+		if l == contracts.BatchProgressUnknown || (stale && !terminalLetter(l)) {
+			check = append(check, i)
+		}
+	}
+	if len(check) > 0 {
+		if err := p.readStates(ctx, b, letters, check); err != nil {
+			return nil, err
+		}
+		changed = true
+	}
+	if stale {
+		f.rec.CheckedAt = p.now()
+	}
+	if changed {
+		f.rec.Statuses = string(letters)
+	}
+	if changed && p.now().Sub(f.savedAt) >= progressSaveEvery {
+		// A cache write, without compare-and-set: a replica storing an
+		// older record over this one only makes the next reader apply
+		// more events again (letters of ended jobs are right in both).
+		// A failed write costs the same.
+		if _, err := p.records.Put(ctx, b.ID, f.rec); err == nil {
+			f.savedAt = p.now()
+		}
+	}
+	return countLetters(letters), nil
+}
+
+// follow returns the batch's followed entry, from the stored record (or
+// a new one) when this process does not follow it yet.
+func (p *BatchProgress) follow(ctx context.Context, b contracts.Batch) (*followed, error) {
+	p.mu.Lock()
+	f := p.followed[b.ID]
+	idle := false
+	if f != nil {
+		idle = p.now().Sub(f.usedAt) > progressIdle/2
+		f.usedAt = p.now()
+	}
+	p.mu.Unlock()
+	if f != nil && len(f.rec.Statuses) == len(b.JobIDs) {
+		if idle {
+			// The server drops a consumer unused for progressIdle: make
+			// a new one from where this one was.
+			p.drop(ctx, f)
+		}
+		return f, nil
+	}
+	rec, _, err := p.records.Get(ctx, b.ID)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return nil, err
+	}
+	if len(rec.Statuses) != len(b.JobIDs) {
+		// New: the events since the batch's submission tell every job.
+		rec = contracts.BatchProgress{V: contracts.Version, CheckedAt: p.now(),
+			Statuses: strings.Repeat(string(rune(contracts.BatchProgressUnknown)), len(b.JobIDs))}
+	}
+	f = &followed{rec: rec, usedAt: p.now()}
+	var evict *followed
+	p.mu.Lock()
+	if len(p.followed) >= progressFollowed {
+		var oldest string
+		for id, o := range p.followed {
+			if oldest == "" || o.usedAt.Before(p.followed[oldest].usedAt) {
+				oldest = id
+			}
+		}
+		evict = p.followed[oldest]
+		delete(p.followed, oldest)
+	}
+	p.followed[b.ID] = f
+	p.mu.Unlock()
+	if evict != nil {
+		p.drop(ctx, evict)
+	}
+	return f, nil
+}
+
+// forget stops following a batch.
+func (p *BatchProgress) forget(ctx context.Context, id string) {
+	p.mu.Lock()
+	f := p.followed[id]
+	delete(p.followed, id)
+	p.mu.Unlock()
+	if f != nil {
+		p.drop(ctx, f)
+	}
+}
+
+// drop deletes a followed batch's consumer rather than leave it for the
+// server's inactivity timeout.
+func (p *BatchProgress) drop(ctx context.Context, f *followed) {
+	if f.cons == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = p.js.DeleteConsumer(dctx, contracts.StreamOutput, f.cons.CachedInfo().Name)
+	f.cons = nil
+}
+
+// Close deletes the consumers of the batches followed, within ctx.
+func (p *BatchProgress) Close(ctx context.Context) {
+	p.mu.Lock()
+	all := p.followed
+	p.followed = map[string]*followed{}
+	p.mu.Unlock()
+	for _, f := range all {
+		if f.cons != nil && ctx.Err() == nil {
+			_ = p.js.DeleteConsumer(ctx, contracts.StreamOutput, f.cons.CachedInfo().Name)
+		}
+	}
+}
+
+// tail applies the project's events after f.rec.Seq (or, for a new
+// record, since the batch was submitted) to letters, and reports whether
+// anything changed. Past progressMaxTail events it skips them and marks
+// the unended jobs to be read from their states instead.
+func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, f *followed, letters []byte) (bool, error) {
+	if f.cons == nil {
+		cfg := jetstream.ConsumerConfig{
+			FilterSubject:     contracts.SubjectProjectEvents(b.Project),
+			AckPolicy:         jetstream.AckNonePolicy,
+			MemoryStorage:     true,
+			InactiveThreshold: progressIdle,
+		}
+		if f.rec.Seq > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.rec.Seq+1
+		} else {
+			// The API stores the batch after queueing its jobs; a clock
+			// skew between API and NATS is covered by the duplicate
+			// window.
+			since := b.SubmittedAt.Add(-contracts.DuplicateWindow)
+			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+		}
+		cons, err := p.js.CreateConsumer(ctx, contracts.StreamOutput, cfg)
+		if err != nil {
+			return false, fmt.Errorf("read batch events: %w", err)
+		}
+		f.cons = cons
+		if pending := cons.CachedInfo().NumPending; pending > progressMaxTail {
+			// Cheaper to read the unended jobs' states; go on after the
+			// last event now stored.
+			last, err := p.lastSeq(ctx)
+			if err != nil {
+				return false, err
+			}
+			p.drop(ctx, f)
+			for i, l := range letters {
+				if !terminalLetter(l) {
+					letters[i] = contracts.BatchProgressUnknown
+				}
+			}
+			f.rec.Seq = last
+			return true, nil
+		}
+	}
+	var index map[string]int
+	id := []byte(b.ID)
+	changed := false
+	for {
+		// What is stored now, without waiting for more.
+		batch, err := f.cons.FetchNoWait(progressFetch)
+		if err != nil {
+			return false, fmt.Errorf("read batch events: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			f.rec.Seq, changed = md.Sequence.Stream, true
+			// Most of a busy project's events are other batches': decode
+			// only those naming this one.
+			if !bytes.Contains(m.Data(), id) {
+				continue
+			}
+			var ev contracts.Event
+			if json.Unmarshal(m.Data(), &ev) != nil || ev.BatchID != b.ID {
+				continue
+			}
+			if index == nil {
+				index = make(map[string]int, len(b.JobIDs))
+				for i, id := range b.JobIDs {
+					index[id] = i
+				}
+			}
+			i, ok := index[ev.JobID]
+			if !ok {
+				continue
+			}
+			if l, ok := contracts.BatchProgressLetter(ev.Status); ok && !terminalLetter(letters[i]) {
+				letters[i] = l
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return false, fmt.Errorf("read batch events: %w", err)
+		}
+		if got < progressFetch {
+			return changed, nil
+		}
+	}
+}
+
+// readStates sets the letters at idx from the jobs' states.
+func (p *BatchProgress) readStates(ctx context.Context, b contracts.Batch, letters []byte, idx []int) error {
+	errs := make([]error, len(idx))
+	sem := make(chan struct{}, progressParallelism)
+	var wg sync.WaitGroup
+	for k, i := range idx {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			st, _, err := p.jobs.Get(ctx, b.JobIDs[i])
+			switch {
+			case errors.Is(err, state.ErrNotFound):
+				if !terminalLetter(letters[i]) {
+					letters[i] = contracts.BatchProgressGone
+				}
+			case err != nil:
+				errs[k] = err
+			default:
+				if l, ok := contracts.BatchProgressLetter(st.Status); ok && !terminalLetter(letters[i]) {
+					letters[i] = l
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// lastSeq is the output stream's last sequence now.
+func (p *BatchProgress) lastSeq(ctx context.Context) (uint64, error) {
+	s, err := p.js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		return 0, fmt.Errorf("read batch events: %w", err)
+	}
+	return s.CachedInfo().State.LastSeq, nil
+}
+
+// terminalLetter reports a letter of a status that ends a job.
+func terminalLetter(l byte) bool {
+	s, ok := contracts.BatchProgressStatus(l)
+	return ok && s.Final()
+}
+
+// countLetters counts statuses; unknown and gone jobs are left out.
+func countLetters(letters []byte) map[contracts.Status]int {
+	var n [256]int
+	for _, l := range letters {
+		n[l]++
+	}
+	counts := map[contracts.Status]int{}
+	for l, c := range n {
+		if s, ok := contracts.BatchProgressStatus(byte(l)); ok && c > 0 {
+			counts[s] = c
+		}
+	}
+	return counts
+}

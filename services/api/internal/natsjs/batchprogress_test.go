@@ -1,0 +1,187 @@
+package natsjs_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/state"
+	"github.com/rdev-dev/rdev/pkg/topology"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
+	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
+)
+
+// progressBundle is a state bucket and output stream on a real NATS
+// server, with the writes the API and the worker make as a job moves:
+// its state, then its event.
+type progressBundle struct {
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	st  *state.Store
+	b   contracts.Batch
+	ctx context.Context
+}
+
+func progressSetup(t *testing.T, jobs int) *progressBundle {
+	t.Helper()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Server(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	kv, err := topology.Ensure(ctx, js, topology.Config{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &progressBundle{js: js, kv: kv, st: state.New(kv), ctx: ctx,
+		b: contracts.Batch{V: contracts.Version, ID: "B" + t.Name()[4:], Project: "p", State: contracts.BatchCommitted, SubmittedAt: time.Now()}}
+	for i := range jobs {
+		id := fmt.Sprintf("J%d", i)
+		p.b.JobIDs = append(p.b.JobIDs, id)
+		p.set(t, id, contracts.StatusQueued, contracts.EventQueued, 1)
+	}
+	if _, err := p.st.Batches.Create(ctx, p.b.ID, p.b); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// set writes a job's state, then (unless t is "") its event, as the API
+// and the worker do.
+func (p *progressBundle) set(t *testing.T, id string, s contracts.Status, et contracts.EventType, attempt int) {
+	t.Helper()
+	st := contracts.JobState{V: contracts.Version, JobID: id, Project: "p", StreamID: "S" + id, BatchID: p.b.ID, Status: s, SubmittedAt: time.Now()}
+	if _, err := p.st.Jobs.Put(p.ctx, id, st); err != nil {
+		t.Fatal(err)
+	}
+	if et != "" {
+		p.event(t, id, s, et, attempt)
+	}
+}
+
+// event publishes a job's lifecycle event (one a redelivered job
+// announces again, too).
+func (p *progressBundle) event(t *testing.T, id string, s contracts.Status, et contracts.EventType, attempt int) {
+	t.Helper()
+	ev := contracts.Event{V: contracts.Version, Type: et, Status: s, JobID: id, StreamID: "S" + id, Project: "p", Attempt: attempt, BatchID: p.b.ID, Time: time.Now()}
+	body, _ := json.Marshal(ev)
+	if _, err := p.js.Publish(p.ctx, contracts.SubjectEvent("p", ev.StreamID, et), body); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *progressBundle) want(t *testing.T, bp *natsjs.BatchProgress, want map[contracts.Status]int) {
+	t.Helper()
+	got, err := bp.Counts(p.ctx, p.b)
+	if err != nil || !maps.Equal(got, want) {
+		t.Fatalf("counts %v, %v; want %v", got, err, want)
+	}
+}
+
+// Counts follow the events through retries, a cancel, a dead letter and
+// an ending announced twice (a redelivered job), counting each job once;
+// other batches' events in the project do not count; the record is
+// stored, so the next reader starts from it.
+func TestBatchProgressFollowsEvents(t *testing.T) {
+	t.Parallel()
+	p := progressSetup(t, 6)
+	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 6})
+
+	p.set(t, "J0", contracts.StatusRunning, contracts.EventStarted, 1)
+	p.set(t, "J1", contracts.StatusRunning, contracts.EventStarted, 1)
+	p.set(t, "J1", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+	p.event(t, "J1", contracts.StatusSucceeded, contracts.EventSucceeded, 1) // redelivered, announced again
+	// Retried, then dead-lettered: failed.
+	p.set(t, "J2", contracts.StatusRunning, contracts.EventStarted, 1)
+	p.set(t, "J2", contracts.StatusQueued, contracts.EventRetrying, 1)
+	p.set(t, "J2", contracts.StatusRunning, contracts.EventStarted, 2)
+	p.set(t, "J2", contracts.StatusFailed, contracts.EventFailed, 2)
+	p.set(t, "J3", contracts.StatusCancelled, contracts.EventCancelled, 1)
+	// Another batch's job of the same project.
+	other := contracts.Event{V: contracts.Version, Type: contracts.EventSucceeded, Status: contracts.StatusSucceeded, JobID: "J4", StreamID: "SX", Project: "p", BatchID: "other", Time: time.Now()}
+	body, _ := json.Marshal(other)
+	if _, err := p.js.Publish(p.ctx, contracts.SubjectEvent("p", "SX", other.Type), body); err != nil {
+		t.Fatal(err)
+	}
+	want := map[contracts.Status]int{contracts.StatusQueued: 2, contracts.StatusRunning: 1, contracts.StatusSucceeded: 1,
+		contracts.StatusFailed: 1, contracts.StatusCancelled: 1}
+	p.want(t, bp, want)
+
+	rec, _, err := p.st.BatchProgress.Get(p.ctx, p.b.ID)
+	// Stored at most once a second: the first read's at least.
+	if err != nil || len(rec.Statuses) != 6 || rec.Seq == 0 {
+		t.Fatalf("stored progress %+v, %v", rec, err)
+	}
+	// A late event of an ended job (a started published before a crash
+	// and read after the ending) does not bring it back.
+	p.event(t, "J1", contracts.StatusRunning, contracts.EventStarted, 1)
+	// Another API replica reads from the stored record.
+	p.want(t, natsjs.NewBatchProgress(p.js, p.kv, 0), want)
+	// Nothing new: the same.
+	p.want(t, bp, want)
+}
+
+// A worker that dies between a job's final state and its event leaves
+// the event to the next worker; until then the recheck of unended jobs'
+// states finds the ending. A record lost (or from before this cache) is
+// rebuilt, and a job whose state expired is left out.
+func TestBatchProgressRechecksStates(t *testing.T) {
+	t.Parallel()
+	p := progressSetup(t, 3)
+	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 3})
+	p.set(t, "J0", contracts.StatusSucceeded, "", 1) // no event yet
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 3})
+	rechecking := natsjs.NewBatchProgress(p.js, p.kv, time.Nanosecond)
+	p.want(t, rechecking, map[contracts.Status]int{contracts.StatusQueued: 2, contracts.StatusSucceeded: 1})
+	// The event, when it comes, changes nothing.
+	p.event(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2, contracts.StatusSucceeded: 1})
+
+	if err := p.st.BatchProgress.Purge(p.ctx, p.b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.st.Jobs.Purge(p.ctx, "J2"); err != nil {
+		t.Fatal(err)
+	}
+	// Events tell J0 and J1; a recheck finds J2's state gone.
+	p.want(t, rechecking, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
+}
+
+// A batch's consumer the server dropped (idle, or lost with a leader)
+// costs a new one, not an error.
+func TestBatchProgressSurvivesALostConsumer(t *testing.T) {
+	t.Parallel()
+	p := progressSetup(t, 2)
+	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
+	out, err := p.js.Stream(p.ctx, contracts.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := out.ConsumerNames(p.ctx)
+	n := 0
+	for name := range names.Name() {
+		if err := p.js.DeleteConsumer(p.ctx, contracts.StreamOutput, name); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("%d consumers on the output stream, want the batch's one", n)
+	}
+	p.set(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
+	bp.Close(p.ctx)
+	names = out.ConsumerNames(p.ctx)
+	for name := range names.Name() {
+		t.Fatalf("consumer %s left after Close", name)
+	}
+}
