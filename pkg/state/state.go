@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,7 +60,7 @@ func New(kv jetstream.KeyValue) *Store {
 		key: func(ref string) string { return contracts.IndexKeyPrefix + "." + ref }}
 	return &Store{
 		kv:          kv,
-		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: indexer(index)},
+		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: newIndexer(index).store},
 		Index:       index,
 		Specs:       Records[contracts.Job]{kv: kv, kind: "job spec", key: contracts.JobSpecKey},
 		Streams:     Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
@@ -108,8 +109,9 @@ type Records[T any] struct {
 	kind   string
 	key    func(id string) string
 	decode func([]byte, *T) error
-	// stored, when set, is told of every record stored, with its revision.
-	stored func(ctx context.Context, v T, rev uint64)
+	// stored, when set, is told of every record stored, with its revision
+	// and whether it was created (absent before).
+	stored func(ctx context.Context, v T, rev uint64, created bool)
 }
 
 // NewRecords returns records of one kind (named kind in errors) stored
@@ -166,7 +168,7 @@ func (r Records[T]) Update(ctx context.Context, id string, v T, rev uint64) (uin
 		return 0, fmt.Errorf("store %s %s: %w", r.kind, id, err)
 	}
 	if r.stored != nil {
-		r.stored(ctx, v, n)
+		r.stored(ctx, v, n, rev == 0)
 	}
 	return n, nil
 }
@@ -182,7 +184,7 @@ func (r Records[T]) Put(ctx context.Context, id string, v T) (uint64, error) {
 		return 0, fmt.Errorf("store %s %s: %w", r.kind, id, err)
 	}
 	if r.stored != nil {
-		r.stored(ctx, v, n)
+		r.stored(ctx, v, n, false)
 	}
 	return n, nil
 }
@@ -243,31 +245,99 @@ func IndexRef(project, jobID string) string { return project + "." + jobID }
 // indexAttempts bounds the compare-and-set rounds of one index write.
 const indexAttempts = 5
 
-// indexer returns what stores a job state's summary in index, unless the
-// index holds one of the same or a later state revision: writers racing
-// on one job (the API cancelling, a worker settling) may reach the index
-// in any order, and the newest state wins. The job state is the record
-// of truth and is stored already, so a failed index write is not the
-// writer's failure: the job's next transition writes the entry again.
-func indexer(index Records[contracts.JobSummary]) func(context.Context, contracts.JobState, uint64) {
-	return func(ctx context.Context, st contracts.JobState, rev uint64) {
-		if st.Project == "" || st.JobID == "" {
-			return
-		}
-		ref, sum := IndexRef(st.Project, st.JobID), contracts.SummaryOf(st, rev)
-		for range indexAttempts {
-			cur, curRev, err := index.Get(ctx, ref)
+// indexRevsMax bounds the index revisions an indexer remembers: a job
+// this process stops writing before it ends (handed back, taken over by
+// another worker) leaves its entry behind until the map is cleared.
+const indexRevsMax = 8192
+
+// indexer stores a job state's summary in the index, unless the index
+// holds one of the same or a later state revision: writers racing on one
+// job (the API cancelling, a worker settling) may reach the index in any
+// order, and the newest state wins. The job state is the record of truth
+// and is stored already, so a failed index write is not the writer's
+// failure: the job's next transition writes the entry again.
+//
+// An index write is a compare-and-set on the entry's revision, which a
+// writer would have to read first: one round trip more per state write.
+// The indexer skips that read when it can guess the revision — absent
+// for a job state just created, the revision it wrote last for a job it
+// wrote before and that has not ended (a worker's claim, then its final
+// state) — and reads only when the guess was wrong.
+type indexer struct {
+	index Records[contracts.JobSummary]
+	mu    sync.Mutex
+	// revs is the index revision this process last wrote, by entry, for
+	// jobs not ended.
+	revs map[string]uint64
+}
+
+func newIndexer(index Records[contracts.JobSummary]) *indexer {
+	return &indexer{index: index, revs: map[string]uint64{}}
+}
+
+// guess returns the revision the entry ref is likely at, and whether
+// there is a guess.
+func (x *indexer) guess(ref string, created bool) (uint64, bool) {
+	if created {
+		return 0, true
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	rev, ok := x.revs[ref]
+	return rev, ok
+}
+
+// wrote remembers the entry's revision while the job has not ended.
+func (x *indexer) wrote(ref string, rev uint64, final bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if final {
+		delete(x.revs, ref)
+		return
+	}
+	if len(x.revs) >= indexRevsMax {
+		clear(x.revs)
+	}
+	x.revs[ref] = rev
+}
+
+// store writes the summary of st, stored at revision rev (created: the
+// state did not exist before).
+func (x *indexer) store(ctx context.Context, st contracts.JobState, rev uint64, created bool) {
+	if st.Project == "" || st.JobID == "" {
+		return
+	}
+	ref, sum := IndexRef(st.Project, st.JobID), contracts.SummaryOf(st, rev)
+	curRev, guessed := x.guess(ref, created)
+	for range indexAttempts {
+		if !guessed {
+			cur, r, err := x.index.Get(ctx, ref)
 			switch {
 			case errors.Is(err, ErrNotFound):
-				curRev = 0
+				r = 0
 			case err != nil:
 				continue
 			case cur.StateRevision >= rev:
+				x.forget(ref)
 				return
 			}
-			if _, err := index.Update(ctx, ref, sum, curRev); err == nil || ctx.Err() != nil {
-				return
-			}
+			curRev = r
+		}
+		guessed = false
+		n, err := x.index.Update(ctx, ref, sum, curRev)
+		if err == nil {
+			x.wrote(ref, n, st.Status.Final())
+			return
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
+	x.forget(ref)
+}
+
+func (x *indexer) forget(ref string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.revs, ref)
 }

@@ -3,9 +3,12 @@ package state_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
@@ -255,5 +258,78 @@ func TestIndexFollowsTheNewestJobState(t *testing.T) {
 	}
 	if sum, _, _ := s.Index.Get(ctx, state.IndexRef("p", st.JobID)); sum.StateRevision != rev+100 || sum.Status == contracts.StatusSucceeded {
 		t.Fatalf("an older state replaced the index entry: %+v", sum)
+	}
+}
+
+// A job's index entry is written without reading it first when its
+// revision is known — a state just created, then each later state this
+// store wrote — and another writer's entry in between is still never
+// replaced by an older summary (the guess fails, the entry is read).
+func TestIndexWritesWithoutReadingWhenTheRevisionIsKnown(t *testing.T) {
+	t.Parallel()
+	_, nc, js := natstest.Provisioned(t)
+	kv, err := js.KeyValue(t.Context(), contracts.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads atomic.Int64
+	sub, err := nc.Subscribe("$JS.API.DIRECT.GET.>", func(m *nats.Msg) {
+		if strings.Contains(m.Subject, "."+contracts.IndexKeyPrefix+".") || strings.Contains(string(m.Data), "."+contracts.IndexKeyPrefix+".") {
+			reads.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx := t.Context()
+	api, worker := state.New(kv), state.New(kv)
+	st := contracts.JobState{V: contracts.Version, JobID: "01GUESS", Project: "p", Status: contracts.StatusQueued}
+	rev, err := api.Jobs.Create(ctx, st.JobID, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Status, st.Worker = contracts.StatusRunning, "w"
+	if rev, err = worker.Jobs.Update(ctx, st.JobID, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	st.Status = contracts.StatusSucceeded
+	if rev, err = worker.Jobs.Update(ctx, st.JobID, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The create guesses "absent"; the worker knows nothing of the job
+	// before its first write (one read), and its own entry after it.
+	if n := reads.Load(); n != 1 {
+		t.Fatalf("index read %d times for three state writes, want 1 (the worker's first)", n)
+	}
+	sum, _, err := api.Index.Get(ctx, state.IndexRef("p", st.JobID))
+	if err != nil || sum.StateRevision != rev || sum.Status != contracts.StatusSucceeded {
+		t.Fatalf("index entry %+v (%v), want revision %d succeeded", sum, err, rev)
+	}
+
+	// Another writer's entry in between: the worker's guess is stale.
+	st2 := contracts.JobState{V: contracts.Version, JobID: "01GUESS2", Project: "p", Status: contracts.StatusQueued}
+	rev2, err := api.Jobs.Create(ctx, st2.JobID, st2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2.Status = contracts.StatusRunning
+	if rev2, err = worker.Jobs.Update(ctx, st2.JobID, st2, rev2); err != nil {
+		t.Fatal(err)
+	}
+	st2.CancelRequested = true
+	if rev2, err = api.Jobs.Update(ctx, st2.JobID, st2, rev2); err != nil {
+		t.Fatal(err)
+	}
+	st2.Status = contracts.StatusCancelled
+	if rev2, err = worker.Jobs.Update(ctx, st2.JobID, st2, rev2); err != nil {
+		t.Fatal(err)
+	}
+	sum, _, err = api.Index.Get(ctx, state.IndexRef("p", st2.JobID))
+	if err != nil || sum.StateRevision != rev2 || sum.Status != contracts.StatusCancelled {
+		t.Fatalf("index entry %+v (%v), want revision %d cancelled", sum, err, rev2)
 	}
 }
