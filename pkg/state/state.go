@@ -4,7 +4,8 @@
 // batches, slot leases, idempotency claims, dead-letter retries, the job
 // index), each read, created and compare-and-set the same way, with one
 // not-found and one conflict error. Every write of a job state also
-// writes the job's index entry, so whoever changes a job keeps the index.
+// writes the job's index entry, so whoever changes a job keeps the index
+// (a running job's entry in the background, before the job's next write).
 package state
 
 import (
@@ -263,16 +264,26 @@ const indexRevsMax = 8192
 // for a job state just created, the revision it wrote last for a job it
 // wrote before and that has not ended (a worker's claim, then its final
 // state) — and reads only when the guess was wrong.
+//
+// The summary of a running job is written in the background: a worker's
+// claim returns once the state is stored, and the command starts while
+// the entry is written (the listing learns of it through a watch anyway,
+// so it is never ahead of the state). Any other write of the same job
+// waits for it first, so entries are written in the order of the states,
+// and a job's final entry is stored before its final write returns (a
+// worker acknowledges the job's message only after that).
 type indexer struct {
 	index Records[contracts.JobSummary]
 	mu    sync.Mutex
 	// revs is the index revision this process last wrote, by entry, for
 	// jobs not ended.
 	revs map[string]uint64
+	// pending is closed when the background write of the entry ends.
+	pending map[string]chan struct{}
 }
 
 func newIndexer(index Records[contracts.JobSummary]) *indexer {
-	return &indexer{index: index, revs: map[string]uint64{}}
+	return &indexer{index: index, revs: map[string]uint64{}, pending: map[string]chan struct{}{}}
 }
 
 // guess returns the revision the entry ref is likely at, and whether
@@ -302,12 +313,52 @@ func (x *indexer) wrote(ref string, rev uint64, final bool) {
 }
 
 // store writes the summary of st, stored at revision rev (created: the
-// state did not exist before).
+// state did not exist before): in the background for a running job, else
+// before it returns; after the job's background write in both cases.
 func (x *indexer) store(ctx context.Context, st contracts.JobState, rev uint64, created bool) {
 	if st.Project == "" || st.JobID == "" {
 		return
 	}
-	ref, sum := IndexRef(st.Project, st.JobID), contracts.SummaryOf(st, rev)
+	ref := IndexRef(st.Project, st.JobID)
+	x.mu.Lock()
+	prev := x.pending[ref]
+	if st.Status != contracts.StatusRunning {
+		x.mu.Unlock()
+		if prev != nil {
+			select {
+			case <-prev:
+			case <-ctx.Done():
+				return
+			}
+		}
+		x.write(ctx, ref, st, rev, created)
+		return
+	}
+	done := make(chan struct{})
+	x.pending[ref] = done
+	x.mu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		defer func() {
+			x.mu.Lock()
+			if x.pending[ref] == done {
+				delete(x.pending, ref)
+			}
+			x.mu.Unlock()
+			close(done)
+		}()
+		if prev != nil {
+			<-prev
+		}
+		x.write(ctx, ref, st, rev, created)
+	}()
+}
+
+// write stores the summary of st under ref by compare-and-set, reading
+// the entry only when its revision cannot be guessed or the guess was
+// wrong.
+func (x *indexer) write(ctx context.Context, ref string, st contracts.JobState, rev uint64, created bool) {
+	sum := contracts.SummaryOf(st, rev)
 	curRev, guessed := x.guess(ref, created)
 	for range indexAttempts {
 		if !guessed {
