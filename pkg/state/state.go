@@ -5,7 +5,8 @@
 // index), each read, created and compare-and-set the same way, with one
 // not-found and one conflict error. Every write of a job state also
 // writes the job's index entry, so whoever changes a job keeps the index
-// (a running job's entry in the background, before the job's next write).
+// (a new or running job's entry in the background, before the job's next
+// write).
 package state
 
 import (
@@ -33,7 +34,8 @@ var (
 
 // Store is the state bucket, one typed view per record kind.
 type Store struct {
-	kv jetstream.KeyValue
+	kv      jetstream.KeyValue
+	indexer *indexer
 	// Jobs holds job states under contracts.JobKey(job id); each write
 	// also stores the job's summary in Index.
 	Jobs Records[contracts.JobState]
@@ -59,9 +61,11 @@ type Store struct {
 func New(kv jetstream.KeyValue) *Store {
 	index := Records[contracts.JobSummary]{kv: kv, kind: "job index entry",
 		key: func(ref string) string { return contracts.IndexKeyPrefix + "." + ref }}
+	x := newIndexer(index)
 	return &Store{
 		kv:          kv,
-		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: newIndexer(index).store},
+		indexer:     x,
+		Jobs:        Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: x.store},
 		Index:       index,
 		Specs:       Records[contracts.Job]{kv: kv, kind: "job spec", key: contracts.JobSpecKey},
 		Streams:     Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
@@ -69,6 +73,17 @@ func New(kv jetstream.KeyValue) *Store {
 		Slots:       Records[Leases]{kv: kv, kind: "slots", key: contracts.SlotsKey},
 		DeadRetries: Records[contracts.DeadLetterRetry]{kv: kv, kind: "dead letter retry", key: contracts.DeadRetryKey},
 	}
+}
+
+// PurgeIndex removes a job's index entry, after this store's background
+// write of it, if one is under way (Jobs.Purge leaves the entry).
+func (s *Store) PurgeIndex(ctx context.Context, project, jobID string) error {
+	ref := IndexRef(project, jobID)
+	if err := s.indexer.wait(ctx, ref); err != nil {
+		return err
+	}
+	s.indexer.forget(ref)
+	return s.Index.Purge(ctx, ref)
 }
 
 // Idempotency holds project's idempotency claims under
@@ -265,13 +280,14 @@ const indexRevsMax = 8192
 // wrote before and that has not ended (a worker's claim, then its final
 // state) — and reads only when the guess was wrong.
 //
-// The summary of a running job is written in the background: a worker's
-// claim returns once the state is stored, and the command starts while
-// the entry is written (the listing learns of it through a watch anyway,
-// so it is never ahead of the state). Any other write of the same job
-// waits for it first, so entries are written in the order of the states,
-// and a job's final entry is stored before its final write returns (a
-// worker acknowledges the job's message only after that).
+// The summary of a job just created (a submit) or running (a worker's
+// claim) is written in the background: the submit goes on to queue the
+// job, the worker starts the command, while the entry is written (the
+// listing learns of entries through a watch anyway, so it is never
+// ahead of the state). Any other write of the same job waits for it
+// first, so this process writes entries in the order of the states, and
+// a job's final entry is stored before its final write returns (a worker
+// acknowledges the job's message only after that).
 type indexer struct {
 	index Records[contracts.JobSummary]
 	mu    sync.Mutex
@@ -313,8 +329,9 @@ func (x *indexer) wrote(ref string, rev uint64, final bool) {
 }
 
 // store writes the summary of st, stored at revision rev (created: the
-// state did not exist before): in the background for a running job, else
-// before it returns; after the job's background write in both cases.
+// state did not exist before): in the background for a state just
+// created or a running job, else before it returns; after the job's
+// background write in every case.
 func (x *indexer) store(ctx context.Context, st contracts.JobState, rev uint64, created bool) {
 	if st.Project == "" || st.JobID == "" {
 		return
@@ -322,7 +339,7 @@ func (x *indexer) store(ctx context.Context, st contracts.JobState, rev uint64, 
 	ref := IndexRef(st.Project, st.JobID)
 	x.mu.Lock()
 	prev := x.pending[ref]
-	if st.Status != contracts.StatusRunning {
+	if !created && st.Status != contracts.StatusRunning {
 		x.mu.Unlock()
 		if prev != nil {
 			select {
@@ -385,6 +402,23 @@ func (x *indexer) write(ctx context.Context, ref string, st contracts.JobState, 
 		}
 	}
 	x.forget(ref)
+}
+
+// wait returns once this indexer's background write of ref, if any, has
+// ended.
+func (x *indexer) wait(ctx context.Context, ref string) error {
+	x.mu.Lock()
+	prev := x.pending[ref]
+	x.mu.Unlock()
+	if prev == nil {
+		return nil
+	}
+	select {
+	case <-prev:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 func (x *indexer) forget(ref string) {

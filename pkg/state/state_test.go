@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
@@ -268,27 +269,76 @@ func TestIndexFollowsTheNewestJobState(t *testing.T) {
 func TestIndexWritesWithoutReadingWhenTheRevisionIsKnown(t *testing.T) {
 	t.Parallel()
 	_, nc, js := natstest.Provisioned(t)
-	kv, err := js.KeyValue(t.Context(), contracts.BucketState)
+	ctx := t.Context()
+	kv, err := js.KeyValue(ctx, contracts.BucketState)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reads atomic.Int64
+	// The index writes of the first job, seen as they are sent.
+	entries, err := nc.SubscribeSync("$KV." + contracts.BucketState + "." + contracts.IndexKey("p", "01GUESS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer entries.Unsubscribe()
+	// Every direct get (a KV read) passes this subscription in the order
+	// the server received it; reads of the job's state mark a point.
+	var mu sync.Mutex
+	var indexReads, marks int
 	sub, err := nc.Subscribe("$JS.API.DIRECT.GET.>", func(m *nats.Msg) {
-		if strings.Contains(m.Subject, "."+contracts.IndexKeyPrefix+".") || strings.Contains(string(m.Data), "."+contracts.IndexKeyPrefix+".") {
-			reads.Add(1)
+		mu.Lock()
+		defer mu.Unlock()
+		switch subject := m.Subject + " " + string(m.Data); {
+		case strings.Contains(subject, "."+contracts.IndexKeyPrefix+"."):
+			indexReads++
+		case strings.Contains(subject, contracts.JobKey("01GUESS")):
+			marks++
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	ctx := t.Context()
+	// mark returns the index reads so far, once every read before it
+	// reached the subscription.
+	mark := func() int {
+		t.Helper()
+		mu.Lock()
+		want := marks + 1
+		mu.Unlock()
+		if _, err := kv.Get(ctx, contracts.JobKey("01GUESS")); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		await.Within(t, 10*time.Second, "the mark read seen", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			n = indexReads
+			return marks >= want
+		})
+		return n
+	}
+
 	api, worker := state.New(kv), state.New(kv)
 	st := contracts.JobState{V: contracts.Version, JobID: "01GUESS", Project: "p", Status: contracts.StatusQueued}
 	rev, err := api.Jobs.Create(ctx, st.JobID, st)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The new job's entry is written in the background; the worker's
+	// claim comes after it is stored (the job is queued after Create).
+	if _, err := entries.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("the new job's index entry was not written: %v", err)
+	}
+	bucket, err := js.Stream(ctx, "KV_"+contracts.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.Within(t, 10*time.Second, "the new job's index entry stored", func() bool {
+		subject := entries.Subject
+		info, err := bucket.Info(ctx, jetstream.WithSubjectFilter(subject))
+		return err == nil && info.State.Subjects[subject] == 1
+	})
+	created := mark()
 	st.Status, st.Worker = contracts.StatusRunning, "w"
 	if rev, err = worker.Jobs.Update(ctx, st.JobID, st, rev); err != nil {
 		t.Fatal(err)
@@ -297,13 +347,13 @@ func TestIndexWritesWithoutReadingWhenTheRevisionIsKnown(t *testing.T) {
 	if rev, err = worker.Jobs.Update(ctx, st.JobID, st, rev); err != nil {
 		t.Fatal(err)
 	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	// The create guesses "absent"; the worker knows nothing of the job
+	// The create guessed "absent"; the worker knows nothing of the job
 	// before its first write (one read), and its own entry after it.
-	if n := reads.Load(); n != 1 {
-		t.Fatalf("index read %d times for three state writes, want 1 (the worker's first)", n)
+	if created != 0 {
+		t.Fatalf("the create read the index %d times, want 0", created)
+	}
+	if n := mark() - created; n != 1 {
+		t.Fatalf("index read %d times for the claim and the final state, want 1 (the claim)", n)
 	}
 	sum, _, err := api.Index.Get(ctx, state.IndexRef("p", st.JobID))
 	if err != nil || sum.StateRevision != rev || sum.Status != contracts.StatusSucceeded {
