@@ -4,7 +4,9 @@
 // batches, slot leases, idempotency claims, dead-letter retries, the job
 // index), each read, created and compare-and-set the same way, with one
 // not-found and one conflict error. Every write of a job state also
-// writes the job's index entry, so whoever changes a job keeps the index.
+// writes the job's index entry, so whoever changes a job keeps the index
+// (a new or running job's entry in the background, before the job's next
+// write).
 package state
 
 import (
@@ -12,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,7 +34,8 @@ var (
 
 // Store is the state bucket, one typed view per record kind.
 type Store struct {
-	kv jetstream.KeyValue
+	kv      jetstream.KeyValue
+	indexer *indexer
 	// Jobs holds job states under contracts.JobKey(job id); each write
 	// also stores the job's summary in Index.
 	Jobs Records[contracts.JobState]
@@ -60,9 +64,11 @@ type Store struct {
 func New(kv jetstream.KeyValue) *Store {
 	index := Records[contracts.JobSummary]{kv: kv, kind: "job index entry",
 		key: func(ref string) string { return contracts.IndexKeyPrefix + "." + ref }}
+	x := newIndexer(index)
 	return &Store{
 		kv:            kv,
-		Jobs:          Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: indexer(index)},
+		indexer:       x,
+		Jobs:          Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: x.store},
 		Index:         index,
 		Specs:         Records[contracts.Job]{kv: kv, kind: "job spec", key: contracts.JobSpecKey},
 		Streams:       Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
@@ -71,6 +77,17 @@ func New(kv jetstream.KeyValue) *Store {
 		Slots:         Records[Leases]{kv: kv, kind: "slots", key: contracts.SlotsKey},
 		DeadRetries:   Records[contracts.DeadLetterRetry]{kv: kv, kind: "dead letter retry", key: contracts.DeadRetryKey},
 	}
+}
+
+// PurgeIndex removes a job's index entry, after this store's background
+// write of it, if one is under way (Jobs.Purge leaves the entry).
+func (s *Store) PurgeIndex(ctx context.Context, project, jobID string) error {
+	ref := IndexRef(project, jobID)
+	if err := s.indexer.wait(ctx, ref); err != nil {
+		return err
+	}
+	s.indexer.forget(ref)
+	return s.Index.Purge(ctx, ref)
 }
 
 // Idempotency holds project's idempotency claims under
@@ -112,8 +129,9 @@ type Records[T any] struct {
 	kind   string
 	key    func(id string) string
 	decode func([]byte, *T) error
-	// stored, when set, is told of every record stored, with its revision.
-	stored func(ctx context.Context, v T, rev uint64)
+	// stored, when set, is told of every record stored, with its revision
+	// and whether it was created (absent before).
+	stored func(ctx context.Context, v T, rev uint64, created bool)
 }
 
 // NewRecords returns records of one kind (named kind in errors) stored
@@ -170,7 +188,7 @@ func (r Records[T]) Update(ctx context.Context, id string, v T, rev uint64) (uin
 		return 0, fmt.Errorf("store %s %s: %w", r.kind, id, err)
 	}
 	if r.stored != nil {
-		r.stored(ctx, v, n)
+		r.stored(ctx, v, n, rev == 0)
 	}
 	return n, nil
 }
@@ -186,7 +204,7 @@ func (r Records[T]) Put(ctx context.Context, id string, v T) (uint64, error) {
 		return 0, fmt.Errorf("store %s %s: %w", r.kind, id, err)
 	}
 	if r.stored != nil {
-		r.stored(ctx, v, n)
+		r.stored(ctx, v, n, false)
 	}
 	return n, nil
 }
@@ -247,31 +265,168 @@ func IndexRef(project, jobID string) string { return project + "." + jobID }
 // indexAttempts bounds the compare-and-set rounds of one index write.
 const indexAttempts = 5
 
-// indexer returns what stores a job state's summary in index, unless the
-// index holds one of the same or a later state revision: writers racing
-// on one job (the API cancelling, a worker settling) may reach the index
-// in any order, and the newest state wins. The job state is the record
-// of truth and is stored already, so a failed index write is not the
-// writer's failure: the job's next transition writes the entry again.
-func indexer(index Records[contracts.JobSummary]) func(context.Context, contracts.JobState, uint64) {
-	return func(ctx context.Context, st contracts.JobState, rev uint64) {
-		if st.Project == "" || st.JobID == "" {
-			return
+// indexRevsMax bounds the index revisions an indexer remembers: a job
+// this process stops writing before it ends (handed back, taken over by
+// another worker) leaves its entry behind until the map is cleared.
+const indexRevsMax = 8192
+
+// indexer stores a job state's summary in the index, unless the index
+// holds one of the same or a later state revision: writers racing on one
+// job (the API cancelling, a worker settling) may reach the index in any
+// order, and the newest state wins. The job state is the record of truth
+// and is stored already, so a failed index write is not the writer's
+// failure: the job's next transition writes the entry again.
+//
+// An index write is a compare-and-set on the entry's revision, which a
+// writer would have to read first: one round trip more per state write.
+// The indexer skips that read when it can guess the revision — absent
+// for a job state just created, the revision it wrote last for a job it
+// wrote before and that has not ended (a worker's claim, then its final
+// state) — and reads only when the guess was wrong.
+//
+// The summary of a job just created (a submit) or running (a worker's
+// claim) is written in the background: the submit goes on to queue the
+// job, the worker starts the command, while the entry is written (the
+// listing learns of entries through a watch anyway, so it is never
+// ahead of the state). Any other write of the same job waits for it
+// first, so this process writes entries in the order of the states, and
+// a job's final entry is stored before its final write returns (a worker
+// acknowledges the job's message only after that).
+type indexer struct {
+	index Records[contracts.JobSummary]
+	mu    sync.Mutex
+	// revs is the index revision this process last wrote, by entry, for
+	// jobs not ended.
+	revs map[string]uint64
+	// pending is closed when the background write of the entry ends.
+	pending map[string]chan struct{}
+}
+
+func newIndexer(index Records[contracts.JobSummary]) *indexer {
+	return &indexer{index: index, revs: map[string]uint64{}, pending: map[string]chan struct{}{}}
+}
+
+// guess returns the revision the entry ref is likely at, and whether
+// there is a guess.
+func (x *indexer) guess(ref string, created bool) (uint64, bool) {
+	if created {
+		return 0, true
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	rev, ok := x.revs[ref]
+	return rev, ok
+}
+
+// wrote remembers the entry's revision while the job has not ended.
+func (x *indexer) wrote(ref string, rev uint64, final bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if final {
+		delete(x.revs, ref)
+		return
+	}
+	if len(x.revs) >= indexRevsMax {
+		clear(x.revs)
+	}
+	x.revs[ref] = rev
+}
+
+// store writes the summary of st, stored at revision rev (created: the
+// state did not exist before): in the background for a state just
+// created or a running job, else before it returns; after the job's
+// background write in every case.
+func (x *indexer) store(ctx context.Context, st contracts.JobState, rev uint64, created bool) {
+	if st.Project == "" || st.JobID == "" {
+		return
+	}
+	ref := IndexRef(st.Project, st.JobID)
+	x.mu.Lock()
+	prev := x.pending[ref]
+	if !created && st.Status != contracts.StatusRunning {
+		x.mu.Unlock()
+		if prev != nil {
+			select {
+			case <-prev:
+			case <-ctx.Done():
+				return
+			}
 		}
-		ref, sum := IndexRef(st.Project, st.JobID), contracts.SummaryOf(st, rev)
-		for range indexAttempts {
-			cur, curRev, err := index.Get(ctx, ref)
+		x.write(ctx, ref, st, rev, created)
+		return
+	}
+	done := make(chan struct{})
+	x.pending[ref] = done
+	x.mu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		defer func() {
+			x.mu.Lock()
+			if x.pending[ref] == done {
+				delete(x.pending, ref)
+			}
+			x.mu.Unlock()
+			close(done)
+		}()
+		if prev != nil {
+			<-prev
+		}
+		x.write(ctx, ref, st, rev, created)
+	}()
+}
+
+// write stores the summary of st under ref by compare-and-set, reading
+// the entry only when its revision cannot be guessed or the guess was
+// wrong.
+func (x *indexer) write(ctx context.Context, ref string, st contracts.JobState, rev uint64, created bool) {
+	sum := contracts.SummaryOf(st, rev)
+	curRev, guessed := x.guess(ref, created)
+	for range indexAttempts {
+		if !guessed {
+			cur, r, err := x.index.Get(ctx, ref)
 			switch {
 			case errors.Is(err, ErrNotFound):
-				curRev = 0
+				r = 0
 			case err != nil:
 				continue
 			case cur.StateRevision >= rev:
+				x.forget(ref)
 				return
 			}
-			if _, err := index.Update(ctx, ref, sum, curRev); err == nil || ctx.Err() != nil {
-				return
-			}
+			curRev = r
+		}
+		guessed = false
+		n, err := x.index.Update(ctx, ref, sum, curRev)
+		if err == nil {
+			x.wrote(ref, n, st.Status.Final())
+			return
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
+	x.forget(ref)
+}
+
+// wait returns once this indexer's background write of ref, if any, has
+// ended.
+func (x *indexer) wait(ctx context.Context, ref string) error {
+	x.mu.Lock()
+	prev := x.pending[ref]
+	x.mu.Unlock()
+	if prev == nil {
+		return nil
+	}
+	select {
+	case <-prev:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (x *indexer) forget(ref string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.revs, ref)
 }

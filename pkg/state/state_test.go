@@ -3,12 +3,16 @@ package state_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
@@ -255,5 +259,127 @@ func TestIndexFollowsTheNewestJobState(t *testing.T) {
 	}
 	if sum, _, _ := s.Index.Get(ctx, state.IndexRef("p", st.JobID)); sum.StateRevision != rev+100 || sum.Status == contracts.StatusSucceeded {
 		t.Fatalf("an older state replaced the index entry: %+v", sum)
+	}
+}
+
+// A job's index entry is written without reading it first when its
+// revision is known — a state just created, then each later state this
+// store wrote — and another writer's entry in between is still never
+// replaced by an older summary (the guess fails, the entry is read).
+func TestIndexWritesWithoutReadingWhenTheRevisionIsKnown(t *testing.T) {
+	t.Parallel()
+	_, nc, js := natstest.Provisioned(t)
+	ctx := t.Context()
+	kv, err := js.KeyValue(ctx, contracts.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The index writes of the first job, seen as they are sent.
+	entries, err := nc.SubscribeSync("$KV." + contracts.BucketState + "." + contracts.IndexKey("p", "01GUESS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer entries.Unsubscribe()
+	// Every direct get (a KV read) passes this subscription in the order
+	// the server received it; reads of the job's state mark a point.
+	var mu sync.Mutex
+	var indexReads, marks int
+	sub, err := nc.Subscribe("$JS.API.DIRECT.GET.>", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch subject := m.Subject + " " + string(m.Data); {
+		case strings.Contains(subject, "."+contracts.IndexKeyPrefix+"."):
+			indexReads++
+		case strings.Contains(subject, contracts.JobKey("01GUESS")):
+			marks++
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	// mark returns the index reads so far, once every read before it
+	// reached the subscription.
+	mark := func() int {
+		t.Helper()
+		mu.Lock()
+		want := marks + 1
+		mu.Unlock()
+		if _, err := kv.Get(ctx, contracts.JobKey("01GUESS")); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		await.Within(t, 10*time.Second, "the mark read seen", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			n = indexReads
+			return marks >= want
+		})
+		return n
+	}
+
+	api, worker := state.New(kv), state.New(kv)
+	st := contracts.JobState{V: contracts.Version, JobID: "01GUESS", Project: "p", Status: contracts.StatusQueued}
+	rev, err := api.Jobs.Create(ctx, st.JobID, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new job's entry is written in the background; the worker's
+	// claim comes after it is stored (the job is queued after Create).
+	if _, err := entries.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("the new job's index entry was not written: %v", err)
+	}
+	bucket, err := js.Stream(ctx, "KV_"+contracts.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.Within(t, 10*time.Second, "the new job's index entry stored", func() bool {
+		subject := entries.Subject
+		info, err := bucket.Info(ctx, jetstream.WithSubjectFilter(subject))
+		return err == nil && info.State.Subjects[subject] == 1
+	})
+	created := mark()
+	st.Status, st.Worker = contracts.StatusRunning, "w"
+	if rev, err = worker.Jobs.Update(ctx, st.JobID, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	st.Status = contracts.StatusSucceeded
+	if rev, err = worker.Jobs.Update(ctx, st.JobID, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	// The create guessed "absent"; the worker knows nothing of the job
+	// before its first write (one read), and its own entry after it.
+	if created != 0 {
+		t.Fatalf("the create read the index %d times, want 0", created)
+	}
+	if n := mark() - created; n != 1 {
+		t.Fatalf("index read %d times for the claim and the final state, want 1 (the claim)", n)
+	}
+	sum, _, err := api.Index.Get(ctx, state.IndexRef("p", st.JobID))
+	if err != nil || sum.StateRevision != rev || sum.Status != contracts.StatusSucceeded {
+		t.Fatalf("index entry %+v (%v), want revision %d succeeded", sum, err, rev)
+	}
+
+	// Another writer's entry in between: the worker's guess is stale.
+	st2 := contracts.JobState{V: contracts.Version, JobID: "01GUESS2", Project: "p", Status: contracts.StatusQueued}
+	rev2, err := api.Jobs.Create(ctx, st2.JobID, st2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2.Status = contracts.StatusRunning
+	if rev2, err = worker.Jobs.Update(ctx, st2.JobID, st2, rev2); err != nil {
+		t.Fatal(err)
+	}
+	st2.CancelRequested = true
+	if rev2, err = api.Jobs.Update(ctx, st2.JobID, st2, rev2); err != nil {
+		t.Fatal(err)
+	}
+	st2.Status = contracts.StatusCancelled
+	if rev2, err = worker.Jobs.Update(ctx, st2.JobID, st2, rev2); err != nil {
+		t.Fatal(err)
+	}
+	sum, _, err = api.Index.Get(ctx, state.IndexRef("p", st2.JobID))
+	if err != nil || sum.StateRevision != rev2 || sum.Status != contracts.StatusCancelled {
+		t.Fatalf("index entry %+v (%v), want revision %d cancelled", sum, err, rev2)
 	}
 }

@@ -155,7 +155,7 @@ func (s *Store) ReplaceIdempotencyKey(ctx context.Context, project, hashedKey, f
 // Forget deletes a job that was never queued.
 func (s *Store) Forget(ctx context.Context, st contracts.JobState) error {
 	return errors.Join(s.st.Jobs.Purge(ctx, st.JobID), s.st.Streams.Purge(ctx, st.StreamID),
-		s.st.Specs.Purge(ctx, st.JobID), s.st.Index.Purge(ctx, state.IndexRef(st.Project, st.JobID)))
+		s.st.Specs.Purge(ctx, st.JobID), s.st.PurgeIndex(ctx, st.Project, st.JobID))
 }
 
 // Update applies change to a job's state by compare-and-set. When change
