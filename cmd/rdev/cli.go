@@ -74,6 +74,7 @@ func defaults() kong.Vars {
 		"nats_credential_ttl":    duration(api.DefaultNATSCredentialTTL),
 		"concurrency":            strconv.Itoa(worker.DefaultConcurrency),
 		"fair_every":             strconv.Itoa(worker.DefaultFairEvery),
+		"high_slots":             strconv.Itoa(worker.DefaultHighSlots),
 		"ack_wait":               duration(worker.DefaultAckWait),
 		"drain_timeout":          duration(worker.DefaultDrainTimeout),
 		"kill_grace":             duration(worker.DefaultKillGrace),
@@ -184,6 +185,7 @@ type workerFlags struct {
 	WorkerID     string        `name:"worker-id" env:"RDEV_WORKER_ID" help:"Worker id (default: host-pid-random)."`
 	Concurrency  int           `default:"${concurrency}" env:"RDEV_CONCURRENCY" help:"Jobs run at once by this worker."`
 	FairEvery    int           `default:"${fair_every}" env:"RDEV_FAIR_EVERY" help:"Each lower priority gets at least one of every N dispatches while it has work."`
+	HighSlots    int           `name:"high-slots" default:"${high_slots}" env:"RDEV_HIGH_SLOTS" help:"Run slots beyond --concurrency that only high-priority jobs use, so a high job starts at once while lower ones fill every slot (0: none)."`
 	AckWait      time.Duration `default:"${ack_wait}" env:"RDEV_ACK_WAIT" help:"Time without a heartbeat after which a job is redelivered (worker presumed lost)."`
 	DrainTimeout time.Duration `default:"${drain_timeout}" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
 	KillGrace    time.Duration `default:"${kill_grace}" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
@@ -380,7 +382,7 @@ func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logg
 		workspaces = ws
 	}
 	return worker.Config{
-		ID: w.WorkerID, Concurrency: w.Concurrency, FairEvery: w.FairEvery,
+		ID: w.WorkerID, Concurrency: w.Concurrency, HighSlots: w.HighSlots, FairEvery: w.FairEvery,
 		AckWait: w.AckWait, DrainTimeout: w.DrainTimeout, KillGrace: w.KillGrace,
 		Workspaces: workspaces, Executor: w.Executor, UnavailableDelay: w.K8s.UnavailableDelay,
 		RetryBase: w.RetryBase, RetryCap: w.RetryCap, SlotDelay: w.SlotDelay,

@@ -42,6 +42,12 @@ type Config struct {
 	ID string
 	// Concurrency is how many jobs run at once; default 4.
 	Concurrency int
+	// HighSlots is how many run slots, beyond Concurrency, only
+	// high-priority jobs may use: a high job then starts as soon as it is
+	// fetched even while lower ones fill every Concurrency slot, instead
+	// of waiting for one to free. 0 keeps none; rdev's --high-slots
+	// defaults to DefaultHighSlots.
+	HighSlots int
 	// FairEvery guarantees each lower priority at least one dispatch in
 	// every FairEvery while it has work; default 10.
 	FairEvery int
@@ -107,6 +113,7 @@ type Config struct {
 const (
 	DefaultConcurrency      = 4
 	DefaultFairEvery        = 10
+	DefaultHighSlots        = 1
 	DefaultAckWait          = 30 * time.Second
 	DefaultDrainTimeout     = 30 * time.Second
 	DefaultKillGrace        = 2 * time.Second
@@ -211,6 +218,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("worker: unknown executor %q (want %s or %s)", c.Executor, ExecutorLocal, ExecutorKubernetes)
+	}
+	if c.HighSlots < 0 {
+		return errors.New("worker: high slots must not be negative")
 	}
 	if c.RetryBase < 0 || c.RetryCap < 0 || c.SlotDelay < 0 || c.SlotLease < 0 {
 		return errors.New("worker: retry base, retry cap, slot delay and slot lease must not be negative")
@@ -447,7 +457,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	d := dispatch.New(dispatch.Config{
-		Concurrency: w.cfg.Concurrency, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
+		Concurrency: w.cfg.Concurrency, HighSlots: w.cfg.HighSlots, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
 	}, consumers, w.log)
 	// Paused levels are not dispatched, from the first dispatch on.
 	err = natsjs.WatchPauses(life, w.js, func(p contracts.Priority, paused bool) {
@@ -465,7 +475,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	runCtx, cancelRuns := context.WithCancel(life)
 	w.stopTaking, w.cancelRuns, w.done = stopTaking, cancelRuns, make(chan struct{})
 	w.in.zero(ctx)
-	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "high_slots", w.cfg.HighSlots, "priorities", contracts.Priorities())
 	go func(done chan struct{}) {
 		defer close(done)
 		defer end()
