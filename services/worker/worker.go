@@ -72,6 +72,12 @@ type Config struct {
 	// JobUser, when set, is the uid and gid local jobs run as (see
 	// localexec.Config.User); nil runs them as the worker's own user.
 	JobUser *JobUser
+	// JobNice is added to the worker's niceness for local jobs of the
+	// priorities listed (0 to 19 each), so that when the CPU is short the
+	// system's own work and higher-priority jobs get it first (see
+	// localexec.Config.Nice). The Kubernetes executor ignores it: CPU
+	// between pods is a matter of their requests and limits.
+	JobNice map[contracts.Priority]int
 	// SecretsKey is the 32-byte key project secrets are sealed with (the
 	// API's); without one a job that references a secret fails to start.
 	SecretsKey []byte
@@ -365,7 +371,7 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 func newExecutor(cfg Config, pods k8sexec.ProjectPods, log *slog.Logger) (executor.Executor, error) {
 	if cfg.Executor != ExecutorKubernetes {
 		exec, err := localexec.New(localexec.Config{Root: filepath.Clean(cfg.Workspaces), KillGrace: cfg.KillGrace,
-			BaseEnv: cfg.JobEnv, Home: cfg.JobHome, User: (*localexec.User)(cfg.JobUser)})
+			BaseEnv: cfg.JobEnv, Home: cfg.JobHome, User: (*localexec.User)(cfg.JobUser), Nice: cfg.JobNice})
 		if err != nil {
 			return nil, fmt.Errorf("worker: local executor: %w", err)
 		}

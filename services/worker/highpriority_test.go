@@ -3,7 +3,10 @@ package worker_test
 import (
 	"context"
 	"io"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -125,4 +128,45 @@ func TestHighSlotRunsHighJobsOnly(t *testing.T) {
 		g.release(t, id)
 	}
 	b.waitQueueEmpty(t)
+}
+
+// The worker runs local jobs with the niceness configured for their
+// priority (JobNice): a low job reads its own in /proc while it runs.
+func TestJobNiceReachesLocalJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	own, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.start(worker.Config{JobNice: map[contracts.Priority]int{contracts.PriorityLow: 5}})
+	for _, c := range []struct {
+		id   string
+		p    contracts.Priority
+		plus int
+	}{{"nicelow", contracts.PriorityLow, 5}, {"nicehigh", contracts.PriorityHigh, 0}} {
+		j := newJob(c.id, "nice", "sh", "-c", "cat /proc/$$/stat")
+		j.Priority = c.p
+		b.submit(t, j)
+		b.next(t, c.id, contracts.EventSucceeded)
+		line := b.storedLines(t, j.StreamID, 1)[0].Text
+		if got, want := statNice(t, line), min(statNice(t, string(own))+c.plus, 19); got != want {
+			t.Errorf("%s job ran at niceness %d, want %d", c.p, got, want)
+		}
+	}
+}
+
+// statNice returns the niceness field of a /proc/<pid>/stat line.
+func statNice(t *testing.T, stat string) int {
+	t.Helper()
+	_, rest, ok := strings.Cut(stat, ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 17 {
+		t.Fatalf("unexpected stat line %q", stat)
+	}
+	n, err := strconv.Atoi(f[16])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
