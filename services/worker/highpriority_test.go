@@ -45,7 +45,7 @@ func (g *gated) Exec(ctx context.Context, spec executor.Spec, _, _ io.Writer) (i
 	}
 }
 
-// now returns the ids of the running jobs, sorted.
+// now returns the ids of the running jobs not yet released, sorted.
 func (g *gated) now() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -66,6 +66,9 @@ func (g *gated) release(t *testing.T, id string) {
 		t.Fatalf("job %s is not running", id)
 	}
 	close(ch)
+	// Released: no longer counted as running, though its Exec may not
+	// have returned yet.
+	delete(g.running, id)
 }
 
 // A high-priority job starts while lower ones fill every Concurrency
