@@ -4,8 +4,11 @@
 //
 // JetStream does not reorder a stream by priority, so each level has its own
 // durable consumer, shared by every worker. Each level prefetches at most one
-// message (kept alive with InProgress while it waits); when a run slot frees,
-// the Picker chooses among the levels.
+// message (kept alive with InProgress while it waits); when a run slot frees
+// or a message arrives, the Picker chooses among the levels. A few slots
+// beyond the worker's concurrency may be kept for the highest level
+// (Config.HighSlots), so that its jobs start on arrival while the lower
+// levels fill every other slot.
 //
 // The share a lower level gets holds across workers because each worker's
 // decisions follow the rule exactly while a level has work: a level whose
