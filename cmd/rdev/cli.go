@@ -74,6 +74,7 @@ func defaults() kong.Vars {
 		"nats_credential_ttl":    duration(api.DefaultNATSCredentialTTL),
 		"concurrency":            strconv.Itoa(worker.DefaultConcurrency),
 		"fair_every":             strconv.Itoa(worker.DefaultFairEvery),
+		"high_slots":             strconv.Itoa(worker.DefaultHighSlots),
 		"ack_wait":               duration(worker.DefaultAckWait),
 		"drain_timeout":          duration(worker.DefaultDrainTimeout),
 		"kill_grace":             duration(worker.DefaultKillGrace),
@@ -184,6 +185,7 @@ type workerFlags struct {
 	WorkerID     string        `name:"worker-id" env:"RDEV_WORKER_ID" help:"Worker id (default: host-pid-random)."`
 	Concurrency  int           `default:"${concurrency}" env:"RDEV_CONCURRENCY" help:"Jobs run at once by this worker."`
 	FairEvery    int           `default:"${fair_every}" env:"RDEV_FAIR_EVERY" help:"Each lower priority gets at least one of every N dispatches while it has work."`
+	HighSlots    int           `name:"high-slots" default:"${high_slots}" env:"RDEV_HIGH_SLOTS" help:"Run slots beyond --concurrency that only high-priority jobs use, so a high job starts at once while lower ones fill every slot (0: none)."`
 	AckWait      time.Duration `default:"${ack_wait}" env:"RDEV_ACK_WAIT" help:"Time without a heartbeat after which a job is redelivered (worker presumed lost)."`
 	DrainTimeout time.Duration `default:"${drain_timeout}" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
 	KillGrace    time.Duration `default:"${kill_grace}" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
@@ -196,8 +198,12 @@ type workerFlags struct {
 	JobEnvPass   []string      `name:"job-env-passthrough" env:"RDEV_JOB_ENV_PASSTHROUGH" help:"Names of variables of this process passed to every local job (e.g. ANTHROPIC_API_KEY); comma separated or repeated. Others are not passed."`
 	JobHome      string        `name:"job-home" env:"RDEV_JOB_HOME" help:"HOME of local jobs (default: the project's workspace)."`
 	JobUser      string        `name:"job-user" env:"RDEV_JOB_USER" help:"User (name or uid) local jobs run as when rdev runs as root, so a job cannot read the data directory (default: nobody when root; root keeps jobs as root)."`
+	JobNice      niceFlag      `name:"job-nice" mapsep:"," env:"RDEV_JOB_NICE" help:"Niceness added to local jobs per priority, as nice -n does, e.g. low=10,normal=5 (0 to 19): when the CPU is short, NATS, the services and higher priorities get it first. Not for the kubernetes executor."`
 	K8s          k8sFlags      `embed:""`
 }
+
+// niceFlag is --job-nice: a niceness by priority name.
+type niceFlag map[string]int
 
 // k8sFlags configure the Kubernetes executor.
 type k8sFlags struct {
@@ -380,17 +386,30 @@ func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logg
 		workspaces = ws
 	}
 	return worker.Config{
-		ID: w.WorkerID, Concurrency: w.Concurrency, FairEvery: w.FairEvery,
+		ID: w.WorkerID, Concurrency: w.Concurrency, HighSlots: w.HighSlots, FairEvery: w.FairEvery,
 		AckWait: w.AckWait, DrainTimeout: w.DrainTimeout, KillGrace: w.KillGrace,
 		Workspaces: workspaces, Executor: w.Executor, UnavailableDelay: w.K8s.UnavailableDelay,
 		RetryBase: w.RetryBase, RetryCap: w.RetryCap, SlotDelay: w.SlotDelay,
-		JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, SecretsKey: secretsKey,
+		JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, JobNice: w.JobNice.byPriority(), SecretsKey: secretsKey,
 		Kubernetes: worker.KubernetesConfig{
 			Kubeconfig: w.K8s.Kubeconfig, Namespace: w.K8s.Namespace,
 			PodTemplate: w.K8s.PodTemplate, CreatePods: w.K8s.CreatePods,
 			QPS: w.K8s.KubeQPS, Burst: w.K8s.KubeBurst, ReadyTimeout: w.K8s.PodReadyTimeout,
 		},
 	}, nil
+}
+
+// byPriority is the flag as worker.Config.JobNice; localexec checks the
+// names and values.
+func (f niceFlag) byPriority() map[contracts.Priority]int {
+	if len(f) == 0 {
+		return nil
+	}
+	nice := make(map[contracts.Priority]int, len(f))
+	for p, n := range f {
+		nice[contracts.Priority(p)] = n
+	}
+	return nice
 }
 
 // claudeArgv reads --claude-command: a JSON array, or one string split

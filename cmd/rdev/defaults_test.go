@@ -46,6 +46,7 @@ func TestFlagDefaultsAreTheServices(t *testing.T) {
 		{"stream-token-ttl", a.StreamTokenTTL, api.DefaultTokenTTL},
 		{"concurrency", w.Concurrency, worker.DefaultConcurrency},
 		{"fair-every", w.FairEvery, worker.DefaultFairEvery},
+		{"high-slots", w.HighSlots, worker.DefaultHighSlots},
 		{"ack-wait", w.AckWait, worker.DefaultAckWait},
 		{"drain-timeout", w.DrainTimeout, worker.DefaultDrainTimeout},
 		{"kill-grace", w.KillGrace, worker.DefaultKillGrace},

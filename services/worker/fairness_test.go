@@ -16,11 +16,13 @@ import (
 // Fairness between priorities holds across workers, not only within one:
 // with a backlog at the high and at the low level, four workers together
 // start one low job in every FairEvery (the configured share), within a
-// few percent, for as long as the high level stays saturated.
+// few percent, for as long as the high level stays saturated. A slot kept
+// for high priority (HighSlots) leaves that share unchanged.
 func TestLowShareAcrossWorkers(t *testing.T) {
 	t.Parallel()
-	for _, fairEvery := range []int{4, 10} {
-		t.Run(fmt.Sprintf("fair-every-%d", fairEvery), func(t *testing.T) {
+	for _, c := range []struct{ fairEvery, highSlots int }{{4, 0}, {10, 0}, {10, 1}} {
+		fairEvery := c.fairEvery
+		t.Run(fmt.Sprintf("fair-every-%d-high-slots-%d", fairEvery, c.highSlots), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			const high, low, workers = 600, 300, 4
@@ -38,7 +40,7 @@ func TestLowShareAcrossWorkers(t *testing.T) {
 			// the pace, which is where a share drifts if it can.
 			exec := &scripted{step: func(context.Context, int, io.Writer) (int, error) { return 0, nil }}
 			for range workers {
-				b.start(worker.WithExecutor(worker.Config{Concurrency: 4, FairEvery: fairEvery}, exec))
+				b.start(worker.WithExecutor(worker.Config{Concurrency: 4, FairEvery: fairEvery, HighSlots: c.highSlots}, exec))
 			}
 			// Judge the first starts only: the high level is saturated
 			// throughout them (600 high jobs, at most 3/4 of the starts).

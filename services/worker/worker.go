@@ -42,6 +42,12 @@ type Config struct {
 	ID string
 	// Concurrency is how many jobs run at once; default 4.
 	Concurrency int
+	// HighSlots is how many run slots, beyond Concurrency, only
+	// high-priority jobs may use: a high job then starts as soon as it is
+	// fetched even while lower ones fill every Concurrency slot, instead
+	// of waiting for one to free. 0 keeps none; rdev's --high-slots
+	// defaults to DefaultHighSlots.
+	HighSlots int
 	// FairEvery guarantees each lower priority at least one dispatch in
 	// every FairEvery while it has work; default 10.
 	FairEvery int
@@ -66,6 +72,12 @@ type Config struct {
 	// JobUser, when set, is the uid and gid local jobs run as (see
 	// localexec.Config.User); nil runs them as the worker's own user.
 	JobUser *JobUser
+	// JobNice is added to the worker's niceness for local jobs of the
+	// priorities listed (0 to 19 each), so that when the CPU is short the
+	// system's own work and higher-priority jobs get it first (see
+	// localexec.Config.Nice). The Kubernetes executor ignores it: CPU
+	// between pods is a matter of their requests and limits.
+	JobNice map[contracts.Priority]int
 	// SecretsKey is the 32-byte key project secrets are sealed with (the
 	// API's); without one a job that references a secret fails to start.
 	SecretsKey []byte
@@ -107,6 +119,7 @@ type Config struct {
 const (
 	DefaultConcurrency      = 4
 	DefaultFairEvery        = 10
+	DefaultHighSlots        = 1
 	DefaultAckWait          = 30 * time.Second
 	DefaultDrainTimeout     = 30 * time.Second
 	DefaultKillGrace        = 2 * time.Second
@@ -211,6 +224,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("worker: unknown executor %q (want %s or %s)", c.Executor, ExecutorLocal, ExecutorKubernetes)
+	}
+	if c.HighSlots < 0 {
+		return errors.New("worker: high slots must not be negative")
 	}
 	if c.RetryBase < 0 || c.RetryCap < 0 || c.SlotDelay < 0 || c.SlotLease < 0 {
 		return errors.New("worker: retry base, retry cap, slot delay and slot lease must not be negative")
@@ -355,7 +371,7 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 func newExecutor(cfg Config, pods k8sexec.ProjectPods, log *slog.Logger) (executor.Executor, error) {
 	if cfg.Executor != ExecutorKubernetes {
 		exec, err := localexec.New(localexec.Config{Root: filepath.Clean(cfg.Workspaces), KillGrace: cfg.KillGrace,
-			BaseEnv: cfg.JobEnv, Home: cfg.JobHome, User: (*localexec.User)(cfg.JobUser)})
+			BaseEnv: cfg.JobEnv, Home: cfg.JobHome, User: (*localexec.User)(cfg.JobUser), Nice: cfg.JobNice})
 		if err != nil {
 			return nil, fmt.Errorf("worker: local executor: %w", err)
 		}
@@ -447,7 +463,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	d := dispatch.New(dispatch.Config{
-		Concurrency: w.cfg.Concurrency, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
+		Concurrency: w.cfg.Concurrency, HighSlots: w.cfg.HighSlots, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
 	}, consumers, w.log)
 	// Paused levels are not dispatched, from the first dispatch on.
 	err = natsjs.WatchPauses(life, w.js, func(p contracts.Priority, paused bool) {
@@ -465,7 +481,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	runCtx, cancelRuns := context.WithCancel(life)
 	w.stopTaking, w.cancelRuns, w.done = stopTaking, cancelRuns, make(chan struct{})
 	w.in.zero(ctx)
-	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "priorities", contracts.Priorities())
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "high_slots", w.cfg.HighSlots, "priorities", contracts.Priorities())
 	go func(done chan struct{}) {
 		defer close(done)
 		defer end()

@@ -196,8 +196,11 @@ func asynqRun(ctx context.Context, sock string, n int) (float64, error) {
 // priorityLatency measures how long high-priority jobs wait to start
 // (submitted → started, from their events) while 10,000 low-priority no-op
 // jobs are queued ahead of them, as a ratio of the same on an idle queue,
-// measured in the same run on the same node.
+// measured in the same run on the same node. The worker runs with its
+// defaults (one slot kept for high priority: --high-slots); RDEV_HIGH_SLOTS
+// and RDEV_JOB_NICE in rdevbench's environment reach it.
 func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) {
+	load := loadFigure("load average (1 min) at start")
 	dir, err := e.dataDir("priority")
 	if err != nil {
 		return nil, err
@@ -256,9 +259,13 @@ func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) 
 	}
 	ratio := float64(pct(busy, 99)) / float64(pct(idle, 99))
 	return []figure{
+		load,
+		fig("high-priority dispatch p50, idle queue", ms(pct(idle, 50)), "ms"),
+		fig(fmt.Sprintf("high-priority dispatch p50, %d low jobs queued", cfg.priorityBacklog), ms(pct(busy, 50)), "ms"),
 		fig("high-priority dispatch p99, idle queue", ms(pct(idle, 99)), "ms"),
 		fig(fmt.Sprintf("high-priority dispatch p99, %d low jobs queued", cfg.priorityBacklog), ms(pct(busy, 99)), "ms"),
 		target("p99 ratio busy / idle", ratio, "x", "<=", 2),
+		loadFigure("load average (1 min) at end"),
 	}, nil
 }
 

@@ -16,8 +16,16 @@ type Handler func(ctx context.Context, msg jetstream.Msg)
 
 // Config tunes a Dispatcher.
 type Config struct {
-	// Concurrency is the number of jobs run at once; default 4.
+	// Concurrency is the number of jobs of any level run at once; default
+	// 4.
 	Concurrency int
+	// HighSlots is the number of run slots, beyond Concurrency, that only
+	// the highest level (index 0) may use: a high-priority job starts as
+	// soon as it is fetched even while the lower levels fill all
+	// Concurrency slots, instead of waiting for one of them to free. 0
+	// keeps none. Fairness is unchanged: a lower level whose turn it is
+	// takes the next Concurrency slot (see Picker.PickUpTo).
+	HighSlots int
 	// FairEvery gives each lower level at least one dispatch in every
 	// FairEvery while it has work; default 10.
 	FairEvery int
@@ -32,6 +40,7 @@ func (c *Config) setDefaults() {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 4
 	}
+	c.HighSlots = max(c.HighSlots, 0)
 	if c.FairEvery <= 0 {
 		c.FairEvery = 10
 	}
@@ -54,6 +63,7 @@ type Dispatcher struct {
 	coming []bool
 	paused []bool
 	taken  []chan struct{}
+	supply []Supply // scratch for take
 	picker *Picker
 	wake   chan struct{}
 }
@@ -67,6 +77,7 @@ func New(cfg Config, consumers []jetstream.Consumer, log *slog.Logger) *Dispatch
 		coming: make([]bool, len(consumers)),
 		paused: make([]bool, len(consumers)),
 		taken:  make([]chan struct{}, len(consumers)),
+		supply: make([]Supply, len(consumers)),
 		picker: NewPicker(len(consumers), cfg.FairEvery),
 		wake:   make(chan struct{}, 1),
 	}
@@ -92,66 +103,88 @@ func (d *Dispatcher) Pause(i int, paused bool) {
 // Run dispatches until ctx ends, then hands back held messages (Nak) and
 // waits for running handlers. Handlers get runCtx, which the caller cancels
 // when the drain time is up.
+//
+// It dispatches whenever a message is held or a slot frees, as many as
+// the open slots take: a message of the highest level that arrives while
+// the Concurrency slots are full starts at once in an open HighSlots slot.
 func (d *Dispatcher) Run(ctx, runCtx context.Context, handle Handler) {
 	var fetchers, runners sync.WaitGroup
 	for i := range d.levels {
 		fetchers.Go(func() { d.fetchLoop(ctx, i) })
 	}
-	slots := make(chan struct{}, d.cfg.Concurrency)
+	// freed gets one value per finished handler: whether its slot was a
+	// HighSlots one. Never full, so a handler never waits to report.
+	freed := make(chan bool, d.cfg.Concurrency+d.cfg.HighSlots)
+	open, openHigh := d.cfg.Concurrency, d.cfg.HighSlots
 	for {
+		for (open > 0 || openHigh > 0) && ctx.Err() == nil {
+			lowest := len(d.levels) - 1
+			if open == 0 {
+				lowest = 0
+			}
+			msg := d.take(lowest)
+			if msg == nil {
+				break
+			}
+			// Any slot serves the highest level; a HighSlots one only when
+			// the others are full, so it stays open for the next high job.
+			high := open == 0
+			if high {
+				openHigh--
+			} else {
+				open--
+			}
+			runners.Go(func() {
+				defer func() { freed <- high }()
+				handle(runCtx, msg)
+			})
+		}
 		select {
-		case slots <- struct{}{}:
+		case high := <-freed:
+			if high {
+				openHigh++
+			} else {
+				open++
+			}
+		case <-d.wake:
 		case <-ctx.Done():
 			fetchers.Wait()
 			runners.Wait()
 			return
 		}
-		msg := d.next(ctx)
-		if msg == nil {
-			<-slots
-			continue
-		}
-		runners.Go(func() {
-			defer func() { <-slots }()
-			handle(runCtx, msg)
-		})
 	}
 }
 
-// next waits for a held message and takes the one the Picker chooses.
-func (d *Dispatcher) next(ctx context.Context) jetstream.Msg {
-	supply := make([]Supply, len(d.levels))
-	for ctx.Err() == nil {
-		d.mu.Lock()
-		for i, m := range d.held {
-			switch {
-			case d.paused[i]:
-				supply[i] = Empty
-			case m != nil:
-				supply[i] = Held
-			case d.coming[i]:
-				supply[i] = Coming
-			default:
-				supply[i] = Empty
-			}
-		}
-		if lvl := d.picker.Pick(supply); lvl >= 0 {
-			msg := d.held[lvl]
-			d.held[lvl] = nil
-			// Its fetcher now asks for the next one without waiting:
-			// until it answers, the level still has work.
-			d.coming[lvl] = true
-			d.mu.Unlock()
-			d.taken[lvl] <- struct{}{}
-			return msg
-		}
-		d.mu.Unlock()
-		select {
-		case <-d.wake:
-		case <-ctx.Done():
+// take takes the held message the Picker chooses among levels 0 to
+// lowest, or returns nil when there is none to take now; the dispatcher is
+// woken (d.wake) when that may have changed.
+func (d *Dispatcher) take(lowest int) jetstream.Msg {
+	d.mu.Lock()
+	for i, m := range d.held {
+		switch {
+		case d.paused[i]:
+			d.supply[i] = Empty
+		case m != nil:
+			d.supply[i] = Held
+		case d.coming[i]:
+			d.supply[i] = Coming
+		default:
+			d.supply[i] = Empty
 		}
 	}
-	return nil
+	lvl := d.picker.PickUpTo(d.supply, lowest)
+	if lvl < 0 {
+		d.mu.Unlock()
+		return nil
+	}
+	msg := d.held[lvl]
+	d.held[lvl] = nil
+	// Its fetcher now asks for the next one without waiting: until it
+	// answers, the level still has work.
+	d.coming[lvl] = true
+	d.mu.Unlock()
+	d.taken[lvl] <- struct{}{}
+	return msg
 }
 
 // fetchLoop keeps at most one message of level i held for the dispatcher.

@@ -4,8 +4,11 @@
 //
 // JetStream does not reorder a stream by priority, so each level has its own
 // durable consumer, shared by every worker. Each level prefetches at most one
-// message (kept alive with InProgress while it waits); when a run slot frees,
-// the Picker chooses among the levels.
+// message (kept alive with InProgress while it waits); when a run slot frees
+// or a message arrives, the Picker chooses among the levels. A few slots
+// beyond the worker's concurrency may be kept for the highest level
+// (Config.HighSlots), so that its jobs start on arrival while the lower
+// levels fill every other slot.
 //
 // The share a lower level gets holds across workers because each worker's
 // decisions follow the rule exactly while a level has work: a level whose
@@ -54,21 +57,17 @@ func NewPicker(levels, fairEvery int) *Picker {
 // whose turn it is has its message still Coming (ask again when a supply
 // changes). It records the decision only when it returns a level.
 func (p *Picker) Pick(supply []Supply) int {
-	chosen := -1
-	for i, s := range supply {
-		if s != Empty && p.skipped[i] >= p.fairEvery-1 && (chosen < 0 || p.skipped[i] > p.skipped[chosen]) {
-			chosen = i
-		}
-	}
-	if chosen < 0 {
-		for i, s := range supply {
-			if s != Empty {
-				chosen = i
-				break
-			}
-		}
-	}
-	if chosen < 0 || supply[chosen] != Held {
+	return p.PickUpTo(supply, len(supply)-1)
+}
+
+// PickUpTo is Pick for a run slot that only levels 0 to lowest may use
+// (a slot kept for high priority): when the level whose turn it is lies
+// below lowest, it returns -1 and records nothing, so that level keeps its
+// turn for the next slot any level may use. The shares Pick guarantees
+// hold whatever slots the dispatches use.
+func (p *Picker) PickUpTo(supply []Supply, lowest int) int {
+	chosen := p.choose(supply)
+	if chosen < 0 || chosen > lowest || supply[chosen] != Held {
 		return -1
 	}
 	for i, s := range supply {
@@ -78,6 +77,25 @@ func (p *Picker) Pick(supply []Supply) int {
 			p.skipped[i] = 0
 		default:
 			p.skipped[i]++
+		}
+	}
+	return chosen
+}
+
+// choose returns the level whose turn it is, Held or Coming, or -1 when
+// no level has work.
+func (p *Picker) choose(supply []Supply) int {
+	chosen := -1
+	for i, s := range supply {
+		if s != Empty && p.skipped[i] >= p.fairEvery-1 && (chosen < 0 || p.skipped[i] > p.skipped[chosen]) {
+			chosen = i
+		}
+	}
+	if chosen < 0 {
+		for i, s := range supply {
+			if s != Empty {
+				return i
+			}
 		}
 	}
 	return chosen

@@ -99,3 +99,47 @@ func TestPickerWaitsForAComingLevel(t *testing.T) {
 		t.Fatalf("got %d with only a coming level, want -1 (wait)", lvl)
 	}
 }
+
+// A slot only high priority may use never goes to a lower level: when
+// it is a lower level's turn, PickUpTo(…, 0) returns -1 and that level
+// keeps its turn for the next slot any level may use, so its share is
+// the same whichever slots free.
+func TestPickerHighOnlySlotKeepsLowerTurn(t *testing.T) {
+	t.Parallel()
+	p := NewPicker(2, 4)
+	for i := range 3 {
+		if got := p.PickUpTo([]Supply{Held, Held}, 0); got != 0 {
+			t.Fatalf("high-only slot, dispatch %d: got level %d, want 0", i+1, got)
+		}
+	}
+	// Low has been passed over 3 times: its turn.
+	if got := p.PickUpTo([]Supply{Held, Held}, 0); got != -1 {
+		t.Fatalf("high-only slot on low's turn: got level %d, want -1", got)
+	}
+	if got := p.Pick([]Supply{Held, Held}); got != 1 {
+		t.Fatalf("next open slot: got level %d, want 1 (low kept its turn)", got)
+	}
+	// A lower level alone with work never takes a high-only slot.
+	if got := p.PickUpTo([]Supply{Empty, Held}, 0); got != -1 {
+		t.Fatalf("high-only slot with only low work: got level %d, want -1", got)
+	}
+
+	// Under a saturated high level, with every third slot a high-only
+	// one, low still gets exactly one dispatch in every fairEvery.
+	for _, fair := range []int{2, 5, 10} {
+		p := NewPicker(2, fair)
+		counts := make([]int, 2)
+		for i := 0; counts[0]+counts[1] < 1000; i++ {
+			lowest := 1
+			if i%3 == 2 {
+				lowest = 0
+			}
+			if lvl := p.PickUpTo([]Supply{Held, Held}, lowest); lvl >= 0 {
+				counts[lvl]++
+			}
+		}
+		if counts[1] != 1000/fair {
+			t.Errorf("fairEvery %d: low got %d of 1000 dispatches, want exactly %d", fair, counts[1], 1000/fair)
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"io"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
 // ErrStart is returned, wrapped, when a command cannot be started: an empty
@@ -61,6 +63,10 @@ type Spec struct {
 	// where the command runs: two streams joined later (two pipes, or the
 	// two channels of an exec stream) have already lost their order.
 	MergeStderr bool
+	// Priority is the job's priority level. An adapter may run lower
+	// levels with less of the machine (localexec: a higher niceness);
+	// "" is normal.
+	Priority contracts.Priority
 }
 
 // Executor runs commands in a project's workspace.

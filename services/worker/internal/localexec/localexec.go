@@ -55,6 +55,12 @@ type Config struct {
 	// user; Root is made traversable (0711) but not listable by others, and
 	// every directory above Root must be traversable too.
 	User *User
+	// Nice is added to the worker's own niceness, as nice(1) -n does, for
+	// the commands of each priority listed (at most 19 in all): the
+	// system's own work (NATS, the API, this worker) and higher-priority
+	// jobs then get the CPU before them when it is short. Values are 0 to
+	// 19; a level not listed runs at the worker's niceness.
+	Nice map[contracts.Priority]int
 }
 
 // User is a uid and gid to run commands as, without supplementary groups.
@@ -82,6 +88,14 @@ func (c Config) Validate() error {
 	if c.KillGrace < 0 {
 		return fmt.Errorf("localexec: KillGrace %v is negative", c.KillGrace)
 	}
+	for p, n := range c.Nice {
+		if _, err := contracts.ParsePriority(string(p)); err != nil || p == "" {
+			return fmt.Errorf("localexec: Nice: unknown priority %q", p)
+		}
+		if n < 0 || n > 19 {
+			return fmt.Errorf("localexec: Nice of %s is %d: want 0 to 19 (a job may only get less CPU than the worker)", p, n)
+		}
+	}
 	for _, kv := range c.BaseEnv {
 		if k, _, ok := strings.Cut(kv, "="); !ok || !validEnvName(k) {
 			return fmt.Errorf("localexec: BaseEnv entry %q is not KEY=value", kv)
@@ -98,6 +112,7 @@ type Executor struct {
 	baseEnv []string
 	home    string
 	grace   time.Duration
+	nice    map[contracts.Priority]int
 }
 
 var _ executor.Executor = (*Executor)(nil)
@@ -117,7 +132,8 @@ func New(cfg Config) (*Executor, error) {
 			return nil, err
 		}
 	}
-	return &Executor{root: root, user: cfg.User, baseEnv: slices.Clone(cfg.BaseEnv), home: cfg.Home, grace: cfg.KillGrace}, nil
+	return &Executor{root: root, user: cfg.User, baseEnv: slices.Clone(cfg.BaseEnv), home: cfg.Home, grace: cfg.KillGrace,
+		nice: maps.Clone(cfg.Nice)}, nil
 }
 
 // traversable makes root reachable by another user: root itself 0711
@@ -157,7 +173,7 @@ func (e *Executor) Exec(ctx context.Context, spec executor.Spec, stdout, stderr 
 	if err != nil {
 		return -1, err
 	}
-	return e.run(ctx, cmd, stdout, stderr, spec.MergeStderr)
+	return e.run(ctx, cmd, stdout, stderr, spec.MergeStderr, e.nice[cmp.Or(spec.Priority, contracts.PriorityNormal)])
 }
 
 // command prepares spec to run, checking everything that would keep it from
@@ -312,7 +328,7 @@ func executable(path string) error {
 // run starts cmd and supervises it to the end. With merge, stderr goes to
 // the stdout pipe (as 2>&1 does), so the two keep the order the command
 // wrote them in, and the stderr writer gets nothing.
-func (e *Executor) run(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer, merge bool) (int, error) {
+func (e *Executor) run(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer, merge bool, nice int) (int, error) {
 	// The pipes are ours rather than exec.Cmd's: its WaitDelay would also cut
 	// off a slow writer still draining output the command printed before
 	// it exited, and that output must arrive complete.
@@ -330,7 +346,7 @@ func (e *Executor) run(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Wri
 	if merge {
 		cmd.Stderr = outW
 	}
-	startErr := cmd.Start()
+	startErr := start(cmd, nice)
 	outW.Close() // the command holds its own copies
 	errW.Close()
 	if startErr != nil {

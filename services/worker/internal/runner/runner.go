@@ -610,7 +610,7 @@ func (r *Runner) run(runCtx context.Context, d *delivery, attempt int, firstSeq 
 	if err == nil {
 		code, err = r.exec.Exec(jobCtx, executor.Spec{
 			JobID: job.ID, Project: job.Project, Command: job.Command, Env: job.Env, SecretEnv: secretEnv, WorkDir: job.WorkDir,
-			MergeStderr: job.Stderr == contracts.StderrMerge,
+			MergeStderr: job.Stderr == contracts.StderrMerge, Priority: job.Priority,
 		}, stdout, stderr)
 	}
 	clear(secretEnv)
