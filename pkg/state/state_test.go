@@ -309,12 +309,16 @@ func TestIndexWritesWithoutReadingWhenTheRevisionIsKnown(t *testing.T) {
 			t.Fatal(err)
 		}
 		var n int
-		await.Within(t, 10*time.Second, "the mark read seen", func() bool {
+		wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := await.Poll(wait, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			n = indexReads
 			return marks >= want
-		})
+		}); err != nil {
+			t.Fatalf("the mark read was not seen: %v", err)
+		}
 		return n
 	}
 
