@@ -84,6 +84,11 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 		// more (nats-server 2.14 or later).
 		AllowBatchPublish:  true,
 		AllowAtomicPublish: true,
+		// Replays read history with batched direct gets instead of a
+		// consumer each (a reconnect storm would hit the consumer limit
+		// and load the meta leader). Applied in place to an existing
+		// stream.
+		AllowDirect: true,
 	}, {
 		Name:        contracts.StreamAudit,
 		Description: "rdev audit log: every security-relevant act, append-only",

@@ -27,6 +27,17 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 	if _, err := js.Publish(ctx, contracts.SubjectJob(contracts.PriorityLow, "demo"), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
+	// A stream provisioned before replays used direct gets has them off:
+	// the next Ensure turns them on in place.
+	out, err := js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := out.CachedInfo().Config
+	old.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := topology.Ensure(ctx, js, topology.Config{OutputMaxAge: 2 * time.Hour}); err != nil {
 		t.Fatalf("second Ensure: %v", err)
 	}
@@ -44,6 +55,9 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 		}
 		if name == contracts.StreamOutput && info.Config.MaxAge != 2*time.Hour {
 			t.Errorf("%s max age %s, want 2h", name, info.Config.MaxAge)
+		}
+		if name == contracts.StreamOutput && !info.Config.AllowDirect {
+			t.Errorf("%s does not allow direct gets after update", name)
 		}
 	}
 	s, err := js.Stream(ctx, contracts.StreamJobs)
