@@ -38,6 +38,9 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, old); err != nil {
 		t.Fatal(err)
 	}
+	if ok, err := topology.Current(ctx, js, topology.Config{}); ok || err != nil {
+		t.Fatalf("Current without direct gets = %v, %v; want false", ok, err)
+	}
 	if _, err := topology.Ensure(ctx, js, topology.Config{OutputMaxAge: 2 * time.Hour}); err != nil {
 		t.Fatalf("second Ensure: %v", err)
 	}
