@@ -1,0 +1,302 @@
+package natsjs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
+)
+
+// ErrBusy is yielded by Replay when its turn to read storage did not come
+// within Config.ReadWait: more clients are replaying than storage reads
+// are allowed to run at once (Config.Reads). Nothing was lost; the caller
+// keeps its client and replays again later (follow retries it as it
+// retries any storage failure, pinging the client meanwhile).
+var ErrBusy = errors.New("too many replays waiting to read storage")
+
+// numPendingHeader is the header of a batched direct get's message saying
+// how many messages of the filter follow it.
+const numPendingHeader = "Nats-Num-Pending"
+
+// readWait bounds one direct-get batch; it returns as soon as the server
+// sent the batch.
+const readWait = 5 * time.Second
+
+// replicasTTL is how long the store trusts the replica count it read
+// from the output stream's info (see source.confirm).
+const replicasTTL = 10 * time.Second
+
+// Replay yields the entries of streamID stored after sequence after, up to
+// the first at or beyond until, or until nothing more is stored. It
+// implements follow.History.
+//
+// It reads with batched JetStream direct gets (nats-server 2.11+), no
+// consumer: a reconnect storm of thousands of clients must not create a
+// consumer each (the server limits them per stream, and creating one is a
+// request to the meta leader on a cluster). A stream's history is stored
+// under three subject filters (contracts.StreamFilters); each is read in
+// batches of Config.Batch from its own position and the three are merged
+// in stream-sequence order, lazily: a filter is read again only once its
+// batch has been yielded, so a replaying client holds at most three
+// batches. Every batch waits for one of Config.Reads turns; a replay
+// holds none while its caller writes to the client.
+func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64) iter.Seq2[entry.Entry, error] {
+	return func(yield func(entry.Entry, error) bool) {
+		fs := filters(streamID)
+		srcs := make([]source, len(fs))
+		for i, f := range fs {
+			srcs[i] = source{s: s, filter: f, next: after + 1}
+		}
+		for {
+			var best *source
+			for i := range srcs {
+				src := &srcs[i]
+				if len(src.buf) == 0 && !src.done {
+					if err := src.fill(ctx, until); err != nil {
+						yield(entry.Entry{}, fmt.Errorf("replay of %s: %w", streamID, err))
+						return
+					}
+				}
+				if len(src.buf) > 0 && (best == nil || src.buf[0].Sequence < best.buf[0].Sequence) {
+					best = src
+				}
+			}
+			if best == nil {
+				return // nothing more stored
+			}
+			m := best.buf[0]
+			best.buf[0] = nil // the batch's array outlives the message
+			best.buf = best.buf[1:]
+			e, err := entry.Parse(streamID, m.Subject, m.Sequence, m.Data)
+			if err != nil {
+				s.log.Warn("undecodable message", "stream_id", streamID, "seq", m.Sequence, "err", err)
+				e.Kind = entry.Invalid
+			}
+			if !yield(e, nil) || e.StreamSeq >= until {
+				return
+			}
+		}
+	}
+}
+
+// source is one subject filter of a replay.
+type source struct {
+	s      *Store
+	filter string
+	next   uint64                    // stream sequence to read from
+	buf    []*jetstream.RawStreamMsg // read, not yet yielded
+	done   bool                      // nothing more stored
+}
+
+// fill reads the next batch of the filter into buf, or marks it done.
+func (src *source) fill(ctx context.Context, until uint64) error {
+	if err := src.s.acquire(ctx); err != nil {
+		return err
+	}
+	defer src.s.release()
+	rctx, cancel := context.WithTimeout(ctx, readWait)
+	defer cancel()
+	msgs, err := jetstreamext.GetBatch(rctx, src.s.js, contracts.StreamOutput, src.s.cfg.Batch,
+		jetstreamext.GetBatchSeq(src.next), jetstreamext.GetBatchSubject(src.filter),
+		jetstreamext.GetBatchMaxBytes(src.s.cfg.BatchBytes))
+	if err != nil {
+		return fmt.Errorf("direct get: %w", err)
+	}
+	var (
+		pending uint64 // after the last message read
+		n       int    // messages read
+		lost    bool   // one went missing on the way
+	)
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("direct get: %w", err)
+		}
+		np, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
+		if err != nil {
+			return fmt.Errorf("direct get: message %d: bad %s header", m.Sequence, numPendingHeader)
+		}
+		// Each message of a batch counts one fewer pending: another count
+		// means one was lost on the way (a slow subscription); keep what
+		// came before it and read on from there.
+		if (n > 0 && np+1 != pending) || m.Sequence < src.next {
+			lost = true
+			break
+		}
+		src.buf = append(src.buf, m)
+		src.next = m.Sequence + 1
+		pending = np
+		n++
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	switch {
+	case lost && n == 0:
+		return errors.New("direct get: batch lost its first message")
+	case lost:
+		return nil // read on from the last message kept
+	case n == 0 && rctx.Err() != nil:
+		return errors.New("direct get: no answer within " + readWait.String())
+	case n > 0 && pending > 0:
+		return nil // more to read: the next fill goes on
+	case n > 0 && pending == 0 && rctx.Err() != nil:
+		return nil // cut short by the timeout: read on
+	}
+	// The server answering had nothing more.
+	return src.confirm(ctx, until)
+}
+
+// confirm runs when a direct get found nothing more of the filter from
+// src.next. On one server that is the truth. On a cluster any replica may
+// answer a direct get, and a follower serves them while it is still
+// catching up (from 90 % on, in nats-server 2.15), so it may lack the
+// newest messages, and a replay would end short of until, which the
+// stream's live feed starts after: a gap. So the stream's leader, which
+// has everything stored, is asked for the filter's next message; if it is
+// at or before until the replay goes on from it.
+func (src *source) confirm(ctx context.Context, until uint64) error {
+	if src.next > until {
+		src.done = true
+		return nil
+	}
+	replicas, err := src.s.replicas(ctx)
+	if err != nil {
+		return err
+	}
+	if replicas <= 1 {
+		src.done = true
+		return nil
+	}
+	m, err := src.s.leaderNext(ctx, src.filter, src.next)
+	if err != nil {
+		return err
+	}
+	if m == nil || m.Sequence > until {
+		src.done = true
+		return nil
+	}
+	src.buf = append(src.buf, m)
+	src.next = m.Sequence + 1
+	return nil
+}
+
+// acquire waits for a turn to read storage: at most Config.Reads reads
+// run at once, the others wait in line (a channel's waiters are served in
+// order), for at most Config.ReadWait.
+func (s *Store) acquire(ctx context.Context) error {
+	select {
+	case s.reads <- struct{}{}:
+		return nil
+	default:
+	}
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
+	t := time.NewTimer(s.cfg.ReadWait)
+	defer t.Stop()
+	select {
+	case s.reads <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return ErrBusy
+	}
+}
+
+func (s *Store) release() { <-s.reads }
+
+// Waiting returns how many replays wait for a turn to read storage now.
+func (s *Store) Waiting() int64 { return s.waiting.Load() }
+
+// replicas returns the output stream's replica count, read again from the
+// server after replicasTTL (a deployment scaled to three replicas in
+// place).
+func (s *Store) replicas(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	if !s.replicasAt.IsZero() && time.Since(s.replicasAt) < replicasTTL {
+		defer s.mu.Unlock()
+		return s.replicasN, nil
+	}
+	s.mu.Unlock()
+	st, err := s.stream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info %s: %w", contracts.StreamOutput, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replicasN, s.replicasAt = info.Config.Replicas, time.Now()
+	return s.replicasN, nil
+}
+
+// leaderNext asks the output stream's leader (the JetStream API, not a
+// direct get any replica may answer) for the first message of filter at or
+// after seq. It returns nil when there is none.
+func (s *Store) leaderNext(ctx context.Context, filter string, seq uint64) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(struct {
+		Seq     uint64 `json:"seq"`
+		NextFor string `json:"next_by_subj"`
+	}{seq, filter})
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, readWait)
+	defer cancel()
+	reply, err := s.js.Conn().RequestWithContext(rctx, s.apiSubject("STREAM.MSG.GET."+contracts.StreamOutput), req)
+	if err != nil {
+		return nil, fmt.Errorf("get next message of %s from the leader: %w", filter, err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Subject  string `json:"subject"`
+			Sequence uint64 `json:"seq"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("get next message of %s from the leader: %w", filter, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
+		return nil, nil
+	case resp.Error != nil:
+		return nil, fmt.Errorf("get next message of %s from the leader: %s (%d)", filter, resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return nil, fmt.Errorf("get next message of %s from the leader: empty reply", filter)
+	}
+	return &jetstream.RawStreamMsg{Subject: resp.Message.Subject, Sequence: resp.Message.Sequence, Data: resp.Message.Data}, nil
+}
+
+// apiSubject is the JetStream API subject of op under js's prefix or
+// domain.
+func (s *Store) apiSubject(op string) string {
+	o := s.js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "." + op
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API." + op
+	}
+	return "$JS.API." + op
+}
