@@ -61,6 +61,7 @@ type Store struct {
 	cfg   Config
 	log   *slog.Logger
 
+	direct  *direct       // replays' reads
 	reads   chan struct{} // one token per replay read running
 	waiting atomic.Int64  // replay reads waiting for a token
 
@@ -99,7 +100,9 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Lo
 	if cfg.StallCheck <= 0 {
 		cfg.StallCheck = 15 * time.Second
 	}
-	return &Store{js: js, state: state.New(kv), cfg: cfg, log: log, reads: make(chan struct{}, cfg.Reads)}
+	s := &Store{js: js, state: state.New(kv), cfg: cfg, log: log, reads: make(chan struct{}, cfg.Reads)}
+	s.direct = newDirect(js.Conn(), s.apiSubject("DIRECT.GET."+contracts.StreamOutput))
+	return s
 }
 
 // Ref returns the reference stored for streamID, or state.ErrNotFound.

@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
@@ -23,10 +21,6 @@ import (
 // keeps its client and replays again later (follow retries it as it
 // retries any storage failure, pinging the client meanwhile).
 var ErrBusy = errors.New("too many replays waiting to read storage")
-
-// numPendingHeader is the header of a batched direct get's message saying
-// how many messages of the filter follow it.
-const numPendingHeader = "Nats-Num-Pending"
 
 // readWait bounds one direct-get batch; it returns as soon as the server
 // sent the batch.
@@ -40,8 +34,8 @@ const replicasTTL = 10 * time.Second
 // the first at or beyond until, or until nothing more is stored. It
 // implements follow.History.
 //
-// It reads with batched JetStream direct gets (nats-server 2.11+), no
-// consumer: a reconnect storm of thousands of clients must not create a
+// It reads with batched JetStream direct gets (nats-server 2.11+, see
+// direct), no consumer: a reconnect storm of thousands of clients must not create a
 // consumer each (the server limits them per stream, and creating one is a
 // request to the meta leader on a cluster). A stream's history is stored
 // under three subject filters (contracts.StreamFilters); each is read in
@@ -67,7 +61,7 @@ func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64
 						return
 					}
 				}
-				if len(src.buf) > 0 && (best == nil || src.buf[0].Sequence < best.buf[0].Sequence) {
+				if len(src.buf) > 0 && (best == nil || src.buf[0].seq < best.buf[0].seq) {
 					best = src
 				}
 			}
@@ -75,11 +69,11 @@ func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64
 				return // nothing more stored
 			}
 			m := best.buf[0]
-			best.buf[0] = nil // the batch's array outlives the message
+			best.buf[0] = getMsg{} // the batch's array outlives the message
 			best.buf = best.buf[1:]
-			e, err := entry.Parse(streamID, m.Subject, m.Sequence, m.Data)
+			e, err := entry.Parse(streamID, m.subject, m.seq, m.data)
 			if err != nil {
-				s.log.Warn("undecodable message", "stream_id", streamID, "seq", m.Sequence, "err", err)
+				s.log.Warn("undecodable message", "stream_id", streamID, "seq", m.seq, "err", err)
 				e.Kind = entry.Invalid
 			}
 			if !yield(e, nil) || e.StreamSeq >= until {
@@ -93,9 +87,9 @@ func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64
 type source struct {
 	s      *Store
 	filter string
-	next   uint64                    // stream sequence to read from
-	buf    []*jetstream.RawStreamMsg // read, not yet yielded
-	done   bool                      // nothing more stored
+	next   uint64   // stream sequence to read from
+	buf    []getMsg // read, not yet yielded
+	done   bool     // nothing more stored
 }
 
 // fill reads the next batch of the filter into buf, or marks it done.
@@ -103,57 +97,43 @@ func (src *source) fill(ctx context.Context, until uint64) error {
 	if err := src.s.acquire(ctx); err != nil {
 		return err
 	}
-	defer src.s.release()
 	rctx, cancel := context.WithTimeout(ctx, readWait)
-	defer cancel()
-	msgs, err := jetstreamext.GetBatch(rctx, src.s.js, contracts.StreamOutput, src.s.cfg.Batch,
-		jetstreamext.GetBatchSeq(src.next), jetstreamext.GetBatchSubject(src.filter),
-		jetstreamext.GetBatchMaxBytes(src.s.cfg.BatchBytes))
-	if err != nil {
-		return fmt.Errorf("direct get: %w", err)
-	}
 	var (
 		pending uint64 // after the last message read
 		n       int    // messages read
-		lost    bool   // one went missing on the way
 	)
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("direct get: %w", err)
-		}
-		np, err := strconv.ParseUint(m.Header.Get(numPendingHeader), 10, 64)
-		if err != nil {
-			return fmt.Errorf("direct get: message %d: bad %s header", m.Sequence, numPendingHeader)
-		}
+	errLost := errors.New("lost")
+	err := src.s.direct.batch(rctx, src.filter, src.next, src.s.cfg.Batch, src.s.cfg.BatchBytes, func(m getMsg) error {
 		// Each message of a batch counts one fewer pending: another count
-		// means one was lost on the way (a slow subscription); keep what
-		// came before it and read on from there.
-		if (n > 0 && np+1 != pending) || m.Sequence < src.next {
-			lost = true
-			break
+		// means one was lost on the way; keep what came before it and
+		// read on from there.
+		if (n > 0 && m.pending+1 != pending) || m.seq < src.next {
+			return errLost
 		}
 		src.buf = append(src.buf, m)
-		src.next = m.Sequence + 1
-		pending = np
+		src.next = m.seq + 1
+		pending = m.pending
 		n++
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
+		return nil
+	})
+	cancel()
+	src.s.release()
 	switch {
-	case lost && n == 0:
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, errNoMessages):
+	case errors.Is(err, errLost) && n == 0:
 		return errors.New("direct get: batch lost its first message")
-	case lost:
+	case errors.Is(err, errLost):
 		return nil // read on from the last message kept
-	case n == 0 && rctx.Err() != nil:
+	case errors.Is(err, context.DeadlineExceeded) && n > 0:
+		return nil // cut short: read on
+	case errors.Is(err, context.DeadlineExceeded):
 		return errors.New("direct get: no answer within " + readWait.String())
-	case n > 0 && pending > 0:
+	case err != nil:
+		return err
+	case pending > 0:
 		return nil // more to read: the next fill goes on
-	case n > 0 && pending == 0 && rctx.Err() != nil:
-		return nil // cut short by the timeout: read on
 	}
 	// The server answering had nothing more.
 	return src.confirm(ctx, until)
@@ -184,12 +164,12 @@ func (src *source) confirm(ctx context.Context, until uint64) error {
 	if err != nil {
 		return err
 	}
-	if m == nil || m.Sequence > until {
+	if m == nil || m.seq > until {
 		src.done = true
 		return nil
 	}
-	src.buf = append(src.buf, m)
-	src.next = m.Sequence + 1
+	src.buf = append(src.buf, *m)
+	src.next = m.seq + 1
 	return nil
 }
 
@@ -248,7 +228,7 @@ func (s *Store) replicas(ctx context.Context) (int, error) {
 // leaderNext asks the output stream's leader (the JetStream API, not a
 // direct get any replica may answer) for the first message of filter at or
 // after seq. It returns nil when there is none.
-func (s *Store) leaderNext(ctx context.Context, filter string, seq uint64) (*jetstream.RawStreamMsg, error) {
+func (s *Store) leaderNext(ctx context.Context, filter string, seq uint64) (*getMsg, error) {
 	req, err := json.Marshal(struct {
 		Seq     uint64 `json:"seq"`
 		NextFor string `json:"next_by_subj"`
@@ -285,7 +265,7 @@ func (s *Store) leaderNext(ctx context.Context, filter string, seq uint64) (*jet
 	case resp.Message == nil:
 		return nil, fmt.Errorf("get next message of %s from the leader: empty reply", filter)
 	}
-	return &jetstream.RawStreamMsg{Subject: resp.Message.Subject, Sequence: resp.Message.Sequence, Data: resp.Message.Data}, nil
+	return &getMsg{subject: resp.Message.Subject, seq: resp.Message.Sequence, data: resp.Message.Data}, nil
 }
 
 // apiSubject is the JetStream API subject of op under js's prefix or

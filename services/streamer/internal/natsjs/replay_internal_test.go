@@ -132,7 +132,7 @@ func TestReplayConfirmsTheEndWithTheLeader(t *testing.T) {
 
 	ctx := context.Background()
 	m, err := s.leaderNext(ctx, contracts.SubjectStreamOutput("c1"), seqs[5])
-	if err != nil || m == nil || m.Sequence != seqs[5] {
+	if err != nil || m == nil || m.seq != seqs[5] {
 		t.Fatalf("leaderNext = %+v, %v; want the line at %d", m, err, seqs[5])
 	}
 	if m, err := s.leaderNext(ctx, contracts.SubjectStreamOutput("c1"), seqs[len(seqs)-1]+1); err != nil || m != nil {
@@ -142,7 +142,7 @@ func TestReplayConfirmsTheEndWithTheLeader(t *testing.T) {
 	// A follower that lagged: the direct get found nothing from seqs[5]
 	// on, the leader has it.
 	src := source{s: s, filter: contracts.SubjectStreamOutput("c1"), next: seqs[5]}
-	if err := src.confirm(ctx, 1<<62); err != nil || src.done || len(src.buf) != 1 || src.buf[0].Sequence != seqs[5] {
+	if err := src.confirm(ctx, 1<<62); err != nil || src.done || len(src.buf) != 1 || src.buf[0].seq != seqs[5] {
 		t.Fatalf("confirm: done %v, buf %d, err %v; want the leader's message", src.done, len(src.buf), err)
 	}
 }
