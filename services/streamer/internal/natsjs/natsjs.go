@@ -65,6 +65,10 @@ type Store struct {
 	reads   chan struct{} // one token per replay read running
 	waiting atomic.Int64  // replay reads waiting for a token
 
+	flightsMu sync.Mutex
+	flights   map[string]*flight // reads in progress, by filter and sequence
+
+	refresh    sync.Mutex // held while replicasN is read from the server
 	mu         sync.Mutex
 	output     jetstream.Stream // cached handle of contracts.StreamOutput
 	replicasN  int              // the output stream's replicas, read at replicasAt
@@ -100,7 +104,8 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Lo
 	if cfg.StallCheck <= 0 {
 		cfg.StallCheck = 15 * time.Second
 	}
-	s := &Store{js: js, state: state.New(kv), cfg: cfg, log: log, reads: make(chan struct{}, cfg.Reads)}
+	s := &Store{js: js, state: state.New(kv), cfg: cfg, log: log, reads: make(chan struct{}, cfg.Reads),
+		flights: make(map[string]*flight)}
 	s.direct = newDirect(js.Conn(), s.apiSubject("DIRECT.GET."+contracts.StreamOutput))
 	return s
 }

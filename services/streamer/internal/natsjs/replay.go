@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,7 +32,10 @@ const readWait = 5 * time.Second
 const replicasTTL = 10 * time.Second
 
 // Replay yields the entries of streamID stored after sequence after, up to
-// the first at or beyond until, or until nothing more is stored. It
+// until: it stops after the entry at until or when nothing more is stored
+// up to it, and never yields one beyond (the filters are read at different
+// times, so beyond until a filter's end says nothing about what another's
+// later entries skip; follow's live feed starts after until). It
 // implements follow.History.
 //
 // It reads with batched JetStream direct gets (nats-server 2.11+, see
@@ -55,7 +59,7 @@ func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64
 			var best *source
 			for i := range srcs {
 				src := &srcs[i]
-				if len(src.buf) == 0 && !src.done {
+				for len(src.buf) == 0 && !src.done {
 					if err := src.fill(ctx, until); err != nil {
 						yield(entry.Entry{}, fmt.Errorf("replay of %s: %w", streamID, err))
 						return
@@ -65,8 +69,8 @@ func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64
 					best = src
 				}
 			}
-			if best == nil {
-				return // nothing more stored
+			if best == nil || best.buf[0].seq > until {
+				return // nothing more stored up to until
 			}
 			m := best.buf[0]
 			best.buf[0] = getMsg{} // the batch's array outlives the message
@@ -94,49 +98,111 @@ type source struct {
 
 // fill reads the next batch of the filter into buf, or marks it done.
 func (src *source) fill(ctx context.Context, until uint64) error {
-	if err := src.s.acquire(ctx); err != nil {
-		return err
-	}
-	rctx, cancel := context.WithTimeout(ctx, readWait)
-	var (
-		pending uint64 // after the last message read
-		n       int    // messages read
-	)
-	errLost := errors.New("lost")
-	err := src.s.direct.batch(rctx, src.filter, src.next, src.s.cfg.Batch, src.s.cfg.BatchBytes, func(m getMsg) error {
-		// Each message of a batch counts one fewer pending: another count
-		// means one was lost on the way; keep what came before it and
-		// read on from there.
-		if (n > 0 && m.pending+1 != pending) || m.seq < src.next {
-			return errLost
-		}
-		src.buf = append(src.buf, m)
-		src.next = m.seq + 1
-		pending = m.pending
-		n++
+	if src.next > until {
+		src.done = true
 		return nil
-	})
-	cancel()
-	src.s.release()
+	}
+	r := src.s.read(ctx, src.filter, src.next)
+	src.buf = append(src.buf, r.msgs...) // a copy: r.msgs may be shared
+	if n := len(r.msgs); n > 0 {
+		src.next = r.msgs[n-1].seq + 1
+	}
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case errors.Is(err, errNoMessages):
-	case errors.Is(err, errLost) && n == 0:
-		return errors.New("direct get: batch lost its first message")
-	case errors.Is(err, errLost):
-		return nil // read on from the last message kept
-	case errors.Is(err, context.DeadlineExceeded) && n > 0:
-		return nil // cut short: read on
-	case errors.Is(err, context.DeadlineExceeded):
-		return errors.New("direct get: no answer within " + readWait.String())
-	case err != nil:
-		return err
-	case pending > 0:
-		return nil // more to read: the next fill goes on
+	case r.err != nil:
+		return r.err
+	case r.more:
+		return nil
 	}
 	// The server answering had nothing more.
 	return src.confirm(ctx, until)
+}
+
+// batch is what one read of a filter got.
+type batch struct {
+	msgs []getMsg // in stream order; shared by every replay of the read
+	more bool     // read on after the last of msgs
+	err  error
+}
+
+// flight is a read in progress, which replays of the same filter from the
+// same sequence share.
+type flight struct {
+	done chan struct{}
+	b    batch
+}
+
+// read reads a batch of filter from sequence seq. Replays asking for the
+// same batch while it is being read share the read: clients of one stream
+// reconnecting at once after a streamer restart cost one read, not one
+// each. The read runs on its own time (ReadWait, then readWait), not the
+// first caller's, so that one client leaving does not fail the others.
+func (s *Store) read(ctx context.Context, filter string, seq uint64) batch {
+	key := filter + " " + strconv.FormatUint(seq, 10)
+	s.flightsMu.Lock()
+	f, shared := s.flights[key]
+	if !shared {
+		f = &flight{done: make(chan struct{})}
+		s.flights[key] = f
+	}
+	s.flightsMu.Unlock()
+	if shared {
+		select {
+		case <-f.done:
+			return f.b
+		case <-ctx.Done():
+			return batch{err: ctx.Err()}
+		}
+	}
+	f.b = s.readBatch(context.WithoutCancel(ctx), filter, seq)
+	s.flightsMu.Lock()
+	delete(s.flights, key)
+	s.flightsMu.Unlock()
+	close(f.done)
+	return f.b
+}
+
+// errLost stops a batch whose messages skip one.
+var errLost = errors.New("direct get lost a message")
+
+func (s *Store) readBatch(ctx context.Context, filter string, seq uint64) batch {
+	if err := s.acquire(ctx); err != nil {
+		return batch{err: err}
+	}
+	defer s.release()
+	rctx, cancel := context.WithTimeout(ctx, readWait)
+	defer cancel()
+	var (
+		b       batch
+		pending uint64 // after the last message read
+	)
+	err := s.direct.batch(rctx, filter, seq, s.cfg.Batch, s.cfg.BatchBytes, func(m getMsg) error {
+		// Each message of a batch counts one fewer pending: another count
+		// means one was lost on the way; keep what came before it and
+		// read on from there.
+		if (len(b.msgs) > 0 && m.pending+1 != pending) || m.seq < seq {
+			return errLost
+		}
+		b.msgs = append(b.msgs, m)
+		pending = m.pending
+		return nil
+	})
+	n := len(b.msgs)
+	switch {
+	case errors.Is(err, errNoMessages):
+	case errors.Is(err, errLost) && n == 0:
+		b.err = errors.New("direct get: batch lost its first message")
+	case errors.Is(err, errLost), errors.Is(err, context.DeadlineExceeded) && n > 0:
+		b.more = true // cut short: read on from the last message kept
+	case errors.Is(err, context.DeadlineExceeded):
+		b.err = errors.New("direct get: no answer within " + readWait.String())
+	case err != nil:
+		b.err = err
+	default:
+		b.more = pending > 0
+	}
+	return b
 }
 
 // confirm runs when a direct get found nothing more of the filter from
@@ -203,14 +269,17 @@ func (s *Store) Waiting() int64 { return s.waiting.Load() }
 
 // replicas returns the output stream's replica count, read again from the
 // server after replicasTTL (a deployment scaled to three replicas in
-// place).
+// place). One caller reads it while the others wait: a storm of replays
+// must not become a storm of stream info requests.
 func (s *Store) replicas(ctx context.Context) (int, error) {
+	s.refresh.Lock()
+	defer s.refresh.Unlock()
 	s.mu.Lock()
-	if !s.replicasAt.IsZero() && time.Since(s.replicasAt) < replicasTTL {
-		defer s.mu.Unlock()
-		return s.replicasN, nil
-	}
+	n, at := s.replicasN, s.replicasAt
 	s.mu.Unlock()
+	if !at.IsZero() && time.Since(at) < replicasTTL {
+		return n, nil
+	}
 	st, err := s.stream(ctx)
 	if err != nil {
 		return 0, err

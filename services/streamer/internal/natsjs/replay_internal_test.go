@@ -88,7 +88,7 @@ func equal(t *testing.T, what string, got, want []uint64) {
 // A replay merges the stream's three subject filters (lines on the
 // project subject and on the legacy one, and events) in storage order,
 // reading each in batches smaller than the history, from after and up to
-// the first entry at or beyond until.
+// until, never beyond.
 func TestReplayMergesFiltersInOrder(t *testing.T) {
 	t.Parallel()
 	s, js := replaySetup(t, Config{Batch: 4})
@@ -97,8 +97,8 @@ func TestReplayMergesFiltersInOrder(t *testing.T) {
 
 	equal(t, "all", collect(t, s, "m1", 0, 1<<62), seqs)
 	equal(t, "after the 5th", collect(t, s, "m1", seqs[4], 1<<62), seqs[5:])
-	// until between two entries: the first one beyond it ends the replay.
-	equal(t, "up to the 20th", collect(t, s, "m1", seqs[2], seqs[19]-1), seqs[3:20])
+	// until between two entries: the replay ends before the one beyond.
+	equal(t, "up to before the 20th", collect(t, s, "m1", seqs[2], seqs[19]-1), seqs[3:19])
 	equal(t, "up to the 20th exactly", collect(t, s, "m1", seqs[2], seqs[19]), seqs[3:20])
 	equal(t, "after the last", collect(t, s, "m1", last, 1<<62), nil)
 	equal(t, "unknown stream", collect(t, s, "nobody", 0, 1<<62), nil)
