@@ -44,18 +44,29 @@ func TestReconnectStormFailsNoStream(t *testing.T) {
 	if testing.Short() {
 		streams, perStream = 20, 10
 	}
-	const stored, live = 40, 10 // lines stored before the storm, and during it
+	storm(t, streams, perStream, 40, streams+20)
+}
+
+// storm stores stored lines in each of streams streams, connects
+// perStream clients to each at once, and checks that every client gets
+// every line once, in order, then the terminal event, and that no storage
+// failure was the consumer limit. maxConsumers, when set, lowers the
+// output stream's consumer limit.
+func storm(t *testing.T, streams, perStream int, stored uint64, maxConsumers int) {
+	const live = 10 // lines stored during the storm
 	logs := &limitLog{t: t}
 	f := setup(t, options{cfg: streamer.Config{Heartbeat: time.Second}, log: slog.New(logs)})
 	ctx := context.Background()
-	st, err := f.js.Stream(ctx, contracts.StreamOutput)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := st.CachedInfo().Config
-	cfg.MaxConsumers = streams + 20
-	if _, err := f.js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
+	if maxConsumers > 0 {
+		st, err := f.js.Stream(ctx, contracts.StreamOutput)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := st.CachedInfo().Config
+		cfg.MaxConsumers = maxConsumers
+		if _, err := f.js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	jobs := make([]*job, streams)
@@ -92,8 +103,18 @@ func TestReconnectStormFailsNoStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(start)
-	for _, j := range jobs {
-		for seq := uint64(stored + 1); seq <= stored+live; seq++ {
+	written := func() {
+		select {
+		case <-worker.PublishAsyncComplete():
+		case <-time.After(stormWait):
+			t.Fatal("the rest of the streams not stored")
+		}
+	}
+	for i, j := range jobs {
+		if i%100 == 99 { // stay below the client's limit of outstanding publishes
+			written()
+		}
+		for seq := stored + 1; seq <= stored+live; seq++ {
 			if _, err := worker.PublishAsync(contracts.SubjectOutput(j.project, j.streamID), j.lineData(seq)); err != nil {
 				t.Fatal(err)
 			}
@@ -104,11 +125,7 @@ func TestReconnectStormFailsNoStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	select {
-	case <-worker.PublishAsyncComplete():
-	case <-time.After(stormWait):
-		t.Fatal("the rest of the streams not stored")
-	}
+	written()
 	wg.Wait()
 	close(results)
 

@@ -65,6 +65,9 @@ type Store struct {
 	reads   chan struct{} // one token per replay read running
 	waiting atomic.Int64  // replay reads waiting for a token
 
+	lastMu     sync.Mutex
+	lastFlight *lastFlight // LastSeq request of boundary in progress
+
 	flightsMu sync.Mutex
 	flights   map[string]*flight // reads in progress, by filter and sequence
 
@@ -162,6 +165,42 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// boundary is LastSeq for a live feed opening: feeds opening at once share
+// one stream info request (a burst of new streams made one each, and on a
+// loaded server they timed out). A value read since the caller asked, or
+// while it asked, is no later than the stream's end now, and any such
+// boundary is exact for the feed: the replay covers up to it, the feed
+// from after it, and what both deliver is sent once (follow).
+func (s *Store) boundary(ctx context.Context) (uint64, error) {
+	s.lastMu.Lock()
+	f, lead := s.lastFlight, false
+	if f == nil {
+		f, lead = &lastFlight{done: make(chan struct{})}, true
+		s.lastFlight = f
+	}
+	s.lastMu.Unlock()
+	if lead {
+		f.seq, f.err = s.LastSeq(context.WithoutCancel(ctx))
+		s.lastMu.Lock()
+		s.lastFlight = nil
+		s.lastMu.Unlock()
+		close(f.done)
+	}
+	select {
+	case <-f.done:
+		return f.seq, f.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// lastFlight is a LastSeq request shared by the feeds opening meanwhile.
+type lastFlight struct {
+	done chan struct{}
+	seq  uint64
+	err  error
+}
+
 func (s *Store) stream(ctx context.Context) (jetstream.Stream, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,7 +221,7 @@ func filters(streamID string) []string { return contracts.StreamFilters(streamID
 // begins right after the current end of the output stream. It implements
 // hub.Source.
 func (s *Store) Open(ctx context.Context, streamID string) (hub.Feed, uint64, error) {
-	last, err := s.LastSeq(ctx)
+	last, err := s.boundary(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
