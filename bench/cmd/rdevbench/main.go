@@ -29,6 +29,9 @@ import (
 )
 
 func main() {
+	if os.Getenv(stormClientEnv) != "" { // a child of the storm scenario
+		os.Exit(stormClientMain())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
@@ -63,6 +66,8 @@ type config struct {
 	scaleLines      int
 	scaleClients    int
 	scaleFanLines   int
+	stormClients    int
+	stormStreams    int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -93,6 +98,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.scaleLines, "scale-lines", 200_000, "scaleout: messages per publish run and lines of the printing job (-quick 50000)")
 	fs.IntVar(&c.scaleClients, "scale-clients", 200, "scaleout: SSE clients following one job (-quick 50)")
 	fs.IntVar(&c.scaleFanLines, "scale-fan-lines", 5000, "scaleout: lines of the job the SSE clients follow (-quick 2000)")
+	fs.IntVar(&c.stormClients, "storm-clients", 20_000, "storm: SSE clients connecting at once over two streamers (-quick 2000)")
+	fs.IntVar(&c.stormStreams, "storm-streams", 200, "storm: live jobs the clients follow (-quick 50)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -117,6 +124,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"scale-lines":     func() { c.scaleLines = 50_000 },
 			"scale-clients":   func() { c.scaleClients = 50 },
 			"scale-fan-lines": func() { c.scaleFanLines = 2000 },
+			"storm-clients":   func() { c.stormClients = 2000 },
+			"storm-streams":   func() { c.stormStreams = 50 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -135,13 +144,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 || c.queueJobs < 1 ||
 		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.webhookEvents < 1 || c.webhookRate < 1 ||
 		c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 ||
-		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 {
+		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 ||
+		c.stormClients < 2 || c.stormStreams < 1 || c.stormStreams > 2000 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "storm"}
 
 // env is what every scenario shares.
 type env struct {
@@ -226,7 +236,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"cli":     cliCost,
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
-		"fairness": fairness, "scaleout": scaleOut,
+		"fairness": fairness, "scaleout": scaleOut, "storm": storm,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {
