@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -448,7 +449,9 @@ func (c *stormConn) run(caught, back func()) bool {
 		}
 		if err != nil {
 			dropped = true
-			time.Sleep(100 * time.Millisecond) // as the streamer's retry: field asks, shorter
+			// As EventSource does: the streamer's retry: (2s), here with
+			// jitter; retrying sooner turns a storm into a flood.
+			time.Sleep(time.Second + rand.N(2*time.Second))
 		}
 	}
 	caughtOnce.Do(caught)
