@@ -89,6 +89,7 @@ func defaults() kong.Vars {
 		"sse_heartbeat":          duration(streamer.DefaultHeartbeat),
 		"cors_origin":            streamer.DefaultAllowOrigin,
 		"sse_unavailable_after":  duration(streamer.DefaultUnavailableAfter),
+		"sse_replay_reads":       strconv.Itoa(streamer.DefaultReplayReads),
 		"output_max_age":         duration(contracts.DefaultOutputMaxAge),
 		"state_ttl":              duration(contracts.DefaultStateTTL),
 		"webhook_secret_overlap": duration(api.DefaultWebhookSecretOverlap),
@@ -223,6 +224,7 @@ type streamerFlags struct {
 	// UnavailableAfter: a browser's EventSource gives up for good on an
 	// error event or a 503, so the streamer waits this long first.
 	UnavailableAfter time.Duration `name:"sse-unavailable-after" default:"${sse_unavailable_after}" env:"RDEV_SSE_UNAVAILABLE_AFTER" help:"How long a stream rides out failing NATS storage (clients kept and pinged) before it sends error unavailable."`
+	ReplayReads      int           `name:"sse-replay-reads" default:"${sse_replay_reads}" env:"RDEV_SSE_REPLAY_READS" help:"How many history reads of replaying streams run at once; more wait their turn (a reconnect storm queues instead of failing)."`
 }
 
 // notifierFlags configure webhook deliveries (docs/webhooks.md).
@@ -353,7 +355,8 @@ func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 
 // config is the streamer's configuration from the flags.
 func (s streamerFlags) config() streamer.Config {
-	return streamer.Config{Heartbeat: s.SSEHeartbeat, AllowOrigins: s.CORSOrigins, UnavailableAfter: s.UnavailableAfter}
+	return streamer.Config{Heartbeat: s.SSEHeartbeat, AllowOrigins: s.CORSOrigins, UnavailableAfter: s.UnavailableAfter,
+		ReplayReads: s.ReplayReads}
 }
 
 // config is the worker's configuration from the flags: the job

@@ -26,7 +26,8 @@ func Current(ctx context.Context, js jetstream.JetStream, cfg Config) (bool, err
 			got.Replicas != want.Replicas || got.MaxAge != want.MaxAge || got.Duplicates != want.Duplicates ||
 			got.Discard != want.Discard || got.AllowBatchPublish != want.AllowBatchPublish ||
 			got.AllowAtomicPublish != want.AllowAtomicPublish || got.DenyDelete != want.DenyDelete || got.DenyPurge != want.DenyPurge ||
-			got.AllowMsgSchedules != want.AllowMsgSchedules {
+			got.AllowMsgSchedules != want.AllowMsgSchedules || got.AllowDirect != want.AllowDirect ||
+			(want.MaxConsumers > 0 && got.MaxConsumers != want.MaxConsumers) {
 			return false, nil
 		}
 	}

@@ -47,6 +47,11 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// OutputMaxConsumers is the consumer limit of contracts.StreamOutput:
+// room for 10,000 watched streams on each of several streamers, still a
+// bound on what a runaway client can make the server hold.
+const OutputMaxConsumers = 100_000
+
 // Streams returns the stream configurations Ensure applies.
 func Streams(cfg Config) []jetstream.StreamConfig {
 	cfg.setDefaults()
@@ -84,6 +89,16 @@ func Streams(cfg Config) []jetstream.StreamConfig {
 		// more (nats-server 2.14 or later).
 		AllowBatchPublish:  true,
 		AllowAtomicPublish: true,
+		// Replays read history with batched direct gets instead of a
+		// consumer each (a reconnect storm would hit the consumer limit
+		// and load the meta leader). Applied in place to an existing
+		// stream.
+		AllowDirect: true,
+		// Each watched stream holds one ordered consumer per streamer,
+		// each client of a project's events one: nats-server 2.15 allows
+		// 1,000 consumers per stream unless the stream says otherwise,
+		// which failed the 1,001st watched stream.
+		MaxConsumers: OutputMaxConsumers,
 	}, {
 		Name:        contracts.StreamAudit,
 		Description: "rdev audit log: every security-relevant act, append-only",

@@ -2,6 +2,7 @@ package topology_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,21 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 	if _, err := js.Publish(ctx, contracts.SubjectJob(contracts.PriorityLow, "demo"), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
+	// A stream provisioned before replays used direct gets has them off,
+	// and the server's default consumer limit: the next Ensure sets both
+	// in place.
+	out, err := js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := out.CachedInfo().Config
+	old.AllowDirect, old.MaxConsumers = false, 0
+	if _, err := js.UpdateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := topology.Current(ctx, js, topology.Config{}); ok || err != nil {
+		t.Fatalf("Current without direct gets = %v, %v; want false", ok, err)
+	}
 	if _, err := topology.Ensure(ctx, js, topology.Config{OutputMaxAge: 2 * time.Hour}); err != nil {
 		t.Fatalf("second Ensure: %v", err)
 	}
@@ -44,6 +60,10 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 		}
 		if name == contracts.StreamOutput && info.Config.MaxAge != 2*time.Hour {
 			t.Errorf("%s max age %s, want 2h", name, info.Config.MaxAge)
+		}
+		if name == contracts.StreamOutput && (!info.Config.AllowDirect || info.Config.MaxConsumers != topology.OutputMaxConsumers) {
+			t.Errorf("%s after update: allow direct %v, max consumers %d; want true, %d", name,
+				info.Config.AllowDirect, info.Config.MaxConsumers, topology.OutputMaxConsumers)
 		}
 	}
 	s, err := js.Stream(ctx, contracts.StreamJobs)
@@ -132,5 +152,24 @@ func TestCurrent(t *testing.T) {
 	cfg.OutputMaxAge = time.Hour
 	if ok, err := topology.Current(ctx, js, cfg); ok || err != nil {
 		t.Fatalf("another max age: current %v, %v", ok, err)
+	}
+}
+
+// Each watched stream holds an ordered consumer of the output stream on
+// each streamer. nats-server 2.15 allows 1,000 consumers per stream unless
+// the stream sets its own limit, and the 1,001st watched stream failed
+// with "maximum consumers limit reached" (10026): the output stream sets
+// topology.OutputMaxConsumers.
+func TestOutputStreamHoldsMoreThanTheServersDefaultConsumers(t *testing.T) {
+	t.Parallel()
+	_, _, js := natstest.Provisioned(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 1010 {
+		if _, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
+			FilterSubjects: contracts.StreamFilters(fmt.Sprintf("s%d", i)),
+		}); err != nil {
+			t.Fatalf("consumer %d: %v", i+1, err)
+		}
 	}
 }

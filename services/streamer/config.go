@@ -16,6 +16,7 @@ const (
 	DefaultWriteTimeout      = 30 * time.Second
 	DefaultUnavailableAfter  = 30 * time.Second
 	DefaultAllowOrigin       = "*"
+	DefaultReplayReads       = 32
 )
 
 // Config tunes the streamer. Zero values take the defaults above.
@@ -49,6 +50,13 @@ type Config struct {
 	// AllowOrigins are the CORS origins allowed on the events endpoint.
 	// Default ["*"].
 	AllowOrigins []string
+	// ReplayReads is how many storage reads of replays (a batched direct
+	// get each, no consumer) run at once; the others wait their turn in
+	// line, their clients kept. A reconnect storm of thousands of clients
+	// so queues in the streamer instead of failing streams or flooding
+	// NATS. A read whose turn does not come within Heartbeat is retried
+	// like a storage failure: the client is pinged meanwhile. Default 32.
+	ReplayReads int
 }
 
 func (c *Config) setDefaults() {
@@ -73,6 +81,9 @@ func (c *Config) setDefaults() {
 	if len(c.AllowOrigins) == 0 {
 		c.AllowOrigins = []string{DefaultAllowOrigin}
 	}
+	if c.ReplayReads == 0 {
+		c.ReplayReads = DefaultReplayReads
+	}
 }
 
 // Validate reports every setting that is out of range.
@@ -95,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	if c.UnavailableAfter < 0 {
 		errs = append(errs, fmt.Errorf("unavailable after %s: must not be negative", c.UnavailableAfter))
+	}
+	if c.ReplayReads < 0 {
+		errs = append(errs, fmt.Errorf("replay reads %d: must not be negative", c.ReplayReads))
 	}
 	for _, o := range c.AllowOrigins {
 		if o == "" {

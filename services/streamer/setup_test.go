@@ -70,6 +70,8 @@ type options struct {
 	restartable bool
 	// unstarted leaves Start to the test (the lifecycle suite).
 	unstarted bool
+	// log, when set, receives the service's logs instead of t.Log.
+	log *slog.Logger
 }
 
 func setup(t *testing.T, opts options) *fixture {
@@ -106,7 +108,11 @@ func setup(t *testing.T, opts options) *fixture {
 	}
 	signer := access.NewSigner(secret)
 	gate := &access.StreamGate{Signer: signer, Keys: store, Projects: store}
-	svc, err := streamer.New(opts.cfg, streamer.Deps{JS: js, State: kv, Gate: gate, Log: testLogger(t)})
+	log := opts.log
+	if log == nil {
+		log = testLogger(t)
+	}
+	svc, err := streamer.New(opts.cfg, streamer.Deps{JS: js, State: kv, Gate: gate, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,6 +88,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	store := natsjs.New(js, state, natsjs.Config{
 		// A replay pauses between two fetches while a write blocks.
 		Idle: max(5*time.Minute, 2*cfg.WriteTimeout),
+		// A replay waiting its turn longer than a heartbeat is retried,
+		// so its client is pinged.
+		Reads: cfg.ReplayReads, ReadWait: cfg.Heartbeat,
 	}, log)
 	hubs := hub.New(store, hub.Config{Buffer: cfg.ClientBuffer, BufferBytes: cfg.ClientBufferBytes}, log)
 	quit, stop := context.WithCancel(context.Background())

@@ -29,6 +29,9 @@ import (
 )
 
 func main() {
+	if os.Getenv(stormClientEnv) != "" { // a child of the storm scenario
+		os.Exit(stormClientMain())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The SSE scenarios run copies of rdevbench as clients and baselines.
@@ -75,6 +78,8 @@ type config struct {
 	fanRate         int
 	fanSatRate      int
 	fanSeconds      int
+	stormClients    int
+	stormStreams    int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -109,6 +114,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.fanRate, "fan-rate", 1000, "fanout: lines a second of the latency run")
 	fs.IntVar(&c.fanSatRate, "fan-sat-rate", 3000, "fanout: lines a second of the saturation run")
 	fs.IntVar(&c.fanSeconds, "fan-seconds", 15, "fanout: seconds each run prints (-quick 5)")
+	fs.IntVar(&c.stormClients, "storm-clients", 20_000, "storm: SSE clients connecting at once over two streamers (-quick 2000)")
+	fs.IntVar(&c.stormStreams, "storm-streams", 200, "storm: live jobs the clients follow (-quick 50)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -135,6 +142,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"scale-fan-lines": func() { c.scaleFanLines = 2000 },
 			"fan-clients":     func() { c.fanClients = 200 },
 			"fan-seconds":     func() { c.fanSeconds = 5 },
+			"storm-clients":   func() { c.stormClients = 2000 },
+			"storm-streams":   func() { c.stormStreams = 50 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -154,13 +163,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.webhookEvents < 1 || c.webhookRate < 1 ||
 		c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 ||
 		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 ||
-		c.fanClients < 10 || c.fanClients%10 != 0 || c.fanRate < 1 || c.fanSatRate < 1 || c.fanSeconds < 1 {
+		c.fanClients < 10 || c.fanClients%10 != 0 || c.fanRate < 1 || c.fanSatRate < 1 || c.fanSeconds < 1 ||
+		c.stormClients < 2 || c.stormStreams < 1 || c.stormStreams > 2000 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm"}
 
 // env is what every scenario shares.
 type env struct {
@@ -245,7 +255,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"cli":     cliCost,
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
-		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet,
+		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet, "storm": storm,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

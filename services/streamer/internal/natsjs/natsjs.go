@@ -1,18 +1,18 @@
 // Package natsjs reads rdev streams from NATS JetStream: stream references
 // from the state bucket, single messages by sequence, replays through
-// short-lived consumers and live feeds through ordered consumers.
+// batched direct gets (no consumer per client) and live feeds through
+// ordered consumers.
 package natsjs
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -27,13 +27,22 @@ var ErrNoMessage = errors.New("no message at sequence")
 
 // Config tunes the store.
 type Config struct {
-	// Batch is how many messages one replay fetch asks for. It bounds the
-	// memory a replaying client holds.
+	// Batch is how many messages one replay read (a direct get of one of
+	// the stream's subject filters) asks for. With BatchBytes it bounds
+	// the memory a replaying client holds: three batches. Default 128.
 	Batch int
-	// Idle is how long the server keeps a consumer nobody pulls from. The
-	// store deletes its consumers itself; Idle only cleans up after a
-	// process that died. It must exceed the longest pause between two
-	// fetches of a replay (a write blocked on a slow client).
+	// BatchBytes bounds the bytes of one replay read. Default 256 KiB.
+	BatchBytes int
+	// Reads is how many replay reads run at once; more wait their turn in
+	// line. It bounds the load a reconnect storm puts on the servers.
+	// Default DefaultReads.
+	Reads int
+	// ReadWait is how long a replay read waits for its turn before the
+	// replay yields ErrBusy (its caller retries later). Default 10s.
+	ReadWait time.Duration
+	// Idle is how long the server keeps a live feed's consumer nobody
+	// pulls from. The store deletes its consumers itself; Idle only cleans
+	// up after a process that died.
 	Idle time.Duration
 	// CleanupTimeout bounds deleting a consumer.
 	CleanupTimeout time.Duration
@@ -52,15 +61,42 @@ type Store struct {
 	cfg   Config
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	output jetstream.Stream // cached handle of contracts.StreamOutput
+	direct  *direct       // replays' reads
+	reads   chan struct{} // one token per replay read running
+	waiting atomic.Int64  // replay reads waiting for a token
+
+	lastMu     sync.Mutex
+	lastFlight *lastFlight // LastSeq request of boundary in progress
+
+	flightsMu sync.Mutex
+	flights   map[string]*flight // reads in progress, by filter and sequence
+
+	refresh    sync.Mutex // held while replicasN is read from the server
+	mu         sync.Mutex
+	output     jetstream.Stream // cached handle of contracts.StreamOutput
+	replicasN  int              // the output stream's replicas, read at replicasAt
+	replicasAt time.Time
 }
+
+// DefaultReads is Config.Reads's default: enough to keep a server busy
+// (each read is one request of up to Batch messages), few enough that a
+// storm of replays queues here rather than on the server.
+const DefaultReads = 32
 
 // New returns a store reading output from js and stream references from
 // kv (the contracts.BucketState bucket).
 func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Logger) *Store {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 128
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = 256 << 10
+	}
+	if cfg.Reads <= 0 {
+		cfg.Reads = DefaultReads
+	}
+	if cfg.ReadWait <= 0 {
+		cfg.ReadWait = 10 * time.Second
 	}
 	if cfg.Idle <= 0 {
 		cfg.Idle = 5 * time.Minute
@@ -71,7 +107,10 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Lo
 	if cfg.StallCheck <= 0 {
 		cfg.StallCheck = 15 * time.Second
 	}
-	return &Store{js: js, state: state.New(kv), cfg: cfg, log: log}
+	s := &Store{js: js, state: state.New(kv), cfg: cfg, log: log, reads: make(chan struct{}, cfg.Reads),
+		flights: make(map[string]*flight)}
+	s.direct = newDirect(js.Conn(), s.apiSubject("DIRECT.GET."+contracts.StreamOutput))
+	return s
 }
 
 // Ref returns the reference stored for streamID, or state.ErrNotFound.
@@ -126,6 +165,42 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// boundary is LastSeq for a live feed opening: feeds opening at once share
+// one stream info request (a burst of new streams made one each, and on a
+// loaded server they timed out). A value read since the caller asked, or
+// while it asked, is no later than the stream's end now, and any such
+// boundary is exact for the feed: the replay covers up to it, the feed
+// from after it, and what both deliver is sent once (follow).
+func (s *Store) boundary(ctx context.Context) (uint64, error) {
+	s.lastMu.Lock()
+	f, lead := s.lastFlight, false
+	if f == nil {
+		f, lead = &lastFlight{done: make(chan struct{})}, true
+		s.lastFlight = f
+	}
+	s.lastMu.Unlock()
+	if lead {
+		f.seq, f.err = s.LastSeq(context.WithoutCancel(ctx))
+		s.lastMu.Lock()
+		s.lastFlight = nil
+		s.lastMu.Unlock()
+		close(f.done)
+	}
+	select {
+	case <-f.done:
+		return f.seq, f.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// lastFlight is a LastSeq request shared by the feeds opening meanwhile.
+type lastFlight struct {
+	done chan struct{}
+	seq  uint64
+	err  error
+}
+
 func (s *Store) stream(ctx context.Context) (jetstream.Stream, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -146,7 +221,7 @@ func filters(streamID string) []string { return contracts.StreamFilters(streamID
 // begins right after the current end of the output stream. It implements
 // hub.Source.
 func (s *Store) Open(ctx context.Context, streamID string) (hub.Feed, uint64, error) {
-	last, err := s.LastSeq(ctx)
+	last, err := s.boundary(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -305,155 +380,4 @@ func (s *Store) deleteConsumer(ctx context.Context, name string) {
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		s.log.Warn("delete consumer", "consumer", name, "err", err)
 	}
-}
-
-// maxRestarts bounds how often one replay recreates its consumer without
-// making progress.
-const maxRestarts = 3
-
-// Replay yields the entries of streamID stored after sequence after, up to
-// the first at or beyond until, or until nothing more is stored. It reads
-// through its own ephemeral consumer in batches, which it deletes when the
-// iteration ends. It implements follow.History.
-//
-// The consumer is a plain ephemeral pull consumer rather than
-// jetstream.OrderedConsumer because an ordered consumer used with Fetch
-// recreates its server-side consumer on every batch. Order is checked the
-// same way: a gap in the consumer sequence restarts from the last entry
-// yielded.
-func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64) iter.Seq2[entry.Entry, error] {
-	return func(yield func(entry.Entry, error) bool) {
-		r := replay{s: s, streamID: streamID, next: after + 1, until: until}
-		defer r.close(ctx)
-		if err := r.run(ctx, yield); err != nil {
-			yield(entry.Entry{}, err)
-		}
-	}
-}
-
-type replay struct {
-	s        *Store
-	streamID string
-	next     uint64 // stream sequence to resume from
-	until    uint64
-	cons     jetstream.Consumer
-	restarts int
-}
-
-// errStop ends a replay that has nothing more to yield.
-var errStop = errors.New("replay stopped")
-
-func (r *replay) run(ctx context.Context, yield func(entry.Entry, error) bool) error {
-	for {
-		pending, err := r.open(ctx)
-		if err != nil {
-			return err
-		}
-		if pending == 0 {
-			return nil
-		}
-		err = r.drain(ctx, pending, yield)
-		if errors.Is(err, errStop) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		// A gap: the consumer was recreated at r.next; go on.
-	}
-}
-
-// open (re)creates the consumer at r.next and returns how many messages it
-// has to deliver.
-func (r *replay) open(ctx context.Context) (uint64, error) {
-	r.close(ctx)
-	r.restarts++
-	if r.restarts > maxRestarts {
-		return 0, fmt.Errorf("replay of %s: consumer lost order %d times", r.streamID, maxRestarts)
-	}
-	cons, err := r.s.js.CreateConsumer(ctx, contracts.StreamOutput, jetstream.ConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       r.next,
-		AckPolicy:         jetstream.AckNonePolicy,
-		FilterSubjects:    filters(r.streamID),
-		InactiveThreshold: r.s.cfg.Idle,
-		MemoryStorage:     true,
-		Replicas:          1,
-	})
-	if err != nil {
-		return 0, fmt.Errorf("replay consumer: %w", err)
-	}
-	r.cons = cons
-	return cons.CachedInfo().NumPending, nil
-}
-
-// drain fetches and yields batches until done (errStop), a gap (nil: the
-// caller reopens) or an error. pending is what the consumer has to
-// deliver; each fetch asks for no more than that, so it returns as soon as
-// they arrive. (A no-wait fetch is not enough: under load the server can
-// answer one before it has the messages ready, and an empty answer would
-// end the replay early, skipping entries.)
-func (r *replay) drain(ctx context.Context, pending uint64, yield func(entry.Entry, error) bool) error {
-	var consumerSeq uint64
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		batch, err := r.cons.Fetch(int(min(pending, uint64(r.s.cfg.Batch))), jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
-			return fmt.Errorf("fetch: %w", err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			md, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("message metadata: %w", err)
-			}
-			if md.Sequence.Consumer != consumerSeq+1 {
-				// A lost delivery; the rest of the batch drains into the
-				// fetch's own buffer and is dropped with it.
-				return nil
-			}
-			consumerSeq = md.Sequence.Consumer
-			r.restarts = 0
-			n++
-			e, err := entry.Parse(r.streamID, msg.Subject(), md.Sequence.Stream, msg.Data())
-			if err != nil {
-				r.s.log.Warn("undecodable message", "stream_id", r.streamID, "seq", md.Sequence.Stream, "err", err)
-				e.Kind = entry.Invalid
-			}
-			r.next = e.StreamSeq + 1
-			pending = md.NumPending
-			if !yield(e, nil) || e.StreamSeq >= r.until || pending == 0 {
-				return errStop
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("fetch: %w", err)
-		}
-		if n == 0 {
-			// Nothing within fetchWait: either the pending messages
-			// expired, or the consumer lost them; ask the server.
-			info, err := r.cons.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("replay consumer info: %w", err)
-			}
-			if info.NumPending == 0 {
-				return errStop
-			}
-			return nil // reopen at r.next
-		}
-	}
-}
-
-// fetchWait bounds one replay fetch; it returns sooner once the messages
-// asked for arrive.
-const fetchWait = 5 * time.Second
-
-func (r *replay) close(ctx context.Context) {
-	if r.cons == nil {
-		return
-	}
-	r.s.deleteConsumer(ctx, r.cons.CachedInfo().Name)
-	r.cons = nil
 }
