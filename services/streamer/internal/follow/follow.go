@@ -33,8 +33,16 @@ type History interface {
 	// or when nothing more is stored. An error is yielded with a zero Entry
 	// and ends the iteration. Breaking out of the loop releases everything
 	// the replay holds.
+	//
+	// A history that lets only so many replays read at once yields an
+	// error wrapping ErrBusy when a replay's turn did not come soon: Run
+	// waits and replays again, keeping the client, however long the queue.
 	Replay(ctx context.Context, streamID string, after, until uint64) iter.Seq2[entry.Entry, error]
 }
+
+// ErrBusy marks a replay that is waiting for its turn to read storage, not
+// failing: it does not count against Retry.For.
+var ErrBusy = errors.New("storage busy: waiting for a turn to read")
 
 // Sink writes to one client. It is used from one goroutine.
 type Sink interface {
@@ -205,9 +213,15 @@ func (r *run) failed(done bool, err error) error {
 		r.sub.Leave()
 		r.sub = nil
 	}
+	f := r.f
+	if errors.Is(err, ErrBusy) {
+		// Queued behind other replays (a reconnect storm): waiting is the
+		// point, so it neither fails the client nor starts a run of
+		// failures that would.
+		return pause(r.ctx, r.quit, f.Retry.wait(1), r.sink, f.beat)
+	}
 	// A new run of failures once the client got an entry, or followed
 	// live for a while without a failure (an idle stream).
-	f := r.f
 	if r.failures == 0 || r.cur.StreamSeq != r.at || (!r.joined.IsZero() && time.Since(r.joined) > f.Retry.healthy()) {
 		r.failures, r.since, r.at = 0, time.Now(), r.cur.StreamSeq
 	}

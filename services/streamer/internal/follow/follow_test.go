@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"iter"
 	"log/slog"
 	"sync"
@@ -34,6 +35,7 @@ type store struct {
 	opens       int
 	failOpens   int // how many of the next opens fail
 	failReplays int // how many of the next replays fail
+	busyReplays int // how many of the next replays wait for their turn (follow.ErrBusy)
 }
 
 var errStorage = errors.New("storage unavailable")
@@ -118,6 +120,10 @@ func (s *store) Replay(_ context.Context, _ string, after, until uint64) iter.Se
 	if fail {
 		s.failReplays--
 	}
+	busy := !fail && s.busyReplays > 0
+	if busy {
+		s.busyReplays--
+	}
 	var out []entry.Entry
 	for _, e := range s.entries {
 		if e.StreamSeq > after {
@@ -128,6 +134,10 @@ func (s *store) Replay(_ context.Context, _ string, after, until uint64) iter.Se
 	return func(yield func(entry.Entry, error) bool) {
 		if fail {
 			yield(entry.Entry{}, errStorage)
+			return
+		}
+		if busy {
+			yield(entry.Entry{}, fmt.Errorf("queued: %w", follow.ErrBusy))
 			return
 		}
 		for _, e := range out {
@@ -489,6 +499,29 @@ func TestGivesUpWhenStorageKeepsFailing(t *testing.T) {
 		case r.For > 0 && (elapsed < r.For || replays < 2 || pings == 0):
 			t.Errorf("retry %+v: gave up after %s, %d replays, %d pings", r, elapsed, replays, pings)
 		}
+	}
+}
+
+// A replay queued behind others (a reconnect storm) is a wait, not a
+// failure: the client keeps its stream, pinged meanwhile, however much
+// longer than Retry.For the queue takes, and then gets every entry.
+func TestQueuedReplayWaitsPastRetryFor(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	st.append(t, line(1, 1), false)
+	st.append(t, entry.Entry{StreamSeq: 2, Kind: entry.Complete, Line: 1}, false)
+	st.busyReplays = 200 // at least 200 waits of Retry.Min: ten times Retry.For
+	f, _ := setup(t, st, 8)
+	f.Heartbeat = time.Millisecond
+	f.Retry = follow.Retry{Min: time.Millisecond, Max: 2 * time.Millisecond, For: 20 * time.Millisecond}
+	k := &sink{}
+	start := time.Now()
+	wait(t, run(t, f, &follow.Cursor{}, k))
+	check(t, k, 1, 2)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.busyReplays != 0 || time.Since(start) < f.Retry.For {
+		t.Fatalf("%d queued replays left after %s: the queue was not waited out", st.busyReplays, time.Since(start))
 	}
 }
 

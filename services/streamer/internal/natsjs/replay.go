@@ -14,14 +14,16 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
+	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
 )
 
 // ErrBusy is yielded by Replay when its turn to read storage did not come
 // within Config.ReadWait: more clients are replaying than storage reads
 // are allowed to run at once (Config.Reads). Nothing was lost; the caller
-// keeps its client and replays again later (follow retries it as it
-// retries any storage failure, pinging the client meanwhile).
-var ErrBusy = errors.New("too many replays waiting to read storage")
+// keeps its client and replays again later (it wraps follow.ErrBusy, so
+// follow waits for another turn, pinging the client meanwhile, however
+// long the queue).
+var ErrBusy = fmt.Errorf("too many replays waiting to read storage: %w", follow.ErrBusy)
 
 // readWait bounds one direct-get batch; it returns as soon as the server
 // sent the batch.
