@@ -230,7 +230,7 @@ func stormClient(addr, streamID, token string) stormResult {
 			case "output":
 				var l contracts.OutputLine
 				if err := json.Unmarshal([]byte(data), &l); err != nil || l.Seq != next {
-					res.err = fmt.Errorf("line %d (%v), want %d", l.Seq, err, next)
+					res.err = fmt.Errorf("line %d, want %d: %w", l.Seq, next, err)
 					return res
 				}
 				next++
