@@ -116,7 +116,9 @@ func (w *Writer) Take(r *http.Request, retry time.Duration) error {
 	h.Set("Transfer-Encoding", "chunked")
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	h.Del("Content-Length")
-	h.Set("Connection", "keep-alive") // as net/http would say; the stream's end closes it
+	// The stream's end closes the connection: a client told keep-alive
+	// would pool it and send its next request into the close.
+	h.Set("Connection", "close")
 	buf := bytes.NewBuffer(b)
 	if err := h.Write(buf); err != nil {
 		_ = conn.Close()
