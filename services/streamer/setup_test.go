@@ -415,12 +415,18 @@ func (f *fixture) connect(t *testing.T, streamID string, o dialOpts) *sseClient 
 		t.Fatalf("status %d: %s", resp.StatusCode, b)
 	}
 	for k, want := range map[string]string{
-		"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-		"Connection": "keep-alive", "X-Accel-Buffering": "no",
+		"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
 	} {
 		if got := resp.Header.Get(k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
+	}
+	// A stream on a connection taken over from net/http is closed at its
+	// end and says so (Connection: close, so the client does not pool
+	// it); one net/http still serves (batch and project events) is kept
+	// alive.
+	if !resp.Close && resp.Header.Get("Connection") != "keep-alive" {
+		t.Errorf("header Connection = %q, want close or keep-alive", resp.Header.Get("Connection"))
 	}
 	c := &sseClient{resp: resp, events: make(chan sseEvent), stop: make(chan struct{}), done: make(chan struct{})}
 	bufSize := 64 << 10
