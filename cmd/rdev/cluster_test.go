@@ -78,7 +78,7 @@ func clusterFault(t *testing.T, stream string, partition bool) {
 	}
 	batch := mustJSON[contracts.BatchResponse](t, rb)
 	if batch.Accepted != size.batch {
-		t.Fatalf("batch accepted %d of %d", batch.Accepted, size.batch)
+		t.Fatalf("batch accepted %d of %d: %.600s", batch.Accepted, size.batch, rb)
 	}
 	waitForLines(t, streamer.http, jobs, 5)
 

@@ -160,10 +160,14 @@ func startedOrder(t testing.TB, n *node) (next func() string) {
 }
 
 // High jobs submitted after a backlog of low ones run first; under a
-// flood of high jobs, low jobs still get one dispatch in every ten.
+// flood of high jobs, low jobs still get one dispatch in every ten. The
+// order is that of one slot: the slot kept for high jobs (--high-slots)
+// would run high jobs beside the gate and beside each other, and has
+// tests of its own (services/worker TestHighSlotRunsHighJobsOnly,
+// TestLowShareAcrossWorkers).
 func TestPriorityOrderAndNoStarvation(t *testing.T) {
 	t.Parallel()
-	n := startInProcess(t, "--concurrency", "1")
+	n := startInProcess(t, "--concurrency", "1", "--high-slots", "0")
 	next := startedOrder(t, n)
 	job := []string{"sh", "-c", "sleep 0.02"}
 

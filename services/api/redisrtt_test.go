@@ -127,9 +127,11 @@ func TestSubmitCostsOneRedisRoundTrip(t *testing.T) {
 	}
 	// A request finds the key and the project in the near cache unless
 	// the watch dropped them: then it reads each again (a get, and a set
-	// after the store's answer).
-	if limits != n || len(other) > 2*deletes {
-		t.Fatalf("%d submits: %d limit checks, %d other commands after %d cache deletes; want %d limit checks and at most a get and a set per delete:\n%s",
+	// after the store's answer). A drop whose delete came just before the
+	// window (the key's last_used_at written at the warm-up) refills the
+	// key and the project once more inside it: 4 commands at most.
+	if limits != n || len(other) > 2*deletes+4 {
+		t.Fatalf("%d submits: %d limit checks, %d other commands after %d cache deletes; want %d limit checks and at most a get and a set per delete (and one refill of the key and the project):\n%s",
 			n, limits, len(other), deletes, n, strings.Join(other, ""))
 	}
 	t.Logf("%d submits: %d limit checks, %d cache refills after %d deletes by the access watch", n, limits, len(other), deletes)
