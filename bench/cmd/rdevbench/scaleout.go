@@ -229,13 +229,66 @@ func scaleOut(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		fig(fmt.Sprintf("worker: lines/s of one job printing %d lines (stored at R3)", lines), float64(lines)/dur.Seconds(), "lines/s"),
 		fig("worker: lines per core-second (own CPU)", float64(lines)/(after.Own-before.Own).Seconds(), "lines/s/core"))
 
+	// The same lines from many streams at once: each stream has one
+	// publish in flight, so one stream is bound by the round trip to its
+	// leader and many share the cluster. The one-stream figure above is
+	// the baseline.
+	streams := queueConcurrency
+	before, err = proc.ReadCPU(worker.PID())
+	if err != nil {
+		return figs, err
+	}
+	span, err := printJobs(ctx, apiP.HTTP, streamer.HTTP, streams, lines/streams)
+	if err != nil {
+		return figs, err
+	}
+	after, err = proc.ReadCPU(worker.PID())
+	if err != nil {
+		return figs, err
+	}
+	all := float64(lines / streams * streams)
+	figs = append(figs,
+		fig(fmt.Sprintf("worker: lines/s of %d jobs printing %d lines each at once (stored at R3)", streams, lines/streams), all/span.Seconds(), "lines/s"),
+		fig(fmt.Sprintf("worker: lines per core-second, %d streams (own CPU)", streams), all/(after.Own-before.Own).Seconds(), "lines/s/core"))
+
+	// Single submits, one job per request, from 16 clients at once; the
+	// batch figure above (the same jobs, one request) is the baseline.
+	apiBefore, err = proc.ReadCPU(apiP.PID())
+	if err != nil {
+		return figs, err
+	}
+	singles := cfg.queueJobs / 5
+	rate, lat, err := submitSingles(ctx, apiP.HTTP, singles, queueConcurrency)
+	if err != nil {
+		return figs, err
+	}
+	apiAfter, err = proc.ReadCPU(apiP.PID())
+	if err != nil {
+		return figs, err
+	}
+	figs = append(figs,
+		fig(fmt.Sprintf("api: single submits/s, %d no-op jobs from %d clients", singles, queueConcurrency), rate, "jobs/s"),
+		fig("api: single submit p50", ms(lat[len(lat)/2]), "ms"),
+		fig("api: single submit p99", ms(lat[len(lat)*99/100]), "ms"),
+		fig("api: CPU per single submit (own)", ms(apiAfter.Own-apiBefore.Own)/float64(singles), "ms"),
+		fig("api: single submits per core-second (own CPU)", float64(singles)/(apiAfter.Own-apiBefore.Own).Seconds(), "jobs/s/core"))
+	// One client, one submit at a time: the latency of a submit on an R3
+	// cluster without queueing behind other submits.
+	_, lat, err = submitSingles(ctx, apiP.HTTP, 200, 1)
+	if err != nil {
+		return figs, err
+	}
+	figs = append(figs,
+		fig("api: single submit p50, one client", ms(lat[len(lat)/2]), "ms"),
+		fig("api: single submit p99, one client", ms(lat[len(lat)*99/100]), "ms"))
+
 	// SSE deliveries per streamer core: clients follow one printing job.
 	clients := cfg.scaleClients
 	sb, err := proc.ReadCPU(streamer.PID())
 	if err != nil {
 		return figs, err
 	}
-	span, err := fanOut(ctx, apiP.HTTP, streamer.HTTP, clients, cfg.scaleFanLines)
+	span, err = fanOut(ctx, apiP.HTTP, streamer.HTTP, clients, cfg.scaleFanLines)
 	if err != nil {
 		return figs, err
 	}
@@ -277,6 +330,60 @@ func printJob(ctx context.Context, apiBase, streamBase string, lines int) (contr
 			return checkComplete(ev, uint64(lines))
 		}
 	}
+}
+
+// printJobs runs n jobs of `seq 1 lines` at once and returns the time
+// from the first submit to the last complete event, each stream checked
+// for every line.
+func printJobs(ctx context.Context, apiBase, streamBase string, n, lines int) (time.Duration, error) {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	t0 := time.Now()
+	for i := range n {
+		wg.Go(func() { _, errs[i] = printJob(ctx, apiBase, streamBase, lines) })
+	}
+	wg.Wait()
+	return time.Since(t0), errors.Join(errs...)
+}
+
+// submitSingles submits n no-op jobs one per request from conc clients at
+// once and returns the rate of accepted submits and every submit's
+// latency, sorted. The jobs run meanwhile, as they would.
+func submitSingles(ctx context.Context, base string, n, conc int) (float64, []time.Duration, error) {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		lat  = make([]time.Duration, 0, n)
+		next = make(chan struct{})
+		errs = make([]error, conc)
+	)
+	t0 := time.Now()
+	for i := range conc {
+		wg.Go(func() {
+			for range next {
+				s := time.Now()
+				if _, err := submit(ctx, base, "bench", []string{"true"}, time.Minute); err != nil {
+					errs[i] = err
+					continue
+				}
+				d := time.Since(s)
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		})
+	}
+	for range n {
+		next <- struct{}{}
+	}
+	close(next)
+	wg.Wait()
+	rate := float64(n) / time.Since(t0).Seconds()
+	if err := errors.Join(errs...); err != nil {
+		return 0, nil, err
+	}
+	slices.Sort(lat)
+	return rate, lat, nil
 }
 
 // fanOut starts a job printing lines lines slowly enough for clients to
