@@ -152,6 +152,11 @@ func scaleOut(ctx context.Context, e *env, cfg config) ([]figure, error) {
 			return figs, fmt.Errorf("publish at R%d: %w", replicas, err)
 		}
 		figs = append(figs, fig(fmt.Sprintf("NATS cluster: JetStream PublishAsync, R%d file stream (%d B messages)", replicas, len(payload)), rate, "msgs/s"))
+		p50, err := publishLatency(ctx, url, replicas, 200, payload)
+		if err != nil {
+			return figs, fmt.Errorf("publish latency at R%d: %w", replicas, err)
+		}
+		figs = append(figs, fig(fmt.Sprintf("NATS cluster: one JetStream publish waiting for its ack, R%d, p50", replicas), ms(p50), "ms"))
 	}
 	args := func(cmd string, extra ...string) []string {
 		return append([]string{cmd, "--nats-url", url, "--replicas", "3"}, extra...)
@@ -330,6 +335,36 @@ func printJob(ctx context.Context, apiBase, streamBase string, lines int) (contr
 			return checkComplete(ev, uint64(lines))
 		}
 	}
+}
+
+// publishLatency publishes n messages one at a time, each waiting for
+// its ack, to a fresh stream of the given replicas and returns the p50:
+// the floor under a submit, which waits for two stored writes in a row.
+func publishLatency(ctx context.Context, url string, replicas, n int, payload []byte) (time.Duration, error) {
+	nc, err := nats.Connect(url, nats.Name("rdevbench-latency"))
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	const name = "RDEVBENCH_LATENCY"
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bench.latency"}, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
+		return 0, err
+	}
+	defer js.DeleteStream(context.WithoutCancel(ctx), name)
+	lat := make([]time.Duration, n)
+	for i := range n {
+		t0 := time.Now()
+		if _, err := js.Publish(ctx, "bench.latency", payload); err != nil {
+			return 0, err
+		}
+		lat[i] = time.Since(t0)
+	}
+	slices.Sort(lat)
+	return lat[n/2], nil
 }
 
 // printJobs runs n jobs of `seq 1 lines` at once and returns the time
