@@ -151,7 +151,8 @@ func TestMetricsAfterKnownWorkload(t *testing.T) {
 		{"rdev_queue_depth", nil, 0},
 		{"rdev_queue_oldest_age_seconds", nil, 0},
 		{"rdev_worker_jobs_active", nil, 0},
-		{"rdev_worker_slots", nil, 4},
+		{"rdev_worker_slots", []string{"kind", "shared"}, 4},
+		{"rdev_worker_slots", []string{"kind", "high"}, 1},
 		{"rdev_breaker_state", []string{"dependency", "redis_ratelimit"}, 0},
 		{"rdev_breaker_state", []string{"dependency", "redis_cache"}, 0},
 		{"rdev_dependency_degraded_total", nil, 0},
@@ -326,7 +327,7 @@ func TestReadyzFollowsNATS(t *testing.T) {
 	waitReady(http.StatusOK)
 	// The worker reports its slots once it takes jobs.
 	await.Within(t, 10*time.Second, "rdev_worker_slots to become 4", func() bool {
-		return value(scrape(t, n.http), "rdev_worker_slots") == 4
+		return value(scrape(t, n.http), "rdev_worker_slots", "kind", "shared") == 4
 	})
 
 	srv.Shutdown()

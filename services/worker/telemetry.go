@@ -118,7 +118,7 @@ func (in *instruments) zero(ctx context.Context) {
 // registerGauges reports the queue from JetStream at every collection, and
 // the worker's run slots (present while the worker runs: its absence means
 // no worker).
-func (in *instruments) registerGauges(mp metric.MeterProvider, js jetstream.JetStream, slots int) (unregister func(), err error) {
+func (in *instruments) registerGauges(mp metric.MeterProvider, js jetstream.JetStream, slots, highSlots int) (unregister func(), err error) {
 	if mp == nil {
 		return func() {}, nil
 	}
@@ -134,12 +134,13 @@ func (in *instruments) registerGauges(mp metric.MeterProvider, js jetstream.JetS
 		return nil, err
 	}
 	slotsGauge, err := m.Int64ObservableGauge("rdev.worker.slots", metric.WithUnit("{job}"),
-		metric.WithDescription("Jobs this worker runs at once (reported while it runs)."))
+		metric.WithDescription("Jobs this worker runs at once (reported while it runs), by kind: shared slots any priority uses (--concurrency) and high slots only high priority uses (--high-slots)."))
 	if err != nil {
 		return nil, err
 	}
 	reg, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		o.ObserveInt64(slotsGauge, int64(slots))
+		o.ObserveInt64(slotsGauge, int64(slots), metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "shared"))))
+		o.ObserveInt64(slotsGauge, int64(highSlots), metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "high"))))
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		var errs []error
