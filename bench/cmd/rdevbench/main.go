@@ -29,12 +29,10 @@ import (
 )
 
 func main() {
-	if os.Getenv(stormClientEnv) != "" { // a child of the storm scenario
-		os.Exit(stormClientMain())
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// The SSE scenarios run copies of rdevbench as clients and baselines.
+	// The SSE scenarios run copies of rdevbench as clients and baselines
+	// (child).
 	if ok, err := child(ctx, os.Args[1:]); ok {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "rdevbench", os.Args[1]+":", err)

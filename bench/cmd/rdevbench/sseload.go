@@ -1,6 +1,6 @@
 package main
 
-// The SSE scenarios (idle, fanout) need more connections than one process
+// The SSE scenarios (idle, fanout, storm) need more connections than one process
 // may hold files (20,000 here) and a baseline server beside rdev's, so
 // rdevbench runs copies of itself as child processes, chosen by their
 // first argument:
@@ -8,6 +8,7 @@ package main
 //	rdevbench sse-clients ...      SSE clients from one source address
 //	rdevbench sse-broadcaster ...  the minimal Go SSE broadcaster (baseline)
 //	rdevbench sse-printer ...      a job's command printing timed lines
+//	rdevbench storm-client         the storm scenario's clients (order on stdin)
 //
 // A client child reports on its standard output, one word a line:
 // "ready" once every connection is open and has seen its ready marker,
@@ -50,6 +51,8 @@ func child(ctx context.Context, args []string) (bool, error) {
 		return true, broadcaster(ctx, args[1:], os.Stdout)
 	case "sse-printer":
 		return true, printer(ctx, args[1:], os.Stdout)
+	case "storm-client":
+		return true, stormClient(os.Stdin, os.Stdout)
 	}
 	return false, nil
 }

@@ -34,12 +34,8 @@ import (
 // stream may fail (an error event).
 //
 // A process here may hold at most 20,000 files, so the clients run in
-// child processes (rdevbench itself, with stormClientEnv set), each
-// connecting from its own loopback address.
-
-// stormClientEnv, when set, makes rdevbench a storm client child: it reads
-// a stormOrder from stdin and writes stormReports to stdout.
-const stormClientEnv = "RDEVBENCH_STORM_CLIENT"
+// child processes (`rdevbench storm-client`), each connecting from its
+// own loopback address.
 
 const (
 	stormLines     = 50 // lines each job prints before the storm
@@ -328,8 +324,7 @@ func startStormChildren(ctx context.Context, orders []stormOrder, reports chan<-
 		if err != nil {
 			return cmds, err
 		}
-		cmd := exec.CommandContext(ctx, self)
-		cmd.Env = append(os.Environ(), stormClientEnv+"=1")
+		cmd := exec.CommandContext(ctx, self, "storm-client")
 		cmd.Stdin = strings.NewReader(string(in))
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
@@ -354,14 +349,14 @@ func startStormChildren(ctx context.Context, orders []stormOrder, reports chan<-
 	return cmds, nil
 }
 
-// stormClientMain runs a storm client child.
-func stormClientMain() int {
+// stormClient runs a storm client child: it reads a stormOrder from in
+// and writes stormReports to w.
+func stormClient(in io.Reader, w io.Writer) error {
 	var o stormOrder
-	if err := json.NewDecoder(os.Stdin).Decode(&o); err != nil {
-		fmt.Fprintln(os.Stderr, "storm client:", err)
-		return 1
+	if err := json.NewDecoder(in).Decode(&o); err != nil {
+		return fmt.Errorf("read order: %w", err)
 	}
-	out := json.NewEncoder(os.Stdout)
+	out := json.NewEncoder(w)
 	var mu sync.Mutex
 	report := func(r stormReport) {
 		r.At = time.Now().UnixNano()
@@ -408,7 +403,7 @@ func stormClientMain() int {
 	done.Wait()
 	report(stormReport{Phase: "done", Failed: failed.Load(), Lost: lost.Load(), Duplicated: dup.Load(),
 		Reconnects: reconn.Load(), Incomplete: inc.Load()})
-	return 0
+	return nil
 }
 
 // stormConn is one client: it reads its stream to the complete event,
