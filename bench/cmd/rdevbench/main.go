@@ -78,6 +78,9 @@ type config struct {
 	fanSeconds      int
 	stormClients    int
 	stormStreams    int
+	scaleQueued     int
+	scaleStreams    int
+	scaleWindow     time.Duration
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -114,6 +117,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.fanSeconds, "fan-seconds", 15, "fanout: seconds each run prints (-quick 5)")
 	fs.IntVar(&c.stormClients, "storm-clients", 20_000, "storm: SSE clients connecting at once over two streamers (-quick 2000)")
 	fs.IntVar(&c.stormStreams, "storm-streams", 200, "storm: live jobs the clients follow (-quick 50)")
+	fs.IntVar(&c.scaleQueued, "scale-queued", 100_000, "scale: no-op jobs queued before a worker drains them (-quick 10000)")
+	fs.IntVar(&c.scaleStreams, "scale-streams", 10_000, "scale: streams followed at once, one SSE client each (-quick 1000)")
+	fs.DurationVar(&c.scaleWindow, "scale-window", time.Minute, "scale: how long the worker's rate on the deep queue is measured (-quick 15s)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -142,6 +148,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"fan-seconds":     func() { c.fanSeconds = 5 },
 			"storm-clients":   func() { c.stormClients = 2000 },
 			"storm-streams":   func() { c.stormStreams = 50 },
+			"scale-queued":    func() { c.scaleQueued = 10_000 },
+			"scale-streams":   func() { c.scaleStreams = 1000 },
+			"scale-window":    func() { c.scaleWindow = 15 * time.Second },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -162,13 +171,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 ||
 		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 ||
 		c.fanClients < 10 || c.fanClients%10 != 0 || c.fanRate < 1 || c.fanSatRate < 1 || c.fanSeconds < 1 ||
-		c.stormClients < 2 || c.stormStreams < 1 || c.stormStreams > 2000 {
+		c.stormClients < 2 || c.stormStreams < 1 || c.stormStreams > 2000 ||
+		c.scaleQueued < 1 || c.scaleStreams < 1 || c.scaleStreams > 15_000 || c.scaleWindow <= 0 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale"}
 
 // env is what every scenario shares.
 type env struct {
@@ -253,7 +263,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"cli":     cliCost,
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
-		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet, "storm": storm,
+		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet, "storm": storm, "scale": scale,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

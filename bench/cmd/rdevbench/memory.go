@@ -79,24 +79,45 @@ func memory(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		return nil, err
 	}
 	defer s.Close()
-	var lines uint64
-	var ev client.Event
+	want := uint64((cfg.memBytes + int64(len(line))) / int64(len(line)+1))
+	// Steady: the rate over the first tenth of the lines against the last
+	// tenth, and memory once a tenth has gone through against the peak.
+	var (
+		lines                    uint64
+		ev                       client.Event
+		first, tenth, nineTenths time.Time
+		rssAtTenth               [2]int64
+	)
 	for {
 		if ev, err = s.Next(); err != nil {
 			return nil, fmt.Errorf("stream ended after %d lines without complete: %w", lines, err)
 		}
 		if ev.Name == contracts.SSEOutput {
 			lines++
+			switch lines {
+			case 1:
+				first = time.Now()
+			case want / 10:
+				tenth = time.Now()
+				for i, p := range procs[:2] {
+					if m, err := proc.ReadMem(p.PID()); err == nil {
+						rssAtTenth[i] = m.RSS
+					}
+				}
+			case want - want/10:
+				nineTenths = time.Now()
+			}
 		}
 		if ev.Name == contracts.SSEComplete {
 			break
 		}
 	}
-	d := time.Since(t0)
+	last := time.Now()
+	d := last.Sub(t0)
 	if _, err := checkComplete(ev, lines); err != nil {
 		return nil, err
 	}
-	if want := uint64((cfg.memBytes + int64(len(line))) / int64(len(line)+1)); lines != want {
+	if lines != want {
 		return nil, fmt.Errorf("client got %d lines, want %d", lines, want)
 	}
 	peak := stopSampling()
@@ -109,8 +130,13 @@ func memory(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		}
 		figs = append(figs,
 			target(roleOf(p)+" peak VmRSS (100 ms samples)", float64(peak[i])/mib, "MiB", "<", 100),
-			target(roleOf(p)+" VmHWM at end", float64(m.HWM)/mib, "MiB", "<", 100))
+			target(roleOf(p)+" VmHWM at end", float64(m.HWM)/mib, "MiB", "<", 100),
+			fig(roleOf(p)+" VmRSS once a tenth of the lines went through", float64(rssAtTenth[i])/mib, "MiB"))
 	}
+	tenthLines := float64(want / 10)
+	figs = append(figs,
+		fig("lines/s at the client, first tenth of the lines", tenthLines/tenth.Sub(first).Seconds(), "lines/s"),
+		fig("lines/s at the client, last tenth of the lines", tenthLines/last.Sub(nineTenths).Seconds(), "lines/s"))
 	return append(figs,
 		fig("nats+api process peak VmRSS (context)", float64(peak[2])/mib, "MiB"),
 		fig("output", float64(cfg.memBytes)/mib, "MiB"),

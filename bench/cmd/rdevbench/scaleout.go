@@ -141,7 +141,7 @@ func lowShare(ctx context.Context, e *env, high, workers, fairEvery int) (float6
 // and the R1 publish rate beside R3.
 func scaleOut(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	figs := []figure{loadFigure("load average (1 min) at start")}
-	url, err := startNATSCluster(ctx, e)
+	url, _, err := startNATS(ctx, e, "scaleout", 3)
 	if err != nil {
 		return nil, err
 	}
@@ -508,43 +508,49 @@ func forkRate(ctx context.Context, n, conc int) (float64, error) {
 	return float64(n) / time.Since(t0).Seconds(), nil
 }
 
-// startNATSCluster builds nats-server from the module rdev embeds, starts
-// three processes forming one JetStream cluster on loopback (stopped with
-// the scenario) and returns their client URLs, comma separated, once
-// JetStream answers.
-func startNATSCluster(ctx context.Context, e *env) (string, error) {
+// startNATS builds nats-server from the module rdev embeds, starts n
+// processes of it on loopback (n > 1: one JetStream cluster), stopped
+// with the scenario, and returns their client URLs, comma separated, and
+// their pids, once JetStream answers.
+func startNATS(ctx context.Context, e *env, name string, n int) (string, []int, error) {
 	root, err := repoRoot()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	bin := filepath.Join(e.tmp, "nats-server")
 	b := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
 	b.Dir, b.Stderr = filepath.Join(root, "cmd", "rdev"), os.Stderr
 	if err := b.Run(); err != nil {
-		return "", fmt.Errorf("build nats-server: %w", err)
+		return "", nil, fmt.Errorf("build nats-server: %w", err)
 	}
-	ports, err := freePorts(6)
+	ports, err := freePorts(2 * n)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	var routes, clients []string
-	for i := range 3 {
-		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[3+i]))
+	for i := range n {
+		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[n+i]))
 		clients = append(clients, "nats://127.0.0.1:"+strconv.Itoa(ports[i]))
 	}
-	for i := range 3 {
-		logf, err := os.Create(filepath.Join(e.logs, fmt.Sprintf("scaleout-nats-n%d.log", i)))
+	var pids []int
+	for i := range n {
+		logf, err := os.Create(filepath.Join(e.logs, fmt.Sprintf("%s-nats-n%d.log", name, i)))
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(ports[i]), "-js", "-sd", filepath.Join(e.tmp, fmt.Sprintf("n%d", i)),
-			"--server_name", fmt.Sprintf("n%d", i), "--cluster_name", "rdevbench", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+		args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(ports[i]), "-js", "-sd", filepath.Join(e.tmp, fmt.Sprintf("n%d", i)),
+			"--server_name", fmt.Sprintf("n%d", i)}
+		if n > 1 {
+			args = append(args, "--cluster_name", "rdevbench", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+		}
+		cmd := exec.Command(bin, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			logf.Close()
-			return "", err
+			return "", nil, err
 		}
+		pids = append(pids, cmd.Process.Pid)
 		e.cleanup = append(e.cleanup, func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			_ = cmd.Wait()
@@ -556,10 +562,10 @@ func startNATSCluster(ctx context.Context, e *env) (string, error) {
 	for {
 		err := jetStreamReady(ctx, url)
 		if err == nil {
-			return url, nil
+			return url, pids, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return "", fmt.Errorf("NATS cluster not ready within a minute: %w", err)
+			return "", nil, fmt.Errorf("NATS not ready within a minute: %w", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
