@@ -241,7 +241,7 @@ type Service struct {
 	// the callout or Deps.NATSSystem.
 	sweeper       *natsauth.Sweeper
 	credentialTTL time.Duration
-	redis   pinger
+	redis         pinger
 	// failClosed: requests are refused while Redis is down.
 	failClosed bool
 	// reinstallBootstrap: see Config.ReinstallBootstrapKey.

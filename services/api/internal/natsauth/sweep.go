@@ -254,9 +254,9 @@ type connzReply struct {
 		ID string `json:"id"`
 	} `json:"server"`
 	Data *struct {
-		Total int        `json:"total"`
-		Offset int       `json:"offset"`
-		Conns []connInfo `json:"connections"`
+		Total  int        `json:"total"`
+		Offset int        `json:"offset"`
+		Conns  []connInfo `json:"connections"`
 	} `json:"data"`
 	Error *struct {
 		Code        int    `json:"code"`
