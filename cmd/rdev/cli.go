@@ -44,6 +44,7 @@ type cli struct {
 	Version  versionCmd  `cmd:"" help:"Print the version, commit and build date."`
 	Probe    probeCmd    `cmd:"" help:"Exit 0 when a URL answers 2xx: the health check of images without a shell."`
 	Topology topologyCmd `cmd:"" name:"provision" help:"Create or update the NATS streams and buckets as the NATS admin, then exit."`
+	Keygen   keygenCmd   `cmd:"" help:"Print fresh secrets for docker-compose.yml's .env (rdev keygen > .env): bootstrap key, NATS passwords, auth callout key pair."`
 
 	Run         runCmd             `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
 	Claude      claudeCmd          `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
@@ -345,12 +346,17 @@ func (c *notifierCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logg
 }
 
 // systemAuth is how the API signs in as the system account's user: with
-// --nats-system-nkey or --nats-system-user, over the TLS of conn; ok is
-// false when neither is set.
+// --nats-system-nkey or --nats-system-user and its password, over the TLS
+// of conn; ok is false when neither is set (a user without a password
+// too: a chart's optional Secret key left out), and the API then says at
+// start that revoked credentials' connections stay open until expiry.
 func (a apiFlags) systemAuth(conn natsconn.Config) (c natsconn.Config, ok bool) {
 	c = natsconn.Config{NKey: a.NATSSystemNKey, User: a.NATSSystemUser, Password: a.NATSSystemPassword,
 		TLSCA: conn.TLSCA, TLSCert: conn.TLSCert, TLSKey: conn.TLSKey}
-	return c, c.NKey != "" || c.User != ""
+	if c.NKey != "" {
+		c.User, c.Password = "", ""
+	}
+	return c, c.NKey != "" || (c.User != "" && c.Password != "")
 }
 
 func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
