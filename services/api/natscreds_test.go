@@ -34,13 +34,14 @@ type calloutBundle struct {
 
 func setupCallout(t *testing.T, ttl time.Duration) calloutBundle {
 	t.Helper()
-	return setupCalloutWith(t, ttl, false)
+	return setupCalloutWith(t, ttl, false, 0)
 }
 
 // setupCalloutWith is setupCallout whose API, with system set, signs in as
 // the system user too (natsserver.RoleSystem) and so closes revoked
-// credentials' connections.
-func setupCalloutWith(t *testing.T, ttl time.Duration, system bool) calloutBundle {
+// credentials' connections, checking them all every sweepEvery (0: the
+// default).
+func setupCalloutWith(t *testing.T, ttl time.Duration, system bool, sweepEvery time.Duration) calloutBundle {
 	t.Helper()
 	creds, err := natsserver.EnsureCredentials(t.TempDir())
 	if err != nil {
@@ -81,8 +82,8 @@ func setupCalloutWith(t *testing.T, ttl time.Duration, system bool) calloutBundl
 	if system {
 		sys = signIn(natsserver.RoleSystem).Conn()
 	}
-	b := setupWithDeps(t, api.Config{MaxBodyBytes: 64 << 10, NATSCalloutSeed: bytes.TrimSpace(seed), NATSCredentialTTL: ttl},
-		signIn(natsserver.RoleAPI), func(d *api.Deps) { d.NATSSystem = sys })
+	b := setupWithDeps(t, api.Config{MaxBodyBytes: 64 << 10, NATSCalloutSeed: bytes.TrimSpace(seed), NATSCredentialTTL: ttl,
+		NATSSweepEvery: sweepEvery}, signIn(natsserver.RoleAPI), func(d *api.Deps) { d.NATSSystem = sys })
 	b.js = admin
 	return calloutBundle{bundle: b, nurl: srv.ClientURL(), writer: admin}
 }

@@ -41,7 +41,7 @@ func (b calloutBundle) connectWatched(t *testing.T, project, key string) (r *rea
 // key's connection to the same project stays open and keeps receiving.
 func TestNATSCredentialConnectionClosedWhenItsKeyIsRevoked(t *testing.T) {
 	t.Parallel()
-	b := setupCalloutWith(t, time.Hour, true)
+	b := setupCalloutWith(t, time.Hour, true, 0)
 	revoked := b.newKey(t, `{"name":"revoked","scopes":["project:demo:read"]}`)
 	kept := b.newKey(t, `{"name":"kept","scopes":["project:demo:read"]}`)
 	r, closed, c := b.connectWatched(t, "demo", revoked.Key)
@@ -74,7 +74,7 @@ func TestNATSCredentialConnectionClosedWhenItsKeyIsRevoked(t *testing.T) {
 // Deleting the project closes its direct subscribers' connections.
 func TestNATSCredentialConnectionClosedWhenItsProjectIsDeleted(t *testing.T) {
 	t.Parallel()
-	b := setupCalloutWith(t, time.Hour, true)
+	b := setupCalloutWith(t, time.Hour, true, 0)
 	if resp, rb := b.post(t, "/v1/projects", "application/json", []byte(`{"id":"doomed"}`)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create project: %d %s", resp.StatusCode, rb)
 	}
@@ -88,5 +88,21 @@ func TestNATSCredentialConnectionClosedWhenItsProjectIsDeleted(t *testing.T) {
 	case <-keptClosed:
 		t.Fatal("another project's connection was closed too")
 	default:
+	}
+}
+
+// A key that simply expires writes nothing: the periodic sweep closes its
+// credentials' connections, after the key's expiry and not before.
+func TestNATSCredentialConnectionClosedWhenItsKeyExpires(t *testing.T) {
+	t.Parallel()
+	b := setupCalloutWith(t, time.Hour, true, time.Second)
+	// Generous: the key must outlive minting a credential and connecting
+	// on a loaded machine.
+	expires := time.Now().Add(10 * time.Second).UTC().Truncate(time.Second)
+	key := b.newKey(t, `{"name":"expiring","scopes":["project:demo:read"],"expires_at":"`+expires.Format(time.RFC3339)+`"}`)
+	r, closed, _ := b.connectWatched(t, "demo", key.Key)
+	r.closedWithin(t, "an expired key's credential", closed)
+	if now := time.Now(); now.Before(expires) {
+		t.Fatalf("closed at %v, before the key's expiry %v", now, expires)
 	}
 }

@@ -87,6 +87,9 @@ type Sweeper struct {
 	// PageSize is how many connections one CONNZ reply lists; a server
 	// with more is asked again for the next page. 1024 unless set.
 	PageSize int
+	// MinGap is the least time between two sweeps that changes asked for.
+	// 1s unless set.
+	MinGap time.Duration
 	// Kicked, when set, is told of every connection closed.
 	Kicked func()
 	Log    *slog.Logger
@@ -115,6 +118,9 @@ func (s *Sweeper) init() {
 		if s.PageSize <= 0 {
 			s.PageSize = 1024
 		}
+		if s.MinGap <= 0 {
+			s.MinGap = time.Second
+		}
 	})
 }
 
@@ -128,8 +134,9 @@ func (s *Sweeper) Changed() {
 	}
 }
 
-// Run sweeps at start, after every Changed and every Every, until ctx
-// ends. Errors are logged; a failed sweep is retried at the next.
+// Run sweeps at start, after every Changed (at most one sweep per MinGap)
+// and every Every, until ctx ends. Errors are logged; a failed sweep is
+// retried at the next.
 func (s *Sweeper) Run(ctx context.Context) {
 	s.init()
 	t := time.NewTicker(s.Every)
@@ -137,14 +144,25 @@ func (s *Sweeper) Run(ctx context.Context) {
 	full := true
 	for {
 		s.sweepLogged(ctx, full)
+		gap := time.NewTimer(s.MinGap)
 		select {
 		case <-ctx.Done():
+			gap.Stop()
 			return
 		case <-s.wake:
 			full = false
+			// Keys' last-use times change the access bucket too, up to
+			// once a minute per key: changes coalesce into one sweep a gap.
+			select {
+			case <-ctx.Done():
+				gap.Stop()
+				return
+			case <-gap.C:
+			}
 		case <-t.C:
 			full = true
 		}
+		gap.Stop()
 	}
 }
 
@@ -168,13 +186,6 @@ func (s *Sweeper) sweepLogged(ctx context.Context, full bool) {
 	if kicked > 0 {
 		s.Log.Info("closed connections of revoked NATS credentials", "connections", kicked)
 	}
-}
-
-// Sweep checks every direct subscriber's connection once and closes those
-// whose credential no longer passes; it returns how many it closed.
-func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
-	s.init()
-	return s.sweep(ctx, true)
 }
 
 // conn is one direct subscriber's connection, on one server.
