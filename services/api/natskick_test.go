@@ -106,3 +106,18 @@ func TestNATSCredentialConnectionClosedWhenItsKeyExpires(t *testing.T) {
 		t.Fatalf("closed at %v, before the key's expiry %v", now, expires)
 	}
 }
+
+// A project whose allowed IPs no longer include the subscriber's address
+// has its connection closed, as the callout would refuse it now.
+func TestNATSCredentialConnectionClosedWhenItsAddressIsNoLongerAllowed(t *testing.T) {
+	t.Parallel()
+	b := setupCalloutWith(t, time.Hour, true, 0)
+	if resp, rb := b.post(t, "/v1/projects", "application/json", []byte(`{"id":"fenced"}`)); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create project: %d %s", resp.StatusCode, rb)
+	}
+	r, closed, _ := b.connectWatched(t, "fenced", b.admin)
+	if resp, rb := b.do(t, http.MethodPatch, "/v1/projects/fenced", "application/json", []byte(`{"allowed_ips":["10.0.0.0/8"]}`)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("patch project: %d %s", resp.StatusCode, rb)
+	}
+	r.closedWithin(t, "a credential used from an address no longer allowed", closed)
+}
