@@ -21,6 +21,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/client"
@@ -142,6 +143,38 @@ func TestComposeEndToEnd(t *testing.T) {
 		if r, err := apis[1].Job(ctx, j.JobID); err != nil || r.Status != contracts.StatusSucceeded {
 			t.Errorf("job %s: %+v %v", j.JobID, r.JobState, err)
 		}
+	}
+
+	st.closesRevokedSubscriber(ctx, apis[1])
+}
+
+// closesRevokedSubscriber: a direct subscriber connected to nats-3 is
+// disconnected within seconds of its project's deletion by the API left
+// (api-2, connected wherever), which finds it through the system user's
+// CONNZ of the whole cluster and has nats-3 close it.
+func (st *stack) closesRevokedSubscriber(ctx context.Context, api *client.Client) {
+	t := st.t
+	if _, err := api.CreateProject(ctx, contracts.ProjectRequest{ID: "direct"}); err != nil {
+		t.Fatalf("create project: %v", err)
+	}
+	c, err := api.NATSCredentials(ctx, "direct")
+	if err != nil {
+		t.Fatalf("nats-credentials: %v", err)
+	}
+	closed := make(chan struct{})
+	nc, err := nats.Connect("nats://"+st.addr["nats-3:4222"], nats.Token(c.Token), nats.NoReconnect(),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatalf("connect to nats-3 with the credential: %v", err)
+	}
+	defer nc.Close()
+	if err := api.DeleteProject(ctx, "direct"); err != nil {
+		t.Fatalf("delete project: %v", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second): // generous: a loaded machine; the credential lives 15 minutes
+		t.Fatal("the deleted project's direct subscriber is still connected to nats-3")
 	}
 }
 

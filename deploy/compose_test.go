@@ -5,8 +5,12 @@ import (
 	"maps"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/cli"
@@ -14,20 +18,63 @@ import (
 )
 
 // loadCompose loads docker-compose.yml as `docker compose` would, with
-// .env.example standing in for .env, with the given profiles.
+// the .env the quick start makes (rdev keygen), with the given profiles.
 func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
-	opts, err := cli.NewProjectOptions([]string{repoPath("docker-compose.yml")},
-		cli.WithWorkingDirectory(repoRoot), cli.WithEnvFiles(repoPath(".env.example")), cli.WithDotEnv,
-		cli.WithName("rdev"), cli.WithProfiles(profiles))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := opts.LoadProject(context.Background())
+	p, err := composeWith(generatedEnv(t), profiles...)
 	if err != nil {
 		t.Fatalf("load docker-compose.yml: %v", err)
 	}
 	return p
+}
+
+func composeWith(envFile string, profiles ...string) (*types.Project, error) {
+	opts, err := cli.NewProjectOptions([]string{repoPath("docker-compose.yml")},
+		cli.WithWorkingDirectory(repoRoot), cli.WithEnvFiles(envFile), cli.WithDotEnv,
+		cli.WithName("rdev"), cli.WithProfiles(profiles))
+	if err != nil {
+		return nil, err
+	}
+	return opts.LoadProject(context.Background())
+}
+
+var keygenEnv struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// generatedEnv is a .env made as the quick start makes it: `rdev keygen >
+// .env` with the binary the image holds. Made once per test binary.
+func generatedEnv(t *testing.T) string {
+	t.Helper()
+	bin := rdevBinary(t)
+	keygenEnv.once.Do(func() {
+		var out []byte
+		if out, keygenEnv.err = exec.Command(bin, "keygen").Output(); keygenEnv.err == nil {
+			keygenEnv.path = filepath.Join(filepath.Dir(bin), ".env")
+			keygenEnv.err = os.WriteFile(keygenEnv.path, out, 0o600)
+		}
+	})
+	if keygenEnv.err != nil {
+		t.Fatalf("rdev keygen > .env: %v", keygenEnv.err)
+	}
+	return keygenEnv.path
+}
+
+// .env.example holds no usable secret: copied as it is, compose refuses
+// to start and says how to make them.
+func TestComposeRefusesExampleSecrets(t *testing.T) {
+	t.Parallel()
+	_, err := composeWith(repoPath(".env.example"))
+	if err == nil || !strings.Contains(err.Error(), "rdev keygen") {
+		t.Fatalf("compose with .env.example: %v, want a refusal naming rdev keygen", err)
+	}
+	for _, l := range strings.Split(string(mustRead(t, repoPath(".env.example"))), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") && v != "" {
+			t.Errorf(".env.example sets %s: an example secret is everyone's", k)
+		}
+	}
 }
 
 // rdevCommand is the rdev command a service runs ("" for other images).
@@ -119,6 +166,11 @@ func TestCompose(t *testing.T) {
 		}
 		if e["RDEV_NATS_USER"] != role || e["RDEV_NATS_PASSWORD"] == "" {
 			t.Errorf("%s signs in to NATS as %q, want %s with a password", name, e["RDEV_NATS_USER"], role)
+		}
+		// The API closes revoked direct subscribers' connections as the
+		// system account's user.
+		if sys := e["RDEV_NATS_SYSTEM_USER"] != "" && e["RDEV_NATS_SYSTEM_PASSWORD"] != ""; sys != (cmd == "api") {
+			t.Errorf("%s: system user %q with a password: %v; want it on the API alone", name, e["RDEV_NATS_SYSTEM_USER"], sys)
 		}
 		if cmd == "provision" {
 			for _, n := range natsServices {

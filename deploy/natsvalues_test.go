@@ -17,8 +17,10 @@ var natsValuesFile = repoPath("deploy", "helm", "nats-values.yaml")
 
 const natsValuesHeader = `# Values of the official NATS Helm chart for rdev: a three-node JetStream
 # cluster on persistent volumes, monitoring on (KEDA reads consumer lag
-# there), and rdev's four users with the least privilege of each service.
-# The passwords come from the Secret rdev-secrets (keys nats-<user>-password),
+# there), and rdev's users with the least privilege of each service (the
+# API's system user in the system account).
+# The passwords come from the Secret rdev-secrets (keys nats-<user>-password,
+# nats-system-password among them),
 # and the auth callout issuer's public key (nats-callout-issuer) too,
 # the same one the rdev chart reads (secrets.existingSecret); create it in
 # both namespaces (docs/deployment.md).
@@ -47,6 +49,15 @@ func natsValues() map[string]any {
 		env[v] = map[string]any{"valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "rdev-secrets", "key": "nats-" + string(r) + "-password"}}}
 	}
 	env["RDEV_NATS_CALLOUT_ISSUER"] = map[string]any{"valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "rdev-secrets", "key": "nats-callout-issuer"}}}
+	// The API's user of the system account: lists connections and closes
+	// revoked direct subscribers' (docs/nats.md).
+	sys := natsserver.Permissions(natsserver.RoleSystem)
+	authUsers = append(authUsers, string(natsserver.RoleSystem))
+	env["RDEV_NATS_SYSTEM_PASSWORD"] = map[string]any{"valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "rdev-secrets", "key": "nats-system-password"}}}
+	accounts := map[string]any{natsserver.SystemAccount: map[string]any{"users": []any{map[string]any{
+		"user": string(natsserver.RoleSystem), "password": "<< $RDEV_NATS_SYSTEM_PASSWORD >>",
+		"permissions": map[string]any{"publish": map[string]any{"allow": sys.Publish.Allow}, "subscribe": map[string]any{"allow": sys.Subscribe.Allow}},
+	}}}}
 	return map[string]any{
 		"config": map[string]any{
 			"cluster":   map[string]any{"enabled": true, "replicas": 3},
@@ -57,7 +68,7 @@ func natsValues() map[string]any {
 			// by the issuer account key (docs/nats.md).
 			"merge": map[string]any{"authorization": map[string]any{"users": users, "auth_callout": map[string]any{
 				"issuer": "<< $RDEV_NATS_CALLOUT_ISSUER >>", "auth_users": authUsers,
-			}}},
+			}}, "system_account": natsserver.SystemAccount, "accounts": accounts},
 		},
 		"container": map[string]any{"env": env},
 		"podTemplate": map[string]any{"topologySpreadConstraints": map[string]any{"kubernetes.io/hostname": map[string]any{

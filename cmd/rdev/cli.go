@@ -44,6 +44,7 @@ type cli struct {
 	Version  versionCmd  `cmd:"" help:"Print the version, commit and build date."`
 	Probe    probeCmd    `cmd:"" help:"Exit 0 when a URL answers 2xx: the health check of images without a shell."`
 	Topology topologyCmd `cmd:"" name:"provision" help:"Create or update the NATS streams and buckets as the NATS admin, then exit."`
+	Keygen   keygenCmd   `cmd:"" help:"Print fresh secrets for docker-compose.yml's .env (rdev keygen > .env): bootstrap key, NATS passwords, auth callout key pair."`
 
 	Run         runCmd             `cmd:"" group:"client" help:"Run a command in a project and follow it like a local one: its output, its exit code; Ctrl-C cancels it."`
 	Claude      claudeCmd          `cmd:"" group:"client" help:"Ask Claude Code in a project and follow its session, rendered readably (--raw: stream-json)."`
@@ -178,8 +179,12 @@ type apiFlags struct {
 	WebhookSecretOverlap time.Duration `name:"webhook-secret-overlap" default:"${webhook_secret_overlap}" env:"RDEV_WEBHOOK_SECRET_OVERLAP" help:"How long a webhook's previous signing secret keeps signing beside the new one after a rotation."`
 	NATSCalloutKeyFile   string        `name:"nats-callout-key-file" env:"RDEV_NATS_CALLOUT_KEY_FILE" help:"File with the account nkey seed (SA…) whose public key is the NATS server's auth_callout issuer: the API then serves the auth callout and mints NATS credentials for direct subscribers (POST /v1/projects/{p}/nats-credentials). rdev up uses <data-dir>/nats/callout.nk."`
 	// NATSCalloutKey is a secret: never logged.
-	NATSCalloutKey    string        `name:"nats-callout-key" env:"RDEV_NATS_CALLOUT_KEY" help:"The seed of --nats-callout-key-file given directly (for an environment variable from a secret); the file wins when both are set."`
-	NATSCredentialTTL time.Duration `name:"nats-credential-ttl" default:"${nats_credential_ttl}" env:"RDEV_NATS_CREDENTIAL_TTL" help:"How long a minted NATS credential is admitted; the server closes its connections when it expires."`
+	NATSCalloutKey string `name:"nats-callout-key" env:"RDEV_NATS_CALLOUT_KEY" help:"The seed of --nats-callout-key-file given directly (for an environment variable from a secret); the file wins when both are set."`
+	NATSSystemNKey string `name:"nats-system-nkey" env:"RDEV_NATS_SYSTEM_NKEY" help:"File with the nkey seed of the NATS system account's user that may list connections and close them (RDEV_SYSTEM_PERMISSIONS): the API then closes a direct subscriber's open connections within seconds of its key's revocation or its project's deletion, instead of at its credential's expiry. rdev up uses <data-dir>/nats/system.nk."`
+	NATSSystemUser string `name:"nats-system-user" env:"RDEV_NATS_SYSTEM_USER" help:"The system account's user of --nats-system-nkey, signing in with a password instead (--nats-system-password)."`
+	// NATSSystemPassword is a secret: never logged.
+	NATSSystemPassword string        `name:"nats-system-password" env:"RDEV_NATS_SYSTEM_PASSWORD" help:"Password of --nats-system-user."`
+	NATSCredentialTTL  time.Duration `name:"nats-credential-ttl" default:"${nats_credential_ttl}" env:"RDEV_NATS_CREDENTIAL_TTL" help:"How long a minted NATS credential is admitted; the server closes its connections when it expires."`
 }
 
 type workerFlags struct {
@@ -338,6 +343,20 @@ func (c *notifierCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logg
 	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology,
 		notifier: &c.Notifier, http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, probeHTTP: c.HTTPAddr != "",
 		secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
+}
+
+// systemAuth is how the API signs in as the system account's user: with
+// --nats-system-nkey or --nats-system-user and its password, over the TLS
+// of conn; ok is false when neither is set (a user without a password
+// too: a chart's optional Secret key left out), and the API then says at
+// start that revoked credentials' connections stay open until expiry.
+func (a apiFlags) systemAuth(conn natsconn.Config) (c natsconn.Config, ok bool) {
+	c = natsconn.Config{NKey: a.NATSSystemNKey, User: a.NATSSystemUser, Password: a.NATSSystemPassword,
+		TLSCA: conn.TLSCA, TLSCert: conn.TLSCert, TLSKey: conn.TLSKey}
+	if c.NKey != "" {
+		c.User, c.Password = "", ""
+	}
+	return c, c.NKey != "" || (c.User != "" && c.Password != "")
 }
 
 func (a apiFlags) config(secretsKey []byte) (api.Config, error) {

@@ -62,3 +62,34 @@ func TestUpAdmitsNATSCredentials(t *testing.T) {
 }
 
 func errorsIsPermission(err error) bool { return errors.Is(err, nats.ErrPermissionViolation) }
+
+// rdev up signs the API in as its embedded server's system user: a
+// direct subscriber's open connection is closed once its project is
+// deleted, long before its credential expires.
+func TestUpClosesRevokedNATSCredentials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	t.Parallel()
+	n := startInProcess(t)
+	if code, b := call(t, http.MethodPost, n.http+"/v1/projects", map[string]string{"id": "closing"}); code != http.StatusCreated {
+		t.Fatalf("create project: %d %s", code, b)
+	}
+	code, b := call(t, http.MethodPost, n.http+"/v1/projects/closing/nats-credentials", nil)
+	if code != http.StatusCreated {
+		t.Fatalf("nats-credentials: %d %s", code, b)
+	}
+	c := mustJSON[contracts.NATSCredentials](t, b)
+	closed := make(chan struct{})
+	nc, err := nats.Connect(n.nats, nats.Token(c.Token), nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	must(t, err, "connect with the credential")
+	defer nc.Close()
+	if code, b := call(t, http.MethodDelete, n.http+"/v1/projects/closing", nil); code != http.StatusOK && code != http.StatusNoContent {
+		t.Fatalf("delete project: %d %s", code, b)
+	}
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second): // generous: a loaded machine; the credential lives 15 minutes
+		t.Fatal("the deleted project's connection is still open")
+	}
+}

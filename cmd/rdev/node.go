@@ -154,7 +154,14 @@ func buildDeps(ctx context.Context, cfg nodeConfig, log *slog.Logger, stdout io.
 		return d, "", err
 	}
 	d.nats = &natsconn.Dialer{URL: cfg.natsURL, Reconnects: reconnects, Log: log,
-		SignIn: func(natsserver.Role) ([]nats.Option, error) { return cfg.natsAuth.Options() }}
+		SignIn: func(r natsserver.Role) ([]nats.Option, error) {
+			if r == natsserver.RoleSystem && cfg.api != nil {
+				if sys, ok := cfg.api.systemAuth(cfg.natsAuth); ok {
+					return sys.Options()
+				}
+			}
+			return cfg.natsAuth.Options()
+		}}
 	ready = "rdev ready"
 	if cfg.embedNATS != "" {
 		stop, err := embedNATS(cfg, d.nats, log, stdout)
@@ -391,8 +398,16 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	case cfg.api.NATSCalloutKey != "":
 		acfg.NATSCalloutSeed = []byte(strings.TrimSpace(cfg.api.NATSCalloutKey))
 	}
+	// The system user closes revoked direct subscribers' connections;
+	// only worth a connection when the API serves the callout.
+	var system *nats.Conn
+	if _, ok := cfg.api.systemAuth(cfg.natsAuth); len(acfg.NATSCalloutSeed) > 0 && (ok || cfg.embedNATS != "") {
+		if system, err = d.nats.Dial(ctx, "api-system", natsserver.RoleSystem); err != nil {
+			return nil, err
+		}
+	}
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
-		JS: ajs, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
+		JS: ajs, NATSSystem: system, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),
 		Telemetry: api.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceAPI), MeterProvider: d.tel.MeterProvider(),
 			OnBreakerChange: func(dep, _, to string) { d.breakers.Set(dep, to) }},

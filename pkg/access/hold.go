@@ -85,13 +85,7 @@ func (hs *holds) matching(keep func(*held) bool) []*held {
 // stream open: the next change or poll checks again.
 func (g *StreamGate) Hold(ctx context.Context, r Reader, project, incarnation string, client netip.Addr) (context.Context, context.CancelFunc) {
 	hctx, end := context.WithCancelCause(ctx)
-	h := &held{r: r, project: project, incarnation: incarnation, client: client, end: end}
-	switch {
-	case r.Token && r.Bound:
-		h.keyID = r.Grant.KeyID
-	case !r.Token:
-		h.keyID = r.Principal.Key.ID
-	}
+	h := &held{r: r, keyID: readerKey(r), project: project, incarnation: incarnation, client: client, end: end}
 	g.holds.add(h)
 	// A change between Allow and add went unseen for h: check once more,
 	// and end the stream when its key expires (no write announces that).
@@ -171,30 +165,72 @@ func (g *StreamGate) checkAll(ctx context.Context, hs []*held) {
 
 // check ends h's stream when its reader lost access.
 func (g *StreamGate) check(ctx context.Context, h *held, lk *lookups) {
-	r := h.r
-	if h.keyID != "" {
-		k, err := lk.Key(ctx, h.keyID)
+	var ae *Error
+	if err := g.recheck(ctx, lk, h.r, h.keyID, h.project, h.incarnation, h.client); errors.As(err, &ae) {
+		h.end(ae)
+	}
+}
+
+// readerKey is the key whose revocation ends r's access: the one that
+// asked for its bound token, or the one it sent; "" for an unbound token.
+func readerKey(r Reader) string {
+	switch {
+	case r.Token && r.Bound:
+		return r.Grant.KeyID
+	case !r.Token:
+		return r.Principal.Key.ID
+	}
+	return ""
+}
+
+// recheck returns an *Error (CodeAccessRevoked) when r lost access to
+// project's incarnation from client, another error when the store could
+// not tell, and nil when r keeps it.
+func (g *StreamGate) recheck(ctx context.Context, lk *lookups, r Reader, keyID, project, incarnation string, client netip.Addr) error {
+	if keyID != "" {
+		k, err := lk.Key(ctx, keyID)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			h.end(revoked("the API key of this stream was deleted"))
-			return
+			return revoked("the API key of this stream was deleted")
 		case err != nil:
-			return
+			return err
 		case k.RevokedAt != nil:
-			h.end(revoked("the API key of this stream was revoked"))
-			return
+			return revoked("the API key of this stream was revoked")
 		case k.ExpiresAt != nil && !g.now().Before(*k.ExpiresAt):
-			h.end(revoked("the API key of this stream expired"))
-			return
+			return revoked("the API key of this stream expired")
 		}
 		if !r.Token {
 			r.Principal = NewPrincipal(k) // its scopes as they are now
 		}
 	}
 	var ae *Error
-	if err := g.allow(ctx, lk, r, h.project, h.incarnation, h.client); errors.As(err, &ae) {
-		h.end(revoked("read access to this stream ended: its project was deleted or created again, or the key's access to it changed"))
+	if err := g.allow(ctx, lk, r, project, incarnation, client); errors.As(err, &ae) {
+		return revoked("read access to this stream ended: its project was deleted or created again, or the key's access to it changed")
+	} else if err != nil {
+		return err
 	}
+	return nil
+}
+
+// Recheck repeats, for readers admitted earlier (Admit, then Allow), the
+// checks Hold makes while a stream is open — the key still good, the
+// project still in the incarnation, the client's address still allowed —
+// for a caller that keeps its own list of open readers (the API's NATS
+// connections of direct subscribers). It reads each key and project once:
+// make one per round of checks.
+type Recheck struct {
+	g  *StreamGate
+	lk *lookups
+}
+
+// NewRecheck starts a round of checks.
+func (g *StreamGate) NewRecheck() *Recheck { return &Recheck{g: g, lk: g.lookups()} }
+
+// Check returns nil when r may still read project's incarnation from
+// client; an *Error of Code CodeAccessRevoked when it may not; another
+// error when the store could not tell (keep the reader, check again later).
+func (rc *Recheck) Check(ctx context.Context, r Reader, project, incarnation string, client netip.Addr) error {
+	return rc.g.recheck(ctx, rc.lk, r, readerKey(r), project, incarnation, client)
 }
 
 func revoked(msg string) *Error { return errorf(KindForbidden, CodeAccessRevoked, "%s", msg) }

@@ -123,6 +123,11 @@ type Config struct {
 	// bounds how long a connection made with it lasts (the server closes
 	// it when the credential's user JWT expires). Default 15m.
 	NATSCredentialTTL time.Duration
+	// NATSSweepEvery is how often, with Deps.NATSSystem, every open
+	// direct subscriber is checked when nothing changed (it catches keys
+	// that simply expired); changes to keys and projects are checked at
+	// once. Default natsauth.DefaultSweepEvery.
+	NATSSweepEvery time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -205,6 +210,12 @@ type Deps struct {
 	ShowKey func(key string)
 	// Clock is the scheduler's time (time.Now when nil; tests move it).
 	Clock func() time.Time
+	// NATSSystem is a connection of the system account's user
+	// (natsserver.RoleSystem). With it and Config.NATSCalloutSeed the API
+	// closes a direct subscriber's open connections within seconds of its
+	// key's revocation or its project's deletion (natsauth.Sweeper);
+	// without it they stay open until their credential expires.
+	NATSSystem *nats.Conn
 }
 
 // Service is the API: register its routes on an Echo instance, then
@@ -226,7 +237,11 @@ type Service struct {
 	// callout answers the NATS server's auth callout; nil without
 	// Config.NATSCalloutSeed.
 	callout *natsauth.Callout
-	redis   pinger
+	// sweeper closes revoked direct subscribers' connections; nil without
+	// the callout or Deps.NATSSystem.
+	sweeper       *natsauth.Sweeper
+	credentialTTL time.Duration
+	redis         pinger
 	// failClosed: requests are refused while Redis is down.
 	failClosed bool
 	// reinstallBootstrap: see Config.ReinstallBootstrapKey.
@@ -293,6 +308,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		s.callout = &natsauth.Callout{Gate: &access.StreamGate{Signer: deps.Signer, Keys: store, Projects: store},
 			Issuer: issuer, Timeout: cfg.PublishTimeout, Log: log.With("component", "nats-auth-callout")}
 		natsCreds = natsauth.Minter{Signer: deps.Signer, TTL: cfg.NATSCredentialTTL}
+		s.credentialTTL = cfg.NATSCredentialTTL
+		if deps.NATSSystem != nil {
+			s.sweeper = &natsauth.Sweeper{Gate: s.callout.Gate, Conn: deps.NATSSystem, Every: cfg.NATSSweepEvery,
+				Kicked: s.metrics.Kicked, Log: log.With("component", "nats-credential-sweeper")}
+		}
 	}
 	var secrets httpapi.Secrets
 	var hooks httpapi.Webhooks
@@ -404,7 +424,12 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.conn.run(life, s.nc)
-	if err := s.store.Watch(life, func(c natskv.Change) { s.cached.Forget(life, c.Key, c.Project) }); err != nil {
+	if err := s.store.Watch(life, func(c natskv.Change) {
+		s.cached.Forget(life, c.Key, c.Project)
+		if s.sweeper != nil {
+			s.sweeper.Changed() // a revoked key or deleted project may have direct subscribers
+		}
+	}); err != nil {
 		stop()
 		return err
 	}
@@ -423,6 +448,17 @@ func (s *Service) Start(ctx context.Context) error {
 			return err
 		}
 		s.closers = append(s.closers, func() { _ = sub.Unsubscribe() })
+		if s.sweeper == nil {
+			s.log.Warn("no NATS system user (--nats-system-nkey or --nats-system-user): a direct subscriber's open connection outlives its key's revocation or its project's deletion until its credential expires",
+				"expires_after", s.credentialTTL)
+		} else {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				s.sweeper.Run(life)
+			}()
+			s.closers = append(s.closers, func() { <-done }) // after stop: the sweep ends with life
+		}
 	}
 	s.started, s.stop = true, stop
 	return nil

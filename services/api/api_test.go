@@ -49,10 +49,18 @@ func setup(t *testing.T) bundle {
 // Deps.ShowKey; it is shut down at cleanup.
 func newAPI(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Logger, showKey ...func(string)) *api.Service {
 	t.Helper()
+	return newAPIWith(t, cfg, js, log, func(d *api.Deps) {
+		for _, f := range showKey {
+			d.ShowKey = f
+		}
+	})
+}
+
+// newAPIWith is newAPI with edit changing the dependencies first.
+func newAPIWith(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Logger, edit func(*api.Deps)) *api.Service {
+	t.Helper()
 	deps := apiDeps(t, cfg, js, log)
-	for _, f := range showKey {
-		deps.ShowKey = f
-	}
+	edit(&deps)
 	a, err := api.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
@@ -98,13 +106,19 @@ func apiDeps(t *testing.T, cfg api.Config, js jetstream.JetStream, log *slog.Log
 
 func setupWith(t *testing.T, cfg api.Config, js jetstream.JetStream) bundle {
 	t.Helper()
+	return setupWithDeps(t, cfg, js, func(*api.Deps) {})
+}
+
+// setupWithDeps is setupWith with edit changing the API's dependencies.
+func setupWithDeps(t *testing.T, cfg api.Config, js jetstream.JetStream, edit func(*api.Deps)) bundle {
+	t.Helper()
 	if js == nil {
 		_, _, js = natstest.Provisioned(t)
 	}
 	if cfg.BootstrapKey == "" {
 		cfg.BootstrapKey = adminKey
 	}
-	a := newAPI(t, cfg, js, slog.New(slog.DiscardHandler))
+	a := newAPIWith(t, cfg, js, slog.New(slog.DiscardHandler), edit)
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

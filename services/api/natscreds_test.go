@@ -34,6 +34,15 @@ type calloutBundle struct {
 
 func setupCallout(t *testing.T, ttl time.Duration) calloutBundle {
 	t.Helper()
+	return setupCalloutWith(t, ttl, false, 0)
+}
+
+// setupCalloutWith is setupCallout whose API, with system set, signs in as
+// the system user too (natsserver.RoleSystem) and so closes revoked
+// credentials' connections, checking them all every sweepEvery (0: the
+// default).
+func setupCalloutWith(t *testing.T, ttl time.Duration, system bool, sweepEvery time.Duration) calloutBundle {
+	t.Helper()
 	creds, err := natsserver.EnsureCredentials(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -69,8 +78,12 @@ func setupCallout(t *testing.T, ttl time.Duration) calloutBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := setupWith(t, api.Config{MaxBodyBytes: 64 << 10, NATSCalloutSeed: bytes.TrimSpace(seed), NATSCredentialTTL: ttl},
-		signIn(natsserver.RoleAPI))
+	var sys *nats.Conn
+	if system {
+		sys = signIn(natsserver.RoleSystem).Conn()
+	}
+	b := setupWithDeps(t, api.Config{MaxBodyBytes: 64 << 10, NATSCalloutSeed: bytes.TrimSpace(seed), NATSCredentialTTL: ttl,
+		NATSSweepEvery: sweepEvery}, signIn(natsserver.RoleAPI), func(d *api.Deps) { d.NATSSystem = sys })
 	b.js = admin
 	return calloutBundle{bundle: b, nurl: srv.ClientURL(), writer: admin}
 }

@@ -67,6 +67,7 @@ type metrics struct {
 	rejected  metric.Int64Counter
 	authFails metric.Int64Counter
 	degraded  metric.Int64Counter
+	kicks     metric.Int64Counter
 }
 
 func newMetrics(ctx context.Context, mp metric.MeterProvider) (*metrics, error) {
@@ -89,9 +90,17 @@ func newMetrics(ctx context.Context, mp metric.MeterProvider) (*metrics, error) 
 		metric.WithDescription("Decisions made without a failed or open dependency, by dependency.")); err != nil {
 		return nil, err
 	}
+	if s.kicks, err = m.Int64Counter("rdev.api.nats.kicks", metric.WithUnit("{connection}"),
+		metric.WithDescription("Direct subscribers' NATS connections closed because their credential's key was revoked, deleted or expired or its project deleted.")); err != nil {
+		return nil, err
+	}
 	s.rejected.Add(ctx, 0)
+	s.kicks.Add(ctx, 0)
 	return &s, nil
 }
+
+// Kicked counts a direct subscriber's connection closed (natsauth.Sweeper).
+func (m *metrics) Kicked() { m.kicks.Add(m.ctx, 1) }
 
 func (m *metrics) Submitted(ctx context.Context, st contracts.JobState, replayed bool) {
 	if replayed {

@@ -18,7 +18,7 @@ import (
 type Credentials struct {
 	// Dir holds <role>.nk files, mode 0600, in a directory of mode 0700.
 	Dir string
-	// Public is each role's public nkey (U…).
+	// Public is each role's public nkey (U…), RoleSystem's included.
 	Public map[Role]string
 	// CalloutIssuer is the public key (A…) of the account nkey whose seed
 	// (CalloutSeedFile) the API signs direct subscribers' user JWTs with:
@@ -29,14 +29,17 @@ type Credentials struct {
 // CalloutSeedFile is the path of the auth callout issuer's seed.
 func (c Credentials) CalloutSeedFile() string { return filepath.Join(c.Dir, "callout.nk") }
 
+// SystemSeedFile is the path of the system user's seed (RoleSystem).
+func (c Credentials) SystemSeedFile() string { return c.SeedFile(RoleSystem) }
+
 // SeedFile is the path of role's seed file.
 func (c Credentials) SeedFile(r Role) string { return filepath.Join(c.Dir, string(r)+".nk") }
 
 // Users are the embedded server's users: each role's public key with its
-// Permissions.
+// Permissions, and the system user (RoleSystem).
 func (c Credentials) Users() []User {
 	var out []User
-	for _, r := range Roles() {
+	for _, r := range append(Roles(), RoleSystem) {
 		out = append(out, User{Role: r, NKey: c.Public[r]})
 	}
 	return out
@@ -54,7 +57,7 @@ func EnsureCredentials(dir string) (Credentials, error) {
 		return Credentials{}, fmt.Errorf("natsserver: credentials directory: %w", err)
 	}
 	c := Credentials{Dir: dir, Public: map[Role]string{}}
-	for _, r := range Roles() {
+	for _, r := range append(Roles(), RoleSystem) {
 		var err error
 		if c.Public[r], err = ensureSeed(c.SeedFile(r), nkeys.CreateUser); err != nil {
 			return Credentials{}, fmt.Errorf("natsserver: %s credentials: %w", r, err)

@@ -26,7 +26,8 @@ type Config struct {
 
 	// Users, when set, are the only clients admitted: anonymous
 	// connections are refused. Without users the server is open (tests,
-	// and the nodes of a test cluster).
+	// and the nodes of a test cluster). A RoleSystem user is placed in
+	// the system account (SystemAccount), every other in the global one.
 	Users []User
 
 	// Cluster, when set, makes the server one node of a JetStream cluster.
@@ -99,11 +100,22 @@ func Start(cfg Config) (*server.Server, error) {
 		// Output bursts publish many messages before the first ack returns.
 		MaxPending: 256 << 20,
 	}
+	var sys *server.Account
 	for _, u := range cfg.Users {
 		if u.NKey == "" {
 			return nil, fmt.Errorf("natsserver: user %s has no key", u.Role)
 		}
-		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.NKey, Permissions: Permissions(u.Role)})
+		nu := &server.NkeyUser{Nkey: u.NKey, Permissions: Permissions(u.Role)}
+		if u.Role == RoleSystem {
+			// The system account by name, as a cluster's configuration
+			// names it (system_account: SYS).
+			if sys == nil {
+				sys = server.NewAccount(SystemAccount)
+				opts.SystemAccount, opts.Accounts = SystemAccount, append(opts.Accounts, sys)
+			}
+			nu.Account = sys
+		}
+		opts.Nkeys = append(opts.Nkeys, nu)
 	}
 	if cfg.CalloutIssuer != "" {
 		if len(cfg.Users) == 0 {

@@ -2,8 +2,10 @@ package natsserver_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,7 +46,7 @@ func TestPermissionsConf(t *testing.T) {
 // gives every rdev user exactly the Go permissions.
 func TestServerConf(t *testing.T) {
 	keys := map[string]natsserver.Role{}
-	for _, r := range natsserver.Roles() {
+	for _, r := range append(natsserver.Roles(), natsserver.RoleSystem) {
 		kp, err := nkeys.CreateUser()
 		must(t, err)
 		pub, err := kp.PublicKey()
@@ -81,6 +83,13 @@ func TestServerConf(t *testing.T) {
 		if got, want := canonical(u.Permissions), canonical(natsserver.Permissions(r)); got != want {
 			t.Errorf("%s permissions in server.conf:\n%s\nwant:\n%s", r, got, want)
 		}
+		// The system user alone is in the system account.
+		if inSys := u.Account != nil && u.Account.Name == natsserver.SystemAccount; inSys != (r == natsserver.RoleSystem) {
+			t.Errorf("%s user in account %v", r, u.Account)
+		}
+	}
+	if opts.SystemAccount != natsserver.SystemAccount {
+		t.Errorf("server.conf system account %q, want %q", opts.SystemAccount, natsserver.SystemAccount)
 	}
 }
 
@@ -424,4 +433,81 @@ func TestBusyPortFailsAtOnce(t *testing.T) {
 	if took := time.Since(began); took > 5*time.Second {
 		t.Errorf("Start took %s to fail", took)
 	}
+}
+
+// The system user lists connections and closes one, and may do nothing
+// else: no RELOAD, no other $SYS subject, nothing of rdev's account.
+func TestSystemUser(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	sys, _, violations := f.connect(t, natsserver.RoleSystem)
+	closed := make(chan struct{})
+	opt, err := nats.NkeyOptionFromSeed(f.creds.SeedFile(natsserver.RoleStreamer))
+	must(t, err)
+	// No reconnect: the kick's effect is seen, not hidden by a new connection.
+	victim, err := nats.Connect(f.srv.ClientURL(), opt, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	must(t, err)
+	t.Cleanup(victim.Close)
+	victimID, err := victim.GetClientID()
+	must(t, err)
+
+	reply, err := sys.Request(natsserver.SubjectConnzPing, []byte(`{"auth":true}`), 5*time.Second)
+	must(t, err)
+	var connz struct {
+		Server struct {
+			ID string `json:"id"`
+		} `json:"server"`
+		Data struct {
+			Conns []struct {
+				CID  uint64 `json:"cid"`
+				User string `json:"authorized_user"`
+			} `json:"connections"`
+		} `json:"data"`
+	}
+	must(t, json.Unmarshal(reply.Data, &connz))
+	if !slices.ContainsFunc(connz.Data.Conns, func(c struct {
+		CID  uint64 `json:"cid"`
+		User string `json:"authorized_user"`
+	}) bool {
+		return c.CID == victimID && c.User == f.creds.Public[natsserver.RoleStreamer]
+	}) {
+		t.Fatalf("CONNZ lists %+v, without the streamer's connection %d", connz.Data.Conns, victimID)
+	}
+	kick := strings.Replace(natsserver.SubjectServerKick, "*", connz.Server.ID, 1)
+	_, err = sys.Request(kick, []byte(fmt.Sprintf(`{"cid":%d}`, victimID)), 5*time.Second)
+	must(t, err)
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second): // generous: a loaded machine
+		t.Fatal("the kicked connection is still open")
+	}
+
+	refused := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s: allowed", what)
+		}
+		select {
+		case v := <-violations:
+			if !strings.Contains(strings.ToLower(v.Error()), "permissions violation") {
+				t.Fatalf("%s: %v, then %v: want a permissions violation", what, err, v)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: %v, not a permissions violation", what, err)
+		}
+	}
+	reload := "$SYS.REQ.SERVER." + connz.Server.ID + ".RELOAD"
+	_, err = sys.Request(reload, nil, time.Second)
+	refused("reload", err)
+	_, err = sys.Request("$SYS.REQ.SERVER.PING.VARZ", nil, time.Second)
+	refused("varz", err)
+	sub, err := sys.SubscribeSync("$SYS.>")
+	must(t, err)
+	_, err = sub.NextMsg(time.Second)
+	refused("subscribe $SYS.>", err)
+	must(t, sys.Publish(contracts.SubjectJobsPrefix+".default", []byte("{}")))
+	must(t, sys.Flush())
+	refused("publish a job", errors.New("published"))
+	_, err = sys.Request("$JS.API.INFO", nil, time.Second)
+	refused("JetStream", err)
 }

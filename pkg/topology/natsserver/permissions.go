@@ -39,8 +39,29 @@ const (
 	RoleNotifier Role = "notifier"
 )
 
-// Roles lists every role, admin first.
+// Roles lists every role of rdev's account, admin first. RoleSystem is
+// not among them: it is a user of the system account.
 func Roles() []Role { return []Role{RoleAdmin, RoleAPI, RoleWorker, RoleStreamer, RoleNotifier} }
+
+// RoleSystem is the API's user in the server's system account
+// (SystemAccount): it lists the connections of every server of the
+// cluster (CONNZ) and closes those of direct subscribers whose credential
+// no longer passes (KICK) — nothing else of the system account, which
+// could otherwise reload servers or read every account's traffic.
+const RoleSystem Role = "system"
+
+// SystemAccount is the name of the system account rdev's servers
+// configure (system_account), where RoleSystem's user lives.
+const SystemAccount = "SYS"
+
+// The system account's requests RoleSystem may make: list the
+// connections of every server (a ping all servers answer) or of one (to
+// page further), and close one connection of one server.
+const (
+	SubjectConnzPing   = "$SYS.REQ.SERVER.PING.CONNZ"
+	SubjectServerConnz = "$SYS.REQ.SERVER.*.CONNZ"
+	SubjectServerKick  = "$SYS.REQ.SERVER.*.KICK"
+)
 
 // AuthCalloutSubject is where the server asks the auth callout (the API)
 // whether to admit a client that is none of rdev's role users.
@@ -124,6 +145,12 @@ func Permissions(r Role) *server.Permissions {
 		// The access bucket is watched so that open streams end within
 		// seconds of their key's revocation or their project's deletion.
 		pub = append(pub, consume(contracts.StreamOutput, kvAccess)...)
+	case RoleSystem:
+		// Not the common set: the system account has no JetStream of rdev.
+		return &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{SubjectConnzPing, SubjectServerConnz, SubjectServerKick}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}
 	case RoleNotifier:
 		// Stream references (the job's trace) and batches of the state
 		// bucket; endpoints watched and their health written; deliveries
@@ -205,9 +232,14 @@ func PermissionsConf() string {
 	b.WriteString("# Generated from pkg/topology/natsserver (Permissions), which the embedded\n")
 	b.WriteString("# server of `rdev up` uses; TestPermissionsConf keeps the two equal.\n")
 	b.WriteString("# Regenerate: go test ./pkg/topology/natsserver -run TestPermissionsConf -update\n")
-	for _, r := range Roles() {
+	for _, r := range append(Roles(), RoleSystem) {
 		p := Permissions(r)
-		fmt.Fprintf(&b, "\n%s = {\n", PermissionsVar(r))
+		b.WriteString("\n")
+		if r == RoleSystem {
+			b.WriteString("# The API's user in the system account (system_account: " + SystemAccount + "): it lists\n")
+			b.WriteString("# connections and closes direct subscribers' whose credential was revoked.\n")
+		}
+		fmt.Fprintf(&b, "%s = {\n", PermissionsVar(r))
 		list := func(name string, subjects []string) {
 			fmt.Fprintf(&b, "  %s: {\n    allow: [\n", name)
 			for _, s := range subjects {

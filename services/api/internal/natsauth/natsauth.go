@@ -6,7 +6,8 @@
 // project and its incarnation, the project's allowed IPs) and answers
 // with a user JWT, signed by the callout's issuer key, that carries
 // natsserver.ReaderPermissions of the project and expires with the token.
-// The server disconnects the client when the JWT expires.
+// The server disconnects the client when the JWT expires; before that,
+// a Sweeper closes the connections of credentials revoked since.
 package natsauth
 
 import (
@@ -138,7 +139,9 @@ func (c *Callout) authorize(ctx context.Context, req *jwt.AuthorizationRequestCl
 		return "", "credential refused: " + err.Error()
 	}
 	uc := jwt.NewUserClaims(req.UserNkey)
-	uc.Name = "rdev-reader:" + cred.Project
+	// The name identifies the credential on its connections, for the
+	// Sweeper (CONNZ reports it as the connection's user).
+	uc.Name = reader{project: cred.Project, incarnation: r.Grant.Incarnation, keyID: r.Grant.KeyID}.userName()
 	uc.Audience = c.Account
 	uc.Expires = cred.Expires.Unix()
 	uc.Permissions = natsserver.ReaderPermissions(cred.Project)
