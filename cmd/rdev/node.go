@@ -391,6 +391,16 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	case cfg.api.NATSCalloutKey != "":
 		acfg.NATSCalloutSeed = []byte(strings.TrimSpace(cfg.api.NATSCalloutKey))
 	}
+	switch {
+	case cfg.api.NATSCalloutXKeyFile != "":
+		seed, err := os.ReadFile(cfg.api.NATSCalloutXKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS auth callout xkey: %w", err)
+		}
+		acfg.NATSCalloutXKeySeed = bytes.TrimSpace(seed)
+	case cfg.api.NATSCalloutXKey != "":
+		acfg.NATSCalloutXKeySeed = []byte(strings.TrimSpace(cfg.api.NATSCalloutXKey))
+	}
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
 		JS: ajs, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),
