@@ -1,8 +1,13 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,7 +117,7 @@ func setupOperator(t *testing.T, ttl time.Duration, mode operatorMode) calloutBu
 	// The CONNECT of a user whose JWT carries rdev's least privilege (the
 	// API's is about 7 KiB) exceeds the default 4 KiB control line.
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir(), MaxControlLine: 64 << 10,
+		JetStream: true, StoreDir: t.TempDir(), MaxControlLine: 16 << 10,
 		TrustedOperators: []*jwt.OperatorClaims{operator}, SystemAccount: syspub, AccountResolver: resolver,
 		DefaultSentinel: user(sentinelPub, nothing, true)})
 	if err != nil {
@@ -237,4 +242,130 @@ func TestNATSCredentialConnectionEndsAtExpiryUnderOperatorMode(t *testing.T) {
 		t.Fatalf("closed at %v, before the credential's expiry %v", time.Now(), c.ExpiresAt)
 	}
 	refusedAtConnect(t, b, c, "an expired credential")
+}
+
+// setupServerConfXKey is setupCallout with a server configured from a
+// file as deploy/nats/server.conf is, but with rdev's users in a named
+// account (RDEV) and an auth_callout that names that account and an
+// xkey: the server encrypts its requests, and the callout places users
+// in RDEV.
+func setupServerConfXKey(t *testing.T) calloutBundle {
+	t.Helper()
+	creds, err := natsserver.EnsureCredentials(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every role is a user of RDEV (the permissions file defines the
+	// five, and the server refuses one it does not use) and an auth user.
+	var users, authUsers []string
+	for _, u := range creds.Users() {
+		users = append(users, fmt.Sprintf("{nkey: %s, permissions: $%s}", u.NKey, natsserver.PermissionsVar(u.Role)))
+		authUsers = append(authUsers, u.NKey)
+	}
+	xkp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xpub, _ := xkp.PublicKey()
+	xseed, _ := xkp.Seed()
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`listen: "127.0.0.1:-1"
+jetstream { store_dir: %q }
+%s
+accounts {
+  RDEV {
+    jetstream: enabled
+    users: [
+      %s
+    ]
+  }
+}
+authorization {
+  auth_callout {
+    issuer: %s
+    account: RDEV
+    auth_users: [%s]
+    xkey: %s
+  }
+}
+`, filepath.Join(dir, "js"), natsserver.PermissionsConf(), strings.Join(users, "\n      "),
+		creds.CalloutIssuer, strings.Join(authUsers, ", "), xpub)
+	path := filepath.Join(dir, "server.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.NoLog, opts.NoSigs = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(30 * time.Second) {
+		t.Fatal("the NATS server is not ready")
+	}
+	signIn := func(r natsserver.Role) jetstream.JetStream {
+		o, err := nats.NkeyOptionFromSeed(creds.SeedFile(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(srv.ClientURL(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	admin := signIn(natsserver.RoleAdmin)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topology.Ensure(ctx, admin, topology.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	seed, err := os.ReadFile(creds.CalloutSeedFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setupWith(t, api.Config{MaxBodyBytes: 64 << 10, NATSCalloutSeed: bytes.TrimSpace(seed),
+		NATSCalloutAccount: "RDEV", NATSCalloutXKeySeed: xseed}, signIn(natsserver.RoleAPI))
+	b.js = admin
+	return calloutBundle{bundle: b, nurl: srv.ClientURL(), writer: admin}
+}
+
+// With a server's authorization block too, the callout answers requests
+// encrypted to its xkey and places users in the auth_callout account the
+// block names, where rdev's subjects are.
+func TestNATSCredentialsUnderServerConfigWithXKeyAndAccount(t *testing.T) {
+	t.Parallel()
+	b := setupServerConfXKey(t)
+	r := b.mustConnect(t, b.credential(t, "demo", b.admin2(t)))
+	live, err := r.nc.SubscribeSync(contracts.SubjectProjectOutput("demo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.line(t, "other", "o1", 1)
+	b.line(t, "demo", "s1", 1)
+	if m, err := live.NextMsg(20 * time.Second); err != nil || m.Subject != contracts.SubjectOutput("demo", "s1") {
+		t.Fatalf("live line: %v %v", m, err)
+	}
+	if _, err := r.nc.SubscribeSync(contracts.SubjectProjectOutput("other")); err != nil {
+		t.Fatal(err)
+	}
+	r.refused(t, "subscribe to another project's output", contracts.SubjectProjectOutput("other"))
+	job := contracts.SubjectJob(contracts.PriorityNormal, "demo")
+	if err := r.nc.Publish(job, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	r.refused(t, "publish a job", job)
 }
