@@ -1,8 +1,6 @@
 package api_test
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,12 +12,10 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/services/api"
 )
@@ -116,42 +112,20 @@ func setupOperator(t *testing.T, ttl time.Duration, mode operatorMode) calloutBu
 
 	// The CONNECT of a user whose JWT carries rdev's least privilege (the
 	// API's is about 7 KiB) exceeds the default 4 KiB control line.
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+	srv := startServer(t, &server.Options{Host: "127.0.0.1", Port: -1,
 		JetStream: true, StoreDir: t.TempDir(), MaxControlLine: 16 << 10,
 		TrustedOperators: []*jwt.OperatorClaims{operator}, SystemAccount: syspub, AccountResolver: resolver,
 		DefaultSentinel: user(sentinelPub, nothing, true)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(30 * time.Second) {
-		t.Fatal("the NATS server is not ready")
-	}
-	signIn := func(kp nkeys.KeyPair, pub string, perms jwt.Permissions) jetstream.JetStream {
-		ujwt := user(pub, perms, false)
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserJWTAndSeed(ujwt, string(seed(kp))))
-		if err != nil {
-			t.Fatal(err)
+	return calloutWith(t, srv.ClientURL(), func(r natsserver.Role) nats.Option {
+		switch r {
+		case natsserver.RoleAdmin:
+			return nats.UserJWTAndSeed(user(adminPub, jwt.Permissions{}, false), string(seed(adminKP)))
+		case natsserver.RoleAPI:
+			return nats.UserJWTAndSeed(user(apiPub, userPermissions(natsserver.Permissions(r)), false), string(seed(apiKP)))
 		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js
-	}
-	admin := signIn(adminKP, adminPub, jwt.Permissions{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := topology.Ensure(ctx, admin, topology.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	b := setupWith(t, api.Config{MaxBodyBytes: 64 << 10, NATSCredentialTTL: ttl,
-		NATSCalloutSeed: seed(issuer), NATSCalloutAccount: apub, NATSCalloutXKeySeed: xseed},
-		signIn(apiKP, apiPub, userPermissions(natsserver.Permissions(natsserver.RoleAPI))))
-	b.js = admin
-	return calloutBundle{bundle: b, nurl: srv.ClientURL(), writer: admin}
+		t.Fatalf("no user for %s", r)
+		return nil
+	}, api.Config{NATSCredentialTTL: ttl, NATSCalloutSeed: seed(issuer), NATSCalloutAccount: apub, NATSCalloutXKeySeed: xseed})
 }
 
 // userPermissions is p as a user JWT's permissions.
@@ -185,28 +159,7 @@ func TestNATSCredentialsUnderOperatorMode(t *testing.T) {
 			c := b.credential(t, "demo", key.Key)
 			r := b.mustConnect(t, c)
 
-			live, err := r.nc.SubscribeSync(contracts.SubjectProjectOutput("demo"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := r.nc.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			b.line(t, "other", "o1", 1)
-			b.line(t, "demo", "s1", 1)
-			if m, err := live.NextMsg(20 * time.Second); err != nil || m.Subject != contracts.SubjectOutput("demo", "s1") {
-				t.Fatalf("live line: %v %v", m, err)
-			}
-			if _, err := r.nc.SubscribeSync(contracts.SubjectProjectOutput("other")); err != nil {
-				t.Fatal(err)
-			}
-			r.refused(t, "subscribe to another project's output", contracts.SubjectProjectOutput("other"))
-			for _, subj := range []string{contracts.SubjectJob(contracts.PriorityNormal, "demo"), natsserver.AuthCalloutSubject} {
-				if err := r.nc.Publish(subj, []byte(`{}`)); err != nil {
-					t.Fatal(err)
-				}
-				r.refused(t, "publish "+subj, subj)
-			}
+			b.readsOnlyItsProject(t, r)
 
 			if resp, rb := b.do(t, http.MethodDelete, "/v1/keys/"+key.ID, "", nil); resp.StatusCode != http.StatusOK {
 				t.Fatalf("revoke: %d %s", resp.StatusCode, rb)
@@ -224,24 +177,7 @@ func TestNATSCredentialsUnderOperatorMode(t *testing.T) {
 // credential expires (the user JWT the callout issued expires with it).
 func TestNATSCredentialConnectionEndsAtExpiryUnderOperatorMode(t *testing.T) {
 	t.Parallel()
-	b := setupOperator(t, 2*time.Second, operatorMode{signingKey: true, xkey: true})
-	c := b.credential(t, "demo", b.admin2(t))
-	closed := make(chan struct{})
-	r, err := b.connect(c, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer r.nc.Close()
-	// Generous: expiry is at most 2s away; the machine is loaded.
-	select {
-	case <-closed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the connection outlived its credential")
-	}
-	if time.Now().Before(c.ExpiresAt) {
-		t.Fatalf("closed at %v, before the credential's expiry %v", time.Now(), c.ExpiresAt)
-	}
-	refusedAtConnect(t, b, c, "an expired credential")
+	setupOperator(t, 2*time.Second, operatorMode{signingKey: true, xkey: true}).connectionEndsAtExpiry(t)
 }
 
 // setupServerConfXKey is setupCallout with a server configured from a
@@ -298,46 +234,8 @@ authorization {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.NoLog, opts.NoSigs = true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(30 * time.Second) {
-		t.Fatal("the NATS server is not ready")
-	}
-	signIn := func(r natsserver.Role) jetstream.JetStream {
-		o, err := nats.NkeyOptionFromSeed(creds.SeedFile(r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := nats.Connect(srv.ClientURL(), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js
-	}
-	admin := signIn(natsserver.RoleAdmin)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := topology.Ensure(ctx, admin, topology.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	seed, err := os.ReadFile(creds.CalloutSeedFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := setupWith(t, api.Config{MaxBodyBytes: 64 << 10, NATSCalloutSeed: bytes.TrimSpace(seed),
-		NATSCalloutAccount: "RDEV", NATSCalloutXKeySeed: xseed}, signIn(natsserver.RoleAPI))
-	b.js = admin
-	return calloutBundle{bundle: b, nurl: srv.ClientURL(), writer: admin}
+	srv := startServer(t, opts)
+	return calloutOn(t, srv.ClientURL(), creds, api.Config{NATSCalloutAccount: "RDEV", NATSCalloutXKeySeed: xseed})
 }
 
 // With a server's authorization block too, the callout answers requests
@@ -346,7 +244,14 @@ authorization {
 func TestNATSCredentialsUnderServerConfigWithXKeyAndAccount(t *testing.T) {
 	t.Parallel()
 	b := setupServerConfXKey(t)
-	r := b.mustConnect(t, b.credential(t, "demo", b.admin2(t)))
+	b.readsOnlyItsProject(t, b.mustConnect(t, b.credential(t, "demo", b.admin2(t))))
+}
+
+// readsOnlyItsProject checks that r, connected with a credential of demo,
+// follows demo's output live and is refused another project's output,
+// publishing a job and publishing to the callout subject.
+func (b calloutBundle) readsOnlyItsProject(t *testing.T, r *reader) {
+	t.Helper()
 	live, err := r.nc.SubscribeSync(contracts.SubjectProjectOutput("demo"))
 	if err != nil {
 		t.Fatal(err)
@@ -363,9 +268,26 @@ func TestNATSCredentialsUnderServerConfigWithXKeyAndAccount(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.refused(t, "subscribe to another project's output", contracts.SubjectProjectOutput("other"))
-	job := contracts.SubjectJob(contracts.PriorityNormal, "demo")
-	if err := r.nc.Publish(job, []byte(`{}`)); err != nil {
+	for _, subj := range []string{contracts.SubjectJob(contracts.PriorityNormal, "demo"), natsserver.AuthCalloutSubject} {
+		if err := r.nc.Publish(subj, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		r.refused(t, "publish "+subj, subj)
+	}
+}
+
+// startServer runs a NATS server with opts until the test ends.
+func startServer(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.NoLog, opts.NoSigs = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
 		t.Fatal(err)
 	}
-	r.refused(t, "publish a job", job)
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(30 * time.Second) {
+		t.Fatal("the NATS server is not ready")
+	}
+	return srv
 }
