@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -17,6 +16,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/api"
 )
 
@@ -30,113 +30,30 @@ type operatorMode struct {
 	xkey bool
 }
 
-// setupOperator is setupCallout under decentralized auth: a real embedded
-// NATS server in operator mode (trusted operator, a memory resolver
-// preloaded with the system account and rdev's account, JetStream enabled
-// for rdev's account), the callout configured on rdev's account JWT with
-// the API's and the admin's user as its auth users, and a default
-// sentinel, so that a direct subscriber connects with the token alone as
-// under rdev up. rdev's users sign in with user JWTs of rdev's account;
-// the API's carries natsserver.Permissions(RoleAPI).
+// setupOperator is setupCallout under decentralized auth
+// (natstest.StartOperator: the callout configured on rdev's account JWT,
+// a default sentinel so that a direct subscriber connects with the token
+// alone as under rdev up). rdev's users sign in with user JWTs of rdev's
+// account; the API's carries natsserver.Permissions(RoleAPI).
 func setupOperator(t *testing.T, ttl time.Duration, mode operatorMode) calloutBundle {
 	t.Helper()
-	create := func(f func() (nkeys.KeyPair, error)) (nkeys.KeyPair, string) {
-		kp, err := f()
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, err := kp.PublicKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return kp, pub
+	o := natstest.StartOperator(t, natstest.OperatorConfig{XKey: mode.xkey})
+	issuer := o.AccountKey
+	if mode.signingKey {
+		issuer = o.SigningKey
 	}
 	seed := func(kp nkeys.KeyPair) []byte {
+		if kp == nil {
+			return nil
+		}
 		s, err := kp.Seed()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	encode := func(c interface {
-		Encode(nkeys.KeyPair) (string, error)
-	}, kp nkeys.KeyPair) string {
-		s, err := c.Encode(kp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	okp, opub := create(nkeys.CreateOperator)
-	_, syspub := create(nkeys.CreateAccount)
-	akp, apub := create(nkeys.CreateAccount)
-	apiKP, apiPub := create(nkeys.CreateUser)
-	adminKP, adminPub := create(nkeys.CreateUser)
-
-	operator := jwt.NewOperatorClaims(opub)
-	operator.SystemAccount = syspub
-	encode(operator, okp) // fills in the issuer the server checks
-	sys := jwt.NewAccountClaims(syspub)
-	account := jwt.NewAccountClaims(apub)
-	account.Name = "rdev"
-	account.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
-	account.Authorization.AuthUsers.Add(apiPub, adminPub)
-	issuer := akp
-	if mode.signingKey {
-		var spub string
-		issuer, spub = create(nkeys.CreateAccount)
-		account.SigningKeys.Add(spub)
-	}
-	var xseed []byte
-	if mode.xkey {
-		xkp, xpub := create(nkeys.CreateCurveKeys)
-		account.Authorization.XKey = xpub
-		xseed = seed(xkp)
-	}
-	resolver := &server.MemAccResolver{}
-	for pub, claims := range map[string]string{syspub: encode(sys, okp), apub: encode(account, okp)} {
-		if err := resolver.Store(pub, claims); err != nil {
-			t.Fatal(err)
-		}
-	}
-	user := func(pub string, perms jwt.Permissions, bearer bool) string {
-		uc := jwt.NewUserClaims(pub)
-		uc.Permissions = perms
-		uc.BearerToken = bearer
-		return encode(uc, akp)
-	}
-	// The sentinel: whoever connects without a user JWT is this bearer
-	// user of rdev's account, allowed nothing, and so goes to the callout.
-	nothing := jwt.Permissions{Pub: jwt.Permission{Deny: []string{">"}}, Sub: jwt.Permission{Deny: []string{">"}}}
-	_, sentinelPub := create(nkeys.CreateUser)
-
-	// The CONNECT of a user whose JWT carries rdev's least privilege (the
-	// API's is about 7 KiB) exceeds the default 4 KiB control line.
-	srv := startServer(t, &server.Options{Host: "127.0.0.1", Port: -1,
-		JetStream: true, StoreDir: t.TempDir(), MaxControlLine: 16 << 10,
-		TrustedOperators: []*jwt.OperatorClaims{operator}, SystemAccount: syspub, AccountResolver: resolver,
-		DefaultSentinel: user(sentinelPub, nothing, true)})
-	return calloutWith(t, srv.ClientURL(), func(r natsserver.Role) nats.Option {
-		switch r {
-		case natsserver.RoleAdmin:
-			return nats.UserJWTAndSeed(user(adminPub, jwt.Permissions{}, false), string(seed(adminKP)))
-		case natsserver.RoleAPI:
-			return nats.UserJWTAndSeed(user(apiPub, userPermissions(natsserver.Permissions(r)), false), string(seed(apiKP)))
-		}
-		t.Fatalf("no user for %s", r)
-		return nil
-	}, api.Config{NATSCredentialTTL: ttl, NATSCalloutSeed: seed(issuer), NATSCalloutAccount: apub, NATSCalloutXKeySeed: xseed})
-}
-
-// userPermissions is p as a user JWT's permissions.
-func userPermissions(p *server.Permissions) jwt.Permissions {
-	var out jwt.Permissions
-	out.Pub.Allow.Add(p.Publish.Allow...)
-	out.Sub.Allow.Add(p.Subscribe.Allow...)
-	if p.Response != nil {
-		out.Resp = &jwt.ResponsePermission{MaxMsgs: p.Response.MaxMsgs, Expires: p.Response.Expires}
-	}
-	return out
+	return calloutWith(t, o.URL, func(r natsserver.Role) nats.Option { return nats.UserJWTAndSeed(o.User(r)) },
+		api.Config{NATSCredentialTTL: ttl, NATSCalloutSeed: seed(issuer), NATSCalloutAccount: o.Account, NATSCalloutXKeySeed: seed(o.XKey)})
 }
 
 // Under operator mode the same callout admits a minted credential with
