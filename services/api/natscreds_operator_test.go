@@ -28,6 +28,8 @@ type operatorMode struct {
 	// xkey: the account sets an xkey, so the server encrypts its
 	// requests and expects encrypted answers.
 	xkey bool
+	// noAccount: the API is not told the account (NATSCalloutAccount).
+	noAccount bool
 }
 
 // setupOperator is setupCallout under decentralized auth
@@ -52,8 +54,12 @@ func setupOperator(t *testing.T, ttl time.Duration, mode operatorMode) calloutBu
 		}
 		return s
 	}
+	account := o.Account
+	if mode.noAccount {
+		account = ""
+	}
 	return calloutWith(t, o.URL, func(r natsserver.Role) nats.Option { return nats.UserJWTAndSeed(o.User(r)) },
-		api.Config{NATSCredentialTTL: ttl, NATSCalloutSeed: seed(issuer), NATSCalloutAccount: o.Account, NATSCalloutXKeySeed: seed(o.XKey)})
+		api.Config{NATSCredentialTTL: ttl, NATSCalloutSeed: seed(issuer), NATSCalloutAccount: account, NATSCalloutXKeySeed: seed(o.XKey)})
 }
 
 // Under operator mode the same callout admits a minted credential with
@@ -88,6 +94,15 @@ func TestNATSCredentialsUnderOperatorMode(t *testing.T) {
 			refusedAtConnect(t, b, expired, "an expired credential")
 		})
 	}
+}
+
+// A signing key signs for its account only when the JWTs name the
+// account: without NATSCalloutAccount the callout refuses (and logs which
+// setting is missing) rather than answer what the server would refuse.
+func TestNATSCredentialsUnderOperatorModeWithASigningKeyNeedTheAccount(t *testing.T) {
+	t.Parallel()
+	b := setupOperator(t, 0, operatorMode{signingKey: true, noAccount: true})
+	refusedAtConnect(t, b, b.credential(t, "demo", b.admin2(t)), "a credential of a callout without its account")
 }
 
 // Under operator mode too the server closes a connection when its

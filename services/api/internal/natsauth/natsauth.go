@@ -93,6 +93,8 @@ type Callout struct {
 	// issuerAccount is Account when Issuer is a signing key of it
 	// (operator mode): the JWTs then say whose key signed them.
 	issuerAccount string
+	// issuer is Issuer's public key.
+	issuer string
 }
 
 // Subscribe starts answering on nc until the subscription is drained or
@@ -105,7 +107,12 @@ func (c *Callout) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
 		c.Timeout = 5 * time.Second
 	}
 	c.operator = nkeys.IsValidPublicAccountKey(c.Account)
-	if pub, err := c.Issuer.PublicKey(); err == nil && c.operator && pub != c.Account {
+	pub, err := c.Issuer.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("auth callout: issuer key: %w", err)
+	}
+	c.issuer = pub
+	if c.operator && pub != c.Account {
 		c.issuerAccount = c.Account
 	}
 	sub, err := nc.QueueSubscribe(Subject, queue, c.handle)
@@ -137,13 +144,19 @@ func (c *Callout) handle(m *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
 	defer cancel()
+	// The request's subject is the server's auth_callout issuer, or in
+	// operator mode the callout account: the server refuses an answer
+	// signed for another, so say which setting is wrong.
 	var user, reason string
-	if c.operator && req.Subject != c.Account {
-		// In operator mode the request names the callout account; users
-		// can land only in the account whose key signs them.
+	switch {
+	case c.operator && req.Subject != c.Account:
 		reason = "auth callout of account " + req.Subject + ", the API places users in " + c.Account
 		c.Log.Error("auth callout request of another account", "account", req.Subject, "configured", c.Account)
-	} else {
+	case !c.operator && req.Subject != c.issuer:
+		reason = "auth callout of issuer or account " + req.Subject + ", the API's key is " + c.issuer
+		c.Log.Error("auth callout request for another issuer: the server's auth_callout issuer is not the API's key,"+
+			" or under operator mode --nats-callout-account is not set to the account", "subject", req.Subject, "issuer", c.issuer)
+	default:
 		user, reason = c.authorize(ctx, req, time.Now())
 	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
