@@ -96,6 +96,16 @@ func TestNATSCredentialsUnderOperatorMode(t *testing.T) {
 	}
 }
 
+// The nats CLI with a credential under operator mode: a token alone (the
+// default sentinel does the rest), as under rdev up.
+func TestNATSCLIWithCredentialsUnderOperatorMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the nats CLI")
+	}
+	t.Parallel()
+	natsCLIWithCredentials(t, natsCLI(t), setupOperator(t, 0, operatorMode{signingKey: true, xkey: true}))
+}
+
 // A signing key signs for its account only when the JWTs name the
 // account: without NATSCalloutAccount the callout refuses (and logs which
 // setting is missing) rather than answer what the server would refuse.
