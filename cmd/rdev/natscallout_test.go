@@ -54,26 +54,7 @@ func TestAPIServesTheCalloutUnderOperatorMode(t *testing.T) {
 		"--nats-callout-key-file", nkFile("callout.nk", o.SigningKey),
 		"--nats-callout-account", o.Account,
 		"--nats-callout-xkey-file", nkFile("callout-xkey.nk", o.XKey))
-	for _, p := range []string{"direct", "elsewhere"} {
-		if code, b := call(t, http.MethodPost, api.http+"/v1/projects", map[string]string{"id": p}); code != http.StatusCreated {
-			t.Fatalf("create project %s: %d %s", p, code, b)
-		}
-	}
-	code, b := call(t, http.MethodPost, api.http+"/v1/projects/direct/nats-credentials", nil)
-	if code != http.StatusCreated {
-		t.Fatalf("nats-credentials: %d %s", code, b)
-	}
-	c := mustJSON[contracts.NATSCredentials](t, b)
-	errs := make(chan error, 8)
-	nc, err := nats.Connect(o.URL, nats.Token(c.Token),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
-	must(t, err, "connect with the credential")
-	defer nc.Close()
-	lines, err := nc.SubscribeSync(contracts.SubjectProjectOutput("direct"))
-	must(t, err, "subscribe")
-	_, err = nc.SubscribeSync(contracts.SubjectProjectOutput("elsewhere"))
-	must(t, err, "subscribe elsewhere")
-	must(t, nc.Flush(), "flush")
+	lines, refusedElsewhere := directReader(t, api.http, o.URL)
 
 	writer, err := nats.Connect(o.URL, nats.UserJWTAndSeed(o.User(natsserver.RoleWorker)))
 	must(t, err, "connect as the worker")
@@ -84,13 +65,46 @@ func TestAPIServesTheCalloutUnderOperatorMode(t *testing.T) {
 	if m.Subject != contracts.SubjectOutput("direct", "s1") {
 		t.Fatalf("line on %s", m.Subject)
 	}
-	select {
-	case err := <-errs:
-		if !errorsIsPermission(err) {
-			t.Fatalf("subscribing elsewhere: %v, want a permissions violation", err)
+	refusedElsewhere()
+}
+
+// directReader creates the projects direct and elsewhere on the API at
+// apiURL and connects to the NATS server at natsURL with a credential of
+// direct, subscribed to both projects' output: it returns the
+// subscription to direct's, and a check that waits for the server's
+// refusal of elsewhere's.
+func directReader(t *testing.T, apiURL, natsURL string) (*nats.Subscription, func()) {
+	t.Helper()
+	for _, p := range []string{"direct", "elsewhere"} {
+		if code, b := call(t, http.MethodPost, apiURL+"/v1/projects", map[string]string{"id": p}); code != http.StatusCreated {
+			t.Fatalf("create project %s: %d %s", p, code, b)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("subscribing to another project's output was not refused")
+	}
+	code, b := call(t, http.MethodPost, apiURL+"/v1/projects/direct/nats-credentials", nil)
+	if code != http.StatusCreated {
+		t.Fatalf("nats-credentials: %d %s", code, b)
+	}
+	c := mustJSON[contracts.NATSCredentials](t, b)
+	errs := make(chan error, 8)
+	nc, err := nats.Connect(natsURL, nats.Token(c.Token),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	must(t, err, "connect with the credential")
+	t.Cleanup(nc.Close)
+	lines, err := nc.SubscribeSync(contracts.SubjectProjectOutput("direct"))
+	must(t, err, "subscribe")
+	_, err = nc.SubscribeSync(contracts.SubjectProjectOutput("elsewhere"))
+	must(t, err, "subscribe elsewhere")
+	must(t, nc.Flush(), "flush")
+	return lines, func() {
+		t.Helper()
+		select {
+		case err := <-errs:
+			if !errorsIsPermission(err) {
+				t.Fatalf("subscribing elsewhere: %v, want a permissions violation", err)
+			}
+		case <-time.After(30 * time.Second): // generous: the machine is loaded
+			t.Fatal("subscribing to another project's output was not refused")
+		}
 	}
 }
 
