@@ -179,9 +179,13 @@ type apiFlags struct {
 	WebhookSecretOverlap time.Duration `name:"webhook-secret-overlap" default:"${webhook_secret_overlap}" env:"RDEV_WEBHOOK_SECRET_OVERLAP" help:"How long a webhook's previous signing secret keeps signing beside the new one after a rotation."`
 	NATSCalloutKeyFile   string        `name:"nats-callout-key-file" env:"RDEV_NATS_CALLOUT_KEY_FILE" help:"File with the account nkey seed (SA…) whose public key is the NATS server's auth_callout issuer: the API then serves the auth callout and mints NATS credentials for direct subscribers (POST /v1/projects/{p}/nats-credentials). rdev up uses <data-dir>/nats/callout.nk."`
 	// NATSCalloutKey is a secret: never logged.
-	NATSCalloutKey string `name:"nats-callout-key" env:"RDEV_NATS_CALLOUT_KEY" help:"The seed of --nats-callout-key-file given directly (for an environment variable from a secret); the file wins when both are set."`
-	NATSSystemNKey string `name:"nats-system-nkey" env:"RDEV_NATS_SYSTEM_NKEY" help:"File with the nkey seed of the NATS system account's user that may list connections and close them (RDEV_SYSTEM_PERMISSIONS): the API then closes a direct subscriber's open connections within seconds of its key's revocation or its project's deletion, instead of at its credential's expiry. rdev up uses <data-dir>/nats/system.nk."`
-	NATSSystemUser string `name:"nats-system-user" env:"RDEV_NATS_SYSTEM_USER" help:"The system account's user of --nats-system-nkey, signing in with a password instead (--nats-system-password)."`
+	NATSCalloutKey      string `name:"nats-callout-key" env:"RDEV_NATS_CALLOUT_KEY" help:"The seed of --nats-callout-key-file given directly (for an environment variable from a secret); the file wins when both are set."`
+	NATSCalloutAccount  string `name:"nats-callout-account" env:"RDEV_NATS_CALLOUT_ACCOUNT" help:"The account direct subscribers are placed in. A server with an authorization block: the auth_callout account's name (empty: $G, the global account). A server in operator mode: the public key (A…) of rdev's account, whose JWT configures the callout (nsc edit authcallout) and of which --nats-callout-key-file holds the key or a signing key."`
+	NATSCalloutXKeyFile string `name:"nats-callout-xkey-file" env:"RDEV_NATS_CALLOUT_XKEY_FILE" help:"File with the curve key seed (SX…) whose public key is the auth callout's xkey (auth_callout's xkey, or the account JWT's): the server encrypts its requests to it and the API encrypts its answers. Needed only when the server or account sets an xkey."`
+	// NATSCalloutXKey is a secret: never logged.
+	NATSCalloutXKey string `name:"nats-callout-xkey" env:"RDEV_NATS_CALLOUT_XKEY" help:"The seed of --nats-callout-xkey-file given directly (for an environment variable from a secret); the file wins when both are set."`
+	NATSSystemNKey  string `name:"nats-system-nkey" env:"RDEV_NATS_SYSTEM_NKEY" help:"File with the nkey seed of the NATS system account's user that may list connections and close them (RDEV_SYSTEM_PERMISSIONS): the API then closes a direct subscriber's open connections within seconds of its key's revocation or its project's deletion, instead of at its credential's expiry. rdev up uses <data-dir>/nats/system.nk."`
+	NATSSystemUser  string `name:"nats-system-user" env:"RDEV_NATS_SYSTEM_USER" help:"The system account's user of --nats-system-nkey, signing in with a password instead (--nats-system-password)."`
 	// NATSSystemPassword is a secret: never logged.
 	NATSSystemPassword string        `name:"nats-system-password" env:"RDEV_NATS_SYSTEM_PASSWORD" help:"Password of --nats-system-user."`
 	NATSCredentialTTL  time.Duration `name:"nats-credential-ttl" default:"${nats_credential_ttl}" env:"RDEV_NATS_CREDENTIAL_TTL" help:"How long a minted NATS credential is admitted; the server closes its connections when it expires."`
@@ -368,7 +372,7 @@ func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 		MaxTimeout: a.MaxTimeout, MaxDelay: a.MaxDelay, ClaudeCommand: claudeArgv, RedisURL: a.RedisURL, RedisTimeout: a.RedisTimeout,
 		RateLimitFailClosed: a.RateLimitFailClosed, KeyRateLimit: a.KeyRateLimit, KeyRateWindow: a.KeyRateWindow,
 		TokenTTL: a.StreamTokenTTL, ReinstallBootstrapKey: a.ReinstallBootstrap, BootstrapKey: a.BootstrapKey, SecretsKey: secretsKey,
-		WebhookSecretOverlap: a.WebhookSecretOverlap, NATSCredentialTTL: a.NATSCredentialTTL,
+		WebhookSecretOverlap: a.WebhookSecretOverlap, NATSCredentialTTL: a.NATSCredentialTTL, NATSCalloutAccount: a.NATSCalloutAccount,
 	}, nil
 }
 

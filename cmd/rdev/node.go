@@ -394,9 +394,19 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 		if err != nil {
 			return nil, fmt.Errorf("NATS auth callout key: %w", err)
 		}
-		acfg.NATSCalloutSeed = bytes.TrimSpace(seed)
+		acfg.NATSCalloutSeed = seedLine(seed)
 	case cfg.api.NATSCalloutKey != "":
 		acfg.NATSCalloutSeed = []byte(strings.TrimSpace(cfg.api.NATSCalloutKey))
+	}
+	switch {
+	case cfg.api.NATSCalloutXKeyFile != "":
+		seed, err := os.ReadFile(cfg.api.NATSCalloutXKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS auth callout xkey: %w", err)
+		}
+		acfg.NATSCalloutXKeySeed = seedLine(seed)
+	case cfg.api.NATSCalloutXKey != "":
+		acfg.NATSCalloutXKeySeed = []byte(strings.TrimSpace(cfg.api.NATSCalloutXKey))
 	}
 	// The system user closes revoked direct subscribers' connections;
 	// only worth a connection when the API serves the callout.
@@ -507,4 +517,11 @@ func processName(cfg nodeConfig) string {
 		return names[0]
 	}
 	return "rdev"
+}
+
+// seedLine is the seed in the contents of an nkey file: its first line,
+// as `nk -gen account -pubout` writes the seed and then the public key.
+func seedLine(b []byte) []byte {
+	line, _, _ := bytes.Cut(bytes.TrimSpace(b), []byte("\n"))
+	return bytes.TrimSpace(line)
 }

@@ -119,6 +119,17 @@ type Config struct {
 	// /v1/projects/{p}/nats-credentials); without it that endpoint
 	// answers 409 nats_credentials_disabled. A secret: never logged.
 	NATSCalloutSeed []byte
+	// NATSCalloutAccount is the account direct subscribers are placed
+	// in: with a server's authorization block, the auth_callout account's
+	// name ("" is "$G", the global account); in operator mode, the public
+	// key (A…) of rdev's account, whose JWT configures the callout and of
+	// which NATSCalloutSeed is the key or a signing key.
+	NATSCalloutAccount string
+	// NATSCalloutXKeySeed is the seed of the curve key (SX…) whose public
+	// key is the callout's xkey (auth_callout's xkey, or the account
+	// JWT's): the server encrypts requests to it and the API encrypts its
+	// answers. Empty: the callout has no xkey. A secret: never logged.
+	NATSCalloutXKeySeed []byte
 	// NATSCredentialTTL is how long a NATS credential is admitted, and
 	// bounds how long a connection made with it lasts (the server closes
 	// it when the credential's user JWT expires). Default 15m.
@@ -305,12 +316,19 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		if pub, err := issuer.PublicKey(); err != nil || !nkeys.IsValidPublicAccountKey(pub) {
 			return nil, errors.New("api: the NATS auth callout seed must be an account seed (SA…)")
 		}
+		var xkey nkeys.KeyPair
+		if len(cfg.NATSCalloutXKeySeed) > 0 {
+			if xkey, err = nkeys.FromCurveSeed(cfg.NATSCalloutXKeySeed); err != nil {
+				return nil, errors.New("api: the NATS auth callout xkey seed must be a curve seed (SX…)")
+			}
+		}
 		s.callout = &natsauth.Callout{Gate: &access.StreamGate{Signer: deps.Signer, Keys: store, Projects: store},
-			Issuer: issuer, Timeout: cfg.PublishTimeout, Log: log.With("component", "nats-auth-callout")}
+			Issuer: issuer, Account: cfg.NATSCalloutAccount, XKey: xkey, Timeout: cfg.PublishTimeout,
+			Log: log.With("component", "nats-auth-callout")}
 		natsCreds = natsauth.Minter{Signer: deps.Signer, TTL: cfg.NATSCredentialTTL}
 		s.credentialTTL = cfg.NATSCredentialTTL
 		if deps.NATSSystem != nil {
-			s.sweeper = &natsauth.Sweeper{Gate: s.callout.Gate, Conn: deps.NATSSystem, Every: cfg.NATSSweepEvery,
+			s.sweeper = &natsauth.Sweeper{Gate: s.callout.Gate, Conn: deps.NATSSystem, Account: cfg.NATSCalloutAccount, Every: cfg.NATSSweepEvery,
 				Kicked: s.metrics.Kicked, Log: log.With("component", "nats-credential-sweeper")}
 		}
 	}

@@ -37,8 +37,13 @@ func TestNATSCLIWithCredentials(t *testing.T) {
 		t.Skip("builds the nats CLI")
 	}
 	t.Parallel()
-	bin := natsCLI(t)
-	b := setupCallout(t, 0)
+	natsCLIWithCredentials(t, natsCLI(t), setupCallout(t, 0))
+}
+
+// natsCLIWithCredentials runs the nats CLI bin with a credential of b's
+// API: it follows demo's lines and may not publish a job.
+func natsCLIWithCredentials(t *testing.T, bin string, b calloutBundle) {
+	t.Helper()
 	c := b.credential(t, "demo", b.admin2(t))
 	conn := []string{"--server", b.nurl, "--token", c.Token}
 

@@ -52,12 +52,38 @@ func setupCalloutWith(t *testing.T, ttl time.Duration, system bool, sweepEvery t
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	signIn := func(r natsserver.Role) jetstream.JetStream {
+	return calloutOn(t, srv.ClientURL(), creds, api.Config{NATSCredentialTTL: ttl, NATSSweepEvery: sweepEvery}, system)
+}
+
+// calloutOn is an API serving the auth callout of the server at url with
+// the issuer seed of creds and cfg, signed in as creds' api user (and,
+// with system, as the system user too), the topology provisioned as its
+// admin.
+func calloutOn(t *testing.T, url string, creds natsserver.Credentials, cfg api.Config, system bool) calloutBundle {
+	t.Helper()
+	seed, err := os.ReadFile(creds.CalloutSeedFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NATSCalloutSeed = bytes.TrimSpace(seed)
+	return calloutWith(t, url, func(r natsserver.Role) nats.Option {
 		o, err := nats.NkeyOptionFromSeed(creds.SeedFile(r))
 		if err != nil {
 			t.Fatal(err)
 		}
-		nc, err := nats.Connect(srv.ClientURL(), o)
+		return o
+	}, cfg, system)
+}
+
+// calloutWith is an API with cfg serving the auth callout of the server
+// at url; rdev's users sign in with what signIn gives their role: the
+// admin provisions the topology, the API runs as the api user and, with
+// system, as the system user too (closing revoked credentials'
+// connections).
+func calloutWith(t *testing.T, url string, signIn func(natsserver.Role) nats.Option, cfg api.Config, system bool) calloutBundle {
+	t.Helper()
+	connect := func(r natsserver.Role) jetstream.JetStream {
+		nc, err := nats.Connect(url, signIn(r))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,24 +94,20 @@ func setupCalloutWith(t *testing.T, ttl time.Duration, system bool, sweepEvery t
 		}
 		return js
 	}
-	admin := signIn(natsserver.RoleAdmin)
+	admin := connect(natsserver.RoleAdmin)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := topology.Ensure(ctx, admin, topology.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	seed, err := os.ReadFile(creds.CalloutSeedFile())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var sys *nats.Conn
 	if system {
-		sys = signIn(natsserver.RoleSystem).Conn()
+		sys = connect(natsserver.RoleSystem).Conn()
 	}
-	b := setupWithDeps(t, api.Config{MaxBodyBytes: 64 << 10, NATSCalloutSeed: bytes.TrimSpace(seed), NATSCredentialTTL: ttl,
-		NATSSweepEvery: sweepEvery}, signIn(natsserver.RoleAPI), func(d *api.Deps) { d.NATSSystem = sys })
+	cfg.MaxBodyBytes = 64 << 10
+	b := setupWithDeps(t, cfg, connect(natsserver.RoleAPI), func(d *api.Deps) { d.NATSSystem = sys })
 	b.js = admin
-	return calloutBundle{bundle: b, nurl: srv.ClientURL(), writer: admin}
+	return calloutBundle{bundle: b, nurl: url, writer: admin}
 }
 
 // credential asks the API for a NATS credential of project with key.
@@ -362,7 +384,14 @@ func refusedAtConnect(t *testing.T, b calloutBundle, c contracts.NATSCredentials
 // when the user JWT the callout issued expires.
 func TestNATSCredentialConnectionEndsAtExpiry(t *testing.T) {
 	t.Parallel()
-	b := setupCallout(t, 2*time.Second)
+	setupCallout(t, 2*time.Second).connectionEndsAtExpiry(t)
+}
+
+// connectionEndsAtExpiry checks that a connection with a credential of
+// b's API, whose TTL is short, is closed by the server once the
+// credential expires, and not before.
+func (b calloutBundle) connectionEndsAtExpiry(t *testing.T) {
+	t.Helper()
 	c := b.credential(t, "demo", b.admin2(t))
 	closed := make(chan struct{})
 	r, err := b.connect(c, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))

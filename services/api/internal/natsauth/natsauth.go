@@ -8,6 +8,14 @@
 // natsserver.ReaderPermissions of the project and expires with the token.
 // The server disconnects the client when the JWT expires; before that,
 // a Sweeper closes the connections of credentials revoked since.
+//
+// The same callout serves a server configured with an authorization
+// block (auth_callout: the issuer is the block's account nkey, users land
+// in the named account, "$G" by default) and a server in operator mode
+// (the callout configured on rdev's account JWT: the issuer is the
+// account's key or one of its signing keys, and users land in that
+// account). An account or block that sets an xkey has the server encrypt
+// its requests; the callout then decrypts them and encrypts its answers.
 package natsauth
 
 import (
@@ -21,6 +29,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
@@ -63,14 +72,30 @@ type Callout struct {
 	// Gate checks a token against the access store.
 	Gate *access.StreamGate
 	// Issuer signs the user JWTs and responses: the account key whose
-	// public key is the server's auth_callout issuer.
+	// public key is the server's auth_callout issuer; in operator mode
+	// the key of rdev's account (Account) or one of its signing keys.
 	Issuer nkeys.KeyPair
 	// Account is the account a user is placed in: the server's
-	// auth_callout account, "$G" (the global account) unless configured.
+	// auth_callout account by name, "$G" (the global account) unless
+	// configured; in operator mode rdev's account by its public key
+	// (A…), which is also the account whose JWT configures the callout.
 	Account string
+	// XKey is the curve key (X…) whose public key the server's
+	// auth_callout (or the account JWT) names as its xkey: the server
+	// then encrypts each request to it, and the answer is encrypted back
+	// to the server. Nil: requests are expected in the clear.
+	XKey nkeys.KeyPair
 	// Timeout bounds the access store look-ups of one request.
 	Timeout time.Duration
 	Log     *slog.Logger
+
+	// operator is operator mode: Account is an account's public key.
+	operator bool
+	// issuerAccount is Account when Issuer is a signing key of it
+	// (operator mode): the JWTs then say whose key signed them.
+	issuerAccount string
+	// issuer is Issuer's public key.
+	issuer string
 }
 
 // Subscribe starts answering on nc until the subscription is drained or
@@ -82,6 +107,15 @@ func (c *Callout) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Second
 	}
+	c.operator = nkeys.IsValidPublicAccountKey(c.Account)
+	pub, err := c.Issuer.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("auth callout: issuer key: %w", err)
+	}
+	c.issuer = pub
+	if c.operator && pub != c.Account {
+		c.issuerAccount = c.Account
+	}
 	sub, err := nc.QueueSubscribe(Subject, queue, c.handle)
 	if err != nil {
 		return nil, fmt.Errorf("auth callout: subscribe %s: %w", Subject, err)
@@ -90,28 +124,64 @@ func (c *Callout) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
 }
 
 func (c *Callout) handle(m *nats.Msg) {
-	req, err := jwt.DecodeAuthorizationRequestClaims(string(m.Data))
+	data := m.Data
+	// The server sends its own xkey with a request it encrypted.
+	serverXKey := m.Header.Get(server.AuthRequestXKeyHeader)
+	if serverXKey != "" {
+		if c.XKey == nil {
+			c.Log.Error("encrypted auth callout request, and the API has no xkey (--nats-callout-xkey-file)")
+			return // the server times the client out
+		}
+		var err error
+		if data, err = c.XKey.Open(m.Data, serverXKey); err != nil {
+			c.Log.Warn("undecryptable auth callout request", "err", err)
+			return
+		}
+	}
+	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
 	if err != nil {
 		c.Log.Warn("undecodable auth callout request", "err", err)
 		return // the server times the client out
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
 	defer cancel()
-	user, reason := c.authorize(ctx, req, time.Now())
+	// The request's subject is the server's auth_callout issuer, or in
+	// operator mode the callout account: the server refuses an answer
+	// signed for another, so say which setting is wrong.
+	var user, reason string
+	switch {
+	case c.operator && req.Subject != c.Account:
+		reason = "auth callout of account " + req.Subject + ", the API places users in " + c.Account
+		c.Log.Error("auth callout request of another account", "account", req.Subject, "configured", c.Account)
+	case !c.operator && req.Subject != c.issuer:
+		reason = "auth callout of issuer or account " + req.Subject + ", the API's key is " + c.issuer
+		c.Log.Error("auth callout request for another issuer: the server's auth_callout issuer is not the API's key,"+
+			" or under operator mode --nats-callout-account is not set to the account", "subject", req.Subject, "issuer", c.issuer)
+	default:
+		user, reason = c.authorize(ctx, req, time.Now())
+	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
+	resp.IssuerAccount = c.issuerAccount
 	if reason != "" {
 		resp.Error = reason
 		c.Log.Info("nats credential refused", "reason", reason, "client", req.ClientInformation.Host)
 	} else {
 		resp.Jwt = user
 	}
-	out, err := resp.Encode(c.Issuer)
+	enc, err := resp.Encode(c.Issuer)
 	if err != nil {
 		c.Log.Error("encode auth callout response", "err", err)
 		return
 	}
-	if err := m.Respond([]byte(out)); err != nil {
+	out := []byte(enc)
+	if serverXKey != "" {
+		if out, err = c.XKey.Seal(out, serverXKey); err != nil {
+			c.Log.Error("encrypt auth callout response", "err", err)
+			return
+		}
+	}
+	if err := m.Respond(out); err != nil {
 		c.Log.Warn("answer auth callout", "err", err)
 	}
 }
@@ -143,6 +213,7 @@ func (c *Callout) authorize(ctx context.Context, req *jwt.AuthorizationRequestCl
 	// Sweeper (CONNZ reports it as the connection's user).
 	uc.Name = reader{project: cred.Project, incarnation: r.Grant.Incarnation, keyID: r.Grant.KeyID}.userName()
 	uc.Audience = c.Account
+	uc.IssuerAccount = c.issuerAccount
 	uc.Expires = cred.Expires.Unix()
 	uc.Permissions = natsserver.ReaderPermissions(cred.Project)
 	out, err := uc.Encode(c.Issuer)
