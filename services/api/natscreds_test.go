@@ -170,7 +170,7 @@ func TestNATSCredentialsFollowTheirProject(t *testing.T) {
 	b := setupCallout(t, 0)
 	key := b.newKey(t, `{"name":"reader","scopes":["project:demo:read"]}`)
 	c := b.credential(t, "demo", key.Key)
-	if len(c.Subscribe) != 2 || time.Until(c.ExpiresAt) > api.DefaultNATSCredentialTTL {
+	if len(c.Subscribe) != 3 || len(c.Publish) != 1 || c.InboxPrefix == "" || time.Until(c.ExpiresAt) > api.DefaultNATSCredentialTTL {
 		t.Fatalf("credential %+v", c)
 	}
 	if !audited(t, b.bundle, contracts.AuditNATSCredentialsIssued) {

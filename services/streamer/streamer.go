@@ -21,6 +21,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
@@ -52,6 +53,14 @@ type Service struct {
 
 	clients atomic.Int64
 	dropped atomic.Uint64
+
+	// Replay over NATS (natsreplay.go).
+	nc            *nats.Conn
+	replaySub     *nats.Subscription
+	replaySlots   chan struct{}  // one per request being served
+	replays       sync.WaitGroup // requests being served
+	replayServed  atomic.Uint64
+	replayIgnored atomic.Uint64
 
 	in *instruments
 }
@@ -104,6 +113,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		gate: gate,
 		quit: quit,
 		stop: stop,
+
+		nc:          js.Conn(),
+		replaySlots: make(chan struct{}, replayInFlight),
 	}
 	in, err := newInstruments(deps.Telemetry, s)
 	if err != nil {
@@ -115,7 +127,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// Start watches access changes; the streams themselves are served per
+// Start watches access changes and answers replay requests over NATS
+// (contracts.SubjectReplay); the streams themselves are served per
 // request. It returns at once.
 func (s *Service) Start(context.Context) error {
 	s.mu.Lock()
@@ -124,6 +137,10 @@ func (s *Service) Start(context.Context) error {
 		return nil
 	}
 	s.started = true
+	// Replay over NATS for direct subscribers (docs/nats.md).
+	if err := s.startReplays(s.nc); err != nil {
+		return fmt.Errorf("streamer: subscribe to replay requests: %w", err)
+	}
 	// One watch for every open stream: a revoked key's or a deleted
 	// project's streams end within seconds, not when the client leaves.
 	if err := s.gate.Watch(s.quit); err != nil { //nolint:contextcheck // lives until Shutdown
@@ -191,6 +208,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	s.closed = true
 	s.mu.Unlock()
 	s.stop()
+	s.stopReplays(ctx)
 
 	done := make(chan struct{})
 	go func() {
@@ -236,6 +254,12 @@ type Stats struct {
 	// Dropped counts the clients dropped because a write blocked longer
 	// than WriteTimeout.
 	Dropped uint64
+	// ReplayRequests counts the replay requests over NATS answered since
+	// New, refusals included.
+	ReplayRequests uint64
+	// ReplayIgnored counts the replay requests left unanswered because
+	// their reply subject was not an inbox of the project's readers.
+	ReplayIgnored uint64
 }
 
 // Stats returns the current counters.
@@ -247,5 +271,8 @@ func (s *Service) Stats() Stats {
 		HubsStarted: h.Started,
 		Overflows:   h.Overflows,
 		Dropped:     s.dropped.Load(),
+
+		ReplayRequests: s.replayServed.Load(),
+		ReplayIgnored:  s.replayIgnored.Load(),
 	}
 }

@@ -124,6 +124,11 @@ func Permissions(r Role) *server.Permissions {
 		// The access bucket is watched so that open streams end within
 		// seconds of their key's revocation or their project's deletion.
 		pub = append(pub, consume(contracts.StreamOutput, kvAccess)...)
+		// Replay over NATS: direct subscribers' requests, answered once
+		// on the reply subject; no publish permission of its own (the
+		// streamer answers only into the asking project's reader inboxes).
+		sub = append(sub, contracts.SubjectReplayPrefix+".>")
+		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL}
 	case RoleNotifier:
 		// Stream references (the job's trace) and batches of the state
 		// bucket; endpoints watched and their health written; deliveries
@@ -234,15 +239,18 @@ func PermissionsVar(r Role) string {
 // do with a credential the API minted (POST
 // /v1/projects/{p}/nats-credentials): subscribe to the project's events
 // and output (contracts.SubjectProjectEvents,
-// contracts.SubjectProjectOutput), live, and nothing else. It publishes
-// nothing, not even to the JetStream API: the server checks neither a
+// contracts.SubjectProjectOutput), live, and to its own inbox (inbox,
+// contracts.SubjectReaderInbox); publish replay requests of the project
+// (contracts.SubjectProjectReplay), which a streamer answers on that
+// inbox. Nothing else, not the JetStream API: the server checks neither a
 // request's reply subject nor a consumer's deliver subject against
 // permissions, so a pull request or a push consumer would let the holder
 // have the server write the project's stored messages into any subject
-// of rdev's account (a job subject, a KV key).
-func ReaderPermissions(project string) jwt.Permissions {
+// of rdev's account (a job subject, a KV key). The streamer checks a
+// replay request's reply subject itself.
+func ReaderPermissions(project, inbox string) jwt.Permissions {
 	return jwt.Permissions{
-		Pub: jwt.Permission{Deny: []string{">"}},
-		Sub: jwt.Permission{Allow: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project)}},
+		Pub: jwt.Permission{Allow: []string{contracts.SubjectProjectReplay(project)}},
+		Sub: jwt.Permission{Allow: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project), inbox + ".>"}},
 	}
 }
