@@ -7,6 +7,10 @@
 // exactly what it missed. All clients of one stream share one JetStream
 // consumer; a client too slow for it catches up from storage instead of
 // holding memory or slowing the others.
+//
+// The same replays answer direct NATS subscribers' requests on
+// rdev.replay.<project>.<stream_id> (natsreplay.go), into the asking
+// project's reader inboxes only.
 package streamer
 
 import (

@@ -29,7 +29,8 @@ const (
 	// audit log.
 	RoleWorker Role = "worker"
 	// RoleStreamer only reads output, job state and access records; never
-	// project secrets.
+	// project secrets. It answers direct subscribers' replay requests
+	// once each (allow_responses), publishing nothing else.
 	RoleStreamer Role = "streamer"
 	// RoleNotifier consumes lifecycle events and dead letters (durable
 	// consumers it shares with the other notifiers), reads stream
