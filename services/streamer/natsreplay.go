@@ -46,7 +46,7 @@ const (
 	replayOverhead = 128
 )
 
-// startReplays subscribes to replay requests on nc.
+// startReplays subscribes to replay requests on nc; s.mu is held.
 func (s *Service) startReplays(nc *nats.Conn) error {
 	sub, err := nc.QueueSubscribe(replaySubject, replayQueue, s.replayRequest)
 	if err != nil {
@@ -56,23 +56,15 @@ func (s *Service) startReplays(nc *nats.Conn) error {
 	return nil
 }
 
-// stopReplays stops taking requests and waits for those being served
-// (ended by Shutdown's cancellation of s.quit) within ctx.
-func (s *Service) stopReplays(ctx context.Context) {
-	if s.replaySub == nil {
+// stopReplays stops taking requests on sub (nil: none were taken);
+// Shutdown waits for those being served (s.active), which its
+// cancellation of s.quit ends.
+func (s *Service) stopReplays(sub *nats.Subscription) {
+	if sub == nil {
 		return
 	}
-	if err := s.replaySub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 		s.log.Warn("unsubscribe replay requests", "err", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		s.replays.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
 	}
 }
 
@@ -96,9 +88,13 @@ func (s *Service) replayRequest(m *nats.Msg) {
 		s.replyReplay(m, replayError(contracts.ReplayErrBusy, "too many replays in progress; ask again later"))
 		return
 	}
-	s.replays.Add(1)
+	if !s.enter() {
+		<-s.replaySlots
+		s.replyReplay(m, replayError(contracts.ReplayErrUnavailable, "the streamer is shutting down; ask again"))
+		return
+	}
 	go func() {
-		defer s.replays.Done()
+		defer s.active.Done()
 		defer func() { <-s.replaySlots }()
 		ctx, cancel := context.WithTimeout(s.quit, replayTimeout)
 		defer cancel()

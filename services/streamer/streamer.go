@@ -61,8 +61,7 @@ type Service struct {
 	// Replay over NATS (natsreplay.go).
 	nc            *nats.Conn
 	replaySub     *nats.Subscription
-	replaySlots   chan struct{}  // one per request being served
-	replays       sync.WaitGroup // requests being served
+	replaySlots   chan struct{} // one per request being served
 	replayServed  atomic.Uint64
 	replayIgnored atomic.Uint64
 
@@ -140,11 +139,11 @@ func (s *Service) Start(context.Context) error {
 	if s.started || s.closed {
 		return nil
 	}
-	s.started = true
 	// Replay over NATS for direct subscribers (docs/nats.md).
 	if err := s.startReplays(s.nc); err != nil {
 		return fmt.Errorf("streamer: subscribe to replay requests: %w", err)
 	}
+	s.started = true
 	// One watch for every open stream: a revoked key's or a deleted
 	// project's streams end within seconds, not when the client leaves.
 	if err := s.gate.Watch(s.quit); err != nil { //nolint:contextcheck // lives until Shutdown
@@ -210,9 +209,11 @@ func (s *Service) Register(e *echo.Echo) {
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
+	replays := s.replaySub
+	s.replaySub = nil
 	s.mu.Unlock()
 	s.stop()
-	s.stopReplays(ctx)
+	s.stopReplays(replays)
 
 	done := make(chan struct{})
 	go func() {
