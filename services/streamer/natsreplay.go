@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -26,7 +27,8 @@ import (
 // reply subject once (allow_responses): so the streamer itself answers
 // only into the asking project's reader inboxes, and says nothing to any
 // other reply subject (a job subject, a KV key, another project's
-// inbox), which it counts in Stats.ReplayIgnored.
+// inbox), which it counts in Stats.ReplayIgnored and logs (at info the
+// 1st, 2nd, 4th… time, else at debug).
 const (
 	// replaySubject is every replay request: rdev.replay.<project>.<stream_id>.
 	replaySubject = contracts.SubjectReplayPrefix + ".*.*"
@@ -73,9 +75,16 @@ func (s *Service) stopReplays(sub *nats.Subscription) {
 func (s *Service) replayRequest(m *nats.Msg) {
 	project, streamID, _ := strings.Cut(strings.TrimPrefix(m.Subject, contracts.SubjectReplayPrefix+"."), ".")
 	if !replyAllowed(m.Reply, project) {
-		s.replayIgnored.Add(1)
-		s.log.Info("replay request ignored: its reply subject is not an inbox of the project's readers",
-			"project", project, "stream_id", streamID, "reply", m.Reply)
+		// Logged at info the 1st, 2nd, 4th, 8th… time, so a credential
+		// sending a flood of them does not flood the log; the counter
+		// has every one.
+		n := s.replayIgnored.Add(1)
+		level := slog.LevelDebug
+		if n&(n-1) == 0 {
+			level = slog.LevelInfo
+		}
+		s.log.Log(context.Background(), level, "replay request ignored: its reply subject is not an inbox of the project's readers",
+			"project", project, "stream_id", streamID, "reply", m.Reply, "ignored", n)
 		return
 	}
 	if !contracts.ValidProjectID(project) || !contracts.ValidID(streamID) {
