@@ -13,7 +13,7 @@ import (
 func CLI(tb testing.TB) string {
 	tb.Helper()
 	dir := tb.TempDir()
-	cmd := exec.Command("go", "install", "github.com/nats-io/natscli/nats@v0.5.0")
+	cmd := exec.CommandContext(tb.Context(), "go", "install", "github.com/nats-io/natscli/nats@v0.5.0")
 	cmd.Dir = dir // outside the workspace: its own module graph
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOWORK=off", "GOFLAGS=-mod=mod")
 	if out, err := cmd.CombinedOutput(); err != nil {
