@@ -287,6 +287,10 @@ func TestUpReplaysOverNATS(t *testing.T) {
 	if e, err := kv.Get(t.Context(), victim); err == nil {
 		t.Errorf("the state bucket holds %s: %s", victim, e.Value())
 	}
+	// Counted where operators see it.
+	if v := value(scrape(t, n.http), "rdev_nats_replay_ignored_total"); v != float64(len(foreign)) {
+		t.Errorf("rdev_nats_replay_ignored_total %v, want %d", v, len(foreign))
+	}
 
 	// The nats CLI with the credential's inbox prefix.
 	t.Run("nats CLI", func(t *testing.T) {
