@@ -10,7 +10,8 @@ import (
 )
 
 // natsCredentialsCmd mints a NATS credential of a project for a direct
-// subscriber and prints it, with the nats CLI line that uses it.
+// subscriber and prints it, with the nats CLI lines that use it (follow
+// live, replay a stream).
 type natsCredentialsCmd struct {
 	Server  serverFlags `embed:""`
 	Out     outputFlags `embed:""`
@@ -30,5 +31,8 @@ func (c *natsCredentialsCmd) Run(ctx context.Context, std stdio) error {
 		fmt.Fprintf(w, "token:\t%s\n", cred.Token)
 		fmt.Fprintf(w, "expires at:\t%s (in %s)\n", cred.ExpiresAt.Local().Format(time.RFC3339), time.Until(cred.ExpiresAt).Round(time.Second))
 		fmt.Fprintf(w, "follow:\tnats --server <nats-url> --token %s sub %q\n", cred.Token, contracts.SubjectProjectOutput(srv.project))
+		fmt.Fprintf(w, "inbox prefix:\t%s\n", cred.InboxPrefix)
+		fmt.Fprintf(w, "replay:\tnats --server <nats-url> --token %s --inbox-prefix %s req %q '{\"after\":0}'\n",
+			cred.Token, cred.InboxPrefix, contracts.SubjectReplay(srv.project, "<stream_id>"))
 	})
 }

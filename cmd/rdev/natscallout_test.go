@@ -54,7 +54,7 @@ func TestAPIServesTheCalloutUnderOperatorMode(t *testing.T) {
 		"--nats-callout-key-file", nkFile("callout.nk", o.SigningKey),
 		"--nats-callout-account", o.Account,
 		"--nats-callout-xkey-file", nkFile("callout-xkey.nk", o.XKey))
-	lines, refusedElsewhere := directReader(t, api.http, o.URL)
+	lines, refusedElsewhere := followDirect(t, api.http, o.URL)
 
 	writer, err := nats.Connect(o.URL, nats.UserJWTAndSeed(o.User(natsserver.RoleWorker)))
 	must(t, err, "connect as the worker")
@@ -68,12 +68,12 @@ func TestAPIServesTheCalloutUnderOperatorMode(t *testing.T) {
 	refusedElsewhere()
 }
 
-// directReader creates the projects direct and elsewhere on the API at
+// followDirect creates the projects direct and elsewhere on the API at
 // apiURL and connects to the NATS server at natsURL with a credential of
 // direct, subscribed to both projects' output: it returns the
 // subscription to direct's, and a check that waits for the server's
 // refusal of elsewhere's.
-func directReader(t *testing.T, apiURL, natsURL string) (*nats.Subscription, func()) {
+func followDirect(t *testing.T, apiURL, natsURL string) (*nats.Subscription, func()) {
 	t.Helper()
 	for _, p := range []string{"direct", "elsewhere"} {
 		if code, b := call(t, http.MethodPost, apiURL+"/v1/projects", map[string]string{"id": p}); code != http.StatusCreated {

@@ -20,7 +20,7 @@ func TestUpAdmitsNATSCredentials(t *testing.T) {
 	}
 	t.Parallel()
 	n := startInProcess(t)
-	lines, refusedElsewhere := directReader(t, n.http, n.nats)
+	lines, refusedElsewhere := followDirect(t, n.http, n.nats)
 
 	code, b := call(t, http.MethodPost, n.http+"/v1/projects/direct/commands", map[string]any{"command": []string{"echo", "hello direct"}})
 	if code != http.StatusAccepted {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,20 +13,8 @@ import (
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
 
-// natsCLI builds the nats CLI (natscli v0.5.0, the version rdev documents)
-// into a temporary directory; the test is skipped when it cannot be built
-// (offline without it in the module cache).
-func natsCLI(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "install", "github.com/nats-io/natscli/nats@v0.5.0")
-	cmd.Dir = dir // outside the workspace: its own module graph
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOWORK=off", "GOFLAGS=-mod=mod")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("building the nats CLI v0.5.0 failed (offline?), so this test cannot run: %v\n%s", err, out)
-	}
-	return filepath.Join(dir, "nats")
-}
+// natsCLI builds the nats CLI v0.5.0 (natstest.CLI).
+func natsCLI(t *testing.T) string { return natstest.CLI(t) }
 
 // The nats CLI with a credential: `nats sub` receives the project's lines
 // (and no other project's), and `nats pub` to a job subject is refused by

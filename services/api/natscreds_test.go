@@ -197,15 +197,16 @@ func (b calloutBundle) event(t *testing.T, project, stream string, typ contracts
 }
 
 // A credential of demo follows demo's streams live with a plain
-// subscription and sees nothing of the project "other"; replay is the
-// HTTP API's (TestNATSCredentialsCannotMakeTheServerWriteElsewhere says
-// why a credential sends no JetStream request).
+// subscription and sees nothing of the project "other"; replay is a
+// streamer's service, not the JetStream API
+// (TestNATSCredentialsCannotMakeTheServerWriteElsewhere says why a
+// credential sends no JetStream request).
 func TestNATSCredentialsFollowTheirProject(t *testing.T) {
 	t.Parallel()
 	b := setupCallout(t, 0)
 	key := b.newKey(t, `{"name":"reader","scopes":["project:demo:read"]}`)
 	c := b.credential(t, "demo", key.Key)
-	if len(c.Subscribe) != 2 || time.Until(c.ExpiresAt) > api.DefaultNATSCredentialTTL {
+	if len(c.Subscribe) != 3 || len(c.Publish) != 1 || c.InboxPrefix == "" || time.Until(c.ExpiresAt) > api.DefaultNATSCredentialTTL {
 		t.Fatalf("credential %+v", c)
 	}
 	if !audited(t, b.bundle, contracts.AuditNATSCredentialsIssued) {
@@ -266,7 +267,8 @@ func TestNATSCredentialsAreRefusedEverythingElse(t *testing.T) {
 		return ctx
 	}
 
-	for _, subj := range []string{contracts.SubjectProjectOutput("other"), contracts.SubjectProjectEvents("other"), "rdev.output.>", "_INBOX.>", ">"} {
+	for _, subj := range []string{contracts.SubjectProjectOutput("other"), contracts.SubjectProjectEvents("other"), "rdev.output.>", "_INBOX.>", ">",
+		contracts.ReaderInboxPrefix + ".>", contracts.SubjectReaderInbox("demo", "another-credential") + ".>", contracts.SubjectReplayPrefix + ".>"} {
 		if _, err := r.nc.SubscribeSync(subj); err != nil {
 			t.Fatal(err)
 		}
@@ -277,6 +279,9 @@ func TestNATSCredentialsAreRefusedEverythingElse(t *testing.T) {
 		contracts.SubjectOutput("demo", "s1"),
 		contracts.SubjectEvent("demo", "s1", contracts.EventSucceeded),
 		contracts.SubjectCancel("j1"),
+		contracts.SubjectReplay("other", "s1"),
+		contracts.SubjectReplayPrefix + ".demo",
+		contracts.SubjectReplay("demo", "s1") + ".x",
 		"$KV." + contracts.BucketAccess + ".project.demo",
 		"$JS.API.DIRECT.GET.KV_" + contracts.BucketAccess + ".$KV." + contracts.BucketAccess + ".meta.token_secret",
 		"$JS.API.STREAM.INFO.KV_" + contracts.BucketAccess,
@@ -297,8 +302,8 @@ func TestNATSCredentialsAreRefusedEverythingElse(t *testing.T) {
 		r.refused(t, "publish "+subj, subj)
 	}
 	// Through the client library: the access bucket, and ordered
-	// consumers even of the project's own output (replay is the HTTP
-	// API's).
+	// consumers even of the project's own output (replay is the
+	// streamer's service, rdev.replay.<project>.<stream>).
 	if _, err := r.js.KeyValue(bounded(), contracts.BucketAccess); err == nil {
 		t.Fatal("opened the access bucket")
 	}
@@ -471,8 +476,10 @@ func (b calloutBundle) adminKeyID(t *testing.T) string {
 // deliver subject, so a credential that could publish anything at all
 // (a JetStream pull request, a push consumer) could have the server
 // deliver its project's stored messages to a job subject or a KV key.
-// Credentials therefore publish nothing; every publish is refused and
-// nothing lands in the jobs stream or the state bucket.
+// Credentials therefore send no JetStream request; every such publish is
+// refused and nothing lands in the jobs stream or the state bucket. What
+// they may publish, replay requests of their project, reaches the
+// streamer with the reply subject they chose, which the streamer checks.
 func TestNATSCredentialsCannotMakeTheServerWriteElsewhere(t *testing.T) {
 	t.Parallel()
 	b := setupCallout(t, 0)
@@ -492,6 +499,25 @@ func TestNATSCredentialsCannotMakeTheServerWriteElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.refused(t, "a pull request answered into the state bucket", next)
+	// What a credential may publish, a replay request of its project, the
+	// server passes on with whatever reply subject it names: so the
+	// streamer answering it checks the reply subject itself and answers
+	// nothing outside the project's reader inboxes (streamer's
+	// TestNATSReplayIgnoresForeignReplySubjects, cmd/rdev's
+	// TestUpReplaysOverNATS).
+	requests, err := b.writer.Conn().SubscribeSync(contracts.SubjectReplayPrefix + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.writer.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nc.PublishRequest(contracts.SubjectReplay("demo", "s1"), kvKey, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := requests.NextMsg(20 * time.Second); err != nil || m.Reply != kvKey {
+		t.Fatalf("the replay request with a foreign reply subject: %v %v", m, err)
+	}
 	if err := r.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,10 @@
 // exactly what it missed. All clients of one stream share one JetStream
 // consumer; a client too slow for it catches up from storage instead of
 // holding memory or slowing the others.
+//
+// The same replays answer direct NATS subscribers' requests on
+// rdev.replay.<project>.<stream_id> (natsreplay.go), into the asking
+// project's reader inboxes only.
 package streamer
 
 import (
@@ -21,6 +25,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
@@ -52,6 +57,13 @@ type Service struct {
 
 	clients atomic.Int64
 	dropped atomic.Uint64
+
+	// Replay over NATS (natsreplay.go).
+	nc            *nats.Conn
+	replaySub     *nats.Subscription
+	replaySlots   chan struct{} // one per request being served
+	replayServed  atomic.Uint64
+	replayIgnored atomic.Uint64
 
 	in *instruments
 }
@@ -104,6 +116,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		gate: gate,
 		quit: quit,
 		stop: stop,
+
+		nc:          js.Conn(),
+		replaySlots: make(chan struct{}, replayInFlight),
 	}
 	in, err := newInstruments(deps.Telemetry, s)
 	if err != nil {
@@ -115,13 +130,18 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// Start watches access changes; the streams themselves are served per
+// Start watches access changes and answers replay requests over NATS
+// (contracts.SubjectReplay); the streams themselves are served per
 // request. It returns at once.
 func (s *Service) Start(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started || s.closed {
 		return nil
+	}
+	// Replay over NATS for direct subscribers (docs/nats.md).
+	if err := s.startReplays(s.nc); err != nil {
+		return fmt.Errorf("streamer: subscribe to replay requests: %w", err)
 	}
 	s.started = true
 	// One watch for every open stream: a revoked key's or a deleted
@@ -189,8 +209,11 @@ func (s *Service) Register(e *echo.Echo) {
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
+	replays := s.replaySub
+	s.replaySub = nil
 	s.mu.Unlock()
 	s.stop()
+	s.stopReplays(replays)
 
 	done := make(chan struct{})
 	go func() {
@@ -236,6 +259,12 @@ type Stats struct {
 	// Dropped counts the clients dropped because a write blocked longer
 	// than WriteTimeout.
 	Dropped uint64
+	// ReplayRequests counts the replay requests over NATS answered since
+	// New, refusals included.
+	ReplayRequests uint64
+	// ReplayIgnored counts the replay requests left unanswered because
+	// their reply subject was not an inbox of the project's readers.
+	ReplayIgnored uint64
 }
 
 // Stats returns the current counters.
@@ -247,5 +276,8 @@ func (s *Service) Stats() Stats {
 		HubsStarted: h.Started,
 		Overflows:   h.Overflows,
 		Dropped:     s.dropped.Load(),
+
+		ReplayRequests: s.replayServed.Load(),
+		ReplayIgnored:  s.replayIgnored.Load(),
 	}
 }

@@ -77,14 +77,26 @@ func newInstruments(t Telemetry, s *Service) (*instruments, error) {
 	if err != nil {
 		return nil, err
 	}
+	replays, err := m.Int64ObservableCounter("rdev.nats_replay.requests", metric.WithUnit("{request}"),
+		metric.WithDescription("Replay requests over NATS answered (direct subscribers), refusals included."))
+	if err != nil {
+		return nil, err
+	}
+	ignored, err := m.Int64ObservableCounter("rdev.nats_replay.ignored", metric.WithUnit("{request}"),
+		metric.WithDescription("Replay requests over NATS left unanswered because their reply subject was not an inbox of the project's readers."))
+	if err != nil {
+		return nil, err
+	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		st := s.Stats()
 		o.ObserveInt64(conns, st.Clients)
 		o.ObserveInt64(hubs, int64(st.Hubs))
 		o.ObserveInt64(dropped, int64(st.Dropped))
 		o.ObserveInt64(overflows, int64(st.Overflows))
+		o.ObserveInt64(replays, int64(st.ReplayRequests))
+		o.ObserveInt64(ignored, int64(st.ReplayIgnored))
 		return nil
-	}, conns, hubs, dropped, overflows)
+	}, conns, hubs, dropped, overflows, replays, ignored)
 	return in, err
 }
 

@@ -29,7 +29,8 @@ const (
 	// audit log.
 	RoleWorker Role = "worker"
 	// RoleStreamer only reads output, job state and access records; never
-	// project secrets.
+	// project secrets. It answers direct subscribers' replay requests
+	// once each (allow_responses), publishing nothing else.
 	RoleStreamer Role = "streamer"
 	// RoleNotifier consumes lifecycle events and dead letters (durable
 	// consumers it shares with the other notifiers), reads stream
@@ -145,6 +146,11 @@ func Permissions(r Role) *server.Permissions {
 		// The access bucket is watched so that open streams end within
 		// seconds of their key's revocation or their project's deletion.
 		pub = append(pub, consume(contracts.StreamOutput, kvAccess)...)
+		// Replay over NATS: direct subscribers' requests, answered once
+		// on the reply subject; no publish permission of its own (the
+		// streamer answers only into the asking project's reader inboxes).
+		sub = append(sub, contracts.SubjectReplayPrefix+".>")
+		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL}
 	case RoleSystem:
 		// Not the common set: the system account has no JetStream of rdev.
 		return &server.Permissions{
@@ -266,15 +272,18 @@ func PermissionsVar(r Role) string {
 // do with a credential the API minted (POST
 // /v1/projects/{p}/nats-credentials): subscribe to the project's events
 // and output (contracts.SubjectProjectEvents,
-// contracts.SubjectProjectOutput), live, and nothing else. It publishes
-// nothing, not even to the JetStream API: the server checks neither a
+// contracts.SubjectProjectOutput), live, and to its own inbox (inbox,
+// contracts.SubjectReaderInbox); publish replay requests of the project
+// (contracts.SubjectProjectReplay), which a streamer answers on that
+// inbox. Nothing else, not the JetStream API: the server checks neither a
 // request's reply subject nor a consumer's deliver subject against
 // permissions, so a pull request or a push consumer would let the holder
 // have the server write the project's stored messages into any subject
-// of rdev's account (a job subject, a KV key).
-func ReaderPermissions(project string) jwt.Permissions {
+// of rdev's account (a job subject, a KV key). The streamer checks a
+// replay request's reply subject itself.
+func ReaderPermissions(project, inbox string) jwt.Permissions {
 	return jwt.Permissions{
-		Pub: jwt.Permission{Deny: []string{">"}},
-		Sub: jwt.Permission{Allow: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project)}},
+		Pub: jwt.Permission{Allow: []string{contracts.SubjectProjectReplay(project)}},
+		Sub: jwt.Permission{Allow: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project), inbox + ".>"}},
 	}
 }

@@ -67,6 +67,9 @@ func messages() map[string]any {
 		"batch":          contracts.Batch{},
 		"batch_progress": contracts.BatchProgress{},
 		"sealed_secret":  contracts.SealedSecret{},
+		// Replay over NATS (direct subscribers).
+		"replay_request": contracts.ReplayRequest{},
+		"replay_reply":   contracts.ReplayReply{},
 		// The bodies of the HTTP API (versioned by its /v1 path).
 		"command_request":       contracts.CommandRequest{},
 		"claude_request":        contracts.ClaudeRequest{},

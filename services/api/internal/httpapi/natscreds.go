@@ -36,6 +36,6 @@ func (h *Handlers) createNATSCredentials(c echo.Context) error {
 	}
 	h.audit.RecordAsync(contracts.AuditRecord{Kind: contracts.AuditNATSCredentialsIssued, Actor: principal(c).Key.ID, Project: p.ID,
 		ProjectIncarnation: p.Incarnation, ClientIP: accesshttp.ClientIP(c).String(),
-		Detail: map[string]any{"expires_at": cred.ExpiresAt}})
+		Detail: map[string]any{"expires_at": cred.ExpiresAt, "inbox_prefix": cred.InboxPrefix}})
 	return c.JSON(http.StatusCreated, cred)
 }

@@ -5,7 +5,8 @@
 // access store (signature, expiry, the key that asked for it, the
 // project and its incarnation, the project's allowed IPs) and answers
 // with a user JWT, signed by the callout's issuer key, that carries
-// natsserver.ReaderPermissions of the project and expires with the token.
+// natsserver.ReaderPermissions of the project (its events and output, its
+// replay requests, the credential's own inbox) and expires with the token.
 // The server disconnects the client when the JWT expires; before that,
 // a Sweeper closes the connections of credentials revoked since.
 //
@@ -60,10 +61,13 @@ func (m Minter) Mint(project, incarnation, keyID string, now time.Time) (contrac
 	}
 	nonce := hex.EncodeToString(b[:])
 	exp := now.Add(m.TTL).Truncate(time.Second)
+	inbox := contracts.SubjectReaderInbox(project, nonce)
 	return contracts.NATSCredentials{
-		Token:     m.Signer.SignFor(access.NATSResource(project, nonce), access.Grant{KeyID: keyID, Incarnation: incarnation}, exp),
-		ExpiresAt: exp.UTC(),
-		Subscribe: []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project)},
+		Token:       m.Signer.SignFor(access.NATSResource(project, nonce), access.Grant{KeyID: keyID, Incarnation: incarnation}, exp),
+		ExpiresAt:   exp.UTC(),
+		Subscribe:   []string{contracts.SubjectProjectEvents(project), contracts.SubjectProjectOutput(project), inbox + ".>"},
+		Publish:     []string{contracts.SubjectProjectReplay(project)},
+		InboxPrefix: inbox,
 	}, nil
 }
 
@@ -215,7 +219,7 @@ func (c *Callout) authorize(ctx context.Context, req *jwt.AuthorizationRequestCl
 	uc.Audience = c.Account
 	uc.IssuerAccount = c.issuerAccount
 	uc.Expires = cred.Expires.Unix()
-	uc.Permissions = natsserver.ReaderPermissions(cred.Project)
+	uc.Permissions = natsserver.ReaderPermissions(cred.Project, contracts.SubjectReaderInbox(cred.Project, cred.Nonce))
 	out, err := uc.Encode(c.Issuer)
 	if err != nil {
 		return "", "encode user: " + err.Error()

@@ -381,3 +381,8 @@ func (s *Store) deleteConsumer(ctx context.Context, name string) {
 		s.log.Warn("delete consumer", "consumer", name, "err", err)
 	}
 }
+
+// End returns the sequence of the last message stored in the output
+// stream, as LastSeq, sharing the request with every caller asking
+// meanwhile (see boundary): what a replay over NATS reads up to.
+func (s *Store) End(ctx context.Context) (uint64, error) { return s.boundary(ctx) }

@@ -52,6 +52,36 @@ const replicasTTL = 10 * time.Second
 // holds none while its caller writes to the client.
 func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64) iter.Seq2[entry.Entry, error] {
 	return func(yield func(entry.Entry, error) bool) {
+		for m, err := range s.ReplayStored(ctx, streamID, after, until) {
+			if err != nil {
+				yield(entry.Entry{}, err)
+				return
+			}
+			e, err := entry.Parse(streamID, m.Subject, m.Seq, m.Data)
+			if err != nil {
+				s.log.Warn("undecodable message", "stream_id", streamID, "seq", m.Seq, "err", err)
+				e.Kind = entry.Invalid
+			}
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Stored is one message of a stream as stored: what ReplayStored yields.
+type Stored struct {
+	Subject string
+	Seq     uint64
+	Data    []byte
+}
+
+// ReplayStored is Replay before decoding: the stored messages of
+// streamID after sequence after, up to until, in stream order, read as
+// Replay reads them (the same bounded storage reads). Replay over NATS
+// (the streamer's replay service) sends them on unchanged.
+func (s *Store) ReplayStored(ctx context.Context, streamID string, after, until uint64) iter.Seq2[Stored, error] {
+	return func(yield func(Stored, error) bool) {
 		fs := filters(streamID)
 		srcs := make([]source, len(fs))
 		for i, f := range fs {
@@ -63,7 +93,7 @@ func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64
 				src := &srcs[i]
 				for len(src.buf) == 0 && !src.done {
 					if err := src.fill(ctx, until); err != nil {
-						yield(entry.Entry{}, fmt.Errorf("replay of %s: %w", streamID, err))
+						yield(Stored{}, fmt.Errorf("replay of %s: %w", streamID, err))
 						return
 					}
 				}
@@ -77,12 +107,7 @@ func (s *Store) Replay(ctx context.Context, streamID string, after, until uint64
 			m := best.buf[0]
 			best.buf[0] = getMsg{} // the batch's array outlives the message
 			best.buf = best.buf[1:]
-			e, err := entry.Parse(streamID, m.subject, m.seq, m.data)
-			if err != nil {
-				s.log.Warn("undecodable message", "stream_id", streamID, "seq", m.seq, "err", err)
-				e.Kind = entry.Invalid
-			}
-			if !yield(e, nil) || e.StreamSeq >= until {
+			if !yield(Stored{Subject: m.subject, Seq: m.seq, Data: m.data}, nil) || m.seq >= until {
 				return
 			}
 		}
