@@ -185,6 +185,7 @@ type apiFlags struct {
 	// NATSCalloutXKey is a secret: never logged.
 	NATSCalloutXKey string `name:"nats-callout-xkey" env:"RDEV_NATS_CALLOUT_XKEY" help:"The seed of --nats-callout-xkey-file given directly (for an environment variable from a secret); the file wins when both are set."`
 	NATSSystemNKey  string `name:"nats-system-nkey" env:"RDEV_NATS_SYSTEM_NKEY" help:"File with the nkey seed of the NATS system account's user that may list connections and close them (RDEV_SYSTEM_PERMISSIONS): the API then closes a direct subscriber's open connections within seconds of its key's revocation or its project's deletion, instead of at its credential's expiry. rdev up uses <data-dir>/nats/system.nk."`
+	NATSSystemCreds string `name:"nats-system-creds" env:"RDEV_NATS_SYSTEM_CREDS" help:"The system account's user of --nats-system-nkey as a credentials file (a user JWT and its seed: nsc, under operator mode)."`
 	NATSSystemUser  string `name:"nats-system-user" env:"RDEV_NATS_SYSTEM_USER" help:"The system account's user of --nats-system-nkey, signing in with a password instead (--nats-system-password)."`
 	// NATSSystemPassword is a secret: never logged.
 	NATSSystemPassword string        `name:"nats-system-password" env:"RDEV_NATS_SYSTEM_PASSWORD" help:"Password of --nats-system-user."`
@@ -350,17 +351,21 @@ func (c *notifierCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logg
 }
 
 // systemAuth is how the API signs in as the system account's user: with
-// --nats-system-nkey or --nats-system-user and its password, over the TLS
+// --nats-system-creds, --nats-system-nkey or --nats-system-user and its
+// password (the first set wins), over the TLS
 // of conn; ok is false when neither is set (a user without a password
 // too: a chart's optional Secret key left out), and the API then says at
 // start that revoked credentials' connections stay open until expiry.
 func (a apiFlags) systemAuth(conn natsconn.Config) (c natsconn.Config, ok bool) {
-	c = natsconn.Config{NKey: a.NATSSystemNKey, User: a.NATSSystemUser, Password: a.NATSSystemPassword,
+	c = natsconn.Config{Creds: a.NATSSystemCreds, NKey: a.NATSSystemNKey, User: a.NATSSystemUser, Password: a.NATSSystemPassword,
 		TLSCA: conn.TLSCA, TLSCert: conn.TLSCert, TLSKey: conn.TLSKey}
-	if c.NKey != "" {
+	switch {
+	case c.Creds != "":
+		c.NKey, c.User, c.Password = "", "", ""
+	case c.NKey != "":
 		c.User, c.Password = "", ""
 	}
-	return c, c.NKey != "" || (c.User != "" && c.Password != "")
+	return c, c.Creds != "" || c.NKey != "" || (c.User != "" && c.Password != "")
 }
 
 func (a apiFlags) config(secretsKey []byte) (api.Config, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/rdev-dev/rdev/cmd/rdev/internal/natsconn"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
@@ -120,6 +121,32 @@ func TestSeedLine(t *testing.T) {
 	} {
 		if got := string(seedLine([]byte(in))); got != want {
 			t.Errorf("seedLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The API signs in as the system user with one of its settings: a creds
+// file (operator mode) before an nkey before a user and password; a user
+// without a password is no setting (a chart's optional Secret key left
+// out), so the API warns instead of failing to sign in.
+func TestSystemAuth(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		flags apiFlags
+		want  natsconn.Config
+		ok    bool
+	}{
+		{"creds", apiFlags{NATSSystemCreds: "sys.creds", NATSSystemNKey: "sys.nk", NATSSystemUser: "system", NATSSystemPassword: "pw"},
+			natsconn.Config{Creds: "sys.creds"}, true},
+		{"nkey", apiFlags{NATSSystemNKey: "sys.nk", NATSSystemUser: "system", NATSSystemPassword: "pw"}, natsconn.Config{NKey: "sys.nk"}, true},
+		{"password", apiFlags{NATSSystemUser: "system", NATSSystemPassword: "pw"}, natsconn.Config{User: "system", Password: "pw"}, true},
+		{"user without password", apiFlags{NATSSystemUser: "system"}, natsconn.Config{User: "system"}, false},
+		{"none", apiFlags{}, natsconn.Config{}, false},
+	} {
+		got, ok := c.flags.systemAuth(natsconn.Config{})
+		if got != c.want || ok != c.ok {
+			t.Errorf("%s: systemAuth = %+v, %v; want %+v, %v", c.name, got, ok, c.want, c.ok)
 		}
 	}
 }

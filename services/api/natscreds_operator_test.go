@@ -30,6 +30,9 @@ type operatorMode struct {
 	xkey bool
 	// noAccount: the API is not told the account (NATSCalloutAccount).
 	noAccount bool
+	// system: the API signs in as the system account's user too, and so
+	// closes revoked credentials' connections.
+	system bool
 }
 
 // setupOperator is setupCallout under decentralized auth
@@ -59,7 +62,7 @@ func setupOperator(t *testing.T, ttl time.Duration, mode operatorMode) calloutBu
 		account = ""
 	}
 	return calloutWith(t, o.URL, func(r natsserver.Role) nats.Option { return nats.UserJWTAndSeed(o.User(r)) },
-		api.Config{NATSCredentialTTL: ttl, NATSCalloutSeed: seed(issuer), NATSCalloutAccount: account, NATSCalloutXKeySeed: seed(o.XKey)}, false)
+		api.Config{NATSCredentialTTL: ttl, NATSCalloutSeed: seed(issuer), NATSCalloutAccount: account, NATSCalloutXKeySeed: seed(o.XKey)}, mode.system)
 }
 
 // Under operator mode the same callout admits a minted credential with

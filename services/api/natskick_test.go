@@ -41,7 +41,19 @@ func (b calloutBundle) connectWatched(t *testing.T, project, key string) (r *rea
 // key's connection to the same project stays open and keeps receiving.
 func TestNATSCredentialConnectionClosedWhenItsKeyIsRevoked(t *testing.T) {
 	t.Parallel()
-	b := setupCalloutWith(t, time.Hour, true, 0)
+	closedWhenRevoked(t, setupCalloutWith(t, time.Hour, true, 0))
+}
+
+// The same under operator mode: the system user is a user JWT of the
+// operator's system account, and direct subscribers are in rdev's
+// account (named by its public key).
+func TestNATSCredentialConnectionClosedWhenItsKeyIsRevokedUnderOperatorMode(t *testing.T) {
+	t.Parallel()
+	closedWhenRevoked(t, setupOperator(t, time.Hour, operatorMode{signingKey: true, system: true}))
+}
+
+func closedWhenRevoked(t *testing.T, b calloutBundle) {
+	t.Helper()
 	revoked := b.newKey(t, `{"name":"revoked","scopes":["project:demo:read"]}`)
 	kept := b.newKey(t, `{"name":"kept","scopes":["project:demo:read"]}`)
 	r, closed, c := b.connectWatched(t, "demo", revoked.Key)

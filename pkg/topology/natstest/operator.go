@@ -71,7 +71,7 @@ func StartOperator(tb testing.TB, cfg OperatorConfig) *Operator {
 		return s
 	}
 	okp, opub := create(nkeys.CreateOperator)
-	_, syspub := create(nkeys.CreateAccount)
+	syskp, syspub := create(nkeys.CreateAccount)
 	o := &Operator{users: map[natsserver.Role]operatorUser{}}
 	o.AccountKey, o.Account = create(nkeys.CreateAccount)
 	sk, skpub := create(nkeys.CreateAccount)
@@ -104,6 +104,18 @@ func StartOperator(tb testing.TB, cfg OperatorConfig) *Operator {
 		o.users[r] = operatorUser{jwt: user(pub, userPermissions(natsserver.Permissions(r)), false), seed: string(seed)}
 		account.Authorization.AuthUsers.Add(pub)
 	}
+	// The API's system user (natsserver.RoleSystem), a user of the
+	// system account: it lists connections and closes revoked ones.
+	{
+		kp, pub := create(nkeys.CreateUser)
+		seed, err := kp.Seed()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		uc := jwt.NewUserClaims(pub)
+		uc.Permissions = userPermissions(natsserver.Permissions(natsserver.RoleSystem))
+		o.users[natsserver.RoleSystem] = operatorUser{jwt: encode(uc, syskp), seed: string(seed)}
+	}
 	resolver := &server.MemAccResolver{}
 	for pub, claims := range map[string]string{syspub: encode(jwt.NewAccountClaims(syspub), okp), o.Account: encode(account, okp)} {
 		if err := resolver.Store(pub, claims); err != nil {
@@ -132,7 +144,8 @@ func StartOperator(tb testing.TB, cfg OperatorConfig) *Operator {
 }
 
 // User is role's user JWT and nkey seed (nats.UserJWTAndSeed): a user of
-// rdev's account with natsserver.Permissions(role).
+// rdev's account with natsserver.Permissions(role); RoleSystem's is a
+// user of the system account.
 func (o *Operator) User(r natsserver.Role) (userJWT, seed string) {
 	u := o.users[r]
 	return u.jwt, u.seed
