@@ -134,14 +134,27 @@ func (s *Store) At(ctx context.Context, streamID string, seq uint64) (entry.Entr
 	if err != nil {
 		return entry.Entry{}, err
 	}
+	// A direct get (the stream allows them) may be answered by a follower
+	// that has not stored seq yet: a client resuming right after a live
+	// event would be told its id expired. The leader has the last word.
+	var m getMsg
 	msg, err := st.GetMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return entry.Entry{}, ErrNoMessage
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		lm, err := s.leaderAt(ctx, seq)
+		if err != nil {
+			return entry.Entry{}, err
+		}
+		if lm == nil {
+			return entry.Entry{}, ErrNoMessage
+		}
+		m = *lm
+	case err != nil:
 		return entry.Entry{}, fmt.Errorf("get message %d: %w", seq, err)
+	default:
+		m = getMsg{subject: msg.Subject, seq: msg.Sequence, data: msg.Data}
 	}
-	e, err := entry.Parse(streamID, msg.Subject, msg.Sequence, msg.Data)
+	e, err := entry.Parse(streamID, m.subject, m.seq, m.data)
 	if errors.Is(err, entry.ErrForeign) {
 		return e, err
 	}

@@ -364,6 +364,22 @@ func (s *Store) leaderNext(ctx context.Context, filter string, seq uint64) (*get
 	return &getMsg{subject: resp.Message.Subject, seq: resp.Message.Sequence, data: resp.Message.Data}, nil
 }
 
+// leaderAt confirms with the stream's leader that nothing is stored at
+// seq, on a replicated stream (one server's direct get is the leader's
+// answer). It returns the message when the leader has it after all.
+func (s *Store) leaderAt(ctx context.Context, seq uint64) (*getMsg, error) {
+	n, err := s.replicas(ctx)
+	if err != nil || n <= 1 {
+		return nil, err
+	}
+	// No filter: the message at seq exactly.
+	m, err := s.leaderNext(ctx, "", seq)
+	if m != nil && m.seq != seq {
+		return nil, nil
+	}
+	return m, err
+}
+
 // apiSubject is the JetStream API subject of op under js's prefix or
 // domain.
 func (s *Store) apiSubject(op string) string {

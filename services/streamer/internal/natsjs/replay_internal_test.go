@@ -190,3 +190,61 @@ func TestReplaysQueueForReads(t *testing.T) {
 		t.Fatalf("%d yields, want one error", n)
 	}
 }
+
+// At asks the stream's leader before it calls a sequence missing, on a
+// replicated stream (forced here on one server, where the leader agrees
+// with the direct get): a follower that has not stored a just-written
+// event would otherwise turn a client's resume into an expired one. A
+// sequence the direct get finds, and any on a single replica, costs no
+// leader request.
+func TestAtAsksTheLeaderBeforeCallingASequenceMissing(t *testing.T) {
+	t.Parallel()
+	s, js := replaySetup(t, Config{})
+	seqs := history(t, js, "a1", 3)
+	gone := put(t, js, contracts.SubjectOutput("p", "a1"), contracts.OutputLine{V: 1, StreamID: "a1", Seq: 4})
+	st, err := js.Stream(context.Background(), contracts.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(context.Background(), gone); err != nil {
+		t.Fatal(err)
+	}
+	asked, err := js.Conn().SubscribeSync(s.apiSubject("STREAM.MSG.GET." + contracts.StreamOutput))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	leaderAsked := func() int {
+		n := 0
+		for {
+			if _, err := asked.NextMsg(200 * time.Millisecond); err != nil {
+				return n
+			}
+			n++
+		}
+	}
+	ctx := context.Background()
+	for _, replicas := range []int{1, 3} {
+		s.mu.Lock()
+		s.replicasN, s.replicasAt = replicas, time.Now().Add(time.Hour)
+		s.mu.Unlock()
+		if e, err := s.At(ctx, "a1", seqs[1]); err != nil || e.StreamSeq != seqs[1] || e.Line != 1 {
+			t.Fatalf("R%d: At(%d) = %+v, %v; want line 1", replicas, seqs[1], e, err)
+		}
+		if n := leaderAsked(); n != 0 {
+			t.Fatalf("R%d: the leader was asked %d times for a message the direct get found", replicas, n)
+		}
+		if _, err := s.At(ctx, "a1", gone); !errors.Is(err, ErrNoMessage) {
+			t.Fatalf("R%d: At(deleted) = %v, want ErrNoMessage", replicas, err)
+		}
+		want := 0
+		if replicas > 1 {
+			want = 1
+		}
+		if n := leaderAsked(); n != want {
+			t.Fatalf("R%d: the leader was asked %d times for a missing message, want %d", replicas, n, want)
+		}
+	}
+}
