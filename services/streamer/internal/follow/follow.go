@@ -40,9 +40,10 @@ type History interface {
 	Replay(ctx context.Context, streamID string, after, until uint64) iter.Seq2[entry.Entry, error]
 }
 
-// ErrBusy marks a replay that is waiting for its turn to read storage, not
-// failing: it does not count against Retry.For.
-var ErrBusy = errors.New("storage busy: waiting for a turn to read")
+// ErrBusy marks a replay or a feed that is waiting for its turn to read
+// storage, not failing: it does not count against Retry.For. It is
+// hub.ErrBusy, which a hub's Join returns while its feed waits to open.
+var ErrBusy = hub.ErrBusy
 
 // Sink writes to one client. It is used from one goroutine.
 type Sink interface {

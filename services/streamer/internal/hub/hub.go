@@ -47,6 +47,10 @@ var (
 	// ErrClosed is returned by Join, and ends every subscription, once
 	// Close was called.
 	ErrClosed = errors.New("hub: closed")
+	// ErrBusy is returned by Join when the hub's turn to open its feed
+	// did not come within OpenTimeout: waiting in line behind other
+	// opens, not a storage failure (follow.ErrBusy is the same error).
+	ErrBusy = errors.New("storage busy: waiting for a turn")
 )
 
 // Config sizes the hubs.
@@ -58,9 +62,19 @@ type Config struct {
 	// queue before the hub cuts it loose; 0 means no bound but Buffer. An
 	// entry larger than the bound alone still fits an empty queue.
 	BufferBytes int
-	// OpenTimeout bounds opening a feed.
+	// OpenTimeout bounds opening a feed, and separately its wait for a
+	// turn to open.
 	OpenTimeout time.Duration
+	// Opens is how many feeds open at once (each asks the server for the
+	// stream's end and creates a consumer); more wait in line. Ten
+	// thousand streams watched at once opened their feeds together, the
+	// server answered too slowly and the opens failed. Default
+	// DefaultOpens.
+	Opens int
 }
+
+// DefaultOpens is Config.Opens's default.
+const DefaultOpens = 32
 
 // Hubs keeps one hub per watched stream. It is safe for concurrent use.
 type Hubs struct {
@@ -69,6 +83,8 @@ type Hubs struct {
 	log    *slog.Logger
 	ctx    context.Context // cancelled by Close, so opens in progress give up
 	cancel context.CancelFunc
+
+	opens chan struct{} // one token per feed opening
 
 	mu     sync.Mutex
 	hubs   map[string]*hub
@@ -88,8 +104,11 @@ func New(src Source, cfg Config, log *slog.Logger) *Hubs {
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = 10 * time.Second
 	}
+	if cfg.Opens <= 0 {
+		cfg.Opens = DefaultOpens
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Hubs{src: src, cfg: cfg, log: log, ctx: ctx, cancel: cancel, hubs: map[string]*hub{}}
+	return &Hubs{src: src, cfg: cfg, log: log, ctx: ctx, cancel: cancel, opens: make(chan struct{}, cfg.Opens), hubs: map[string]*hub{}}
 }
 
 // Stats counts hubs and their subscribers' overflows.
@@ -273,9 +292,7 @@ func (r *Hubs) Join(ctx context.Context, streamID string) (*Sub, uint64, error) 
 
 // open opens h's feed and starts fanning out, or records why it could not.
 func (r *Hubs) open(h *hub) {
-	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.OpenTimeout)
-	feed, last, err := r.src.Open(ctx, h.id)
-	cancel()
+	feed, last, err := r.openFeed(h.id)
 	if err != nil {
 		err = fmt.Errorf("open feed of stream %s: %w", h.id, err)
 	}
@@ -301,6 +318,25 @@ func (r *Hubs) open(h *hub) {
 	}
 	r.mu.Unlock()
 	close(h.ready)
+}
+
+// openFeed opens streamID's feed once its turn comes, waiting at most
+// OpenTimeout for it; the open itself then has OpenTimeout of its own.
+func (r *Hubs) openFeed(streamID string) (Feed, uint64, error) {
+	wait := time.NewTimer(r.cfg.OpenTimeout)
+	select {
+	case r.opens <- struct{}{}:
+		wait.Stop()
+	case <-wait.C:
+		return nil, 0, ErrBusy
+	case <-r.ctx.Done():
+		wait.Stop()
+		return nil, 0, ErrClosed
+	}
+	defer func() { <-r.opens }()
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.OpenTimeout)
+	defer cancel()
+	return r.src.Open(ctx, streamID)
 }
 
 // release drops one reference to h and stops it when it was the last.

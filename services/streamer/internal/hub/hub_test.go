@@ -296,3 +296,88 @@ func TestByteBoundCutsLoose(t *testing.T) {
 		t.Fatalf("err %v, want ErrOverflow", c.sub.Err())
 	}
 }
+
+// gatedSource opens feeds only when the test lets it, whatever their
+// context, counting the opens in progress.
+type gatedSource struct {
+	source
+	gate    chan struct{}
+	running sync.Mutex
+	now     int
+	most    int
+}
+
+func (g *gatedSource) Open(ctx context.Context, id string) (hub.Feed, uint64, error) {
+	g.running.Lock()
+	g.now++
+	g.most = max(g.most, g.now)
+	g.running.Unlock()
+	defer func() {
+		g.running.Lock()
+		g.now--
+		g.running.Unlock()
+	}()
+	<-g.gate // a server slower than the open's own timeout
+	return g.source.Open(ctx, id)
+}
+
+// Feeds open Opens at a time; one whose turn does not come within
+// OpenTimeout is refused with ErrBusy (waiting, not failing), and joins
+// once the line moves.
+func TestFeedsOpenInLine(t *testing.T) {
+	t.Parallel()
+	src := &gatedSource{gate: make(chan struct{})}
+	r := hub.New(src, hub.Config{Buffer: 4, Opens: 2, OpenTimeout: time.Second}, slog.New(slog.DiscardHandler))
+	defer r.Close()
+
+	// Two opens hold both turns; a third waits its OpenTimeout in line.
+	var wg sync.WaitGroup
+	subs := make([]*hub.Sub, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Go(func() { subs[i], _, errs[i] = r.Join(context.Background(), []string{"a", "b"}[i]) })
+	}
+	await := time.Now().Add(waitFor)
+	for {
+		src.running.Lock()
+		n := src.now
+		src.running.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(await) {
+			t.Fatalf("%d opens in progress, want 2", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, _, err := r.Join(context.Background(), "c"); !errors.Is(err, hub.ErrBusy) {
+		t.Fatalf("a third open while two hold the turns: %v, want ErrBusy", err)
+	}
+	// The line moves: every open gets its turn, never more than two at once.
+	close(src.gate)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("join %d: %v", i, err)
+		}
+		subs[i].Leave()
+	}
+	joined := make([]*hub.Sub, 20)
+	for i := range joined {
+		wg.Go(func() {
+			var err error
+			if joined[i], _, err = r.Join(context.Background(), "s"+string(rune('a'+i))); err != nil {
+				t.Errorf("join %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, s := range joined {
+		if s != nil {
+			s.Leave()
+		}
+	}
+	if src.most > 2 {
+		t.Fatalf("%d feeds opened at once, want at most 2", src.most)
+	}
+}
