@@ -100,6 +100,15 @@ func Start(cfg Config) (*server.Server, error) {
 		// Output bursts publish many messages before the first ack returns.
 		MaxPending: 256 << 20,
 	}
+	if len(cfg.Users) > 0 {
+		// Declared as a configuration file declares it: without an
+		// authorization block, a server whose only accounts are the
+		// global and the system one adds a user without password to the
+		// global account and admits anonymous clients as that user.
+		if err := opts.ProcessConfigString("authorization {}"); err != nil {
+			return nil, fmt.Errorf("natsserver: %w", err)
+		}
+	}
 	var sys *server.Account
 	for _, u := range cfg.Users {
 		if u.NKey == "" {
