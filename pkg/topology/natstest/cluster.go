@@ -2,10 +2,12 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,7 +60,22 @@ func NewCluster(tb testing.TB, n int) *Cluster {
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
-		wg.Go(func() { c.nodes[i], errs[i] = natsserver.Start(c.cfgs[i]) })
+		wg.Go(func() {
+			for attempt := 1; ; attempt++ {
+				c.nodes[i], errs[i] = natsserver.Start(c.cfgs[i])
+				if errs[i] == nil || !errors.Is(errs[i], syscall.EADDRINUSE) || attempt == 3 {
+					return
+				}
+				// Another process took the client port between freeAddr
+				// and the listen (CI runs many tests beside this one).
+				addr, err := pickAddr()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				c.cfgs[i].Addr = addr
+			}
+		})
 	}
 	wg.Wait()
 	tb.Cleanup(func() {
@@ -211,10 +228,19 @@ func (c *Cluster) WaitMetaLeader(timeout time.Duration) {
 
 func freeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	addr, err := pickAddr()
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return addr
+}
+
+// pickAddr returns a loopback address free when it was picked.
+func pickAddr() (string, error) {
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
 	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
+	return ln.Addr().String(), nil
 }
