@@ -190,8 +190,7 @@ func scale(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		fig(fmt.Sprintf("nats-server VmRSS, %d streams followed", n), mem(natsPID), "MiB"),
 		fig("nats-server VmRSS per followed stream", (mem(natsPID)-natsBefore)*1024/float64(n), "KiB"))
 	t3 := time.Now()
-	worker, err = startWorker("scale-worker-streams")
-	if err != nil {
+	if _, err := startWorker("scale-worker-streams"); err != nil {
 		return figs, err
 	}
 	wg.Wait()
