@@ -374,11 +374,14 @@ func (w *LineWriter) publishOne(ctx context.Context, last uint64) error {
 }
 
 // publishBatch streams queued lines as one fast batch until the queue is
-// empty, then closes the batch (single-replica streams, see
-// publishAtomic). Only its first line is checked against the
+// empty, sending the last one as the batch's commit (single-replica
+// streams, see publishAtomic). Only its first line is checked against the
 // stream's last line; after it, the server refuses any gap in the batch
 // (gap mode fail), so what it stores is always a prefix of what was sent,
-// while the lines are pipelined under the server's flow control.
+// while the lines are pipelined under the server's flow control. Committing
+// with a line rather than closing the batch afterwards keeps the batch's
+// empty end-of-batch message off the subject, where live subscribers
+// would receive it.
 func (w *LineWriter) publishBatch(ctx context.Context, last uint64) error {
 	fp, err := jetstreamext.NewFastPublisher(w.o.js, jetstreamext.FastPublishFlowControl{AckTimeout: w.o.timeout})
 	if err != nil {
@@ -393,18 +396,32 @@ func (w *LineWriter) publishBatch(ctx context.Context, last uint64) error {
 		}
 		return err
 	}
-	var inFlight, acked uint64 // lines at the queue's head sent in this batch but not acknowledged; acknowledged so far
-	for first := true; ; first = false {
+	// inFlight: lines at the queue's head sent in this batch but not
+	// acknowledged; acked: acknowledged so far. publish calls this with
+	// at least two lines queued, and a line is only the last one queued
+	// when it is committed, so queue[inFlight] always exists.
+	var inFlight, acked uint64
+	for first := true; ctx.Err() == nil; first = false {
 		w.mu.Lock()
-		if inFlight == uint64(len(w.queue)) || ctx.Err() != nil {
-			w.mu.Unlock()
-			break
-		}
 		m := w.queue[inFlight]
+		final := inFlight == uint64(len(w.queue))-1
 		w.mu.Unlock()
 		var opts []jetstreamext.BatchMsgOpt
 		if first {
 			opts = append(opts, jetstreamext.WithBatchExpectLastSequencePerSubject(last))
+		}
+		if final {
+			cctx, cancel := context.WithTimeout(ctx, w.o.timeout)
+			ack, err := fp.CommitMsg(cctx, m, opts...)
+			cancel()
+			if err != nil {
+				return fail(err)
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.acked(int(inFlight + 1))
+			w.last = ack.Sequence
+			return nil
 		}
 		ack, err := fp.AddMsg(m, opts...)
 		if err != nil {
@@ -420,6 +437,8 @@ func (w *LineWriter) publishBatch(ctx context.Context, last uint64) error {
 			acked = ack.AckSequence
 		}
 	}
+	// Stopped mid-batch: end it with what was sent (fail looks the
+	// outcome up later when this cannot).
 	cctx, cancel := context.WithTimeout(ctx, w.o.timeout)
 	defer cancel()
 	ack, err := fp.Close(cctx)

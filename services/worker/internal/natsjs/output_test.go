@@ -206,3 +206,76 @@ func TestLineWriterContinuesStreamBegunOnLegacySubject(t *testing.T) {
 		t.Fatalf("LastSeq after the new lines = %d, %v; want 5", n, err)
 	}
 }
+
+// A plain subscriber of a stream's output subject (a direct subscriber)
+// receives lines only: the writer commits each fast batch with its last
+// line, so the batch's empty end marker never reaches the subject.
+func TestLineWriterLiveSubscribersSeeOnlyLines(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "", t.TempDir())
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	job := contracts.Job{ID: "job-live", StreamID: "live1", Project: "demo"}
+	subject := contracts.SubjectOutput(job.Project, job.StreamID)
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	const lines = 5_000
+	w := natsjs.NewOutput(nc, js, 16).Open(job, 1, 1)
+	for i := range lines {
+		if err := w.Line(ctx, contracts.Stdout, fmt.Appendf(nil, "line %d", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if last, err := w.Close(ctx); err != nil || last != lines {
+		t.Fatalf("Close = %d, %v; want %d", last, err, lines)
+	}
+	if seqs, dups := storedSeqs(t, js, job.StreamID); len(seqs) != lines || dups != 0 {
+		t.Fatalf("stored %d lines (%d duplicates); want %d once", len(seqs), dups, lines)
+	}
+
+	// The same connection's next message reaches the subscriber after
+	// everything the writer sent, end markers included.
+	if err := nc.Publish(subject, []byte("sentinel")); err != nil {
+		t.Fatal(err)
+	}
+	var got, empty, other int
+	for {
+		m, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d lines: %v", got, err)
+		}
+		if string(m.Data) == "sentinel" {
+			break
+		}
+		var l contracts.OutputLine
+		switch {
+		case len(m.Data) == 0:
+			empty++
+		case json.Unmarshal(m.Data, &l) != nil:
+			other++
+		default:
+			got++
+		}
+	}
+	if empty != 0 || other != 0 || got < lines {
+		t.Fatalf("subscriber got %d lines, %d empty and %d other messages; want %d lines only", got, empty, other, lines)
+	}
+}
