@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/rdev-dev/rdev/bench/internal/proc"
 	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
@@ -30,6 +35,7 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	n := cfg.queueJobs
 	var figs []figure
 	rates := map[int]float64{}
+	cpu := map[int]jobCPU{}
 	for _, workers := range []int{1, 2} {
 		dir, err := e.dataDir("e2e")
 		if err != nil {
@@ -40,26 +46,39 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		if err != nil {
 			return nil, err
 		}
+		pids := []int{up.PID(), os.Getpid()} // rdevbench: the submitting and following client
 		for i := 1; i < workers; i++ {
 			wdir, err := e.dataDir("e2e-worker")
 			if err != nil {
 				return nil, err
 			}
-			if _, err := e.start(ctx, fmt.Sprintf("e2e-%dw-worker%d", workers, i), "worker", "--nats-url", up.NATS, "--nats-nkey", seed(dir, "worker"),
-				"--data-dir", wdir, "--concurrency", fmt.Sprint(queueConcurrency)); err != nil {
+			w, err := e.start(ctx, fmt.Sprintf("e2e-%dw-worker%d", workers, i), "worker", "--nats-url", up.NATS, "--nats-nkey", seed(dir, "worker"),
+				"--data-dir", wdir, "--concurrency", fmt.Sprint(queueConcurrency))
+			if err != nil {
 				return nil, err
 			}
+			pids = append(pids, w.PID())
 		}
 		// Warm up: one small batch, so the project, consumers and caches exist.
 		if _, _, err := runBatch(ctx, up.HTTP, 20); err != nil {
+			return nil, err
+		}
+		before, err := readCPUs(pids)
+		if err != nil {
 			return nil, err
 		}
 		submitted, total, err := runBatch(ctx, up.HTTP, n)
 		if err != nil {
 			return nil, err
 		}
+		after, err := readCPUs(pids)
+		if err != nil {
+			return nil, err
+		}
 		rates[workers] = float64(n) / total.Seconds()
+		cpu[workers] = perJob(before, after, 0, n, total)
 		figs = append(figs, fig(fmt.Sprintf("rdev, %d worker(s): jobs/s, batch submit to all complete", workers), rates[workers], "jobs/s"))
+		figs = append(figs, cpu[workers].figures(fmt.Sprintf("rdev, %d worker(s)", workers), "job")...)
 		figs = append(figs, loadFigure(fmt.Sprintf("load average after the %d-worker run", workers)))
 		if workers == 1 {
 			figs = append(figs, fig(fmt.Sprintf("batch submit of %d jobs (202 after all durable)", n), ms(submitted), "ms"))
@@ -76,16 +95,101 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	asynqRate, err := asynqRun(ctx, sock, n)
+	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
+	defer rc.Close()
+	redisBefore, err := redisCPU(ctx, rc)
+	if err != nil {
+		return nil, err
+	}
+	before, err := readCPUs([]int{os.Getpid()}) // asynq's client and server run in rdevbench; the `true`s are its children
+	if err != nil {
+		return nil, err
+	}
+	asynqRate, asynqTotal, err := asynqRun(ctx, sock, n)
 	if err != nil {
 		return nil, fmt.Errorf("asynq: %w", err)
 	}
-	figs = append(figs, fig("asynq, 1 server: tasks/s, enqueue to all processed (handler execs `true`)", asynqRate, "tasks/s"),
+	after, err := readCPUs([]int{os.Getpid()})
+	if err != nil {
+		return nil, err
+	}
+	redisAfter, err := redisCPU(ctx, rc)
+	if err != nil {
+		return nil, err
+	}
+	acpu := perJob(before, after, redisAfter-redisBefore, n, asynqTotal)
+	figs = append(figs, fig("asynq, 1 server: tasks/s, enqueue to all processed (handler execs `true`)", asynqRate, "tasks/s"))
+	figs = append(figs, acpu.figures("asynq (redis-server included)", "task")...)
+	figs = append(figs,
 		target("rdev 1 worker / asynq", rates[1]/asynqRate, "x", ">=", 1.5),
 		target("rdev 2 workers / asynq", rates[2]/asynqRate, "x", ">=", 1.5),
 		fig("rdev 2 workers / 1 worker", rates[2]/rates[1], "x"),
+		fig("CPU per job besides the command: rdev 1 worker / asynq", cpu[1].own.Seconds()/acpu.own.Seconds(), "x"),
+		// When the machine is the limit, jobs/s is cores over CPU per job;
+		// rdev spending nothing of its own would reach this multiple of
+		// asynq's rate, whatever else it does.
+		fig("rdev / asynq if rdev's own CPU per job were zero (CPU-bound)", (acpu.own+acpu.command).Seconds()/cpu[1].command.Seconds(), "x"),
 		loadFigure("load average after asynq"))
 	return figs, nil
+}
+
+// jobCPU is the processor time a run cost per job, and how busy it kept
+// the machine.
+type jobCPU struct {
+	own     time.Duration // the queue's processes (and the bench client), per job
+	command time.Duration // the jobs' own processes (`true`), per job
+	busy    float64       // all of it over the run's wall time and the cores
+}
+
+// perJob divides the CPU used between two readings by n jobs; extra is
+// CPU of a process not read from /proc (redis-server's, from INFO).
+func perJob(before, after cpuTotals, extra time.Duration, n int, wall time.Duration) jobCPU {
+	own := after.own - before.own + extra
+	cmd := after.children - before.children
+	return jobCPU{own: own / time.Duration(n), command: cmd / time.Duration(n),
+		busy: (own + cmd).Seconds() / wall.Seconds() / float64(runtime.NumCPU())}
+}
+
+func (c jobCPU) figures(who, unit string) []figure {
+	return []figure{
+		fig(who+": CPU per "+unit+" of its own (user + system)", ms(c.own), "ms"),
+		fig(who+": CPU per "+unit+" of the command (`true`, exec and run)", ms(c.command), "ms"),
+		fig(who+": machine busy (CPU / wall time / cores)", c.busy, "x"),
+	}
+}
+
+// cpuTotals is the processor time of some processes, and of the children
+// they waited for.
+type cpuTotals struct{ own, children time.Duration }
+
+func readCPUs(pids []int) (cpuTotals, error) {
+	var t cpuTotals
+	for _, pid := range pids {
+		c, err := proc.ReadCPU(pid)
+		if err != nil {
+			return t, err
+		}
+		t.own += c.Own
+		t.children += c.Children
+	}
+	return t, nil
+}
+
+// redisCPU is the processor time redis-server has used (INFO cpu).
+func redisCPU(ctx context.Context, rc *redis.Client) (time.Duration, error) {
+	info, err := rc.InfoMap(ctx, "cpu").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis INFO cpu: %w", err)
+	}
+	var total float64
+	for _, f := range []string{"used_cpu_sys", "used_cpu_user"} {
+		v, err := strconv.ParseFloat(info["CPU"][f], 64)
+		if err != nil {
+			return 0, fmt.Errorf("redis INFO cpu %s: %w", f, err)
+		}
+		total += v
+	}
+	return time.Duration(total * float64(time.Second)), nil
 }
 
 // runBatch submits n no-op jobs in one batch and waits for the batch's
@@ -155,8 +259,8 @@ func postBatch(ctx context.Context, base, project string, items []contracts.Batc
 
 // asynqRun enqueues n tasks and processes them with one asynq server of
 // queueConcurrency whose handler execs `true`; it returns tasks/s from the
-// first enqueue to the last task done.
-func asynqRun(ctx context.Context, sock string, n int) (float64, error) {
+// first enqueue to the last task done, and that time.
+func asynqRun(ctx context.Context, sock string, n int) (float64, time.Duration, error) {
 	opt := asynq.RedisClientOpt{Network: "unix", Addr: sock}
 	var done atomic.Int64
 	finished := make(chan struct{})
@@ -175,22 +279,23 @@ func asynqRun(ctx context.Context, sock string, n int) (float64, error) {
 	defer c.Close()
 	t0 := time.Now()
 	if err := srv.Start(mux); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer srv.Shutdown()
 	for i := range n {
 		if _, err := c.EnqueueContext(ctx, asynq.NewTask("noop", []byte(fmt.Sprint(i)))); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	select {
 	case <-finished:
 	case <-time.After(10 * time.Minute):
-		return 0, fmt.Errorf("%d of %d tasks done after 10 minutes", done.Load(), n)
+		return 0, 0, fmt.Errorf("%d of %d tasks done after 10 minutes", done.Load(), n)
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return 0, 0, ctx.Err()
 	}
-	return float64(n) / time.Since(t0).Seconds(), nil
+	took := time.Since(t0)
+	return float64(n) / took.Seconds(), took, nil
 }
 
 // priorityLatency measures how long high-priority jobs wait to start
