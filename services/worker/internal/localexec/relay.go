@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -23,6 +24,7 @@ type relay struct {
 	name string
 	fail context.CancelCauseFunc
 	idle time.Duration
+	bufs *sync.Pool // of *[relayBuf]byte
 
 	leaderGone atomic.Bool
 	hardStop   atomic.Int64 // UnixNano of the hard limit, 0 for none
@@ -30,8 +32,12 @@ type relay struct {
 	err error // set by run: a failure to write, or to read
 }
 
-func newRelay(r *os.File, w io.Writer, name string, fail context.CancelCauseFunc, idle time.Duration) *relay {
-	return &relay{r: r, w: w, name: name, fail: fail, idle: idle}
+// relayBuf is the size of a relay's read buffer: a Linux pipe's default
+// capacity.
+const relayBuf = 64 << 10
+
+func newRelay(r *os.File, w io.Writer, name string, fail context.CancelCauseFunc, idle time.Duration, bufs *sync.Pool) *relay {
+	return &relay{r: r, w: w, name: name, fail: fail, idle: idle, bufs: bufs}
 }
 
 // run copies until end of file or a deadline, then closes the pipe so that
@@ -39,7 +45,9 @@ func newRelay(r *os.File, w io.Writer, name string, fail context.CancelCauseFunc
 // read error is kept in r.err and cancels the command's context.
 func (r *relay) run() {
 	defer r.r.Close()
-	buf := make([]byte, 64<<10) // a Linux pipe's default capacity
+	b := r.bufs.Get().(*[relayBuf]byte)
+	defer r.bufs.Put(b) // writers do not keep what they are given (io.Writer)
+	buf := b[:]
 	for {
 		if r.leaderGone.Load() {
 			_ = r.r.SetReadDeadline(r.deadline())

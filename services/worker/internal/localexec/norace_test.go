@@ -1,0 +1,5 @@
+//go:build !race
+
+package localexec_test
+
+const raceDetector = false
