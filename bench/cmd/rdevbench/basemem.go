@@ -31,11 +31,7 @@ func basemem(ctx context.Context, e *env, _ config) ([]figure, error) {
 	}
 	e.stopAll()
 
-	self, err := os.Executable()
-	if err != nil {
-		return figs, err
-	}
-	bc, err := proc.Start(ctx, "basemem-broadcaster", self, filepath.Join(e.logs, "basemem-broadcaster.log"), "sse-broadcaster")
+	bc, err := startBroadcaster(ctx, e, "basemem-broadcaster")
 	if err != nil {
 		return figs, err
 	}
@@ -45,6 +41,10 @@ func basemem(ctx context.Context, e *env, _ config) ([]figure, error) {
 		return figs, err
 	}
 	figs = append(figs, memFigures("broadcaster idle (baseline)", m)...)
+	self, err := os.Executable()
+	if err != nil {
+		return figs, err
+	}
 	for name, path := range map[string]string{"rdev binary": e.bin, "rdevbench binary (the broadcaster's)": self} {
 		st, err := os.Stat(path)
 		if err != nil {
@@ -62,4 +62,15 @@ func memFigures(who string, m proc.Mem) []figure {
 		fig(who+" RssAnon", float64(m.Anon)/mib, "MiB"),
 		fig(who+" RssFile", float64(m.File)/mib, "MiB"),
 	}
+}
+
+// startBroadcaster starts the minimal Go SSE broadcaster (rdevbench
+// sse-broadcaster: this binary) as the process name, its log beside
+// rdev's.
+func startBroadcaster(ctx context.Context, e *env, name string) (*proc.Process, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return proc.Start(ctx, name, self, filepath.Join(e.logs, name+".log"), "sse-broadcaster")
 }
