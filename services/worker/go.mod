@@ -73,8 +73,8 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/rdev-dev/rdev/pkg/access v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/await v0.0.0-00010101000000-000000000000
-	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/lifecycle v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/state v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/telemetry v0.0.0-00010101000000-000000000000
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
@@ -106,4 +106,5 @@ replace github.com/rdev-dev/rdev/pkg/telemetry => ../../pkg/telemetry
 replace github.com/rdev-dev/rdev/pkg/state => ../../pkg/state
 
 replace github.com/rdev-dev/rdev/pkg/await => ../../pkg/await
+
 replace github.com/rdev-dev/rdev/pkg/lifecycle => ../../pkg/lifecycle

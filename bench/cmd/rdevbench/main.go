@@ -178,7 +178,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale", "basemem"}
 
 // env is what every scenario shares.
 type env struct {
@@ -264,6 +264,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
 		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet, "storm": storm, "scale": scale,
+		"basemem": basemem,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

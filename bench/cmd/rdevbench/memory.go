@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -230,11 +228,7 @@ func idle(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	}
 	e.stopAll()
 
-	self, err := os.Executable()
-	if err != nil {
-		return figs, err
-	}
-	bc, err := proc.Start(ctx, "idle-broadcaster", self, filepath.Join(e.logs, "idle-broadcaster.log"), "sse-broadcaster")
+	bc, err := startBroadcaster(ctx, e, "idle-broadcaster")
 	if err != nil {
 		return figs, err
 	}

@@ -134,6 +134,13 @@ type Mem struct {
 	RSS int64
 	// HWM is the peak resident set size since start (VmHWM).
 	HWM int64
+	// Anon is the anonymous part of RSS (RssAnon): heap, stacks, the
+	// runtime's own memory; the process's alone.
+	Anon int64
+	// File is the file-backed part of RSS (RssFile): mostly the pages of
+	// the executable it touched, shared with every process running the
+	// same file and dropped by the kernel under pressure.
+	File int64
 }
 
 // ReadMem reads the memory use of process pid.
@@ -145,7 +152,18 @@ func ReadMem(pid int) (Mem, error) {
 	var m Mem
 	for line := range strings.Lines(string(b)) {
 		key, rest, ok := strings.Cut(line, ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
+		var v *int64
+		switch key {
+		case "VmRSS":
+			v = &m.RSS
+		case "VmHWM":
+			v = &m.HWM
+		case "RssAnon":
+			v = &m.Anon
+		case "RssFile":
+			v = &m.File
+		}
+		if !ok || v == nil {
 			continue
 		}
 		f := strings.Fields(rest) // "12345 kB"
@@ -156,11 +174,7 @@ func ReadMem(pid int) (Mem, error) {
 		if err != nil {
 			return Mem{}, err
 		}
-		if key == "VmRSS" {
-			m.RSS = kb << 10
-		} else {
-			m.HWM = kb << 10
-		}
+		*v = kb << 10
 	}
 	if m.RSS == 0 {
 		return Mem{}, errors.New("no VmRSS in /proc/" + strconv.Itoa(pid) + "/status")

@@ -36,8 +36,6 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
@@ -52,7 +50,7 @@ import (
 type Executor struct {
 	cfg     Config
 	rest    *rest.Config
-	client  kubernetes.Interface
+	core    *corePods
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
 	pods    *podFinder
 }
@@ -67,11 +65,11 @@ func New(cfg Config, rc *rest.Config) (*Executor, error) {
 		return nil, err
 	}
 	rc = rest.CopyConfig(rc)
-	client, err := kubernetes.NewForConfig(rc)
+	core, err := newCorePods(rc)
 	if err != nil {
 		return nil, fmt.Errorf("k8sexec: client: %w", err)
 	}
-	e := &Executor{cfg: cfg, rest: rc, client: client, breaker: newBreaker(cfg)}
+	e := &Executor{cfg: cfg, rest: rc, core: core, breaker: newBreaker(cfg)}
 	e.pods = &podFinder{e: e, inflight: map[string]*podCall{}}
 	return e, nil
 }
@@ -327,10 +325,9 @@ func (e *Executor) stream(ctx context.Context, pod *corev1.Pod, argv execArgv, s
 
 // exec streams cmd in pod without the breaker, with stdin (nil: none).
 func (e *Executor) exec(ctx context.Context, pod *corev1.Pod, cmd []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	req := e.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
-		SubResource("exec").VersionedParams(&corev1.PodExecOptions{
+	req := e.core.execRequest(pod, &corev1.PodExecOptions{
 		Container: e.container(pod), Command: cmd, Stdin: stdin != nil, Stdout: true, Stderr: true,
-	}, scheme.ParameterCodec)
+	})
 	ws, err := remotecommand.NewWebSocketExecutor(e.rest, "GET", req.URL().String())
 	if err != nil {
 		return err

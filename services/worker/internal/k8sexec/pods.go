@@ -75,7 +75,7 @@ func (f *podFinder) lookup(ctx context.Context, project string) (*corev1.Pod, er
 	for {
 		var list *corev1.PodList
 		err := e.call(ctx, "list pods", func(ctx context.Context) (err error) {
-			list, err = e.client.CoreV1().Pods(e.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+			list, err = e.core.list(ctx, e.cfg.Namespace, metav1.ListOptions{LabelSelector: selector})
 			return err
 		})
 		if err != nil {
@@ -109,7 +109,7 @@ func (f *podFinder) lookup(ctx context.Context, project string) (*corev1.Pod, er
 		}
 		var w watch.Interface
 		err = e.call(ctx, "watch pods", func(ctx context.Context) (err error) {
-			w, err = e.client.CoreV1().Pods(e.cfg.Namespace).Watch(ctx, metav1.ListOptions{
+			w, err = e.core.watch(ctx, e.cfg.Namespace, metav1.ListOptions{
 				LabelSelector: selector, ResourceVersion: list.ResourceVersion,
 			})
 			return err
@@ -162,7 +162,7 @@ func (f *podFinder) create(ctx context.Context, project string) error {
 	pod.Labels[LabelProject] = project
 	pod.Labels["app.kubernetes.io/managed-by"] = "rdev"
 	err = e.call(ctx, "create pod", func(ctx context.Context) error {
-		_, err := e.client.CoreV1().Pods(e.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+		_, err := e.core.create(ctx, e.cfg.Namespace, pod)
 		return err
 	})
 	if apierrors.IsAlreadyExists(err) {
@@ -309,7 +309,7 @@ func (e *Executor) watchPod(ctx context.Context, pod *corev1.Pod, lost chan<- er
 	for ctx.Err() == nil {
 		var w watch.Interface
 		err := e.call(ctx, "watch pod", func(ctx context.Context) (err error) {
-			w, err = e.client.CoreV1().Pods(pod.Namespace).Watch(ctx, metav1.ListOptions{
+			w, err = e.core.watch(ctx, pod.Namespace, metav1.ListOptions{
 				FieldSelector: fields.OneTermEqualSelector("metadata.name", pod.Name).String(), ResourceVersion: rv,
 			})
 			return err
@@ -382,7 +382,7 @@ func (e *Executor) checkLost(ctx context.Context, pod *corev1.Pod) error {
 	defer cancel()
 	var p *corev1.Pod
 	err := e.call(ctx, "get pod", func(ctx context.Context) (err error) {
-		p, err = e.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		p, err = e.core.get(ctx, pod.Namespace, pod.Name)
 		return err
 	})
 	switch {
