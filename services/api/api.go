@@ -295,7 +295,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.admin = admin.New(s.cached, s.audit, newID, k8spod.Check)
 	s.index = natsjs.NewJobIndex(state)
 	queue := natsjs.NewQueue(js, cfg.PublishTimeout)
-	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
+	svc := jobs.New(natsjs.NewStore(js, state), queue, queue, s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand, MaxDelay: cfg.MaxDelay,
 	}, newID)
 	smetrics, err := newScheduleMetrics(deps.Telemetry.MeterProvider)

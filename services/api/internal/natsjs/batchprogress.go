@@ -30,8 +30,6 @@ const (
 	progressMaxTail = 50_000
 	// progressFetch is the most events asked for at once.
 	progressFetch = 1024
-	// progressParallelism bounds the state reads in flight.
-	progressParallelism = 64
 )
 
 // BatchProgress counts a batch's jobs by status without reading every
@@ -114,7 +112,7 @@ func (p *BatchProgress) turn(id string) (release func()) {
 // NewBatchProgress returns the batch counter on the state bucket and the
 // output stream; recheck 0 means DefaultProgressRecheck.
 func NewBatchProgress(js jetstream.JetStream, kv jetstream.KeyValue, recheck time.Duration) *BatchProgress {
-	st := state.New(kv)
+	st := state.New(kv, state.WithDirectGets(js))
 	if recheck <= 0 {
 		recheck = DefaultProgressRecheck
 	}
@@ -129,6 +127,12 @@ func (p *BatchProgress) Counts(ctx context.Context, b contracts.Batch) (map[cont
 	f, err := p.follow(ctx, b)
 	if err != nil {
 		return nil, err
+	}
+	if settled(f.rec.Statuses) {
+		// Every job has ended, and an ended job's letter never changes:
+		// no event can change the counts, so none is read.
+		p.drop(ctx, f)
+		return countLetters([]byte(f.rec.Statuses)), nil
 	}
 	letters := []byte(f.rec.Statuses)
 	changed, err := p.tail(ctx, b, f, letters)
@@ -355,32 +359,28 @@ func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, f *followed
 	}
 }
 
-// readStates sets the letters at idx from the jobs' states.
+// readStates sets the letters at idx from the jobs' states, read with
+// batched direct gets (a new 10,000-job batch: 40 requests, not 10,000).
 func (p *BatchProgress) readStates(ctx context.Context, b contracts.Batch, letters []byte, idx []int) error {
-	errs := make([]error, len(idx))
-	sem := make(chan struct{}, progressParallelism)
-	var wg sync.WaitGroup
+	ids := make([]string, len(idx))
 	for k, i := range idx {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			st, _, err := p.jobs.Get(ctx, b.JobIDs[i])
-			switch {
-			case errors.Is(err, state.ErrNotFound):
-				if !terminalLetter(letters[i]) {
-					letters[i] = contracts.BatchProgressGone
-				}
-			case err != nil:
-				errs[k] = err
-			default:
-				if l, ok := contracts.BatchProgressLetter(st.Status); ok && !terminalLetter(letters[i]) {
-					letters[i] = l
-				}
-			}
-		})
+		ids[k] = b.JobIDs[i]
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	states, found, err := p.jobs.GetMany(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for k, i := range idx {
+		if terminalLetter(letters[i]) {
+			continue
+		}
+		if !found[k] {
+			letters[i] = contracts.BatchProgressGone
+		} else if l, ok := contracts.BatchProgressLetter(states[k].Status); ok {
+			letters[i] = l
+		}
+	}
+	return nil
 }
 
 // lastSeq is the output stream's last sequence now.
@@ -390,6 +390,16 @@ func (p *BatchProgress) lastSeq(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("read batch events: %w", err)
 	}
 	return s.CachedInfo().State.LastSeq, nil
+}
+
+// settled reports a record whose every job has ended.
+func settled(statuses string) bool {
+	for i := range len(statuses) {
+		if !terminalLetter(statuses[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // terminalLetter reports a letter of a status that ends a job.

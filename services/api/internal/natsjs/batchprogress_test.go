@@ -185,3 +185,79 @@ func TestBatchProgressSurvivesALostConsumer(t *testing.T) {
 		t.Fatalf("consumer %s left after Close", name)
 	}
 }
+
+// consumers counts the output stream's consumers.
+func (p *progressBundle) consumers(t *testing.T) int {
+	t.Helper()
+	out, err := p.js.Stream(p.ctx, contracts.StreamOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	names := out.ConsumerNames(p.ctx)
+	for range names.Name() {
+		n++
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Once every job has ended the counts cannot change: a read neither
+// fetches events nor keeps the batch's consumer, and the counts stay.
+func TestBatchProgressSettledBatchReadsNoEvents(t *testing.T) {
+	t.Parallel()
+	p := progressSetup(t, 2)
+	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	t.Cleanup(func() { bp.Close(context.WithoutCancel(p.ctx)) })
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
+	if n := p.consumers(t); n != 1 {
+		t.Fatalf("%d consumers while the batch runs, want its one", n)
+	}
+	p.set(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+	p.set(t, "J1", contracts.StatusFailed, contracts.EventFailed, 1)
+	settled := map[contracts.Status]int{contracts.StatusSucceeded: 1, contracts.StatusFailed: 1}
+	p.want(t, bp, settled) // reads the endings
+	p.want(t, bp, settled) // settled: no read
+	if n := p.consumers(t); n != 0 {
+		t.Fatalf("%d consumers after the batch settled, want none", n)
+	}
+	// A late event of an ended job changes nothing either way.
+	p.event(t, "J0", contracts.StatusRunning, contracts.EventStarted, 1)
+	p.want(t, bp, settled)
+	if n := p.consumers(t); n != 0 {
+		t.Fatalf("%d consumers after a settled batch's read, want none", n)
+	}
+}
+
+// A new record of a batch larger than one direct get (256 keys) reads
+// every unended job's state: endings whose events are not published yet
+// count, and jobs whose state is gone are left out.
+func TestBatchProgressRechecksManyStates(t *testing.T) {
+	t.Parallel()
+	const n = 600
+	p := progressSetup(t, n)
+	want := map[contracts.Status]int{}
+	for i := range n {
+		id := fmt.Sprintf("J%d", i)
+		switch i % 3 {
+		case 0: // ended, its event not published yet
+			p.set(t, id, contracts.StatusSucceeded, "", 1)
+			want[contracts.StatusSucceeded]++
+		case 1:
+			if i%2 == 0 {
+				if err := p.st.Jobs.Purge(p.ctx, id); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			want[contracts.StatusQueued]++
+		default:
+			p.set(t, id, contracts.StatusRunning, "", 1)
+			want[contracts.StatusRunning]++
+		}
+	}
+	// Every job's queued event came before: only a recheck sees the rest.
+	p.want(t, natsjs.NewBatchProgress(p.js, p.kv, time.Nanosecond), want)
+}
