@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -52,9 +53,9 @@ type BatchProgress struct {
 	mu sync.Mutex
 	// busy serialises the reads of one batch in this process: the
 	// second reader of a batch starts from where the first ended instead
-	// of reading the same events again. A reader never shares a read
-	// begun before it arrived, so it sees every event stored before its
-	// call.
+	// of reading the same events again, and readers that wait together
+	// share the next read. A reader never shares a read begun before it
+	// arrived, so it sees every event stored before its call.
 	busy map[string]*batchTurn
 	// followed are the batches read lately, at most progressFollowed.
 	followed map[string]*followed
@@ -82,14 +83,24 @@ const (
 	progressIdle = 2 * time.Minute
 )
 
-// batchTurn is one batch's lock and how many readers hold or want it.
+// batchTurn is one batch's lock, how many readers hold or want it, and
+// the counts of the last read.
 type batchTurn struct {
 	sync.Mutex
 	n int
+	// started numbers the reads begun (under p.mu); done is the number
+	// of the last one that succeeded and counts its result (under the
+	// batchTurn's lock).
+	started, done uint64
+	counts        map[contracts.Status]int
 }
 
-// turn waits for the batch's turn; release gives it up.
-func (p *BatchProgress) turn(id string) (release func()) {
+// turn waits for the batch's turn; release gives it up. Once it is the
+// caller's turn, shared holds the counts of a read that began after the
+// caller arrived, if one ended well while it waited: the caller returns
+// those instead of reading again. Else the caller reads, and gives its
+// counts to read.
+func (p *BatchProgress) turn(id string) (shared map[contracts.Status]int, read func(map[contracts.Status]int), release func()) {
 	p.mu.Lock()
 	t := p.busy[id]
 	if t == nil {
@@ -97,9 +108,19 @@ func (p *BatchProgress) turn(id string) (release func()) {
 		p.busy[id] = t
 	}
 	t.n++
+	arrived := t.started
 	p.mu.Unlock()
 	t.Lock()
-	return func() {
+	if t.done > arrived {
+		shared = maps.Clone(t.counts)
+	} else {
+		p.mu.Lock()
+		t.started++
+		seq := t.started
+		p.mu.Unlock()
+		read = func(c map[contracts.Status]int) { t.done, t.counts = seq, c }
+	}
+	return shared, read, func() {
 		t.Unlock()
 		p.mu.Lock()
 		if t.n--; t.n == 0 {
@@ -123,7 +144,20 @@ func NewBatchProgress(js jetstream.JetStream, kv jetstream.KeyValue, recheck tim
 // Counts returns b's jobs by status. Jobs whose state expired are left
 // out.
 func (p *BatchProgress) Counts(ctx context.Context, b contracts.Batch) (map[contracts.Status]int, error) {
-	defer p.turn(b.ID)()
+	shared, read, release := p.turn(b.ID)
+	defer release()
+	if shared != nil {
+		return shared, nil
+	}
+	counts, err := p.count(ctx, b)
+	if err == nil {
+		read(maps.Clone(counts))
+	}
+	return counts, err
+}
+
+// count reads b's counts, in b's turn.
+func (p *BatchProgress) count(ctx context.Context, b contracts.Batch) (map[contracts.Status]int, error) {
 	f, err := p.follow(ctx, b)
 	if err != nil {
 		return nil, err

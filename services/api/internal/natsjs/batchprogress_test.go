@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,4 +262,40 @@ func TestBatchProgressRechecksManyStates(t *testing.T) {
 	}
 	// Every job's queued event came before: only a recheck sees the rest.
 	p.want(t, natsjs.NewBatchProgress(p.js, p.kv, time.Nanosecond), want)
+}
+
+// Readers of one batch at once share reads, yet each sees every ending
+// published before its call.
+func TestBatchProgressConcurrentReadersSeeEveryEarlierEvent(t *testing.T) {
+	t.Parallel()
+	const n = 40
+	p := progressSetup(t, n)
+	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	t.Cleanup(func() { bp.Close(context.WithoutCancel(p.ctx)) })
+	var published atomic.Int64
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			for {
+				before := published.Load()
+				got, err := bp.Counts(p.ctx, p.b)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if int64(got[contracts.StatusSucceeded]) < before || got[contracts.StatusSucceeded]+got[contracts.StatusQueued] != n {
+					t.Errorf("counts %v read after %d endings were published", got, before)
+					return
+				}
+				if before == n {
+					return
+				}
+			}
+		})
+	}
+	for i := range n {
+		p.set(t, fmt.Sprintf("J%d", i), contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+		published.Store(int64(i + 1))
+	}
+	wg.Wait()
 }
