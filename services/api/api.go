@@ -347,12 +347,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	progress := natsjs.NewBatchProgress(js, state, 0)
-	// The batches' consumers go with the API rather than idle out.
-	s.closers = append(s.closers, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		progress.Close(ctx)
-	})
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Webhooks: hooks, NATSCredentials: natsCreds, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
 		Audit: s.audit, Query: auditQuery{s.audit}, Schedules: s.schedules, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), BatchCounts: progress, Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,

@@ -37,14 +37,15 @@ const (
 // job's state: it keeps, per batch, one letter per job
 // (contracts.BatchProgress) and the output stream sequence up to which
 // the project's lifecycle events were applied. A read applies the events
-// stored since (through a consumer it keeps for the batch between reads:
-// one round trip when there are none) and stores the record for other
-// API replicas and restarts. Counts are as exact as the events: every
+// stored since (batched direct gets from the record's sequence: one
+// round trip when there are none) and stores the record for other API
+// replicas and restarts. Counts are as exact as the events: every
 // status change of a job is followed by its event. A terminal letter
 // never changes again, so an ending announced twice (a redelivered job)
 // counts once.
 type BatchProgress struct {
 	js      jetstream.JetStream
+	events  directReader // the output stream
 	records state.Records[contracts.BatchProgress]
 	jobs    state.Records[contracts.JobState]
 	recheck time.Duration
@@ -61,26 +62,19 @@ type BatchProgress struct {
 	followed map[string]*followed
 }
 
-// followed is a batch read lately: its record as this process knows it
-// and the consumer that goes on from its Seq.
+// followed is a batch read lately: its record as this process knows it.
 type followed struct {
 	rec     contracts.BatchProgress
-	cons    jetstream.Consumer // nil until created, or after a failure
-	savedAt time.Time          // when rec was last stored
+	savedAt time.Time // when rec was last stored
 	usedAt  time.Time
 }
 
 const (
-	// progressFollowed bounds the batches whose consumer this process
-	// keeps: a stream allows a bounded number of consumers, and the
-	// streamer needs them.
+	// progressFollowed bounds the batch records this process keeps.
 	progressFollowed = 64
 	// progressSaveEvery is how often a followed batch's record is stored
 	// at most; the record only spares another reader the events.
 	progressSaveEvery = time.Second
-	// progressIdle is how long the server keeps a batch's consumer
-	// unused.
-	progressIdle = 2 * time.Minute
 )
 
 // batchTurn is one batch's lock, how many readers hold or want it, and
@@ -137,7 +131,7 @@ func NewBatchProgress(js jetstream.JetStream, kv jetstream.KeyValue, recheck tim
 	if recheck <= 0 {
 		recheck = DefaultProgressRecheck
 	}
-	return &BatchProgress{js: js, records: st.BatchProgress, jobs: st.Jobs, recheck: recheck, now: time.Now,
+	return &BatchProgress{js: js, events: newDirectReader(js, contracts.StreamOutput), records: st.BatchProgress, jobs: st.Jobs, recheck: recheck, now: time.Now,
 		busy: map[string]*batchTurn{}, followed: map[string]*followed{}}
 }
 
@@ -165,16 +159,14 @@ func (p *BatchProgress) count(ctx context.Context, b contracts.Batch) (map[contr
 	if settled(f.rec.Statuses) {
 		// Every job has ended, and an ended job's letter never changes:
 		// no event can change the counts, so none is read.
-		p.drop(ctx, f)
 		return countLetters([]byte(f.rec.Statuses)), nil
 	}
 	letters := []byte(f.rec.Statuses)
 	changed, err := p.tail(ctx, b, f, letters)
 	if err != nil && ctx.Err() == nil {
-		// The server may have dropped the consumer (idle, or a leader
-		// change lost it), or a fetch failed midway: start again, once,
-		// from the stored record with a new consumer.
-		p.forget(ctx, b.ID)
+		// A read failed midway: start again, once, from the stored
+		// record.
+		p.forget(b.ID)
 		if f, err = p.follow(ctx, b); err != nil {
 			return nil, err
 		}
@@ -182,7 +174,7 @@ func (p *BatchProgress) count(ctx context.Context, b contracts.Batch) (map[contr
 		changed, err = p.tail(ctx, b, f, letters)
 	}
 	if err != nil {
-		p.forget(ctx, b.ID)
+		p.forget(b.ID)
 		return nil, err
 	}
 	stale := p.now().Sub(f.rec.CheckedAt) > p.recheck
@@ -221,18 +213,11 @@ func (p *BatchProgress) count(ctx context.Context, b contracts.Batch) (map[contr
 func (p *BatchProgress) follow(ctx context.Context, b contracts.Batch) (*followed, error) {
 	p.mu.Lock()
 	f := p.followed[b.ID]
-	idle := false
 	if f != nil {
-		idle = p.now().Sub(f.usedAt) > progressIdle/2
 		f.usedAt = p.now()
 	}
 	p.mu.Unlock()
 	if f != nil && len(f.rec.Statuses) == len(b.JobIDs) {
-		if idle {
-			// The server drops a consumer unused for progressIdle: make
-			// a new one from where this one was.
-			p.drop(ctx, f)
-		}
 		return f, nil
 	}
 	rec, _, err := p.records.Get(ctx, b.ID)
@@ -245,7 +230,6 @@ func (p *BatchProgress) follow(ctx context.Context, b contracts.Batch) (*followe
 			Statuses: strings.Repeat(string(rune(contracts.BatchProgressUnknown)), len(b.JobIDs))}
 	}
 	f = &followed{rec: rec, usedAt: p.now()}
-	var evict *followed
 	p.mu.Lock()
 	if len(p.followed) >= progressFollowed {
 		var oldest string
@@ -254,51 +238,18 @@ func (p *BatchProgress) follow(ctx context.Context, b contracts.Batch) (*followe
 				oldest = id
 			}
 		}
-		evict = p.followed[oldest]
 		delete(p.followed, oldest)
 	}
 	p.followed[b.ID] = f
 	p.mu.Unlock()
-	if evict != nil {
-		p.drop(ctx, evict)
-	}
 	return f, nil
 }
 
 // forget stops following a batch.
-func (p *BatchProgress) forget(ctx context.Context, id string) {
+func (p *BatchProgress) forget(id string) {
 	p.mu.Lock()
-	f := p.followed[id]
 	delete(p.followed, id)
 	p.mu.Unlock()
-	if f != nil {
-		p.drop(ctx, f)
-	}
-}
-
-// drop deletes a followed batch's consumer rather than leave it for the
-// server's inactivity timeout.
-func (p *BatchProgress) drop(ctx context.Context, f *followed) {
-	if f.cons == nil {
-		return
-	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = p.js.DeleteConsumer(dctx, contracts.StreamOutput, f.cons.CachedInfo().Name)
-	f.cons = nil
-}
-
-// Close deletes the consumers of the batches followed, within ctx.
-func (p *BatchProgress) Close(ctx context.Context) {
-	p.mu.Lock()
-	all := p.followed
-	p.followed = map[string]*followed{}
-	p.mu.Unlock()
-	for _, f := range all {
-		if f.cons != nil && ctx.Err() == nil {
-			_ = p.js.DeleteConsumer(ctx, contracts.StreamOutput, f.cons.CachedInfo().Name)
-		}
-	}
 }
 
 // tail applies the project's events after f.rec.Seq (or, for a new
@@ -306,35 +257,60 @@ func (p *BatchProgress) Close(ctx context.Context) {
 // anything changed. Past progressMaxTail events it skips them and marks
 // the unended jobs to be read from their states instead.
 func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, f *followed, letters []byte) (bool, error) {
-	if f.cons == nil {
-		cfg := jetstream.ConsumerConfig{
-			FilterSubject:     contracts.SubjectProjectEvents(b.Project),
-			AckPolicy:         jetstream.AckNonePolicy,
-			MemoryStorage:     true,
-			InactiveThreshold: progressIdle,
+	var index map[string]int
+	id := []byte(b.ID)
+	changed, first, skip := false, true, false
+	apply := func(m directMsg) bool {
+		if first && m.pending >= progressMaxTail {
+			skip = true
+			return false
 		}
+		first = false
+		f.rec.Seq, changed = m.seq, true
+		// Most of a busy project's events are other batches': decode
+		// only those naming this one.
+		if !bytes.Contains(m.data, id) {
+			return true
+		}
+		var ev contracts.Event
+		if json.Unmarshal(m.data, &ev) != nil || ev.BatchID != b.ID {
+			return true
+		}
+		if index == nil {
+			index = make(map[string]int, len(b.JobIDs))
+			for i, id := range b.JobIDs {
+				index[id] = i
+			}
+		}
+		if i, ok := index[ev.JobID]; ok {
+			if l, ok := contracts.BatchProgressLetter(ev.Status); ok && !terminalLetter(letters[i]) {
+				letters[i] = l
+			}
+		}
+		return true
+	}
+	for {
+		req := directRequest{NextFor: contracts.SubjectProjectEvents(b.Project), Batch: progressFetch}
 		if f.rec.Seq > 0 {
-			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.rec.Seq+1
+			req.Seq = f.rec.Seq + 1
 		} else {
 			// The API stores the batch after queueing its jobs; a clock
 			// skew between API and NATS is covered by the duplicate
 			// window.
 			since := b.SubmittedAt.Add(-contracts.DuplicateWindow)
-			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+			req.StartTime = &since
 		}
-		cons, err := p.js.CreateConsumer(ctx, contracts.StreamOutput, cfg)
+		more, err := p.events.batch(ctx, req, apply)
 		if err != nil {
 			return false, fmt.Errorf("read batch events: %w", err)
 		}
-		f.cons = cons
-		if pending := cons.CachedInfo().NumPending; pending > progressMaxTail {
+		if skip {
 			// Cheaper to read the unended jobs' states; go on after the
 			// last event now stored.
 			last, err := p.lastSeq(ctx)
 			if err != nil {
 				return false, err
 			}
-			p.drop(ctx, f)
 			for i, l := range letters {
 				if !terminalLetter(l) {
 					letters[i] = contracts.BatchProgressUnknown
@@ -343,51 +319,7 @@ func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, f *followed
 			f.rec.Seq = last
 			return true, nil
 		}
-	}
-	var index map[string]int
-	id := []byte(b.ID)
-	changed := false
-	for {
-		// What is stored now, without waiting for more.
-		batch, err := f.cons.FetchNoWait(progressFetch)
-		if err != nil {
-			return false, fmt.Errorf("read batch events: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			f.rec.Seq, changed = md.Sequence.Stream, true
-			// Most of a busy project's events are other batches': decode
-			// only those naming this one.
-			if !bytes.Contains(m.Data(), id) {
-				continue
-			}
-			var ev contracts.Event
-			if json.Unmarshal(m.Data(), &ev) != nil || ev.BatchID != b.ID {
-				continue
-			}
-			if index == nil {
-				index = make(map[string]int, len(b.JobIDs))
-				for i, id := range b.JobIDs {
-					index[id] = i
-				}
-			}
-			i, ok := index[ev.JobID]
-			if !ok {
-				continue
-			}
-			if l, ok := contracts.BatchProgressLetter(ev.Status); ok && !terminalLetter(letters[i]) {
-				letters[i] = l
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return false, fmt.Errorf("read batch events: %w", err)
-		}
-		if got < progressFetch {
+		if !more {
 			return changed, nil
 		}
 	}

@@ -157,80 +157,43 @@ func TestBatchProgressRechecksStates(t *testing.T) {
 	p.want(t, rechecking, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
 }
 
-// A batch's consumer the server dropped (idle, or lost with a leader)
-// costs a new one, not an error.
-func TestBatchProgressSurvivesALostConsumer(t *testing.T) {
+// Counts keep no consumer on the output stream (direct gets instead),
+// and read a tail of events longer than one request.
+func TestBatchProgressReadsEventsWithoutAConsumer(t *testing.T) {
 	t.Parallel()
-	p := progressSetup(t, 2)
+	const n = 1100 // more events than one request asks for (1,024)
+	p := progressSetup(t, n)
 	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
-	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: n})
+	for i := range n {
+		p.set(t, fmt.Sprintf("J%d", i), contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+	}
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusSucceeded: n})
 	out, err := p.js.Stream(p.ctx, contracts.StreamOutput)
 	if err != nil {
 		t.Fatal(err)
 	}
 	names := out.ConsumerNames(p.ctx)
-	n := 0
 	for name := range names.Name() {
-		if err := p.js.DeleteConsumer(p.ctx, contracts.StreamOutput, name); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	if n != 1 {
-		t.Fatalf("%d consumers on the output stream, want the batch's one", n)
-	}
-	p.set(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
-	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
-	bp.Close(p.ctx)
-	names = out.ConsumerNames(p.ctx)
-	for name := range names.Name() {
-		t.Fatalf("consumer %s left after Close", name)
+		t.Fatalf("consumer %s on the output stream", name)
 	}
 }
 
-// consumers counts the output stream's consumers.
-func (p *progressBundle) consumers(t *testing.T) int {
-	t.Helper()
-	out, err := p.js.Stream(p.ctx, contracts.StreamOutput)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	names := out.ConsumerNames(p.ctx)
-	for range names.Name() {
-		n++
-	}
-	if err := names.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// Once every job has ended the counts cannot change: a read neither
-// fetches events nor keeps the batch's consumer, and the counts stay.
+// Once every job has ended the counts cannot change: a read fetches no
+// events (it answers with the output stream gone), and the counts stay.
 func TestBatchProgressSettledBatchReadsNoEvents(t *testing.T) {
 	t.Parallel()
 	p := progressSetup(t, 2)
 	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
-	t.Cleanup(func() { bp.Close(context.WithoutCancel(p.ctx)) })
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
-	if n := p.consumers(t); n != 1 {
-		t.Fatalf("%d consumers while the batch runs, want its one", n)
-	}
 	p.set(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
 	p.set(t, "J1", contracts.StatusFailed, contracts.EventFailed, 1)
 	settled := map[contracts.Status]int{contracts.StatusSucceeded: 1, contracts.StatusFailed: 1}
 	p.want(t, bp, settled) // reads the endings
-	p.want(t, bp, settled) // settled: no read
-	if n := p.consumers(t); n != 0 {
-		t.Fatalf("%d consumers after the batch settled, want none", n)
+	if err := p.js.DeleteStream(p.ctx, contracts.StreamOutput); err != nil {
+		t.Fatal(err)
 	}
-	// A late event of an ended job changes nothing either way.
-	p.event(t, "J0", contracts.StatusRunning, contracts.EventStarted, 1)
 	p.want(t, bp, settled)
-	if n := p.consumers(t); n != 0 {
-		t.Fatalf("%d consumers after a settled batch's read, want none", n)
-	}
 }
 
 // A new record of a batch larger than one direct get (256 keys) reads
@@ -271,7 +234,6 @@ func TestBatchProgressConcurrentReadersSeeEveryEarlierEvent(t *testing.T) {
 	const n = 40
 	p := progressSetup(t, n)
 	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
-	t.Cleanup(func() { bp.Close(context.WithoutCancel(p.ctx)) })
 	var published atomic.Int64
 	var wg sync.WaitGroup
 	for range 6 {
