@@ -30,7 +30,7 @@ type progressBundle struct {
 	ctx context.Context
 }
 
-func progressSetup(t *testing.T, jobs int) *progressBundle {
+func progressSetup(t testing.TB, jobs int) *progressBundle {
 	t.Helper()
 	js, err := jetstream.New(natstest.Connect(t, natstest.Server(t)))
 	if err != nil {
@@ -56,7 +56,7 @@ func progressSetup(t *testing.T, jobs int) *progressBundle {
 
 // set writes a job's state, then (unless t is "") its event, as the API
 // and the worker do.
-func (p *progressBundle) set(t *testing.T, id string, s contracts.Status, et contracts.EventType, attempt int) {
+func (p *progressBundle) set(t testing.TB, id string, s contracts.Status, et contracts.EventType, attempt int) {
 	t.Helper()
 	st := contracts.JobState{V: contracts.Version, JobID: id, Project: "p", StreamID: "S" + id, BatchID: p.b.ID, Status: s, SubmittedAt: time.Now()}
 	if _, err := p.st.Jobs.Put(p.ctx, id, st); err != nil {
@@ -69,7 +69,7 @@ func (p *progressBundle) set(t *testing.T, id string, s contracts.Status, et con
 
 // event publishes a job's lifecycle event (one a redelivered job
 // announces again, too).
-func (p *progressBundle) event(t *testing.T, id string, s contracts.Status, et contracts.EventType, attempt int) {
+func (p *progressBundle) event(t testing.TB, id string, s contracts.Status, et contracts.EventType, attempt int) {
 	t.Helper()
 	ev := contracts.Event{V: contracts.Version, Type: et, Status: s, JobID: id, StreamID: "S" + id, Project: "p", Attempt: attempt, BatchID: p.b.ID, Time: time.Now()}
 	body, _ := json.Marshal(ev)
