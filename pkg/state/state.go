@@ -35,6 +35,7 @@ var (
 // Store is the state bucket, one typed view per record kind.
 type Store struct {
 	kv      jetstream.KeyValue
+	direct  *directGets // nil without WithDirectGets
 	indexer *indexer
 	// Jobs holds job states under contracts.JobKey(job id); each write
 	// also stores the job's summary in Index.
@@ -61,22 +62,24 @@ type Store struct {
 }
 
 // New returns the store on kv, the contracts.BucketState bucket.
-func New(kv jetstream.KeyValue) *Store {
-	index := Records[contracts.JobSummary]{kv: kv, kind: "job index entry",
-		key: func(ref string) string { return contracts.IndexKeyPrefix + "." + ref }}
-	x := newIndexer(index)
-	return &Store{
-		kv:            kv,
-		indexer:       x,
-		Jobs:          Records[contracts.JobState]{kv: kv, kind: "job state", key: contracts.JobKey, stored: x.store},
-		Index:         index,
-		Specs:         Records[contracts.Job]{kv: kv, kind: "job spec", key: contracts.JobSpecKey},
-		Streams:       Records[contracts.StreamRef]{kv: kv, kind: "stream ref", key: contracts.StreamKey},
-		Batches:       Records[contracts.Batch]{kv: kv, kind: "batch", key: contracts.BatchKey},
-		BatchProgress: Records[contracts.BatchProgress]{kv: kv, kind: "batch progress", key: contracts.BatchProgressKey},
-		Slots:         Records[Leases]{kv: kv, kind: "slots", key: contracts.SlotsKey},
-		DeadRetries:   Records[contracts.DeadLetterRetry]{kv: kv, kind: "dead letter retry", key: contracts.DeadRetryKey},
+func New(kv jetstream.KeyValue, opts ...Option) *Store {
+	s := &Store{kv: kv}
+	for _, o := range opts {
+		o(s)
 	}
+	d := s.direct
+	index := Records[contracts.JobSummary]{kv: kv, direct: d, kind: "job index entry",
+		key: func(ref string) string { return contracts.IndexKeyPrefix + "." + ref }}
+	s.indexer = newIndexer(index)
+	s.Jobs = Records[contracts.JobState]{kv: kv, direct: d, kind: "job state", key: contracts.JobKey, stored: s.indexer.store}
+	s.Index = index
+	s.Specs = Records[contracts.Job]{kv: kv, direct: d, kind: "job spec", key: contracts.JobSpecKey}
+	s.Streams = Records[contracts.StreamRef]{kv: kv, direct: d, kind: "stream ref", key: contracts.StreamKey}
+	s.Batches = Records[contracts.Batch]{kv: kv, direct: d, kind: "batch", key: contracts.BatchKey}
+	s.BatchProgress = Records[contracts.BatchProgress]{kv: kv, direct: d, kind: "batch progress", key: contracts.BatchProgressKey}
+	s.Slots = Records[Leases]{kv: kv, direct: d, kind: "slots", key: contracts.SlotsKey}
+	s.DeadRetries = Records[contracts.DeadLetterRetry]{kv: kv, direct: d, kind: "dead letter retry", key: contracts.DeadRetryKey}
+	return s
 }
 
 // PurgeIndex removes a job's index entry, after this store's background
@@ -93,7 +96,7 @@ func (s *Store) PurgeIndex(ctx context.Context, project, jobID string) error {
 // Idempotency holds project's idempotency claims under
 // contracts.IdempotencyKeyKey(project, hashed key), by hashed key.
 func (s *Store) Idempotency(project string) Records[IdempotencyClaim] {
-	return Records[IdempotencyClaim]{kv: s.kv, kind: "idempotency key", decode: decodeClaim,
+	return Records[IdempotencyClaim]{kv: s.kv, direct: s.direct, kind: "idempotency key", decode: decodeClaim,
 		key: func(hashedKey string) string { return contracts.IdempotencyKeyKey(project, hashedKey) }}
 }
 
@@ -126,6 +129,7 @@ func decodeClaim(b []byte, c *IdempotencyClaim) error {
 // key(id). It is safe for concurrent use.
 type Records[T any] struct {
 	kv     jetstream.KeyValue
+	direct *directGets // nil: GetMany reads one by one
 	kind   string
 	key    func(id string) string
 	decode func([]byte, *T) error

@@ -295,7 +295,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.admin = admin.New(s.cached, s.audit, newID, k8spod.Check)
 	s.index = natsjs.NewJobIndex(state)
 	queue := natsjs.NewQueue(js, cfg.PublishTimeout)
-	svc := jobs.New(natsjs.NewStore(state), queue, queue, s.audit, jobs.Limits{
+	svc := jobs.New(natsjs.NewStore(js, state), queue, queue, s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand, MaxDelay: cfg.MaxDelay,
 	}, newID)
 	smetrics, err := newScheduleMetrics(deps.Telemetry.MeterProvider)
@@ -347,12 +347,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	progress := natsjs.NewBatchProgress(js, state, 0)
-	// The batches' consumers go with the API rather than idle out.
-	s.closers = append(s.closers, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		progress.Close(ctx)
-	})
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Webhooks: hooks, NATSCredentials: natsCreds, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
 		Audit: s.audit, Query: auditQuery{s.audit}, Schedules: s.schedules, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), BatchCounts: progress, Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,

@@ -147,30 +147,12 @@ func (s *Service) Batch(ctx context.Context, id string) (contracts.Batch, error)
 	return b, nil
 }
 
-// States returns the states of jobs, read concurrently; a job whose state
+// States returns the states of jobs, in their order; a job whose state
 // expired is left out.
 func (s *Service) States(ctx context.Context, ids []string) ([]contracts.JobState, error) {
-	out := make([]contracts.JobState, len(ids))
-	errs := make([]error, len(ids))
-	sem := make(chan struct{}, batchParallelism)
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			out[i], errs[i] = s.store.Job(ctx, id)
-		})
+	states, err := s.store.Jobs(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("load %d jobs: %w: %w", len(ids), ErrUnavailable, err)
 	}
-	wg.Wait()
-	kept := out[:0]
-	for i := range out {
-		switch {
-		case errors.Is(errs[i], ErrNotFound):
-		case errs[i] != nil:
-			return nil, fmt.Errorf("load job %s: %w: %w", ids[i], ErrUnavailable, errs[i])
-		default:
-			kept = append(kept, out[i])
-		}
-	}
-	return kept, nil
+	return states, nil
 }

@@ -29,6 +29,9 @@ type Store interface {
 	RestoreStreamRef(ctx context.Context, ref contracts.StreamRef) error
 	// Job returns a job's state, or ErrNotFound.
 	Job(ctx context.Context, id string) (contracts.JobState, error)
+	// Jobs returns the states of ids, in their order, leaving out the
+	// jobs whose state is not found.
+	Jobs(ctx context.Context, ids []string) ([]contracts.JobState, error)
 	// ClaimIdempotencyKey records claim under (project, hashedKey) unless a
 	// job already holds it; then it returns that job's claim and claimed
 	// false.

@@ -92,7 +92,7 @@ func setupOutage(t *testing.T, point string) *outageEnv {
 	if e.kv, err = topology.Ensure(ctx, e.js, topology.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	store := natsjs.NewStore(e.kv)
+	store := natsjs.NewStore(e.js, e.kv)
 	queue := natsjs.NewQueue(e.js, 2*time.Second)
 	audit := natsjs.NewAuditLog(e.js, 2*time.Second, slog.New(slog.DiscardHandler))
 	e.svc = jobs.New(faultyStore{Store: store, env: e}, faultyQueue{Queue: queue, env: e}, queue, audit, jobs.Limits{},

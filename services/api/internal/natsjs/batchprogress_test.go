@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +30,7 @@ type progressBundle struct {
 	ctx context.Context
 }
 
-func progressSetup(t *testing.T, jobs int) *progressBundle {
+func progressSetup(t testing.TB, jobs int) *progressBundle {
 	t.Helper()
 	js, err := jetstream.New(natstest.Connect(t, natstest.Server(t)))
 	if err != nil {
@@ -54,7 +56,7 @@ func progressSetup(t *testing.T, jobs int) *progressBundle {
 
 // set writes a job's state, then (unless t is "") its event, as the API
 // and the worker do.
-func (p *progressBundle) set(t *testing.T, id string, s contracts.Status, et contracts.EventType, attempt int) {
+func (p *progressBundle) set(t testing.TB, id string, s contracts.Status, et contracts.EventType, attempt int) {
 	t.Helper()
 	st := contracts.JobState{V: contracts.Version, JobID: id, Project: "p", StreamID: "S" + id, BatchID: p.b.ID, Status: s, SubmittedAt: time.Now()}
 	if _, err := p.st.Jobs.Put(p.ctx, id, st); err != nil {
@@ -67,7 +69,7 @@ func (p *progressBundle) set(t *testing.T, id string, s contracts.Status, et con
 
 // event publishes a job's lifecycle event (one a redelivered job
 // announces again, too).
-func (p *progressBundle) event(t *testing.T, id string, s contracts.Status, et contracts.EventType, attempt int) {
+func (p *progressBundle) event(t testing.TB, id string, s contracts.Status, et contracts.EventType, attempt int) {
 	t.Helper()
 	ev := contracts.Event{V: contracts.Version, Type: et, Status: s, JobID: id, StreamID: "S" + id, Project: "p", Attempt: attempt, BatchID: p.b.ID, Time: time.Now()}
 	body, _ := json.Marshal(ev)
@@ -155,33 +157,107 @@ func TestBatchProgressRechecksStates(t *testing.T) {
 	p.want(t, rechecking, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
 }
 
-// A batch's consumer the server dropped (idle, or lost with a leader)
-// costs a new one, not an error.
-func TestBatchProgressSurvivesALostConsumer(t *testing.T) {
+// Counts keep no consumer on the output stream (direct gets instead),
+// and read a tail of events longer than one request.
+func TestBatchProgressReadsEventsWithoutAConsumer(t *testing.T) {
 	t.Parallel()
-	p := progressSetup(t, 2)
+	const n = 1100 // more events than one request asks for (1,024)
+	p := progressSetup(t, n)
 	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
-	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: n})
+	for i := range n {
+		p.set(t, fmt.Sprintf("J%d", i), contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+	}
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusSucceeded: n})
 	out, err := p.js.Stream(p.ctx, contracts.StreamOutput)
 	if err != nil {
 		t.Fatal(err)
 	}
 	names := out.ConsumerNames(p.ctx)
-	n := 0
 	for name := range names.Name() {
-		if err := p.js.DeleteConsumer(p.ctx, contracts.StreamOutput, name); err != nil {
-			t.Fatal(err)
-		}
-		n++
+		t.Fatalf("consumer %s on the output stream", name)
 	}
-	if n != 1 {
-		t.Fatalf("%d consumers on the output stream, want the batch's one", n)
-	}
+}
+
+// Once every job has ended the counts cannot change: a read fetches no
+// events (it answers with the output stream gone), and the counts stay.
+func TestBatchProgressSettledBatchReadsNoEvents(t *testing.T) {
+	t.Parallel()
+	p := progressSetup(t, 2)
+	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
 	p.set(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
-	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
-	bp.Close(p.ctx)
-	names = out.ConsumerNames(p.ctx)
-	for name := range names.Name() {
-		t.Fatalf("consumer %s left after Close", name)
+	p.set(t, "J1", contracts.StatusFailed, contracts.EventFailed, 1)
+	settled := map[contracts.Status]int{contracts.StatusSucceeded: 1, contracts.StatusFailed: 1}
+	p.want(t, bp, settled) // reads the endings
+	if err := p.js.DeleteStream(p.ctx, contracts.StreamOutput); err != nil {
+		t.Fatal(err)
 	}
+	p.want(t, bp, settled)
+}
+
+// A new record of a batch larger than one direct get (256 keys) reads
+// every unended job's state: endings whose events are not published yet
+// count, and jobs whose state is gone are left out.
+func TestBatchProgressRechecksManyStates(t *testing.T) {
+	t.Parallel()
+	const n = 600
+	p := progressSetup(t, n)
+	want := map[contracts.Status]int{}
+	for i := range n {
+		id := fmt.Sprintf("J%d", i)
+		switch i % 3 {
+		case 0: // ended, its event not published yet
+			p.set(t, id, contracts.StatusSucceeded, "", 1)
+			want[contracts.StatusSucceeded]++
+		case 1:
+			if i%2 == 0 {
+				if err := p.st.Jobs.Purge(p.ctx, id); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			want[contracts.StatusQueued]++
+		default:
+			p.set(t, id, contracts.StatusRunning, "", 1)
+			want[contracts.StatusRunning]++
+		}
+	}
+	// Every job's queued event came before: only a recheck sees the rest.
+	p.want(t, natsjs.NewBatchProgress(p.js, p.kv, time.Nanosecond), want)
+}
+
+// Readers of one batch at once share reads, yet each sees every ending
+// published before its call.
+func TestBatchProgressConcurrentReadersSeeEveryEarlierEvent(t *testing.T) {
+	t.Parallel()
+	const n = 40
+	p := progressSetup(t, n)
+	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	var published atomic.Int64
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			for {
+				before := published.Load()
+				got, err := bp.Counts(p.ctx, p.b)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if int64(got[contracts.StatusSucceeded]) < before || got[contracts.StatusSucceeded]+got[contracts.StatusQueued] != n {
+					t.Errorf("counts %v read after %d endings were published", got, before)
+					return
+				}
+				if before == n {
+					return
+				}
+			}
+		})
+	}
+	for i := range n {
+		p.set(t, fmt.Sprintf("J%d", i), contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+		published.Store(int64(i + 1))
+	}
+	wg.Wait()
 }
