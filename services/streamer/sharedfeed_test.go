@@ -1,0 +1,105 @@
+package streamer_test
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rdev-dev/rdev/pkg/access"
+	"github.com/rdev-dev/rdev/pkg/await"
+	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/streamer"
+)
+
+// Hundreds of streams watched at once on one streamer are a handful of
+// consumers on the output stream, not one each: past SharedFeedAfter the
+// live feeds share one. Every client gets every line once, in order, then
+// the terminal event, lines written before it joined (history) and after
+// (live) alike.
+func TestManyStreamsShareOneLiveFeed(t *testing.T) {
+	t.Parallel()
+	streams := 300
+	if testing.Short() {
+		streams = 100
+	}
+	const after, stored, live = 20, 5, 5
+	f := setup(t, options{cfg: streamer.Config{Heartbeat: time.Second, SharedFeedAfter: after}})
+	jobs := make([]*job, streams)
+	for i := range jobs {
+		jobs[i] = f.newJob(t)
+		jobs[i].event(t, contracts.EventStarted, 0)
+		jobs[i].lines(t, 1, stored)
+	}
+	addr := strings.TrimPrefix(f.base, "http://")
+	results := make(chan stormResult, streams)
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		token := f.signer.Sign(access.StreamResource(j.streamID), time.Now().Add(time.Hour))
+		wg.Go(func() { results <- stormClient(addr, j.streamID, token) })
+	}
+	// Hubs started, not running: on a loaded machine a replay may time
+	// out, and its client leaves the hub until it retries.
+	await.Within(t, stormWait, "every stream's live feed opened", func() bool { return f.svc.Stats().HubsStarted >= uint64(streams) })
+	if n := f.consumers(t); n > after+1 {
+		t.Fatalf("%d consumers for %d watched streams, want at most %d own and the shared one", n, streams, after)
+	}
+	if st := f.svc.Stats(); st.FeedsOwn > after || st.FeedsShared == 0 {
+		t.Fatalf("stats %+v: want at most %d own feeds, the rest shared", st, after)
+	}
+
+	nc, err := nats.Connect(f.js.Conn().ConnectedUrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	worker, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := func() {
+		select {
+		case <-worker.PublishAsyncComplete():
+		case <-time.After(stormWait):
+			t.Fatal("the rest of the streams not stored")
+		}
+	}
+	for i, j := range jobs {
+		if i%100 == 99 { // stay below the client's limit of outstanding publishes
+			written()
+		}
+		for seq := uint64(stored + 1); seq <= stored+live; seq++ {
+			if _, err := worker.PublishAsync(contracts.SubjectOutput(j.project, j.streamID), j.lineData(seq)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, _ := json.Marshal(contracts.Event{V: contracts.Version, Type: contracts.EventSucceeded, Status: contracts.StatusSucceeded,
+			JobID: j.jobID, StreamID: j.streamID, Project: j.project, Attempt: 1, Lines: stored + live, Time: time.Now().UTC()})
+		if _, err := worker.PublishAsync(contracts.SubjectEvent(j.project, j.streamID, contracts.EventSucceeded), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	written()
+	wg.Wait()
+	close(results)
+	failed := 0
+	for r := range results {
+		if r.err != nil {
+			failed++
+			if failed <= 5 {
+				t.Errorf("client of %s: %v", r.streamID, r.err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d streams failed", failed, streams)
+	}
+	await.Within(t, waitFor, "the streams' hubs gone", func() bool { return f.svc.Stats().Hubs == 0 })
+	if st := f.svc.Stats(); st.FeedsOwn != 0 || st.FeedsShared != 0 {
+		t.Fatalf("stats %+v: feeds left open", st)
+	}
+}
