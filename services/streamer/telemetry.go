@@ -63,7 +63,7 @@ func newInstruments(t Telemetry, s *Service) (*instruments, error) {
 		return nil, err
 	}
 	hubs, err := m.Int64ObservableGauge("rdev.sse.streams", metric.WithUnit("{stream}"),
-		metric.WithDescription("Streams with live clients (one hub and JetStream consumer each); connections / streams is clients per stream."))
+		metric.WithDescription("Streams with live clients (one hub and live feed each); connections / streams is clients per stream."))
 	if err != nil {
 		return nil, err
 	}
