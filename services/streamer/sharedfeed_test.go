@@ -1,14 +1,10 @@
 package streamer_test
 
 import (
-	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/await"
@@ -52,52 +48,10 @@ func TestManyStreamsShareOneLiveFeed(t *testing.T) {
 		t.Fatalf("stats %+v: want at most %d own feeds, the rest shared", st, after)
 	}
 
-	nc, err := nats.Connect(f.js.Conn().ConnectedUrl())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	worker, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	written := func() {
-		select {
-		case <-worker.PublishAsyncComplete():
-		case <-time.After(stormWait):
-			t.Fatal("the rest of the streams not stored")
-		}
-	}
-	for i, j := range jobs {
-		if i%100 == 99 { // stay below the client's limit of outstanding publishes
-			written()
-		}
-		for seq := uint64(stored + 1); seq <= stored+live; seq++ {
-			if _, err := worker.PublishAsync(contracts.SubjectOutput(j.project, j.streamID), j.lineData(seq)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		b, _ := json.Marshal(contracts.Event{V: contracts.Version, Type: contracts.EventSucceeded, Status: contracts.StatusSucceeded,
-			JobID: j.jobID, StreamID: j.streamID, Project: j.project, Attempt: 1, Lines: stored + live, Time: time.Now().UTC()})
-		if _, err := worker.PublishAsync(contracts.SubjectEvent(j.project, j.streamID, contracts.EventSucceeded), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	written()
+	finishStreams(t, f, jobs, stored, live)
 	wg.Wait()
 	close(results)
-	failed := 0
-	for r := range results {
-		if r.err != nil {
-			failed++
-			if failed <= 5 {
-				t.Errorf("client of %s: %v", r.streamID, r.err)
-			}
-		}
-	}
-	if failed > 0 {
-		t.Fatalf("%d of %d streams failed", failed, streams)
-	}
+	checkResults(t, results)
 	await.Within(t, waitFor, "the streams' hubs gone", func() bool { return f.svc.Stats().Hubs == 0 })
 	if st := f.svc.Stats(); st.FeedsOwn != 0 || st.FeedsShared != 0 {
 		t.Fatalf("stats %+v: feeds left open", st)

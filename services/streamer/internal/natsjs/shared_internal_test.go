@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
 )
@@ -26,23 +24,23 @@ const sharedWait = 30 * time.Second
 
 func sharedSetup(t *testing.T, cfg Config) (*Store, jetstream.JetStream) {
 	t.Helper()
-	_, _, js := natstest.Provisioned(t)
-	kv, err := js.KeyValue(context.Background(), contracts.BucketState)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(js, kv, cfg, slog.New(slog.DiscardHandler))
+	s, js := replaySetup(t, cfg)
 	t.Cleanup(s.Close)
 	return s, js
 }
 
-func outputConsumers(t *testing.T, js jetstream.JetStream) int {
+// outputState is the output stream's state: its consumers and last sequence.
+func outputState(t *testing.T, js jetstream.JetStream) jetstream.StreamState {
 	t.Helper()
 	st, err := js.Stream(context.Background(), contracts.StreamOutput)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st.CachedInfo().State.Consumers
+	return st.CachedInfo().State
+}
+
+func outputConsumers(t *testing.T, js jetstream.JetStream) int {
+	return outputState(t, js).Consumers
 }
 
 // message is one message a test published: its stream and sequence.
@@ -186,8 +184,8 @@ func TestSharedFeedDeliversEverythingAfterTheBoundaryOnce(t *testing.T) {
 	bounds := make([]uint64, streams)
 	for i, id := range ids {
 		// Each join waits for a few more messages, so joins fall between writes.
-		mark := outputLast(t, js)
-		await.Within(t, sharedWait, "writes between joins", func() bool { return outputLast(t, js) > mark+3 })
+		mark := outputState(t, js).LastSeq
+		await.Within(t, sharedWait, "writes between joins", func() bool { return outputState(t, js).LastSeq > mark+3 })
 		f, last, err := s.Open(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
@@ -218,15 +216,6 @@ func TestSharedFeedDeliversEverythingAfterTheBoundaryOnce(t *testing.T) {
 	if st := s.FeedStats(); st.Shared != streams || st.Own != 0 {
 		t.Errorf("feed stats %+v, want %d shared", st, streams)
 	}
-}
-
-func outputLast(t *testing.T, js jetstream.JetStream) uint64 {
-	t.Helper()
-	st, err := js.Stream(context.Background(), contracts.StreamOutput)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.CachedInfo().State.LastSeq
 }
 
 // Two thousand watched streams are one consumer on the server, and each
