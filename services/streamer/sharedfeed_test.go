@@ -17,8 +17,10 @@ import (
 // live feeds share one. Every client gets every line once, in order, then
 // the terminal event, lines written before it joined (history) and after
 // (live) alike.
-func TestManyStreamsShareOneLiveFeed(t *testing.T) {
-	t.Parallel()
+//
+// Not parallel: hundreds of streams beside the reconnect storm overload a
+// small CI machine and time both out.
+func TestManyStreamsShareOneLiveFeed(t *testing.T) { //nolint:paralleltest // see above
 	streams := 300
 	if testing.Short() {
 		streams = 100
