@@ -21,7 +21,7 @@ import (
 // Not parallel: hundreds of streams beside the reconnect storm overload a
 // small CI machine and time both out.
 func TestManyStreamsShareOneLiveFeed(t *testing.T) { //nolint:paralleltest // see above
-	streams := 300
+	streams := 200
 	if testing.Short() {
 		streams = 100
 	}
