@@ -140,7 +140,7 @@ func (sh *shared) start(ctx context.Context) {
 	}
 	sh.last = last // before ready: no member yet
 	sh.s.log.Info("shared live feed started", "from_seq", last+1)
-	go sh.run()
+	go sh.run() //nolint:contextcheck // the shared feed outlives the open that started it; its consumer has a context of its own
 	close(sh.ready)
 }
 
