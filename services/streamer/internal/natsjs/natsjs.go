@@ -100,6 +100,7 @@ type Store struct {
 	overflows atomic.Uint64 // feeds on the shared feed failed for overflow
 	shMu      sync.Mutex
 	sh        *shared // the shared feed running or starting; nil if none
+	shClosed  bool    // set by Close: no shared feed starts again
 }
 
 // FeedStats counts live feeds.

@@ -31,6 +31,9 @@ var (
 	ErrFeedOverflow = errors.New("live feed buffer full")
 	// errFeedClosed ends a feed closed by its hub.
 	errFeedClosed = errors.New("live feed closed")
+	// errStoreClosed is returned by a feed opening on the shared feed
+	// once the store is closed.
+	errStoreClosed = errors.New("live feeds closed")
 	// errSharedIdle ends a shared feed stopped for want of members.
 	errSharedIdle = errors.New("shared live feed stopped: no feeds")
 )
@@ -85,6 +88,9 @@ func (s *Store) openShared(ctx context.Context, streamID string) (hub.Feed, uint
 			return nil, 0, err
 		}
 		sh, lead := s.sharedFeed()
+		if sh == nil {
+			return nil, 0, errStoreClosed
+		}
 		if lead {
 			sh.start(ctx)
 		}
@@ -105,10 +111,13 @@ func (s *Store) openShared(ctx context.Context, streamID string) (hub.Feed, uint
 }
 
 // sharedFeed returns the current shared feed, or a new one that the
-// caller (lead) must start.
+// caller (lead) must start; nil once the store is closed.
 func (s *Store) sharedFeed() (sh *shared, lead bool) {
 	s.shMu.Lock()
 	defer s.shMu.Unlock()
+	if s.shClosed {
+		return nil, false
+	}
 	if s.sh == nil {
 		s.sh = &shared{s: s, ready: make(chan struct{}), done: make(chan struct{}), members: map[string][]*member{}}
 		return s.sh, true
@@ -288,12 +297,14 @@ func (sh *shared) stop() {
 	<-sh.done
 }
 
-// Close stops the shared feed, if one runs. Feeds on it fail; a feed
-// opened afterwards starts a new one.
+// Close stops the shared feed, if one runs: feeds on it fail, and a feed
+// opening on it afterwards fails (an open racing with shutdown must not
+// start another). Feeds with consumers of their own are their hubs' to
+// close.
 func (s *Store) Close() {
 	s.shMu.Lock()
 	sh := s.sh
-	s.sh = nil
+	s.sh, s.shClosed = nil, true
 	s.shMu.Unlock()
 	if sh != nil {
 		sh.stop()
