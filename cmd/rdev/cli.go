@@ -91,6 +91,7 @@ func defaults() kong.Vars {
 		"cors_origin":            streamer.DefaultAllowOrigin,
 		"sse_unavailable_after":  duration(streamer.DefaultUnavailableAfter),
 		"sse_replay_reads":       strconv.Itoa(streamer.DefaultReplayReads),
+		"sse_shared_feed_after":  strconv.Itoa(streamer.DefaultSharedFeedAfter),
 		"output_max_age":         duration(contracts.DefaultOutputMaxAge),
 		"state_ttl":              duration(contracts.DefaultStateTTL),
 		"webhook_secret_overlap": duration(api.DefaultWebhookSecretOverlap),
@@ -235,6 +236,7 @@ type streamerFlags struct {
 	// error event or a 503, so the streamer waits this long first.
 	UnavailableAfter time.Duration `name:"sse-unavailable-after" default:"${sse_unavailable_after}" env:"RDEV_SSE_UNAVAILABLE_AFTER" help:"How long a stream rides out failing NATS storage (clients kept and pinged) before it sends error unavailable."`
 	ReplayReads      int           `name:"sse-replay-reads" default:"${sse_replay_reads}" env:"RDEV_SSE_REPLAY_READS" help:"How many history reads of replaying streams run at once; more wait their turn (a reconnect storm queues instead of failing)."`
+	SharedFeedAfter  int           `name:"sse-shared-feed-after" default:"${sse_shared_feed_after}" env:"RDEV_SSE_SHARED_FEED_AFTER" help:"How many watched streams (live feeds with a JetStream consumer each) make further ones share one consumer over all output; -1 shares every feed."`
 }
 
 // notifierFlags configure webhook deliveries (docs/webhooks.md).
@@ -384,7 +386,7 @@ func (a apiFlags) config(secretsKey []byte) (api.Config, error) {
 // config is the streamer's configuration from the flags.
 func (s streamerFlags) config() streamer.Config {
 	return streamer.Config{Heartbeat: s.SSEHeartbeat, AllowOrigins: s.CORSOrigins, UnavailableAfter: s.UnavailableAfter,
-		ReplayReads: s.ReplayReads}
+		ReplayReads: s.ReplayReads, SharedFeedAfter: s.SharedFeedAfter}
 }
 
 // config is the worker's configuration from the flags: the job

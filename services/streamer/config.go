@@ -17,6 +17,7 @@ const (
 	DefaultUnavailableAfter  = 30 * time.Second
 	DefaultAllowOrigin       = "*"
 	DefaultReplayReads       = 32
+	DefaultSharedFeedAfter   = 256
 )
 
 // Config tunes the streamer. Zero values take the defaults above.
@@ -57,6 +58,16 @@ type Config struct {
 	// NATS. A read whose turn does not come within Heartbeat is retried
 	// like a storage failure: the client is pinged meanwhile. Default 32.
 	ReplayReads int
+	// SharedFeedAfter is how many open live feeds (watched streams) make
+	// the next one join the streamer's shared live feed, one JetStream
+	// consumer over every stream's output demultiplexed by stream id,
+	// instead of opening an ordered consumer of its own. Few watched
+	// streams keep a consumer each, filtered to their own subjects, so
+	// that a streamer serving three clients does not receive all of a
+	// busy cluster's output; thousands share one, so that the server is
+	// not loaded with a consumer per stream. A negative value puts every
+	// feed on the shared one. Default 256.
+	SharedFeedAfter int
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +94,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReplayReads == 0 {
 		c.ReplayReads = DefaultReplayReads
+	}
+	if c.SharedFeedAfter == 0 {
+		c.SharedFeedAfter = DefaultSharedFeedAfter
 	}
 }
 

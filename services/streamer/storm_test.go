@@ -90,9 +90,25 @@ func storm(t *testing.T, streams, perStream int, stored uint64, maxConsumers int
 		}
 	}
 	// The rest of each stream is written while the clients connect: some
-	// of it reaches them by replay, some live. It is written by a
-	// connection of its own, as a worker would, and waited for generously:
-	// the streamer's connection is busy with the storm.
+	// of it reaches them by replay, some live.
+	close(start)
+	finishStreams(t, f, jobs, stored, live)
+	wg.Wait()
+	close(results)
+	checkResults(t, results)
+	if n := logs.limit.Load(); n > 0 {
+		t.Fatalf("%d storage failures were the consumer limit", n)
+	}
+	if n := f.consumers(t); n > streams {
+		t.Fatalf("%d consumers after the storm, want at most one live feed per stream (%d)", n, streams)
+	}
+}
+
+// finishStreams writes lines stored+1..stored+live of every job and its
+// terminal event through a connection of its own, as a worker would, and
+// waits for them generously: the streamer's connection may be busy.
+func finishStreams(t *testing.T, f *fixture, jobs []*job, stored, live uint64) {
+	t.Helper()
 	nc, err := nats.Connect(f.js.Conn().ConnectedUrl())
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +118,6 @@ func storm(t *testing.T, streams, perStream int, stored uint64, maxConsumers int
 	if err != nil {
 		t.Fatal(err)
 	}
-	close(start)
 	written := func() {
 		select {
 		case <-worker.PublishAsyncComplete():
@@ -126,9 +141,11 @@ func storm(t *testing.T, streams, perStream int, stored uint64, maxConsumers int
 		}
 	}
 	written()
-	wg.Wait()
-	close(results)
+}
 
+// checkResults fails the test if any client's stream failed.
+func checkResults(t *testing.T, results <-chan stormResult) {
+	t.Helper()
 	failed, n := 0, 0
 	for r := range results {
 		n++
@@ -141,12 +158,6 @@ func storm(t *testing.T, streams, perStream int, stored uint64, maxConsumers int
 	}
 	if failed > 0 {
 		t.Fatalf("%d of %d streams failed", failed, n)
-	}
-	if n := logs.limit.Load(); n > 0 {
-		t.Fatalf("%d storage failures were the consumer limit", n)
-	}
-	if n := f.consumers(t); n > streams {
-		t.Fatalf("%d consumers after the storm, want at most one live feed per stream (%d)", n, streams)
 	}
 }
 

@@ -103,6 +103,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		// A replay waiting its turn longer than a heartbeat is retried,
 		// so its client is pinged.
 		Reads: cfg.ReplayReads, ReadWait: cfg.Heartbeat,
+		SharedAfter: cfg.SharedFeedAfter,
 	}, log)
 	hubs := hub.New(store, hub.Config{Buffer: cfg.ClientBuffer, BufferBytes: cfg.ClientBufferBytes}, log)
 	quit, stop := context.WithCancel(context.Background())
@@ -227,6 +228,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("streamer shutdown: %w", ctx.Err())
 	}
 	s.hubs.Close()
+	s.store.Close() // the shared live feed, its feeds closed with the hubs
 	if err == nil {
 		s.hangups.Close() // no stream is left to watch
 	}
@@ -248,9 +250,17 @@ func (s *Service) enter() bool {
 type Stats struct {
 	// Clients is the number of open event streams.
 	Clients int64
-	// Hubs is the number of streams with a running hub (one JetStream
-	// consumer each).
+	// Hubs is the number of streams with a running hub (one live feed
+	// each).
 	Hubs int
+	// FeedsOwn is the number of live feeds with a JetStream consumer of
+	// their own; FeedsShared the number on the shared live feed
+	// (Config.SharedFeedAfter).
+	FeedsOwn, FeedsShared int64
+	// FeedOverflows counts the live feeds on the shared feed failed
+	// because their hub lagged past their buffer; their clients joined
+	// again from their cursors.
+	FeedOverflows uint64
 	// HubsStarted counts the hubs started since New.
 	HubsStarted uint64
 	// Overflows counts the times a hub cut a lagging client loose, sending
@@ -270,12 +280,16 @@ type Stats struct {
 // Stats returns the current counters.
 func (s *Service) Stats() Stats {
 	h := s.hubs.Stats()
+	fs := s.store.FeedStats()
 	return Stats{
-		Clients:     s.clients.Load(),
-		Hubs:        h.Running,
-		HubsStarted: h.Started,
-		Overflows:   h.Overflows,
-		Dropped:     s.dropped.Load(),
+		Clients:       s.clients.Load(),
+		Hubs:          h.Running,
+		FeedsOwn:      fs.Own,
+		FeedsShared:   fs.Shared,
+		FeedOverflows: fs.Overflows,
+		HubsStarted:   h.Started,
+		Overflows:     h.Overflows,
+		Dropped:       s.dropped.Load(),
 
 		ReplayRequests: s.replayServed.Load(),
 		ReplayIgnored:  s.replayIgnored.Load(),

@@ -377,7 +377,18 @@ func TestStorageFailureIsUnavailable(t *testing.T) {
 // order, with no error event.
 func TestStreamsRideOutNATSRestart(t *testing.T) {
 	t.Parallel()
-	f := setup(t, options{restartable: true})
+	t.Run("own consumer", func(t *testing.T) {
+		t.Parallel()
+		rideOutNATSRestart(t, streamer.Config{})
+	})
+	t.Run("shared feed", func(t *testing.T) {
+		t.Parallel()
+		rideOutNATSRestart(t, streamer.Config{SharedFeedAfter: -1})
+	})
+}
+
+func rideOutNATSRestart(t *testing.T, cfg streamer.Config) {
+	f := setup(t, options{restartable: true, cfg: cfg})
 	j := f.newJob(t)
 	j.event(t, contracts.EventStarted, 0)
 	j.lines(t, 1, 5)

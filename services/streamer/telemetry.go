@@ -63,7 +63,7 @@ func newInstruments(t Telemetry, s *Service) (*instruments, error) {
 		return nil, err
 	}
 	hubs, err := m.Int64ObservableGauge("rdev.sse.streams", metric.WithUnit("{stream}"),
-		metric.WithDescription("Streams with live clients (one hub and JetStream consumer each); connections / streams is clients per stream."))
+		metric.WithDescription("Streams with live clients (one hub and live feed each); connections / streams is clients per stream."))
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +87,23 @@ func newInstruments(t Telemetry, s *Service) (*instruments, error) {
 	if err != nil {
 		return nil, err
 	}
+	feeds, err := m.Int64ObservableGauge("rdev.sse.feeds", metric.WithUnit("{feed}"),
+		metric.WithDescription("Live feeds of watched streams, by consumer: own (a JetStream consumer each) or shared (one consumer for all of them)."))
+	if err != nil {
+		return nil, err
+	}
+	feedOverflows, err := m.Int64ObservableCounter("rdev.sse.feeds.overflowed", metric.WithUnit("{feed}"),
+		metric.WithDescription("Live feeds on the shared feed failed because their hub lagged past their buffer; their clients rejoined from storage."))
+	if err != nil {
+		return nil, err
+	}
+	own := metric.WithAttributeSet(attribute.NewSet(attribute.String("consumer", "own")))
+	shared := metric.WithAttributeSet(attribute.NewSet(attribute.String("consumer", "shared")))
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		st := s.Stats()
+		o.ObserveInt64(feeds, st.FeedsOwn, own)
+		o.ObserveInt64(feeds, st.FeedsShared, shared)
+		o.ObserveInt64(feedOverflows, int64(st.FeedOverflows))
 		o.ObserveInt64(conns, st.Clients)
 		o.ObserveInt64(hubs, int64(st.Hubs))
 		o.ObserveInt64(dropped, int64(st.Dropped))
@@ -96,7 +111,7 @@ func newInstruments(t Telemetry, s *Service) (*instruments, error) {
 		o.ObserveInt64(replays, int64(st.ReplayRequests))
 		o.ObserveInt64(ignored, int64(st.ReplayIgnored))
 		return nil
-	}, conns, hubs, dropped, overflows, replays, ignored)
+	}, conns, hubs, dropped, overflows, replays, ignored, feeds, feedOverflows)
 	return in, err
 }
 

@@ -169,6 +169,10 @@ func scale(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return figs, err
 	}
+	nb, err := proc.ReadCPU(natsPID)
+	if err != nil {
+		return figs, err
+	}
 	memBefore := mem(streamer.PID())
 	natsBefore := mem(natsPID)
 	var (
@@ -207,9 +211,16 @@ func scale(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return figs, err
 	}
+	na, err := proc.ReadCPU(natsPID)
+	if err != nil {
+		return figs, err
+	}
 	return append(figs,
 		fig(fmt.Sprintf("jobs/s running the %d watched jobs", n), float64(n)/time.Since(t3).Seconds(), "jobs/s"),
 		fig("streamer CPU per stream (connect, follow, complete)", ms(sa.Own-sb.Own)/float64(n), "ms"),
+		// The server's cost of the live feeds: one consumer per stream
+		// or the streamer's shared one (--sse-shared-feed-after).
+		fig("nats-server CPU while the streams were followed (connect to complete)", 100*(na.Own-nb.Own).Seconds()/time.Since(t2).Seconds(), "% of a core"),
 		target("streams without every line once and the complete event", float64(failed), "count", "<=", 0),
 		loadFigure("load average (1 min) at end")), nil
 }

@@ -1,7 +1,8 @@
 // Package natsjs reads rdev streams from NATS JetStream: stream references
 // from the state bucket, single messages by sequence, replays through
 // batched direct gets (no consumer per client) and live feeds through
-// ordered consumers.
+// ordered consumers: one per stream while few are watched, one shared by
+// every stream beyond Config.SharedAfter.
 package natsjs
 
 import (
@@ -52,6 +53,23 @@ type Config struct {
 	// window (two heartbeats, 10s), so that the client library's recovery
 	// acts first. Default 15s.
 	StallCheck time.Duration
+	// SharedAfter is how many open live feeds make the next one join the
+	// shared feed (shared.go), one consumer for every stream, instead of
+	// having an ordered consumer of its own. 0 means never; a negative
+	// value means always. Feeds keep the consumer they opened with.
+	SharedAfter int
+	// SharedLinger is how long the shared feed keeps running with no
+	// feed on it, so that a stream watched again soon finds it still
+	// there. Default 30s.
+	SharedLinger time.Duration
+	// SharedBuffer is how many entries a feed on the shared feed may hold
+	// before the shared feed fails it (ErrFeedOverflow) rather than wait.
+	// The queue grows only as far as its hub lags. Default 4096.
+	SharedBuffer int
+	// SharedBufferBytes bounds the same lag in bytes of entry data; an
+	// entry larger than the bound alone still fits an empty queue.
+	// Default 4 MiB.
+	SharedBufferBytes int
 }
 
 // Store reads streams from JetStream. It is safe for concurrent use.
@@ -76,6 +94,30 @@ type Store struct {
 	output     jetstream.Stream // cached handle of contracts.StreamOutput
 	replicasN  int              // the output stream's replicas, read at replicasAt
 	replicasAt time.Time
+
+	own       atomic.Int64  // live feeds with a consumer of their own
+	onShared  atomic.Int64  // live feeds on the shared feed
+	overflows atomic.Uint64 // feeds on the shared feed failed for overflow
+	shMu      sync.Mutex
+	sh        *shared // the shared feed running or starting; nil if none
+	shClosed  bool    // set by Close: no shared feed starts again
+}
+
+// FeedStats counts live feeds.
+type FeedStats struct {
+	// Own is the number of open live feeds with an ordered consumer of
+	// their own.
+	Own int64
+	// Shared is the number of open live feeds on the shared feed.
+	Shared int64
+	// Overflows counts the feeds on the shared feed failed because their
+	// buffer was full.
+	Overflows uint64
+}
+
+// FeedStats returns the current counts.
+func (s *Store) FeedStats() FeedStats {
+	return FeedStats{Own: s.own.Load(), Shared: s.onShared.Load(), Overflows: s.overflows.Load()}
 }
 
 // DefaultReads is Config.Reads's default: enough to keep a server busy
@@ -106,6 +148,15 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Lo
 	}
 	if cfg.StallCheck <= 0 {
 		cfg.StallCheck = 15 * time.Second
+	}
+	if cfg.SharedLinger <= 0 {
+		cfg.SharedLinger = 30 * time.Second
+	}
+	if cfg.SharedBuffer <= 0 {
+		cfg.SharedBuffer = 4096
+	}
+	if cfg.SharedBufferBytes <= 0 {
+		cfg.SharedBufferBytes = 4 << 20
 	}
 	s := &Store{js: js, state: state.New(kv), cfg: cfg, log: log, reads: make(chan struct{}, cfg.Reads),
 		flights: make(map[string]*flight)}
@@ -230,28 +281,44 @@ func (s *Store) stream(ctx context.Context) (jetstream.Stream, error) {
 
 func filters(streamID string) []string { return contracts.StreamFilters(streamID) }
 
-// Open starts a live feed of streamID through one ordered consumer that
-// begins right after the current end of the output stream. It implements
-// hub.Source.
+// Open starts a live feed of streamID that begins right after the current
+// end of the output stream. It implements hub.Source. The feed has an
+// ordered consumer of its own while fewer than Config.SharedAfter feeds
+// are open, and joins the shared feed (shared.go) from then on.
 func (s *Store) Open(ctx context.Context, streamID string) (hub.Feed, uint64, error) {
+	if !s.claimOwn() {
+		return s.openShared(ctx, streamID)
+	}
 	last, err := s.boundary(ctx)
 	if err != nil {
+		s.own.Add(-1)
 		return nil, 0, err
 	}
-	cons, it, err := s.openAt(ctx, streamID, last+1)
+	f, err := s.openOwn(ctx, streamID, filters(streamID), last+1)
 	if err != nil {
+		s.own.Add(-1)
 		return nil, 0, err
+	}
+	f.onClose = func() { s.own.Add(-1) }
+	return f, last, nil
+}
+
+// openOwn starts a feed of the messages on subjects from stream sequence
+// start, through an ordered consumer of its own. label names it in logs.
+func (s *Store) openOwn(ctx context.Context, label string, subjects []string, start uint64) (*feed, error) {
+	cons, it, err := s.openAt(ctx, subjects, start)
+	if err != nil {
+		return nil, err
 	}
 	// The feed outlives ctx, which only bounds opening it.
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	return &feed{s: s, streamID: streamID, cons: cons, it: it, ctx: fctx, cancel: cancel, next: last + 1}, last, nil
+	return &feed{s: s, streamID: label, filters: subjects, cons: cons, it: it, ctx: fctx, cancel: cancel, next: start}, nil
 }
 
-// openAt starts an ordered consumer of streamID's subjects at stream
-// sequence start.
-func (s *Store) openAt(ctx context.Context, streamID string, start uint64) (jetstream.Consumer, jetstream.MessagesContext, error) {
+// openAt starts an ordered consumer of subjects at stream sequence start.
+func (s *Store) openAt(ctx context.Context, subjects []string, start uint64) (jetstream.Consumer, jetstream.MessagesContext, error) {
 	cons, err := s.js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    filters(streamID),
+		FilterSubjects:    subjects,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       start,
 		InactiveThreshold: s.cfg.Idle,
@@ -268,7 +335,9 @@ func (s *Store) openAt(ctx context.Context, streamID string, start uint64) (jets
 
 type feed struct {
 	s        *Store
-	streamID string
+	streamID string          // the stream fed, or what the feed is called in logs
+	filters  []string        // the consumer's filter subjects
+	onClose  func()          // run once by Close, if set
 	ctx      context.Context // cancelled by Close, to unblock Next
 	cancel   context.CancelFunc
 	once     sync.Once
@@ -283,6 +352,21 @@ type feed struct {
 }
 
 func (f *feed) Next() (entry.Entry, error) {
+	msg, seq, err := f.msg()
+	if err != nil {
+		return entry.Entry{}, err
+	}
+	e, err := entry.Parse(f.streamID, msg.Subject(), seq, msg.Data())
+	if err != nil {
+		f.s.log.Warn("undecodable message", "stream_id", f.streamID, "seq", seq, "err", err)
+		e.Kind = entry.Invalid
+	}
+	return e, nil
+}
+
+// msg blocks until the next message and returns it with its stream
+// sequence. While none comes it checks the consumer every StallCheck.
+func (f *feed) msg() (jetstream.Msg, uint64, error) {
 	var msg jetstream.Msg
 	for {
 		wait, cancel := context.WithTimeout(f.ctx, f.s.cfg.StallCheck)
@@ -293,21 +377,16 @@ func (f *feed) Next() (entry.Entry, error) {
 			break
 		}
 		if f.ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return entry.Entry{}, err
+			return nil, 0, err
 		}
 		f.check()
 	}
 	md, err := msg.Metadata()
 	if err != nil {
-		return entry.Entry{}, fmt.Errorf("message metadata: %w", err)
+		return nil, 0, fmt.Errorf("message metadata: %w", err)
 	}
 	f.next = md.Sequence.Stream + 1
-	e, err := entry.Parse(f.streamID, msg.Subject(), md.Sequence.Stream, msg.Data())
-	if err != nil {
-		f.s.log.Warn("undecodable message", "stream_id", f.streamID, "seq", md.Sequence.Stream, "err", err)
-		e.Kind = entry.Invalid
-	}
-	return e, nil
+	return msg, md.Sequence.Stream, nil
 }
 
 // check runs when the feed has received nothing for StallCheck. It asks
@@ -350,7 +429,7 @@ func (f *feed) check() {
 // message received. The old one is kept until the new one exists: if
 // JetStream cannot create it now, the next check tries again.
 func (f *feed) reopen(ctx context.Context) {
-	cons, it, err := f.s.openAt(ctx, f.streamID, f.next)
+	cons, it, err := f.s.openAt(ctx, f.filters, f.next)
 	if err != nil {
 		if f.ctx.Err() == nil {
 			f.s.log.Warn("reopen live feed", "stream_id", f.streamID, "err", err)
@@ -380,6 +459,9 @@ func (f *feed) Close() {
 		it.Stop()
 		if info := cons.CachedInfo(); info != nil {
 			f.s.deleteConsumer(f.ctx, info.Name)
+		}
+		if f.onClose != nil {
+			f.onClose()
 		}
 	})
 }
