@@ -38,6 +38,29 @@ func startServer(t *testing.T, addr, dir string) *server.Server {
 	return srv
 }
 
+// startWithTopology starts a server of its own with rdev's streams and
+// buckets, and connects to it; all of it ends with the test.
+func startWithTopology(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	srv := startServer(t, "", t.TempDir())
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
 // storedSeqs replays a stream's lines and returns their Seqs as a reader
 // following the contract sees them: duplicates (Seq already seen) dropped.
 func storedSeqs(t *testing.T, js jetstream.JetStream, streamID string) (seqs []uint64, dups int) {
@@ -153,22 +176,9 @@ func TestLineWriterSurvivesServerRestart(t *testing.T) {
 // them on the project's subject, with version 2.
 func TestLineWriterContinuesStreamBegunOnLegacySubject(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, "", t.TempDir())
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := startWithTopology(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
-		t.Fatal(err)
-	}
 	job := contracts.Job{ID: "job-legacy", StreamID: "legacy1", Project: "demo"}
 	for seq := uint64(1); seq <= 3; seq++ {
 		b, _ := json.Marshal(contracts.OutputLine{V: 1, StreamID: job.StreamID, JobID: job.ID, Attempt: 1, Seq: seq, Text: "old"})
@@ -212,22 +222,9 @@ func TestLineWriterContinuesStreamBegunOnLegacySubject(t *testing.T) {
 // line, so the batch's empty end marker never reaches the subject.
 func TestLineWriterLiveSubscribersSeeOnlyLines(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, "", t.TempDir())
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := startWithTopology(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
-		t.Fatal(err)
-	}
 	job := contracts.Job{ID: "job-live", StreamID: "live1", Project: "demo"}
 	subject := contracts.SubjectOutput(job.Project, job.StreamID)
 	sub, err := nc.SubscribeSync(subject)
