@@ -64,6 +64,7 @@ type config struct {
 	queueJobs       int
 	priorityProbes  int
 	priorityBacklog int
+	priorityConc    int
 	webhookEvents   int
 	webhookRate     int
 	delayedJobs     int
@@ -101,8 +102,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
 	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth and tracing: submits per configuration and round (tracing: half; -quick 3000)")
 	fs.IntVar(&c.queueJobs, "queue-jobs", 10_000, "e2e and batchget: no-op jobs per run, rdev and asynq (-quick 1000)")
-	fs.IntVar(&c.priorityProbes, "priority-probes", 100, "priority: high-priority jobs timed idle and busy (-quick 30)")
+	fs.IntVar(&c.priorityProbes, "priority-probes", 300, "priority: high-priority jobs timed idle and busy; p99 of 100 is one probe (-quick 30)")
 	fs.IntVar(&c.priorityBacklog, "priority-backlog", 10_000, "priority: low-priority jobs queued ahead (multiple of 1000)")
+	fs.IntVar(&c.priorityConc, "priority-concurrency", queueConcurrency, "priority: the worker's --concurrency")
 	fs.IntVar(&c.webhookEvents, "webhook-events", 10_000, "webhooks: terminal events per run, paced and burst (-quick 2000)")
 	fs.IntVar(&c.webhookRate, "webhook-rate", 1000, "webhooks: events a second of the paced run")
 	fs.IntVar(&c.delayedJobs, "delayed-jobs", 10_000, "delayed: jobs due in the same second (-quick 1000)")
@@ -167,7 +169,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-cli-runs must be positive, -cli-warmup not negative")
 	}
 	if c.latencyRuns < 1 || c.lines < 1 || c.memBytes < 1 || c.idleConns < 1 || c.idleStreams < 1 || c.authRequests < 1 || c.queueJobs < 1 ||
-		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.webhookEvents < 1 || c.webhookRate < 1 ||
+		c.priorityProbes < 1 || c.priorityBacklog < 1000 || c.priorityConc < 1 || c.webhookEvents < 1 || c.webhookRate < 1 ||
 		c.delayedJobs < 1 || c.delayedJobs > 10_000 || c.delayedWaiting < 1 ||
 		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 ||
 		c.fanClients < 10 || c.fanClients%10 != 0 || c.fanRate < 1 || c.fanSatRate < 1 || c.fanSeconds < 1 ||

@@ -311,7 +311,7 @@ func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) 
 		return nil, err
 	}
 	up, err := e.start(ctx, "priority-up", "up", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
-		"--data-dir", dir, "--concurrency", fmt.Sprint(queueConcurrency))
+		"--data-dir", dir, "--concurrency", fmt.Sprint(cfg.priorityConc))
 	if err != nil {
 		return nil, err
 	}
@@ -365,6 +365,7 @@ func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) 
 	ratio := float64(pct(busy, 99)) / float64(pct(idle, 99))
 	return []figure{
 		load,
+		fig("worker concurrency", float64(cfg.priorityConc), "slots"),
 		fig("high-priority dispatch p50, idle queue", ms(pct(idle, 50)), "ms"),
 		fig(fmt.Sprintf("high-priority dispatch p50, %d low jobs queued", cfg.priorityBacklog), ms(pct(busy, 50)), "ms"),
 		fig("high-priority dispatch p99, idle queue", ms(pct(idle, 99)), "ms"),
