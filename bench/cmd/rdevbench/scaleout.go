@@ -314,7 +314,20 @@ func scaleOut(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	figs = append(figs,
 		fig(fmt.Sprintf("streamer: SSE deliveries/s, %d clients on one job of %d lines", clients, cfg.scaleFanLines), deliveries/span.Seconds(), "lines/s"),
 		fig("streamer: deliveries per core-second (own CPU)", deliveries/(sa.Own-sb.Own).Seconds(), "lines/s/core"),
-		fig(fmt.Sprintf("streamer: RSS with %d clients", clients), float64(mem.RSS)/(1<<20), "MiB"),
+		fig(fmt.Sprintf("streamer: RSS with %d clients", clients), float64(mem.RSS)/(1<<20), "MiB"))
+
+	// The one-client submits again with no worker: above, the worker runs
+	// each job while the next submit is in flight, and its writes and
+	// process start share the cores and the cluster with it. The
+	// difference is what running the jobs costs a lone submit.
+	worker.Stop()
+	_, lat, err = submitSingles(ctx, apiP.HTTP, 200, 1)
+	if err != nil {
+		return figs, err
+	}
+	figs = append(figs,
+		fig("api: single submit p50, one client, no worker running", ms(lat[len(lat)/2]), "ms"),
+		fig("api: single submit p99, one client, no worker running", ms(lat[len(lat)*99/100]), "ms"),
 		loadFigure("load average (1 min) at end"))
 	return figs, nil
 }
