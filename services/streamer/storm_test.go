@@ -109,7 +109,10 @@ func storm(t *testing.T, streams, perStream int, stored uint64, maxConsumers int
 // waits for them generously: the streamer's connection may be busy.
 func finishStreams(t *testing.T, f *fixture, jobs []*job, stored, live uint64) {
 	t.Helper()
-	nc, err := nats.Connect(f.js.Conn().ConnectedUrl())
+	// The connect competes with the storm's thousands of connections for
+	// two loaded cores: the client's default timeout of 2s was seen to
+	// run out.
+	nc, err := nats.Connect(f.js.Conn().ConnectedUrl(), nats.Timeout(waitFor))
 	if err != nil {
 		t.Fatal(err)
 	}
