@@ -40,15 +40,26 @@ type guardBundle struct {
 	degraded atomic.Int64
 }
 
+// setupGuard returns a Guard in front of a fault injector. The short
+// timeout is for a backend that hangs (hang non-nil); one that answers
+// gets a generous timeout, and the breaker a cooldown that a burst of
+// calls cannot outlast: on a loaded machine (load 10+ on 2 cores, -race)
+// 50ms ran out before the backend's goroutine ran, and a burst of 10
+// calls outlasted a cooldown of 100ms, each changing the counts the tests
+// check.
 func setupGuard(t *testing.T, policy ratelimit.Policy, hang chan struct{}) *guardBundle {
 	t.Helper()
+	timeout := healthyTimeout
+	if hang != nil {
+		timeout = 50 * time.Millisecond
+	}
 	b := &guardBundle{backend: &faultyLimiter{next: ratelimit.NewMemory(), hang: hang}}
 	b.guard = ratelimit.NewGuard(b.backend, ratelimit.GuardConfig{
 		Policy:          policy,
-		Timeout:         50 * time.Millisecond,
+		Timeout:         timeout,
 		OnDegraded:      func(error) { b.degraded.Add(1) },
 		BreakerFailures: 3,
-		BreakerCooldown: 100 * time.Millisecond,
+		BreakerCooldown: time.Second,
 	})
 	return b
 }
@@ -103,7 +114,7 @@ func TestGuardFailOpen(t *testing.T) {
 
 func waitLimited(t *testing.T, g *ratelimit.Guard, lim ratelimit.Limit) {
 	t.Helper()
-	await.Within(t, 5*time.Second, "limits applied again after the backend's return", func() bool {
+	await.Within(t, 30*time.Second, "limits applied again after the backend's return", func() bool {
 		d, err := g.Allow(t.Context(), ratelimit.Check{Key: "k", Limit: lim})
 		return err == nil && !d.Allowed
 	})
