@@ -24,15 +24,20 @@ func rawSeqs(t *testing.T, js jetstream.JetStream, streamID string) []uint64 {
 	t.Helper()
 	// Generous: 4,000 lines read on a loaded 2-core machine under -race,
 	// after a node restart or a leader change.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var (
 		seqs []uint64
 		err  error
 	)
-	// A read fails while a new leader is being elected.
+	// A read fails while a new leader is being elected, or goes
+	// unanswered while a node that came back recovers: each try has a
+	// timeout of its own, so one unanswered request does not use up the
+	// wait.
 	if await.Poll(ctx, func() bool {
-		seqs, err = readSeqs(ctx, js, streamID)
+		try, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		seqs, err = readSeqs(try, js, streamID)
 		return err == nil
 	}) != nil {
 		t.Fatal("read stored lines:", err)
@@ -41,21 +46,29 @@ func rawSeqs(t *testing.T, js jetstream.JetStream, streamID string) []uint64 {
 }
 
 // readSeqs reads the stream's lines through an ordered consumer, in
-// batches: a request per line (GetMsg) took more than 30 s for 4,000
-// lines on a loaded machine.
+// batches (a request per line, GetMsg, took more than 30s for 4,000 lines
+// on a loaded machine), as many as the stream's leader counts on the
+// stream's subjects.
 func readSeqs(ctx context.Context, js jetstream.JetStream, streamID string) ([]uint64, error) {
-	c, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contracts.SubjectStreamOutput(streamID)},
-	})
+	subject := contracts.SubjectStreamOutput(streamID)
+	s, err := js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	left := 0
+	for _, n := range info.State.Subjects {
+		left += int(n)
+	}
+	c, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		return nil, fmt.Errorf("consumer: %w", err)
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("consumer info: %w", err)
-	}
 	var seqs []uint64
-	for left := int(info.NumPending); left > 0; {
+	for left > 0 {
 		batch, err := c.Fetch(min(left, 1000), jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("line after %d: %w", len(seqs), err)
