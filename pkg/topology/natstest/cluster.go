@@ -52,9 +52,7 @@ func NewCluster(tb testing.TB, n int) *Cluster {
 				via = append(via, p.addr)
 			}
 		}
-		// Generous: a node waits for its routes, and at load 14-20 on 2
-		// cores under -race one was not ready within 30s.
-		c.cfgs[i] = natsserver.Config{Addr: clients[i], StoreDir: tb.TempDir(), ReadyTimeout: 2 * time.Minute,
+		c.cfgs[i] = natsserver.Config{Addr: clients[i], StoreDir: tb.TempDir(), ReadyTimeout: 30 * time.Second,
 			Cluster: &natsserver.Cluster{Name: "rdev-test", NodeName: fmt.Sprintf("n%d", i), RouteAddr: routes[i],
 				Routes: via, NoAdvertise: true}}
 	}
