@@ -68,17 +68,32 @@ func clusterFault(t *testing.T, stream string, partition bool) {
 		jobs = append(jobs, submit(t, api.http, "cluster", map[string]any{"command": []string{"sh", "-c", cmd}}))
 	}
 	wait := watchMany(t, func() string { return streamer.http }, jobs, size.watchers)
+	// The batch is sent as a client that needs every item queued sends
+	// it (docs/http-api.md, Batches; docs/durability.md, Accepted jobs):
+	// each item is judged on its own, and one whose writes JetStream did
+	// not acknowledge in time (seen before any fault: an R3 cluster on a
+	// loaded 2-core machine under -race) is refused "unavailable", to be
+	// sent again with its idempotency key, which queues it once. Any
+	// other refusal fails the test, and every item must end up with one
+	// job that runs once (checked below).
 	items := make([]map[string]any, size.batch)
 	for i := range items {
-		items[i] = map[string]any{"command": []string{"true"}, "priority": "low"}
+		items[i] = map[string]any{"command": []string{"true"}, "priority": "low", "idempotency_key": fmt.Sprintf("cluster-%d", i)}
 	}
-	status, rb := call(t, http.MethodPost, api.http+"/v1/projects/cluster/batches", items)
-	if status != http.StatusAccepted {
-		t.Fatalf("batch: %d %.300s", status, rb)
+	batchIDs, batches, ok := sendBatch(t, func(t *testing.T, path string, body any) []byte {
+		status, rb := call(t, http.MethodPost, api.http+path, body)
+		if status != http.StatusAccepted {
+			t.Errorf("batch: %d %.300s", status, rb)
+			return nil
+		}
+		return rb
+	}, "/v1/projects/cluster/batches", items)
+	if !ok {
+		t.FailNow()
 	}
-	batch := mustJSON[contracts.BatchResponse](t, rb)
-	if batch.Accepted != size.batch {
-		t.Fatalf("batch accepted %d of %d: %.600s", batch.Accepted, size.batch, rb)
+	batch := batches[0]
+	if len(batches) > 1 {
+		t.Logf("%d of %d batch items refused unavailable at first, queued when sent again", size.batch-batch.Accepted, size.batch)
 	}
 	waitForLines(t, streamer.http, jobs, 5)
 
@@ -110,11 +125,36 @@ func clusterFault(t *testing.T, stream string, partition bool) {
 			t.Errorf("watcher %d: complete %+v", i, w.complete)
 		}
 	}
-	waitBatch(t, api.http, batch.BatchID, size.batch, 90*time.Second)
-	ends := terminalEvents(t, js, size.jobs+size.batch)
+	waitBatch(t, api.http, batch.BatchID, batch.Accepted, 90*time.Second)
+	inFirst := map[string]bool{}
+	for _, it := range batch.Items {
+		if it.Error == nil {
+			inFirst[it.JobID] = true
+		}
+	}
+	for _, id := range batchIDs {
+		if !inFirst[id] {
+			if st := waitFinal(t, api.http, id, 90*time.Second); st.Status != contracts.StatusSucceeded {
+				t.Errorf("batch item sent again: %+v", st)
+			}
+		}
+	}
+	// Every job submitted, and every batch item's, ran once; no other job
+	// ran (a refused item queued anyway would, without its key).
+	submitted := map[string]bool{}
 	for _, j := range jobs {
-		if ends[j.JobID] != 1 {
-			t.Errorf("job %s has %d terminal events, want 1", j.JobID, ends[j.JobID])
+		submitted[j.JobID] = true
+	}
+	for _, id := range batchIDs {
+		submitted[id] = true
+	}
+	if len(submitted) != size.jobs+size.batch {
+		t.Errorf("%d distinct job ids for %d jobs and %d batch items", len(submitted), size.jobs, size.batch)
+	}
+	ends := terminalEvents(t, js, size.jobs+size.batch)
+	for id := range submitted {
+		if ends[id] != 1 {
+			t.Errorf("job %s has %d terminal events, want 1", id, ends[id])
 		}
 	}
 	if len(ends) != size.jobs+size.batch {

@@ -107,7 +107,7 @@ func TestScaleOutProcesses(t *testing.T) {
 					items = append(items, map[string]any{"command": []string{"true"}, "priority": priorities[i%3],
 						"max_attempts": 3, "idempotency_key": fmt.Sprintf("noop-%d", i)})
 				}
-				ids, ok := sendBatch(t, apiRR, "/v1/projects/"+project+"/batches", items)
+				ids, _, ok := sendBatch(t, apiRR.post, "/v1/projects/"+project+"/batches", items)
 				if !ok {
 					return
 				}
@@ -325,8 +325,10 @@ func (r *roundRobin) post(t *testing.T, path string, body any) []byte {
 
 // sendBatch posts items as one batch and sends the items it refused for
 // a NATS outage (code unavailable) again, with the same keys, until every item is
-// queued, as a client does. It returns the job ids of all items.
-func sendBatch(t *testing.T, rr *roundRobin, path string, items []map[string]any) ([]string, bool) {
+// queued, as a client does. It returns the job ids of all items and the
+// reply to each post, the first one's first.
+func sendBatch(t *testing.T, post func(t *testing.T, path string, body any) []byte, path string, items []map[string]any) ([]string, []contracts.BatchResponse, bool) {
+	var replies []contracts.BatchResponse
 	ids := make([]string, len(items))
 	pending := make([]int, len(items)) // indexes into items
 	for i := range pending {
@@ -335,18 +337,19 @@ func sendBatch(t *testing.T, rr *roundRobin, path string, items []map[string]any
 	for try := 0; len(pending) > 0; try++ {
 		if try == 20 {
 			t.Errorf("batch items %v still refused after 20 tries", pending)
-			return nil, false
+			return nil, nil, false
 		}
 		body := make([]map[string]any, len(pending))
 		for i, p := range pending {
 			body[i] = items[p]
 		}
-		rb := rr.post(t, path, body)
+		rb := post(t, path, body)
 		var r contracts.BatchResponse
 		if err := json.Unmarshal(rb, &r); err != nil {
 			t.Errorf("batch reply %.300s: %v", rb, err)
-			return nil, false
+			return nil, nil, false
 		}
+		replies = append(replies, r)
 		var again []int
 		for _, it := range r.Items {
 			switch {
@@ -356,7 +359,7 @@ func sendBatch(t *testing.T, rr *roundRobin, path string, items []map[string]any
 				again = append(again, pending[it.Index])
 			default:
 				t.Errorf("batch item refused: %+v", *it.Error)
-				return nil, false
+				return nil, nil, false
 			}
 		}
 		if len(again) > 0 {
@@ -364,7 +367,7 @@ func sendBatch(t *testing.T, rr *roundRobin, path string, items []map[string]any
 		}
 		pending = again
 	}
-	return ids, true
+	return ids, replies, true
 }
 
 func stateBucket(t *testing.T, js jetstream.JetStream) jetstream.KeyValue {

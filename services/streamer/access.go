@@ -50,3 +50,45 @@ func (s *Service) refuse(c echo.Context, err error) error {
 	}
 	return s.unavailable(c, "check access", err)
 }
+
+// admit is the gate's Admit for the request, riding out failing storage
+// (see judged).
+func (s *Service) admit(c echo.Context, resource string) (access.Reader, error) {
+	ctx := c.Request().Context()
+	var r access.Reader
+	err := s.judged(ctx, func() (err error) {
+		r, err = s.gate.Admit(ctx, c.QueryParam("token"), accesshttp.Bearer(c.Request()), accesshttp.ClientIP(c), resource)
+		return err
+	})
+	return r, err
+}
+
+// allow is the gate's Allow for the request, riding out failing storage
+// (see judged).
+func (s *Service) allow(c echo.Context, r access.Reader, project, incarnation string) error {
+	ctx := c.Request().Context()
+	return s.judged(ctx, func() error {
+		return s.gate.Allow(ctx, r, project, incarnation, accesshttp.ClientIP(c))
+	})
+}
+
+// judged runs an access decision as the stream's own reads run (retry):
+// a refusal is final, any other error is storage failing, retried for
+// UnavailableAfter. In a reconnect storm on a loaded machine the
+// project's reads time out now and then, and answering those clients 503
+// at once would end a browser's EventSource for good.
+func (s *Service) judged(ctx context.Context, decide func() error) error {
+	var refusal error
+	err := s.retry(ctx, func() error {
+		err := decide()
+		if _, _, ok := accesshttp.Refusal(err); ok {
+			refusal = err
+			return nil
+		}
+		return err
+	})
+	if refusal != nil {
+		return refusal
+	}
+	return err
+}

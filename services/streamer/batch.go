@@ -32,7 +32,7 @@ func (s *Service) batchEvents(c echo.Context) error {
 		return accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidLastEventID, "Last-Event-ID must be a decimal event id received from this stream")
 	}
 	ctx := c.Request().Context()
-	reader, err := s.gate.Admit(ctx, c.QueryParam("token"), accesshttp.Bearer(c.Request()), accesshttp.ClientIP(c), access.BatchResource(id))
+	reader, err := s.admit(c, access.BatchResource(id))
 	if err != nil {
 		return s.refuse(c, err)
 	}
@@ -43,7 +43,7 @@ func (s *Service) batchEvents(c echo.Context) error {
 	if err != nil {
 		return s.unavailable(c, "read batch", err)
 	}
-	if err := s.gate.Allow(ctx, reader, b.Project, b.ProjectIncarnation, accesshttp.ClientIP(c)); err != nil {
+	if err := s.allow(c, reader, b.Project, b.ProjectIncarnation); err != nil {
 		var ae *access.Error
 		if errors.As(err, &ae) && ae.Kind == access.KindNotFound {
 			return accesshttp.WriteError(c, http.StatusNotFound, "batch_not_found", "no batch "+id)

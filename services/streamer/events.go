@@ -53,7 +53,7 @@ func (s *Service) events(c echo.Context) error {
 		// Answered: going on would stream after the 400's body.
 		return err
 	}
-	reader, err := s.gate.Admit(c.Request().Context(), c.QueryParam("token"), accesshttp.Bearer(c.Request()), accesshttp.ClientIP(c), access.StreamResource(streamID))
+	reader, err := s.admit(c, access.StreamResource(streamID))
 	if err != nil {
 		return s.refuse(c, err)
 	}
@@ -157,7 +157,7 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 	if err != nil {
 		return nil, s.unavailable(c, "read stream ref", err)
 	}
-	if err := s.gate.Allow(ctx, reader, ref.Project, ref.ProjectIncarnation, accesshttp.ClientIP(c)); err != nil {
+	if err := s.allow(c, reader, ref.Project, ref.ProjectIncarnation); err != nil {
 		return nil, s.refuse(c, err)
 	}
 

@@ -35,7 +35,7 @@ func (s *Service) projectEvents(c echo.Context) error {
 		return accesshttp.WriteError(c, http.StatusBadRequest, codeInvalidLastEventID, "Last-Event-ID must be a decimal event id received from this stream")
 	}
 	ctx := c.Request().Context()
-	reader, err := s.gate.Admit(ctx, c.QueryParam("token"), accesshttp.Bearer(c.Request()), accesshttp.ClientIP(c), access.ProjectResource(project))
+	reader, err := s.admit(c, access.ProjectResource(project))
 	if err != nil {
 		return s.refuse(c, err)
 	}
@@ -49,7 +49,7 @@ func (s *Service) projectEvents(c echo.Context) error {
 	}
 	// Allow first: a key that may not read the project learns nothing
 	// about whether it exists.
-	if err := s.gate.Allow(ctx, reader, project, p.Incarnation, accesshttp.ClientIP(c)); err != nil {
+	if err := s.allow(c, reader, project, p.Incarnation); err != nil {
 		var ae *access.Error
 		if errors.As(err, &ae) && ae.Kind == access.KindNotFound {
 			return notFound()

@@ -72,6 +72,8 @@ type options struct {
 	unstarted bool
 	// log, when set, receives the service's logs instead of t.Log.
 	log *slog.Logger
+	// gate, when set, wraps the real gate (a fault injector).
+	gate func(streamer.Gate) streamer.Gate
 }
 
 func setup(t *testing.T, opts options) *fixture {
@@ -107,7 +109,10 @@ func setup(t *testing.T, opts options) *fixture {
 		t.Fatal(err)
 	}
 	signer := access.NewSigner(secret)
-	gate := &access.StreamGate{Signer: signer, Keys: store, Projects: store}
+	var gate streamer.Gate = &access.StreamGate{Signer: signer, Keys: store, Projects: store}
+	if opts.gate != nil {
+		gate = opts.gate(gate)
+	}
 	log := opts.log
 	if log == nil {
 		log = testLogger(t)

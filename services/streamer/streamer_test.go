@@ -3,14 +3,18 @@ package streamer_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rdev-dev/rdev/pkg/access"
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/contracts/openapi/openapitest"
@@ -369,6 +373,38 @@ func TestStorageFailureIsUnavailable(t *testing.T) {
 	if d := time.Since(start); d < after/2 {
 		t.Fatalf("503 after %s: storage was not retried", d)
 	}
+}
+
+// The access check rides out failing storage like the stream's own
+// reads: in a reconnect storm of 2,000 clients on a loaded machine, reads
+// of the project timed out, and each such client was answered 503 at the
+// first failure instead of after UnavailableAfter. Here the project's
+// first reads fail; the stream opens once one succeeds.
+func TestAccessCheckRidesOutFailingStorage(t *testing.T) {
+	t.Parallel()
+	failing := &failingGate{fails: 3}
+	f := setup(t, options{gate: func(g streamer.Gate) streamer.Gate { failing.Gate = g; return failing }})
+	j := f.newJob(t)
+	j.event(t, contracts.EventStarted, 0)
+	f.connect(t, j.streamID, dialOpts{}).handshake(t)
+	if n := failing.calls.Load(); n != 4 {
+		t.Fatalf("access checked %d times, want 4 (3 failures, then the answer)", n)
+	}
+}
+
+// failingGate is a fault injector around the real gate: its first fails
+// calls of Allow fail as a storage timeout does.
+type failingGate struct {
+	streamer.Gate
+	fails int64
+	calls atomic.Int64
+}
+
+func (g *failingGate) Allow(ctx context.Context, r access.Reader, project, incarnation string, client netip.Addr) error {
+	if g.calls.Add(1) <= g.fails {
+		return fmt.Errorf("read project.%s: %w", project, context.DeadlineExceeded)
+	}
+	return g.Gate.Allow(ctx, r, project, incarnation, client)
 }
 
 // NATS restarting (the streamer reconnects, its consumers are gone) does

@@ -250,14 +250,19 @@ func TestWaitsForReady(t *testing.T) {
 // and one whose pod crash-loops at once.
 func TestReadyTimeout(t *testing.T) {
 	t.Parallel()
-	b := setup(t, k8stest.Options{}, func(c *k8sexec.Config) { c.ReadyTimeout = 500 * time.Millisecond })
+	// The list, create and list before the pod is seen Pending must fit
+	// in the ready timeout: 500ms did not on a loaded machine (load 10+
+	// on 2 cores, race detector). The bound on the whole wait only has to
+	// tell the ready timeout from the 2-minute default.
+	const ready = 3 * time.Second
+	b := setup(t, k8stest.Options{}, func(c *k8sexec.Config) { c.ReadyTimeout = ready })
 	start := time.Now()
 	_, err := b.ex.Exec(t.Context(), spec("pending", "echo", "ran"), io.Discard, io.Discard)
 	if !errors.Is(err, executor.ErrNotReady) || !strings.Contains(err.Error(), "Pending") {
 		t.Fatalf("err = %v, want ErrNotReady saying Pending", err)
 	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Fatalf("took %s", d)
+	if d := time.Since(start); d > ready+30*time.Second {
+		t.Fatalf("took %s with a ready timeout of %s", d, ready)
 	}
 
 	b.api.AddPod(t, &corev1.Pod{
@@ -270,6 +275,22 @@ func TestReadyTimeout(t *testing.T) {
 	_, err = b.ex.Exec(t.Context(), spec("crashing", "echo", "ran"), io.Discard, io.Discard)
 	if !errors.Is(err, executor.ErrNotReady) || !strings.Contains(err.Error(), "CrashLoopBackOff") {
 		t.Fatalf("err = %v, want ErrNotReady saying CrashLoopBackOff", err)
+	}
+}
+
+// TestReadyTimeoutAfterCreatingThePod: the ready timeout passes while
+// the API server is too slow to list the pod the executor just created.
+// The error describes that pod (Pending), not "no pod": the executor
+// knows it from the create's reply.
+func TestReadyTimeoutAfterCreatingThePod(t *testing.T) {
+	t.Parallel()
+	// Generous: the first list and the create must fit in it on a loaded
+	// machine; the list after the create never answers.
+	const ready = 3 * time.Second
+	b := setup(t, k8stest.Options{StallListsAfterCreate: true}, func(c *k8sexec.Config) { c.ReadyTimeout = ready })
+	_, err := b.ex.Exec(t.Context(), spec("slowlist", "echo", "ran"), io.Discard, io.Discard)
+	if !errors.Is(err, executor.ErrNotReady) || !strings.Contains(err.Error(), "Pending") || b.api.Creates() != 1 {
+		t.Fatalf("err = %v after %d creates, want ErrNotReady saying Pending after 1", err, b.api.Creates())
 	}
 }
 

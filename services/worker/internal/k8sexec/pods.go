@@ -98,8 +98,14 @@ func (f *podFinder) lookup(ctx context.Context, project string) (*corev1.Pod, er
 			}
 			if !created {
 				created = true
-				if err := f.create(ctx, project); err != nil {
+				made, err := f.create(ctx, project)
+				if err != nil {
 					return nil, f.waitErr(ctx, project, why, err)
+				}
+				if made != nil {
+					// What we know of it if the API is too slow to list it
+					// before the ready timeout.
+					why = describe(made)
 				}
 				continue
 			}
@@ -140,16 +146,17 @@ func (f *podFinder) waitErr(ctx context.Context, project, why string, err error)
 }
 
 // create creates project's pod from the template with the project's pod
-// settings applied; one created meanwhile by another worker is as good.
-func (f *podFinder) create(ctx context.Context, project string) error {
+// settings applied, and returns it as the API server created it; one
+// created meanwhile by another worker is as good (nil pod, nil error).
+func (f *podFinder) create(ctx context.Context, project string) (*corev1.Pod, error) {
 	e := f.e
 	settings, err := e.podSettings(ctx, project)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pod := e.cfg.PodTemplate.DeepCopy()
 	if err := applySettings(pod, e.cfg.Container, settings); err != nil {
-		return fmt.Errorf("%w: project %s: %w", executor.ErrNotReady, project, err)
+		return nil, fmt.Errorf("%w: project %s: %w", executor.ErrNotReady, project, err)
 	}
 	pod.TypeMeta = metav1.TypeMeta{}
 	pod.ObjectMeta = metav1.ObjectMeta{
@@ -161,18 +168,20 @@ func (f *podFinder) create(ctx context.Context, project string) error {
 	}
 	pod.Labels[LabelProject] = project
 	pod.Labels["app.kubernetes.io/managed-by"] = "rdev"
-	err = e.call(ctx, "create pod", func(ctx context.Context) error {
-		_, err := e.core.create(ctx, e.cfg.Namespace, pod)
+	var created *corev1.Pod
+	err = e.call(ctx, "create pod", func(ctx context.Context) (err error) {
+		created, err = e.core.create(ctx, e.cfg.Namespace, pod)
 		return err
 	})
 	if apierrors.IsAlreadyExists(err) {
-		return nil
+		return nil, nil
 	}
-	if err == nil {
-		e.cfg.Log.Info("project pod created", "project", project, "pod", pod.Name, "namespace", e.cfg.Namespace,
-			"image", settings.Image, "cpu", settings.CPU, "memory", settings.Memory)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	e.cfg.Log.Info("project pod created", "project", project, "pod", pod.Name, "namespace", e.cfg.Namespace,
+		"image", settings.Image, "cpu", settings.CPU, "memory", settings.Memory)
+	return created, nil
 }
 
 // watchReady applies the watch's events to pods until one is Ready (it

@@ -67,6 +67,10 @@ type Options struct {
 	SPDYOnly bool
 	// AutoReady marks a created pod Running and Ready at once.
 	AutoReady bool
+	// StallListsAfterCreate makes every list of pods after the first
+	// create hang until its request ends, as an API server too loaded to
+	// answer does.
+	StallListsAfterCreate bool
 }
 
 // Server is the fake API server.
@@ -270,6 +274,10 @@ func selectors(r *http.Request) (func(*corev1.Pod) bool, error) {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request, ns string) {
+	if s.opts.StallListsAfterCreate && s.creates.Load() > 0 {
+		<-r.Context().Done()
+		return
+	}
 	match, err := selectors(r)
 	if err != nil {
 		s.writeErr(w, apierrors.NewBadRequest(err.Error()))
