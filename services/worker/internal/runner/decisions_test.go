@@ -35,6 +35,9 @@ const (
 	unavailable = 5 * time.Second
 	slotDelay   = 500 * time.Millisecond
 	heartbeat   = 10 * time.Second
+	// patience is how long silent holders are asked again; short, so
+	// that the lost-worker tests take a moment, not a heartbeat.
+	patience = 600 * time.Millisecond
 )
 
 // fixture is a runner over in-memory ports.
@@ -54,7 +57,7 @@ func setup(t *testing.T) *fixture {
 	f.exec = func(context.Context, executor.Spec, io.Writer, io.Writer) (int, error) { return 0, nil }
 	f.r = runner.New(runner.Config{
 		WorkerID: "w1", Heartbeat: heartbeat, UnavailableDelay: unavailable, RetryBase: retryBase, SlotDelay: slotDelay,
-		Jitter: func() float64 { return jitter }, PersistBudget: time.Second,
+		Jitter: func() float64 { return jitter }, PersistBudget: time.Second, HolderPatience: patience,
 	}, runner.Ports{
 		Exec: execFunc(func(ctx context.Context, spec executor.Spec, stdout, stderr io.Writer) (int, error) {
 			return f.exec(ctx, spec, stdout, stderr)
@@ -221,7 +224,8 @@ func TestRunningCopyOfAHeldJobIsDelayed(t *testing.T) {
 }
 
 // Without a holder, the same delivery finds the worker lost: the attempt
-// fails worker_lost, and with no attempts left the job ends.
+// fails worker_lost, and with no attempts left the job ends. The holders
+// are asked again for the patience first: silence once is not death.
 func TestRunningCopyOfALostJobEnds(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -230,6 +234,7 @@ func TestRunningCopyOfALostJobEnds(t *testing.T) {
 	st.Status, st.Attempt, st.Worker = contracts.StatusRunning, 1, "w2"
 	f.store(t, st)
 	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 2})
+	start := time.Now()
 	f.r.Handle(t.Context(), d)
 
 	d.settled(t, "ack")
@@ -237,6 +242,30 @@ func TestRunningCopyOfALostJobEnds(t *testing.T) {
 		t.Errorf("state = %s %q, want failed worker_lost", got.Status, got.Reason)
 	}
 	f.events.want(t, contracts.EventFailed)
+	if took, asks := time.Since(start), f.holders.asks(); took < patience || asks < 2 {
+		t.Errorf("lost after %s and %d asks, want the holders asked again for %s first", took, asks, patience)
+	}
+}
+
+// A holder that cannot answer at first (on the far side of a partition
+// that is healing) but answers within the patience keeps its job, as in
+// TestRunningCopyOfAHeldJobIsDelayed: nothing is written.
+func TestRunningCopyOfAJobWhoseHolderAnswersLateIsDelayed(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.holders.answerFrom = 2
+	job := testJob("j1")
+	st := contracts.QueuedState(job)
+	st.Status, st.Attempt, st.Worker = contracts.StatusRunning, 1, "w2"
+	f.store(t, st)
+	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 2})
+	f.r.Handle(t.Context(), d)
+
+	d.settled(t, fmt.Sprint("nak ", min(slotDelay<<2, 3*heartbeat)))
+	if got := f.states.get(t, "j1"); got.Status != contracts.StatusRunning || got.Worker != "w2" {
+		t.Errorf("state = %s on %q, want still running on w2", got.Status, got.Worker)
+	}
+	f.events.want(t)
 }
 
 // Cancel stops a running job: it ends cancelled and its message is
@@ -457,10 +486,27 @@ func (d *fakeDead) project(i int) string {
 	return d.projects[i]
 }
 
-// fakeHolders answers whether another worker holds a job.
-type fakeHolders struct{ held bool }
+// fakeHolders answers whether another worker holds a job: held, or
+// from the answerFrom-th ask on when answerFrom is set.
+type fakeHolders struct {
+	held       bool
+	answerFrom int
+	mu         sync.Mutex
+	asked      int
+}
 
-func (h *fakeHolders) Held(context.Context, string) (bool, error) { return h.held, nil }
+func (h *fakeHolders) Held(context.Context, string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.asked++
+	return h.held || (h.answerFrom > 0 && h.asked >= h.answerFrom), nil
+}
+
+func (h *fakeHolders) asks() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.asked
+}
 
 // fakeOutput keeps nothing: the decisions do not depend on the lines.
 type fakeOutput struct{}

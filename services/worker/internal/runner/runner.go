@@ -183,6 +183,13 @@ type Config struct {
 	// dead letter, acknowledgement) is retried through a NATS outage
 	// before the job is left to be delivered again; default one minute.
 	PersistBudget time.Duration
+	// HolderPatience is how long the holders of a job redelivered while
+	// running must stay silent before its worker is taken for lost:
+	// a live holder cut off for a moment (a network partition healing,
+	// its NATS routes and their interest forming again) answers within
+	// it. Default Heartbeat, the longest a live holder goes without
+	// keeping its message alive.
+	HolderPatience time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -210,6 +217,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PersistBudget <= 0 {
 		c.PersistBudget = defaultPersistBudget
+	}
+	if c.HolderPatience <= 0 {
+		c.HolderPatience = c.Heartbeat
 	}
 }
 
@@ -503,7 +513,7 @@ func (r *Runner) lost(ctx context.Context, d *delivery, st contracts.JobState, r
 	if r.holders != nil {
 		// Redelivered because a heartbeat was late (a NATS blip), not
 		// because the worker died: it will settle the job itself.
-		if held, err := r.holders.Held(ctx, d.job.ID); err == nil && held {
+		if r.held(ctx, d.job.ID) {
 			// Back off per delivery: a short job is done soon, a long one
 			// is not asked about every second.
 			delay := 3 * r.cfg.Heartbeat
@@ -530,6 +540,33 @@ func (r *Runner) lost(ctx context.Context, d *delivery, st contracts.JobState, r
 	}
 	return r.settle(ctx, d, &st, rev, st.Worker, st.Attempt, out)
 }
+
+// held reports whether a worker holds jobID, asking again while none
+// answers for up to HolderPatience: silence once is not death. A holder
+// on the far side of a partition that just healed is out of reach until
+// the routes between the NATS servers, and its subscription's interest
+// over them, are back, and failing its job then would end a job that is
+// still running (or run it twice).
+func (r *Runner) held(ctx context.Context, jobID string) bool {
+	deadline := r.now().Add(r.cfg.HolderPatience)
+	for {
+		if held, err := r.holders.Held(ctx, jobID); err == nil && held {
+			return true
+		}
+		wait := min(holderAskEvery, deadline.Sub(r.now()))
+		if wait <= 0 {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// holderAskEvery is how often a silent job's holders are asked again.
+const holderAskEvery = 250 * time.Millisecond
 
 // settle ends an attempt that owner ran: retried if its failure allows and
 // attempts remain, else the job ends (as a dead letter too when the
