@@ -7,6 +7,10 @@
 // its client lags, up to a bound in entries and in bytes, and shrinks back
 // once the client has caught up: an idle client holds a few hundred bytes,
 // and a burst is absorbed rather than sent to storage.
+//
+// Every subscription gets the same entry, with one entry.Shared attached:
+// what the clients encode from it (an SSE frame) is made once for the
+// stream and copied by each, not encoded once per client.
 package hub
 
 import (
@@ -383,6 +387,9 @@ func (r *Hubs) run(h *hub) {
 			r.ended(h, err)
 			return
 		}
+		// One Shared per entry, whatever the number of subscribers: the
+		// first client to write the entry encodes it for all of them.
+		e.Shared = new(entry.Shared)
 		r.overflows.Add(r.fanOut(h, e))
 	}
 }
