@@ -36,14 +36,21 @@ import (
 //	go test -run '^$' -bench BenchmarkHubFanOut -benchmem .
 func BenchmarkHubFanOut(b *testing.B) {
 	const clients = 1000
-	text := "a line of 100 bytes, as rdevbench fanout prints them: 2026-12-05T15:40:00.000000000Z ............"
-	plain, _ := json.Marshal(contracts.OutputLine{V: contracts.OutputLineVersion, StreamID: "bench", JobID: "job-bench",
-		Attempt: 1, Seq: 1, FD: contracts.Stdout, Text: text, Time: time.Date(2026, 12, 5, 15, 40, 0, 0, time.UTC)})
-	claudeLine, _ := json.Marshal(contracts.OutputLine{V: contracts.OutputLineVersion, StreamID: "bench", JobID: "job-bench",
-		Attempt: 1, Seq: 1, FD: contracts.Stdout, Time: time.Date(2026, 12, 5, 15, 40, 0, 0, time.UTC),
-		Text: `{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"toolu_1","name":"Bash","input":{"command":"ls"}}]},"session_id":"s1"}`})
+	plain, claudeLine := benchLines()
 	b.Run("raw", func(b *testing.B) { benchFanOut(b, clients, plain, false) })
 	b.Run("claude", func(b *testing.B) { benchFanOut(b, clients, claudeLine, true) })
+}
+
+// benchLines returns an output line as the fanout scenario prints them
+// (100 bytes of text) and a line of Claude Code's stream-json, as stored.
+func benchLines() (plain, claude []byte) {
+	line := contracts.OutputLine{V: contracts.OutputLineVersion, StreamID: "bench", JobID: "job-bench",
+		Attempt: 1, Seq: 1, FD: contracts.Stdout, Time: time.Date(2026, 12, 5, 15, 40, 0, 0, time.UTC),
+		Text: "a line of 100 bytes, as rdevbench fanout prints them: 2026-12-05T15:40:00.000000000Z ............"}
+	plain, _ = json.Marshal(line)
+	line.Text = `{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"toolu_1","name":"Bash","input":{"command":"ls"}}]},"session_id":"s1"}`
+	claude, _ = json.Marshal(line)
+	return plain, claude
 }
 
 func benchFanOut(b *testing.B, clients int, data []byte, claude bool) {

@@ -1,11 +1,9 @@
 package streamer
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
-	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
 	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
@@ -21,12 +19,7 @@ import (
 // at the same time.
 func BenchmarkSinkSend(b *testing.B) {
 	const clients = 1000
-	plain, _ := json.Marshal(contracts.OutputLine{V: contracts.OutputLineVersion, StreamID: "bench", JobID: "job-bench",
-		Attempt: 1, Seq: 1, FD: contracts.Stdout, Time: time.Date(2026, 12, 5, 15, 40, 0, 0, time.UTC),
-		Text: "a line of 100 bytes, as rdevbench fanout prints them: 2026-12-05T15:40:00.000000000Z ............"})
-	claudeLine, _ := json.Marshal(contracts.OutputLine{V: contracts.OutputLineVersion, StreamID: "bench", JobID: "job-bench",
-		Attempt: 1, Seq: 1, FD: contracts.Stdout, Time: time.Date(2026, 12, 5, 15, 40, 0, 0, time.UTC),
-		Text: `{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"toolu_1","name":"Bash","input":{"command":"ls"}}]},"session_id":"s1"}`})
+	plain, claudeLine := benchLines()
 	for _, format := range []struct {
 		name   string
 		data   []byte
