@@ -426,3 +426,25 @@ func TestFanOutSharesOneEncodingPerEntry(t *testing.T) {
 		}
 	}
 }
+
+// A lone subscriber's entries carry no Shared: its client encodes them
+// itself, without the allocation.
+func TestLoneSubscriberGetsNoShared(t *testing.T) {
+	t.Parallel()
+	h, src := setup(t, 4)
+	s, _, err := h.Join(context.Background(), "lone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Leave)
+	src.feed(t, 0).push(t, 8)
+	select {
+	case <-s.Ready():
+	case <-time.After(waitFor):
+		t.Fatal("nothing received")
+	}
+	batch, err := s.Take(nil)
+	if err != nil || len(batch) != 1 || batch[0].Shared != nil {
+		t.Fatalf("took %+v, %v: want one entry without a Shared", batch, err)
+	}
+}
