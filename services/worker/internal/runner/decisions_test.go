@@ -202,6 +202,27 @@ func TestUndecodableMessageDeadLetteredAndTerminated(t *testing.T) {
 	}
 }
 
+// runningOn stores id's state as running attempt 1 on worker, and returns
+// the job.
+func (f *fixture) runningOn(t *testing.T, id, worker string) contracts.Job {
+	t.Helper()
+	job := testJob(id)
+	st := contracts.QueuedState(job)
+	st.Status, st.Attempt, st.Worker = contracts.StatusRunning, 1, worker
+	f.store(t, st)
+	return job
+}
+
+// stillRunningOn checks that id still runs on worker and that no event
+// was published.
+func (f *fixture) stillRunningOn(t *testing.T, id, worker string) {
+	t.Helper()
+	if got := f.states.get(t, id); got.Status != contracts.StatusRunning || got.Worker != worker {
+		t.Errorf("state = %s on %q, want still running on %s", got.Status, got.Worker, worker)
+	}
+	f.events.want(t)
+}
+
 // A job delivered again while its state says running, and a worker still
 // holds it (a late heartbeat, not a lost worker), is left to that worker:
 // its message comes back later, and nothing is written.
@@ -209,18 +230,12 @@ func TestRunningCopyOfAHeldJobIsDelayed(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	f.holders.held = true
-	job := testJob("j1")
-	st := contracts.QueuedState(job)
-	st.Status, st.Attempt, st.Worker = contracts.StatusRunning, 1, "w2"
-	f.store(t, st)
+	job := f.runningOn(t, "j1", "w2")
 	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 3})
 	f.r.Handle(t.Context(), d)
 
 	d.settled(t, fmt.Sprint("nak ", min(slotDelay<<3, 3*heartbeat)))
-	if got := f.states.get(t, "j1"); got.Status != contracts.StatusRunning || got.Worker != "w2" {
-		t.Errorf("state = %s on %q, want still running on w2", got.Status, got.Worker)
-	}
-	f.events.want(t)
+	f.stillRunningOn(t, "j1", "w2")
 }
 
 // Without a holder, the same delivery finds the worker lost: the attempt
@@ -229,10 +244,7 @@ func TestRunningCopyOfAHeldJobIsDelayed(t *testing.T) {
 func TestRunningCopyOfALostJobEnds(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	job := testJob("j1")
-	st := contracts.QueuedState(job)
-	st.Status, st.Attempt, st.Worker = contracts.StatusRunning, 1, "w2"
-	f.store(t, st)
+	job := f.runningOn(t, "j1", "w2")
 	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 2})
 	start := time.Now()
 	f.r.Handle(t.Context(), d)
@@ -254,18 +266,12 @@ func TestRunningCopyOfAJobWhoseHolderAnswersLateIsDelayed(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	f.holders.answerFrom = 2
-	job := testJob("j1")
-	st := contracts.QueuedState(job)
-	st.Status, st.Attempt, st.Worker = contracts.StatusRunning, 1, "w2"
-	f.store(t, st)
+	job := f.runningOn(t, "j1", "w2")
 	d := newDelivery(t, job, runner.DeliveryInfo{Sequence: 1, NumDelivered: 2})
 	f.r.Handle(t.Context(), d)
 
 	d.settled(t, fmt.Sprint("nak ", min(slotDelay<<2, 3*heartbeat)))
-	if got := f.states.get(t, "j1"); got.Status != contracts.StatusRunning || got.Worker != "w2" {
-		t.Errorf("state = %s on %q, want still running on w2", got.Status, got.Worker)
-	}
-	f.events.want(t)
+	f.stillRunningOn(t, "j1", "w2")
 }
 
 // Cancel stops a running job: it ends cancelled and its message is
