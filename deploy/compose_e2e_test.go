@@ -26,6 +26,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/client"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
 
 // The compose file's wiring, not only its syntax: each service of
@@ -206,19 +207,9 @@ func (st *stack) mapAddresses() {
 			ports = []string{port}
 		}
 		for _, port := range ports {
-			st.addr[name+":"+port] = freeAddr(st.t)
+			st.addr[name+":"+port] = natstest.FreeAddr(st.t)
 		}
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // rewrite maps the host names and ports in s, as the service self sees

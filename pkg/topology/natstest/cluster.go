@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -235,12 +238,60 @@ func freeAddr(tb testing.TB) string {
 	return addr
 }
 
-// pickAddr returns a loopback address free when it was picked.
+// FreeAddr returns a loopback address that was free when it was picked,
+// for a server to listen on later (and again after a restart).
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	return freeAddr(tb)
+}
+
+// pickAddr returns a loopback address free when it was picked. Its port
+// is below the kernel's ephemeral range: a port from that range (what
+// listening on port 0 gives) may be taken by another test's outgoing
+// connection before the server listens on it, and a cluster node whose
+// route port is taken never starts. Below the range only another
+// listener can take it, and the port is drawn at random.
 func pickAddr() (string, error) {
+	low := ephemeralLow()
+	for range 200 {
+		if low <= minPort {
+			break
+		}
+		port := minPort + rand.IntN(low-minPort)
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		_ = ln.Close()
+		return ln.Addr().String(), nil
+	}
+	// No room below the range (or all taken): any free port.
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	defer func() { _ = ln.Close() }()
 	return ln.Addr().String(), nil
+}
+
+// minPort is the lowest port pickAddr draws: above the well-known and
+// most registered services' ports.
+const minPort = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux;
+// elsewhere the IANA range's start).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 49152
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 49152
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 49152
+	}
+	return low
 }

@@ -227,7 +227,7 @@ func TestLineWriterResendsLinesTheServerLost(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			addr, dir := freeAddr(t), t.TempDir()
+			addr, dir := natstest.FreeAddr(t), t.TempDir()
 			srv := startServer(t, addr, dir)
 			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 			nc, js := writerConn(t, "nats://"+addr)

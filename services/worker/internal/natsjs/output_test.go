@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -16,18 +15,9 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
+	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/worker/internal/natsjs"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func startServer(t *testing.T, addr, dir string) *server.Server {
 	t.Helper()
@@ -102,7 +92,7 @@ func storedSeqs(t *testing.T, js jetstream.JetStream, streamID string) (seqs []u
 // line exactly once and in order.
 func TestLineWriterSurvivesServerRestart(t *testing.T) {
 	t.Parallel()
-	addr, dir := freeAddr(t), t.TempDir()
+	addr, dir := natstest.FreeAddr(t), t.TempDir()
 	srv := startServer(t, addr, dir)
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 
