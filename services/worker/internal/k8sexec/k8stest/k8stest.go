@@ -298,8 +298,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, ns string) {
 	s.write(w, http.StatusOK, out, nil)
 }
 
-// watch streams the tracker's events as JSON watch events. The tracker's
-// watch starts now, whatever resource version the client asks for.
+// watch streams the tracker's events as JSON watch events. The tracker
+// keeps no history, so its watch starts now; a watch of one pod by name
+// from a resource version first gets what a real API server would replay
+// of that pod since then: its deletion, or its current state when it
+// changed. Without that, a pod deleted just before its watch began
+// would never be reported.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, ns string) {
 	match, err := selectors(r)
 	if err != nil {
@@ -317,6 +321,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, ns string) {
 	flusher := w.(http.Flusher)
 	flusher.Flush()
 	enc := json.NewEncoder(w)
+	if ev, ok := s.since(r, ns); ok {
+		raw, err := runtime.Encode(s.codec, ev.Object)
+		if err != nil || enc.Encode(metav1.WatchEvent{Type: string(ev.Type), Object: runtime.RawExtension{Raw: raw}}) != nil {
+			return
+		}
+		flusher.Flush()
+	}
 	for {
 		select {
 		case <-r.Context().Done():
@@ -342,6 +353,34 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, ns string) {
 			}
 		}
 	}
+}
+
+// since is the event a watch of one pod by name (fieldSelector
+// metadata.name) from a resource version starts with: the pod deleted,
+// or modified when its resource version is no longer the one asked
+// for; ok is false when nothing changed or the watch is not of that kind.
+func (s *Server) since(r *http.Request, ns string) (ev watch.Event, ok bool) {
+	rv := r.URL.Query().Get("resourceVersion")
+	fs, err := fields.ParseSelector(r.URL.Query().Get("fieldSelector"))
+	if rv == "" || rv == "0" || err != nil {
+		return ev, false
+	}
+	name, named := fs.RequiresExactMatch("metadata.name")
+	if !named {
+		return ev, false
+	}
+	obj, err := s.tracker.Get(podsGVR, ns, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return watch.Event{Type: watch.Deleted, Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}}, true
+	case err != nil:
+		return ev, false
+	}
+	p := obj.(*corev1.Pod)
+	if p.ResourceVersion == rv {
+		return ev, false
+	}
+	return watch.Event{Type: watch.Modified, Object: p}, true
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request, ns string) {
