@@ -210,12 +210,12 @@ type workerFlags struct {
 	JobEnvPass   []string      `name:"job-env-passthrough" env:"RDEV_JOB_ENV_PASSTHROUGH" help:"Names of variables of this process passed to every local job (e.g. ANTHROPIC_API_KEY); comma separated or repeated. Others are not passed."`
 	JobHome      string        `name:"job-home" env:"RDEV_JOB_HOME" help:"HOME of local jobs (default: the project's workspace)."`
 	JobUser      string        `name:"job-user" env:"RDEV_JOB_USER" help:"User (name or uid) local jobs run as when rdev runs as root, so a job cannot read the data directory (default: nobody when root; root keeps jobs as root)."`
-	JobNice      niceFlag      `name:"job-nice" mapsep:"," env:"RDEV_JOB_NICE" help:"Niceness added to local jobs per priority, as nice -n does, e.g. low=10,normal=5 (0 to 19): when the CPU is short, NATS, the services and higher priorities get it first. Not for the kubernetes executor."`
+	JobNice      niceFlag      `name:"job-nice" mapsep:"," env:"RDEV_JOB_NICE" help:"Niceness added to local jobs per priority, as nice -n does, e.g. low=10,normal=5 (0 to 19), or idle (e.g. low=idle: Linux's SCHED_IDLE, the jobs get only CPU nothing else wants): when the CPU is short, NATS, the services and higher priorities get it first. Not for the kubernetes executor."`
 	K8s          k8sFlags      `embed:""`
 }
 
-// niceFlag is --job-nice: a niceness by priority name.
-type niceFlag map[string]int
+// niceFlag is --job-nice: a niceness, or idle, by priority name.
+type niceFlag map[string]string
 
 // k8sFlags configure the Kubernetes executor.
 type k8sFlags struct {
@@ -401,6 +401,10 @@ func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logg
 	if err != nil {
 		return worker.Config{}, err
 	}
+	jobNice, err := w.JobNice.byPriority()
+	if err != nil {
+		return worker.Config{}, err
+	}
 	var jobUser *worker.JobUser
 	if w.Executor == worker.ExecutorLocal {
 		if jobUser, err = w.jobUser(os.Geteuid()); err != nil {
@@ -423,7 +427,7 @@ func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logg
 		AckWait: w.AckWait, DrainTimeout: w.DrainTimeout, KillGrace: w.KillGrace,
 		Workspaces: workspaces, Executor: w.Executor, UnavailableDelay: w.K8s.UnavailableDelay,
 		RetryBase: w.RetryBase, RetryCap: w.RetryCap, SlotDelay: w.SlotDelay,
-		JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, JobNice: w.JobNice.byPriority(), SecretsKey: secretsKey,
+		JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, JobNice: jobNice, SecretsKey: secretsKey,
 		Kubernetes: worker.KubernetesConfig{
 			Kubeconfig: w.K8s.Kubeconfig, Namespace: w.K8s.Namespace,
 			PodTemplate: w.K8s.PodTemplate, CreatePods: w.K8s.CreatePods,
@@ -432,17 +436,31 @@ func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logg
 	}, nil
 }
 
+// Validate refuses a value that is neither a number nor idle when the
+// command line is parsed (kong calls it), before anything starts.
+func (f niceFlag) Validate() error {
+	_, err := f.byPriority()
+	return err
+}
+
 // byPriority is the flag as worker.Config.JobNice; localexec checks the
-// names and values.
-func (f niceFlag) byPriority() map[contracts.Priority]int {
+// names and ranges.
+func (f niceFlag) byPriority() (map[contracts.Priority]int, error) {
 	if len(f) == 0 {
-		return nil
+		return nil, nil
 	}
 	nice := make(map[contracts.Priority]int, len(f))
-	for p, n := range f {
+	for p, v := range f {
+		n, err := strconv.Atoi(v)
+		switch {
+		case v == "idle":
+			n = worker.JobNiceIdle
+		case err != nil:
+			return nil, fmt.Errorf("%s=%s: want a niceness (0 to 19) or idle", p, v)
+		}
 		nice[contracts.Priority(p)] = n
 	}
-	return nice
+	return nice, nil
 }
 
 // claudeArgv reads --claude-command: a JSON array, or one string split

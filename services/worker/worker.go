@@ -73,10 +73,10 @@ type Config struct {
 	// localexec.Config.User); nil runs them as the worker's own user.
 	JobUser *JobUser
 	// JobNice is added to the worker's niceness for local jobs of the
-	// priorities listed (0 to 19 each), so that when the CPU is short the
-	// system's own work and higher-priority jobs get it first (see
-	// localexec.Config.Nice). The Kubernetes executor ignores it: CPU
-	// between pods is a matter of their requests and limits.
+	// priorities listed (0 to 19 each, or JobNiceIdle), so that when the
+	// CPU is short the system's own work and higher-priority jobs get it
+	// first (see localexec.Config.Nice). The Kubernetes executor ignores
+	// it: CPU between pods is a matter of their requests and limits.
 	JobNice map[contracts.Priority]int
 	// SecretsKey is the 32-byte key project secrets are sealed with (the
 	// API's); without one a job that references a secret fails to start.
@@ -138,6 +138,10 @@ const (
 	ExecutorLocal      = "local"
 	ExecutorKubernetes = "kubernetes"
 )
+
+// JobNiceIdle as a JobNice value runs a priority's local jobs in Linux's
+// SCHED_IDLE class: they get only CPU nothing else wants.
+const JobNiceIdle = localexec.NiceIdle
 
 // JobUser is a uid and gid to run local jobs as.
 type JobUser struct {

@@ -59,7 +59,7 @@ type Config struct {
 	// the commands of each priority listed (at most 19 in all): the
 	// system's own work (NATS, the API, this worker) and higher-priority
 	// jobs then get the CPU before them when it is short. Values are 0 to
-	// 19; a level not listed runs at the worker's niceness.
+	// 19, or NiceIdle; a level not listed runs at the worker's niceness.
 	Nice map[contracts.Priority]int
 }
 
@@ -92,8 +92,8 @@ func (c Config) Validate() error {
 		if _, err := contracts.ParsePriority(string(p)); err != nil || p == "" {
 			return fmt.Errorf("localexec: Nice: unknown priority %q", p)
 		}
-		if n < 0 || n > 19 {
-			return fmt.Errorf("localexec: Nice of %s is %d: want 0 to 19 (a job may only get less CPU than the worker)", p, n)
+		if (n < 0 || n > 19) && n != NiceIdle {
+			return fmt.Errorf("localexec: Nice of %s is %d: want 0 to 19 or NiceIdle (a job may only get less CPU than the worker)", p, n)
 		}
 	}
 	for _, kv := range c.BaseEnv {

@@ -5,9 +5,20 @@ import (
 	"os/exec"
 	"runtime"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// start starts cmd with nice added to the worker's niceness (0: as is).
+// NiceIdle as a Config.Nice value runs a priority's commands in Linux's
+// SCHED_IDLE class, below niceness 19: they get a CPU only when no other
+// thread wants it, and a waking thread of any other class takes the CPU
+// from them at once (a niceness only weighs their share). Low-priority
+// jobs then use spare CPU alone; under a CPU-bound load of other work
+// they make almost no progress.
+const NiceIdle = 20
+
+// start starts cmd with nice added to the worker's niceness (0: as is), or
+// in SCHED_IDLE (NiceIdle).
 //
 // Linux keeps a niceness per thread, and a process forked by a thread
 // starts with that thread's, so the command is niced before its first
@@ -45,6 +56,17 @@ func startNiced(cmd *exec.Cmd, nice int, errc chan<- error) {
 		}()
 		<-done
 		runtime.UnlockOSThread()
+		return
+	}
+	if nice == NiceIdle {
+		// A thread may always lower its own class; it is never raised
+		// back, for the thread ends with this goroutine.
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}
+		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+			errc <- fmt.Errorf("set SCHED_IDLE: %w", err)
+			return
+		}
+		errc <- cmd.Start()
 		return
 	}
 	// The raw system call returns 20 - niceness.
