@@ -358,10 +358,24 @@ func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) 
 	if qerr != nil {
 		return nil, qerr
 	}
+	// What the low level gets meanwhile: the other side of the trade.
+	lowBefore, err := lowWaiting(ctx, up.HTTP)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
 	busy, err := probe(cfg.priorityProbes)
 	if err != nil {
 		return nil, err
 	}
+	lowAfter, err := lowWaiting(ctx, up.HTTP)
+	if err != nil {
+		return nil, err
+	}
+	if lowAfter == 0 {
+		return nil, fmt.Errorf("the %d low jobs drained before the busy probes ended: raise -priority-backlog", cfg.priorityBacklog)
+	}
+	lowRate := float64(lowBefore-lowAfter) / time.Since(start).Seconds()
 	ratio := float64(pct(busy, 99)) / float64(pct(idle, 99))
 	return []figure{
 		load,
@@ -371,8 +385,23 @@ func priorityLatency(ctx context.Context, e *env, cfg config) ([]figure, error) 
 		fig("high-priority dispatch p99, idle queue", ms(pct(idle, 99)), "ms"),
 		fig(fmt.Sprintf("high-priority dispatch p99, %d low jobs queued", cfg.priorityBacklog), ms(pct(busy, 99)), "ms"),
 		target("p99 ratio busy / idle", ratio, "x", "<=", 2),
+		fig("low jobs run per second during the busy probes", lowRate, "jobs/s"),
 		loadFigure("load average (1 min) at end"),
 	}, nil
+}
+
+// lowWaiting returns how many low jobs wait in the queue.
+func lowWaiting(ctx context.Context, base string) (int, error) {
+	ql, err := api(base, adminKey).Queues(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("queues: %w", err)
+	}
+	for _, q := range ql.Queues {
+		if q.Priority == contracts.PriorityLow {
+			return q.Waiting, nil
+		}
+	}
+	return 0, errors.New("queues: no low level")
 }
 
 func submitPrio(ctx context.Context, base, priority string) (contracts.SubmitResponse, error) {
