@@ -194,24 +194,25 @@ type apiFlags struct {
 }
 
 type workerFlags struct {
-	WorkerID     string        `name:"worker-id" env:"RDEV_WORKER_ID" help:"Worker id (default: host-pid-random)."`
-	Concurrency  int           `default:"${concurrency}" env:"RDEV_CONCURRENCY" help:"Jobs run at once by this worker."`
-	FairEvery    int           `default:"${fair_every}" env:"RDEV_FAIR_EVERY" help:"Each lower priority gets at least one of every N dispatches while it has work."`
-	HighSlots    int           `name:"high-slots" default:"${high_slots}" env:"RDEV_HIGH_SLOTS" help:"Run slots beyond --concurrency that only high-priority jobs use, so a high job starts at once while lower ones fill every slot (0: none)."`
-	AckWait      time.Duration `default:"${ack_wait}" env:"RDEV_ACK_WAIT" help:"Time without a heartbeat after which a job is redelivered (worker presumed lost)."`
-	DrainTimeout time.Duration `default:"${drain_timeout}" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
-	KillGrace    time.Duration `default:"${kill_grace}" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
-	Executor     string        `default:"${executor}" enum:"local,kubernetes" env:"RDEV_EXECUTOR" help:"Where jobs run: local (processes on this machine) or kubernetes (each project's pod)."`
-	RetryBase    time.Duration `name:"retry-base" default:"${retry_base}" env:"RDEV_RETRY_BASE" help:"Backoff before a job's second attempt; it doubles per attempt, with full jitter."`
-	RetryCap     time.Duration `name:"retry-cap" default:"${retry_cap}" env:"RDEV_RETRY_CAP" help:"Longest backoff between two attempts of a job."`
-	SlotDelay    time.Duration `name:"slot-delay" default:"${slot_delay}" env:"RDEV_SLOT_DELAY" help:"How long a job whose project runs max_concurrent_jobs already waits before it is offered again."`
-	JobPath      string        `name:"job-path" env:"RDEV_JOB_PATH" help:"PATH of local jobs (default: this process's own PATH)."`
-	JobEnv       []string      `name:"job-env" sep:"none" env:"RDEV_JOB_ENV" help:"NAME=VALUE set in every local job's environment; repeat the flag."`
-	JobEnvPass   []string      `name:"job-env-passthrough" env:"RDEV_JOB_ENV_PASSTHROUGH" help:"Names of variables of this process passed to every local job (e.g. ANTHROPIC_API_KEY); comma separated or repeated. Others are not passed."`
-	JobHome      string        `name:"job-home" env:"RDEV_JOB_HOME" help:"HOME of local jobs (default: the project's workspace)."`
-	JobUser      string        `name:"job-user" env:"RDEV_JOB_USER" help:"User (name or uid) local jobs run as when rdev runs as root, so a job cannot read the data directory (default: nobody when root; root keeps jobs as root)."`
-	JobNice      niceFlag      `name:"job-nice" mapsep:"," env:"RDEV_JOB_NICE" help:"Niceness added to local jobs per priority, as nice -n does, e.g. low=10,normal=5 (0 to 19), or idle (e.g. low=idle: Linux's SCHED_IDLE, the jobs get only CPU nothing else wants): when the CPU is short, NATS, the services and higher priorities get it first. Not for the kubernetes executor."`
-	K8s          k8sFlags      `embed:""`
+	WorkerID      string        `name:"worker-id" env:"RDEV_WORKER_ID" help:"Worker id (default: host-pid-random)."`
+	Concurrency   int           `default:"${concurrency}" env:"RDEV_CONCURRENCY" help:"Jobs run at once by this worker."`
+	FairEvery     int           `default:"${fair_every}" env:"RDEV_FAIR_EVERY" help:"Each lower priority gets at least one of every N dispatches while it has work."`
+	HighSlots     int           `name:"high-slots" default:"${high_slots}" env:"RDEV_HIGH_SLOTS" help:"Run slots beyond --concurrency that only high-priority jobs use, so a high job starts at once while lower ones fill every slot (0: none)."`
+	PrioritySlots slotsFlag     `name:"priority-slots" mapsep:"," env:"RDEV_PRIORITY_SLOTS" help:"Most jobs of a priority run at once on this worker, e.g. low=1 (1 or more): the other levels take the free slots, so capping low keeps CPU for normal and high work."`
+	AckWait       time.Duration `default:"${ack_wait}" env:"RDEV_ACK_WAIT" help:"Time without a heartbeat after which a job is redelivered (worker presumed lost)."`
+	DrainTimeout  time.Duration `default:"${drain_timeout}" env:"RDEV_DRAIN_TIMEOUT" help:"Time running jobs get to finish at shutdown before they are handed back."`
+	KillGrace     time.Duration `default:"${kill_grace}" env:"RDEV_KILL_GRACE" help:"Time between SIGTERM and SIGKILL when a job is stopped."`
+	Executor      string        `default:"${executor}" enum:"local,kubernetes" env:"RDEV_EXECUTOR" help:"Where jobs run: local (processes on this machine) or kubernetes (each project's pod)."`
+	RetryBase     time.Duration `name:"retry-base" default:"${retry_base}" env:"RDEV_RETRY_BASE" help:"Backoff before a job's second attempt; it doubles per attempt, with full jitter."`
+	RetryCap      time.Duration `name:"retry-cap" default:"${retry_cap}" env:"RDEV_RETRY_CAP" help:"Longest backoff between two attempts of a job."`
+	SlotDelay     time.Duration `name:"slot-delay" default:"${slot_delay}" env:"RDEV_SLOT_DELAY" help:"How long a job whose project runs max_concurrent_jobs already waits before it is offered again."`
+	JobPath       string        `name:"job-path" env:"RDEV_JOB_PATH" help:"PATH of local jobs (default: this process's own PATH)."`
+	JobEnv        []string      `name:"job-env" sep:"none" env:"RDEV_JOB_ENV" help:"NAME=VALUE set in every local job's environment; repeat the flag."`
+	JobEnvPass    []string      `name:"job-env-passthrough" env:"RDEV_JOB_ENV_PASSTHROUGH" help:"Names of variables of this process passed to every local job (e.g. ANTHROPIC_API_KEY); comma separated or repeated. Others are not passed."`
+	JobHome       string        `name:"job-home" env:"RDEV_JOB_HOME" help:"HOME of local jobs (default: the project's workspace)."`
+	JobUser       string        `name:"job-user" env:"RDEV_JOB_USER" help:"User (name or uid) local jobs run as when rdev runs as root, so a job cannot read the data directory (default: nobody when root; root keeps jobs as root)."`
+	JobNice       niceFlag      `name:"job-nice" mapsep:"," env:"RDEV_JOB_NICE" help:"Niceness added to local jobs per priority, as nice -n does, e.g. low=10,normal=5 (0 to 19), or idle (e.g. low=idle: Linux's SCHED_IDLE, the jobs get only CPU nothing else wants): when the CPU is short, NATS, the services and higher priorities get it first. Not for the kubernetes executor."`
+	K8s           k8sFlags      `embed:""`
 }
 
 // niceFlag is --job-nice: a niceness, or idle, by priority name.
@@ -424,7 +425,8 @@ func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logg
 	}
 	return worker.Config{
 		ID: w.WorkerID, Concurrency: w.Concurrency, HighSlots: w.HighSlots, FairEvery: w.FairEvery,
-		AckWait: w.AckWait, DrainTimeout: w.DrainTimeout, KillGrace: w.KillGrace,
+		PrioritySlots: w.PrioritySlots.byPriority(),
+		AckWait:       w.AckWait, DrainTimeout: w.DrainTimeout, KillGrace: w.KillGrace,
 		Workspaces: workspaces, Executor: w.Executor, UnavailableDelay: w.K8s.UnavailableDelay,
 		RetryBase: w.RetryBase, RetryCap: w.RetryCap, SlotDelay: w.SlotDelay,
 		JobEnv: jobEnv, JobHome: jobHome, JobUser: jobUser, JobNice: jobNice, SecretsKey: secretsKey,
@@ -434,6 +436,27 @@ func (w workerFlags) config(workspaces string, secretsKey []byte, log *slog.Logg
 			QPS: w.K8s.KubeQPS, Burst: w.K8s.KubeBurst, ReadyTimeout: w.K8s.PodReadyTimeout,
 		},
 	}, nil
+}
+
+// slotsFlag is --priority-slots: a number of slots by priority name.
+type slotsFlag map[string]int
+
+// Validate refuses unknown priorities and caps below one when the
+// command line is parsed (kong calls it), before anything starts.
+func (f slotsFlag) Validate() error {
+	return worker.CheckPrioritySlots(f.byPriority())
+}
+
+// byPriority is the flag as worker.Config.PrioritySlots.
+func (f slotsFlag) byPriority() map[contracts.Priority]int {
+	if len(f) == 0 {
+		return nil
+	}
+	out := make(map[contracts.Priority]int, len(f))
+	for p, n := range f {
+		out[contracts.Priority(p)] = n
+	}
+	return out
 }
 
 // Validate refuses a value that is neither a number nor idle when the

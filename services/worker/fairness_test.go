@@ -17,12 +17,13 @@ import (
 // with a backlog at the high and at the low level, four workers together
 // start one low job in every FairEvery (the configured share), within a
 // few percent, for as long as the high level stays saturated. A slot kept
-// for high priority (HighSlots) leaves that share unchanged.
+// for high priority (HighSlots) leaves that share unchanged, and so does a
+// cap on the low level (PrioritySlots) that allows it.
 func TestLowShareAcrossWorkers(t *testing.T) {
 	t.Parallel()
-	for _, c := range []struct{ fairEvery, highSlots int }{{4, 0}, {10, 0}, {10, 1}} {
+	for _, c := range []struct{ fairEvery, highSlots, lowSlots int }{{4, 0, 0}, {10, 0, 0}, {10, 1, 0}, {10, 0, 1}} {
 		fairEvery := c.fairEvery
-		t.Run(fmt.Sprintf("fair-every-%d-high-slots-%d", fairEvery, c.highSlots), func(t *testing.T) {
+		t.Run(fmt.Sprintf("fair-every-%d-high-slots-%d-low-slots-%d", fairEvery, c.highSlots, c.lowSlots), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			const high, low, workers = 600, 300, 4
@@ -40,7 +41,11 @@ func TestLowShareAcrossWorkers(t *testing.T) {
 			// the pace, which is where a share drifts if it can.
 			exec := &scripted{step: func(context.Context, int, io.Writer) (int, error) { return 0, nil }}
 			for range workers {
-				b.start(worker.WithExecutor(worker.Config{Concurrency: 4, FairEvery: fairEvery, HighSlots: c.highSlots}, exec))
+				cfg := worker.Config{Concurrency: 4, FairEvery: fairEvery, HighSlots: c.highSlots}
+				if c.lowSlots > 0 {
+					cfg.PrioritySlots = map[contracts.Priority]int{contracts.PriorityLow: c.lowSlots}
+				}
+				b.start(worker.WithExecutor(cfg, exec))
 			}
 			// Judge the first starts only: the high level is saturated
 			// throughout them (600 high jobs, at most 3/4 of the starts).

@@ -173,3 +173,60 @@ func statNice(t *testing.T, stat string) int {
 	}
 	return n
 }
+
+// A priority capped by PrioritySlots never runs more jobs at once than
+// its cap, however many slots are free, and the other levels take those
+// slots; when a capped job ends, the next one of its level starts.
+func TestPrioritySlotsCapALevel(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := newGated()
+	b.start(worker.WithExecutor(worker.Config{Concurrency: 3,
+		PrioritySlots: map[contracts.Priority]int{contracts.PriorityLow: 1}}, g))
+	submit := func(id string, p contracts.Priority) {
+		j := newJob(id, "capped", "true")
+		j.Priority = p
+		b.submit(t, j)
+	}
+	lows := func() (ids []string) {
+		for _, id := range g.now() {
+			if strings.HasPrefix(id, "low") {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	for _, id := range []string{"low1", "low2", "low3"} {
+		submit(id, contracts.PriorityLow)
+	}
+	await.Until(t, "a low job running", func() bool { return len(lows()) == 1 })
+	// Had the low level taken the two free slots, these could not start.
+	submit("normal1", contracts.PriorityNormal)
+	submit("normal2", contracts.PriorityNormal)
+	await.Until(t, "both normal jobs running", func() bool {
+		now := g.now()
+		return slices.Contains(now, "normal1") && slices.Contains(now, "normal2")
+	})
+	if got := lows(); len(got) != 1 {
+		t.Fatalf("low jobs running %v, want one (the cap)", got)
+	}
+	// The low job's end frees its level's only place: the next low starts.
+	first := lows()[0]
+	g.release(t, first)
+	await.Until(t, "the next low job running", func() bool {
+		l := lows()
+		return len(l) == 1 && l[0] != first
+	})
+	await.Until(t, "every job run, never two low ones at once", func() bool {
+		if l := lows(); len(l) > 1 {
+			t.Fatalf("low jobs running %v, want at most one", l)
+		}
+		for _, id := range g.now() {
+			g.release(t, id)
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.started) == 5 && len(g.running) == 0
+	})
+	b.waitQueueEmpty(t)
+}

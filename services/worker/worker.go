@@ -51,6 +51,12 @@ type Config struct {
 	// FairEvery guarantees each lower priority at least one dispatch in
 	// every FairEvery while it has work; default 10.
 	FairEvery int
+	// PrioritySlots caps how many jobs of the priorities listed run at
+	// once on this worker (1 or more each), whatever slots are free: the
+	// other levels take the rest. Capping low keeps CPU free for the
+	// higher levels, which may still fill every slot; a capped level's
+	// fair share is what its cap allows.
+	PrioritySlots map[contracts.Priority]int
 	// AckWait is how long a job may go unacknowledged (no heartbeat) before
 	// JetStream redelivers it; default 30s. Heartbeats go every AckWait/3.
 	AckWait time.Duration
@@ -232,6 +238,9 @@ func (c Config) Validate() error {
 	if c.HighSlots < 0 {
 		return errors.New("worker: high slots must not be negative")
 	}
+	if err := CheckPrioritySlots(c.PrioritySlots); err != nil {
+		return fmt.Errorf("worker: priority slots: %w", err)
+	}
 	if c.RetryBase < 0 || c.RetryCap < 0 || c.SlotDelay < 0 || c.SlotLease < 0 {
 		return errors.New("worker: retry base, retry cap, slot delay and slot lease must not be negative")
 	}
@@ -242,6 +251,34 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: ack wait %s is too short (minimum 300ms)", c.AckWait)
 	}
 	return nil
+}
+
+// CheckPrioritySlots reports the first problem with a
+// Config.PrioritySlots: an unknown priority, or fewer than one slot.
+func CheckPrioritySlots(slots map[contracts.Priority]int) error {
+	for p, n := range slots {
+		if _, err := contracts.ParsePriority(string(p)); err != nil || p == "" {
+			return fmt.Errorf("unknown priority %q (want high, normal or low)", p)
+		}
+		if n < 1 {
+			return fmt.Errorf("%s=%d: want 1 slot or more (pause a level to stop it)", p, n)
+		}
+	}
+	return nil
+}
+
+// levelSlots is slots by priority as dispatch.Config.LevelSlots: by level
+// index, highest first, 0 for no cap.
+func levelSlots(slots map[contracts.Priority]int) []int {
+	if len(slots) == 0 {
+		return nil
+	}
+	levels := contracts.Priorities()
+	out := make([]int, len(levels))
+	for i, p := range levels {
+		out[i] = slots[p]
+	}
+	return out
 }
 
 // Deps are what the process builds once and the worker uses.
@@ -468,6 +505,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	d := dispatch.New(dispatch.Config{
 		Concurrency: w.cfg.Concurrency, HighSlots: w.cfg.HighSlots, FairEvery: w.cfg.FairEvery, Heartbeat: w.cfg.AckWait / 3,
+		LevelSlots: levelSlots(w.cfg.PrioritySlots),
 	}, consumers, w.log)
 	// Paused levels are not dispatched, from the first dispatch on.
 	err = natsjs.WatchPauses(life, w.js, func(p contracts.Priority, paused bool) {

@@ -29,6 +29,13 @@ type Config struct {
 	// FairEvery gives each lower level at least one dispatch in every
 	// FairEvery while it has work; default 10.
 	FairEvery int
+	// LevelSlots caps, by level index, how many jobs of a level run at
+	// once, whatever slots are open (0 or absent: no cap beyond the
+	// slots). A level at its cap is Capped until one of its jobs ends:
+	// the others take the free slots and the Picker does not wait for
+	// it. Capping a low level keeps CPU free for the higher ones, which
+	// may still fill every slot.
+	LevelSlots []int
 	// Heartbeat is how often a held message is kept alive with InProgress;
 	// it must be well below the consumers' AckWait. Default 10s.
 	Heartbeat time.Duration
@@ -62,10 +69,12 @@ type Dispatcher struct {
 	held   []jetstream.Msg
 	coming []bool
 	paused []bool
-	taken  []chan struct{}
-	supply []Supply // scratch for take
-	picker *Picker
-	wake   chan struct{}
+	// running counts each level's jobs in their handlers (for LevelSlots).
+	running []int
+	taken   []chan struct{}
+	supply  []Supply // scratch for take
+	picker  *Picker
+	wake    chan struct{}
 }
 
 // New returns a Dispatcher over consumers, highest priority first.
@@ -73,13 +82,14 @@ func New(cfg Config, consumers []jetstream.Consumer, log *slog.Logger) *Dispatch
 	cfg.setDefaults()
 	d := &Dispatcher{
 		cfg: cfg, levels: consumers, log: log,
-		held:   make([]jetstream.Msg, len(consumers)),
-		coming: make([]bool, len(consumers)),
-		paused: make([]bool, len(consumers)),
-		taken:  make([]chan struct{}, len(consumers)),
-		supply: make([]Supply, len(consumers)),
-		picker: NewPicker(len(consumers), cfg.FairEvery),
-		wake:   make(chan struct{}, 1),
+		held:    make([]jetstream.Msg, len(consumers)),
+		coming:  make([]bool, len(consumers)),
+		paused:  make([]bool, len(consumers)),
+		running: make([]int, len(consumers)),
+		taken:   make([]chan struct{}, len(consumers)),
+		supply:  make([]Supply, len(consumers)),
+		picker:  NewPicker(len(consumers), cfg.FairEvery),
+		wake:    make(chan struct{}, 1),
 	}
 	for i := range d.taken {
 		d.taken[i] = make(chan struct{}, 1)
@@ -112,9 +122,13 @@ func (d *Dispatcher) Run(ctx, runCtx context.Context, handle Handler) {
 	for i := range d.levels {
 		fetchers.Go(func() { d.fetchLoop(ctx, i) })
 	}
-	// freed gets one value per finished handler: whether its slot was a
-	// HighSlots one. Never full, so a handler never waits to report.
-	freed := make(chan bool, d.cfg.Concurrency+d.cfg.HighSlots)
+	// freed gets one value per finished handler. Never full, so a handler
+	// never waits to report.
+	type slot struct {
+		level int
+		high  bool // a HighSlots one
+	}
+	freed := make(chan slot, d.cfg.Concurrency+d.cfg.HighSlots)
 	open, openHigh := d.cfg.Concurrency, d.cfg.HighSlots
 	for {
 		for (open > 0 || openHigh > 0) && ctx.Err() == nil {
@@ -122,7 +136,7 @@ func (d *Dispatcher) Run(ctx, runCtx context.Context, handle Handler) {
 			if open == 0 {
 				lowest = 0
 			}
-			msg := d.take(lowest)
+			msg, lvl := d.take(lowest)
 			if msg == nil {
 				break
 			}
@@ -135,17 +149,20 @@ func (d *Dispatcher) Run(ctx, runCtx context.Context, handle Handler) {
 				open--
 			}
 			runners.Go(func() {
-				defer func() { freed <- high }()
+				defer func() { freed <- slot{level: lvl, high: high} }()
 				handle(runCtx, msg)
 			})
 		}
 		select {
-		case high := <-freed:
-			if high {
+		case s := <-freed:
+			if s.high {
 				openHigh++
 			} else {
 				open++
 			}
+			d.mu.Lock()
+			d.running[s.level]--
+			d.mu.Unlock()
 		case <-d.wake:
 		case <-ctx.Done():
 			fetchers.Wait()
@@ -156,14 +173,17 @@ func (d *Dispatcher) Run(ctx, runCtx context.Context, handle Handler) {
 }
 
 // take takes the held message the Picker chooses among levels 0 to
-// lowest, or returns nil when there is none to take now; the dispatcher is
-// woken (d.wake) when that may have changed.
-func (d *Dispatcher) take(lowest int) jetstream.Msg {
+// lowest, and returns it with its level, or nil when there is none to
+// take now; the dispatcher is woken (d.wake, or a freed slot) when that
+// may have changed.
+func (d *Dispatcher) take(lowest int) (jetstream.Msg, int) {
 	d.mu.Lock()
 	for i, m := range d.held {
 		switch {
 		case d.paused[i]:
 			d.supply[i] = Empty
+		case (m != nil || d.coming[i]) && d.atCap(i):
+			d.supply[i] = Capped
 		case m != nil:
 			d.supply[i] = Held
 		case d.coming[i]:
@@ -175,16 +195,23 @@ func (d *Dispatcher) take(lowest int) jetstream.Msg {
 	lvl := d.picker.PickUpTo(d.supply, lowest)
 	if lvl < 0 {
 		d.mu.Unlock()
-		return nil
+		return nil, -1
 	}
 	msg := d.held[lvl]
 	d.held[lvl] = nil
+	d.running[lvl]++
 	// Its fetcher now asks for the next one without waiting: until it
 	// answers, the level still has work.
 	d.coming[lvl] = true
 	d.mu.Unlock()
 	d.taken[lvl] <- struct{}{}
-	return msg
+	return msg, lvl
+}
+
+// atCap reports whether level i runs as many jobs as LevelSlots allows;
+// d.mu is held.
+func (d *Dispatcher) atCap(i int) bool {
+	return i < len(d.cfg.LevelSlots) && d.cfg.LevelSlots[i] > 0 && d.running[i] >= d.cfg.LevelSlots[i]
 }
 
 // fetchLoop keeps at most one message of level i held for the dispatcher.

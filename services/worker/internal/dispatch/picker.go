@@ -16,7 +16,10 @@
 // is being fetched (Coming), and the Picker waits for that message rather
 // than dispatching a lower level in its place. Each worker then dispatches
 // exactly one lower job in every FairEvery under a saturated higher level,
-// so any number of workers together do too.
+// so any number of workers together do too. A level at its cap
+// (Config.LevelSlots) is Capped: passed over without being waited for, it
+// keeps its turn for when one of its jobs ends, so its share holds as far
+// as the cap allows.
 package dispatch
 
 // Supply is what a level has to offer the Picker at one decision.
@@ -32,6 +35,10 @@ const (
 	Coming
 	// Held: a message is held, ready to dispatch.
 	Held
+	// Capped: the level has work but runs as many jobs as it may
+	// (Config.LevelSlots). It is not dispatched, nor waited for, and it
+	// counts as passed over, so it gets its turn once a job of it ends.
+	Capped
 )
 
 // Picker chooses the level of each dispatch: the highest level that has
@@ -75,7 +82,7 @@ func (p *Picker) PickUpTo(supply []Supply, lowest int) int {
 		case i == chosen || s == Empty:
 			// A level without work is not being starved.
 			p.skipped[i] = 0
-		default:
+		default: // Held, Coming or Capped: passed over
 			p.skipped[i]++
 		}
 	}
@@ -83,20 +90,24 @@ func (p *Picker) PickUpTo(supply []Supply, lowest int) int {
 }
 
 // choose returns the level whose turn it is, Held or Coming, or -1 when
-// no level has work.
+// no level that may be dispatched has work.
 func (p *Picker) choose(supply []Supply) int {
 	chosen := -1
 	for i, s := range supply {
-		if s != Empty && p.skipped[i] >= p.fairEvery-1 && (chosen < 0 || p.skipped[i] > p.skipped[chosen]) {
+		if takes(s) && p.skipped[i] >= p.fairEvery-1 && (chosen < 0 || p.skipped[i] > p.skipped[chosen]) {
 			chosen = i
 		}
 	}
 	if chosen < 0 {
 		for i, s := range supply {
-			if s != Empty {
+			if takes(s) {
 				return i
 			}
 		}
 	}
 	return chosen
 }
+
+// takes reports whether a level with supply s may be dispatched now or
+// once its message comes.
+func takes(s Supply) bool { return s == Held || s == Coming }

@@ -143,3 +143,26 @@ func TestPickerHighOnlySlotKeepsLowerTurn(t *testing.T) {
 		}
 	}
 }
+
+// A level at its cap is passed over without being waited for, and keeps
+// counting as passed over: once its job ends it gets the turn it was
+// owed, so its share holds as far as the cap lets it.
+func TestPickerCappedLevelKeepsItsTurn(t *testing.T) {
+	t.Parallel()
+	p := NewPicker(3, 4)
+	// The low level's turn comes while it is capped: high goes instead,
+	// at once.
+	for i := range 6 {
+		if got := p.Pick([]Supply{Held, Empty, Capped}); got != 0 {
+			t.Fatalf("dispatch %d while low is capped: got level %d, want 0", i+1, got)
+		}
+	}
+	// Its job ended: it is owed a turn and gets the next dispatch.
+	if got := p.Pick([]Supply{Held, Empty, Held}); got != 2 {
+		t.Fatalf("first dispatch after the cap freed: got level %d, want 2 (low)", got)
+	}
+	// Capped alone is no work to take.
+	if got := p.Pick([]Supply{Empty, Empty, Capped}); got != -1 {
+		t.Fatalf("only a capped level: got level %d, want -1", got)
+	}
+}
