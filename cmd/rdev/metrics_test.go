@@ -78,7 +78,7 @@ next:
 func TestMetricsAfterKnownWorkload(t *testing.T) {
 	t.Parallel()
 	rs := redistest.Start(t)
-	n := startInProcess(t, "--redis-url", rs.URL())
+	n := startInProcess(t, "--redis-url", rs.URL(), "--priority-slots", "low=2")
 
 	// One failed authentication, one request over a key's rate limit.
 	req, _ := http.NewRequest(http.MethodGet, n.http+"/v1/projects", nil)
@@ -153,6 +153,7 @@ func TestMetricsAfterKnownWorkload(t *testing.T) {
 		{"rdev_worker_jobs_active", nil, 0},
 		{"rdev_worker_slots", []string{"kind", "shared"}, 4},
 		{"rdev_worker_slots", []string{"kind", "high"}, 1},
+		{"rdev_worker_priority_slots", []string{"priority", "low"}, 2},
 		{"rdev_breaker_state", []string{"dependency", "redis_ratelimit"}, 0},
 		{"rdev_breaker_state", []string{"dependency", "redis_cache"}, 0},
 		{"rdev_dependency_degraded_total", nil, 0},

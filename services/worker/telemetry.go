@@ -118,7 +118,7 @@ func (in *instruments) zero(ctx context.Context) {
 // registerGauges reports the queue from JetStream at every collection, and
 // the worker's run slots (present while the worker runs: its absence means
 // no worker).
-func (in *instruments) registerGauges(mp metric.MeterProvider, js jetstream.JetStream, slots, highSlots int) (unregister func(), err error) {
+func (in *instruments) registerGauges(mp metric.MeterProvider, js jetstream.JetStream, slots, highSlots int, caps map[contracts.Priority]int) (unregister func(), err error) {
 	if mp == nil {
 		return func() {}, nil
 	}
@@ -138,9 +138,17 @@ func (in *instruments) registerGauges(mp metric.MeterProvider, js jetstream.JetS
 	if err != nil {
 		return nil, err
 	}
+	capsGauge, err := m.Int64ObservableGauge("rdev.worker.priority_slots", metric.WithUnit("{job}"),
+		metric.WithDescription("Most jobs of a priority this worker runs at once (--priority-slots), for the capped priorities only."))
+	if err != nil {
+		return nil, err
+	}
 	reg, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		o.ObserveInt64(slotsGauge, int64(slots), metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "shared"))))
 		o.ObserveInt64(slotsGauge, int64(highSlots), metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "high"))))
+		for p, n := range caps {
+			o.ObserveInt64(capsGauge, int64(n), metric.WithAttributeSet(attribute.NewSet(attribute.String("priority", string(p)))))
+		}
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		var errs []error
@@ -155,7 +163,7 @@ func (in *instruments) registerGauges(mp metric.MeterProvider, js jetstream.JetS
 			o.ObserveFloat64(age, oldest.Seconds(), set)
 		}
 		return errors.Join(errs...)
-	}, depth, age, slotsGauge)
+	}, depth, age, slotsGauge, capsGauge)
 	if err != nil {
 		return nil, err
 	}

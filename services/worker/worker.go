@@ -494,7 +494,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	var unregister func()
 	if err == nil {
-		if unregister, err = w.in.registerGauges(w.tel.MeterProvider, w.js, w.cfg.Concurrency, w.cfg.HighSlots); err != nil {
+		if unregister, err = w.in.registerGauges(w.tel.MeterProvider, w.js, w.cfg.Concurrency, w.cfg.HighSlots, w.cfg.PrioritySlots); err != nil {
 			err = fmt.Errorf("worker: queue metrics: %w", err)
 		}
 	}
