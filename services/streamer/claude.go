@@ -11,6 +11,7 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts/claudestream"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
 	"github.com/rdev-dev/rdev/services/streamer/internal/follow"
+	"github.com/rdev-dev/rdev/services/streamer/internal/sse"
 )
 
 // The ?format= values of a job's event stream.
@@ -43,26 +44,38 @@ func sinkFor(c echo.Context, k sink) follow.Sink {
 // resume goes on after the whole line.
 type claudeSink struct{ sink }
 
+// Send writes e. A live line is decoded and encoded once for every client
+// of the stream asking for this format (its entry.Shared slot
+// encodingClaude), not once per client.
 func (k claudeSink) Send(e entry.Entry) error {
 	if e.Kind != entry.Line {
 		return k.sink.Send(e)
 	}
+	if e.Shared != nil {
+		return wrapWrite(k.w.Frame(e.Shared.Encoding(encodingClaude, e, encodeClaude)))
+	}
+	return wrapWrite(k.w.Frame(encodeClaude(e)))
+}
+
+// encodeClaude returns the SSE frames of line e in the claude format: its
+// typed events, or its output event when it is not a line of Claude's
+// stream-json.
+func encodeClaude(e entry.Entry) []byte {
 	var l contracts.OutputLine
 	if json.Unmarshal(e.Data, &l) != nil || l.FD != contracts.Stdout || l.Partial {
-		return k.sink.Send(e)
+		return encodeRaw(e)
 	}
 	evs := claudestream.Events(l.Seq, []byte(l.Text))
 	if len(evs) == 0 {
-		return k.sink.Send(e)
+		return encodeRaw(e)
 	}
+	var b []byte
 	for _, ev := range evs {
 		data, err := json.Marshal(ev.Data)
 		if err != nil {
-			return k.sink.Send(e)
+			return encodeRaw(e)
 		}
-		if err := wrapWrite(k.w.Event(e.StreamSeq, ev.Name, data)); err != nil {
-			return err
-		}
+		b = sse.AppendEvent(b, e.StreamSeq, ev.Name, data)
 	}
-	return nil
+	return b
 }

@@ -341,17 +341,49 @@ type writeError struct{ err error }
 func (e writeError) Error() string { return "write to client: " + e.err.Error() }
 func (e writeError) Unwrap() error { return e.err }
 
+// The slots of entry.Shared: one encoding of a live entry per format a
+// client may ask for, made once for all the clients of the stream that
+// asked for it. Nothing else about a client changes the bytes of an
+// entry's frame: its id is the entry's stream sequence for everyone, and
+// what differs by client (where it resumes, gaps it is told of,
+// heartbeats, error events) is written around the shared frames.
+const (
+	encodingRaw = iota
+	encodingClaude
+	encodings
+)
+
+// A compile-time check that entry.Shared has a slot for every format.
+var _ [entry.Encodings - encodings]struct{}
+
+// Send writes e as an SSE event. A live entry's frame is encoded once for
+// every client of the stream (entry.Shared) and copied here; an entry
+// read for this client alone (replayed, a gap) is encoded as it is written.
+// Both are the same bytes.
 func (k sink) Send(e entry.Entry) error {
-	name := contracts.SSEOutput
-	switch e.Kind {
-	case entry.Status:
-		name = contracts.SSEStatus
-	case entry.Complete:
-		name = contracts.SSEComplete
-	case entry.Gap:
-		name = contracts.SSEGap
+	if e.Shared != nil {
+		return wrapWrite(k.w.Frame(e.Shared.Encoding(encodingRaw, e, encodeRaw)))
 	}
-	return wrapWrite(k.w.Event(e.StreamSeq, name, e.Data))
+	return wrapWrite(k.w.Event(e.StreamSeq, eventName(e.Kind), e.Data))
+}
+
+// encodeRaw returns the SSE frame of e in the default format.
+func encodeRaw(e entry.Entry) []byte {
+	return sse.AppendEvent(make([]byte, 0, len(e.Data)+64), e.StreamSeq, eventName(e.Kind), e.Data)
+}
+
+// eventName is the SSE event that carries an entry of kind k.
+func eventName(k entry.Kind) string {
+	switch k {
+	case entry.Status:
+		return contracts.SSEStatus
+	case entry.Complete:
+		return contracts.SSEComplete
+	case entry.Gap:
+		return contracts.SSEGap
+	default:
+		return contracts.SSEOutput
+	}
 }
 
 func (k sink) Flush() error { return wrapWrite(k.w.Flush()) }

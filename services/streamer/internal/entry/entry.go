@@ -43,6 +43,11 @@ type Entry struct {
 	Line uint64
 	// Data is the message body exactly as stored.
 	Data []byte
+	// Shared, on an entry a hub fans out to its clients, holds the
+	// encodings made once for all of them (see Shared). It is nil on an
+	// entry read for one client (a replay from storage, a gap), which that
+	// client encodes itself.
+	Shared *Shared
 }
 
 // ErrForeign is returned by Parse for a message of another stream.

@@ -7,6 +7,11 @@
 // its client lags, up to a bound in entries and in bytes, and shrinks back
 // once the client has caught up: an idle client holds a few hundred bytes,
 // and a burst is absorbed rather than sent to storage.
+//
+// Every subscription gets the same entry, with one entry.Shared attached
+// when there are several: what the clients encode from it (an SSE frame)
+// is made once for the stream and copied by each, not encoded once per
+// client.
 package hub
 
 import (
@@ -393,6 +398,13 @@ func (r *Hubs) fanOut(h *hub, e entry.Entry) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.last = e.StreamSeq
+	if len(h.subs) > 1 {
+		// One Shared per entry, whatever the number of subscribers: the
+		// first client to write the entry encodes it for all of them. A
+		// lone client encodes it itself, as it would a replayed entry,
+		// without the Shared's allocation.
+		e.Shared = new(entry.Shared)
+	}
 	var n uint64
 	for s := range h.subs {
 		if !s.push(e, &r.cfg) {

@@ -381,3 +381,70 @@ func TestFeedsOpenInLine(t *testing.T) {
 		t.Fatalf("%d feeds opened at once, want at most 2", src.most)
 	}
 }
+
+// Every subscription gets a fanned-out entry with the same Shared, so its
+// clients encode it once between them; each entry has its own.
+func TestFanOutSharesOneEncodingPerEntry(t *testing.T) {
+	t.Parallel()
+	h, src := setup(t, 4)
+	subs := make([]*hub.Sub, 3)
+	for i := range subs {
+		s, _, err := h.Join(context.Background(), "shared")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Leave)
+		subs[i] = s
+	}
+	src.feed(t, 0).push(t, 8)
+	src.feed(t, 0).push(t, 9)
+	var first []*entry.Shared
+	for i, s := range subs {
+		var got []entry.Entry
+		await := time.After(waitFor)
+		for len(got) < 2 {
+			batch, err := s.Take(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, batch...)
+			if len(got) < 2 {
+				select {
+				case <-s.Ready():
+				case <-await:
+					t.Fatalf("subscription %d: %d entries", i, len(got))
+				}
+			}
+		}
+		if got[0].Shared == nil || got[0].Shared == got[1].Shared {
+			t.Fatalf("subscription %d: entries share %p and %p, want one Shared each", i, got[0].Shared, got[1].Shared)
+		}
+		if first == nil {
+			first = []*entry.Shared{got[0].Shared, got[1].Shared}
+		} else if got[0].Shared != first[0] || got[1].Shared != first[1] {
+			t.Fatalf("subscription %d got other Shareds than the first", i)
+		}
+	}
+}
+
+// A lone subscriber's entries carry no Shared: its client encodes them
+// itself, without the allocation.
+func TestLoneSubscriberGetsNoShared(t *testing.T) {
+	t.Parallel()
+	h, src := setup(t, 4)
+	s, _, err := h.Join(context.Background(), "lone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Leave)
+	src.feed(t, 0).push(t, 8)
+	select {
+	case <-s.Ready():
+	case <-time.After(waitFor):
+		t.Fatal("nothing received")
+	}
+	batch, err := s.Take(nil)
+	if err != nil || len(batch) != 1 || batch[0].Shared != nil {
+		t.Fatalf("took %+v, %v: want one entry without a Shared", batch, err)
+	}
+}

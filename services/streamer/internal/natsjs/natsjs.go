@@ -88,6 +88,7 @@ type Store struct {
 
 	flightsMu sync.Mutex
 	flights   map[string]*flight // reads in progress, by filter and sequence
+	clock     atomic.Uint64      // orders replays' beginnings and their reads' requests
 
 	refresh    sync.Mutex // held while replicasN is read from the server
 	mu         sync.Mutex

@@ -37,8 +37,10 @@ const replicasTTL = 10 * time.Second
 // until: it stops after the entry at until or when nothing more is stored
 // up to it, and never yields one beyond (the filters are read at different
 // times, so beyond until a filter's end says nothing about what another's
-// later entries skip; follow's live feed starts after until). It
-// implements follow.History.
+// later entries skip; follow's live feed starts after until). The caller
+// knows until stored (a hub's boundary): every read this replay relies on
+// for the end of a filter goes out after it began. It implements
+// follow.History.
 //
 // It reads with batched JetStream direct gets (nats-server 2.11+, see
 // direct), no consumer: a reconnect storm of thousands of clients must not create a
@@ -84,8 +86,9 @@ func (s *Store) ReplayStored(ctx context.Context, streamID string, after, until 
 	return func(yield func(Stored, error) bool) {
 		fs := filters(streamID)
 		srcs := make([]source, len(fs))
+		since := s.clock.Add(1)
 		for i, f := range fs {
-			srcs[i] = source{s: s, filter: f, next: after + 1}
+			srcs[i] = source{s: s, filter: f, next: after + 1, since: since}
 		}
 		for {
 			var best *source
@@ -121,6 +124,11 @@ type source struct {
 	next   uint64   // stream sequence to read from
 	buf    []getMsg // read, not yet yielded
 	done   bool     // nothing more stored
+	// since is Store.clock when the replay began, after its caller knew
+	// until was stored: a read whose request went out later (batch.sent
+	// above since) was answered with every message of the filter up to
+	// until (from a follower on a cluster, maybe not: see confirm).
+	since uint64
 }
 
 // fill reads the next batch of the filter into buf, or marks it done.
@@ -141,6 +149,15 @@ func (src *source) fill(ctx context.Context, until uint64) error {
 		return r.err
 	case r.more:
 		return nil
+	case r.sent < src.since:
+		// Another replay's read, shared, that went out before this replay
+		// began: messages stored since, up to until, may follow the end
+		// it found. Read on from there rather than stop short (a client
+		// rejoining its hub would skip them). This ends: a read found in
+		// flight again either went out after this replay began or was
+		// asked for before (a finite number of them), and each is gone
+		// once read.
+		return nil
 	}
 	// The server answering had nothing more.
 	return src.confirm(ctx, until)
@@ -151,13 +168,15 @@ type batch struct {
 	msgs []getMsg // in stream order; shared by every replay of the read
 	more bool     // read on after the last of msgs
 	err  error
+	sent uint64 // Store.clock when the request went out (see source.since)
 }
 
 // flight is a read in progress, which replays of the same filter from the
 // same sequence share.
 type flight struct {
-	done chan struct{}
-	b    batch
+	done    chan struct{}
+	b       batch
+	waiters int // replays waiting for it besides its reader (tests wait on it); guarded by Store.flightsMu
 }
 
 // read reads a batch of filter from sequence seq. Replays asking for the
@@ -165,11 +184,17 @@ type flight struct {
 // reconnecting at once after a streamer restart cost one read, not one
 // each. The read runs on its own time (ReadWait, then readWait), not the
 // first caller's, so that one client leaving does not fail the others.
+//
+// A read shared may have gone out before the replay sharing it began: its
+// messages are the filter's as far as they go, but the end of the filter
+// it found is as of then (see fill).
 func (s *Store) read(ctx context.Context, filter string, seq uint64) batch {
 	key := filter + " " + strconv.FormatUint(seq, 10)
 	s.flightsMu.Lock()
 	f, shared := s.flights[key]
-	if !shared {
+	if shared {
+		f.waiters++
+	} else {
 		f = &flight{done: make(chan struct{})}
 		s.flights[key] = f
 	}
@@ -204,6 +229,7 @@ func (s *Store) readBatch(ctx context.Context, filter string, seq uint64) batch 
 		b       batch
 		pending uint64 // after the last message read
 	)
+	b.sent = s.clock.Add(1)
 	err := s.direct.batch(rctx, filter, seq, s.cfg.Batch, s.cfg.BatchBytes, func(m getMsg) error {
 		// Each message of a batch counts one fewer pending: another count
 		// means one was lost on the way; keep what came before it and

@@ -171,7 +171,37 @@ func (w *Writer) Close() error {
 // next Flush at the latest.
 func (w *Writer) Event(id uint64, name string, data []byte) error {
 	p := w.buffer()
-	b := append(*p, "id: "...)
+	*p = AppendEvent(*p, id, name, data)
+	return w.buffered()
+}
+
+// Frame buffers events already encoded by AppendEvent, as Event would have
+// buffered them; it reaches the client at the next Flush at the latest.
+// Frame only reads frame: one frame, encoded once, may be written to many
+// clients at once.
+func (w *Writer) Frame(frame []byte) error {
+	p := w.buffer()
+	*p = append(*p, frame...)
+	return w.buffered()
+}
+
+// buffered hands the buffer to the connection once it holds writeChunk
+// bytes.
+func (w *Writer) buffered() error {
+	if len(*w.buf) < writeChunk {
+		return nil
+	}
+	// A long burst: hand this much to the connection now rather than
+	// growing the buffer. It goes out on the wire without a Flush, bar a
+	// few bytes of chunk framing net/http keeps.
+	return w.write()
+}
+
+// AppendEvent appends the SSE frame of one event (its id, name and data
+// fields and the blank line ending it) to b. Writer.Event buffers exactly
+// these bytes.
+func AppendEvent(b []byte, id uint64, name string, data []byte) []byte {
+	b = append(b, "id: "...)
 	b = strconv.AppendUint(b, id, 10)
 	b = append(b, "\nevent: "...)
 	b = append(b, name...)
@@ -188,14 +218,7 @@ func (w *Writer) Event(id uint64, name string, data []byte) error {
 		}
 		data = rest
 	}
-	*p = append(b, '\n') //nolint:gocritic // b is *p grown: the pooled buffer keeps what was appended
-	if len(*p) < writeChunk {
-		return nil
-	}
-	// A long burst: hand this much to the connection now rather than
-	// growing the buffer. It goes out on the wire without a Flush, bar a
-	// few bytes of chunk framing net/http keeps.
-	return w.write()
+	return append(b, '\n')
 }
 
 // cutLine splits data at the first CR, LF or CRLF. JSON data has neither,

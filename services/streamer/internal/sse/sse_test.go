@@ -3,6 +3,7 @@ package sse_test
 import (
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,5 +97,51 @@ func TestDataLines(t *testing.T) {
 		if got := rec.Body.String(); got != "id: 1\nevent: e\n"+want+"\n" {
 			t.Errorf("data %q: got %q", data, got)
 		}
+	}
+}
+
+// A frame encoded once by AppendEvent and written with Frame reads as the
+// same event written with Event, to any number of writers at once; none of
+// them writes to the frame (the race detector would see it).
+func TestFrameIsEventEncodedOnce(t *testing.T) {
+	t.Parallel()
+	data := []byte("{\"a\":\"é\"}\r\nsecond\rthird\n")
+	var frame []byte
+	frame = sse.AppendEvent(frame, 42, "output", data)
+	frame = sse.AppendEvent(frame, 43, "complete", []byte(`{}`))
+	frame = frame[:len(frame):len(frame)]
+	orig := string(frame)
+
+	want := httptest.NewRecorder()
+	w := sse.NewWriter(want, time.Second)
+	if w.Event(42, "output", data) != nil || w.Event(43, "complete", []byte(`{}`)) != nil || w.Flush() != nil {
+		t.Fatal("event")
+	}
+
+	const writers = 50
+	recs := make([]*httptest.ResponseRecorder, writers)
+	var wg sync.WaitGroup
+	for i := range recs {
+		recs[i] = httptest.NewRecorder()
+		wg.Go(func() {
+			w := sse.NewWriter(recs[i], time.Second)
+			for range 3 {
+				if err := w.Frame(frame); err != nil {
+					t.Error(err)
+				}
+			}
+			if err := w.Flush(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, rec := range recs {
+		if got := rec.Body.String(); got != strings.Repeat(want.Body.String(), 3) {
+			t.Fatalf("writer %d: got %q\nwant 3 x %q", i, got, want.Body.String())
+		}
+	}
+	if string(frame) != orig {
+		t.Fatalf("the frame changed: %q, was %q", frame, orig)
 	}
 }
