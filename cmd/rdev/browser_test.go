@@ -223,6 +223,17 @@ func TestBrowserDashboard(t *testing.T) {
 	signIn(t, ctx, ui, adminKey)
 	do(t, ctx, "jobs view is live", until(`document.querySelector('#live.on') !== null`))
 
+	// Leaving a view while it still loads shows the next view, not the
+	// first one's aborted request: two fragment changes in one task start
+	// the batches view and abort it before its read can answer.
+	do(t, ctx, "leave a loading view",
+		chromedp.Evaluate[chromedp.Void](`location.hash = '#/batches'; location.hash = '#/schedules/web'`),
+		until(`document.querySelector('#schedules tbody tr') !== null`))
+	if shown := eval[bool](t, ctx, `document.querySelector('#main .error') !== null`); shown {
+		t.Error("the aborted view's error is shown")
+	}
+	do(t, ctx, "back to the jobs view", chromedp.Navigate(ui+"#/jobs"), until(`document.querySelector('#live.on') !== null`))
+
 	// A job submitted after the page opened appears, and its lines arrive
 	// live, in order, stdout and stderr apart, colours as styles.
 	r := submit(t, n.http, "web", map[string]any{"command": []string{"sh", "-c",

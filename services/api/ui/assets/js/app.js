@@ -31,7 +31,10 @@ const routes = [
 // route shows the view of the current fragment.
 async function route() {
   current?.abort();
-  current = new AbortController();
+  // This route's own controller: by the time its view fails, a later
+  // route may have replaced current, and that one is not aborted.
+  const ctl = new AbortController();
+  current = ctl;
   if (!session.key) { signIn(); return; }
   const [path, qs] = location.hash.split('?');
   const r = routes.find((x) => x.re.test(path)) ?? routes[1];
@@ -45,9 +48,9 @@ async function route() {
   const params = new URLSearchParams(qs ?? '');
   const m = path.match(r.re) ?? [];
   try {
-    await r.view(main, { id: m[1], sub: m[2], params, signal: current.signal });
+    await r.view(main, { id: m[1], sub: m[2], params, signal: ctl.signal });
   } catch (e) {
-    if (current.signal.aborted) return;
+    if (ctl.signal.aborted) return; // left for another view: not an error
     if (!(e instanceof APIError)) console.error('view failed:', e); // a bug, not a refusal
     replace(main, errorBox(e));
   }
