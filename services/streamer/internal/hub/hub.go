@@ -420,12 +420,20 @@ func (r *Hubs) fanOut(h *hub, e entry.Entry) uint64 {
 // a fresh feed.
 func (r *Hubs) ended(h *hub, err error) {
 	h.feed.Close()
+	// The hub is unregistered before its subscriptions end: a client told
+	// of the failure may join again at once and must get a fresh feed, not
+	// this hub's failure again.
+	r.mu.Lock()
 	h.mu.Lock()
 	reason := h.stopErr
 	failed := reason == nil
 	if failed {
 		reason = fmt.Errorf("live feed of stream %s: %w", h.id, err)
+		if r.hubs[h.id] == h {
+			delete(r.hubs, h.id)
+		}
 	}
+	r.mu.Unlock()
 	h.dead = reason
 	for s := range h.subs {
 		delete(h.subs, s)
@@ -434,11 +442,6 @@ func (r *Hubs) ended(h *hub, err error) {
 	h.mu.Unlock()
 	if failed {
 		r.log.Error("hub feed failed", "stream_id", h.id, "err", err)
-		r.mu.Lock()
-		if r.hubs[h.id] == h {
-			delete(r.hubs, h.id)
-		}
-		r.mu.Unlock()
 	}
 }
 
