@@ -36,6 +36,28 @@ type Feed interface {
 	Close()
 }
 
+// Notifier is a Feed that says when it has entries: its hub then runs a
+// goroutine only while there are entries to fan out, rather than one
+// parked in Next for as long as the stream is watched. Thousands of
+// watched streams on one shared consumer (natsjs), most of them quiet,
+// held a goroutine each for nothing.
+type Notifier interface {
+	Feed
+	// TryNext returns the next entry without waiting (ok), or the error
+	// that ended the feed once every entry queued before it was taken.
+	// With neither, nothing is queued now and the feed calls the wake
+	// function set by Notify once something is: the taker has stopped
+	// taking and starts again only when woken.
+	TryNext() (e entry.Entry, ok bool, err error)
+	// Notify sets wake and starts the feed's notifications: wake is
+	// called, from any goroutine and never while a call of TryNext or
+	// Next is in progress on it, once after each TryNext that found
+	// nothing, when an entry arrives or the feed ends; and at once if the
+	// feed holds entries or has ended already. It is called once, before
+	// any TryNext.
+	Notify(wake func())
+}
+
 // Source opens feeds.
 type Source interface {
 	// Open starts a feed of the entries of streamID stored after the
@@ -318,8 +340,12 @@ func (r *Hubs) open(h *hub) {
 		h.last = last
 		h.mu.Unlock()
 		r.started.Add(1)
-		r.wg.Add(1)
-		go r.run(h)
+		r.wg.Add(1) // until ended
+		if nf, ok := feed.(Notifier); ok {
+			nf.Notify(func() { go r.drain(h, nf) })
+		} else {
+			go r.run(h)
+		}
 	}
 	r.mu.Unlock()
 	close(h.ready)
@@ -381,11 +407,28 @@ func (r *Hubs) stop(h *hub, reason error) {
 }
 
 func (r *Hubs) run(h *hub) {
-	defer r.wg.Done()
 	for {
 		e, err := h.feed.Next()
 		if err != nil {
 			r.ended(h, err)
+			return
+		}
+		r.overflows.Add(r.fanOut(h, e))
+	}
+}
+
+// drain fans out what a Notifier feed holds and returns once it is empty:
+// the feed wakes the next drain when entries come. One drain runs at a
+// time (the feed wakes only once TryNext found nothing), so entries are
+// fanned out in order.
+func (r *Hubs) drain(h *hub, nf Notifier) {
+	for {
+		e, ok, err := nf.TryNext()
+		switch {
+		case err != nil:
+			r.ended(h, err)
+			return
+		case !ok:
 			return
 		}
 		r.overflows.Add(r.fanOut(h, e))
@@ -419,6 +462,7 @@ func (r *Hubs) fanOut(h *hub, e entry.Entry) uint64 {
 // when nobody asked the hub to stop, unregisters it so the next Join opens
 // a fresh feed.
 func (r *Hubs) ended(h *hub, err error) {
+	defer r.wg.Done()
 	h.feed.Close()
 	// The hub is unregistered before its subscriptions end: a client told
 	// of the failure may join again at once and must get a fresh feed, not

@@ -205,7 +205,7 @@ func (sh *shared) join(streamID string) (*member, uint64, bool) {
 		sh.idle.Stop()
 		sh.idle = nil
 	}
-	m := &member{sh: sh, id: streamID, ready: make(chan struct{}, 1)}
+	m := &member{sh: sh, id: streamID}
 	sh.members[streamID] = append(sh.members[streamID], m)
 	sh.n++
 	sh.s.onShared.Add(1)
@@ -341,18 +341,23 @@ func streamOf(subject string) string {
 }
 
 // member is one stream's feed on the shared feed: a bounded queue the
-// shared feed fills without waiting and the hub drains.
+// shared feed fills without waiting and the hub drains. Its hub takes
+// from it with TryNext and is woken (Notify) when entries come after it
+// found none, so a quiet stream holds no goroutine of its hub's; Next,
+// which waits, is for takers that keep a goroutine.
 type member struct {
-	sh    *shared
-	id    string
-	ready chan struct{} // holds a token once entries arrive in an empty queue or the feed ends
-	once  sync.Once
+	sh   *shared
+	id   string
+	once sync.Once
 
-	mu   sync.Mutex
-	q    []entry.Entry // q[head:] not yet taken
-	head int
-	size int   // data bytes in q[head:]
-	err  error // why the feed ended
+	mu    sync.Mutex
+	q     []entry.Entry // q[head:] not yet taken
+	head  int
+	size  int           // data bytes in q[head:]
+	err   error         // why the feed ended
+	ready chan struct{} // Next's: holds a token once entries arrive in an empty queue or the feed ends; made by the first Next
+	wake  func()        // set by Notify
+	idle  bool          // TryNext found nothing: wake at the next entry or the end
 }
 
 // push queues e, or fails the feed when its buffer is full. It reports
@@ -367,23 +372,36 @@ func (m *member) push(e entry.Entry) bool {
 	n := len(m.q) - m.head
 	if n >= cfg.SharedBuffer || (n > 0 && m.size+len(e.Data) > cfg.SharedBufferBytes) {
 		m.err = ErrFeedOverflow
-		m.mu.Unlock()
-		m.signal()
+		m.signalLocked()
 		return false
 	}
 	m.q = append(m.q, e)
 	m.size += len(e.Data)
-	m.mu.Unlock()
 	if n == 0 {
-		m.signal()
+		m.signalLocked()
+		return true
 	}
+	m.mu.Unlock()
 	return true
 }
 
-func (m *member) signal() {
-	select {
-	case m.ready <- struct{}{}:
-	default:
+// signalLocked tells the taker that entries arrived in an empty queue or
+// the feed ended, and unlocks m.mu.
+func (m *member) signalLocked() {
+	ready, wake := m.ready, m.wake
+	if !m.idle {
+		wake = nil // the taker is taking: it finds the entry itself
+	}
+	m.idle = false
+	m.mu.Unlock()
+	if ready != nil {
+		select {
+		case ready <- struct{}{}:
+		default:
+		}
+	}
+	if wake != nil {
+		wake()
 	}
 }
 
@@ -393,39 +411,78 @@ func (m *member) fail(err error) {
 	if m.err == nil {
 		m.err = err
 	}
+	m.signalLocked()
+}
+
+// Notify implements hub.Notifier.
+func (m *member) Notify(wake func()) {
+	m.mu.Lock()
+	m.wake = wake
+	if m.head < len(m.q) || m.err != nil {
+		m.idle = true // so that signalLocked wakes
+		m.signalLocked()
+		return
+	}
+	m.idle = true
 	m.mu.Unlock()
-	m.signal()
+}
+
+// TryNext implements hub.Notifier.
+func (m *member) TryNext() (entry.Entry, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.takeLocked(); ok {
+		return e, true, nil
+	}
+	if m.err != nil {
+		return entry.Entry{}, false, m.err
+	}
+	m.idle = true
+	return entry.Entry{}, false, nil
+}
+
+// takeLocked takes the next entry, if any.
+func (m *member) takeLocked() (entry.Entry, bool) {
+	if m.head == len(m.q) {
+		return entry.Entry{}, false
+	}
+	e := m.q[m.head]
+	m.q[m.head] = entry.Entry{}
+	m.head++
+	m.size -= len(e.Data)
+	if m.head == len(m.q) { // drained: reuse a small queue, drop a big one
+		m.q, m.head = m.q[:0], 0
+		if cap(m.q) > 64 {
+			m.q = nil
+		}
+	}
+	return e, true
 }
 
 // Next returns the next entry, or the error that ended the feed once
-// every entry queued before it was taken.
+// every entry queued before it was taken, waiting for either.
 func (m *member) Next() (entry.Entry, error) {
 	for {
 		m.mu.Lock()
-		if m.head < len(m.q) {
-			e := m.q[m.head]
-			m.q[m.head] = entry.Entry{}
-			m.head++
-			m.size -= len(e.Data)
-			if m.head == len(m.q) { // drained: reuse a small queue, drop a big one
-				m.q, m.head = m.q[:0], 0
-				if cap(m.q) > 64 {
-					m.q = nil
-				}
-			}
+		if e, ok := m.takeLocked(); ok {
 			m.mu.Unlock()
 			return e, nil
 		}
 		err := m.err
+		if m.ready == nil {
+			m.ready = make(chan struct{}, 1)
+		}
+		ready := m.ready
 		m.mu.Unlock()
 		if err != nil {
 			return entry.Entry{}, err
 		}
-		<-m.ready
+		<-ready
 	}
 }
 
-// Close leaves the shared feed; a blocked Next returns.
+// Close leaves the shared feed; a blocked Next returns, and a taker found
+// idle by TryNext is woken to find the end.
 func (m *member) Close() {
 	m.once.Do(func() {
 		m.sh.leave(m)
@@ -435,7 +492,6 @@ func (m *member) Close() {
 		if m.err == nil {
 			m.err = errFeedClosed
 		}
-		m.mu.Unlock()
-		m.signal()
+		m.signalLocked()
 	})
 }
