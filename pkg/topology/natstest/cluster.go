@@ -217,15 +217,7 @@ func (c *Cluster) MetaLeader() int {
 // returns a JetStream context on that connection (closed by t.Cleanup).
 func (c *Cluster) Provision(replicas int) jetstream.JetStream {
 	c.tb.Helper()
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		c.tb.Fatal(err)
-	}
-	c.tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		c.tb.Fatal(err)
-	}
+	js := jetStreamAt(c.tb, c.URL())
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		// A request sent before the cluster can answer it is never
@@ -241,6 +233,28 @@ func (c *Cluster) Provision(replicas int) jetstream.JetStream {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ConnectNode returns a JetStream context on a connection to node i only
+// (a cluster's nodes do not tell clients of each other here), closed by
+// t.Cleanup.
+func (c *Cluster) ConnectNode(i int) jetstream.JetStream {
+	c.tb.Helper()
+	return jetStreamAt(c.tb, c.NodeURL(i))
+}
+
+func jetStreamAt(tb testing.TB, url string) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
 }
 
 // StreamLeader returns the index of the node leading stream (KV buckets

@@ -94,25 +94,11 @@ func newLagging(t *testing.T) *lagging {
 	}
 	t.Logf("leader n%d, follower n%d, lagging n%d, client n%d, meta leader n%d", l.leader, l.follower, l.lagging, l.client, meta)
 
-	l.pub = connect(t, c.NodeURL(l.leader))
-	cjs := connect(t, c.NodeURL(l.client))
+	l.pub = c.ConnectNode(l.leader)
+	cjs := c.ConnectNode(l.client)
 	l.nc = cjs.Conn()
 	l.store = New(cjs, nil, Config{Batch: 4}, slog.New(slog.DiscardHandler))
 	return l
-}
-
-func connect(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 // cut makes the lagging replica lag from now on (see newLagging).
