@@ -49,48 +49,35 @@ type lagging struct {
 //     the lagging replica only: every direct get the store sends goes to
 //     it, while the leader and the follower still serve each other and
 //     the publisher.
-func newLagging(t *testing.T) *lagging {
+//
+// With metaOnClient the client's node leads the meta group, so that a
+// test may leave the lagging replica's system route to it open (the
+// replica hears its meta leader and disturbs no election): the stream is
+// moved off the meta leader's node if JetStream placed it there.
+func newLagging(t *testing.T, metaOnClient bool) *lagging {
 	t.Helper()
 	c := natstest.NewCluster(t, 4)
 	js := c.Provision(3)
-	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
-	defer cancel()
-	st, err := js.Stream(ctx, contracts.StreamOutput)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info *jetstream.StreamInfo
-	for {
-		// The replicas' names come with the leader's answer.
-		if info, err = st.Info(ctx); err == nil && info.Cluster != nil && info.Cluster.Leader != "" && len(info.Cluster.Replicas) == 2 {
-			break
+	meta := c.MetaLeader()
+	info := placement(t, c, js, -1)
+	if metaOnClient && slices.Contains(info.peers, meta) {
+		removePeer(t, js, meta)
+		info = placement(t, c, js, meta)
+		if now := c.MetaLeader(); now != meta {
+			t.Fatalf("the meta leader moved from n%d to n%d", meta, now)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("stream %s has no leader and two replicas within %s: %+v, %v", contracts.StreamOutput, clusterWait, info, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	l := &lagging{c: c, leader: c.NodeIndex(info.Cluster.Leader), client: -1, lagging: -1, follower: -1}
-	peers := []int{l.leader}
-	var followers []int
-	for _, r := range info.Cluster.Replicas {
-		followers = append(followers, c.NodeIndex(r.Name))
-	}
-	peers = append(peers, followers...)
+	l := &lagging{c: c, leader: info.peers[0], client: -1}
 	for i := range 4 {
-		if !slices.Contains(peers, i) {
+		if !slices.Contains(info.peers, i) {
 			l.client = i
 		}
 	}
 	// The lagging replica must not lead the meta group: cut off, it would
 	// leave the others without one until they elect another.
-	meta := c.MetaLeader()
-	l.lagging, l.follower = followers[0], followers[1]
+	l.lagging, l.follower = info.peers[1], info.peers[2]
 	if l.lagging == meta {
 		l.lagging, l.follower = l.follower, l.lagging
-	}
-	if slices.Contains([]int{l.leader, l.follower, l.lagging, l.client}, -1) {
-		t.Fatalf("roles from %+v: %+v", info.Cluster, l)
 	}
 	t.Logf("leader n%d, follower n%d, lagging n%d, client n%d, meta leader n%d", l.leader, l.follower, l.lagging, l.client, meta)
 
@@ -99,6 +86,76 @@ func newLagging(t *testing.T) *lagging {
 	l.nc = cjs.Conn()
 	l.store = New(cjs, nil, Config{Batch: 4}, slog.New(slog.DiscardHandler))
 	return l
+}
+
+// placed is where the output stream is: the leader first.
+type placed struct{ peers []int }
+
+// placement waits until the output stream has a leader and two current
+// replicas, none of them node not, and returns them.
+func placement(t *testing.T, c *natstest.Cluster, js jetstream.JetStream, not int) placed {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
+	defer cancel()
+	var last string
+	for ctx.Err() == nil {
+		// A request sent while the stream elects its leader may go
+		// unanswered: each try has its own timeout.
+		tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := streamInfo(tctx, js)
+		tcancel()
+		if err == nil && info.Cluster != nil {
+			p := placed{peers: []int{c.NodeIndex(info.Cluster.Leader)}}
+			last = "leader " + info.Cluster.Leader
+			for _, r := range info.Cluster.Replicas {
+				if r.Current {
+					p.peers = append(p.peers, c.NodeIndex(r.Name))
+				}
+				last += fmt.Sprintf(", replica %s current %v lag %d", r.Name, r.Current, r.Lag)
+			}
+			if len(p.peers) == 3 && !slices.Contains(p.peers, -1) && !slices.Contains(p.peers, not) {
+				return p
+			}
+		}
+		if err != nil {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("stream %s has no leader and two current replicas off n%d within %s: %s", contracts.StreamOutput, not, clusterWait, last)
+	return placed{}
+}
+
+func streamInfo(ctx context.Context, js jetstream.JetStream) (*jetstream.StreamInfo, error) {
+	st, err := js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		return nil, err
+	}
+	// The replicas' names come with the leader's answer.
+	return st.Info(ctx)
+}
+
+// removePeer asks JetStream to move the output stream's replica off node
+// i (to the node that holds none).
+func removePeer(t *testing.T, js jetstream.JetStream, i int) {
+	t.Helper()
+	req, err := json.Marshal(map[string]string{"peer": fmt.Sprintf("n%d", i)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := js.Conn().Request("$JS.API.STREAM.PEER.REMOVE."+contracts.StreamOutput, req, clusterWait)
+	if err != nil {
+		t.Fatalf("remove n%d from %s: %v", i, contracts.StreamOutput, err)
+	}
+	var resp struct {
+		Success bool `json:"success"`
+		Error   *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil || !resp.Success {
+		t.Fatalf("remove n%d from %s: %s", i, contracts.StreamOutput, m.Data)
+	}
 }
 
 // cut makes the lagging replica lag from now on (see newLagging).
@@ -178,7 +235,7 @@ const staleRun = 8
 // in the rest.
 func TestReplayThroughALaggingFollowerMissesNothing(t *testing.T) {
 	t.Parallel()
-	l := newLagging(t)
+	l := newLagging(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
 	defer cancel()
 	const id = "lag1"
@@ -245,4 +302,93 @@ func TestReplayThroughALaggingFollowerMissesNothing(t *testing.T) {
 	if got := l.stored(t, l.lagging); got != cutAt {
 		t.Fatalf("the lagging replica caught up during the test (stored up to %d): the cut did not hold", got)
 	}
+}
+
+// A replica without a leader that the store's node still reaches on the
+// system account's route answers the JetStream API itself: a message get
+// gets "JetStream system temporarily unavailable" (10008) from it, often
+// before the leader's answer. The leader check waits for the leader's
+// answer instead of taking the replica's for its own: a replay and At
+// through the store still get everything, however often they ask.
+func TestLeaderCheckWaitsForTheLeaderPastALeaderlessReplica(t *testing.T) {
+	t.Parallel()
+	l := newLagging(t, true)
+	const id = "lagless1"
+	seqs := history(t, l.pub, id, 3)
+	l.waitStored(t, l.lagging, l.stored(t, l.leader))
+	// As cut, but the lagging replica keeps its system route to the
+	// client's node: it hears the meta leader there and answers API
+	// requests sent from there.
+	c := l.c
+	c.Cut(l.lagging, l.leader, natstest.AllRoutes)
+	c.Cut(l.lagging, l.follower, natstest.AllRoutes)
+	c.Cut(l.client, l.leader, natstest.AccountRoutes)
+	c.Cut(l.client, l.follower, natstest.AccountRoutes)
+	for i := 4; i <= 9; i++ {
+		seqs = append(seqs, put(t, l.pub, contracts.SubjectOutput("p", id),
+			contracts.OutputLine{V: 1, StreamID: id, Seq: uint64(i), Text: "x"}))
+	}
+	last := seqs[len(seqs)-1]
+
+	// The setup holds: once its election timeout has passed, the lagging
+	// replica answers a message get with 10008, beside the leader's answer.
+	deadline := time.Now().Add(clusterWait)
+	for !l.unavailableAnswer(t, last) {
+		if time.Now().After(deadline) {
+			t.Fatalf("precondition: no replica answered a message get with 10008 within %s", clusterWait)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
+	defer cancel()
+	for range 20 {
+		if m, err := l.store.leaderNext(ctx, "", last); err != nil || m == nil || m.seq != last {
+			t.Fatalf("leaderNext(%d) = %+v, %v; want the leader's message", last, m, err)
+		}
+	}
+	for range 3 {
+		equal(t, "replay", collect(t, l.store, id, 0, last), seqs)
+		if e, err := l.store.At(ctx, id, last); err != nil || e.StreamSeq != last {
+			t.Fatalf("At(%d) = %+v, %v; want the entry stored there", last, e, err)
+		}
+	}
+}
+
+// unavailableAnswer sends one message get of seq from the store's node
+// and says whether any of the answers that came within a second said
+// 10008 while another carried the message.
+func (l *lagging) unavailableAnswer(t *testing.T, seq uint64) bool {
+	t.Helper()
+	sub, err := l.nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req, err := json.Marshal(map[string]uint64{"seq": seq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.nc.PublishRequest("$JS.API.STREAM.MSG.GET."+contracts.StreamOutput, sub.Subject, req); err != nil {
+		t.Fatal(err)
+	}
+	var unavailable, found bool
+	for !(unavailable && found) {
+		m, err := sub.NextMsg(time.Second)
+		if err != nil {
+			break
+		}
+		var resp struct {
+			Error *struct {
+				ErrCode int `json:"err_code"`
+			} `json:"error"`
+			Message *struct{} `json:"message"`
+		}
+		if json.Unmarshal(m.Data, &resp) != nil {
+			continue
+		}
+		unavailable = unavailable || (resp.Error != nil && resp.Error.ErrCode == errCodeClusterNotAvailable)
+		found = found || resp.Message != nil
+	}
+	return unavailable && found
 }
