@@ -136,25 +136,31 @@ func streamInfo(ctx context.Context, js jetstream.JetStream) (*jetstream.StreamI
 }
 
 // removePeer asks JetStream to move the output stream's replica off node
-// i (to the node that holds none).
+// i (to the node that holds none). It retries while JetStream refuses
+// ("peer remap failed": the meta leader found no node to move it to, seen
+// once in ten runs right after the cluster started).
 func removePeer(t *testing.T, js jetstream.JetStream, i int) {
 	t.Helper()
 	req, err := json.Marshal(map[string]string{"peer": fmt.Sprintf("n%d", i)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := js.Conn().Request("$JS.API.STREAM.PEER.REMOVE."+contracts.StreamOutput, req, clusterWait)
-	if err != nil {
-		t.Fatalf("remove n%d from %s: %v", i, contracts.StreamOutput, err)
-	}
-	var resp struct {
-		Success bool `json:"success"`
-		Error   *struct {
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil || !resp.Success {
-		t.Fatalf("remove n%d from %s: %s", i, contracts.StreamOutput, m.Data)
+	deadline := time.Now().Add(clusterWait)
+	for {
+		m, err := js.Conn().Request("$JS.API.STREAM.PEER.REMOVE."+contracts.StreamOutput, req, 5*time.Second)
+		var resp struct {
+			Success bool `json:"success"`
+		}
+		if err == nil && json.Unmarshal(m.Data, &resp) == nil && resp.Success {
+			return
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New(string(m.Data))
+			}
+			t.Fatalf("remove n%d from %s within %s: %v", i, contracts.StreamOutput, clusterWait, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
