@@ -262,8 +262,8 @@ func (s *Store) readBatch(ctx context.Context, filter string, seq uint64) batch 
 // confirm runs when a direct get found nothing more of the filter from
 // src.next. On one server that is the truth. On a cluster any replica may
 // answer a direct get, and a follower serves them while it is still
-// catching up (from 90 % on, in nats-server 2.15), so it may lack the
-// newest messages, and a replay would end short of until, which the
+// catching up (from 90 % on, in nats-server 2.15) and for as long as it is
+// cut off from the leader, so it may lack the newest messages, and a replay would end short of until, which the
 // stream's live feed starts after: a gap. So the stream's leader, which
 // has everything stored, is asked for the filter's next message; if it is
 // at or before until the replay goes on from it.
