@@ -137,18 +137,79 @@ func (c *Cluster) Start(i int) {
 func (c *Cluster) Partition(i int) {
 	for _, p := range c.proxies {
 		if p.from == i || p.to == i {
-			p.block(true)
+			p.block(AllRoutes, true)
 		}
 	}
 }
 
-// Heal lets node i's routes connect again.
+// Heal lets node i's routes connect again, whatever Partition or Cut
+// blocked.
 func (c *Cluster) Heal(i int) {
 	for _, p := range c.proxies {
 		if p.from == i || p.to == i {
-			p.block(false)
+			p.unblock()
 		}
 	}
+}
+
+// Routes selects which of the route connections between two nodes Cut
+// cuts. nats-server links each pair of nodes by a pool of connections
+// shared by the accounts, and by one connection of the system account's
+// own.
+type Routes int
+
+const (
+	// AllRoutes is every route between the two nodes.
+	AllRoutes Routes = iota
+	// SystemRoutes is the system account's route: JetStream's
+	// replication (every stream's and the meta group's Raft traffic), its
+	// API requests and their replies.
+	SystemRoutes
+	// AccountRoutes is the pool the accounts share: what clients publish
+	// and subscribe to, direct gets and their answers among them.
+	AccountRoutes
+)
+
+// Cut cuts the routes r between nodes i and j, and refuses new ones,
+// while both keep running and keep their other routes. Heal(i) or
+// Heal(j) undoes it.
+func (c *Cluster) Cut(i, j int, r Routes) {
+	for _, p := range c.proxies {
+		if (p.from == i && p.to == j) || (p.from == j && p.to == i) {
+			p.block(r, true)
+		}
+	}
+}
+
+// Server returns node i's server, or nil while it is stopped.
+func (c *Cluster) Server(i int) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i]
+}
+
+// NodeIndex returns the index of the node named name (a stream's cluster
+// info names its leader and replicas so), or -1.
+func (c *Cluster) NodeIndex(name string) int {
+	for i, cfg := range c.cfgs {
+		if cfg.Cluster.NodeName == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// MetaLeader returns the index of the node leading the JetStream meta
+// group, or -1 if none does now.
+func (c *Cluster) MetaLeader() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, srv := range c.nodes {
+		if srv != nil && srv.JetStreamIsLeader() {
+			return i
+		}
+	}
+	return -1
 }
 
 // Provision connects to every node and provisions the rdev topology with
@@ -156,15 +217,7 @@ func (c *Cluster) Heal(i int) {
 // returns a JetStream context on that connection (closed by t.Cleanup).
 func (c *Cluster) Provision(replicas int) jetstream.JetStream {
 	c.tb.Helper()
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		c.tb.Fatal(err)
-	}
-	c.tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		c.tb.Fatal(err)
-	}
+	js := jetStreamAt(c.tb, c.URL())
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		// A request sent before the cluster can answer it is never
@@ -180,6 +233,28 @@ func (c *Cluster) Provision(replicas int) jetstream.JetStream {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ConnectNode returns a JetStream context on a connection to node i only
+// (a cluster's nodes do not tell clients of each other here), closed by
+// t.Cleanup.
+func (c *Cluster) ConnectNode(i int) jetstream.JetStream {
+	c.tb.Helper()
+	return jetStreamAt(c.tb, c.NodeURL(i))
+}
+
+func jetStreamAt(tb testing.TB, url string) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
 }
 
 // StreamLeader returns the index of the node leading stream (KV buckets
@@ -216,14 +291,9 @@ func (c *Cluster) WaitMetaLeader(timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for ctx.Err() == nil {
-		c.mu.Lock()
-		for _, srv := range c.nodes {
-			if srv != nil && srv.JetStreamIsLeader() {
-				c.mu.Unlock()
-				return
-			}
+		if c.MetaLeader() >= 0 {
+			return
 		}
-		c.mu.Unlock()
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.tb.Fatalf("no JetStream meta leader within %s", timeout)

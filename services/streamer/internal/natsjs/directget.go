@@ -22,7 +22,8 @@ const (
 	hdrNumPending = "Nats-Num-Pending" // messages of the filter after this one
 )
 
-// direct sends batched direct gets (nats-server 2.11+) to one stream and
+// direct sends batched direct gets (nats-server 2.11+) to one stream, and
+// the replays' message gets to its leader (see Store.leaderNext), and
 // receives their answers on one subscription shared by every request: a
 // subscription per request (what jetstreamext.GetBatch does) costs a
 // subscribe and an unsubscribe, and nats.go allocates a 512 KiB channel
@@ -85,9 +86,6 @@ type getMsg struct {
 // batch is complete, and an error when each returns one, the server
 // refuses the request or ctx ends first.
 func (d *direct) batch(ctx context.Context, filter string, seq uint64, n, maxBytes int, each func(getMsg) error) error {
-	if err := d.start(); err != nil {
-		return fmt.Errorf("subscribe to direct get answers: %w", err)
-	}
 	req, err := json.Marshal(struct {
 		Seq      uint64 `json:"seq"`
 		NextFor  string `json:"next_by_subj"`
@@ -97,20 +95,11 @@ func (d *direct) batch(ctx context.Context, filter string, seq uint64, n, maxByt
 	if err != nil {
 		return err
 	}
-	ch := make(chan *nats.Msg, n+1) // the batch and its end
-	d.mu.Lock()
-	d.seq++
-	token := strconv.FormatUint(d.seq, 36)
-	d.reqs[token] = ch
-	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		delete(d.reqs, token)
-		d.mu.Unlock()
-	}()
-	if err := d.nc.PublishRequest(d.subject, d.prefix+token, req); err != nil {
+	ch, done, err := d.ask(d.subject, req, n+1) // the batch and its end
+	if err != nil {
 		return err
 	}
+	defer done()
 	for {
 		var m *nats.Msg
 		select {
@@ -140,4 +129,30 @@ func (d *direct) batch(ctx context.Context, filter string, seq uint64, n, maxByt
 			return err
 		}
 	}
+}
+
+// ask sends req to subject with a reply subject on the shared
+// subscription, and returns the channel its answers arrive on, which
+// holds n of them (more are dropped), and a func that stops receiving
+// them.
+func (d *direct) ask(subject string, req []byte, n int) (<-chan *nats.Msg, func(), error) {
+	if err := d.start(); err != nil {
+		return nil, nil, fmt.Errorf("subscribe to answers: %w", err)
+	}
+	ch := make(chan *nats.Msg, n)
+	d.mu.Lock()
+	d.seq++
+	token := strconv.FormatUint(d.seq, 36)
+	d.reqs[token] = ch
+	d.mu.Unlock()
+	done := func() {
+		d.mu.Lock()
+		delete(d.reqs, token)
+		d.mu.Unlock()
+	}
+	if err := d.nc.PublishRequest(subject, d.prefix+token, req); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return ch, done, nil
 }

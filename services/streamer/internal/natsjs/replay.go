@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -261,8 +262,8 @@ func (s *Store) readBatch(ctx context.Context, filter string, seq uint64) batch 
 // confirm runs when a direct get found nothing more of the filter from
 // src.next. On one server that is the truth. On a cluster any replica may
 // answer a direct get, and a follower serves them while it is still
-// catching up (from 90 % on, in nats-server 2.15), so it may lack the
-// newest messages, and a replay would end short of until, which the
+// catching up (from 90 % on, in nats-server 2.15) and for as long as it is
+// cut off from the leader, so it may lack the newest messages, and a replay would end short of until, which the
 // stream's live feed starts after: a gap. So the stream's leader, which
 // has everything stored, is asked for the filter's next message; if it is
 // at or before until the replay goes on from it.
@@ -350,6 +351,15 @@ func (s *Store) replicas(ctx context.Context) (int, error) {
 // leaderNext asks the output stream's leader (the JetStream API, not a
 // direct get any replica may answer) for the first message of filter at or
 // after seq. It returns nil when there is none.
+//
+// Every node hears the request, and only the first answer reaches the
+// client (the API's answers pass a service import that forwards one per
+// request). A replica that lost its leader answers at once, with
+// errCodeClusterNotAvailable, often before the leader does (nats-server
+// 2.15 delays that answer to a stream info request, not to a message
+// get). That is not the leader's answer: leaderNext asks again, after a
+// short pause, within readWait, and returns that error only if nothing
+// else came.
 func (s *Store) leaderNext(ctx context.Context, filter string, seq uint64) (*getMsg, error) {
 	req, err := json.Marshal(struct {
 		Seq     uint64 `json:"seq"`
@@ -360,9 +370,55 @@ func (s *Store) leaderNext(ctx context.Context, filter string, seq uint64) (*get
 	}
 	rctx, cancel := context.WithTimeout(ctx, readWait)
 	defer cancel()
-	reply, err := s.js.Conn().RequestWithContext(rctx, s.apiSubject("STREAM.MSG.GET."+contracts.StreamOutput), req)
+	for pause := 10 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
+		m, err := s.leaderAsk(rctx, req)
+		if !errors.Is(err, errUnavailable) {
+			if err != nil {
+				return nil, fmt.Errorf("get next message of %s from the leader: %w", filter, err)
+			}
+			return m, nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-rctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("get next message of %s from the leader: %w", filter, err)
+		}
+	}
+}
+
+// leaderAsk sends one message get to the output stream's leader and
+// decodes the answer: the message, nil when there is none, or the error
+// it carries.
+func (s *Store) leaderAsk(ctx context.Context, req []byte) (*getMsg, error) {
+	answers, done, err := s.direct.ask(s.apiSubject("STREAM.MSG.GET."+contracts.StreamOutput), req, 1)
 	if err != nil {
-		return nil, fmt.Errorf("get next message of %s from the leader: %w", filter, err)
+		return nil, err
+	}
+	defer done()
+	select {
+	case reply := <-answers:
+		return leaderAnswer(reply)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// errCodeClusterNotAvailable is the JetStream API's error code for
+// "JetStream system temporarily unavailable" (JSClusterNotAvailErr).
+const errCodeClusterNotAvailable = 10008
+
+// errUnavailable marks an answer with errCodeClusterNotAvailable.
+var errUnavailable = errors.New("JetStream system temporarily unavailable")
+
+// leaderAnswer decodes an answer to a message get.
+func leaderAnswer(reply *nats.Msg) (*getMsg, error) {
+	if status := reply.Header.Get("Status"); status != "" && len(reply.Data) == 0 {
+		if status == "503" {
+			return nil, nats.ErrNoResponders
+		}
+		return nil, fmt.Errorf("status %s %s", status, reply.Header.Get("Description"))
 	}
 	var resp struct {
 		Error *struct {
@@ -377,15 +433,17 @@ func (s *Store) leaderNext(ctx context.Context, filter string, seq uint64) (*get
 		} `json:"message"`
 	}
 	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return nil, fmt.Errorf("get next message of %s from the leader: %w", filter, err)
+		return nil, err
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
 		return nil, nil
+	case resp.Error != nil && resp.Error.ErrCode == errCodeClusterNotAvailable:
+		return nil, fmt.Errorf("%w (%d)", errUnavailable, resp.Error.ErrCode)
 	case resp.Error != nil:
-		return nil, fmt.Errorf("get next message of %s from the leader: %s (%d)", filter, resp.Error.Description, resp.Error.ErrCode)
+		return nil, fmt.Errorf("%s (%d)", resp.Error.Description, resp.Error.ErrCode)
 	case resp.Message == nil:
-		return nil, fmt.Errorf("get next message of %s from the leader: empty reply", filter)
+		return nil, errors.New("empty reply")
 	}
 	return &getMsg{subject: resp.Message.Subject, seq: resp.Message.Sequence, data: resp.Message.Data}, nil
 }
