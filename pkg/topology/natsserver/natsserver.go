@@ -61,8 +61,10 @@ type Cluster struct {
 	RouteAddr string
 	// Routes are the route addresses of every node (its own included).
 	Routes []string
-	// NoAdvertise keeps the node from telling others its route address, so
-	// they only ever reach it through Routes (a test's proxies).
+	// NoAdvertise keeps the node from telling clients the client URLs of
+	// the cluster's other nodes (nats-server's cluster no_advertise), so a
+	// client stays on the node it was given. It does not stop route gossip:
+	// a test's route proxies turn that off themselves (natstest).
 	NoAdvertise bool
 }
 
