@@ -47,29 +47,13 @@ async function route() {
   }
   const params = new URLSearchParams(qs ?? '');
   const m = path.match(r.re) ?? [];
-  const el = mount(ctl.signal);
   try {
-    await r.view(el, { id: m[1], sub: m[2], params, signal: ctl.signal });
+    await r.view(main, { id: m[1], sub: m[2], params, signal: ctl.signal });
   } catch (e) {
     if (ctl.signal.aborted) return; // left for another view: not an error
     if (!(e instanceof APIError)) console.error('view failed:', e); // a bug, not a refusal
-    replace(el, errorBox(e));
+    replace(main, errorBox(e));
   }
-}
-
-// mount gives a view an element of its own, shown in place of the last
-// view once the view first renders into it, and only while the view is
-// current: a view left while it loads (its reads were still in flight)
-// renders into an element that is never shown, so it cannot overwrite
-// the view that replaced it. Until then the last view stays on screen.
-function mount(signal) {
-  const el = h('div', { class: 'view' });
-  const seen = new MutationObserver(() => {
-    seen.disconnect();
-    if (!signal.aborted) replace(main, el);
-  });
-  seen.observe(el, { childList: true });
-  return el;
 }
 
 // load learns what the key may do (its scopes) and see (its projects);
