@@ -12,6 +12,7 @@ export async function jobView(main, { id, signal }) {
   const opened = Math.round(performance.now());
   let job = await get(`/v1/jobs/${enc(id)}`, { signal });
   const cfg = await config();
+  if (signal.aborted) return; // left while config.json loaded (it takes no signal): draw nothing
   const live = h('span', { class: 'live', id: 'live' }, 'connecting');
   const badge = h('span', { id: 'job-status' }, statusBadge(job.status));
   const cancelBtn = h('button', { type: 'button', class: 'danger', id: 'cancel', onclick: cancel }, 'Cancel job');

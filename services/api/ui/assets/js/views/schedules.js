@@ -63,6 +63,7 @@ export async function scheduleView(main, { id: project, sub: id, signal }) {
   let s = await get(base, { signal });
   const live = h('span', { class: 'live', id: 'live' }, 'connecting');
   const message = h('div');
+  const name = h('h1', { id: 'schedule-name' });
   const badge = h('span', { id: 'schedule-state' });
   const facts = h('div', { class: 'stats', id: 'facts' });
   const next = h('ol', { id: 'next-runs', class: 'times' });
@@ -91,7 +92,7 @@ export async function scheduleView(main, { id: project, sub: id, signal }) {
   }) }, 'Delete');
   replace(main,
     h('nav', { 'aria-label': 'Breadcrumb', class: 'muted' }, h('a', { href: `#/schedules/${enc(project)}` }, 'Schedules'), ' / ', project),
-    h('div', { class: 'head' }, h('h1', { id: 'schedule-name' }), badge, live, h('span', { class: 'grow' }),
+    h('div', { class: 'head' }, name, badge, live, h('span', { class: 'grow' }),
       mayChange ? [triggerBtn, pauseBtn, deleteBtn] : null),
     message, facts,
     h('div', { class: 'cols' },
@@ -101,7 +102,7 @@ export async function scheduleView(main, { id: project, sub: id, signal }) {
       h('thead', {}, h('tr', {}, h('th', {}, 'Scheduled for'), h('th', {}, 'Outcome'), h('th', {}, 'Job'), h('th', {}, 'Status'))), runs)));
 
   function show() {
-    document.getElementById('schedule-name').textContent = s.name;
+    name.textContent = s.name;
     replace(badge, pausedBadge(s.paused));
     pauseBtn.textContent = s.paused ? 'Resume' : 'Pause';
     pauseBtn.className = s.paused ? 'primary' : '';
