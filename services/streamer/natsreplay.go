@@ -23,12 +23,12 @@ import (
 // contracts.SubjectReplay and the streamer answers once, on the request's
 // reply subject, with the stream's stored messages. The NATS server
 // checks the credential's publish subject (its own project's replays)
-// but not the reply subject, and the streamer's role may answer any
-// reply subject once (allow_responses): so the streamer itself answers
-// only into the asking project's reader inboxes, and says nothing to any
-// other reply subject (a job subject, a KV key, another project's
-// inbox), which it counts in Stats.ReplayIgnored and logs (at info the
-// 1st, 2nd, 4th… time, else at debug).
+// but not the reply subject, and the streamer's role may publish into
+// any project's reader inboxes: so the streamer itself answers only into
+// the asking project's, and says nothing to any other reply subject (a
+// job subject, a KV key, another project's inbox), which it counts in
+// Stats.ReplayIgnored and logs (at info the 1st, 2nd, 4th… time, else at
+// debug).
 const (
 	// replaySubject is every replay request: rdev.replay.<project>.<stream_id>.
 	replaySubject = contracts.SubjectReplayPrefix + ".*.*"

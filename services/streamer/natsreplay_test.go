@@ -193,9 +193,10 @@ func TestNATSReplayRefusesBadRequests(t *testing.T) {
 }
 
 // A request whose reply subject is not an inbox of the project's readers
-// gets no answer at all: the streamer may answer any reply subject once
-// (allow_responses), so it would otherwise write the stream into a KV key,
-// a job subject or another project's inbox.
+// gets no answer at all: the streamer may publish into any project's
+// reader inboxes, so it would otherwise write the stream into another
+// project's inbox (and try a KV key or a job subject, which the server
+// refuses).
 func TestNATSReplayIgnoresForeignReplySubjects(t *testing.T) {
 	t.Parallel()
 	f := setup(t, options{})

@@ -249,6 +249,50 @@ func TestPermissions(t *testing.T) {
 	}
 }
 
+// The streamer may not answer the output lines delivered to it. With a
+// reply permission (allow_responses) it could, once each, and for that the
+// server recorded every line it delivered to the streamer and scanned the
+// record every 4,096 deliveries: a command printing a million lines
+// reached its one SSE client at half the rate (rdevbench throughput, 53k
+// against 110k lines/s). The streamer answers replay requests on a
+// publish permission for readers' inboxes instead.
+func TestStreamerMayNotAnswerItsDeliveries(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, admin, _ := f.connect(t, natsserver.RoleAdmin)
+	if _, err := admin.Publish(ctx, contracts.SubjectOutput("p1", "s1"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	nc, js, violations := f.connect(t, natsserver.RoleStreamer)
+	cons, err := js.OrderedConsumer(ctx, contracts.StreamOutput, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.SubjectOutput("p1", "s1")}})
+	must(t, err)
+	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	must(t, err)
+	if msg.Reply() == "" {
+		t.Fatal("the delivery has no reply subject to try")
+	}
+	must(t, nc.Publish(msg.Reply(), []byte("+ACK")))
+	must(t, nc.Flush())
+	select {
+	case v := <-violations:
+		if !strings.Contains(strings.ToLower(v.Error()), "permissions violation") {
+			t.Fatalf("got %v, want a permissions violation", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the streamer answered a delivery's reply subject")
+	}
+	// What it may publish outside JetStream reads: into readers' inboxes.
+	must(t, nc.Publish(contracts.SubjectReaderInbox("p1", "n1")+".r1", []byte(`{}`)))
+	must(t, nc.Flush())
+	select {
+	case v := <-violations:
+		t.Fatalf("answering a reader's inbox: %v", v)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
 // The admin provisions: it may do all of it.
 func TestAdminMayProvision(t *testing.T) {
 	t.Parallel()

@@ -146,11 +146,15 @@ func Permissions(r Role) *server.Permissions {
 		// The access bucket is watched so that open streams end within
 		// seconds of their key's revocation or their project's deletion.
 		pub = append(pub, consume(contracts.StreamOutput, kvAccess)...)
-		// Replay over NATS: direct subscribers' requests, answered once
-		// on the reply subject; no publish permission of its own (the
-		// streamer answers only into the asking project's reader inboxes).
+		// Replay over NATS: direct subscribers' requests, answered into
+		// the readers' inboxes and nowhere else (the streamer itself
+		// answers only into the asking project's). Not allow_responses:
+		// the server would record every message it delivers to the
+		// streamer (each output line's ack subject) as a reply it may
+		// send, and scan that record every 4,096 deliveries; a command
+		// printing a million lines halved the live path's throughput.
 		sub = append(sub, contracts.SubjectReplayPrefix+".>")
-		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL}
+		pub = append(pub, contracts.ReaderInboxPrefix+".>")
 	case RoleSystem:
 		// Not the common set: the system account has no JetStream of rdev.
 		return &server.Permissions{
