@@ -93,6 +93,12 @@ type Config struct {
 	// OutputWindow is how many output lines may await JetStream's
 	// acknowledgement per job; default 1024.
 	OutputWindow int
+	// OutputLinger is how long a job printing steadily gathers its lines
+	// before the next publish, so that a few share one instead of each
+	// costing a publish and its round trip; a line after a quiet spell is
+	// published at once. Default natsjs.DefaultLinger (5ms); negative
+	// publishes whenever the last publish has ended.
+	OutputLinger time.Duration
 	// Executor selects where commands run: ExecutorLocal (default) or
 	// ExecutorKubernetes.
 	Executor string
@@ -366,6 +372,9 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	}
 	w.exec = execSpans{exec, in.tracer}
 	w.out = natsjs.NewOutput(nc, js, cfg.OutputWindow)
+	if cfg.OutputLinger != 0 {
+		w.out.SetLinger(cfg.OutputLinger)
+	}
 	return w, nil
 }
 

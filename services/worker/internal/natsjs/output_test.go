@@ -210,6 +210,63 @@ func TestLineWriterContinuesStreamBegunOnLegacySubject(t *testing.T) {
 // A plain subscriber of a stream's output subject (a direct subscriber)
 // receives lines only: the writer commits each fast batch with its last
 // line, so the batch's empty end marker never reaches the subject.
+// A job printing steadily has its lines gathered: those that follow a
+// publish within the linger wait for it to pass and go together, while a
+// line after a quiet spell goes at once, and Close does not wait.
+func TestLineWriterGathersABusyStreamsLines(t *testing.T) {
+	t.Parallel()
+	nc, js := startWithTopology(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	job := contracts.Job{ID: "job-gather", StreamID: "gather1", Project: "demo"}
+	sub, err := nc.SubscribeSync(contracts.SubjectOutput(job.Project, job.StreamID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const linger = 4 * time.Second // far above a publish, even under load
+	out := natsjs.NewOutput(nc, js, 64)
+	out.SetLinger(linger)
+	w := out.Open(job, 1, 1)
+	line := func(i int) {
+		t.Helper()
+		if err := w.Line(ctx, contracts.Stdout, fmt.Appendf(nil, "line %d", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arrive := func(n int) time.Time {
+		t.Helper()
+		for range n {
+			if _, err := sub.NextMsg(30 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return time.Now()
+	}
+
+	start := time.Now()
+	line(1) // the first line: nothing was published before it
+	if at := arrive(1).Sub(start); at >= linger/2 {
+		t.Fatalf("the first line was published after %v: it waited for the linger", at)
+	}
+	line(2) // within the linger of the first publish: they wait for it
+	line(3)
+	line(4)
+	if at := arrive(3).Sub(start); at < linger {
+		t.Fatalf("the lines following a publish went after %v, within the linger of %v", at, linger)
+	}
+	line(5)
+	closing := time.Now()
+	if last, err := w.Close(ctx); err != nil || last != 5 {
+		t.Fatalf("Close = %d, %v; want 5", last, err)
+	}
+	if d := time.Since(closing); d >= linger/2 {
+		t.Fatalf("Close took %v: it waited for the linger", d)
+	}
+	if seqs, dups := storedSeqs(t, js, job.StreamID); len(seqs) != 5 || dups != 0 {
+		t.Fatalf("stored %v (%d duplicates); want lines 1 to 5 once", seqs, dups)
+	}
+}
+
 func TestLineWriterLiveSubscribersSeeOnlyLines(t *testing.T) {
 	t.Parallel()
 	nc, js := startWithTopology(t)
