@@ -111,15 +111,23 @@ func (s *Service) batchEvents(c echo.Context) error {
 			}
 			return nil
 		}
+		if pe.Flush {
+			if pending && w.Flush() != nil {
+				return nil
+			}
+			pending = false
+			continue
+		}
 		if pe.Seq == 0 { // idle
 			if open() != nil || ping(w) != nil {
 				return nil
 			}
+			pending = false
 			continue
 		}
-		if members[pe.Event.JobID] {
-			if pe.Event.Type.Terminal() {
-				ended[pe.Event.JobID] = pe.Event.Status
+		if members[pe.JobID] {
+			if pe.Type.Terminal() {
+				ended[pe.JobID] = pe.Status
 			}
 			if pe.Seq > resume {
 				resume = pe.Seq

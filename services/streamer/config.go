@@ -68,6 +68,12 @@ type Config struct {
 	// not loaded with a consumer per stream. A negative value puts every
 	// feed on the shared one. Default 256.
 	SharedFeedAfter int
+	// EventLinger is how long a busy project or batch event stream holds
+	// its flush, so that a client watching a thousand job events a second
+	// gets them in a write every few milliseconds rather than one write
+	// each; an event after a quiet spell goes at once. Default 5ms;
+	// negative turns it off.
+	EventLinger time.Duration
 }
 
 func (c *Config) setDefaults() {

@@ -92,10 +92,18 @@ func (s *Service) projectEvents(c echo.Context) error {
 			}
 			break
 		}
+		if pe.Flush {
+			if pending && w.Flush() != nil {
+				return nil
+			}
+			pending = false
+			continue
+		}
 		if pe.Seq == 0 { // idle
 			if ping(w) != nil {
 				return nil
 			}
+			pending = false
 			continue
 		}
 		resume = pe.Seq

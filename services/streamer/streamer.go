@@ -104,6 +104,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		// so its client is pinged.
 		Reads: cfg.ReplayReads, ReadWait: cfg.Heartbeat,
 		SharedAfter: cfg.SharedFeedAfter,
+		EventLinger: cfg.EventLinger,
 	}, log)
 	hubs := hub.New(store, hub.Config{Buffer: cfg.ClientBuffer, BufferBytes: cfg.ClientBufferBytes}, log)
 	quit, stop := context.WithCancel(context.Background())

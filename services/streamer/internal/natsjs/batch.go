@@ -12,20 +12,36 @@ import (
 	"github.com/rdev-dev/rdev/pkg/contracts"
 )
 
-// ProjectEvent is a lifecycle event with its stream sequence.
+// ProjectEvent is a lifecycle event with its stream sequence, or, with Seq
+// 0, no event: a Flush or an idle tick.
 type ProjectEvent struct {
-	Seq   uint64
-	Event contracts.Event
-	Data  []byte
-	// More is true when another event is already waiting: a writer can
-	// hold its flush until More is false.
+	Seq uint64
+	// JobID, Type and Status are the fields of the event its readers
+	// look at; Data is the whole event as stored.
+	JobID  string
+	Type   contracts.EventType
+	Status contracts.Status
+	Data   []byte
+	// More is true when another event is waiting or a Flush will follow:
+	// a writer holds its flush until an event with More false or a Flush.
 	More bool
+	// Flush (with Seq 0) says the linger of a busy feed has passed:
+	// write out what More held back.
+	Flush bool
+}
+
+// eventHead is what ProjectEvent takes from an event: decoding only these
+// skips the time and the strings nobody reads.
+type eventHead struct {
+	JobID  string              `json:"job_id"`
+	Type   contracts.EventType `json:"type"`
+	Status contracts.Status    `json:"status"`
 }
 
 // ProjectEvents yields the lifecycle events of a project stored since a
 // time, then live ones, until ctx ends or the caller stops. An idle feed
 // yields a zero ProjectEvent every idle interval so the caller can ping
-// its client.
+// its client. A busy feed's flushes are gathered (Config.EventLinger).
 func (s *Store) ProjectEvents(ctx context.Context, project string, since time.Time, idle time.Duration) iter.Seq2[ProjectEvent, error] {
 	return s.events(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{contracts.SubjectEventsPrefix + "." + project + ".>"},
@@ -87,12 +103,29 @@ func (s *Store) events(ctx context.Context, cfg jetstream.OrderedConsumerConfig,
 		}()
 		tick := time.NewTicker(idle)
 		defer tick.Stop()
+		linger := s.cfg.EventLinger
+		var flushed time.Time // when the caller was last told to flush
+		var due *time.Timer   // a Flush owed, when not nil
+		defer func() {
+			if due != nil {
+				due.Stop()
+			}
+		}()
 		for {
+			var dueC <-chan time.Time
+			if due != nil {
+				dueC = due.C
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
 				if !yield(ProjectEvent{}, nil) {
+					return
+				}
+			case <-dueC:
+				due, flushed = nil, time.Now()
+				if !yield(ProjectEvent{Flush: true}, nil) {
 					return
 				}
 			case n, ok := <-ch:
@@ -109,12 +142,22 @@ func (s *Store) events(ctx context.Context, cfg jetstream.OrderedConsumerConfig,
 				if err != nil {
 					continue
 				}
-				var ev contracts.Event
+				var ev eventHead
 				if json.Unmarshal(n.m.Data(), &ev) != nil {
 					continue
 				}
 				tick.Reset(idle)
-				if !yield(ProjectEvent{Seq: md.Sequence.Stream, Event: ev, Data: n.m.Data(), More: len(ch) > 0}, nil) {
+				more := len(ch) > 0 || due != nil
+				if !more && linger > 0 {
+					if wait := linger - time.Since(flushed); wait > 0 {
+						more, due = true, time.NewTimer(wait)
+					}
+				}
+				if !more {
+					flushed = time.Now()
+				}
+				pe := ProjectEvent{Seq: md.Sequence.Stream, JobID: ev.JobID, Type: ev.Type, Status: ev.Status, Data: n.m.Data(), More: more}
+				if !yield(pe, nil) {
 					return
 				}
 			}

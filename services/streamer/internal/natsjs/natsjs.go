@@ -70,7 +70,19 @@ type Config struct {
 	// entry larger than the bound alone still fits an empty queue.
 	// Default 4 MiB.
 	SharedBufferBytes int
+	// EventLinger is how long a busy lifecycle-event feed (ProjectEvents)
+	// holds its caller's flush: an event that comes less than EventLinger
+	// after the last flush is marked More and a Flush follows once
+	// EventLinger has passed, so a feed taking a thousand events a second
+	// costs its client a write every few milliseconds instead of one per
+	// event. An event after a quiet spell is flushed at once. Default
+	// DefaultEventLinger; negative turns it off.
+	EventLinger time.Duration
 }
+
+// DefaultEventLinger is Config.EventLinger's default: well under what a
+// person watching a dashboard or a CLI notices.
+const DefaultEventLinger = 5 * time.Millisecond
 
 // Store reads streams from JetStream. It is safe for concurrent use.
 type Store struct {
@@ -155,6 +167,9 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, log *slog.Lo
 	}
 	if cfg.SharedBuffer <= 0 {
 		cfg.SharedBuffer = 4096
+	}
+	if cfg.EventLinger == 0 {
+		cfg.EventLinger = DefaultEventLinger
 	}
 	if cfg.SharedBufferBytes <= 0 {
 		cfg.SharedBufferBytes = 4 << 20
