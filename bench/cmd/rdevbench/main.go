@@ -82,6 +82,9 @@ type config struct {
 	scaleQueued     int
 	scaleStreams    int
 	scaleWindow     time.Duration
+	lineJobs        int
+	lineLines       int
+	lineRate        int
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -122,6 +125,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.scaleQueued, "scale-queued", 100_000, "scale: no-op jobs queued before a worker drains them (-quick 10000)")
 	fs.IntVar(&c.scaleStreams, "scale-streams", 10_000, "scale: streams followed at once, one SSE client each (-quick 1000)")
 	fs.DurationVar(&c.scaleWindow, "scale-window", time.Minute, "scale: how long the worker's rate on the deep queue is measured (-quick 15s)")
+	fs.IntVar(&c.lineJobs, "linecpu-jobs", 10, "linecpu: jobs printing at once")
+	fs.IntVar(&c.lineLines, "linecpu-lines", 10_000, "linecpu: lines each job prints (-quick 2000)")
+	fs.IntVar(&c.lineRate, "linecpu-rate", 1000, "linecpu: lines a second each job prints")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -153,6 +159,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			"scale-queued":    func() { c.scaleQueued = 10_000 },
 			"scale-streams":   func() { c.scaleStreams = 1000 },
 			"scale-window":    func() { c.scaleWindow = 15 * time.Second },
+			"linecpu-lines":   func() { c.lineLines = 2000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -174,13 +181,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		c.fairnessJobs < 20 || c.scaleLines < 1 || c.scaleClients < 1 || c.scaleClients > 5000 || c.scaleFanLines < 1 ||
 		c.fanClients < 10 || c.fanClients%10 != 0 || c.fanRate < 1 || c.fanSatRate < 1 || c.fanSeconds < 1 ||
 		c.stormClients < 2 || c.stormStreams < 1 || c.stormStreams > 2000 ||
-		c.scaleQueued < 1 || c.scaleStreams < 1 || c.scaleStreams > 15_000 || c.scaleWindow <= 0 {
+		c.scaleQueued < 1 || c.scaleStreams < 1 || c.scaleStreams > 15_000 || c.scaleWindow <= 0 ||
+		c.lineJobs < 1 || c.lineLines < 1 || c.lineRate < 1 {
 		return c, errors.New("sizes must be positive")
 	}
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale", "basemem"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale", "basemem", "linecpu"}
 
 // env is what every scenario shares.
 type env struct {
@@ -266,7 +274,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
 		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet, "storm": storm, "scale": scale,
-		"basemem": basemem,
+		"basemem": basemem, "linecpu": lineCPU,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {
