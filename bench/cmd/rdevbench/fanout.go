@@ -138,20 +138,11 @@ func fanRdev(ctx context.Context, e *env, cfg config, streams, rate int, lines u
 	if err != nil {
 		return fanResult{}, err
 	}
-	// The job's command is a copy of rdevbench where the job's user
-	// (which may not be ours) can run it, and its gate a file there.
-	dir, err := os.MkdirTemp("", "rdevbench-printer-")
+	dir, self, err := printerCopy()
 	if err != nil {
 		return fanResult{}, err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return fanResult{}, err
-	}
-	self := filepath.Join(dir, "rdevbench")
-	if err := copyExecutable(self); err != nil {
-		return fanResult{}, err
-	}
 	gate := filepath.Join(dir, "go")
 	urls := make([]string, streams)
 	for i := range urls {
@@ -221,6 +212,25 @@ func fanBroadcaster(ctx context.Context, e *env, cfg config, rate int, lines uin
 		return post(ctx, fmt.Sprintf("%s/start?lines=%d&rate=%d&size=%d", bc.HTTP, lines, rate, fanoutLineSize))
 	}
 	return fanClients(ctx, cfg.fanClients, bc, start, lines, "-urls", bc.HTTP+"/events", "-ready", "event: connected")
+}
+
+// printerCopy copies rdevbench into a fresh directory for jobs to run as
+// their command (sse-printer): the job's user, which may not be ours,
+// can enter it and run the copy, and it can hold the jobs' gate file.
+// The caller removes dir.
+func printerCopy() (dir, self string, err error) {
+	if dir, err = os.MkdirTemp("", "rdevbench-printer-"); err != nil {
+		return "", "", err
+	}
+	self = filepath.Join(dir, "rdevbench")
+	if err = os.Chmod(dir, 0o755); err == nil {
+		err = copyExecutable(self)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return "", "", err
+	}
+	return dir, self, nil
 }
 
 // copyExecutable copies the running program to path, executable by all.

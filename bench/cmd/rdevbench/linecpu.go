@@ -29,20 +29,11 @@ func lineCPU(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The jobs' command is a copy of rdevbench where the job's user (which
-	// may not be ours) can run it, and their gate a file there.
-	bin, err := os.MkdirTemp("", "rdevbench-printer-")
+	bin, self, err := printerCopy()
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(bin)
-	if err := os.Chmod(bin, 0o755); err != nil {
-		return nil, err
-	}
-	self := filepath.Join(bin, "rdevbench")
-	if err := copyExecutable(self); err != nil {
-		return nil, err
-	}
 	gate := filepath.Join(bin, "go")
 	lines := uint64(cfg.lineLines)
 	ids := make([]string, cfg.lineJobs)
