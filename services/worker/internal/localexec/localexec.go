@@ -247,6 +247,11 @@ func workDir(ws, rel string) (string, error) {
 		return "", fmt.Errorf("%w: work dir %q is not relative", executor.ErrStart, rel)
 	}
 	dir := filepath.Join(ws, rel)
+	if dir == ws {
+		// The workspace itself, which command has just made sure is a
+		// directory: nothing to resolve (a dozen system calls a job).
+		return dir, nil
+	}
 	if !within(ws, dir) {
 		return "", fmt.Errorf("%w: work dir %q escapes the workspace", executor.ErrStart, rel)
 	}
