@@ -43,7 +43,9 @@ type Line struct {
 // A Writer is not safe for concurrent use; use one per stream. In the steady
 // state it does not allocate: lines wholly inside one Write are emitted
 // straight from the written bytes, and the rest is buffered in a buffer
-// allocated once by NewWriter.
+// grown on first use (up to max+1 bytes) and kept. A command that prints
+// nothing, or only lines that each arrive in one write, never needs it:
+// allocated up front it was most of what a short job allocated.
 type Writer struct {
 	fd   contracts.FD
 	max  int
@@ -64,7 +66,7 @@ func NewWriter(fd contracts.FD, limit int, emit func(Line) error) *Writer {
 	if limit <= 0 {
 		panic("lines: limit must be positive")
 	}
-	return &Writer{fd: fd, max: limit, emit: emit, buf: make([]byte, 0, limit+1)}
+	return &Writer{fd: fd, max: limit, emit: emit}
 }
 
 // Write cuts p into lines, emits every line it completes and buffers the

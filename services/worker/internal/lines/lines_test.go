@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -287,4 +288,28 @@ func BenchmarkWriter(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(emitted)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// A Writer holds no line buffer until a line spans writes: a short job's
+// two Writers used to allocate 16 KiB each up front, most of what the job
+// allocated. Not parallel, so that other tests' allocations stay out of
+// the count.
+func TestWriterBuffersOnlyALineThatSpansWrites(t *testing.T) {
+	const runs = 100
+	emit := func(lines.Line) error { return nil }
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		w := lines.NewWriter(contracts.Stdout, contracts.MaxLineBytes, emit)
+		if _, err := w.Write([]byte("a whole line\nand another\n")); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 1<<10 {
+		t.Fatalf("%d bytes allocated per Writer of whole lines; want at most 1 KiB", per)
+	}
 }
