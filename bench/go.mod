@@ -5,6 +5,7 @@ go 1.26.0
 replace (
 	github.com/rdev-dev/rdev/pkg/client => ../pkg/client
 	github.com/rdev-dev/rdev/pkg/contracts => ../pkg/contracts
+	github.com/rdev-dev/rdev/pkg/topology => ../pkg/topology
 )
 
 require (
@@ -12,6 +13,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rdev-dev/rdev/pkg/client v0.0.0-00010101000000-000000000000
 	github.com/rdev-dev/rdev/pkg/contracts v0.0.0-00010101000000-000000000000
+	github.com/rdev-dev/rdev/pkg/topology v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.14.1
 )
 

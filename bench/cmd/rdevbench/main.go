@@ -104,7 +104,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.idleConns, "idle-conns", 1000, "idle: SSE connections to open (-quick 200)")
 	fs.IntVar(&c.idleStreams, "idle-streams", 10, "idle: sleeping jobs the connections spread over")
 	fs.IntVar(&c.authRequests, "auth-requests", 20_000, "auth and tracing: submits per configuration and round (tracing: half; -quick 3000)")
-	fs.IntVar(&c.queueJobs, "queue-jobs", 10_000, "e2e and batchget: no-op jobs per run, rdev and asynq (-quick 1000)")
+	fs.IntVar(&c.queueJobs, "queue-jobs", 10_000, "e2e, batchget and floor: no-op jobs per run, rdev and asynq (-quick 1000)")
 	fs.IntVar(&c.priorityProbes, "priority-probes", 300, "priority: high-priority jobs timed idle and busy; p99 of 100 is one probe (-quick 30)")
 	fs.IntVar(&c.priorityBacklog, "priority-backlog", 10_000, "priority: low-priority jobs queued ahead (multiple of 1000)")
 	fs.IntVar(&c.priorityConc, "priority-concurrency", queueConcurrency, "priority: the worker's --concurrency")
@@ -188,7 +188,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale", "basemem", "linecpu"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale", "basemem", "linecpu", "floor"}
 
 // env is what every scenario shares.
 type env struct {
@@ -274,7 +274,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
 		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet, "storm": storm, "scale": scale,
-		"basemem": basemem, "linecpu": lineCPU,
+		"basemem": basemem, "linecpu": lineCPU, "floor": jetStreamFloor,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

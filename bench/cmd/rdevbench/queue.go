@@ -91,35 +91,11 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		}
 		e.stopAll()
 	}
-	sock, err := startRedis(ctx, e)
+	asynqRate, acpu, err := asynqMeasured(ctx, e, n)
 	if err != nil {
 		return nil, err
 	}
-	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
-	defer rc.Close()
-	redisBefore, err := redisCPU(ctx, rc)
-	if err != nil {
-		return nil, err
-	}
-	before, err := readCPUs([]int{os.Getpid()}) // asynq's client and server run in rdevbench; the `true`s are its children
-	if err != nil {
-		return nil, err
-	}
-	asynqRate, asynqTotal, err := asynqRun(ctx, sock, n)
-	if err != nil {
-		return nil, fmt.Errorf("asynq: %w", err)
-	}
-	after, err := readCPUs([]int{os.Getpid()})
-	if err != nil {
-		return nil, err
-	}
-	redisAfter, err := redisCPU(ctx, rc)
-	if err != nil {
-		return nil, err
-	}
-	acpu := perJob(before, after, redisAfter-redisBefore, n, asynqTotal)
-	figs = append(figs, fig("asynq, 1 server: tasks/s, enqueue to all processed (handler execs `true`)", asynqRate, "tasks/s"))
-	figs = append(figs, acpu.figures("asynq (redis-server included)", "task")...)
+	figs = append(figs, acpu.asynqFigures(asynqRate)...)
 	figs = append(figs,
 		target("rdev 1 worker / asynq", rates[1]/asynqRate, "x", ">=", 1.5),
 		target("rdev 2 workers / asynq", rates[2]/asynqRate, "x", ">=", 1.5),
@@ -131,6 +107,45 @@ func throughputE2E(ctx context.Context, e *env, cfg config) ([]figure, error) {
 		fig("rdev / asynq if rdev's own CPU per job were zero (CPU-bound)", (acpu.own+acpu.command).Seconds()/cpu[1].command.Seconds(), "x"),
 		loadFigure("load average after asynq"))
 	return figs, nil
+}
+
+// asynqMeasured runs n tasks through asynq on a fresh redis-server and
+// returns its tasks/s and CPU per task (its client and server run in
+// rdevbench, so its CPU is rdevbench's own plus redis-server's).
+func asynqMeasured(ctx context.Context, e *env, n int) (float64, jobCPU, error) {
+	sock, err := startRedis(ctx, e)
+	if err != nil {
+		return 0, jobCPU{}, err
+	}
+	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
+	defer rc.Close()
+	redisBefore, err := redisCPU(ctx, rc)
+	if err != nil {
+		return 0, jobCPU{}, err
+	}
+	before, err := readCPUs([]int{os.Getpid()}) // the `true`s are its children
+	if err != nil {
+		return 0, jobCPU{}, err
+	}
+	rate, took, err := asynqRun(ctx, sock, n)
+	if err != nil {
+		return 0, jobCPU{}, fmt.Errorf("asynq: %w", err)
+	}
+	after, err := readCPUs([]int{os.Getpid()})
+	if err != nil {
+		return 0, jobCPU{}, err
+	}
+	redisAfter, err := redisCPU(ctx, rc)
+	if err != nil {
+		return 0, jobCPU{}, err
+	}
+	return rate, perJob(before, after, redisAfter-redisBefore, n, took), nil
+}
+
+// asynqFigures reports asynq's rate and its CPU per task c.
+func (c jobCPU) asynqFigures(rate float64) []figure {
+	return append([]figure{fig("asynq, 1 server: tasks/s, enqueue to all processed (handler execs `true`)", rate, "tasks/s")},
+		c.figures("asynq (redis-server included)", "task")...)
 }
 
 // jobCPU is the processor time a run cost per job, and how busy it kept
