@@ -31,6 +31,7 @@ type Client struct {
 	base      string
 	key       string
 	hc        *http.Client
+	streams   *http.Client // hc for event streams: see streamClient
 	userAgent string
 }
 
@@ -59,7 +60,29 @@ func New(baseURL string, opts ...Option) *Client {
 	for _, o := range opts {
 		o(c)
 	}
+	c.streams = streamClient(c.hc)
 	return c
+}
+
+// streamClient is hc for event streams, on connections of their own when
+// its transport is an *http.Transport (the default): the server keeps a
+// stream's connection to itself and closes it at the stream's end, so a
+// stream that took the pooled connection would leave the next call to
+// dial, and handshake, again — a submit then follow per job would pay a
+// handshake on every submit. A stream's own dial overlaps with its job.
+// Any other RoundTripper is used as it is.
+func streamClient(hc *http.Client) *http.Client {
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	tr, ok := rt.(*http.Transport)
+	if !ok {
+		return hc
+	}
+	s := *hc
+	s.Transport = tr.Clone()
+	return &s
 }
 
 // Error is the API's refusal of a request: its HTTP status and the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strings"
 	"testing"
@@ -407,5 +408,35 @@ func TestBadBaseURLIsEveryCallsError(t *testing.T) {
 	}
 	if _, err := c.Follow(ctx(t), client.StreamEventsURL("s"), client.FollowOptions{}); err == nil || !strings.Contains(err.Error(), "base URL") {
 		t.Fatalf("Follow: %v, want the base URL's error", err)
+	}
+}
+
+// A client that submits and follows job after job submits on a warm
+// connection: the streamer keeps a stream's connection and closes it at
+// the stream's end, so a stream opened on the pooled connection would
+// leave every next submit to dial (and, in production, handshake) again.
+func TestSubmitsKeepTheirConnectionWhileStreamsComeAndGo(t *testing.T) {
+	t.Parallel()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := client.New(node, client.WithAPIKey(adminKey), client.WithHTTPClient(&http.Client{Transport: tr}))
+	project(t, c, "keep-conn")
+	for i := range 3 {
+		var reused bool
+		trace := httptrace.WithClientTrace(ctx(t), &httptrace.ClientTrace{GotConn: func(c httptrace.GotConnInfo) { reused = c.Reused }})
+		sub, err := c.SubmitCommand(trace, "keep-conn", contracts.CommandRequest{Command: []string{"echo", "hi"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reused {
+			t.Fatalf("submit %d dialled a new connection; want the pooled one", i)
+		}
+		s, err := c.Follow(ctx(t), sub.EventsURL, client.FollowOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lines, _, end := follow(t, s); end.Status != contracts.StatusSucceeded || len(lines) != 1 {
+			t.Fatalf("job %d ended %s with %d lines", i, end.Status, len(lines))
+		}
 	}
 }

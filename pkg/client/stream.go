@@ -222,7 +222,7 @@ func (s *Stream) connect() error {
 	if s.lastID != "" {
 		req.Header.Set("Last-Event-ID", s.lastID)
 	}
-	resp, err := s.c.hc.Do(req)
+	resp, err := s.c.streams.Do(req)
 	if err != nil {
 		return fmt.Errorf("open stream: %w", err)
 	}
