@@ -83,13 +83,7 @@ func runOverhead(ctx context.Context, bin string, env []string, cfg config) ([]f
 	slices.Sort(rdev)
 	slices.Sort(base)
 	slices.Sort(start)
-	var figs []figure
-	for _, p := range []float64{50, 90, 99} {
-		figs = append(figs, fig(fmt.Sprintf("rdev run -- echo hi p%g", p), ms(pct(rdev, p)), "ms"))
-	}
-	for _, p := range []float64{50, 90, 99} {
-		figs = append(figs, fig(fmt.Sprintf("baseline sh -c 'echo hi' p%g", p), ms(pct(base, p)), "ms"))
-	}
+	figs := append(percentiles("rdev run -- echo hi", rdev), percentiles("baseline sh -c 'echo hi'", base)...)
 	return append(figs,
 		fig("run overhead p50", ms(pct(rdev, 50)-pct(base, 50)), "ms"),
 		fig("run overhead p99", ms(pct(rdev, 99)-pct(base, 99)), "ms"),

@@ -49,13 +49,7 @@ func latency(ctx context.Context, e *env, cfg config) ([]figure, error) {
 	}
 	slices.Sort(rdev)
 	slices.Sort(base)
-	var figs []figure
-	for _, p := range []float64{50, 90, 99} {
-		figs = append(figs, fig(fmt.Sprintf("rdev submit->first line p%g", p), ms(pct(rdev, p)), "ms"))
-	}
-	for _, p := range []float64{50, 90, 99} {
-		figs = append(figs, fig(fmt.Sprintf("baseline fork/exec p%g", p), ms(pct(base, p)), "ms"))
-	}
+	figs := append(percentiles("rdev submit->first line", rdev), percentiles("baseline fork/exec", base)...)
 	figs = append(figs,
 		target("overhead p50", ms(pct(rdev, 50)-pct(base, 50)), "ms", "<=", 2),
 		fig("overhead p90", ms(pct(rdev, 90)-pct(base, 90)), "ms"),
@@ -131,6 +125,16 @@ func firstLine(ctx context.Context, base string) (firstLineRun, error) {
 	r.phases = [...]time.Duration{t202.Sub(t0), tOpen.Sub(t202),
 		started.Time.Sub(t0), line.Time.Sub(started.Time), t1.Sub(line.Time)}
 	return r, finish(s, 1)
+}
+
+// percentiles reports p50, p90 and p99 of sorted in ms, each named name
+// and its percentile.
+func percentiles(name string, sorted []time.Duration) []figure {
+	var figs []figure
+	for _, p := range []float64{50, 90, 99} {
+		figs = append(figs, fig(fmt.Sprintf("%s p%g", name, p), ms(pct(sorted, p)), "ms"))
+	}
+	return figs
 }
 
 // pct returns the p-th percentile (nearest rank) of sorted ds.

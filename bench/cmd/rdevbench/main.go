@@ -188,7 +188,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
-var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale", "basemem", "linecpu", "floor"}
+var scenarioNames = []string{"latency", "throughput", "memory", "idle", "auth", "tracing", "e2e", "priority", "cli", "webhooks", "delayed", "fairness", "scaleout", "fanout", "batchget", "storm", "scale", "basemem", "linecpu", "floor", "latencyfloor"}
 
 // env is what every scenario shares.
 type env struct {
@@ -274,7 +274,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"latency": latency, "throughput": throughput, "memory": memory, "idle": idle, "auth": authCost, "tracing": tracingCost,
 		"e2e": throughputE2E, "priority": priorityLatency, "webhooks": webhooks, "delayed": delayedJobs,
 		"fairness": fairness, "scaleout": scaleOut, "fanout": fanout, "batchget": batchGet, "storm": storm, "scale": scale,
-		"basemem": basemem, "linecpu": lineCPU, "floor": jetStreamFloor,
+		"basemem": basemem, "linecpu": lineCPU, "floor": jetStreamFloor, "latencyfloor": latencyFloor,
 	}
 	selected := strings.Split(cfg.only, ",")
 	for _, name := range scenarioNames {

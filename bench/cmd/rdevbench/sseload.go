@@ -7,6 +7,7 @@ package main
 //
 //	rdevbench sse-clients ...      SSE clients from one source address
 //	rdevbench sse-broadcaster ...  the minimal Go SSE broadcaster (baseline)
+//	rdevbench latency-skeleton     the least of rdev's path (latencyfloor)
 //	rdevbench sse-printer ...      a job's command printing timed lines
 //	rdevbench storm-client         the storm scenario's clients (order on stdin)
 //
@@ -53,6 +54,8 @@ func child(ctx context.Context, args []string) (bool, error) {
 		return true, printer(ctx, args[1:], os.Stdout)
 	case "storm-client":
 		return true, stormClient(os.Stdin, os.Stdout)
+	case "latency-skeleton":
+		return true, skeletonServe(ctx, os.Stdout)
 	}
 	return false, nil
 }
