@@ -23,9 +23,11 @@ import (
 // as a multiple of asynq's jobs/s within reach of any design that keeps
 // jobs in JetStream, whatever rdev itself does?
 //
-// Two skeleton queues run in rdevbench's own process on the embedded
+// Three skeleton queues run in rdevbench's own process on the embedded
 // server rdev up uses (natsserver.Start: file storage, in-process
-// connections), with asynq's concurrency and its `true` per job:
+// connections; without rdev's users and permissions, and with messages of
+// about a hundred bytes, so a little cheaper than rdev's), with asynq's
+// concurrency and its `true` per job:
 //
 //   - "minimal": what any durable queue must write — the job stored
 //     before the submit returns, its outcome stored before its message is
