@@ -219,7 +219,7 @@ func embedNATS(cfg nodeConfig, dialer *natsconn.Dialer, log *slog.Logger, stdout
 		return nil, err
 	}
 	dialer.URL = srv.ClientURL()
-	dialer.Extra = []nats.Option{nats.InProcessServer(srv)}
+	dialer.Extra = []nats.Option{nats.InProcessServer(natsserver.NewInProcess(srv))}
 	dialer.SignIn = func(r natsserver.Role) ([]nats.Option, error) {
 		o, err := nats.NkeyOptionFromSeed(creds.SeedFile(r))
 		return []nats.Option{o}, err

@@ -107,7 +107,7 @@ func floorRun(ctx context.Context, dir string, n int, shape floorShape) (time.Du
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 	conn := func() (*nats.Conn, jetstream.JetStream, error) {
-		nc, err := nats.Connect("", nats.InProcessServer(srv))
+		nc, err := nats.Connect("", nats.InProcessServer(natsserver.NewInProcess(srv)))
 		if err != nil {
 			return nil, nil, err
 		}

@@ -134,7 +134,7 @@ func startSkeleton(ctx context.Context, dir string) (string, func(), error) {
 		}
 	}()
 	conn := func() (jetstream.JetStream, error) {
-		nc, err := nats.Connect("", nats.InProcessServer(srv))
+		nc, err := nats.Connect("", nats.InProcessServer(natsserver.NewInProcess(srv)))
 		if err != nil {
 			return nil, err
 		}
