@@ -40,6 +40,11 @@ const inProcessBuffer = 8 << 20
 // written before it.
 const closeWait = time.Second
 
+// keepBuffer is the largest buffer a connection keeps for reuse: a burst
+// may grow one to inProcessBuffer, and an idle connection should not hold
+// that.
+const keepBuffer = 64 << 10
+
 // bufferedConn is a net.Conn whose writes go to a buffer that pump feeds
 // to the underlying connection; reads, addresses and read deadlines are
 // the underlying connection's.
@@ -142,7 +147,9 @@ func (b *bufferedConn) writeOut() bool {
 	if err != nil && b.err == nil {
 		b.err = err
 	}
-	b.spare = out[:0]
+	if cap(out) <= keepBuffer {
+		b.spare = out[:0]
+	}
 	b.mu.Unlock()
 	select {
 	case b.room <- struct{}{}:

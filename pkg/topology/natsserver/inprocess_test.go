@@ -140,3 +140,28 @@ func TestInProcessCarriesJetStream(t *testing.T) {
 		t.Fatalf("stream info %+v, %v; want %d messages", info, err, n)
 	}
 }
+
+// A burst does not leave its large buffer with an idle connection.
+func TestInProcessKeepsNoLargeBuffer(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := newBufferedConn(a, 8<<20)
+	defer c.Close()
+	data := make([]byte, 1<<20)
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, make([]byte, len(data))); err != nil {
+		t.Fatal(err)
+	}
+	held := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return cap(c.buf) + cap(c.spare)
+	}
+	for wait := time.Now().Add(5 * time.Second); held() > 2*keepBuffer; time.Sleep(time.Millisecond) {
+		if time.Now().After(wait) {
+			t.Fatalf("the idle connection holds %d bytes of buffers, want at most %d", held(), 2*keepBuffer)
+		}
+	}
+}
