@@ -114,7 +114,7 @@ func (t *taken) run() {
 	defer s.active.Done()
 	s.clients.Add(1)
 	held, release, reqCtx, end := s.startStream(t.ctx, t.ip, t.st)
-	err := s.follower.Run(reqCtx, t.st.ref.StreamID, &t.st.cur, s.in.sink(reqCtx, t.k))
+	err := s.follower.Run(reqCtx, t.st.pre, &t.st.cur, s.in.sink(reqCtx, t.k))
 	t.end(held, reqCtx, err, release, end)
 }
 
@@ -138,6 +138,7 @@ type opened struct {
 	w      *sse.Writer
 	cur    follow.Cursor
 	reader access.Reader
+	pre    *follow.Joining // its hub, being joined
 }
 
 // open looks the stream and the resume position up, answers the request
@@ -196,12 +197,15 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		}
 	}
 
-	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
 	connected, err := json.Marshal(contracts.SSEConnectedData{StreamID: ref.StreamID, JobID: ref.JobID, ResumeAfter: raw})
 	if err != nil {
 		s.streamLog(ref).Error("encode connected event", "err", err)
 		return nil, nil
 	}
+	// The stream will be followed: its live feed opens while the client
+	// gets its headers.
+	pre := s.follower.Prepare(ctx, streamID)
+	w := sse.NewWriter(c.Response(), s.cfg.WriteTimeout)
 	err = w.Take(c.Request(), s.cfg.Retry)
 	if err == nil {
 		err = w.Event(cur.StreamSeq, contracts.SSEConnected, connected)
@@ -210,11 +214,12 @@ func (s *Service) open(c echo.Context, reader access.Reader, streamID string, re
 		err = w.Flush()
 	}
 	if err != nil {
+		pre.Abandon()
 		s.writeFailed(ref, err)
 		_ = w.Close() // a connection taken over is the streamer's to close
 		return nil, nil
 	}
-	return &opened{ref: ref, w: w, cur: cur, reader: reader}, nil
+	return &opened{ref: ref, w: w, cur: cur, reader: reader, pre: pre}, nil
 }
 
 // retry calls op until it succeeds or returns one of the final errors,
@@ -267,7 +272,7 @@ func (s *Service) stream(ctx context.Context, ip netip.Addr, st *opened, k follo
 	defer s.clients.Add(-1)
 	held, release, reqCtx, end := s.startStream(ctx, ip, st)
 	defer release()
-	err := s.follower.Run(reqCtx, st.ref.StreamID, &st.cur, s.in.sink(reqCtx, k))
+	err := s.follower.Run(reqCtx, st.pre, &st.cur, s.in.sink(reqCtx, k))
 	s.streamEnded(held, reqCtx, err, st)
 	end(err)
 }

@@ -72,7 +72,7 @@ func benchFanOut(b *testing.B, clients int, data []byte, claude bool) {
 				k = claudeSink{sink{sse.NewWriter(discard{}, time.Minute)}}
 			}
 			cur := follow.Cursor{}
-			_ = f.Run(ctx, "bench", &cur, &markSink{Sink: k, until: &until, left: &left, reached: reached})
+			_ = f.Run(ctx, f.Prepare(ctx, "bench"), &cur, &markSink{Sink: k, until: &until, left: &left, reached: reached})
 		})
 	}
 	var seq uint64

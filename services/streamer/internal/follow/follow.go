@@ -129,7 +129,7 @@ type sourceError struct{ err error }
 func (e sourceError) Error() string { return e.err.Error() }
 func (e sourceError) Unwrap() error { return e.err }
 
-// Run sends sink every entry of streamID after cur, moving cur along,
+// Run sends sink every entry of j's stream after cur, moving cur along,
 // until it sent the terminal entry (it returns nil), ctx or f.Quit ends
 // (their error), the sink fails (its error) or the hubs and the history
 // keep failing for longer than f.Retry allows (the last failure).
@@ -139,18 +139,14 @@ func (e sourceError) Unwrap() error { return e.err }
 // Run's own frame is small too (its state is in a run, the work between
 // waits in functions of their own): an idle client's goroutine is a few
 // frames deep, so the runtime shrinks its stack to 4 KiB.
-func (f *Follower) Run(ctx context.Context, streamID string, cur *Cursor, sink Sink) error {
-	quit := f.Quit
-	if quit == nil {
-		quit = context.Background()
-	}
+func (f *Follower) Run(ctx context.Context, j *Joining, cur *Cursor, sink Sink) error {
 	f.beatOnce.Do(func() { f.beat = &beat{period: f.Heartbeat} })
-	r := &run{f: f, ctx: ctx, quit: quit, streamID: streamID, cur: cur, sink: sink}
+	r := &run{f: f, ctx: ctx, quit: f.quit(), streamID: j.streamID, pre: j, cur: cur, sink: sink}
 	defer r.leave()
 	for {
 		done, err := r.join()
 		if err == nil && !done {
-			done, err = live(ctx, quit, r.sub, cur, sink, f.beat)
+			done, err = live(ctx, r.quit, r.sub, cur, sink, f.beat)
 		}
 		if err == nil && !done {
 			continue // cut loose by the hub: join again, then replay what was missed
@@ -161,12 +157,69 @@ func (f *Follower) Run(ctx context.Context, streamID string, cur *Cursor, sink S
 	}
 }
 
+func (f *Follower) quit() context.Context {
+	if f.Quit == nil {
+		return context.Background()
+	}
+	return f.Quit
+}
+
+// Joining is a join of a stream's hub begun ahead of its Run.
+type Joining struct {
+	streamID string
+	cancel   context.CancelFunc
+	done     chan struct{} // closed once the join below ended
+	sub      *hub.Sub
+	boundary uint64
+	err      error
+}
+
+// Prepare begins joining streamID's hub, so that opening its feed (for a
+// stream nobody watches yet, a JetStream consumer: two round trips) runs
+// while the caller gets the client ready, rather than after: a new
+// stream's first line is then not held up by it. The join outlives ctx's
+// cancellation (not its values); pass j to RunPrepared, or to Abandon if
+// the stream will not be followed.
+func (f *Follower) Prepare(ctx context.Context, streamID string) *Joining {
+	// Join waits at most the hubs' open timeout, and they close at
+	// shutdown: a join nobody takes ends by itself.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	j := &Joining{streamID: streamID, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(j.done)
+		j.sub, j.boundary, j.err = f.Hubs.Join(ctx, streamID)
+	}()
+	return j
+}
+
+// Abandon ends a prepared join that will not be followed.
+func (j *Joining) Abandon() {
+	j.cancel()
+	<-j.done
+	if j.sub != nil {
+		j.sub.Leave()
+	}
+}
+
+// take waits for the join's outcome, or abandons it when ctx ends first.
+func (j *Joining) take(ctx context.Context) (*hub.Sub, uint64, error) {
+	select {
+	case <-j.done:
+		j.cancel()
+		return j.sub, j.boundary, j.err
+	case <-ctx.Done():
+		go j.Abandon()
+		return nil, 0, ctx.Err()
+	}
+}
+
 // run is the state of one Run.
 type run struct {
 	f        *Follower
 	ctx      context.Context
 	quit     context.Context
 	streamID string
+	pre      *Joining // a join begun before Run, taken by the first join
 	cur      *Cursor
 	sink     Sink
 
@@ -183,7 +236,9 @@ type run struct {
 //go:noinline
 func (r *run) join() (done bool, err error) {
 	r.joined = time.Time{}
-	freshstack.Run(func() { r.sub, done, err = r.f.join(r.ctx, r.quit, r.streamID, r.sub, r.cur, r.sink) })
+	pre := r.pre
+	r.pre = nil
+	freshstack.Run(func() { r.sub, done, err = r.f.join(r.ctx, r.quit, r.streamID, pre, r.sub, r.cur, r.sink) })
 	if err == nil && !done {
 		r.joined = time.Now()
 	}
@@ -257,17 +312,24 @@ func pause(ctx, quit context.Context, d time.Duration, sink Sink, heartbeat *bea
 	}
 }
 
-// join subscribes to the stream's hub and replays from history what the
-// client lacks up to the hub's boundary. It leaves prev, a subscription
-// the hub cut loose, only once joined: that keeps the hub's feed open when
-// this client is its only one.
-func (f *Follower) join(ctx, quit context.Context, streamID string, prev *hub.Sub, cur *Cursor, sink Sink) (*hub.Sub, bool, error) {
+// join subscribes to the stream's hub, or takes pre's subscription, and
+// replays from history what the client lacks up to the hub's boundary. It
+// leaves prev, a subscription the hub cut loose, only once joined: that
+// keeps the hub's feed open when this client is its only one.
+func (f *Follower) join(ctx, quit context.Context, streamID string, pre *Joining, prev *hub.Sub, cur *Cursor, sink Sink) (*hub.Sub, bool, error) {
 	// Cancelled by quit as well, so that a replay stops at shutdown; the
 	// context lives only while joining.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(quit, cancel)()
-	sub, boundary, err := f.Hubs.Join(ctx, streamID)
+	var sub *hub.Sub
+	var boundary uint64
+	var err error
+	if pre != nil {
+		sub, boundary, err = pre.take(ctx)
+	} else {
+		sub, boundary, err = f.Hubs.Join(ctx, streamID)
+	}
 	if prev != nil {
 		prev.Leave()
 	}

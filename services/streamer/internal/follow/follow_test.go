@@ -70,6 +70,13 @@ func (s *store) failFeed(t *testing.T) {
 	}
 }
 
+// feedOpen reports whether a feed was opened.
+func (s *store) feedOpen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opens > 0
+}
+
 func (s *store) end() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -217,7 +224,7 @@ func run(t *testing.T, f *follow.Follower, cur *follow.Cursor, k follow.Sink) <-
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		done <- f.Run(ctx, "s1", cur, k)
+		done <- f.Run(ctx, f.Prepare(ctx, "s1"), cur, k)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -562,4 +569,41 @@ func TestGapsAreAnnounced(t *testing.T) {
 	unknown := &sink{}
 	wait(t, run(t, f, &follow.Cursor{StreamSeq: 2}, unknown))
 	check(t, unknown, 3, 3, 4) // line 5 is the first it knows; 6-7 are missing after it
+}
+
+// A join prepared before Run opens the stream's feed at once; what the
+// feed carries before Run begins is queued for it, and Run delivers the
+// history and then that, each entry once.
+func TestPreparedJoinOpensTheFeedBeforeRun(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	st.append(t, line(1, 1), false)
+	f, _ := setup(t, st, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	j := f.Prepare(ctx, "s1")
+	await.Within(t, waitFor, "the feed opened", st.feedOpen)
+	st.append(t, line(2, 2), true) // carried before Run
+	k := &sink{}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx, j, &follow.Cursor{}, k) }()
+	st.append(t, entry.Entry{StreamSeq: 3, Kind: entry.Complete, Line: 2}, true)
+	wait(t, done)
+	check(t, k, 1, 2, 3)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.opens != 1 {
+		t.Fatalf("%d feeds opened, want 1", st.opens)
+	}
+}
+
+// A prepared join that is abandoned leaves the hub: its feed closes.
+func TestAbandonedJoinClosesTheFeed(t *testing.T) {
+	t.Parallel()
+	st := newStore()
+	f, h := setup(t, st, 8)
+	j := f.Prepare(context.Background(), "s1")
+	await.Within(t, waitFor, "the feed opened", func() bool { return h.Stats().Running == 1 })
+	j.Abandon()
+	await.Within(t, waitFor, "the feed closed", func() bool { return h.Stats().Running == 0 })
 }

@@ -54,7 +54,7 @@ func TestOverflowedSharedFeedClientGetsEveryLineOnce(t *testing.T) {
 
 	k := &recorder{}
 	done := make(chan error, 1)
-	go func() { done <- f.Run(context.Background(), id, &follow.Cursor{}, k) }()
+	go func() { done <- f.Run(context.Background(), f.Prepare(context.Background(), id), &follow.Cursor{}, k) }()
 	await.Within(t, 30*time.Second, "the client following live", func() bool { return store.FeedStats().Shared == 1 })
 	line(1)
 	line(2)
