@@ -347,6 +347,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	progress := natsjs.NewBatchProgress(js, state, 0)
+	s.closers = append(s.closers, progress.Close)
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Webhooks: hooks, NATSCredentials: natsCreds, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
 		Audit: s.audit, Query: auditQuery{s.audit}, Schedules: s.schedules, Dead: natsjs.NewDeadLetters(js, state), Index: s.index, Output: natsjs.NewOutput(js), BatchCounts: progress, Pauses: natsjs.NewPauses(js), Signer: deps.Signer, TokenTTL: cfg.TokenTTL,

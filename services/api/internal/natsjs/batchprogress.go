@@ -37,9 +37,11 @@ const (
 // job's state: it keeps, per batch, one letter per job
 // (contracts.BatchProgress) and the output stream sequence up to which
 // the project's lifecycle events were applied. A read applies the events
-// stored since (batched direct gets from the record's sequence: one
-// round trip when there are none) and stores the record for other API
-// replicas and restarts. Counts are as exact as the events: every
+// stored since and stores the record for other API replicas and
+// restarts. Once a project's batches are read again and again, the
+// events come from the project's event feed (eventFeed); until then, and
+// for a record the feed does not cover, from batched direct gets from
+// the record's sequence (one round trip when there are none). Counts are as exact as the events: every
 // status change of a job is followed by its event. A terminal letter
 // never changes again, so an ending announced twice (a redelivered job)
 // counts once.
@@ -60,6 +62,9 @@ type BatchProgress struct {
 	busy map[string]*batchTurn
 	// followed are the batches read lately, at most progressFollowed.
 	followed map[string]*followed
+	// feeds are the event feeds of the projects of followed batches.
+	feeds  map[string]*eventFeed
+	closed bool
 }
 
 // followed is a batch read lately: its record as this process knows it.
@@ -136,7 +141,64 @@ func NewBatchProgress(js jetstream.JetStream, kv jetstream.KeyValue, recheck tim
 		recheck = DefaultProgressRecheck
 	}
 	return &BatchProgress{js: js, events: newDirectReader(js, contracts.StreamOutput), records: st.BatchProgress, jobs: st.Jobs, recheck: recheck, now: time.Now,
-		busy: map[string]*batchTurn{}, followed: map[string]*followed{}}
+		busy: map[string]*batchTurn{}, followed: map[string]*followed{}, feeds: map[string]*eventFeed{}}
+}
+
+// Close stops the event feeds.
+func (p *BatchProgress) Close() {
+	p.mu.Lock()
+	feeds := p.feeds
+	p.feeds, p.closed = map[string]*eventFeed{}, true
+	p.mu.Unlock()
+	for _, f := range feeds {
+		f.stop()
+	}
+}
+
+// feed returns project's event feed, if it has one, and stops the feeds
+// that failed or that nobody read for feedIdle.
+func (p *BatchProgress) feed(project string) *eventFeed {
+	idle := p.now().Add(-feedIdle)
+	p.mu.Lock()
+	var stale []*eventFeed
+	for name, f := range p.feeds {
+		if f.done(idle) {
+			stale = append(stale, f)
+			delete(p.feeds, name)
+		}
+	}
+	f := p.feeds[project]
+	p.mu.Unlock()
+	for _, f := range stale {
+		f.stop()
+	}
+	return f
+}
+
+// startFeed gives project an event feed from sequence from, unless it
+// has one or feedsMax projects have. A feed that cannot start leaves the
+// reads to the stream.
+func (p *BatchProgress) startFeed(ctx context.Context, project string, from uint64) {
+	p.mu.Lock()
+	full := len(p.feeds) >= feedsMax
+	p.mu.Unlock()
+	if full {
+		return
+	}
+	f, err := openEventFeed(ctx, p.js, project, from, p.now())
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	_, had := p.feeds[project]
+	keep := !had && !p.closed && len(p.feeds) < feedsMax
+	if keep {
+		p.feeds[project] = f
+	}
+	p.mu.Unlock()
+	if !keep {
+		f.stop()
+	}
 }
 
 // Counts returns b's jobs by status. Jobs whose state expired are left
@@ -291,6 +353,26 @@ func (p *BatchProgress) tail(ctx context.Context, b contracts.Batch, f *followed
 			}
 		}
 		return true
+	}
+	if feed := p.feed(b.Project); feed != nil && f.rec.Seq > 0 {
+		events, err := feed.after(ctx, f.rec.Seq, p.now())
+		if err == nil {
+			for _, m := range events {
+				apply(m)
+			}
+			return changed, nil
+		}
+		if ctx.Err() != nil {
+			return false, err
+		}
+	} else if f.rec.Seq > 0 {
+		// Reads of this project from now on take their events from a
+		// feed; this one reads the stream, as the feed starts after it.
+		defer func() {
+			if f.rec.Seq > 0 {
+				p.startFeed(ctx, b.Project, f.rec.Seq+1)
+			}
+		}()
 	}
 	for {
 		req := directRequest{NextFor: contracts.SubjectProjectEvents(b.Project), Batch: progressFetch}

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
-	"github.com/rdev-dev/rdev/services/api/internal/natsjs"
 )
 
 // BenchmarkBatchProgressCounts is the counts of a 10,000-job batch read
@@ -15,7 +14,7 @@ import (
 func BenchmarkBatchProgressCounts(b *testing.B) {
 	const n, step = 10_000, 10
 	p := progressSetup(b, n)
-	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	bp := newProgress(b, p, 0)
 	if _, err := bp.Counts(p.ctx, p.b); err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rdev-dev/rdev/pkg/contracts"
@@ -23,6 +25,7 @@ import (
 // server, with the writes the API and the worker make as a job moves:
 // its state, then its event.
 type progressBundle struct {
+	srv *server.Server
 	js  jetstream.JetStream
 	kv  jetstream.KeyValue
 	st  *state.Store
@@ -32,7 +35,8 @@ type progressBundle struct {
 
 func progressSetup(t testing.TB, jobs int) *progressBundle {
 	t.Helper()
-	js, err := jetstream.New(natstest.Connect(t, natstest.Server(t)))
+	srv := natstest.Server(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +45,7 @@ func progressSetup(t testing.TB, jobs int) *progressBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &progressBundle{js: js, kv: kv, st: state.New(kv), ctx: ctx,
+	p := &progressBundle{srv: srv, js: js, kv: kv, st: state.New(kv), ctx: ctx,
 		b: contracts.Batch{V: contracts.Version, ID: "B" + t.Name()[4:], Project: "p", State: contracts.BatchCommitted, SubmittedAt: time.Now()}}
 	for i := range jobs {
 		id := fmt.Sprintf("J%d", i)
@@ -78,6 +82,14 @@ func (p *progressBundle) event(t testing.TB, id string, s contracts.Status, et c
 	}
 }
 
+// newProgress returns a BatchProgress closed at the test's end.
+func newProgress(t testing.TB, p *progressBundle, recheck time.Duration) *natsjs.BatchProgress {
+	t.Helper()
+	bp := natsjs.NewBatchProgress(p.js, p.kv, recheck)
+	t.Cleanup(bp.Close)
+	return bp
+}
+
 func (p *progressBundle) want(t *testing.T, bp *natsjs.BatchProgress, want map[contracts.Status]int) {
 	t.Helper()
 	got, err := bp.Counts(p.ctx, p.b)
@@ -93,7 +105,7 @@ func (p *progressBundle) want(t *testing.T, bp *natsjs.BatchProgress, want map[c
 func TestBatchProgressFollowsEvents(t *testing.T) {
 	t.Parallel()
 	p := progressSetup(t, 6)
-	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	bp := newProgress(t, p, 0)
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 6})
 
 	p.set(t, "J0", contracts.StatusRunning, contracts.EventStarted, 1)
@@ -125,7 +137,7 @@ func TestBatchProgressFollowsEvents(t *testing.T) {
 	// and read after the ending) does not bring it back.
 	p.event(t, "J1", contracts.StatusRunning, contracts.EventStarted, 1)
 	// Another API replica reads from the stored record.
-	p.want(t, natsjs.NewBatchProgress(p.js, p.kv, 0), want)
+	p.want(t, newProgress(t, p, 0), want)
 	// Nothing new: the same.
 	p.want(t, bp, want)
 }
@@ -137,11 +149,11 @@ func TestBatchProgressFollowsEvents(t *testing.T) {
 func TestBatchProgressRechecksStates(t *testing.T) {
 	t.Parallel()
 	p := progressSetup(t, 3)
-	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	bp := newProgress(t, p, 0)
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 3})
 	p.set(t, "J0", contracts.StatusSucceeded, "", 1) // no event yet
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 3})
-	rechecking := natsjs.NewBatchProgress(p.js, p.kv, time.Nanosecond)
+	rechecking := newProgress(t, p, time.Nanosecond)
 	p.want(t, rechecking, map[contracts.Status]int{contracts.StatusQueued: 2, contracts.StatusSucceeded: 1})
 	// The event, when it comes, changes nothing.
 	p.event(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
@@ -157,25 +169,48 @@ func TestBatchProgressRechecksStates(t *testing.T) {
 	p.want(t, rechecking, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusSucceeded: 1})
 }
 
-// Counts keep no consumer on the output stream (direct gets instead),
-// and read a tail of events longer than one request.
-func TestBatchProgressReadsEventsWithoutAConsumer(t *testing.T) {
+// Counts follow the events across more than one request's worth
+// (1,024). From the third read of a project's batch on, the events come
+// from the project's feed (one consumer, however many batches) and not
+// from direct gets of the stream, which the server answers by counting
+// every event subject of the project first.
+func TestBatchProgressReadsEventsFromTheProjectFeed(t *testing.T) {
 	t.Parallel()
 	const n = 1100 // more events than one request asks for (1,024)
 	p := progressSetup(t, n)
-	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
-	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: n})
+	bp := newProgress(t, p, 0)
+	var gets atomic.Int64
+	watch := natstest.Connect(t, p.srv)
+	if _, err := watch.Subscribe("$JS.API.DIRECT.GET."+contracts.StreamOutput, func(*nats.Msg) { gets.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: n}) // a new record: the stream since the submission
+	p.set(t, "J0", contracts.StatusRunning, contracts.EventStarted, 1)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: n - 1, contracts.StatusRunning: 1}) // the stream; the feed starts
+	if gets.Load() == 0 {
+		t.Fatal("no direct get seen: the count of them proves nothing")
+	}
+	before := gets.Load()
 	for i := range n {
 		p.set(t, fmt.Sprintf("J%d", i), contracts.StatusSucceeded, contracts.EventSucceeded, 1)
 	}
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusSucceeded: n})
+	if got := gets.Load() - before; got != 0 {
+		t.Fatalf("%d direct gets of the output stream once the feed ran", got)
+	}
 	out, err := p.js.Stream(p.ctx, contracts.StreamOutput)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := out.ConsumerNames(p.ctx)
-	for name := range names.Name() {
-		t.Fatalf("consumer %s on the output stream", name)
+	var consumers int
+	for range out.ConsumerNames(p.ctx).Name() {
+		consumers++
+	}
+	if consumers != 1 {
+		t.Fatalf("%d consumers on the output stream, want the project's feed alone", consumers)
 	}
 }
 
@@ -184,7 +219,7 @@ func TestBatchProgressReadsEventsWithoutAConsumer(t *testing.T) {
 func TestBatchProgressSettledBatchReadsNoEvents(t *testing.T) {
 	t.Parallel()
 	p := progressSetup(t, 2)
-	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	bp := newProgress(t, p, 0)
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
 	p.set(t, "J0", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
 	p.set(t, "J1", contracts.StatusFailed, contracts.EventFailed, 1)
@@ -224,7 +259,7 @@ func TestBatchProgressRechecksManyStates(t *testing.T) {
 		}
 	}
 	// Every job's queued event came before: only a recheck sees the rest.
-	p.want(t, natsjs.NewBatchProgress(p.js, p.kv, time.Nanosecond), want)
+	p.want(t, newProgress(t, p, time.Nanosecond), want)
 }
 
 // Readers of one batch at once share reads, yet each sees every ending
@@ -233,7 +268,7 @@ func TestBatchProgressConcurrentReadersSeeEveryEarlierEvent(t *testing.T) {
 	t.Parallel()
 	const n = 40
 	p := progressSetup(t, n)
-	bp := natsjs.NewBatchProgress(p.js, p.kv, 0)
+	bp := newProgress(t, p, 0)
 	var published atomic.Int64
 	var wg sync.WaitGroup
 	for range 6 {
@@ -260,4 +295,32 @@ func TestBatchProgressConcurrentReadersSeeEveryEarlierEvent(t *testing.T) {
 		published.Store(int64(i + 1))
 	}
 	wg.Wait()
+}
+
+// A record further behind than the project's feed keeps (its oldest
+// events dropped while nobody read the batch) reads the stream: no
+// event is missed.
+func TestBatchProgressBehindTheFeedReadsTheStream(t *testing.T) {
+	t.Parallel()
+	p := progressSetup(t, 2)
+	bp := newProgress(t, p, 0)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 2})
+	p.set(t, "J0", contracts.StatusRunning, contracts.EventStarted, 1)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: 1, contracts.StatusRunning: 1}) // the feed starts
+	p.set(t, "J1", contracts.StatusSucceeded, contracts.EventSucceeded, 1)
+	// More of another batch's events than the feed keeps.
+	other, _ := json.Marshal(contracts.Event{V: contracts.Version, Type: contracts.EventStarted, Status: contracts.StatusRunning,
+		JobID: "JX", StreamID: "SX", Project: "p", BatchID: "other", Time: time.Now()})
+	for range 10_000 {
+		if _, err := p.js.PublishAsync(contracts.SubjectEvent("p", "SX", contracts.EventStarted), other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-p.js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publishes not acknowledged")
+	}
+	p.set(t, "J0", contracts.StatusFailed, contracts.EventFailed, 1)
+	p.want(t, bp, map[contracts.Status]int{contracts.StatusSucceeded: 1, contracts.StatusFailed: 1})
 }
