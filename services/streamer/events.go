@@ -114,7 +114,7 @@ func (t *taken) run() {
 	defer s.active.Done()
 	s.clients.Add(1)
 	held, release, reqCtx, end := s.startStream(t.ctx, t.ip, t.st)
-	err := s.follower.Run(reqCtx, t.st.pre, &t.st.cur, s.in.sink(reqCtx, t.k))
+	err := s.follower.Run(reqCtx, t.st.takeJoin(), &t.st.cur, s.in.sink(reqCtx, t.k))
 	t.end(held, reqCtx, err, release, end)
 }
 
@@ -138,7 +138,15 @@ type opened struct {
 	w      *sse.Writer
 	cur    follow.Cursor
 	reader access.Reader
-	pre    *follow.Joining // its hub, being joined
+	pre    *follow.Joining // its hub, being joined; Run takes it
+}
+
+// takeJoin hands the join over to Run: an open stream holds nothing of
+// it for the hours it may stay idle.
+func (o *opened) takeJoin() *follow.Joining {
+	j := o.pre
+	o.pre = nil
+	return j
 }
 
 // open looks the stream and the resume position up, answers the request
@@ -272,7 +280,7 @@ func (s *Service) stream(ctx context.Context, ip netip.Addr, st *opened, k follo
 	defer s.clients.Add(-1)
 	held, release, reqCtx, end := s.startStream(ctx, ip, st)
 	defer release()
-	err := s.follower.Run(reqCtx, st.pre, &st.cur, s.in.sink(reqCtx, k))
+	err := s.follower.Run(reqCtx, st.takeJoin(), &st.cur, s.in.sink(reqCtx, k))
 	s.streamEnded(held, reqCtx, err, st)
 	end(err)
 }
