@@ -41,8 +41,9 @@ const (
 // restarts. Once a project's batches are read again and again, the
 // events come from the project's event feed (eventFeed); until then, and
 // for a record the feed does not cover, from batched direct gets from
-// the record's sequence (one round trip when there are none). Counts are as exact as the events: every
-// status change of a job is followed by its event. A terminal letter
+// the record's sequence (one round trip when there are none). Counts are
+// as exact as the events: every status change of a job is followed by
+// its event. A terminal letter
 // never changes again, so an ending announced twice (a redelivered job)
 // counts once.
 type BatchProgress struct {
