@@ -31,7 +31,8 @@ type StreamGate struct {
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
 
-	holds holds // streams open under Hold
+	holds  holds  // streams open under Hold
+	recent recent // keys and projects read, while Watch follows changes
 }
 
 // Reader is a caller admitted by StreamGate.Admit.
@@ -58,7 +59,7 @@ func (g *StreamGate) Admit(ctx context.Context, token, secret string, client net
 		}
 		if bound {
 			// The key that asked for the token must still be good.
-			k, err := g.Keys.Key(ctx, grant.KeyID)
+			k, err := gateKeys{g}.Key(ctx, grant.KeyID)
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				return Reader{}, err
 			}
@@ -71,7 +72,7 @@ func (g *StreamGate) Admit(ctx context.Context, token, secret string, client net
 	if secret == "" {
 		return Reader{}, errorf(KindUnauthenticated, "missing_credentials", "send the events_url's token parameter, or an API key as 'Authorization: Bearer <key>'")
 	}
-	p, err := Authenticate(ctx, g.Keys, secret, client, now)
+	p, err := Authenticate(ctx, gateKeys{g}, secret, client, now)
 	if err != nil {
 		return Reader{}, err
 	}
@@ -84,7 +85,7 @@ func (g *StreamGate) Admit(ctx context.Context, token, secret string, client net
 // does everyone when the project is now another incarnation (deleted and
 // created again), and a bound token when its project is deleted.
 func (g *StreamGate) Allow(ctx context.Context, r Reader, project, incarnation string, client netip.Addr) error {
-	return g.allow(ctx, g.Projects, r, project, incarnation, client)
+	return g.allow(ctx, gateProjects{g}, r, project, incarnation, client)
 }
 
 func (g *StreamGate) allow(ctx context.Context, projects ProjectLookup, r Reader, project, incarnation string, client netip.Addr) error {
@@ -116,7 +117,7 @@ func (g *StreamGate) allow(ctx context.Context, projects ProjectLookup, r Reader
 // Project looks a project up, for a stream that is the project's own
 // (its lifecycle events) and so is made in its current incarnation.
 func (g *StreamGate) Project(ctx context.Context, id string) (Project, error) {
-	return g.Projects.Project(ctx, id)
+	return gateProjects{g}.Project(ctx, id)
 }
 
 // StreamNotFound is the refusal for a stream that does not exist and for

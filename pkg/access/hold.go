@@ -118,9 +118,15 @@ func (g *StreamGate) Watch(ctx context.Context) error {
 	}
 	err := errors.New("no change feed")
 	if feed != nil {
-		err = feed.Watch(ctx, func(c Change) { g.changed(ctx, c) })
+		// A change drops what it touched before the streams are checked
+		// again, so that the checks read it anew.
+		err = feed.Watch(ctx, func(c Change) {
+			g.recent.changed(c)
+			g.changed(ctx, c)
+		})
 	}
 	if err == nil {
+		g.recent.follow()
 		return nil
 	}
 	every := g.PollEvery
@@ -266,7 +272,7 @@ func (g *StreamGate) lookups() *lookups {
 func (lk *lookups) Key(ctx context.Context, id string) (Key, error) {
 	r, ok := lk.keys[id]
 	if !ok {
-		r.k, r.err = lk.g.Keys.Key(ctx, id)
+		r.k, r.err = gateKeys{lk.g}.Key(ctx, id)
 		lk.keys[id] = r
 	}
 	return r.k, r.err
@@ -275,7 +281,7 @@ func (lk *lookups) Key(ctx context.Context, id string) (Key, error) {
 func (lk *lookups) Project(ctx context.Context, id string) (Project, error) {
 	r, ok := lk.projects[id]
 	if !ok {
-		r.p, r.err = lk.g.Projects.Project(ctx, id)
+		r.p, r.err = gateProjects{lk.g}.Project(ctx, id)
 		lk.projects[id] = r
 	}
 	return r.p, r.err

@@ -207,3 +207,21 @@ func TestRevokedKeyEndsBatchStream(t *testing.T) {
 	a.revoke("BK")
 	endsRevoked(t, c, now)
 }
+
+// The streamer keeps the keys and projects that streams opened with, and a
+// revocation the watch brings drops them: once the key's open stream has
+// ended, a new one with the key is refused, as before any was kept.
+func TestRevokedKeyOpensNoNewStream(t *testing.T) {
+	t.Parallel()
+	a := accessFixture{setup(t, options{}), t}
+	a.project("nr", "I1")
+	secret := a.key("NR", "project:nr:read")
+	first, second := a.job("nr", "I1"), a.job("nr", "I1")
+	held := a.open(first, dialOpts{apiKey: secret})
+	a.open(second, dialOpts{apiKey: secret}) // opened with the kept key and project
+
+	now := time.Now()
+	a.revoke("NR")
+	endsRevoked(t, held, now)
+	checkError(t, a.get(t, second.streamID, dialOpts{apiKey: secret}), http.StatusUnauthorized, "revoked_api_key")
+}
