@@ -454,3 +454,49 @@ func TestLoneSubscriberGetsNoShared(t *testing.T) {
 		t.Fatalf("took %+v, %v: want one entry without a Shared", batch, err)
 	}
 }
+
+// startingSource opens feeds that are not ready until the test says so.
+type startingSource struct {
+	source
+	started chan struct{}
+}
+
+type startingFeed struct {
+	*feed
+	started chan struct{}
+}
+
+func (f startingFeed) Started() <-chan struct{} { return f.started }
+
+func (s *startingSource) Open(ctx context.Context, id string) (hub.Feed, uint64, error) {
+	f, end, err := s.source.Open(ctx, id)
+	return startingFeed{feed: f.(*feed), started: s.started}, end, err
+}
+
+// A feed returned before it is ready (hub.Starting) lets its subscribers
+// join at its boundary at once, to replay history while it gets ready, and
+// holds its turn to open until it is ready.
+func TestStartingFeedJoinsAtOnceAndHoldsItsTurn(t *testing.T) {
+	t.Parallel()
+	src := &startingSource{source: source{end: 7}, started: make(chan struct{})}
+	r := hub.New(src, hub.Config{Buffer: 4, Opens: 1, OpenTimeout: 200 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	defer r.Close()
+
+	a, boundary := join(t, r, "a")
+	if boundary != 7 {
+		t.Fatalf("boundary %d, want 7", boundary)
+	}
+	if _, _, err := r.Join(context.Background(), "b"); !errors.Is(err, hub.ErrBusy) {
+		t.Fatalf("another stream's open while the first feed starts: %v, want ErrBusy", err)
+	}
+	close(src.started)
+	src.feed(t, 0).push(t, 8)
+	if seq, ok := recv(t, a); !ok || seq != 8 {
+		t.Fatalf("got %d (open %v), want 8", seq, ok)
+	}
+	b, _ := join(t, r, "b")
+	src.feed(t, 1).push(t, 9)
+	if seq, ok := recv(t, b); !ok || seq != 9 {
+		t.Fatalf("second stream: got %d (open %v), want 9", seq, ok)
+	}
+}

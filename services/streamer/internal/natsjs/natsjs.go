@@ -301,6 +301,12 @@ func filters(streamID string) []string { return contracts.StreamFilters(streamID
 // end of the output stream. It implements hub.Source. The feed has an
 // ordered consumer of its own while fewer than Config.SharedAfter feeds
 // are open, and joins the shared feed (shared.go) from then on.
+//
+// A feed of its own is returned once its boundary is known, while its
+// consumer is still being created (hub.Starting): its clients replay what
+// was stored up to the boundary meanwhile, rather than after. For a new
+// stream both are a round trip to the server, on the way to its first
+// line.
 func (s *Store) Open(ctx context.Context, streamID string) (hub.Feed, uint64, error) {
 	if !s.claimOwn() {
 		return s.openShared(ctx, streamID)
@@ -310,26 +316,70 @@ func (s *Store) Open(ctx context.Context, streamID string) (hub.Feed, uint64, er
 		s.own.Add(-1)
 		return nil, 0, err
 	}
-	f, err := s.openOwn(ctx, streamID, filters(streamID), last+1)
-	if err != nil {
-		s.own.Add(-1)
-		return nil, 0, err
-	}
+	f := s.newFeed(ctx, streamID, filters(streamID), last+1)
 	f.onClose = func() { s.own.Add(-1) }
+	f.start(ctx)
 	return f, last, nil
 }
 
 // openOwn starts a feed of the messages on subjects from stream sequence
-// start, through an ordered consumer of its own. label names it in logs.
+// start, through an ordered consumer of its own, and returns once the
+// consumer exists. label names it in logs.
 func (s *Store) openOwn(ctx context.Context, label string, subjects []string, start uint64) (*feed, error) {
-	cons, it, err := s.openAt(ctx, subjects, start)
-	if err != nil {
-		return nil, err
+	f := s.newFeed(ctx, label, subjects, start)
+	f.start(ctx)
+	<-f.started
+	if f.startErr != nil {
+		f.Close()
+		return nil, f.startErr
 	}
-	// The feed outlives ctx, which only bounds opening it.
-	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	return &feed{s: s, streamID: label, filters: subjects, cons: cons, it: it, ctx: fctx, cancel: cancel, next: start}, nil
+	return f, nil
 }
+
+func (s *Store) newFeed(ctx context.Context, label string, subjects []string, start uint64) *feed {
+	// The feed outlives the context it is opened with, which only bounds
+	// creating its consumer.
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return &feed{s: s, streamID: label, filters: subjects, ctx: fctx, cancel: cancel, next: start,
+		started: make(chan struct{})}
+}
+
+// start creates the feed's consumer in the background, within ctx's
+// deadline (not its cancellation: the caller returns before it is done).
+// Closing the feed does not cut the request short either: the server
+// would still create the consumer, and nobody would delete it.
+func (f *feed) start(ctx context.Context) {
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if d, ok := ctx.Deadline(); ok {
+		cctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+	}
+	go func() {
+		defer cancel()
+		defer close(f.started)
+		cons, it, err := f.s.openAt(cctx, f.filters, f.next)
+		f.mu.Lock()
+		closed := f.ctx.Err() != nil
+		switch {
+		case err != nil:
+			f.startErr = err
+		case closed:
+			f.startErr = errFeedClosed
+		default:
+			f.cons, f.it = cons, it
+		}
+		f.mu.Unlock()
+		if err == nil && closed {
+			it.Stop()
+			if ci := cons.CachedInfo(); ci != nil {
+				f.s.deleteConsumer(cctx, ci.Name)
+			}
+		}
+	}()
+}
+
+// Started implements hub.Starting: it is closed once the feed's consumer
+// exists or could not be created.
+func (f *feed) Started() <-chan struct{} { return f.started }
 
 // openAt starts an ordered consumer of subjects at stream sequence start.
 func (s *Store) openAt(ctx context.Context, subjects []string, start uint64) (jetstream.Consumer, jetstream.MessagesContext, error) {
@@ -360,6 +410,9 @@ type feed struct {
 	next     uint64 // stream sequence after the last message delivered
 	owed     uint64 // next when a check last found messages owed; 0 for none
 
+	started  chan struct{} // closed once start ended: cons and it are set, or startErr
+	startErr error
+
 	// cons and it are replaced by Next's goroutine (reopen) and read by
 	// Close's; Next's goroutine reads them without the lock.
 	mu   sync.Mutex
@@ -383,6 +436,14 @@ func (f *feed) Next() (entry.Entry, error) {
 // msg blocks until the next message and returns it with its stream
 // sequence. While none comes it checks the consumer every StallCheck.
 func (f *feed) msg() (jetstream.Msg, uint64, error) {
+	select {
+	case <-f.started:
+	case <-f.ctx.Done():
+		return nil, 0, errFeedClosed
+	}
+	if f.startErr != nil {
+		return nil, 0, f.startErr
+	}
 	var msg jetstream.Msg
 	for {
 		wait, cancel := context.WithTimeout(f.ctx, f.s.cfg.StallCheck)
@@ -472,9 +533,11 @@ func (f *feed) Close() {
 		f.cancel()
 		cons, it := f.cons, f.it
 		f.mu.Unlock()
-		it.Stop()
-		if info := cons.CachedInfo(); info != nil {
-			f.s.deleteConsumer(f.ctx, info.Name)
+		if it != nil { // else start has not created it, and now will not
+			it.Stop()
+			if info := cons.CachedInfo(); info != nil {
+				f.s.deleteConsumer(f.ctx, info.Name)
+			}
 		}
 		if f.onClose != nil {
 			f.onClose()
