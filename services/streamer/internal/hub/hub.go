@@ -58,16 +58,6 @@ type Notifier interface {
 	Notify(wake func())
 }
 
-// Starting is a Feed its Source returned before it can deliver, once its
-// boundary was known: the hub's subscribers replay history up to the
-// boundary while it gets ready. Its turn to open (Config.Opens) lasts
-// until Started is closed, which it is once the feed is ready or failed
-// (Next then says why), or closed.
-type Starting interface {
-	Feed
-	Started() <-chan struct{}
-}
-
 // Source opens feeds.
 type Source interface {
 	// Open starts a feed of the entries of streamID stored after the
@@ -374,18 +364,10 @@ func (r *Hubs) openFeed(streamID string) (Feed, uint64, error) {
 		wait.Stop()
 		return nil, 0, ErrClosed
 	}
+	defer func() { <-r.opens }()
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.OpenTimeout)
 	defer cancel()
-	feed, last, err := r.src.Open(ctx, streamID)
-	if st, ok := feed.(Starting); ok && err == nil {
-		go func() {
-			<-st.Started()
-			<-r.opens
-		}()
-	} else {
-		<-r.opens
-	}
-	return feed, last, err
+	return r.src.Open(ctx, streamID)
 }
 
 // release drops one reference to h and stops it when it was the last.

@@ -15,7 +15,6 @@ import (
 	"github.com/rdev-dev/rdev/pkg/state"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 	"github.com/rdev-dev/rdev/services/streamer/internal/entry"
-	"github.com/rdev-dev/rdev/services/streamer/internal/hub"
 	"github.com/rdev-dev/rdev/services/streamer/internal/natsjs"
 )
 
@@ -107,38 +106,6 @@ func TestAtFindsTheStreamsMessagesOnly(t *testing.T) {
 	}
 	if _, err := s.Ref(ctx, "s1"); !errors.Is(err, state.ErrNotFound) {
 		t.Fatalf("Ref(unknown): %v", err)
-	}
-}
-
-// A feed of its own is returned before its consumer exists (the hub
-// replays meanwhile); one closed then leaves no consumer behind once its
-// start has ended, and one started delivers from its boundary.
-func TestFeedClosedWhileStartingLeavesNoConsumer(t *testing.T) {
-	t.Parallel()
-	s, js := setup(t)
-	for i := range 40 {
-		f, _, err := s.Open(context.Background(), "s1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, ok := f.(hub.Starting)
-		if !ok {
-			t.Fatal("a feed of its own is not a hub.Starting")
-		}
-		time.Sleep(time.Duration(i) * 50 * time.Microsecond) // closed at each step of its start
-		f.Close()
-		select {
-		case <-st.Started():
-		case <-time.After(5 * time.Second):
-			t.Fatal("a closed feed's start did not end")
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for consumers(t, js) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d consumers left by feeds closed while starting", consumers(t, js))
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

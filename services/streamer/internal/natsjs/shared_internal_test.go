@@ -75,20 +75,6 @@ func send(t *testing.T, js jetstream.JetStream, m message) uint64 {
 }
 
 // read takes n entries from f, failing the test if they do not come.
-// started waits until f, when it makes a consumer of its own in the
-// background (hub.Starting), has made it, so the test can count it.
-func started(t *testing.T, f hub.Feed) hub.Feed {
-	t.Helper()
-	if st, ok := f.(hub.Starting); ok {
-		select {
-		case <-st.Started():
-		case <-time.After(sharedWait):
-			t.Fatal("feed's consumer not made")
-		}
-	}
-	return f
-}
-
 func read(t *testing.T, f hub.Feed, n int) []uint64 {
 	t.Helper()
 	got := make(chan []uint64, 1)
@@ -348,7 +334,7 @@ func TestFeedsSwitchToTheSharedFeedPastTheThreshold(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(f.Close)
-		return started(t, f)
+		return f
 	}
 	a, b := open("own-a"), open("own-b")
 	if n := outputConsumers(t, js); n != 2 {
@@ -428,7 +414,6 @@ func TestClosedStoreEndsItsSharedFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer own.Close()
-	started(t, own)
 	f, _, err := s.Open(context.Background(), "shared")
 	if err != nil {
 		t.Fatal(err)

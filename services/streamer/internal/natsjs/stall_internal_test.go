@@ -219,3 +219,53 @@ func (p *delayProxy) hold(on bool) {
 		p.release = nil
 	}
 }
+
+// A feed's consumer delivers only messages stored after it was made. If
+// nats.go makes it again before the feed received anything (it does so
+// with the first configuration), the new one skips what was stored in
+// between; the feed notices the new consumer and reopens from where it
+// started, whether a later message comes (then that message is not used
+// first) or the stream stays quiet (then its stall check notices). The
+// remaking is staged by swapping in a consumer made after the skipped
+// lines were stored.
+func TestFeedRemadeBeforeItsFirstMessageLosesNothing(t *testing.T) {
+	t.Parallel()
+	_, _, js := natstest.Provisioned(t)
+	kv, err := js.KeyValue(context.Background(), contracts.BucketState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(js, kv, Config{Batch: 8, StallCheck: 200 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	for _, later := range []bool{true, false} {
+		id := map[bool]string{true: "remade-busy", false: "remade-quiet"}[later]
+		hf, _, err := s.Open(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := hf.(*feed)
+		defer f.Close()
+		f.it.Stop()
+		publishLine(t, js, id, 1) // stored while the feed's consumer is being made again
+		remade, err := js.OrderedConsumer(context.Background(), contracts.StreamOutput, jetstream.OrderedConsumerConfig{
+			FilterSubjects: filters(id), DeliverPolicy: jetstream.DeliverNewPolicy,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.it, err = remade.Messages(); err != nil {
+			t.Fatal(err)
+		}
+		f.cons = remade
+		if later {
+			publishLine(t, js, id, 2)
+		}
+		if e, err := f.Next(); err != nil || e.Line != 1 {
+			t.Fatalf("%s: first entry %+v, %v; want line 1", id, e, err)
+		}
+		if later {
+			if e, err := f.Next(); err != nil || e.Line != 2 {
+				t.Fatalf("%s: second entry %+v, %v; want line 2", id, e, err)
+			}
+		}
+	}
+}
