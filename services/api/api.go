@@ -374,6 +374,11 @@ func (s *Service) hotPath(cfg Config, tel Telemetry, log *slog.Logger) (ratelimi
 	// Without this go-redis ignores context deadlines and waits for its
 	// own read timeout, which would defeat the guards' bounds.
 	opts.ContextTimeoutEnabled = true
+	// RESP2 unless the URL asks for RESP3: rdev uses none of RESP3's push
+	// messages, and with it go-redis looks for them before every reply.
+	if opts.Protocol == 0 {
+		opts.Protocol = 2
+	}
 	client := redis.NewClient(opts)
 	s.redis, s.failClosed = client, cfg.RateLimitFailClosed
 	s.closers = append(s.closers, func() { _ = client.Close() })

@@ -51,8 +51,11 @@ func (t *Telemetry) breakerHook(dependency string) func(from, to string) {
 // instrumentRedis adds spans and connection-pool and latency metrics to
 // the Redis client.
 func (t *Telemetry) instrumentRedis(client *redis.Client) error {
+	// No statement (it may carry secrets) and no caller: the span's name
+	// says the command, and finding the caller walks the stack on every
+	// command, sampled or not.
 	if err := redisotel.InstrumentTracing(client, redisotel.WithTracerProvider(t.TracerProvider),
-		redisotel.WithDBStatement(false)); err != nil {
+		redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
 		return err
 	}
 	return redisotel.InstrumentMetrics(client, redisotel.WithMeterProvider(t.MeterProvider))
