@@ -2,6 +2,9 @@ package contracts_test
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"strings"
 	"testing"
 
@@ -21,6 +24,7 @@ func TestSubjectsUseOnlySafeTokens(t *testing.T) {
 		{contracts.SubjectProjectStreams("demo"), "rdev.*.demo.>"},
 		{contracts.SubjectEvent("demo", "s1", contracts.EventStarted), "rdev.events.demo.s1.started"},
 		{contracts.SubjectStreamEvents("s1"), "rdev.events.*.s1.*"},
+		{strings.Join(contracts.SubjectEventsOf(contracts.EventQueued, contracts.EventExpired), " "), "rdev.events.*.*.queued rdev.events.*.*.expired"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
@@ -108,5 +112,41 @@ func TestTraceIDAndQueuedState(t *testing.T) {
 	job := contracts.Job{ID: "j", StreamID: "s", Trace: map[string]string{"traceparent": "00-" + id + "-00f067aa0ba902b7-01"}}
 	if st := contracts.QueuedState(job); st.TraceID != id || st.Status != contracts.StatusQueued || st.JobID != "j" {
 		t.Errorf("QueuedState = %+v, want queued j with trace id %s", st, id)
+	}
+}
+
+// EventTypes names every EventType constant: consumers filter on it, so a
+// type left out would never reach them.
+func TestEventTypesListsEveryType(t *testing.T) {
+	t.Parallel()
+	f, err := parser.ParseFile(token.NewFileSet(), "event.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var declared []string
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			v := spec.(*ast.ValueSpec)
+			if id, ok := v.Type.(*ast.Ident); ok && id.Name == "EventType" {
+				for _, n := range v.Names {
+					declared = append(declared, n.Name)
+				}
+			}
+		}
+	}
+	listed := contracts.EventTypes()
+	if len(declared) != len(listed) {
+		t.Fatalf("event.go declares %d event types %v; EventTypes lists %d %v", len(declared), declared, len(listed), listed)
+	}
+	seen := map[contracts.EventType]bool{}
+	for _, et := range listed {
+		if seen[et] {
+			t.Errorf("%s listed twice", et)
+		}
+		seen[et] = true
 	}
 }

@@ -25,6 +25,12 @@ const (
 	EventExpired EventType = "expired"
 )
 
+// EventTypes lists every lifecycle event type, in lifecycle order.
+func EventTypes() []EventType {
+	return []EventType{EventScheduled, EventQueued, EventStarted, EventRetrying,
+		EventSucceeded, EventFailed, EventCancelled, EventTimedOut, EventExpired}
+}
+
 // Terminal reports whether t ends the job.
 func (t EventType) Terminal() bool {
 	switch t {

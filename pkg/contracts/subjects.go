@@ -108,6 +108,16 @@ func SubjectEvent(project, streamID string, t EventType) string {
 	return SubjectEventsPrefix + "." + project + "." + streamID + "." + string(t)
 }
 
+// SubjectEventsOf matches the events of the given types, whatever the
+// project and stream: filters for a consumer that needs only those.
+func SubjectEventsOf(types ...EventType) []string {
+	subjects := make([]string, len(types))
+	for i, t := range types {
+		subjects[i] = SubjectEventsPrefix + ".*.*." + string(t)
+	}
+	return subjects
+}
+
 // SubjectStreamEvents matches every event of one stream.
 func SubjectStreamEvents(streamID string) string {
 	return SubjectEventsPrefix + ".*." + streamID + ".*"

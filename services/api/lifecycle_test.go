@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
 	"github.com/rdev-dev/rdev/pkg/topology/natstest"
 )
@@ -246,5 +248,38 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Every terminal event becomes one job_finished audit record, an expired
+// job's included, and no other event does.
+func TestEveryEndIsAudited(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	var ends []string
+	for _, et := range contracts.EventTypes() {
+		ev := contracts.Event{V: contracts.Version, Type: et, Project: "demo", JobID: "job-" + string(et), StreamID: "s-" + string(et),
+			Status: contracts.StatusOf(et), Attempt: 1, Time: time.Now().UTC()}
+		data, err := json.Marshal(ev)
+		must(t, err)
+		_, err = b.js.Publish(ctx, contracts.SubjectEvent(ev.Project, ev.StreamID, et), data)
+		must(t, err)
+		if et.Terminal() {
+			ends = append(ends, ev.JobID)
+		}
+	}
+	var got []string
+	await.Within(t, 10*time.Second, "a job_finished record per end", func() bool {
+		got = got[:0]
+		for _, r := range b.audit(t, "kind=job_finished&limit=100").Records {
+			got = append(got, r.JobID)
+		}
+		return len(got) >= len(ends)
+	})
+	slices.Sort(got)
+	slices.Sort(ends)
+	if !slices.Equal(got, ends) {
+		t.Fatalf("job_finished records for %v, want %v", got, ends)
 	}
 }

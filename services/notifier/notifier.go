@@ -136,6 +136,21 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
+// notifiedEvents are the subjects of the events the notifier takes up:
+// those a webhook is sent for, and the terminal ones (a batch completes
+// when each of its jobs has ended). Queued and scheduled events are
+// neither; taking them would deliver and acknowledge a third of every
+// job's events for nothing.
+func notifiedEvents() []string {
+	var types []contracts.EventType
+	for _, t := range contracts.EventTypes() {
+		if _, ok := contracts.WebhookEventFor(t); ok || t.Terminal() {
+			types = append(types, t)
+		}
+	}
+	return contracts.SubjectEventsOf(types...)
+}
+
 // Start loads the endpoints, then takes up events and starts sending.
 // It returns once the endpoints are loaded and the consumers run.
 func (s *Service) Start(ctx context.Context) error {
@@ -154,16 +169,17 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	for _, c := range []struct {
-		stream, durable, filter string
-		handle                  func(jetstream.Msg)
+		stream, durable, from string
+		filters               []string
+		handle                func(jetstream.Msg)
 	}{
-		{contracts.StreamOutput, contracts.ConsumerNotifierEvents, contracts.SubjectEventsPrefix + ".>", s.onEvent},
-		{contracts.StreamDead, contracts.ConsumerNotifierDead, contracts.SubjectDeadPrefix + ".>", s.onDeadLetter},
+		{contracts.StreamOutput, contracts.ConsumerNotifierEvents, "lifecycle events", notifiedEvents(), s.onEvent},
+		{contracts.StreamDead, contracts.ConsumerNotifierDead, "dead letters", []string{contracts.SubjectDeadPrefix + ".>"}, s.onDeadLetter},
 	} {
 		cons, err := s.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
-			Durable:       c.durable,
-			Description:   "rdev notifiers: webhook deliveries from " + c.filter,
-			FilterSubject: c.filter,
+			Durable:        c.durable,
+			Description:    "rdev notifiers: webhook deliveries from " + c.from,
+			FilterSubjects: c.filters,
 			// A fresh notifier tells of what happens from now on, not of
 			// the stream's past.
 			DeliverPolicy: jetstream.DeliverNewPolicy,

@@ -267,3 +267,41 @@ func TestBreakerStopsHammering(t *testing.T) {
 		}
 	}
 }
+
+// The notifiers' consumer is offered only the events a webhook is sent for
+// or a batch's completion counts, not the queued and scheduled ones that
+// are a third of every job's events; a consumer left by a release that
+// took every event is narrowed when a notifier starts.
+func TestNotifierTakesOnlyTheEventsItUses(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	first := f.start(t, fastConfig())
+	if err := first.svc.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := f.js.Consumer(ctx, contracts.StreamOutput, contracts.ConsumerNotifierEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := cons.CachedInfo().Config
+	old.FilterSubjects, old.FilterSubject = nil, contracts.SubjectEventsPrefix+".>"
+	if _, err := f.js.UpdateConsumer(ctx, contracts.StreamOutput, old); err != nil {
+		t.Fatal(err)
+	}
+
+	rc := newReceiver(t, nil)
+	f.endpoint(t, "demo", rc.URL, contracts.WebhookJobStarted)
+	f.start(t, fastConfig())
+	for _, et := range []contracts.EventType{contracts.EventScheduled, contracts.EventQueued, contracts.EventStarted} {
+		f.publish(t, contracts.Event{Type: et, JobID: "job1", Project: "demo", Attempt: 1})
+	}
+	await.Within(t, bound, "the started delivery", func() bool { return len(rc.requests()) == 1 })
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 1 || info.NumPending != 0 {
+		t.Fatalf("the consumer was offered %d events (%d pending), want only the started one", info.Delivered.Consumer, info.NumPending)
+	}
+}

@@ -21,10 +21,13 @@ const ConsumerAuditFinished = "rdev-audit-finished"
 // acknowledged only after its record is stored, and the record's id is
 // derived from the job, so a redelivery is stored once.
 func (a *AuditLog) RecordFinished(ctx context.Context) error {
-	var filters []string
-	for _, t := range []contracts.EventType{contracts.EventSucceeded, contracts.EventFailed, contracts.EventCancelled, contracts.EventTimedOut} {
-		filters = append(filters, contracts.SubjectEventsPrefix+".*.*."+string(t))
+	var terminal []contracts.EventType
+	for _, t := range contracts.EventTypes() {
+		if t.Terminal() {
+			terminal = append(terminal, t)
+		}
 	}
+	filters := contracts.SubjectEventsOf(terminal...)
 	cons, err := a.js.CreateOrUpdateConsumer(ctx, contracts.StreamOutput, jetstream.ConsumerConfig{
 		Durable:        ConsumerAuditFinished,
 		Description:    "rdev API: terminal job events to the audit log",
