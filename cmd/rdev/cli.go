@@ -170,7 +170,7 @@ type apiFlags struct {
 	// BootstrapKey is a secret: never logged.
 	BootstrapKey         string        `name:"bootstrap-api-key" env:"RDEV_BOOTSTRAP_API_KEY" help:"Admin API key to install (32+ printable characters, used as given). Without it the first start generates one and prints it once."`
 	ReinstallBootstrap   bool          `name:"reinstall-bootstrap-key" env:"RDEV_REINSTALL_BOOTSTRAP_KEY" help:"Install --bootstrap-api-key again even if it was revoked (a revoked bootstrap key otherwise stays revoked across restarts)."`
-	RedisURL             string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty."`
+	RedisURL             string        `name:"redis-url" env:"RDEV_REDIS_URL" help:"Redis for rate-limit counters and the key/project cache shared by API replicas (redis:// or unix://); in process when empty. Speaks RESP2 unless the URL says ?protocol=3."`
 	RedisTimeout         time.Duration `name:"redis-timeout" default:"${redis_timeout}" env:"RDEV_REDIS_TIMEOUT" help:"Longest a Redis call may take before it counts as a failure."`
 	RateLimitFailClosed  bool          `name:"rate-limit-fail-closed" env:"RDEV_RATE_LIMIT_FAIL_CLOSED" help:"Refuse requests (503) while Redis is down, instead of serving them unlimited."`
 	KeyRateLimit         int           `name:"key-rate-limit" default:"0" env:"RDEV_KEY_RATE_LIMIT" help:"Requests a key without its own limit may make per --key-rate-window (0: unlimited)."`
