@@ -2,6 +2,7 @@ package topology_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -22,8 +23,19 @@ func TestEnsureIsIdempotentAndKeepsMessages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	if _, err := js.Publish(ctx, contracts.SubjectOutput("p1", "s1"), []byte(`{"v":1}`)); err != nil {
-		t.Fatal(err)
+	// A stream just placed on a cluster may not answer for a moment while
+	// its leader starts (no response from stream): publish again, as a
+	// client would, under one message id so that a retry stores nothing
+	// twice.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := js.Publish(ctx, contracts.SubjectOutput("p1", "s1"), []byte(`{"v":1}`), jetstream.WithMsgID("first"))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrNoStreamResponse) || time.Now().After(deadline) {
+			t.Fatalf("first publish: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if _, err := js.Publish(ctx, contracts.SubjectJob(contracts.PriorityLow, "demo"), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
