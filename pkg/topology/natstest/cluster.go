@@ -214,7 +214,9 @@ func (c *Cluster) MetaLeader() int {
 
 // Provision connects to every node and provisions the rdev topology with
 // replicas, retrying while the new cluster still elects its leaders, and
-// returns a JetStream context on that connection (closed by t.Cleanup).
+// returns a JetStream context on that connection (closed by t.Cleanup)
+// once every stream has a leader: a stream without one does not answer
+// publishes yet.
 func (c *Cluster) Provision(replicas int) jetstream.JetStream {
 	c.tb.Helper()
 	js := jetStreamAt(c.tb, c.URL())
@@ -224,6 +226,9 @@ func (c *Cluster) Provision(replicas int) jetstream.JetStream {
 		// answered: each try gets its own timeout.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := topology.Ensure(ctx, js, topology.Config{Replicas: replicas})
+		if err == nil {
+			err = everyStreamLed(ctx, js)
+		}
 		cancel()
 		if err == nil {
 			return js
@@ -233,6 +238,17 @@ func (c *Cluster) Provision(replicas int) jetstream.JetStream {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// everyStreamLed returns nil when every stream reports a leader.
+func everyStreamLed(ctx context.Context, js jetstream.JetStream) error {
+	streams := js.ListStreams(ctx)
+	for info := range streams.Info() {
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return fmt.Errorf("stream %s has no leader yet", info.Config.Name)
+		}
+	}
+	return streams.Err()
 }
 
 // ConnectNode returns a JetStream context on a connection to node i only
