@@ -390,7 +390,15 @@ func (s *Service) hotPath(cfg Config, tel Telemetry, log *slog.Logger) (ratelimi
 	if cfg.RateLimitFailClosed {
 		policy = ratelimit.FailClosed
 	}
-	lim := ratelimit.NewGuard(redisstore.NewLimiter(client, "rdev:rl:"), ratelimit.GuardConfig{Policy: policy, Timeout: cfg.RedisTimeout, OnDegraded: func(err error) {
+	// Every request makes a limit check: under load the autopipeliner
+	// sends the checks waiting at one time as one pipeline, which cut the
+	// Redis path's cost by a third (docs/performance.md). It adds no wait:
+	// a check is sent as soon as the previous batch's replies are read.
+	checks, err := client.AutoPipeline()
+	if err != nil {
+		return nil, nil, fmt.Errorf("api: redis autopipeline: %w", err)
+	}
+	lim := ratelimit.NewGuard(redisstore.NewLimiter(checks, "rdev:rl:"), ratelimit.GuardConfig{Policy: policy, Timeout: cfg.RedisTimeout, OnDegraded: func(err error) {
 		rlDegraded()
 		log.Warn("rate limiter degraded", "policy", policy, "err", err)
 	}, OnBreakerChange: tel.breakerHook("redis_ratelimit")})

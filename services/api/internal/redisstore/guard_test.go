@@ -47,7 +47,7 @@ func TestGuardLimiterRedisOutage(t *testing.T) {
 			t.Parallel()
 			srv := redistest.Start(t)
 			var degraded atomic.Int64
-			g := ratelimit.NewGuard(redisstore.NewLimiter(srv.Client(t), prefix(t)), ratelimit.GuardConfig{
+			g := ratelimit.NewGuard(redisstore.NewLimiter(pipelined(t, srv.Client(t)), prefix(t)), ratelimit.GuardConfig{
 				Policy:          tc.policy,
 				Timeout:         guardTimeout,
 				OnDegraded:      func(error) { degraded.Add(1) },

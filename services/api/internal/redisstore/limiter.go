@@ -84,7 +84,7 @@ return {1, best, remaining, 0, tonumber(ARGV[2 * best + 1])}
 // each, which also puts each project's keys on one shard. Not done: rdev
 // runs a single Redis (with replicas).
 type Limiter struct {
-	client redis.UniversalClient
+	client redis.Scripter
 	prefix string
 	// Members must be unique even for two requests in the same
 	// microsecond from different replicas: a random per-process nonce and
@@ -94,8 +94,11 @@ type Limiter struct {
 }
 
 // NewLimiter returns a Limiter whose Redis keys start with prefix
-// (e.g. "rdev:rl:").
-func NewLimiter(client redis.UniversalClient, prefix string) *Limiter {
+// (e.g. "rdev:rl:"). The API passes its client's autopipeliner
+// (redis.Client.AutoPipeline): the checks of concurrent requests then go
+// to Redis as one pipeline, a write and a read for many requests on both
+// sides, while a lone check is sent at once.
+func NewLimiter(client redis.Scripter, prefix string) *Limiter {
 	return &Limiter{client: client, prefix: prefix, nonce: rand.Text()[:12]}
 }
 
