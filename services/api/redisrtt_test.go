@@ -3,9 +3,11 @@ package api_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -135,4 +137,81 @@ func TestSubmitCostsOneRedisRoundTrip(t *testing.T) {
 			n, limits, len(other), deletes, n, strings.Join(other, ""))
 	}
 	t.Logf("%d submits: %d limit checks, %d cache refills after %d deletes by the access watch", n, limits, len(other), deletes)
+}
+
+// Concurrent submits share Redis round trips: the API sends the limit
+// checks waiting at one time as one pipeline (go-redis's automatic
+// pipelining), so Redis reads fewer times than it runs checks. A plain
+// client, one check per connection and round trip, makes Redis read at
+// least once per check. Counted by Redis itself (INFO stats and
+// commandstats).
+func TestConcurrentSubmitsShareRedisRoundTrips(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	b := setupWith(t, api.Config{MaxBodyBytes: 64 << 10, RedisURL: rs.URL(), RedisTimeout: 5 * time.Second}, nil)
+	k := b.newKey(t, `{"name":"pipelined","scopes":["project:demo:submit"],"rate_limit":{"requests":1000000,"window_seconds":60}}`)
+	submit := func() error {
+		resp, rb := b.post(t, "/v1/projects/demo/commands", "application/json", []byte(`{"command":["true"]}`), bearer(k.Key)...)
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("submit: %d %s", resp.StatusCode, rb)
+		}
+		return nil
+	}
+	if err := submit(); err != nil { // the first fills the caches and loads the script
+		t.Fatal(err)
+	}
+	probe := rs.Client(t)
+	// counter reads a number from a section of INFO: a field's value, or
+	// the calls of a commandstats field ("calls=N,usec=...").
+	counter := func(section, field string) int64 {
+		t.Helper()
+		info, err := probe.InfoMap(context.Background(), section).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fields := range info {
+			if v, ok := fields[field]; ok {
+				v, _, _ = strings.Cut(strings.TrimPrefix(v, "calls="), ",")
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					t.Fatalf("INFO %s %s %q: %v", section, field, v, err)
+				}
+				return n
+			}
+		}
+		return 0
+	}
+	reads := func() int64 { return counter("stats", "total_reads_processed") }
+	scripts := func() int64 { return counter("commandstats", "cmdstat_evalsha") + counter("commandstats", "cmdstat_eval") }
+	reads0, scripts0 := reads(), scripts()
+
+	const clients, each = 32, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Go(func() {
+			for range each {
+				if err := submit(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Every script Redis ran meanwhile counts: the submits' limit checks
+	// and the lookup cache's (refills, the access watch's deletes), which
+	// a plain client sends; the probe's INFO commands are a few reads more.
+	read, made := reads()-reads0, scripts()-scripts0
+	if made < clients*each {
+		t.Fatalf("%d submits made %d limit checks", clients*each, made)
+	}
+	if read*4 > made*3 {
+		t.Fatalf("%d concurrent scripts took %d reads by Redis; want fewer than 3 in 4 (pipelined)", made, read)
+	}
+	t.Logf("%d concurrent scripts, %d reads by Redis", made, read)
 }
