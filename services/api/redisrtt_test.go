@@ -182,7 +182,9 @@ func TestConcurrentSubmitsShareRedisRoundTrips(t *testing.T) {
 		return 0
 	}
 	reads := func() int64 { return counter("stats", "total_reads_processed") }
-	scripts := func() int64 { return counter("commandstats", "cmdstat_evalsha") + counter("commandstats", "cmdstat_eval") }
+	scripts := func() int64 {
+		return counter("commandstats", "cmdstat_evalsha") + counter("commandstats", "cmdstat_eval")
+	}
 	reads0, scripts0 := reads(), scripts()
 
 	const clients, each = 32, 10
