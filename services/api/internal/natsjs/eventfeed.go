@@ -45,10 +45,18 @@ var errFeedBehind = errors.New("event feed behind")
 //
 // A read must see every event stored before it began. The consumer's
 // info says which those are, cheaply: the ones it sent and the ones
-// pending; the read waits until the last of them has arrived.
+// pending; the read waits until the last of them has arrived. But the
+// server counts a stored message as pending only once it has signalled
+// the stream's consumers, which it does after acknowledging the
+// publisher: an event acknowledged just before the read can be missing
+// from the info. So the read then asks the stream for its last sequence
+// and for the first event after the last one the feed holds, and waits
+// for each such event stored up to that sequence.
 type eventFeed struct {
-	cons jetstream.Consumer
-	cc   jetstream.ConsumeContext
+	cons   jetstream.Consumer
+	cc     jetstream.ConsumeContext
+	stream jetstream.Stream
+	filter string
 
 	mu        sync.Mutex
 	from      uint64      // the feed holds every event at or after from
@@ -74,7 +82,12 @@ func openEventFeed(ctx context.Context, js jetstream.JetStream, project string, 
 	if err != nil {
 		return nil, err
 	}
-	f := &eventFeed{cons: cons, from: from, arrived: make(chan struct{}), usedAt: now}
+	stream, err := js.Stream(ctx, contracts.StreamOutput)
+	if err != nil {
+		return nil, err
+	}
+	f := &eventFeed{cons: cons, stream: stream, filter: contracts.SubjectProjectEvents(project), from: from,
+		arrived: make(chan struct{}), usedAt: now}
 	f.cc, err = cons.Consume(f.receive, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrOrderedConsumerReset) {
 			return // the ordered consumer makes a new one and goes on
@@ -124,40 +137,96 @@ func (f *eventFeed) after(ctx context.Context, seq uint64, now time.Time) ([]dir
 	if !covered {
 		return nil, errFeedBehind
 	}
+	// The stream's last sequence bounds the check below; asked at once,
+	// it costs the read no round trip of its own.
+	type lastSeq struct {
+		seq uint64
+		err error
+	}
+	streamEnd := make(chan lastSeq, 1)
+	go func() {
+		si, err := f.stream.Info(ctx)
+		if err != nil {
+			streamEnd <- lastSeq{err: err}
+			return
+		}
+		streamEnd <- lastSeq{seq: si.State.LastSeq}
+	}()
 	info, err := f.cons.Info(ctx)
-	if err != nil {
+	end := <-streamEnd
+	if err != nil || end.err != nil {
 		return nil, errFeedBehind
 	}
 	// The consumer sends in stream order and numbers what it sends: the
-	// events stored before now are those it sent and the pending ones,
-	// which are the next it sends, before any stored later.
+	// events it counted are those it sent and the pending ones, which are
+	// the next it sends, before any stored later.
 	last := info.Delivered.Consumer + info.NumPending
 	wait := time.NewTimer(feedCatchUp)
 	defer wait.Stop()
+	if err := f.await(ctx, wait.C, func() bool { return last == 0 || (f.consumer == info.Name && f.delivered >= last) }); err != nil {
+		return nil, err
+	}
+	// Those not yet counted (see eventFeed): every event stored up to the
+	// stream's last sequence when the read began, one direct get each
+	// beyond the first, which finds none near the end of the stream.
+	for {
+		next := f.held() + 1
+		if next > end.seq {
+			break
+		}
+		m, err := f.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(f.filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && m.Sequence > end.seq) {
+			break
+		}
+		if err != nil {
+			return nil, errFeedBehind
+		}
+		if err := f.await(ctx, wait.C, func() bool { return len(f.events) > 0 && f.events[len(f.events)-1].seq >= m.Sequence }); err != nil {
+			return nil, err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed || seq+1 < f.from {
+		return nil, errFeedBehind
+	}
+	// Only a feed that serves reads counts as used: one that keeps
+	// failing them goes idle and makes way for another.
+	f.usedAt = now
+	i, _ := slices.BinarySearchFunc(f.events, seq+1, func(m directMsg, s uint64) int { return cmp.Compare(m.seq, s) })
+	return f.events[i:], nil
+}
+
+// held is the stream sequence of the last event the feed holds, or the
+// one before the first it was opened to hold.
+func (f *eventFeed) held() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := len(f.events); n > 0 {
+		return f.events[n-1].seq
+	}
+	return f.from - 1
+}
+
+// await waits until done, called with f.mu held, reports true. It fails
+// with errFeedBehind when the feed fails or expires fires first.
+func (f *eventFeed) await(ctx context.Context, expire <-chan time.Time, done func() bool) error {
 	for {
 		f.mu.Lock()
-		caughtUp := last == 0 || (f.consumer == info.Name && f.delivered >= last)
-		events, arrived, failed := f.events, f.arrived, f.failed
-		covered := seq+1 >= f.from // events may have been dropped meanwhile
+		ok, failed, arrived := done(), f.failed, f.arrived
 		f.mu.Unlock()
 		switch {
-		case failed || !covered:
-			return nil, errFeedBehind
-		case caughtUp:
-			// Only a feed that serves reads counts as used: one that
-			// keeps failing them goes idle and makes way for another.
-			f.mu.Lock()
-			f.usedAt = now
-			f.mu.Unlock()
-			i, _ := slices.BinarySearchFunc(events, seq+1, func(m directMsg, s uint64) int { return cmp.Compare(m.seq, s) })
-			return events[i:], nil
+		case failed:
+			return errFeedBehind
+		case ok:
+			return nil
 		}
 		select {
 		case <-arrived:
-		case <-wait.C:
-			return nil, errFeedBehind
+		case <-expire:
+			return errFeedBehind
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }
