@@ -152,6 +152,11 @@ func Start(cfg Config) (*server.Server, error) {
 	if err := portFree(host, port); err != nil {
 		return nil, err
 	}
+	if c := cfg.Cluster; c != nil {
+		if err := portFree(opts.Cluster.Host, opts.Cluster.Port); err != nil {
+			return nil, err
+		}
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: %w", err)
@@ -164,9 +169,9 @@ func Start(cfg Config) (*server.Server, error) {
 	return srv, nil
 }
 
-// portFree fails at once when the client port is taken: the server
-// itself would only log the listen error, leaving Start to wait out
-// ReadyTimeout for a server that never comes up.
+// portFree fails at once when the client port (or a node's route port)
+// is taken: the server itself would only log the listen error, leaving
+// Start to wait out ReadyTimeout for a server that never comes up.
 func portFree(host string, port int) error {
 	if port <= 0 {
 		return nil // a random port is free by construction

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -457,25 +458,38 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// A client port in use fails Start at once with the listener's error,
-// not after the readiness timeout.
+// A client port or a node's route port in use fails Start at once with
+// the listener's error, not after the readiness timeout (a server whose
+// route listener failed never reports ready).
 func TestBusyPortFailsAtOnce(t *testing.T) {
 	t.Parallel()
 	var lc net.ListenConfig
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	must(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
-	began := time.Now()
-	srv, err := natsserver.Start(natsserver.Config{Addr: ln.Addr().String(), StoreDir: t.TempDir(), ReadyTimeout: time.Minute})
-	if err == nil {
-		srv.Shutdown()
-		t.Fatal("Start on a busy port succeeded")
-	}
-	if !strings.Contains(err.Error(), "address already in use") {
-		t.Errorf("error %q does not say the address is in use", err)
-	}
-	if took := time.Since(began); took > 5*time.Second {
-		t.Errorf("Start took %s to fail", took)
+	free, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	must(t, err)
+	freeAddr := free.Addr().String()
+	must(t, free.Close())
+	for name, cfg := range map[string]natsserver.Config{
+		"client": {Addr: ln.Addr().String()},
+		"route":  {Addr: freeAddr, Cluster: &natsserver.Cluster{Name: "c", NodeName: "n0", RouteAddr: ln.Addr().String()}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg.StoreDir, cfg.ReadyTimeout = t.TempDir(), time.Minute
+			began := time.Now()
+			srv, err := natsserver.Start(cfg)
+			if err == nil {
+				srv.Shutdown()
+				t.Fatal("Start on a busy port succeeded")
+			}
+			if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), ln.Addr().String()) {
+				t.Errorf("error %q does not say %s is in use", err, ln.Addr())
+			}
+			if took := time.Since(began); took > 5*time.Second {
+				t.Errorf("Start took %s to fail", took)
+			}
+		})
 	}
 }
 

@@ -69,14 +69,12 @@ func NewCluster(tb testing.TB, n int) *Cluster {
 				if errs[i] == nil || !errors.Is(errs[i], syscall.EADDRINUSE) || attempt == 3 {
 					return
 				}
-				// Another process took the client port between freeAddr
-				// and the listen (CI runs many tests beside this one).
-				addr, err := pickAddr()
-				if err != nil {
-					errs[i] = err
+				// Another process took the client or the route port
+				// between freeAddr and the listen (CI runs many tests
+				// beside this one): move the one taken.
+				if errs[i] = c.move(i); errs[i] != nil {
 					return
 				}
-				c.cfgs[i].Addr = addr
 			}
 		})
 	}
@@ -93,6 +91,32 @@ func NewCluster(tb testing.TB, n int) *Cluster {
 	}
 	c.WaitMetaLeader(30 * time.Second)
 	return c
+}
+
+// move gives node i, not started, a free address for each of its client
+// and route ports that another process took; the proxies to the node
+// follow its route.
+func (c *Cluster) move(i int) error {
+	cfg := &c.cfgs[i]
+	for _, addr := range []*string{&cfg.Addr, &cfg.Cluster.RouteAddr} {
+		if ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", *addr); err == nil {
+			_ = ln.Close()
+			continue
+		}
+		moved, err := pickAddr()
+		if err != nil {
+			return err
+		}
+		*addr = moved
+	}
+	for _, p := range c.proxies {
+		if p.to == i {
+			p.mu.Lock()
+			p.target = cfg.Cluster.RouteAddr
+			p.mu.Unlock()
+		}
+	}
+	return nil
 }
 
 // URL returns every node's client URL, comma separated, as nats.Connect

@@ -17,9 +17,9 @@ import (
 type proxy struct {
 	addr     string
 	from, to int
-	target   string
 
 	mu      sync.Mutex
+	target  string          // node to's route address
 	blocked map[Routes]bool // AllRoutes, SystemRoutes, AccountRoutes
 	links   map[*link]struct{}
 }
@@ -58,13 +58,13 @@ func (p *proxy) serve(ln net.Listener, wg *sync.WaitGroup) {
 			return
 		}
 		p.mu.Lock()
-		blocked := p.blocked[AllRoutes]
+		blocked, target := p.blocked[AllRoutes], p.target
 		p.mu.Unlock()
 		if blocked {
 			_ = in.Close()
 			continue
 		}
-		out, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.target)
+		out, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", target)
 		if err != nil {
 			_ = in.Close()
 			continue
