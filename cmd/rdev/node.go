@@ -367,6 +367,16 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 	if err != nil {
 		return nil, err
 	}
+	// What the API follows gets a connection apart from the submits'
+	// (api.Deps.Follow); a batch progress read fails at once too.
+	follow, err := dialJS(ctx, d, "api-follow", natsserver.RoleAPI, nats.ReconnectBufSize(-1))
+	if err != nil {
+		return nil, err
+	}
+	followState, err := follow.KeyValue(ctx, contracts.BucketState)
+	if err != nil {
+		return nil, err
+	}
 	var secrets, hooks, deliveries jetstream.KeyValue
 	if secretsKey != nil {
 		if secrets, err = ajs.KeyValue(ctx, contracts.BucketSecrets); err != nil {
@@ -417,7 +427,7 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 		}
 	}
 	return api.New(acfg, api.Deps{ //nolint:contextcheck // New only builds; Start takes the context
-		JS: ajs, NATSSystem: system, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
+		JS: ajs, Follow: follow, FollowState: followState, NATSSystem: system, State: astate, Secrets: secrets, Webhooks: hooks, WebhookDeliveries: deliveries, Access: store, Signer: signer,
 		Log: d.log.With("service", "api"),
 		Telemetry: api.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceAPI), MeterProvider: d.tel.MeterProvider(),
 			OnBreakerChange: func(dep, _, to string) { d.breakers.Set(dep, to) }},
@@ -428,6 +438,12 @@ func newAPI(ctx context.Context, cfg nodeConfig, d deps, store *natskv.Store, si
 
 func newWorker(ctx context.Context, cfg nodeConfig, d deps, secretsKey []byte) (*worker.Worker, error) {
 	wnc, err := d.nats.Dial(ctx, "worker", natsserver.RoleWorker, nats.ReconnectBufSize(-1))
+	if err != nil {
+		return nil, err
+	}
+	// High-priority jobs' pulls and claims queue behind no one else's
+	// (worker.Deps.High).
+	high, err := d.nats.Dial(ctx, "worker-high", natsserver.RoleWorker, nats.ReconnectBufSize(-1))
 	if err != nil {
 		return nil, err
 	}
@@ -444,7 +460,7 @@ func newWorker(ctx context.Context, cfg nodeConfig, d deps, secretsKey []byte) (
 	if wcfg.Executor == worker.ExecutorKubernetes {
 		wcfg.Kubernetes.OnBreakerChange = d.breakers.Hook("kubernetes")
 	}
-	return worker.New(wcfg, worker.Deps{Conn: wnc, State: d.state, Projects: projects, Log: d.log.With("service", "worker"),
+	return worker.New(wcfg, worker.Deps{Conn: wnc, High: high, State: d.state, Projects: projects, Log: d.log.With("service", "worker"),
 		Telemetry: worker.Telemetry{TracerProvider: d.tracing(ctx, telemetry.ServiceWorker), MeterProvider: d.tel.MeterProvider()}})
 }
 

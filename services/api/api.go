@@ -200,6 +200,15 @@ type Deps struct {
 	JS jetstream.JetStream
 	// State is the contracts.BucketState bucket, through JS.
 	State jetstream.KeyValue
+	// Follow and FollowState, when set, are JS and State on a connection
+	// of their own, for what the API follows rather than serves: the job
+	// index, the finished-job audit copies and batch progress. Their
+	// steady inbound traffic then does not queue ahead of a submit's
+	// writes on JS's connection; that queue held a high-priority submit's
+	// writes up to 9 ms while a backlog drained (performance.md). Nil
+	// follows on JS.
+	Follow      jetstream.JetStream
+	FollowState jetstream.KeyValue
 	// Secrets is the contracts.BucketSecrets bucket; required with
 	// Config.SecretsKey.
 	Secrets jetstream.KeyValue
@@ -237,6 +246,7 @@ type Service struct {
 	store    *natskv.Store
 	cached   *cachedstore.Store
 	audit    *natsjs.AuditLog
+	finished *natsjs.AuditLog // copies terminal events, on the follow connection
 	index    *natsjs.JobIndex
 	closers  []func()
 	conn     *connWatch
@@ -275,6 +285,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if js == nil || state == nil || store == nil || deps.Signer == nil || log == nil {
 		return nil, errors.New("api: JetStream, the state bucket, the access store, a signer and a logger are required")
 	}
+	if (deps.Follow == nil) != (deps.FollowState == nil) {
+		return nil, errors.New("api: Follow and FollowState go together")
+	}
 	if cfg.SecretsKey != nil && deps.Secrets == nil {
 		return nil, errors.New("api: a secrets key needs the secrets bucket")
 	}
@@ -293,7 +306,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.cached = cachedstore.New(store, keyCache, cfg.CacheTTL, log)
 	s.audit = natsjs.NewAuditLog(js, cfg.PublishTimeout, log)
 	s.admin = admin.New(s.cached, s.audit, newID, k8spod.Check)
-	s.index = natsjs.NewJobIndex(state)
+	follow, followState := js, state
+	if deps.Follow != nil {
+		follow, followState = deps.Follow, deps.FollowState
+	}
+	s.finished = natsjs.NewAuditLog(follow, cfg.PublishTimeout, log)
+	s.index = natsjs.NewJobIndex(followState)
 	queue := natsjs.NewQueue(js, cfg.PublishTimeout)
 	svc := jobs.New(natsjs.NewStore(js, state), queue, queue, s.audit, jobs.Limits{
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, ClaudeCommand: cfg.ClaudeCommand, MaxDelay: cfg.MaxDelay,
@@ -346,7 +364,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			hooks = webhooks.New(webhookstore.New(deps.Webhooks, deps.WebhookDeliveries, box), cfg.WebhookSecretOverlap, newID)
 		}
 	}
-	progress := natsjs.NewBatchProgress(js, state, 0)
+	progress := natsjs.NewBatchProgress(follow, followState, 0)
 	s.closers = append(s.closers, progress.Close)
 	s.handlers = httpapi.New(httpapi.Deps{
 		Secrets: secrets, Webhooks: hooks, NATSCredentials: natsCreds, Jobs: svc, Admin: s.admin, Keys: s.cached, Projects: s.cached, Limiter: limiter,
@@ -461,7 +479,7 @@ func (s *Service) Start(ctx context.Context) error {
 		stop()
 		return err
 	}
-	if err := s.audit.RecordFinished(life); err != nil {
+	if err := s.finished.RecordFinished(life); err != nil {
 		stop()
 		return err
 	}

@@ -295,6 +295,13 @@ type Deps struct {
 	Conn *nats.Conn
 	// State is the contracts.BucketState bucket.
 	State jetstream.KeyValue
+	// High, when set, is a connection of its own for the highest
+	// priority level: its pulls and acknowledgements, and the state
+	// writes (claim, end) of its jobs. They then do not queue behind the
+	// lower levels' traffic on Conn and on State's connection, which held
+	// a high job's claim up to 12 ms while 10,000 low jobs drained
+	// (performance.md). Nil keeps every level on Conn and State.
+	High *nats.Conn
 	// Projects, when set, are the project records: per-project
 	// concurrency limits and pod settings. Nil applies none.
 	Projects Projects
@@ -320,6 +327,7 @@ type Worker struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	state    jetstream.KeyValue
+	high     *highLane // nil without Deps.High
 	projects Projects
 	tel      Telemetry
 	exec     executor.Executor
@@ -362,7 +370,13 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: metrics: %w", err)
 	}
-	w := &Worker{cfg: cfg, nc: nc, js: js, state: state, projects: deps.Projects, tel: deps.Telemetry, log: log, in: in, pods: &projectPods{}}
+	var high *highLane
+	if deps.High != nil {
+		if high, err = newHighLane(deps.High); err != nil {
+			return nil, err
+		}
+	}
+	w := &Worker{high: high, cfg: cfg, nc: nc, js: js, state: state, projects: deps.Projects, tel: deps.Telemetry, log: log, in: in, pods: &projectPods{}}
 	cfg.Kubernetes.OnBreakerChange = w.health.watchBreaker(cfg.Kubernetes.OnBreakerChange)
 	exec := cfg.exec
 	if exec == nil {
@@ -406,11 +420,18 @@ func (w *Worker) newRunner(ctx context.Context) (*runner.Runner, error) {
 	}
 	c := w.cfg
 	store := state.New(w.state)
+	var jobStates runner.States = store.Jobs
+	if w.high != nil {
+		var err error
+		if jobStates, err = w.high.states(ctx, store.Jobs); err != nil {
+			return nil, err
+		}
+	}
 	return runner.New(runner.Config{
 		WorkerID: c.ID, Heartbeat: c.AckWait / 3, UnavailableDelay: c.UnavailableDelay,
 		RetryBase: c.RetryBase, RetryCap: c.RetryCap, SlotDelay: c.SlotDelay, Jitter: c.jitter, Observer: w.in,
 	}, runner.Ports{
-		Exec: w.exec, States: states{store.Jobs, w.in}, Events: natsjs.NewEvents(w.js), Output: outputPort{w.out, w.in},
+		Exec: w.exec, States: states{jobStates, w.in}, Events: natsjs.NewEvents(w.js), Output: outputPort{w.out, w.in},
 		Dead: natsjs.NewDeadLetters(w.js), Slots: natsjs.NewSlots(store.Slots, c.SlotLease), Limits: limits,
 		Batches: store.Batches, Holders: natsjs.NewHolders(w.nc, w.cfg.ID, time.Second), Secrets: secrets,
 	}, w.log), nil
@@ -500,6 +521,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	var consumers []jetstream.Consumer
 	if err == nil {
 		consumers, err = natsjs.JobConsumers(ctx, w.js, w.cfg.AckWait)
+	}
+	if err == nil && w.high != nil {
+		consumers[0], err = w.high.consumer(ctx)
 	}
 	var unregister func()
 	if err == nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -19,6 +20,7 @@ import (
 )
 
 type bundle struct {
+	srv    *server.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
@@ -69,7 +71,7 @@ func (h *history) find(id string, types ...contracts.EventType) []contracts.Even
 func setup(t *testing.T) bundle {
 	t.Helper()
 	srv, nc, js := natstest.Provisioned(t)
-	b := bundle{nc: nc, js: js}
+	b := bundle{srv: srv, nc: nc, js: js}
 	kv, err := js.KeyValue(context.Background(), contracts.BucketState)
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +158,7 @@ func newJob(id, project string, argv ...string) contracts.Job {
 // submit stores job's queued state and publishes it, as the API does.
 func (b bundle) submit(t *testing.T, job contracts.Job) contracts.Job {
 	t.Helper()
-	st, _ := json.Marshal(contracts.JobState{V: 1, JobID: job.ID, Project: job.Project, Status: contracts.StatusQueued,
+	st, _ := json.Marshal(contracts.JobState{V: 1, JobID: job.ID, Project: job.Project, Priority: job.Priority, Status: contracts.StatusQueued,
 		StreamID: job.StreamID, MaxAttempts: job.MaxAttempts, BatchID: job.BatchID})
 	if _, err := b.kv.Put(context.Background(), contracts.JobKey(job.ID), st); err != nil {
 		t.Fatal(err)
