@@ -63,7 +63,8 @@ func run(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("build rdev: %w\n%s", err, out)
 	}
 	up := exec.Command(bin, "up", "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
-		"--data-dir", filepath.Join(dir, "data"), "--drain-timeout", "5s", "--kill-grace", "200ms")
+		"--data-dir", filepath.Join(dir, "data"), "--drain-timeout", "5s", "--kill-grace", "200ms",
+		"--webhook-allow-cidrs", "127.0.0.0/8") // the webhook tests' receivers listen on loopback
 	// Jobs run as this user: the data directory is private to it.
 	up.Env = append(os.Environ(), "RDEV_BOOTSTRAP_API_KEY="+adminKey, "RDEV_JOB_USER="+fmt.Sprint(os.Getuid()))
 	logs, err := os.Create(filepath.Join(dir, "rdev.log"))
