@@ -56,6 +56,7 @@ type cli struct {
 	Audit       auditCmd           `cmd:"" group:"client" help:"Read the audit log."`
 	Queues      queuesCmd          `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
 	Schedules   schedulesCmd       `cmd:"" group:"client" help:"List, create, trigger, pause and delete cron schedules."`
+	Webhooks    webhooksCmd        `cmd:"" group:"client" help:"Manage webhook endpoints, test them, read and redeliver their deliveries (admin)."`
 	DeadLetters deadLettersCmd     `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
 	NATSCreds   natsCredentialsCmd `cmd:"" name:"nats-credentials" group:"client" help:"Get a short-lived NATS credential to read a project's output and events straight from NATS (docs/nats.md)."`
 	Context     contextCmd         `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`
@@ -66,6 +67,7 @@ type cli struct {
 // ${name} in a default tag), so they are written once.
 func defaults() kong.Vars {
 	return kong.Vars{
+		"webhook_events":         webhookEventsHelp(),
 		"max_body_bytes":         strconv.Itoa(api.DefaultMaxBodyBytes),
 		"default_job_timeout":    duration(api.DefaultJobTimeout),
 		"max_job_timeout":        duration(api.DefaultMaxJobTimeout),

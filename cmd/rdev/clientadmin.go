@@ -32,6 +32,29 @@ func adminCall[T any](ctx context.Context, f adminFlags, std stdio, fn func(*cli
 	return f.Out.print(std.out, v, func(w *tabwriter.Writer, _ func(contracts.Status) string) { table(w, v) })
 }
 
+// projectFlags are what every command on one project's resources
+// (schedules, webhooks) takes: the server, the output and the project.
+type projectFlags struct {
+	Server  serverFlags `embed:""`
+	Out     outputFlags `embed:""`
+	Project string      `short:"p" env:"RDEV_PROJECT" help:"Project (default: the context's)."`
+}
+
+// projectCall resolves the server and project and runs fn with its
+// client, printing what fn returns with table for -o table.
+func projectCall[T any](ctx context.Context, f projectFlags, std stdio, fn func(cl *client.Client, project string) (T, error),
+	table func(w *tabwriter.Writer, v T)) error {
+	srv, err := f.Server.resolveProject(f.Project)
+	if err != nil {
+		return err
+	}
+	v, err := fn(srv.client(), srv.project)
+	if err != nil {
+		return explain(err)
+	}
+	return f.Out.print(std.out, v, func(w *tabwriter.Writer, _ func(contracts.Status) string) { table(w, v) })
+}
+
 func when(t *time.Time) string {
 	if t == nil {
 		return "-"

@@ -23,35 +23,12 @@ type schedulesCmd struct {
 	Resume  schedulesResumeCmd  `cmd:"" help:"Resume a paused cron schedule; times passed while paused are not run."`
 }
 
-// scheduleFlags are every schedules command's: the server, the output
-// and the project.
-type scheduleFlags struct {
-	Server  serverFlags `embed:""`
-	Out     outputFlags `embed:""`
-	Project string      `short:"p" env:"RDEV_PROJECT" help:"Project of the schedules (default: the context's)."`
-}
-
-// scheduleCall resolves the server and project and runs fn with its
-// client, printing what fn returns with table for -o table.
-func scheduleCall[T any](ctx context.Context, f scheduleFlags, std stdio, fn func(cl *client.Client, project string) (T, error),
-	table func(w *tabwriter.Writer, v T)) error {
-	srv, err := f.Server.resolveProject(f.Project)
-	if err != nil {
-		return err
-	}
-	v, err := fn(srv.client(), srv.project)
-	if err != nil {
-		return explain(err)
-	}
-	return f.Out.print(std.out, v, func(w *tabwriter.Writer, _ func(contracts.Status) string) { table(w, v) })
-}
-
 type schedulesLsCmd struct {
-	scheduleFlags `embed:""`
+	projectFlags `embed:""`
 }
 
 func (c *schedulesLsCmd) Run(ctx context.Context, std stdio) error {
-	return scheduleCall(ctx, c.scheduleFlags, std, func(cl *client.Client, p string) (contracts.ScheduleList, error) {
+	return projectCall(ctx, c.projectFlags, std, func(cl *client.Client, p string) (contracts.ScheduleList, error) {
 		return cl.Schedules(ctx, p)
 	}, func(w *tabwriter.Writer, l contracts.ScheduleList) {
 		fmt.Fprintln(w, "ID\tNAME\tCRON\tTIMEZONE\tPAUSED\tNEXT RUN\tLAST RUN")
@@ -62,12 +39,12 @@ func (c *schedulesLsCmd) Run(ctx context.Context, std stdio) error {
 }
 
 type schedulesGetCmd struct {
-	scheduleFlags `embed:""`
-	ID            string `arg:"" help:"Schedule id."`
+	projectFlags `embed:""`
+	ID           string `arg:"" help:"Schedule id."`
 }
 
 func (c *schedulesGetCmd) Run(ctx context.Context, std stdio) error {
-	return scheduleCall(ctx, c.scheduleFlags, std, func(cl *client.Client, p string) (contracts.ScheduleResponse, error) {
+	return projectCall(ctx, c.projectFlags, std, func(cl *client.Client, p string) (contracts.ScheduleResponse, error) {
 		return cl.Schedule(ctx, p, c.ID)
 	}, scheduleTable)
 }
@@ -92,15 +69,15 @@ func scheduleTable(w *tabwriter.Writer, s contracts.ScheduleResponse) {
 }
 
 type schedulesCreateCmd struct {
-	scheduleFlags `embed:""`
-	Name          string   `arg:"" help:"A name for people."`
-	Cron          string   `arg:"" help:"5-field cron expression or @hourly, @daily, @weekly, @monthly, @yearly."`
-	Command       []string `arg:"" passthrough:"" help:"The command each run executes (after --)."`
-	Timezone      string   `name:"tz" help:"IANA zone of the expression (default UTC)."`
-	Overlap       string   `enum:",allow,skip,cancel_previous" default:"" help:"While the previous run's job has not ended: allow (default), skip or cancel_previous."`
-	CatchUp       string   `name:"catch-up" enum:",none,one,all" default:"" help:"Times missed while no API ran: none (default), one or all."`
-	Priority      string   `enum:",high,normal,low" default:"" help:"Priority of the runs' jobs (default: the project's)."`
-	Paused        bool     `help:"Create the schedule paused."`
+	projectFlags `embed:""`
+	Name         string   `arg:"" help:"A name for people."`
+	Cron         string   `arg:"" help:"5-field cron expression or @hourly, @daily, @weekly, @monthly, @yearly."`
+	Command      []string `arg:"" passthrough:"" help:"The command each run executes (after --)."`
+	Timezone     string   `name:"tz" help:"IANA zone of the expression (default UTC)."`
+	Overlap      string   `enum:",allow,skip,cancel_previous" default:"" help:"While the previous run's job has not ended: allow (default), skip or cancel_previous."`
+	CatchUp      string   `name:"catch-up" enum:",none,one,all" default:"" help:"Times missed while no API ran: none (default), one or all."`
+	Priority     string   `enum:",high,normal,low" default:"" help:"Priority of the runs' jobs (default: the project's)."`
+	Paused       bool     `help:"Create the schedule paused."`
 }
 
 func (c *schedulesCreateCmd) Run(ctx context.Context, std stdio) error {
@@ -110,15 +87,15 @@ func (c *schedulesCreateCmd) Run(ctx context.Context, std stdio) error {
 	}
 	req := contracts.ScheduleRequest{Name: c.Name, Cron: c.Cron, Timezone: c.Timezone, Overlap: c.Overlap, CatchUp: c.CatchUp, Paused: c.Paused,
 		Job: &contracts.BatchItem{Command: argv, SubmitOptions: contracts.SubmitOptions{Priority: c.Priority}}}
-	return scheduleCall(ctx, c.scheduleFlags, std, func(cl *client.Client, p string) (contracts.ScheduleResponse, error) {
+	return projectCall(ctx, c.projectFlags, std, func(cl *client.Client, p string) (contracts.ScheduleResponse, error) {
 		return cl.CreateSchedule(ctx, p, req)
 	}, scheduleTable)
 }
 
 // schedulesIDCmd is the arguments of a command on one schedule.
 type schedulesIDCmd struct {
-	scheduleFlags `embed:""`
-	ID            string `arg:"" help:"Schedule id."`
+	projectFlags `embed:""`
+	ID           string `arg:"" help:"Schedule id."`
 }
 
 type schedulesDeleteCmd struct {
@@ -126,7 +103,7 @@ type schedulesDeleteCmd struct {
 }
 
 func (c *schedulesDeleteCmd) Run(ctx context.Context, std stdio) error {
-	return scheduleCall(ctx, c.scheduleFlags, std, func(cl *client.Client, p string) (string, error) {
+	return projectCall(ctx, c.projectFlags, std, func(cl *client.Client, p string) (string, error) {
 		return "schedule " + c.ID + " deleted", cl.DeleteSchedule(ctx, p, c.ID)
 	}, func(w *tabwriter.Writer, s string) { fmt.Fprintln(w, s) })
 }
@@ -136,7 +113,7 @@ type schedulesTriggerCmd struct {
 }
 
 func (c *schedulesTriggerCmd) Run(ctx context.Context, std stdio) error {
-	return scheduleCall(ctx, c.scheduleFlags, std, func(cl *client.Client, p string) (contracts.ScheduleRun, error) {
+	return projectCall(ctx, c.projectFlags, std, func(cl *client.Client, p string) (contracts.ScheduleRun, error) {
 		return cl.TriggerSchedule(ctx, p, c.ID)
 	}, func(w *tabwriter.Writer, r contracts.ScheduleRun) {
 		if r.JobID == "" {
@@ -152,7 +129,7 @@ type schedulesPauseCmd struct {
 }
 
 func (c *schedulesPauseCmd) Run(ctx context.Context, std stdio) error {
-	return scheduleCall(ctx, c.scheduleFlags, std, func(cl *client.Client, p string) (contracts.ScheduleResponse, error) {
+	return projectCall(ctx, c.projectFlags, std, func(cl *client.Client, p string) (contracts.ScheduleResponse, error) {
 		return cl.PauseSchedule(ctx, p, c.ID)
 	}, scheduleTable)
 }
@@ -162,7 +139,7 @@ type schedulesResumeCmd struct {
 }
 
 func (c *schedulesResumeCmd) Run(ctx context.Context, std stdio) error {
-	return scheduleCall(ctx, c.scheduleFlags, std, func(cl *client.Client, p string) (contracts.ScheduleResponse, error) {
+	return projectCall(ctx, c.projectFlags, std, func(cl *client.Client, p string) (contracts.ScheduleResponse, error) {
 		return cl.ResumeSchedule(ctx, p, c.ID)
 	}, scheduleTable)
 }
