@@ -10,6 +10,7 @@ import { batchesView, batchView } from './views/batches.js';
 import { deadLettersView } from './views/dead.js';
 import { schedulesView, scheduleView } from './views/schedules.js';
 import { projectsView, keysView } from './views/admin.js';
+import { webhooksView, webhookView } from './views/webhooks.js';
 
 const main = document.getElementById('main');
 let current = null; // the open view's AbortController: its streams end with it
@@ -26,6 +27,8 @@ const routes = [
   { re: /^#\/dead-letters$/, view: deadLettersView, nav: 'dead-letters', admin: true },
   { re: /^#\/projects$/, view: projectsView, nav: 'projects', admin: true },
   { re: /^#\/keys$/, view: keysView, nav: 'keys', admin: true },
+  { re: /^#\/webhooks\/([\w-]+)\/([\w-]+)$/, view: webhookView, nav: 'webhooks', admin: true },
+  { re: /^#\/webhooks(?:\/([\w-]+))?$/, view: webhooksView, nav: 'webhooks', admin: true },
 ];
 
 // route shows the view of the current fragment.

@@ -6,6 +6,7 @@
 import { get, post, del, enc, session } from '../api.js';
 import { h, replace, statusBadge, at, toast, confirmAction, errorBox, shellQuote } from '../dom.js';
 import { watchProjects } from './live.js';
+import { projectPicker } from './pick.js';
 
 // A view reads its schedules again at most every minGapMS, when a run's
 // job appears on the project's event stream, and every pollMS otherwise
@@ -24,8 +25,7 @@ export async function schedulesView(main, { id, signal }) {
     replace(main, h('div', { class: 'head' }, h('h1', {}, 'Schedules')), h('div', { class: 'card empty' }, 'This key sees no project.'));
     return;
   }
-  const pick = h('select', { id: 'sched-project', onchange: () => { location.hash = `#/schedules/${pick.value}`; } },
-    session.projects.map((p) => h('option', { value: p, selected: p === project }, p)));
+  const pick = projectPicker('sched-project', 'schedules', project);
   const live = h('span', { class: 'live', id: 'live' }, 'connecting');
   const message = h('div');
   const tbody = h('tbody');
