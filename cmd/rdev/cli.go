@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -282,7 +281,7 @@ func (c *upCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, st
 		embedNATS: c.NatsAddr, storeDir: filepath.Join(c.DataDir, "jetstream"), workspaces: filepath.Join(c.DataDir, "workspaces"),
 		credsDir: filepath.Join(c.DataDir, "nats"),
 		http:     c.HTTP, topology: c.Topology, api: &c.API, worker: &c.Worker, streamer: &c.Streamer, notifier: &c.Notifier,
-		secretsKeyFile: cmp.Or(c.Secrets.SecretsKeyFile, filepath.Join(c.DataDir, "secrets.key")), generateSecretsKey: c.Secrets.SecretsKeyFile == "",
+		secrets: upSecrets(c.Secrets, c.DataDir), generateSecretsKey: !c.Secrets.given(),
 	}
 	for _, s := range c.Without {
 		switch s {
@@ -307,7 +306,7 @@ type apiCmd struct {
 
 func (c *apiCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
 	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), http: c.HTTP, topology: c.Topology, api: &c.API,
-		secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
+		secrets: c.Secrets}, log, stdout)
 }
 
 type workerCmd struct {
@@ -322,7 +321,7 @@ type workerCmd struct {
 func (c *workerCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
 	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology, worker: &c.Worker,
 		http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, probeHTTP: c.HTTPAddr != "",
-		workspaces: filepath.Join(c.DataDir, "workspaces"), secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
+		workspaces: filepath.Join(c.DataDir, "workspaces"), secrets: c.Secrets}, log, stdout)
 }
 
 type streamerCmd struct {
@@ -347,12 +346,12 @@ type notifierCmd struct {
 }
 
 func (c *notifierCmd) Run(ctx context.Context, forced forcedStop, log *slog.Logger, stdout io.Writer, tel telemetry.Config) error {
-	if c.Secrets.SecretsKeyFile == "" {
-		return errors.New("rdev notifier needs --secrets-key-file (RDEV_SECRETS_KEY_FILE), the API's: it opens the webhooks' signing secrets")
+	if !c.Secrets.given() {
+		return errors.New("rdev notifier needs the API's secrets key, --secrets-key-file (RDEV_SECRETS_KEY_FILE) or --secrets-key (RDEV_SECRETS_KEY): it opens the webhooks' signing secrets")
 	}
 	return runNode(ctx, nodeConfig{telemetry: tel, forced: forced, natsURL: c.NATS.NatsURL, natsAuth: c.NATS.auth(), topology: c.Topology,
 		notifier: &c.Notifier, http: httpFlags{HTTPAddr: c.HTTPAddr, ShutdownTimeout: 5 * time.Second}, probeHTTP: c.HTTPAddr != "",
-		secretsKeyFile: c.Secrets.SecretsKeyFile}, log, stdout)
+		secrets: c.Secrets}, log, stdout)
 }
 
 // systemAuth is how the API signs in as the system account's user: with

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/rdev-dev/rdev/pkg/contracts/seal"
 	"github.com/rdev-dev/rdev/pkg/topology/natsserver"
 )
 
@@ -26,7 +28,9 @@ func (keygenCmd) Run(stdout io.Writer) error {
 	return err
 }
 
-// keygen returns the secrets of a compose deployment as .env lines.
+// keygen returns the secrets of a compose deployment as .env lines: the
+// bootstrap key, the NATS passwords, the callout key pair, and the key
+// that seals project secrets and webhook signing secrets.
 func keygen(now time.Time) (string, error) {
 	issuer, err := nkeys.CreateAccount()
 	if err != nil {
@@ -48,6 +52,9 @@ func keygen(now time.Time) (string, error) {
 		fmt.Fprintf(&b, "RDEV_NATS_%s_PASSWORD=%s\n", strings.ToUpper(string(r)), randomWord(32))
 	}
 	fmt.Fprintf(&b, "RDEV_NATS_CALLOUT_ISSUER=%s\nRDEV_NATS_CALLOUT_KEY=%s\n", pub, seed)
+	secrets := make([]byte, seal.KeySize)
+	_, _ = rand.Read(secrets) // never fails (Go 1.24+)
+	fmt.Fprintf(&b, "RDEV_SECRETS_KEY=%s\n", base64.StdEncoding.EncodeToString(secrets))
 	return b.String(), nil
 }
 

@@ -54,9 +54,9 @@ type nodeConfig struct {
 	// probeHTTP serves /metrics, /healthz and /readyz for a worker or a
 	// notifier alone.
 	probeHTTP bool
-	// secretsKeyFile holds the project secrets key ("": secrets disabled);
-	// generateSecretsKey creates it when absent (rdev up).
-	secretsKeyFile     string
+	// secrets give the project secrets key (none: secrets disabled);
+	// generateSecretsKey creates its file when absent (rdev up).
+	secrets            secretsFlags
 	generateSecretsKey bool
 	// forced ends at the second signal: shutdown stops waiting.
 	forced context.Context
@@ -242,7 +242,7 @@ func components(ctx context.Context, cfg nodeConfig, d deps, stdout io.Writer) (
 	g = lifecycle.NewGroup(d.log)
 	var secretsKeyBytes []byte
 	if cfg.api != nil || cfg.worker != nil || cfg.notifier != nil {
-		if secretsKeyBytes, err = secretsKey(cfg.secretsKeyFile, cfg.generateSecretsKey, d.log); err != nil {
+		if secretsKeyBytes, err = cfg.secrets.key(cfg.generateSecretsKey, d.log); err != nil {
 			return nil, hs, err
 		}
 	}
@@ -466,7 +466,7 @@ func newWorker(ctx context.Context, cfg nodeConfig, d deps, secretsKey []byte) (
 
 func newNotifier(ctx context.Context, cfg nodeConfig, d deps, secretsKey []byte) (*notifier.Service, error) {
 	if secretsKey == nil {
-		return nil, errors.New("the notifier needs the secrets key (--secrets-key-file): it opens the webhooks' signing secrets")
+		return nil, errors.New("the notifier needs the secrets key (--secrets-key-file or --secrets-key): it opens the webhooks' signing secrets")
 	}
 	njs, err := dialJS(ctx, d, "notifier", natsserver.RoleNotifier)
 	if err != nil {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/pkg/contracts/seal"
 	"github.com/rdev-dev/rdev/pkg/telemetry"
 )
 
@@ -199,5 +202,38 @@ func TestSecretReachesOnlyTheJob(t *testing.T) {
 	if files == 0 || !argvFound {
 		// The job's argv is in its audit record: the search must see it.
 		t.Fatalf("searched %d JetStream files and found not even the job's argv: the search reads nothing", files)
+	}
+}
+
+// The secrets key comes from a file, or from --secrets-key in base64 (an
+// environment variable in compose); the file wins; a malformed key is
+// refused without being echoed; with neither, secrets are off.
+func TestSecretsKeySources(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	raw := bytes.Repeat([]byte{7}, seal.KeySize)
+	inline := base64.StdEncoding.EncodeToString(raw)
+	got, err := secretsFlags{SecretsKey: inline + "\n"}.key(false, log)
+	if err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("inline key: %x, %v", got, err)
+	}
+	file := filepath.Join(t.TempDir(), "secrets.key")
+	fromFile := bytes.Repeat([]byte{9}, seal.KeySize)
+	must(t, os.WriteFile(file, fromFile, 0o600), "write key file")
+	if got, err := (secretsFlags{SecretsKeyFile: file, SecretsKey: inline}).key(false, log); err != nil || !bytes.Equal(got, fromFile) {
+		t.Fatalf("file and inline: %x, %v; want the file's", got, err)
+	}
+	short := base64.StdEncoding.EncodeToString(raw[:16])
+	for _, bad := range []string{short, "not base64!"} {
+		_, err := secretsFlags{SecretsKey: bad}.key(false, log)
+		if err == nil || strings.Contains(err.Error(), bad) {
+			t.Errorf("key %q: %v; want a refusal that does not echo it", bad, err)
+		}
+	}
+	if got, err := (secretsFlags{}).key(false, log); got != nil || err != nil {
+		t.Errorf("no key: %x, %v; want none (secrets off)", got, err)
+	}
+	if f := upSecrets(secretsFlags{SecretsKey: inline}, "/data"); f.SecretsKeyFile != "" {
+		t.Errorf("rdev up with an inline key also names the file %q", f.SecretsKeyFile)
 	}
 }
