@@ -3,11 +3,13 @@ package deploy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +25,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/client"
@@ -51,10 +55,11 @@ func TestComposeEndToEnd(t *testing.T) {
 	st.startNATS()
 	st.startRedis()
 	st.run("provision")
-	for _, name := range []string{"api-1", "api-2", "streamer-1", "streamer-2", "worker-1", "worker-2"} {
+	services := []string{"api-1", "api-2", "streamer-1", "streamer-2", "worker-1", "worker-2", "notifier-1", "notifier-2"}
+	for _, name := range services {
 		st.start(name)
 	}
-	for _, name := range []string{"api-1", "api-2", "streamer-1", "streamer-2", "worker-1", "worker-2"} {
+	for _, name := range services {
 		st.waitHealthy(name)
 	}
 
@@ -147,6 +152,60 @@ func TestComposeEndToEnd(t *testing.T) {
 	}
 
 	st.closesRevokedSubscriber(ctx, apis[1])
+	st.sharesTheSecretsKey(ctx, apis[1])
+}
+
+// sharesTheSecretsKey: the key in .env is the one api, worker and
+// notifier share. A project secret set through the API reaches its job in
+// a worker, and the job's webhook reaches a receiver from a notifier,
+// signed with the secret the API showed (each sealed by the API and
+// opened by the other service).
+func (st *stack) sharesTheSecretsKey(ctx context.Context, api *client.Client) {
+	t := st.t
+	type delivery struct {
+		p   contracts.WebhookPayload
+		err error
+	}
+	got := make(chan delivery, 8)
+	var secret atomic.Value
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		wh, err := standardwebhooks.NewWebhook(secret.Load().(string))
+		if err == nil {
+			err = wh.Verify(body, r.Header)
+		}
+		var p contracts.WebhookPayload
+		if err == nil {
+			err = json.Unmarshal(body, &p)
+		}
+		got <- delivery{p, err}
+	}))
+	defer rc.Close()
+	if _, err := api.CreateProject(ctx, contracts.ProjectRequest{ID: "sealed"}); err != nil {
+		t.Fatalf("create project: %v", err)
+	}
+	if _, err := api.PutSecret(ctx, "sealed", "token", "opened-by-the-worker"); err != nil {
+		t.Fatalf("put secret: %v", err)
+	}
+	wh, err := api.CreateWebhook(ctx, "sealed", contracts.WebhookRequest{URL: rc.URL, Events: []contracts.WebhookEventType{contracts.WebhookJobSucceeded}})
+	if err != nil {
+		t.Fatalf("create webhook: %v", err)
+	}
+	secret.Store(wh.Secret)
+	j, err := api.SubmitCommand(ctx, "sealed", contracts.CommandRequest{Command: []string{"sh", "-c", `test "$TOKEN" = opened-by-the-worker`},
+		SubmitOptions: contracts.SubmitOptions{Env: map[string]contracts.EnvValue{"TOKEN": {Secret: "token"}}}})
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	select {
+	case d := <-got:
+		if d.err != nil || d.p.Type != contracts.WebhookJobSucceeded || d.p.Data.JobID != j.JobID {
+			t.Errorf("webhook %+v (%v), want job.succeeded of %s, verified", d.p, d.err, j.JobID)
+		}
+	case <-time.After(60 * time.Second):
+		r, err := api.Job(ctx, j.JobID)
+		t.Fatalf("no webhook within 60s; the job: %+v %v", r.JobState, err)
+	}
 }
 
 // closesRevokedSubscriber: a direct subscriber connected to nats-3 is
@@ -337,10 +396,11 @@ type process struct {
 }
 
 // command returns the service's rdev command and environment, rewritten
-// to local addresses and directories. Two settings differ from the
+// to local addresses and directories. Three settings differ from the
 // file, for this machine: a worker running here as root keeps jobs as
-// root (the image's worker is not root), and workers notice a killed
-// worker after 2 s instead of the default 30 s.
+// root (the image's worker is not root), workers notice a killed worker
+// after 2 s instead of the default 30 s, and notifiers may deliver to
+// loopback, where the test's receiver listens.
 func (st *stack) command(name string) *exec.Cmd {
 	s := st.p.Services[name]
 	vols := map[string]string{}
@@ -356,6 +416,9 @@ func (st *stack) command(name string) *exec.Cmd {
 			}
 		}
 		environ = append(environ, k+"="+v)
+	}
+	if rdevCommand(s) == "notifier" {
+		environ = append(environ, "RDEV_WEBHOOK_ALLOW_CIDRS=127.0.0.0/8") // the test's receiver listens on loopback
 	}
 	if rdevCommand(s) == "worker" {
 		environ = append(environ, "RDEV_ACK_WAIT=2s")

@@ -116,7 +116,8 @@ func TestCompose(t *testing.T) {
 	t.Parallel()
 	reads := envReadBy(t)
 	p := loadCompose(t)
-	want := []string{"api-1", "api-2", "nats-1", "nats-2", "nats-3", "provision", "redis", "streamer-1", "streamer-2", "worker-1", "worker-2"}
+	want := []string{"api-1", "api-2", "nats-1", "nats-2", "nats-3", "notifier-1", "notifier-2", "provision", "redis", "streamer-1", "streamer-2",
+		"worker-1", "worker-2"}
 	if got := slices.Sorted(maps.Keys(p.Services)); !slices.Equal(got, want) {
 		t.Fatalf("default services %v, want %v", got, want)
 	}
@@ -183,6 +184,12 @@ func TestCompose(t *testing.T) {
 		if s.DependsOn["provision"].Condition != types.ServiceConditionCompletedSuccessfully {
 			t.Errorf("%s does not wait for provision to complete", name)
 		}
+		// What the API seals (project secrets, webhook signing secrets),
+		// the workers and notifiers open: one key from .env for all.
+		if key := e["RDEV_SECRETS_KEY"]; (key != "") != (cmd == "api" || cmd == "worker" || cmd == "notifier") ||
+			(key != "" && key != env(p.Services["api-1"])["RDEV_SECRETS_KEY"]) {
+			t.Errorf("%s: RDEV_SECRETS_KEY %q; want api-1's on every api, worker and notifier, none elsewhere", name, key)
+		}
 		if cmd == "api" {
 			if s.DependsOn["redis"].Condition != types.ServiceConditionHealthy || e["RDEV_REDIS_URL"] != "redis://redis:6379/0" {
 				t.Errorf("%s: Redis %q, dependency %+v", name, e["RDEV_REDIS_URL"], s.DependsOn["redis"])
@@ -235,6 +242,16 @@ func checkObservability(t *testing.T, p *types.Project) {
 	} {
 		if !strings.HasSuffix(mounts[target], file) {
 			t.Errorf("%s is %q, want %s", target, mounts[target], file)
+		}
+	}
+	// Prometheus scrapes every rdev process that serves /metrics.
+	scrape := string(mustRead(t, repoPath("deploy", "compose", "prometheus.yml")))
+	for name, s := range p.Services {
+		if addr := env(s)["RDEV_HTTP_ADDR"]; rdevCommand(s) != "" && addr != "" {
+			_, port, _ := net.SplitHostPort(addr)
+			if !strings.Contains(scrape, `"`+name+":"+port+`"`) {
+				t.Errorf("prometheus.yml does not scrape %s:%s", name, port)
+			}
 		}
 	}
 }
