@@ -237,7 +237,7 @@ func (r *runner) attempt(key string, it *item) {
 	now := time.Now().UTC()
 	secrets, err := r.s.store.Signing(ep, now)
 	if err != nil {
-		r.s.log.Error("webhook secret does not open; check --secrets-key-file", "webhook", r.id, "err", err)
+		r.s.log.Error("webhook secret does not open; check the secrets key (--secrets-key-file or --secrets-key): it must be the API's", "webhook", r.id, "err", err)
 		r.finished(key, it, false, now.Add(time.Minute), 0, false)
 		return
 	}

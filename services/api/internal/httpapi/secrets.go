@@ -31,7 +31,7 @@ type Secrets interface {
 // that reference a secret, when no secrets key is configured.
 func secretsDisabled() error {
 	return &jobs.Error{Kind: jobs.KindConflict, Code: "secrets_disabled",
-		Message: "project secrets are disabled: the API was started without a secrets key (--secrets-key-file)"}
+		Message: "project secrets are disabled: the API was started without a secrets key (--secrets-key-file or --secrets-key)"}
 }
 
 // secretProject authorizes a secrets request (admin only; secrets are

@@ -39,7 +39,7 @@ func (h *Handlers) webhookProject(c echo.Context) (access.Project, error) {
 	}
 	if h.webhooks == nil {
 		return access.Project{}, &access.Error{Kind: access.KindConflict, Code: "webhooks_disabled",
-			Message: "webhooks are disabled: the API was started without a secrets key (--secrets-key-file), which seals their signing secrets"}
+			Message: "webhooks are disabled: the API was started without a secrets key (--secrets-key-file or --secrets-key), which seals their signing secrets"}
 	}
 	return h.project(c, c.Param("project"), access.RoleRead)
 }

@@ -153,7 +153,7 @@ func (s *Service) build(ctx context.Context, sub Submission) (contracts.Job, err
 	}
 	if s.secrets == nil {
 		return contracts.Job{}, &Error{Kind: KindConflict, Code: "secrets_disabled",
-			Message: "this job references a project secret, but project secrets are disabled: the API was started without a secrets key (--secrets-key-file)"}
+			Message: "this job references a project secret, but project secrets are disabled: the API was started without a secrets key (--secrets-key-file or --secrets-key)"}
 	}
 	names := make([]string, 0, len(job.SecretEnv))
 	for _, name := range job.SecretEnv {

@@ -769,7 +769,7 @@ func (r *Runner) resolveSecrets(ctx context.Context, job contracts.Job) (map[str
 		return nil, nil
 	}
 	if r.secrets == nil {
-		return nil, fmt.Errorf("%w: the job references project secrets, but this worker has no secrets key (--secrets-key-file)", executor.ErrStart)
+		return nil, fmt.Errorf("%w: the job references project secrets, but this worker has no secrets key (--secrets-key-file or --secrets-key)", executor.ErrStart)
 	}
 	vals, err := r.secrets.Resolve(ctx, job.Project, job.ProjectIncarnation, job.SecretEnv)
 	switch {
