@@ -56,6 +56,7 @@ type cli struct {
 	Queues      queuesCmd          `cmd:"" group:"client" help:"List, pause and resume the priority levels (admin)."`
 	Schedules   schedulesCmd       `cmd:"" group:"client" help:"List, create, trigger, pause and delete cron schedules."`
 	Webhooks    webhooksCmd        `cmd:"" group:"client" help:"Manage webhook endpoints, test them, read and redeliver their deliveries (admin)."`
+	Secrets     secretsCmd         `cmd:"" group:"client" help:"List, set (from standard input) and delete project secrets (admin)."`
 	DeadLetters deadLettersCmd     `cmd:"" name:"dead-letters" group:"client" help:"List and retry dead letters."`
 	NATSCreds   natsCredentialsCmd `cmd:"" name:"nats-credentials" group:"client" help:"Get a short-lived NATS credential to read a project's output and events straight from NATS (docs/nats.md)."`
 	Context     contextCmd         `cmd:"" group:"client" help:"Manage the servers the client commands talk to (config file contexts)."`

@@ -30,7 +30,14 @@ type cliProc struct {
 // config file of the test's own, so no user config is read).
 func startCLI(t *testing.T, env []string, args ...string) *cliProc {
 	t.Helper()
+	return startCLIWithInput(t, env, nil, args...)
+}
+
+// startCLIWithInput is startCLI with in as rdev's standard input (nil: none).
+func startCLIWithInput(t *testing.T, env []string, in io.Reader, args ...string) *cliProc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
+	cmd.Stdin = in
 	cmd.Env = append(append(os.Environ(), childEnv+"=1", "RDEV_CONFIG="+filepath.Join(t.TempDir(), "config.yaml")), env...)
 	out, err := cmd.StdoutPipe()
 	must(t, err, "stdout pipe")
