@@ -11,6 +11,7 @@ import { deadLettersView } from './views/dead.js';
 import { schedulesView, scheduleView } from './views/schedules.js';
 import { projectsView, keysView } from './views/admin.js';
 import { webhooksView, webhookView } from './views/webhooks.js';
+import { secretsView } from './views/secrets.js';
 
 const main = document.getElementById('main');
 let current = null; // the open view's AbortController: its streams end with it
@@ -29,6 +30,7 @@ const routes = [
   { re: /^#\/keys$/, view: keysView, nav: 'keys', admin: true },
   { re: /^#\/webhooks\/([\w-]+)\/([\w-]+)$/, view: webhookView, nav: 'webhooks', admin: true },
   { re: /^#\/webhooks(?:\/([\w-]+))?$/, view: webhooksView, nav: 'webhooks', admin: true },
+  { re: /^#\/secrets(?:\/([\w-]+))?$/, view: secretsView, nav: 'secrets', admin: true },
 ];
 
 // route shows the view of the current fragment.
