@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -33,12 +32,7 @@ func TestBrowserSecrets(t *testing.T) {
 		}
 		return out
 	}
-	jobSees := func(want string) bool {
-		t.Helper()
-		r := submit(t, n.http, "sec-ui", map[string]any{"command": []string{"sh", "-c", `test "$TOKEN" = "$WANT"`},
-			"env": map[string]any{"TOKEN": map[string]string{"secret": "token"}, "WANT": want}})
-		return waitFinal(t, n.http, r.JobID, 30*time.Second).Status == contracts.StatusSucceeded
-	}
+	jobSees := func(want string) bool { t.Helper(); return jobSeesSecret(t, n, "sec-ui", "token", want) }
 
 	ctx := b.tab(t)
 	signIn(t, ctx, ui, adminKey)

@@ -47,13 +47,7 @@ func TestSecretsCLI(t *testing.T) {
 		}
 		return out
 	}
-	// jobSees runs a job that succeeds only when TOKEN is want exactly.
-	jobSees := func(want string) bool {
-		t.Helper()
-		r := submit(t, n.http, "secc", map[string]any{"command": []string{"sh", "-c", `test "$TOKEN" = "$WANT"`},
-			"env": map[string]any{"TOKEN": map[string]string{"secret": "token"}, "WANT": want}})
-		return waitFinal(t, n.http, r.JobID, 30*time.Second).Status == contracts.StatusSucceeded
-	}
+	jobSees := func(want string) bool { t.Helper(); return jobSeesSecret(t, n, "secc", "token", want) }
 
 	if out := ok("first\n", "secrets", "set", "-o", "json", "token"); !mustJSON[secretSet](t, out).Created {
 		t.Fatalf("set a new secret printed %q", out)
@@ -121,4 +115,14 @@ func TestSecretsCLI(t *testing.T) {
 	if strings.Contains(printed.String(), value) || strings.Contains(printed.String(), "two lines") {
 		t.Errorf("a command printed a secret's value:\n%s", printed.String())
 	}
+}
+
+// jobSeesSecret runs a job of project whose env TOKEN is the secret, and
+// reports whether it saw want exactly (the job compares; the value is
+// never printed).
+func jobSeesSecret(t *testing.T, n *node, project, secret, want string) bool {
+	t.Helper()
+	r := submit(t, n.http, project, map[string]any{"command": []string{"sh", "-c", `test "$TOKEN" = "$WANT"`},
+		"env": map[string]any{"TOKEN": map[string]string{"secret": secret}, "WANT": want}})
+	return waitFinal(t, n.http, r.JobID, 30*time.Second).Status == contracts.StatusSucceeded
 }
