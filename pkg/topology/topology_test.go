@@ -101,7 +101,10 @@ func TestEnsureScalesReplicasInPlace(t *testing.T) {
 	js := c.Provision(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := js.Publish(ctx, contracts.SubjectOutput("p1", "s1"), []byte(`{"v":1}`)); err != nil {
+	// A stream just created on a fresh cluster may not answer every server
+	// yet (its subject's interest is still spreading): a publish meanwhile
+	// gets no response, so it is tried again (every 250 ms, for 30 s).
+	if _, err := js.Publish(ctx, contracts.SubjectOutput("p1", "s1"), []byte(`{"v":1}`), jetstream.WithRetryAttempts(120)); err != nil {
 		t.Fatal(err)
 	}
 	// Right after the cluster forms, its meta leader may not count every
