@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rdev-dev/rdev/pkg/await"
 	"github.com/rdev-dev/rdev/pkg/contracts"
+	"github.com/rdev-dev/rdev/services/api"
 )
 
 // A delayed job is scheduled until its run_at, then runs, never before
@@ -138,5 +142,19 @@ func TestDelayedJobSurvivesKill(t *testing.T) {
 	st := waitFinal(t, again.http, r.JobID, 60*time.Second)
 	if st.Status != contracts.StatusSucceeded || st.Attempt != 1 || st.StartedAt.Before(*st.RunAt) {
 		t.Fatalf("job scheduled before kill -9: %+v", st)
+	}
+}
+
+// The default --max-job-delay fits what keeps a scheduled job, so a
+// default start warns of nothing; a longer one is cut, with a warning.
+func TestDefaultMaxJobDelayFits(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	if got := maxDelay(api.DefaultMaxJobDelay, 0, log); got != api.DefaultMaxJobDelay || logs.Len() != 0 {
+		t.Fatalf("default %s: bound %s, logged %q; want it unchanged and nothing logged", api.DefaultMaxJobDelay, got, logs.String())
+	}
+	if got := maxDelay(30*24*time.Hour, 0, log); got != api.DefaultMaxJobDelay || !strings.Contains(logs.String(), "level=WARN") {
+		t.Fatalf("30 days: bound %s, logged %q; want it cut to %s with a warning", got, logs.String(), api.DefaultMaxJobDelay)
 	}
 }

@@ -8,8 +8,11 @@ import (
 )
 
 // DefaultMaxDelay is how far ahead a job may be scheduled when Limits
-// gives no MaxDelay.
-const DefaultMaxDelay = 30 * 24 * time.Hour
+// gives no MaxDelay: as long as the default state TTL and jobs stream
+// age keep a waiting job, with an hour to spare, so that the defaults
+// agree (a longer default was cut to this at every start, with a
+// warning nobody could act on).
+const DefaultMaxDelay = min(contracts.DefaultStateTTL, contracts.DefaultJobsMaxAge) - time.Hour
 
 // timing applies a submission's run_at, run_in_seconds and deadline to
 // job, as of now: a time not in the future queues the job at once, so
