@@ -164,7 +164,19 @@ func Start(cfg Config) (*server.Server, error) {
 	go srv.Start()
 	if !srv.ReadyForConnections(cfg.ReadyTimeout) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("natsserver: not ready within %s on %s", cfg.ReadyTimeout, cfg.Addr)
+		err := fmt.Errorf("natsserver: not ready within %s on %s", cfg.ReadyTimeout, cfg.Addr)
+		// Another process may have taken a port between portFree and the
+		// server's listen, which the server only logs: say so, so that a
+		// caller able to move to another port (tests) does.
+		if perr := portFree(host, port); perr != nil {
+			return nil, fmt.Errorf("%w: %w", err, perr)
+		}
+		if c := cfg.Cluster; c != nil {
+			if perr := portFree(opts.Cluster.Host, opts.Cluster.Port); perr != nil {
+				return nil, fmt.Errorf("%w: %w", err, perr)
+			}
+		}
+		return nil, err
 	}
 	return srv, nil
 }
