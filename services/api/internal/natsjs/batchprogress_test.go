@@ -179,26 +179,40 @@ func TestBatchProgressReadsEventsFromTheProjectFeed(t *testing.T) {
 	const n = 1100 // more events than one request asks for (1,024)
 	p := progressSetup(t, n)
 	bp := newProgress(t, p, 0)
-	var gets atomic.Int64
 	watch := natstest.Connect(t, p.srv)
-	if _, err := watch.Subscribe("$JS.API.DIRECT.GET."+contracts.StreamOutput, func(*nats.Msg) { gets.Add(1) }); err != nil {
+	// The read loop puts each message on the channel before it reads
+	// what follows, so once a flush returns every direct get made before
+	// it is there: counting them does not lag behind, as a callback's
+	// count would under load.
+	msgs := make(chan *nats.Msg, 1<<14)
+	if _, err := watch.ChanSubscribe("$JS.API.DIRECT.GET."+contracts.StreamOutput, msgs); err != nil {
 		t.Fatal(err)
 	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
+	var seen int64
+	gets := func() int64 {
+		t.Helper()
+		if err := watch.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for len(msgs) > 0 {
+			<-msgs
+			seen++
+		}
+		return seen
 	}
+	gets()
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: n}) // a new record: the stream since the submission
 	p.set(t, "J0", contracts.StatusRunning, contracts.EventStarted, 1)
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusQueued: n - 1, contracts.StatusRunning: 1}) // the stream; the feed starts
-	if gets.Load() == 0 {
+	before := gets()
+	if before == 0 {
 		t.Fatal("no direct get seen: the count of them proves nothing")
 	}
-	before := gets.Load()
 	for i := range n {
 		p.set(t, fmt.Sprintf("J%d", i), contracts.StatusSucceeded, contracts.EventSucceeded, 1)
 	}
 	p.want(t, bp, map[contracts.Status]int{contracts.StatusSucceeded: n})
-	if got := gets.Load() - before; got != 0 {
+	if got := gets() - before; got != 0 {
 		t.Fatalf("%d direct gets of the output stream once the feed ran", got)
 	}
 	out, err := p.js.Stream(p.ctx, contracts.StreamOutput)
